@@ -1,0 +1,140 @@
+"""S3 gateway: every S3 call deploytool makes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from deploytool.aws.session import AwsSession, describe_aws_error, error_code
+from deploytool.errors import AwsError
+
+MULTIPART_THRESHOLD = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    etag: str
+    size: int
+    metadata: Mapping[str, str]
+    version_id: str | None = None
+
+
+class S3Gateway:
+    def __init__(self, session: AwsSession, *, expected_bucket_owner: str | None = None) -> None:
+        self.client = session.client("s3")
+        self.owner = expected_bucket_owner
+
+    def _owner(self) -> dict[str, str]:
+        return {"ExpectedBucketOwner": self.owner} if self.owner else {}
+
+    def _fail(self, exc: Exception, what: str, bucket: str) -> AwsError:
+        code = error_code(exc)
+        if code in ("NoSuchBucket",):
+            return AwsError(f"{what}: bucket {bucket!r} does not exist (artifacts.bucket)")
+        if code in ("AccessDenied", "403", "Forbidden"):
+            return AwsError(
+                f"{what}: access denied to bucket {bucket!r} (check your credentials, the bucket policy "
+                "and artifacts.expected_bucket_owner)"
+            )
+        return describe_aws_error(exc, what)
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        """The object's info, or None when it does not exist (one HEAD request)."""
+        try:
+            r = self.client.head_object(Bucket=bucket, Key=key, **self._owner())
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._fail(exc, f"HEAD s3://{bucket}/{key}", bucket) from exc
+        except BotoCoreError as exc:
+            raise self._fail(exc, f"HEAD s3://{bucket}/{key}", bucket) from exc
+        return ObjectInfo(key, r["ETag"], r["ContentLength"], r.get("Metadata", {}), r.get("VersionId"))
+
+    def check_bucket(self, bucket: str) -> None:
+        try:
+            self.client.head_bucket(Bucket=bucket, **self._owner())
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                raise AwsError(f"bucket {bucket!r} does not exist (artifacts.bucket)") from exc
+            raise self._fail(exc, f"bucket {bucket!r}", bucket) from exc
+        except BotoCoreError as exc:
+            raise self._fail(exc, f"bucket {bucket!r}", bucket) from exc
+
+    def create_bucket(self, bucket: str, region: str) -> None:
+        args: dict[str, Any] = {"Bucket": bucket}
+        if region != "us-east-1":
+            args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        try:
+            self.client.create_bucket(**args)
+        except ClientError as exc:
+            if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise self._fail(exc, f"create bucket {bucket!r}", bucket) from exc
+
+    def upload_file(
+        self, path: Path, bucket: str, key: str, *, extra: Mapping[str, Any] | None = None
+    ) -> ObjectInfo:
+        """Upload through boto3's transfer manager (multipart above 16 MiB), then HEAD it."""
+        args = dict(extra or {})
+        args.update(self._owner())
+        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
+        try:
+            self.client.upload_file(str(path), bucket, key, ExtraArgs=args, Config=config)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, f"upload s3://{bucket}/{key}", bucket) from exc
+        except Exception as exc:  # S3UploadFailedError wraps the ClientError
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, ClientError):
+                raise self._fail(cause, f"upload s3://{bucket}/{key}", bucket) from exc
+            raise AwsError(f"upload s3://{bucket}/{key}: {exc}") from exc
+        info = self.head(bucket, key)
+        if info is None:
+            raise AwsError(f"upload s3://{bucket}/{key}: the object is not there after the upload")
+        return info
+
+    def put_bytes(
+        self, bucket: str, key: str, body: bytes, *, content_type: str = "application/octet-stream",
+        extra: Mapping[str, Any] | None = None,
+    ) -> ObjectInfo:
+        args = dict(extra or {})
+        args.update(self._owner())
+        try:
+            r = self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, **args)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, f"PUT s3://{bucket}/{key}", bucket) from exc
+        return ObjectInfo(key, r["ETag"], len(body), {}, r.get("VersionId"))
+
+    def get_bytes(self, bucket: str, key: str) -> bytes | None:
+        try:
+            r = self.client.get_object(Bucket=bucket, Key=key, **self._owner())
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._fail(exc, f"GET s3://{bucket}/{key}", bucket) from exc
+        except BotoCoreError as exc:
+            raise self._fail(exc, f"GET s3://{bucket}/{key}", bucket) from exc
+        body: bytes = r["Body"].read()
+        return body
+
+    def put_json(self, bucket: str, key: str, data: Any, *, extra: Mapping[str, Any] | None = None) -> ObjectInfo:
+        body = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+        return self.put_bytes(bucket, key, body, content_type="application/json", extra=extra)
+
+    def get_json(self, bucket: str, key: str) -> Any:
+        body = self.get_bytes(bucket, key)
+        return None if body is None else json.loads(body)
+
+    def list_keys(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, **self._owner()):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"], item["ETag"], item["Size"], {})
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, f"list s3://{bucket}/{prefix}", bucket) from exc

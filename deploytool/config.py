@@ -1,0 +1,546 @@
+"""Stage 1, config: read and validate the fleet file (deploy.toml) into a frozen Fleet.
+
+Contract: `load_fleet(path)` reads one TOML file and returns a `Fleet`, or raises `ConfigError`
+whose message names the file, the key path (``groups[3].strategy``), the value and what is allowed.
+No I/O beyond reading that file. `Fleet.warnings` carries lint findings that are not errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from deploytool.errors import ConfigError
+
+# CodeDeploy allows 3600 s for all scripts of one lifecycle event; the drain keeps this much of it
+# for the cold shutdown (SIGQUIT) and the worker's exit after its budget is spent.
+LIFECYCLE_EVENT_LIMIT_S = 3600
+DRAIN_RESERVE_S = 60
+MAX_DRAIN_TIMEOUT_S = LIFECYCLE_EVENT_LIMIT_S - DRAIN_RESERVE_S
+# visibility_timeout must exceed task_time_limit by this much, else a slow task is redelivered.
+VISIBILITY_MARGIN_S = 120
+
+NAMED_STRATEGIES = ("AllAtOnce", "HalfAtATime", "OneAtATime")
+STRATEGY_TABLE_KEYS = ("min_healthy_hosts", "min_healthy_percent")
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+_QUEUE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
+_APP_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A group's deployment strategy with CodeDeploy's meaning.
+
+    kind is one of AllAtOnce, HalfAtATime, OneAtATime, HostCount (min healthy hosts = value) or
+    FleetPercent (min healthy percent = value, rounded up to hosts at the start).
+    """
+
+    kind: Literal["AllAtOnce", "HalfAtATime", "OneAtATime", "HostCount", "FleetPercent"]
+    value: int = 0
+
+    @property
+    def label(self) -> str:
+        if self.kind == "HostCount":
+            return f"min {self.value} hosts"
+        if self.kind == "FleetPercent":
+            return f"min {self.value}%"
+        return self.kind
+
+    @property
+    def deployment_config_name(self) -> str:
+        """The CodeDeploy deployment config: a built-in one, or our deterministic custom name."""
+        if self.kind == "HostCount":
+            return f"deploytool-min-healthy-hosts-{self.value}"
+        if self.kind == "FleetPercent":
+            return f"deploytool-min-healthy-percent-{self.value}"
+        return f"CodeDeployDefault.{self.kind}"
+
+    def as_toml_value(self) -> str | dict[str, int]:
+        if self.kind == "HostCount":
+            return {"min_healthy_hosts": self.value}
+        if self.kind == "FleetPercent":
+            return {"min_healthy_percent": self.value}
+        return self.kind
+
+
+def parse_strategy(value: object) -> Strategy:
+    """Parse a strategy as written in the fleet file; ValueError says what is allowed."""
+    allowed = (
+        "allowed: AllAtOnce, HalfAtATime, OneAtATime, {min_healthy_hosts = N} (N >= 0) "
+        "or {min_healthy_percent = P} (0 <= P < 100)"
+    )
+    if isinstance(value, Strategy):
+        return value
+    if isinstance(value, str):
+        if value in NAMED_STRATEGIES:
+            return Strategy(kind=value)  # type: ignore[arg-type]
+        close = difflib.get_close_matches(value, NAMED_STRATEGIES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown strategy {value!r}{hint}; {allowed}")
+    if isinstance(value, Mapping):
+        keys = list(value)
+        if len(keys) != 1 or keys[0] not in STRATEGY_TABLE_KEYS:
+            raise ValueError(f"strategy table {dict(value)!r} must have exactly one key; {allowed}")
+        key, number = keys[0], value[keys[0]]
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise ValueError(f"{key} must be a whole number, got {number!r}; {allowed}")
+        if key == "min_healthy_hosts":
+            if number < 0:
+                raise ValueError(f"min_healthy_hosts must be >= 0, got {number}")
+            return Strategy(kind="HostCount", value=number)
+        if not 0 <= number < 100:
+            raise ValueError(
+                f"min_healthy_percent must be >= 0 and < 100, got {number} "
+                "(CodeDeploy needs at least one instance it may take out of service)"
+            )
+        return Strategy(kind="FleetPercent", value=number)
+    raise ValueError(f"strategy must be a string or a table, got {value!r}; {allowed}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class App(_Model):
+    name: Annotated[str, Field(pattern=_APP_NAME)]
+    source: str = "app"
+    celery_app: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")]
+    install_dir: str | None = None
+    python: str | None = None
+    env_file: str | None = None
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = None
+
+    @property
+    def install_path(self) -> str:
+        """Where releases live on an instance: <install_path>/releases/<version>, current -> it."""
+        return self.install_dir or f"/opt/{self.name}"
+
+    @property
+    def python_path(self) -> str:
+        """The app's own Python on the instance (hooks run with it, not with deploytool)."""
+        return self.python or f"{self.install_path}/venv/bin/python"
+
+    @property
+    def env_path(self) -> str:
+        """The instance's environment file with CELERY_BROKER_URL and friends (not shipped)."""
+        return self.env_file or f"/etc/{self.name}/worker.env"
+
+
+class Artifacts(_Model):
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")] = "deploytool"
+    kms_key_id: Annotated[str, Field(min_length=1)] | None = None
+    expected_bucket_owner: Annotated[str, Field(pattern=r"^\d{12}$")] | None = None
+
+
+class Aws(_Model):
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] = "us-east-1"
+    profile: Annotated[str, Field(min_length=1)] | None = None
+
+
+class GroupSettings(_Model):
+    """Worker and rollout settings a group may set, or inherit from [defaults]."""
+
+    queues: Annotated[list[Annotated[str, Field(pattern=_QUEUE)]], Field(min_length=1)] | None = None
+    concurrency: Annotated[int, Field(ge=1, le=512)] = 2
+    prefetch_multiplier: Annotated[int, Field(ge=1, le=1024)] = 1
+    acks_late: bool = True
+    max_tasks_per_child: Annotated[int, Field(ge=1)] | None = None
+    autoscale: Annotated[list[Annotated[int, Field(ge=0, le=512)]], Field(min_length=2, max_length=2)] | None = (
+        None
+    )
+    task_time_limit: Annotated[int, Field(ge=1, le=86400)] = 300
+    task_soft_time_limit: Annotated[int, Field(ge=1, le=86400)] | None = None
+    visibility_timeout: Annotated[int, Field(ge=1, le=43200)] = 3600
+    drain_timeout: Annotated[int, Field(ge=1)] = 600
+    strategy: Strategy = Strategy(kind="OneAtATime")
+    wave: Annotated[int, Field(ge=0, le=1000)] = 1
+    suspend_terminate: bool = False
+    alarms: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=10)] = []
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy(cls, value: object) -> Strategy:
+        return parse_strategy(value)
+
+
+class Group(GroupSettings):
+    name: Annotated[str, Field(pattern=_NAME)]
+    asg: Annotated[str, Field(min_length=1, max_length=255)]
+
+    @property
+    def autoscale_max_min(self) -> tuple[int, int] | None:
+        return (self.autoscale[0], self.autoscale[1]) if self.autoscale else None
+
+    def worker_settings(self) -> dict[str, Any]:
+        """The settings the hook scripts need on the instance (shipped in the bundle)."""
+        return {
+            "name": self.name,
+            "asg": self.asg,
+            "queues": list(self.queues or []),
+            "concurrency": self.concurrency,
+            "prefetch_multiplier": self.prefetch_multiplier,
+            "acks_late": self.acks_late,
+            "max_tasks_per_child": self.max_tasks_per_child,
+            "autoscale": list(self.autoscale) if self.autoscale else None,
+            "task_time_limit": self.task_time_limit,
+            "task_soft_time_limit": self.task_soft_time_limit,
+            "visibility_timeout": self.visibility_timeout,
+            "drain_timeout": self.drain_timeout,
+        }
+
+
+class LocalTarget(_Model):
+    backend: Literal["local"]
+    instances_per_group: Annotated[int, Field(ge=1, le=20)] = 2
+    instances: dict[str, Annotated[int, Field(ge=1, le=20)]] = {}
+    broker: Annotated[str, Field(pattern=r"^(sqs|(redis|rediss|amqp|amqps|pyamqp|sqs)://.+)$")] = "sqs"
+    root: str = ".sandbox"
+
+    def instance_count(self, group: str) -> int:
+        return self.instances.get(group, self.instances_per_group)
+
+
+class CodeDeployTarget(_Model):
+    backend: Literal["codedeploy"]
+    application: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,100}$")] | None = None
+    service_role_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")]
+    outdated_instances: Literal["UPDATE", "IGNORE"] = "UPDATE"
+    termination_hook: bool = True
+
+
+Target = LocalTarget | CodeDeployTarget
+
+_TOP_KEYS = ("app", "artifacts", "aws", "defaults", "groups", "targets", "default_target")
+_TARGET_MODELS: dict[str, type[_Model]] = {"local": LocalTarget, "codedeploy": CodeDeployTarget}
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """A validated fleet file."""
+
+    path: Path
+    app: App
+    artifacts: Artifacts
+    aws: Aws
+    groups: tuple[Group, ...]
+    targets: Mapping[str, Target]
+    default_target: str
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def root(self) -> Path:
+        """The directory of the fleet file; relative paths in it are relative to this."""
+        return self.path.parent
+
+    @property
+    def source_dir(self) -> Path:
+        return (self.root / self.app.source).resolve()
+
+    def group(self, name: str) -> Group:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise ConfigError(
+            f"no group named {name!r}; groups are: {', '.join(g.name for g in self.groups)}",
+            path=str(self.path),
+        )
+
+    def select_groups(self, names: Sequence[str] | None) -> tuple[Group, ...]:
+        """The groups named (in fleet order), or all of them; unknown names are an error."""
+        if not names:
+            return self.groups
+        wanted = set(names)
+        for name in names:
+            self.group(name)
+        return tuple(g for g in self.groups if g.name in wanted)
+
+    def target(self, name: str | None = None) -> tuple[str, Target]:
+        chosen = name or self.default_target
+        if chosen not in self.targets:
+            raise ConfigError(
+                f"no target named {chosen!r}; targets are: {', '.join(self.targets)}", path=str(self.path)
+            )
+        return chosen, self.targets[chosen]
+
+    def waves(self, groups: Sequence[Group] | None = None) -> list[tuple[int, tuple[Group, ...]]]:
+        """Groups by wave, lowest wave first; fleet order inside a wave."""
+        chosen = self.groups if groups is None else groups
+        numbers = sorted({g.wave for g in chosen})
+        return [(n, tuple(g for g in chosen if g.wave == n)) for n in numbers]
+
+
+def key_path(loc: Sequence[str | int]) -> str:
+    """('groups', 3, 'strategy') -> 'groups[3].strategy'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _unknown_key_error(path: str, where: str, key: str, allowed: Sequence[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    full = f"{where}.{key}" if where else key
+    return ConfigError(f"unknown key{hint}; allowed: {', '.join(allowed)}", path=path, key=full)
+
+
+def _check_keys(path: str, where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            raise _unknown_key_error(path, where, key, allowed)
+
+
+def _fields(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+_TYPE_WORDS = {
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a table",
+    "model_type": "a table",
+}
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind in _TYPE_WORDS:
+        return f"got {value!r}; allowed: {_TYPE_WORDS[kind]}"
+    if kind == "missing":
+        return "is required"
+    if kind == "string_pattern_mismatch":
+        return f"got {value!r}; allowed: text matching {ctx.get('pattern')}"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        bound = {
+            "greater_than_equal": ">=",
+            "less_than_equal": "<=",
+            "greater_than": ">",
+            "less_than": "<",
+        }[kind]
+        limit = next(iter(ctx.values()), "?")
+        return f"got {value!r}; allowed: a number {bound} {limit}"
+    if kind in ("too_short", "too_long"):
+        return f"got {value!r}; {error['msg'].lower()}"
+    if kind == "literal_error":
+        return f"got {value!r}; allowed: {ctx.get('expected')}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return f"got {value!r}; {error['msg']}"
+
+
+def _validate(
+    model: type[_Model], data: Mapping[str, Any], path: str, where: Sequence[str | int], origin: Any = None
+) -> Any:
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = list(first["loc"])
+        if origin is not None and loc and isinstance(loc[0], str):
+            where = origin(loc[0])
+        raise ConfigError(_describe(first), path=path, key=key_path([*where, *loc])) from exc
+
+
+def _require_table(path: str, key: str, value: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"got {value!r}; allowed: a table", path=path, key=key)
+    return value
+
+
+def load_fleet(path: str | Path) -> Fleet:
+    """Read and validate a fleet file. Raises ConfigError with one clear line."""
+    file = Path(path)
+    shown = str(path)
+    try:
+        raw_bytes = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("fleet file not found (pass --fleet PATH or create deploy.toml)", path=shown) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a fleet file", path=shown) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read fleet file: {exc.strerror}", path=shown) from exc
+    try:
+        data = tomllib.loads(raw_bytes.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", path=shown) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"malformed TOML: {exc}", path=shown) from exc
+    return parse_fleet(data, file.resolve(), shown)
+
+
+def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -> Fleet:
+    """Validate already-parsed fleet data (the TOML document as a dict)."""
+    path = shown or str(file)
+    _check_keys(path, "", data, _TOP_KEYS)
+    for required in ("app", "artifacts", "groups", "targets"):
+        if required not in data:
+            raise ConfigError("is required", path=path, key=required)
+
+    app = _validate(App, _require_table(path, "app", data["app"]), path, ["app"])
+    artifacts = _validate(Artifacts, _require_table(path, "artifacts", data["artifacts"]), path, ["artifacts"])
+    aws = _validate(Aws, _require_table(path, "aws", data.get("aws", {})), path, ["aws"])
+
+    defaults_raw = _require_table(path, "defaults", data.get("defaults", {}))
+    settings_fields = _fields(GroupSettings)
+    _check_keys(path, "defaults", defaults_raw, settings_fields)
+    _validate(GroupSettings, defaults_raw, path, ["defaults"])
+
+    groups_raw = data["groups"]
+    if not isinstance(groups_raw, list) or not groups_raw:
+        raise ConfigError(
+            f"got {groups_raw!r}; allowed: at least one [[groups]] table", path=path, key="groups"
+        )
+    groups: list[Group] = []
+    group_fields = ["name", "asg", *settings_fields]
+    for index, raw in enumerate(groups_raw):
+        where = f"groups[{index}]"
+        table = _require_table(path, where, raw)
+        _check_keys(path, where, table, group_fields)
+        merged = {**defaults_raw, **table}
+
+        def origin(key: str, table: Mapping[str, Any] = table, index: int = index) -> list[str | int]:
+            return ["groups", index] if key in table else ["defaults"]
+
+        group = _validate(Group, merged, path, ["groups", index], origin)
+        _lint_group(path, index, group, table)
+        groups.append(group)
+    _check_unique(path, groups)
+
+    targets_raw = _require_table(path, "targets", data["targets"])
+    if not targets_raw:
+        raise ConfigError("allowed: at least one target table, e.g. [targets.sandbox]", path=path, key="targets")
+    targets: dict[str, Target] = {}
+    names = {g.name for g in groups}
+    for name, raw in targets_raw.items():
+        where = f"targets.{name}"
+        table = _require_table(path, where, raw)
+        backend = table.get("backend")
+        if backend not in _TARGET_MODELS:
+            raise ConfigError(
+                f"got {backend!r}; allowed: {', '.join(repr(b) for b in _TARGET_MODELS)}",
+                path=path,
+                key=f"{where}.backend",
+            )
+        model = _TARGET_MODELS[backend]
+        _check_keys(path, where, table, _fields(model))
+        target = _validate(model, table, path, ["targets", name])
+        if isinstance(target, LocalTarget):
+            for group_name in target.instances:
+                if group_name not in names:
+                    raise ConfigError(
+                        f"no group named {group_name!r}; groups are: {', '.join(sorted(names))}",
+                        path=path,
+                        key=f"{where}.instances.{group_name}",
+                    )
+        targets[name] = target
+
+    default_target = data.get("default_target")
+    if default_target is None:
+        default_target = "sandbox" if "sandbox" in targets else next(iter(targets))
+    elif default_target not in targets:
+        raise ConfigError(
+            f"got {default_target!r}; allowed: one of the targets ({', '.join(targets)})",
+            path=path,
+            key="default_target",
+        )
+
+    warnings = tuple(
+        f"{path}: groups[{i}].drain_timeout: {g.drain_timeout} s is shorter than task_time_limit "
+        f"{g.task_time_limit} s: tasks running longer than the drain are interrupted and re-run"
+        for i, g in enumerate(groups)
+        if g.drain_timeout < g.task_time_limit
+    )
+    return Fleet(
+        path=file,
+        app=app,
+        artifacts=artifacts,
+        aws=aws,
+        groups=tuple(groups),
+        targets=targets,
+        default_target=default_target,
+        warnings=warnings,
+    )
+
+
+def _lint_group(path: str, index: int, group: Group, table: Mapping[str, Any]) -> None:
+    """Cross-field rules from production Celery practice."""
+
+    def key(field: str) -> str:
+        return f"groups[{index}].{field}" if field in table else f"defaults.{field}"
+
+    if not group.queues:
+        raise ConfigError("is required: the queues this group's workers consume", path=path, key=key("queues"))
+    if len(set(group.queues)) != len(group.queues):
+        raise ConfigError(f"got {group.queues!r}; a queue may be listed once", path=path, key=key("queues"))
+    if group.visibility_timeout <= group.task_time_limit + VISIBILITY_MARGIN_S:
+        raise ConfigError(
+            f"got {group.visibility_timeout}; must exceed task_time_limit + {VISIBILITY_MARGIN_S} s "
+            f"= {group.task_time_limit + VISIBILITY_MARGIN_S} (else the broker redelivers running tasks "
+            "and they run twice)",
+            path=path,
+            key=key("visibility_timeout"),
+        )
+    if group.task_soft_time_limit is not None and group.task_soft_time_limit >= group.task_time_limit:
+        raise ConfigError(
+            f"got {group.task_soft_time_limit}; must be below task_time_limit ({group.task_time_limit})",
+            path=path,
+            key=key("task_soft_time_limit"),
+        )
+    if group.drain_timeout > MAX_DRAIN_TIMEOUT_S:
+        raise ConfigError(
+            f"got {group.drain_timeout}; allowed: at most {MAX_DRAIN_TIMEOUT_S} s (CodeDeploy gives a lifecycle "
+            f"event {LIFECYCLE_EVENT_LIMIT_S} s; {DRAIN_RESERVE_S} s are kept for the cold shutdown)",
+            path=path,
+            key=key("drain_timeout"),
+        )
+    if group.autoscale is not None:
+        high, low = group.autoscale
+        if high < 1 or low > high:
+            raise ConfigError(
+                f"got {group.autoscale!r}; allowed: [max, min] with max >= 1 and min <= max",
+                path=path,
+                key=key("autoscale"),
+            )
+
+
+def _check_unique(path: str, groups: Sequence[Group]) -> None:
+    seen_names: dict[str, int] = {}
+    seen_asgs: dict[str, int] = {}
+    for index, group in enumerate(groups):
+        if group.name in seen_names:
+            raise ConfigError(
+                f"duplicate group name {group.name!r} (also groups[{seen_names[group.name]}])",
+                path=path,
+                key=f"groups[{index}].name",
+            )
+        if group.asg in seen_asgs:
+            raise ConfigError(
+                f"ASG {group.asg!r} already belongs to groups[{seen_asgs[group.asg]}]; CodeDeploy needs one "
+                "deployment group per ASG (two cause lifecycle hook timeouts)",
+                path=path,
+                key=f"groups[{index}].asg",
+            )
+        seen_names[group.name] = index
+        seen_asgs[group.asg] = index
+
+
+def valid_name(value: str) -> bool:
+    return re.fullmatch(_NAME, value) is not None

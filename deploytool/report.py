@@ -1,0 +1,35 @@
+"""Tables for people: the fleet as `fab check` shows it."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from deploytool.config import Fleet
+from deploytool.strategy import batches
+
+
+def fleet_table(fleet: Fleet) -> Table:
+    table = Table(title=f"{fleet.app.name}: {len(fleet.groups)} groups ({fleet.path.name})")
+    for column in ("wave", "group", "asg", "queues", "concurrency", "prefetch", "time limit",
+                   "visibility", "drain", "strategy"):
+        table.add_column(column, justify="right" if column in ("wave", "concurrency", "prefetch") else "left")
+    for wave, groups in fleet.waves():
+        for g in groups:
+            table.add_row(
+                str(wave),
+                g.name,
+                g.asg,
+                ",".join(g.queues or []),
+                f"autoscale {g.autoscale[0]},{g.autoscale[1]}" if g.autoscale else str(g.concurrency),
+                str(g.prefetch_multiplier),
+                f"{g.task_time_limit}s" + (f" (soft {g.task_soft_time_limit}s)" if g.task_soft_time_limit else ""),
+                f"{g.visibility_timeout}s",
+                f"{g.drain_timeout}s",
+                g.strategy.label,
+            )
+    return table
+
+
+def batch_preview(fleet: Fleet, sizes: dict[str, int]) -> dict[str, list[int]]:
+    """Batches each group would deploy in, for a given number of instances per group."""
+    return {g.name: batches(g.strategy, sizes.get(g.name, 0)) for g in fleet.groups}

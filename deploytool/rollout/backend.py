@@ -1,0 +1,138 @@
+"""The small interface every rollout backend implements, and the plain data it exchanges.
+
+A backend deploys one revision to one deployment group (one ASG) with that group's strategy and
+reports progress when polled. `codedeploy` talks to AWS CodeDeploy; `local` runs the sandbox
+fleet through the CodeDeploy-compatible lifecycle runner. The orchestrator only sees this module.
+
+Statuses use CodeDeploy's words so the two backends read the same in reports and JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from deploytool.config import Group
+
+DeploymentStatus = Literal["Created", "Queued", "InProgress", "Baking", "Succeeded", "Failed", "Stopped", "Ready"]
+InstanceStatus = Literal["Pending", "InProgress", "Succeeded", "Failed", "Skipped", "Unknown", "Ready"]
+TERMINAL: frozenset[str] = frozenset({"Succeeded", "Failed", "Stopped"})
+
+LIFECYCLE_EVENTS: tuple[str, ...] = (
+    "ApplicationStop",
+    "DownloadBundle",
+    "BeforeInstall",
+    "Install",
+    "AfterInstall",
+    "ApplicationStart",
+    "ValidateService",
+)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """An S3 bundle revision (CodeDeploy's S3Location)."""
+
+    bucket: str
+    key: str
+    etag: str
+    version: str  # the release version (YYYY.MM.DD-sha), not the S3 object version
+    sha256: str
+    bundle_type: str = "tgz"
+    object_version: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """One deployment of one group."""
+
+    group: Group
+    revision: Revision | None  # None only for mode="restart"
+    release_id: str
+    mode: Literal["deploy", "restart"] = "deploy"
+    description: str = ""
+    # Redeploy to these instances only (reconcile --fix); None means the whole group.
+    target_instances: tuple[str, ...] | None = None
+    auto_rollback: bool = True
+
+
+@dataclass(frozen=True)
+class InstanceProgress:
+    instance_id: str
+    status: InstanceStatus
+    lifecycle_event: str | None = None  # the event running now, or the one that failed
+    message: str = ""  # diagnostics of a failure (script name, exit code, log tail)
+
+
+@dataclass(frozen=True)
+class DeploymentSnapshot:
+    """A deployment as last polled."""
+
+    deployment_id: str
+    group: str
+    status: DeploymentStatus
+    pending: int = 0
+    in_progress: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    current_event: str | None = None  # the most advanced lifecycle event running on any instance
+    error: str = ""
+    rollback_deployment_id: str | None = None  # set when the backend started an automatic rollback
+    creator: str = "user"  # user | autoscaling | codeDeployRollback | CodeDeployAutoUpdate
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.in_progress + self.succeeded + self.failed + self.skipped
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def all_succeeded(self) -> bool:
+        """deploytool's verdict: every instance succeeded (CodeDeploy may say Succeeded with failures)."""
+        return self.status == "Succeeded" and self.failed == 0 and self.skipped == 0 and self.total > 0
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """What a backend knows of a group before deploying: for plans and resume."""
+
+    group: str
+    exists: bool
+    instance_ids: tuple[str, ...] = ()
+    active_deployment_id: str | None = None
+    last_successful_version: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """What the orchestrator needs from a place to deploy to."""
+
+    name: str
+
+    def start(self, request: DeployRequest) -> str:
+        """Start a deployment of one group; returns its deployment id."""
+        ...
+
+    def poll(self, deployment_ids: Sequence[str]) -> Mapping[str, DeploymentSnapshot]:
+        """The state of many deployments at once (CodeDeploy: BatchGetDeployments, 25 a call)."""
+        ...
+
+    def stop(self, deployment_id: str, *, rollback: bool) -> None:
+        """Stop a deployment, rolling back its instances when asked."""
+        ...
+
+    def instance_results(self, deployment_id: str) -> Sequence[InstanceProgress]:
+        """Per-instance results: asked only for failing groups or on request."""
+        ...
+
+    def group_state(self, group: Group) -> GroupState:
+        """Read-only view of the group (instances, deployment in flight, last good version)."""
+        ...

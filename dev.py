@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Set up and run deploytool's two entry points with nothing but Python 3.11+ and pip.
+
+    python3 dev.py sandbox [fab options]   # set up, then run the whole sandbox deploy
+    python3 dev.py test [pytest options]   # set up, then ruff, mypy and the whole test suite
+
+Set-up makes .venv/ and installs deploytool with its dev extra into it; it is skipped when
+pyproject.toml has not changed since the last install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".deploytool-installed"
+
+
+def run(*cmd: str | Path) -> int:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.call([str(c) for c in cmd], cwd=ROOT)
+
+
+def setup() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"deploytool needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted and (BIN / "fab").exists():
+        return
+    if not (BIN / "python").exists():
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    pip = [BIN / "python", "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    if run(*pip, "--upgrade", "pip") != 0 or run(*pip, "-e", f"{ROOT}[dev]") != 0:
+        sys.exit("set-up failed: see pip's output above")
+    STAMP.write_text(wanted)
+
+
+def test(args: list[str]) -> int:
+    checks = [
+        [BIN / "ruff", "check", "."],
+        [BIN / "mypy"],
+    ]
+    for check in checks:
+        if run(*check) != 0:
+            return 1
+    code = run(BIN / "python", "-m", "pytest", *args)
+    if code == 5:
+        print("error: pytest collected no tests", file=sys.stderr)
+        return 1
+    return code
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("sandbox", "test", "setup"):
+        print(__doc__)
+        return 2
+    setup()
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ["VIRTUAL_ENV"] = str(VENV)
+    if argv[0] == "setup":
+        return 0
+    if argv[0] == "test":
+        return test(argv[1:])
+    return run(BIN / "fab", "sandbox", *argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
