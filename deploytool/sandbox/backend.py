@@ -1,0 +1,436 @@
+"""The `local` rollout backend: the sandbox fleet, deployed with CodeDeploy's semantics.
+
+Contract (deploytool/rollout/backend.py's Backend): `start` returns a `d-XXXXXXXXX` id at once and
+runs the deployment in a background thread. The group's instances come from its moto ASG (or
+`target_instances`); deploytool.strategy decides how many may be out of service (`startable`)
+and the outcome (`verdict`); another instance starts as soon as one finishes; instances run in
+parallel threads, each through the LifecycleRunner. CodeDeploy's rules kept here:
+
+- one deployment per group at a time (launch deployments for new ASG instances excepted);
+- a minimum healthy count >= the instances fails the deployment at once;
+- instances never started when a deployment ends are Skipped;
+- AllAtOnce with one failure and one success is Succeeded (the snapshot's `failed` says the rest);
+- a Succeeded deployment becomes the group's last successful revision;
+- a failed deployment with auto_rollback (or a stop with rollback) starts a NEW deployment of the
+  group's last successful revision to the same instances (creator codeDeployRollback), named in
+  the failed one's `rollback_deployment_id`;
+- mode "restart" re-runs ApplicationStop/ApplicationStart/ValidateService of the installed revision;
+- `stop` lets running scripts finish and starts nothing more (status Stopped).
+
+`sync` gives instances an ASG launched since the last look the group's last successful revision
+(creator autoscaling); `terminate` runs ApplicationStop there first (CodeDeploy's termination
+hook). `abort` (sandbox teardown) ends running scripts too.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from deploytool.aws.s3 import S3Gateway
+from deploytool.config import App, Group
+from deploytool.rollout.backend import (
+    LIFECYCLE_EVENTS,
+    DeploymentSnapshot,
+    DeploymentStatus,
+    DeployRequest,
+    GroupState,
+    InstanceProgress,
+    InstanceStatus,
+    Revision,
+)
+from deploytool.sandbox.appspec import FileExistsBehavior
+from deploytool.sandbox.clock import REAL_CLOCK, Clock
+from deploytool.sandbox.errors import SandboxError
+from deploytool.sandbox.fleet import SandboxFleet
+from deploytool.sandbox.instance import Instance
+from deploytool.sandbox.procs import PidRecord, read_pidfile, stop_worker
+from deploytool.sandbox.runner import DEFAULT_TIMING, DeploymentSpec, InstanceResult, LifecycleRunner, Timing
+from deploytool.sandbox.state import SandboxState
+from deploytool.strategy import HealthPolicy, Verdict, health_policy, startable, verdict
+
+_ID_CHARS = string.ascii_uppercase + string.digits
+
+
+def new_deployment_id() -> str:
+    return "d-" + "".join(secrets.choice(_ID_CHARS) for _ in range(9))
+
+
+@dataclass
+class _Target:
+    instance: Instance
+    status: InstanceStatus = "Pending"
+    event: str | None = None
+    result: InstanceResult | None = None
+
+
+@dataclass
+class _Deployment:
+    id: str
+    request: DeployRequest
+    revision: Revision
+    creator: str
+    policy: HealthPolicy
+    targets: dict[str, _Target]
+    status: DeploymentStatus = "Created"
+    error: str = ""
+    rollback_id: str | None = None
+    rollback_on_stop: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    started_at: str = ""
+
+    @property
+    def group(self) -> Group:
+        return self.request.group
+
+    def count(self, status: str) -> int:
+        return sum(1 for t in self.targets.values() if t.status == status)
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self,
+        fleet: SandboxFleet,
+        state: SandboxState,
+        *,
+        s3: S3Gateway,
+        app: App,
+        timing: Timing = DEFAULT_TIMING,
+        clock: Clock = REAL_CLOCK,
+        record: PidRecord | None = None,
+        new_id: Callable[[], str] = new_deployment_id,
+        file_exists_behavior: FileExistsBehavior = "DISALLOW",
+        worker_stop_grace_s: float = 10.0,
+    ) -> None:
+        self.fleet = fleet
+        self.state = state
+        self.s3 = s3
+        self.app = app
+        self.timing = timing
+        self.clock = clock
+        self.record = record
+        self.new_id = new_id
+        self.file_exists_behavior: FileExistsBehavior = file_exists_behavior
+        self.worker_stop_grace_s = worker_stop_grace_s
+        self.abort = threading.Event()
+        self._lock = threading.RLock()
+        self._deployments: dict[str, _Deployment] = {}
+        self._active: dict[str, str] = {}
+        self._threads: list[threading.Thread] = []
+
+    # --- the Backend protocol ------------------------------------------------------------------
+
+    def start(self, request: DeployRequest) -> str:
+        return self._start(request, creator="user")
+
+    def poll(self, deployment_ids: Sequence[str]) -> Mapping[str, DeploymentSnapshot]:
+        """Snapshots of the deployments this backend knows (unknown ids are left out)."""
+        with self._lock:
+            return {d: self._snapshot(self._deployments[d]) for d in deployment_ids if d in self._deployments}
+
+    def stop(self, deployment_id: str, *, rollback: bool) -> None:
+        dep = self._get(deployment_id)
+        dep.rollback_on_stop = rollback
+        dep.stop.set()
+
+    def instance_results(self, deployment_id: str) -> Sequence[InstanceProgress]:
+        dep = self._get(deployment_id)
+        with self._lock:
+            return [
+                InstanceProgress(
+                    iid,
+                    t.status,
+                    t.result.failed_event if t.result and t.result.failed_event else t.event,
+                    t.result.diagnostics if t.result and t.status == "Failed" else "",
+                )
+                for iid, t in dep.targets.items()
+            ]
+
+    def group_state(self, group: Group) -> GroupState:
+        info = self.fleet.asgs.describe_groups([group.asg]).get(group.asg)
+        last = self.state.last_successful(group.name)
+        with self._lock:
+            active = self._active.get(group.name)
+        return GroupState(
+            group=group.name,
+            exists=info is not None,
+            instance_ids=tuple(sorted(i.instance_id for i in info.instances)) if info else (),
+            active_deployment_id=active,
+            last_successful_version=last[1].version if last else None,
+            extra={
+                "group_id": self.state.group_id(group.name),
+                "last_successful_deployment_id": last[0] if last else "",
+            },
+        )
+
+    # --- beyond the protocol: tests, the session, scale events ------------------------------------
+
+    def wait(self, deployment_id: str, timeout_s: float | None = None) -> DeploymentSnapshot:
+        dep = self._get(deployment_id)
+        if not dep.done.wait(timeout_s):
+            raise SandboxError(f"deployment {deployment_id} did not finish within {timeout_s} s")
+        return self.poll([deployment_id])[deployment_id]
+
+    def sync(self) -> list[str]:
+        """Deploy the last successful revision to instances the ASGs launched since the last look."""
+        started: list[str] = []
+        for group_name, fresh in self.fleet.sync().items():
+            group = self.fleet.fleet.group(group_name)
+            last = self.state.last_successful(group_name)
+            if last is None:
+                continue
+            request = DeployRequest(group, last[1], release_id="", description="Auto Scaling launch")
+            started.append(self._start(request, creator="autoscaling", instances=fresh, exclusive=False))
+        return started
+
+    def terminate(self, instance: Instance, *, decrement: bool = True) -> InstanceResult | None:
+        """Scale in: ApplicationStop of the installed revision (the termination hook), then terminate;
+        a replacement the ASG launches gets the last successful revision (see `sync`)."""
+        group = self.fleet.fleet.group(instance.group)
+        runner = self._runner(instance)
+        result = None
+        if runner.last_installed(self.state.group_id(group.name)) is not None:
+            last = self.state.last_successful(group.name)
+            spec = self._spec(self.new_id(), group, last[1] if last else None, mode="restart")
+            result = runner.run(spec, events=("ApplicationStop",))
+        self.fleet.terminate(instance, decrement=decrement)
+        pid = read_pidfile(instance.worker_pidfile(self.app))
+        if pid is not None:
+            stop_worker(pid, grace_s=self.worker_stop_grace_s, clock=self.clock)
+        self.sync()
+        return result
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Stop every deployment now (running scripts too) and wait for their threads."""
+        self.abort.set()
+        for thread in list(self._threads):
+            thread.join(timeout_s)
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _get(self, deployment_id: str) -> _Deployment:
+        with self._lock:
+            if deployment_id not in self._deployments:
+                raise SandboxError(f"no sandbox deployment {deployment_id!r}")
+            return self._deployments[deployment_id]
+
+    def _start(
+        self,
+        request: DeployRequest,
+        *,
+        creator: str,
+        instances: Sequence[Instance] | None = None,
+        exclusive: bool = True,
+    ) -> str:
+        group = request.group
+        revision = request.revision
+        if request.mode == "restart":
+            last = self.state.last_successful(group.name)
+            if last is None:
+                raise SandboxError(f"group {group.name}: nothing to restart: no deployment has succeeded yet")
+            revision = last[1]
+        if revision is None:
+            raise SandboxError(f"group {group.name}: a deployment needs a revision")
+        chosen = list(instances) if instances is not None else self.fleet.instances(group)
+        if request.target_instances is not None:
+            by_id = {i.instance_id: i for i in chosen}
+            unknown = [iid for iid in request.target_instances if iid not in by_id]
+            if unknown:
+                raise SandboxError(f"group {group.name}: not instances of {group.asg}: {', '.join(unknown)}")
+            chosen = [by_id[iid] for iid in request.target_instances]
+        with self._lock:
+            if exclusive and group.name in self._active:
+                raise SandboxError(
+                    f"group {group.name}: deployment {self._active[group.name]} is still in progress "
+                    "(one deployment per group at a time)"
+                )
+            dep = _Deployment(
+                id=self.new_id(),
+                request=request,
+                revision=revision,
+                creator=creator,
+                policy=health_policy(group.strategy, len(chosen)),
+                targets={i.instance_id: _Target(i) for i in chosen},
+                started_at=self.clock.now().isoformat(timespec="seconds"),
+            )
+            self._deployments[dep.id] = dep
+            if exclusive:
+                self._active[group.name] = dep.id
+            thread = threading.Thread(target=self._drive, args=(dep,), name=f"deploy-{dep.id}", daemon=True)
+            self._threads.append(thread)
+        thread.start()
+        return dep.id
+
+    def _counts(self, dep: _Deployment, in_flight: int, pending: int) -> dict[str, int]:
+        return {
+            "succeeded": dep.count("Succeeded"),
+            "failed": dep.count("Failed"),
+            "in_flight": in_flight,
+            "pending": pending,
+        }
+
+    def _drive(self, dep: _Deployment) -> None:
+        outcome = Verdict.FAILED
+        try:
+            if dep.policy.error:
+                dep.error = dep.policy.error
+            else:
+                with self._lock:
+                    dep.status = "InProgress"
+                outcome = self._schedule(dep)
+        except Exception as exc:  # a bug must not leave the deployment InProgress forever
+            dep.error = f"the sandbox backend failed: {type(exc).__name__}: {exc}"
+            outcome = Verdict.FAILED
+        finally:
+            self._finish(dep, outcome)
+
+    def _schedule(self, dep: _Deployment) -> Verdict:
+        pending = list(dep.targets)
+        running: dict[Future[InstanceResult], str] = {}
+        size = max(1, dep.policy.max_in_flight)
+        with ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"{dep.id}-instance") as pool:
+            while True:
+                stopping = dep.stop.is_set() or self.abort.is_set()
+                if not stopping:
+                    free = startable(
+                        dep.policy, failed=dep.count("Failed"), in_flight=len(running), pending=len(pending)
+                    )
+                    for _ in range(free):
+                        iid = pending.pop(0)
+                        with self._lock:
+                            dep.targets[iid].status = "InProgress"
+                        running[pool.submit(self._run_instance, dep, iid)] = iid
+                if not running:
+                    break
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    iid = running.pop(future)
+                    result = future.result()
+                    with self._lock:
+                        dep.targets[iid].result = result
+                        dep.targets[iid].status = result.status
+                if not running and verdict(dep.policy, **self._counts(dep, 0, len(pending))) != Verdict.RUNNING:
+                    break
+        return verdict(dep.policy, **self._counts(dep, 0, len(pending)))
+
+    def _run_instance(self, dep: _Deployment, iid: str) -> InstanceResult:
+        target = dep.targets[iid]
+
+        def on_event(event: str) -> None:
+            with self._lock:
+                target.event = event
+
+        spec = self._spec(dep.id, dep.group, dep.revision, mode=dep.request.mode)
+        try:
+            return self._runner(target.instance).run(spec, on_event=on_event, stop=dep.stop)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            return InstanceResult(iid, dep.id, "Failed", failed_event=target.event, message=message)
+
+    def _runner(self, instance: Instance) -> LifecycleRunner:
+        return LifecycleRunner(
+            instance, s3=self.s3, timing=self.timing, clock=self.clock, record=self.record, abort=self.abort
+        )
+
+    def _spec(self, deployment_id: str, group: Group, revision: Revision | None, *, mode: Any) -> DeploymentSpec:
+        return DeploymentSpec(
+            deployment_id=deployment_id,
+            application_name=self.app.name,
+            group_name=group.name,
+            group_id=self.state.group_id(group.name),
+            revision=revision,
+            mode=mode,
+            file_exists_behavior=self.file_exists_behavior,
+        )
+
+    def _finish(self, dep: _Deployment, outcome: Verdict) -> None:
+        stopped = dep.stop.is_set() or self.abort.is_set()
+        status: DeploymentStatus
+        if stopped:
+            status = "Stopped"
+            dep.error = dep.error or ("the sandbox is shutting down" if self.abort.is_set() else "stopped on request")
+        else:
+            status = "Succeeded" if outcome == Verdict.SUCCEEDED else "Failed"
+            if status == "Failed" and not dep.error:
+                dep.error = self._failure_text(dep)
+        entry: dict[str, Any] = {
+            "deployment_id": dep.id,
+            "status": status,
+            "creator": dep.creator,
+            "mode": dep.request.mode,
+            "version": dep.revision.version,
+            "release_id": dep.request.release_id,
+            "started_at": dep.started_at,
+            "ended_at": self.clock.now().isoformat(timespec="seconds"),
+            "error": dep.error,
+        }
+        with self._lock:
+            for target in dep.targets.values():
+                if target.status == "Pending":
+                    target.status = "Skipped"
+            entry["instances"] = {iid: t.status for iid, t in dep.targets.items()}
+            self.state.record(dep.group.name, entry, succeeded_with=dep.revision if status == "Succeeded" else None)
+            if self._active.get(dep.group.name) == dep.id:
+                del self._active[dep.group.name]
+            wants_rollback = not self.abort.is_set() and (
+                (status == "Failed" and dep.request.auto_rollback) or (status == "Stopped" and dep.rollback_on_stop)
+            )
+            if wants_rollback:
+                self._roll_back(dep)
+            dep.status = status
+        dep.done.set()
+
+    def _failure_text(self, dep: _Deployment) -> str:
+        failed = [(iid, t) for iid, t in dep.targets.items() if t.status == "Failed"]
+        policy = dep.policy
+        head = (
+            f"{len(failed)} of {policy.fleet_size} instances failed; {dep.group.strategy.label} needs "
+            f"{policy.required_successes} to succeed"
+        )
+        if failed and failed[0][1].result is not None:
+            iid, target = failed[0]
+            result = target.result
+            assert result is not None
+            head += f"; {iid} failed at {result.failed_event}: {result.message}"
+        return head
+
+    def _roll_back(self, dep: _Deployment) -> None:
+        last = self.state.last_successful(dep.group.name)
+        if last is None:
+            dep.error += "; no earlier successful revision to roll back to"
+            return
+        request = DeployRequest(
+            dep.group,
+            last[1],
+            release_id=dep.request.release_id,
+            description=f"rollback of {dep.id}",
+            auto_rollback=False,
+        )
+        instances = [t.instance for t in dep.targets.values()]
+        dep.rollback_id = self._start(request, creator="codeDeployRollback", instances=instances)
+
+    def _snapshot(self, dep: _Deployment) -> DeploymentSnapshot:
+        running = [t.event for t in dep.targets.values() if t.status == "InProgress" and t.event]
+        current = max(running, key=LIFECYCLE_EVENTS.index) if running else None
+        return DeploymentSnapshot(
+            deployment_id=dep.id,
+            group=dep.group.name,
+            status=dep.status,
+            pending=dep.count("Pending"),
+            in_progress=dep.count("InProgress"),
+            succeeded=dep.count("Succeeded"),
+            failed=dep.count("Failed"),
+            skipped=dep.count("Skipped"),
+            current_event=current,
+            error=dep.error,
+            rollback_deployment_id=dep.rollback_id,
+            creator=dep.creator,
+        )

@@ -1,0 +1,75 @@
+"""The sandbox's service-side records (what CodeDeploy itself remembers about a deployment group).
+
+Contract: one JSON file per group under `<sandbox>/state/groups/`, rewritten atomically (temp file
+then rename): the group's id (a stable UUID, CodeDeploy's deploymentGroupId), its last successful
+deployment and revision (what a rollback and a newly launched instance get), and the history of
+its deployments. Thread-safe within one process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from deploytool.rollout.backend import Revision
+
+_NAMESPACE = uuid.UUID("5d0c1b44-6a4e-4b5c-9a39-7d1f0d9e5a10")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out, indent=1, sort_keys=True)
+            out.write("\n")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class SandboxState:
+    def __init__(self, root: Path, application: str) -> None:
+        self.root = root
+        self.application = application
+        self._lock = threading.Lock()
+
+    def _path(self, group: str) -> Path:
+        return self.root / "groups" / f"{group}.json"
+
+    def _read(self, group: str) -> dict[str, Any]:
+        try:
+            data = json.loads(self._path(group).read_text())
+        except (OSError, ValueError):
+            data = {}
+        data.setdefault("group", group)
+        data.setdefault("group_id", str(uuid.uuid5(_NAMESPACE, f"{self.application}/{group}")))
+        data.setdefault("deployments", [])
+        return dict(data)
+
+    def group_id(self, group: str) -> str:
+        with self._lock:
+            return str(self._read(group)["group_id"])
+
+    def last_successful(self, group: str) -> tuple[str, Revision] | None:
+        with self._lock:
+            last = self._read(group).get("last_successful")
+        if not last:
+            return None
+        return str(last["deployment_id"]), Revision(**last["revision"])
+
+    def record(self, group: str, entry: dict[str, Any], *, succeeded_with: Revision | None = None) -> None:
+        """Add a finished deployment to the group's history (and make it the last successful one)."""
+        with self._lock:
+            data = self._read(group)
+            data["deployments"].append(entry)
+            if succeeded_with is not None:
+                data["last_successful"] = {"deployment_id": entry["deployment_id"], "revision": asdict(succeeded_with)}
+            write_json_atomic(self._path(group), data)

@@ -1,0 +1,116 @@
+"""Helpers for the sandbox tests: fixture bundles (a tgz with an appspec.yml and tiny shell hooks),
+fleets built from dicts, S3 revisions in moto (mock_aws), and a provisioned local backend."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from deploytool.aws.local import local_session
+from deploytool.aws.s3 import S3Gateway
+from deploytool.aws.session import AwsSession
+from deploytool.config import Fleet, parse_fleet
+from deploytool.rollout.backend import Revision
+from deploytool.sandbox.backend import LocalBackend
+from deploytool.sandbox.fleet import Broker, SandboxFleet
+from deploytool.sandbox.procs import pid_alive
+from deploytool.sandbox.runner import Timing
+from deploytool.sandbox.state import SandboxState
+
+BUCKET = "sandbox-test-bucket"
+REGION = "us-east-1"
+FAST = Timing(event_limit_s=3600, kill_grace_s=1.0)
+
+
+def write_bundle(path: Path, files: Mapping[str, str | bytes]) -> Path:
+    """A .tgz with these files; *.sh files are executable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in sorted(files.items()):
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755 if name.endswith(".sh") else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def sh(body: str) -> str:
+    return "#!/bin/sh\n" + body.strip() + "\n"
+
+
+def appspec(
+    hooks: Mapping[str, str | tuple[str, int] | tuple[str, int, str]], *, files: str = "", extra: str = ""
+) -> str:
+    """An appspec.yml; each hook is a location, or (location, timeout) or (location, timeout, runas)."""
+    lines = ["version: 0.0", "os: linux"]
+    if files:
+        lines.append(files.rstrip())
+    if extra:
+        lines.append(extra.rstrip())
+    lines.append("hooks:")
+    for event, spec in hooks.items():
+        location, timeout, runas = (spec, 30, None) if isinstance(spec, str) else (*spec, None)[:3]
+        lines.append(f"  {event}:")
+        lines.append(f"    - location: {location}")
+        lines.append(f"      timeout: {timeout}")
+        if runas:
+            lines.append(f"      runas: {runas}")
+    return "\n".join(lines) + "\n"
+
+
+def upload(s3: S3Gateway, bundle: Path, version: str) -> Revision:
+    key = f"bundles/{version}/{bundle.name}"
+    info = s3.put_bytes(BUCKET, key, bundle.read_bytes())
+    return Revision(bucket=BUCKET, key=key, etag=info.etag.strip('"'), version=version, sha256="0" * 64)
+
+
+def make_fleet(
+    tmp_path: Path, groups: list[dict[str, Any]], instances: Mapping[str, int], root: Path | None = None
+) -> Fleet:
+    data = {
+        "app": {"name": "fixture-app", "source": "app", "celery_app": "fixture:app", "install_dir": "/opt/fixture"},
+        "artifacts": {"bucket": BUCKET},
+        "groups": [{"queues": [g["name"]], "asg": f"asg-{g['name']}", **g} for g in groups],
+        "targets": {
+            "sandbox": {"backend": "local", "instances": dict(instances), "root": str(root or tmp_path / "sb")}
+        },
+    }
+    return parse_fleet(data, tmp_path / "deploy.toml")
+
+
+@pytest.fixture
+def aws() -> Iterator[AwsSession]:
+    with mock_aws():
+        session = local_session(region=REGION, endpoint_url=None)
+        S3Gateway(session).create_bucket(BUCKET, REGION)
+        yield session
+
+
+def make_backend(fleet: Fleet, aws: AwsSession, root: Path, timing: Timing = FAST) -> LocalBackend:
+    _, target = fleet.target("sandbox")
+    sizes = {g.name: target.instance_count(g.name) for g in fleet.groups}  # type: ignore[union-attr]
+    sandbox = SandboxFleet(
+        fleet, root=root / "instances", aws=aws, broker=Broker("redis://127.0.0.1:6379/15"), sizes=sizes
+    )
+    sandbox.provision()
+    return LocalBackend(
+        sandbox,
+        SandboxState(root / "state", fleet.app.name),
+        s3=S3Gateway(aws),
+        app=fleet.app,
+        timing=timing,
+        worker_stop_grace_s=1.0,
+    )
+
+
+def kill_if_alive(pid: int) -> None:
+    if pid_alive(pid):
+        os.kill(pid, 9)

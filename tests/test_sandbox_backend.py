@@ -1,0 +1,240 @@
+"""The `local` backend: CodeDeploy's strategies, failure thresholds and rollback, through real hooks.
+
+Concurrency is what the hooks themselves observed: each instance's BeforeInstall writes a
+`begin` timestamp and its ValidateService an `end`; the most overlapping [begin, end] windows is
+the number of instances that were out of service at once. Facts from
+../shared/reference/codedeploy.md and the MinimumHealthyHosts reference (nine instances,
+HOST_COUNT 6: three at a time; FLEET_PERCENT 40: five at a time).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploytool.aws.s3 import S3Gateway
+from deploytool.aws.session import AwsSession
+from deploytool.rollout.backend import DeployRequest, Revision
+from deploytool.sandbox.backend import LocalBackend
+from deploytool.sandbox.errors import SandboxError
+from tests.sandbox_helpers import aws, make_backend, make_fleet, sh, upload, write_bundle
+
+__all__ = ["aws"]
+
+WAIT_S = 120.0
+
+
+def strategy_bundle(tmp_path: Path, tag: str, *, hold_s: float = 0.4) -> Path:
+    journal, fail = tmp_path / "journal", tmp_path / "fail"
+    stamp = f'echo "{{what}} $DEPLOYTOOL_INSTANCE_ID {tag} $DEPLOYMENT_ID $(date +%s.%N)" >> {journal}'
+    return write_bundle(
+        tmp_path / f"{tag}.tgz",
+        {
+            "app/version.txt": tag,
+            "hooks/stop.sh": sh(stamp.format(what="stop")),
+            "hooks/begin.sh": sh(stamp.format(what="begin") + f"\nsleep {hold_s}"),
+            "hooks/end.sh": sh(
+                stamp.format(what="end") + f'\ngrep -qx "$DEPLOYTOOL_INSTANCE_ID" {fail} 2>/dev/null && exit 1\nexit 0'
+            ),
+            "appspec.yml": "version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: /opt/fixture/app\n"
+            "file_exists_behavior: OVERWRITE\nhooks:\n"
+            "  ApplicationStop:\n    - location: hooks/stop.sh\n      timeout: 30\n"
+            "  BeforeInstall:\n    - location: hooks/begin.sh\n      timeout: 30\n"
+            "  ValidateService:\n    - location: hooks/end.sh\n      timeout: 30\n",
+        },
+    )
+
+
+def journal(tmp_path: Path) -> list[list[str]]:
+    path = tmp_path / "journal"
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def max_concurrency(tmp_path: Path, deployment_id: str) -> int:
+    marks = sorted(
+        (float(t), 1 if what == "begin" else -1)
+        for what, _iid, _tag, did, t in journal(tmp_path)
+        if did == deployment_id and what in ("begin", "end")
+    )
+    level = peak = 0
+    for _, step in marks:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+class Setup:
+    def __init__(self, tmp_path: Path, aws: AwsSession, strategy: Any, size: int) -> None:
+        self.tmp_path = tmp_path
+        self.fleet = make_fleet(tmp_path, [{"name": "web", "strategy": strategy}], {"web": size})
+        self.group = self.fleet.group("web")
+        self.backend: LocalBackend = make_backend(self.fleet, aws, tmp_path / "sb")
+        self.s3 = S3Gateway(aws)
+        self.ids = [i.instance_id for i in self.backend.fleet.instances(self.group)]
+
+    def fail(self, indexes: list[int]) -> list[str]:
+        chosen = [self.ids[i] for i in indexes]
+        (self.tmp_path / "fail").write_text("".join(f"{iid}\n" for iid in chosen))
+        return chosen
+
+    def revision(self, tag: str, **kw: Any) -> Revision:
+        return upload(self.s3, strategy_bundle(self.tmp_path, tag, **kw), tag)
+
+    def deploy(self, revision: Revision | None, **kw: Any) -> str:
+        return self.backend.start(
+            DeployRequest(self.group, revision, release_id=f"r-{revision and revision.version}", **kw)
+        )
+
+    def installed(self, iid: str) -> str:
+        return (self.tmp_path / "sb/instances/web" / iid / "opt/fixture/app/version.txt").read_text()
+
+
+# (strategy, instances, failing instances in start order, status, succeeded, failed, skipped, at once)
+CASES = [
+    ("OneAtATime", 3, [], "Succeeded", 3, 0, 0, 1),
+    ("OneAtATime", 3, [0], "Failed", 0, 1, 2, 1),
+    ("OneAtATime", 3, [2], "Succeeded", 2, 1, 0, 1),  # a failure of the last instance still succeeds
+    ("HalfAtATime", 4, [], "Succeeded", 4, 0, 0, 2),
+    ("HalfAtATime", 5, [], "Succeeded", 5, 0, 0, 2),  # half rounded down at a time
+    ("HalfAtATime", 4, [0], "Succeeded", 3, 1, 0, 2),  # success needs half rounded up
+    ("HalfAtATime", 4, [0, 1], "Failed", 0, 2, 2, 2),
+    ("AllAtOnce", 3, [0], "Succeeded", 2, 1, 0, 3),
+    ("AllAtOnce", 3, [0, 1], "Succeeded", 1, 2, 0, 3),  # CodeDeploy: one success is enough
+    ("AllAtOnce", 2, [0, 1], "Failed", 0, 2, 0, 2),
+    ({"min_healthy_hosts": 6}, 9, [], "Succeeded", 9, 0, 0, 3),
+    ({"min_healthy_percent": 40}, 9, [], "Succeeded", 9, 0, 0, 5),  # 40% of 9 rounds up to 4
+    ({"min_healthy_percent": 50}, 3, [], "Succeeded", 3, 0, 0, 1),  # 50% of 3 rounds up to 2
+    ({"min_healthy_hosts": 0}, 2, [0, 1], "Failed", 0, 2, 0, 2),  # at least one must succeed
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("strategy", "size", "failing", "status", "ok", "failed", "skipped", "at_once"), CASES)
+def test_strategy_batches_and_failure_thresholds(
+    tmp_path: Path,
+    aws: AwsSession,
+    strategy: Any,
+    size: int,
+    failing: list[int],
+    status: str,
+    ok: int,
+    failed: int,
+    skipped: int,
+    at_once: int,
+) -> None:
+    setup = Setup(tmp_path, aws, strategy, size)
+    bad = setup.fail(failing)
+    did = setup.deploy(setup.revision("v1"))
+    snap = setup.backend.wait(did, WAIT_S)
+    assert (snap.status, snap.succeeded, snap.failed, snap.skipped) == (status, ok, failed, skipped), snap.error
+    assert max_concurrency(tmp_path, did) == at_once
+    results = {r.instance_id: r for r in setup.backend.instance_results(did)}
+    assert sorted(i for i, r in results.items() if r.status == "Failed") == sorted(bad)
+    ran = {iid for what, iid, *_ in journal(tmp_path) if what == "begin"}
+    assert ran == {i for i, r in results.items() if r.status != "Skipped"}
+    assert snap.all_succeeded == (failed == 0 and skipped == 0)
+    if status == "Failed":
+        assert snap.error.startswith(f"{failed} of {size} instances failed")
+        assert (
+            "failed at ValidateService: Script at specified location: hooks/end.sh failed with exit code 1"
+            in snap.error
+        )
+
+
+def test_a_minimum_not_below_the_fleet_fails_at_once(tmp_path: Path, aws: AwsSession) -> None:
+    setup = Setup(tmp_path, aws, {"min_healthy_hosts": 3}, 3)
+    snap = setup.backend.wait(setup.deploy(setup.revision("v1")), WAIT_S)
+    assert (snap.status, snap.skipped) == ("Failed", 3)
+    assert snap.error.startswith("minimum healthy hosts 3 (min 3 hosts) is not below the fleet size 3")
+    assert journal(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_failing_validate_service_fails_the_group_per_its_minimum_and_rolls_back(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    setup = Setup(tmp_path, aws, "OneAtATime", 3)
+    v1 = setup.revision("v1")
+    first = setup.backend.wait(setup.deploy(v1), WAIT_S)
+    assert first.all_succeeded
+    bad = setup.fail([0])[0]
+    failed_id = setup.deploy(setup.revision("v2"))
+    failed = setup.backend.wait(failed_id, WAIT_S)
+    assert (failed.status, failed.failed, failed.skipped) == ("Failed", 1, 2)
+    assert failed.rollback_deployment_id is not None
+    (tmp_path / "fail").write_text("")  # v1 is healthy on that instance
+    rollback = setup.backend.wait(failed.rollback_deployment_id, WAIT_S)
+    assert (rollback.status, rollback.creator, rollback.succeeded) == ("Succeeded", "codeDeployRollback", 3)
+    assert [setup.installed(iid) for iid in setup.ids] == ["v1", "v1", "v1"]
+    stops = [
+        (iid, tag) for what, iid, tag, did, _ in journal(tmp_path) if what == "stop" and did == rollback.deployment_id
+    ]
+    assert (bad, "v2") in stops  # v2 was installed there: its own stop script runs first
+    state = setup.backend.group_state(setup.group)
+    assert state.last_successful_version == "v1" and state.active_deployment_id is None
+    details = {p.instance_id: p for p in setup.backend.instance_results(failed_id)}
+    assert details[bad].lifecycle_event == "ValidateService"
+    assert "hooks/end.sh failed with exit code 1" in details[bad].message
+
+
+@pytest.mark.slow
+def test_one_failure_within_the_minimum_keeps_the_group_and_does_not_roll_back(tmp_path: Path, aws: AwsSession) -> None:
+    setup = Setup(tmp_path, aws, "HalfAtATime", 4)
+    setup.backend.wait(setup.deploy(setup.revision("v1")), WAIT_S)
+    setup.fail([3])
+    snap = setup.backend.wait(setup.deploy(setup.revision("v2")), WAIT_S)
+    assert (snap.status, snap.succeeded, snap.failed, snap.rollback_deployment_id) == ("Succeeded", 3, 1, None)
+    assert not snap.all_succeeded  # deploytool's own verdict
+
+
+def test_no_rollback_without_an_earlier_success(tmp_path: Path, aws: AwsSession) -> None:
+    setup = Setup(tmp_path, aws, "OneAtATime", 1)
+    setup.fail([0])
+    snap = setup.backend.wait(setup.deploy(setup.revision("v1", hold_s=0)), WAIT_S)
+    assert snap.status == "Failed" and snap.rollback_deployment_id is None
+    assert snap.error.endswith("; no earlier successful revision to roll back to")
+
+
+@pytest.mark.slow
+def test_stop_lets_the_running_script_finish_and_starts_nothing_more(tmp_path: Path, aws: AwsSession) -> None:
+    setup = Setup(tmp_path, aws, "OneAtATime", 3)
+    did = setup.deploy(setup.revision("v1", hold_s=1.0))
+    with pytest.raises(SandboxError, match="is still in progress"):
+        setup.deploy(setup.revision("v1b"))
+    while (snap := setup.backend.poll([did])[did]).current_event != "BeforeInstall":
+        time.sleep(0.01)
+    assert snap.in_progress == 1
+    setup.backend.stop(did, rollback=False)
+    snap = setup.backend.wait(did, WAIT_S)
+    assert (snap.status, snap.succeeded, snap.failed, snap.skipped) == ("Stopped", 0, 1, 2)  # stopped counts as failed
+    assert snap.rollback_deployment_id is None
+    stopped = next(p for p in setup.backend.instance_results(did) if p.status == "Failed")
+    assert stopped.message.startswith("stopped: the deployment was stopped")
+    assert [w for w, iid, *_ in journal(tmp_path) if iid == stopped.instance_id] == ["begin"]  # its script finished
+
+
+@pytest.mark.slow
+def test_restart_target_instances_and_scale_out(tmp_path: Path, aws: AwsSession) -> None:
+    setup = Setup(tmp_path, aws, "AllAtOnce", 2)
+    with pytest.raises(SandboxError, match="nothing to restart"):
+        setup.deploy(None, mode="restart")
+    setup.backend.wait(setup.deploy(setup.revision("v1", hold_s=0)), WAIT_S)
+    restart = setup.backend.wait(setup.deploy(None, mode="restart"), WAIT_S)
+    assert restart.all_succeeded
+    events = [(what, did) for what, _i, _t, did, _ in journal(tmp_path) if did == restart.deployment_id]
+    assert sorted(w for w, _ in events) == ["end", "end", "stop", "stop"]  # no BeforeInstall: no download/install
+
+    only = setup.backend.wait(setup.deploy(setup.revision("v2", hold_s=0), target_instances=(setup.ids[1],)), WAIT_S)
+    assert only.total == 1 and only.all_succeeded
+    assert [setup.installed(iid) for iid in setup.ids] == ["v1", "v2"]
+
+    setup.backend.fleet.scale_out(setup.group, 1)
+    launched = setup.backend.sync()
+    assert len(launched) == 1
+    snap = setup.backend.wait(launched[0], WAIT_S)
+    assert (snap.creator, snap.succeeded) == ("autoscaling", 1)
+    new = (set(i.instance_id for i in setup.backend.fleet.instances(setup.group)) - set(setup.ids)).pop()
+    assert setup.installed(new) == "v2"  # the group's last successful revision
