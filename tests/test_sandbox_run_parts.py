@@ -1,0 +1,129 @@
+"""The sandbox run's parts: the git work tree, the load generator (real Celery send on real Redis),
+and the report's task accounting."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploytool.config import load_fleet
+from deploytool.sandbox.clock import Clock
+from deploytool.sandbox.fleet import Broker
+from deploytool.sandbox.instance import Instance
+from deploytool.sandbox.load import SAMPLE_TASKS, CelerySender, LoadGenerator, TaskKind, kinds_for
+from deploytool.sandbox.report import read_ledgers, tally, versions, wait_for_drain
+from deploytool.sandbox.workrepo import WorkRepo
+from deploytool.version import source_version
+from tests.conftest import ROOT
+
+
+def test_work_repo_versions_come_from_git_and_v2_is_a_real_change(tmp_path: Path) -> None:
+    repo = WorkRepo.create(load_fleet(ROOT / "deploy.toml"), tmp_path / "work")
+    v1 = source_version(repo.root)
+    assert re.fullmatch(r"\d{4}\.\d{2}\.\d{2}-[0-9a-f]{7}", v1.version) and not v1.dirty
+    assert not (repo.source / "acme_workers/__pycache__").exists()
+    repo.change_release_note("v2: sandbox rollout")
+    v2 = source_version(repo.root)
+    assert v2.version != v1.version and v2.commit != v1.commit
+    assert "RELEASE_NOTE = 'v2: sandbox rollout'" in (repo.source / "acme_workers/__init__.py").read_text()
+    assert repo.fleet().source_dir == repo.source.resolve()
+    assert "v1: first release" in repo.git("show", "HEAD~1:sample_app/acme_workers/__init__.py")
+
+
+class Recorder:
+    """A Sender that keeps what it was given (every third send fails, like a broker hiccup)."""
+
+    def __init__(self, fail_every: int = 0) -> None:
+        self.sent: list[tuple[str, list[Any], dict[str, Any], str]] = []
+        self.fail_every = fail_every
+        self.calls = 0
+
+    def send(self, name: str, args: list[Any], kwargs: dict[str, Any], queue: str) -> str:
+        self.calls += 1
+        if self.fail_every and self.calls % self.fail_every == 0:
+            raise ConnectionError("broker went away")
+        self.sent.append((name, args, kwargs, queue))
+        return str(uuid.uuid4())
+
+
+def test_load_generator_keeps_submitting_to_every_queue_and_records_ids(tmp_path: Path) -> None:
+    sender = Recorder(fail_every=5)
+    load = LoadGenerator(
+        sender, kinds_for(["email", "video", "reports", "other"]), tmp_path / "submitted.log", rate_per_s=300, seed=7
+    )
+    load.start()
+    while sender.calls < 40:
+        pass
+    load.stop()
+    assert load.errors == sender.calls // 5 and load.last_error == "ConnectionError: broker went away"
+    assert {queue for *_, queue in sender.sent} == {"email", "video", "reports"}
+    for name, _args, kwargs, queue in sender.sent:
+        kind = next(k for k in SAMPLE_TASKS if k.queue == queue)
+        assert name == kind.name and kind.min_s <= kwargs["seconds"] <= kind.max_s
+    logged = [line.split()[0] for line in (tmp_path / "submitted.log").read_text().splitlines()]
+    assert logged == [s.task_id for s in load.submitted] and len(logged) == len(sender.sent)
+
+
+@pytest.mark.broker
+def test_celery_sender_puts_tasks_on_the_real_broker(redis_url: str) -> None:
+    import redis
+
+    queue = f"deploytool-test-{uuid.uuid4().hex[:8]}"
+    url = redis_url.rsplit("/", 1)[0] + "/13"
+    sender = CelerySender(Broker(url))
+    client = redis.Redis.from_url(url)
+    try:
+        load = LoadGenerator(
+            sender, [TaskKind(queue, "acme_workers.tasks.send_email", "a{n}@x", 0.1, 0.2)], Path("/dev/null")
+        )
+        for n in range(3):
+            load.submit_one(n)
+        assert load.errors == 0, load.last_error
+        assert client.llen(queue) == 3
+    finally:
+        client.delete(queue)
+        sender.close()
+
+
+def test_tally_counts_completed_lost_and_duplicated(tmp_path: Path) -> None:
+    (tmp_path / "a.log").write_text("t1 send_email v1: first release 100\nt2 send_email v1: first release 100\n")
+    (tmp_path / "b.log").write_text(
+        "t2 send_email v2: sandbox rollout 200\nt3 build_report v2: sandbox rollout 200\n"
+        "t3 build_report v2: sandbox rollout 201\nt3 build_report v2: sandbox rollout 202\n"
+    )
+    runs, releases = read_ledgers([tmp_path / "a.log", tmp_path / "b.log", tmp_path / "missing.log"])
+    result = tally(["t1", "t2", "t3", "t4"], runs, releases)
+    assert (result.submitted, result.completed, result.lost, result.duplicated) == (4, 3, 1, 3)
+    assert result.by_release == {"v1: first release": 2, "v2: sandbox rollout": 4}
+
+
+def test_wait_for_drain_stops_when_every_task_ran_or_at_the_timeout(tmp_path: Path) -> None:
+    now = [0.0]
+    ledger = tmp_path / "ledger.log"
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+        if now[0] >= 2:
+            ledger.write_text("t1 x v 1\nt2 x v 1\n")
+
+    clock = Clock(monotonic=lambda: now[0], sleep=sleep)
+    assert wait_for_drain(["t1", "t2"], [ledger], timeout_s=30, clock=clock).lost == 0
+    assert now[0] == 2.0
+    assert wait_for_drain(["t1", "t9"], [ledger], timeout_s=30, clock=clock).lost == 1
+    assert now[0] >= 32.0
+
+
+def test_versions_reads_each_instances_running_version(tmp_path: Path) -> None:
+    app = load_fleet(ROOT / "deploy.toml").app
+    a, b, c = (Instance("email", f"i-{n}", tmp_path / f"i-{n}") for n in "abc")
+    for instance, version in ((a, "2026.01.01-aaaaaaa"), (b, "2026.01.02-bbbbbbb")):
+        run = instance.install_dir(app) / "run"
+        run.mkdir(parents=True)
+        (run / "VERSION").write_text(version + "\n")
+    assert versions({"email": [a, b, c]}, app) == {
+        "email": {"2026.01.01-aaaaaaa": ["i-a"], "2026.01.02-bbbbbbb": ["i-b"], "none": ["i-c"]}
+    }
