@@ -3,7 +3,7 @@
 -- Partition projection: `app` is injected (every query filters app = ?), `dt` is a projected date, so
 -- new days and new apps need no MSCK REPAIR and no ALTER TABLE ADD PARTITION.
 -- A group whose ASG had no instances writes one row with instance_id null (the snapshot records it).
--- Rendered by `fab athena-ddl` ({{ bucket }} and {{ prefix }} come from the fleet file's [artifacts]).
+-- Rendered by `fab athena-ddl` with the fleet file's artifacts.bucket and artifacts.prefix.
 CREATE EXTERNAL TABLE IF NOT EXISTS inventory (
   snapshot_at string,
   instance_id string,

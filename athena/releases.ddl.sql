@@ -1,7 +1,7 @@
 -- Release manifests: one line of JSON per release, written by publish to
 -- s3://<bucket>/<prefix>/<app>/releases/dt=YYYY-MM-DD/<release_id>.json and updated by the rollout.
 -- Same partition projection as inventory: `app` injected, `dt` a projected date.
--- Rendered by `fab athena-ddl` ({{ bucket }} and {{ prefix }} come from the fleet file's [artifacts]).
+-- Rendered by `fab athena-ddl` with the fleet file's artifacts.bucket and artifacts.prefix.
 CREATE EXTERNAL TABLE IF NOT EXISTS releases (
   release_id string,
   version string,
