@@ -3,12 +3,17 @@ fake rollout Backend at the Backend seam. Used by tests/test_reconcile_*.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
 
 from deploytool.aws.autoscaling import AutoScalingGateway
 from deploytool.aws.ec2 import Ec2Gateway
@@ -25,6 +30,23 @@ BUCKET = "acme-deploy-artifacts"
 PREFIX = "deploytool"
 APP = "acme-workers"
 T0 = datetime(2024, 5, 6, 9, 0, 0, tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def mocked_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsSession]:
+    """moto for every AWS service, with fake credentials; yields the one AwsSession."""
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        yield AwsSession(region=REGION)
+
+
+def stubbed_session() -> AwsSession:
+    """A session whose clients talk to nothing (for botocore's Stubber)."""
+    return AwsSession(region=REGION, boto_session=boto3.Session(
+        aws_access_key_id="x", aws_secret_access_key="x", region_name=REGION))
 
 
 def fleet_for(root: Path, groups: Mapping[str, str]) -> Fleet:

@@ -13,7 +13,6 @@ import boto3
 import pytest
 import requests
 from botocore.stub import Stubber
-from moto import mock_aws
 from moto.moto_api import state_manager
 from rich.console import Console
 
@@ -25,7 +24,17 @@ from deploytool.reconcile.command import athena_setup, settings_for
 from deploytool.reconcile.pipeline import reconcile
 from deploytool.reconcile.query import AthenaEngine
 from deploytool.reconcile.sql import TABLES, grafana_sql, load_query, load_table
-from tests.reconcile_support import APP, BUCKET, PREFIX, REGION, Clock, MotoFleet, fleet_for
+from tests.reconcile_support import (
+    APP,
+    BUCKET,
+    PREFIX,
+    REGION,
+    Clock,
+    MotoFleet,
+    fleet_for,
+    mocked_aws,
+    stubbed_session,
+)
 
 COLUMNS = ["group", "release_id", "expected_version", "snapshot_at", "instances", "on_expected", "drifted",
            "untagged", "status", "instance_id", "version", "release", "lifecycle_state", "health", "az", "market",
@@ -35,12 +44,8 @@ TYPES = {"instances": "bigint", "on_expected": "bigint", "drifted": "bigint", "u
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsSession]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        yield AwsSession(region=REGION)
+    with mocked_aws(monkeypatch) as session:
+        yield session
 
 
 def _row(values: list[Any]) -> dict[str, Any]:
@@ -137,9 +142,7 @@ def _page(rows: list[list[Any]], *, header: bool, token: str | None) -> dict[str
 
 
 def test_results_are_paginated_and_bytes_scanned_reported() -> None:
-    session = AwsSession(region=REGION, boto_session=boto3.Session(
-        aws_access_key_id="x", aws_secret_access_key="x", region_name=REGION))
-    gateway = AthenaGateway(session)
+    gateway = AthenaGateway(stubbed_session())
     clock = Clock()
     with Stubber(gateway.client) as stub:
         stub.add_response("start_query_execution", {"QueryExecutionId": "q-1"})
@@ -160,9 +163,7 @@ def test_results_are_paginated_and_bytes_scanned_reported() -> None:
 
 
 def test_failed_query_is_one_clear_error() -> None:
-    session = AwsSession(region=REGION, boto_session=boto3.Session(
-        aws_access_key_id="x", aws_secret_access_key="x", region_name=REGION))
-    gateway = AthenaGateway(session)
+    gateway = AthenaGateway(stubbed_session())
     clock = Clock()
     with Stubber(gateway.client) as stub:
         stub.add_response("get_query_execution", {"QueryExecution": {"Status": {

@@ -9,10 +9,8 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from moto import mock_aws
 from rich.console import Console
 
-from deploytool.aws.session import AwsSession
 from deploytool.config import Fleet
 from deploytool.errors import DriftFound
 from deploytool.reconcile.command import run_reconcile, settings_for
@@ -22,17 +20,13 @@ from deploytool.reconcile.pipeline import reconcile
 from deploytool.reconcile.query import DuckDbEngine
 from deploytool.reconcile.sql import load_query, to_duckdb
 from deploytool.reconcile.tags import FinishedDeployment, tag_deployments
-from tests.reconcile_support import APP, BUCKET, PREFIX, REGION, FakeBackend, MotoFleet, fleet_for
+from tests.reconcile_support import APP, BUCKET, PREFIX, FakeBackend, MotoFleet, fleet_for, mocked_aws
 
 
 @pytest.fixture
 def moto_fleet(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoFleet]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        yield MotoFleet(AwsSession(region=REGION))
+    with mocked_aws(monkeypatch) as session:
+        yield MotoFleet(session)
 
 
 def _deploy(mf: MotoFleet, backend: FakeBackend, fleet: Fleet, release_id: str, version: str) -> None:

@@ -10,23 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
-from deploytool.aws.session import AwsSession
 from deploytool.reconcile.inventory import encode_rows, take_snapshot, write_snapshot
 from deploytool.reconcile.tags import FinishedDeployment, tag_deployments
 from deploytool.rollout.backend import GroupState, InstanceProgress
-from tests.reconcile_support import APP, BUCKET, PREFIX, REGION, T0, MotoFleet, fleet_for
+from tests.reconcile_support import APP, BUCKET, PREFIX, T0, MotoFleet, fleet_for, mocked_aws
 
 
 @pytest.fixture
 def mf(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoFleet]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        yield MotoFleet(AwsSession(region=REGION))
+    with mocked_aws(monkeypatch) as session:
+        yield MotoFleet(session)
 
 
 def count_calls(client: Any, operation: str) -> list[dict[str, Any]]:
