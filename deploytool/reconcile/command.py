@@ -216,3 +216,18 @@ def fix_runner_for(fleet: Fleet, target_name: str) -> tuple[FixRunner, Backend]:
     raise UsageError(
         f"--fix on target {target_name!r}: the rollout orchestrator is not wired into reconcile yet"
     )
+
+
+def reconcile_after_deploy(
+    fleet: Fleet,
+    target_name: str | None,
+    console: Console,
+    *,
+    groups: list[str] | None = None,
+    as_json: bool = False,
+    services: ReconcileServices | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ReconcileReport:
+    """`fab deploy`'s last step (unless --no-reconcile): reconcile the deployed groups. DriftFound (exit 3)."""
+    settings = settings_for(fleet, target_name, groups=groups)
+    return run_reconcile(fleet, settings, services or services_for(fleet), console, as_json=as_json, env=env)
