@@ -218,3 +218,23 @@ def test_pretty_printed_manifest_is_mirrored_as_one_line(moto_fleet: MotoFleet, 
     (local,) = (root / PREFIX / APP / "releases").rglob("*.json")
     lines = local.read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["version"] == "v1"
+
+
+def test_rich_report_and_bad_options(moto_fleet: MotoFleet, tmp_path: Path) -> None:
+    from deploytool.errors import UsageError
+    from deploytool.reconcile.report import rich_tables
+
+    fleet, odd = _race_fleet(moto_fleet, tmp_path)
+    settings = settings_for(fleet, "sandbox", mirror=str(tmp_path / "mirror"))
+    assert (settings.engine, settings_for(fleet, "production").engine) == ("duckdb", "athena")
+    report = reconcile(fleet, settings, moto_fleet.services()).report
+    out = StringIO()
+    Console(file=out, width=200, force_terminal=False).print(rich_tables(report))
+    text = out.getvalue()
+    assert "email: 2 of 4 not on 2024.05.06-bbbbbbb" in text
+    assert odd["failed"] in text and odd["launched"] in text and "untagged" in text
+    assert "drift: 2 instance(s) not on the expected version" in text
+    with pytest.raises(UsageError, match="--engine 'presto'"):
+        settings_for(fleet, "sandbox", engine="presto")
+    with pytest.raises(UsageError, match="no group named 'nope'"):
+        settings_for(fleet, "sandbox", groups=["nope"])
