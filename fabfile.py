@@ -82,3 +82,80 @@ def grafana_dashboard(c, debug=False):
     from deploytool.reconcile.grafana import write
 
     make_console().print(f"wrote {write()}")
+
+
+# --- sandbox -------------------------------------------------------------------------------------
+
+_SANDBOX_HELP = {
+    "fleet": "fleet file (default deploy.toml)",
+    "target": "a local target of the fleet file (default: its default target)",
+    "debug": "show tracebacks",
+}
+
+
+@cli_task(help=_SANDBOX_HELP)
+def sandbox_up(c, fleet=None, target=None, debug=False):
+    """Start an idle sandbox fleet (moto server, ASGs, instance dirs) and leave it running for `fab hooks`."""
+    from deploytool.sandbox.session import SandboxSession
+
+    loaded = fleet_from(fleet)
+    console = make_console()
+    session = SandboxSession(loaded, target=target, log=console.print)
+    with session:
+        session.detach()
+        for group in session.fleet.groups:
+            ids = ", ".join(i.instance_id for i in session.fleet.instances(group))
+            console.print(f"{group.name}: {ids}", highlight=False)
+        console.print(f"sandbox up under {session.root} (moto at {session.moto.url}); stop it with `fab sandbox-down`")
+
+
+@cli_task(help=_SANDBOX_HELP)
+def sandbox_down(c, fleet=None, target=None, debug=False):
+    """Stop what a sandbox left running: hook scripts, workers (by their pidfiles), the moto server."""
+    from deploytool.sandbox.session import local_target, sandbox_root, stop_sandbox
+
+    loaded = fleet_from(fleet)
+    _, local = local_target(loaded, target)
+    console = make_console()
+    stop_sandbox(sandbox_root(loaded, local), loaded.app, log=console.print)
+    console.print("sandbox stopped")
+
+
+@cli_task(
+    help={
+        **_SANDBOX_HELP,
+        "event": "lifecycle event(s) to run, comma-separated (e.g. ApplicationStart,ValidateService)",
+        "bundle": "a bundle .tgz (from `fab build`); without it, the revision installed on the instance",
+        "instance": "instance id (default: the first of --group, or of the sandbox)",
+        "group": "group whose first instance runs the events",
+        "file_exists_behavior": "DISALLOW (default), OVERWRITE or RETAIN, for Install",
+    }
+)
+def hooks(c, event, bundle=None, instance=None, group=None, file_exists_behavior="DISALLOW", fleet=None,
+          target=None, debug=False):
+    """Run lifecycle events of a bundle on a sandbox instance, with the agent's environment, to debug a hook."""
+    from pathlib import Path
+
+    from deploytool.cli import split_csv
+    from deploytool.errors import DeployFailed, UsageError
+    from deploytool.sandbox.appspec import FILE_EXISTS_BEHAVIORS
+    from deploytool.sandbox.debug import run_events
+
+    if file_exists_behavior not in FILE_EXISTS_BEHAVIORS:
+        allowed = ", ".join(FILE_EXISTS_BEHAVIORS)
+        raise UsageError(f"--file-exists-behavior {file_exists_behavior!r}; allowed: {allowed}")
+    loaded = fleet_from(fleet)
+    console = make_console()
+    chosen, result = run_events(
+        loaded, split_csv(event) or [], target=target, instance_id=instance, group=group,
+        bundle=Path(bundle) if bundle else None, file_exists_behavior=file_exists_behavior,
+    )
+    logs = chosen.logs_dir(result.deployment_id)
+    for outcome in result.events:
+        console.rule(f"{outcome.event}: {outcome.status} ({outcome.duration_s:.1f} s)")
+        log = logs / f"{outcome.event}.log"
+        if log.exists():
+            console.print(log.read_text(), markup=False, highlight=False, end="")
+    console.print(f"logs: {logs}", highlight=False)
+    if result.status != "Succeeded":
+        raise DeployFailed(f"{chosen.group}/{chosen.instance_id}: {result.failed_event} failed: {result.message}")
