@@ -33,6 +33,8 @@ STRATEGY_TABLE_KEYS = ("min_healthy_hosts", "min_healthy_percent")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _QUEUE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 _APP_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# Instance paths end up in the appspec, shell hooks and systemd units: absolute, no spaces or quotes.
+_ABS_PATH = r"^(/[A-Za-z0-9_.@+-]+)+$"
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,11 @@ class _Model(BaseModel):
 
 class App(_Model):
     name: Annotated[str, Field(pattern=_APP_NAME)]
-    source: str = "app"
+    source: Annotated[str, Field(min_length=1)] = "app"
     celery_app: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")]
-    install_dir: str | None = None
-    python: str | None = None
-    env_file: str | None = None
+    install_dir: Annotated[str, Field(pattern=_ABS_PATH)] | None = None
+    python: Annotated[str, Field(pattern=_ABS_PATH)] | None = None
+    env_file: Annotated[str, Field(pattern=_ABS_PATH)] | None = None
     user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = None
 
     @property
@@ -365,6 +367,13 @@ def _require_table(path: str, key: str, value: object) -> Mapping[str, Any]:
     return value
 
 
+def _validate_table(model: type[_Model], path: str, key: str, value: object) -> Any:
+    """A top-level table: unknown keys (with a did-you-mean) first, then the model's rules."""
+    table = _require_table(path, key, value)
+    _check_keys(path, key, table, _fields(model))
+    return _validate(model, table, path, [key])
+
+
 def load_fleet(path: str | Path) -> Fleet:
     """Read and validate a fleet file. Raises ConfigError with one clear line."""
     file = Path(path)
@@ -394,9 +403,9 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
         if required not in data:
             raise ConfigError("is required", path=path, key=required)
 
-    app = _validate(App, _require_table(path, "app", data["app"]), path, ["app"])
-    artifacts = _validate(Artifacts, _require_table(path, "artifacts", data["artifacts"]), path, ["artifacts"])
-    aws = _validate(Aws, _require_table(path, "aws", data.get("aws", {})), path, ["aws"])
+    app = _validate_table(App, path, "app", data["app"])
+    artifacts = _validate_table(Artifacts, path, "artifacts", data["artifacts"])
+    aws = _validate_table(Aws, path, "aws", data.get("aws", {}))
 
     defaults_raw = _require_table(path, "defaults", data.get("defaults", {}))
     settings_fields = _fields(GroupSettings)
@@ -417,10 +426,10 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
         merged = {**defaults_raw, **table}
 
         def origin(key: str, table: Mapping[str, Any] = table, index: int = index) -> list[str | int]:
-            return ["groups", index] if key in table else ["defaults"]
+            return ["defaults"] if key in defaults_raw and key not in table else ["groups", index]
 
         group = _validate(Group, merged, path, ["groups", index], origin)
-        _lint_group(path, index, group, table)
+        _lint_group(path, index, group, table, defaults_raw)
         groups.append(group)
     _check_unique(path, groups)
 
@@ -455,7 +464,7 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
     default_target = data.get("default_target")
     if default_target is None:
         default_target = "sandbox" if "sandbox" in targets else next(iter(targets))
-    elif default_target not in targets:
+    elif not isinstance(default_target, str) or default_target not in targets:
         raise ConfigError(
             f"got {default_target!r}; allowed: one of the targets ({', '.join(targets)})",
             path=path,
@@ -464,7 +473,7 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
 
     warnings = tuple(
         f"{path}: groups[{i}].drain_timeout: {g.drain_timeout} s is shorter than task_time_limit "
-        f"{g.task_time_limit} s: tasks running longer than the drain are interrupted and re-run"
+        f"{g.task_time_limit} s ({g.name}): tasks running longer than the drain are interrupted and re-run"
         for i, g in enumerate(groups)
         if g.drain_timeout < g.task_time_limit
     )
@@ -480,11 +489,14 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
     )
 
 
-def _lint_group(path: str, index: int, group: Group, table: Mapping[str, Any]) -> None:
-    """Cross-field rules from production Celery practice."""
+def _lint_group(
+    path: str, index: int, group: Group, table: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> None:
+    """Cross-field rules from production Celery practice. An error names where the value was set:
+    the group, or [defaults] when the group inherits it from there."""
 
     def key(field: str) -> str:
-        return f"groups[{index}].{field}" if field in table else f"defaults.{field}"
+        return f"defaults.{field}" if field in defaults and field not in table else f"groups[{index}].{field}"
 
     if not group.queues:
         raise ConfigError("is required: the queues this group's workers consume", path=path, key=key("queues"))
