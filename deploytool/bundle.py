@@ -29,8 +29,9 @@ from deploytool.errors import BundleError
 from deploytool.ignore import IgnoreRules
 from deploytool.render import APPSPEC, RenderedFile, Templates, check_appspec, render_templates, template_context
 from deploytool.targz import DEFAULT_LEVEL, ReproducibleTarGz
-from deploytool.version import SourceVersion
+from deploytool.version import SourceVersion, source_version
 
+DIST_DIR = "dist"  # default output directory, beside the fleet file
 APP_DIR = "app"
 FLEET_JSON = "deploytool/fleet.json"
 MANIFEST_JSON = "deploytool/manifest.json"
@@ -194,3 +195,12 @@ def build_bundle(
     finally:
         temp.unlink(missing_ok=True)
     return BundleResult(final, size, len(present) + 1, sha256, source.version, source.commit, built_at)
+
+
+def build_release(
+    fleet: Fleet, *, version: str | None = None, allow_dirty: bool = False, out_dir: Path | None = None,
+    templates: Templates | None = None,
+) -> BundleResult:
+    """Name the release from git (or `version`), refusing a dirty tree unless allowed, and build it."""
+    source = source_version(fleet.root, explicit=version, allow_dirty=allow_dirty)
+    return build_bundle(fleet, source, out_dir or fleet.root / DIST_DIR, templates=templates)

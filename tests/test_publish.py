@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,7 +14,6 @@ from urllib.parse import unquote
 import boto3
 import pytest
 from botocore.stub import Stubber
-from moto.server import ThreadedMotoServer
 
 from deploytool.aws.session import AwsSession
 from deploytool.bundle import BundleResult, build_bundle
@@ -24,28 +22,17 @@ from deploytool.errors import AwsError
 from deploytool.publish import PublishResult, publish, record_deployments
 from deploytool.version import SourceVersion
 from tests.fleet_fixtures import TEMPLATES, make_fleet
+from tests.moto_server import moto_endpoint
 
 SOURCE = SourceVersion("2024.03.05-abc1234", "abc1234" + "0" * 33, False)
 NOW = datetime(2024, 3, 6, 7, 8, 9, tzinfo=UTC)
 ACCOUNT = "123456789012"  # moto's default account
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_endpoint() as url:
+        yield url
 
 
 @dataclass
