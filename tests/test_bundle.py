@@ -121,15 +121,18 @@ def test_gzip_header_has_no_name_and_no_time(fleet: Fleet, tmp_path: Path) -> No
 
 
 def copy_tree_differently(src: Path, dst: Path, mtime: int) -> None:
-    """Copy src to dst creating entries in reverse order (another readdir order), with other mtimes."""
+    """Copy src to dst as a checkout under the current umask would: entries created in reverse order
+    (another readdir order), modes from the umask (executables keep only their owner's x bit), other
+    mtimes."""
     for path in sorted(src.rglob("*"), reverse=True):
         target = dst / path.relative_to(src)
         if path.is_dir():
             target.mkdir(parents=True, exist_ok=True)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-            target.chmod(path.stat().st_mode & 0o777)
+            shutil.copyfile(path, target)  # a new file: mode 0666 less the umask
+            if os.access(path, os.X_OK):
+                target.chmod(target.stat().st_mode | 0o100)
         os.utime(target, (mtime, mtime))
 
 
@@ -147,6 +150,8 @@ def test_two_builds_from_different_copies_are_byte_identical(tmp_path: Path) -> 
         (second_root / "src" / "acme" / "link.py").symlink_to("app.py")
     finally:
         os.umask(old)
+    assert (second_root / "src" / "README.md").stat().st_mode & 0o777 == 0o600
+    assert (second_root / "src" / "bin" / "run.sh").stat().st_mode & 0o777 == 0o700
     second = load_fleet(second_root / "deploy.toml")
     a = build(first, tmp_path / "out-a", now=lambda: datetime(2024, 1, 1, tzinfo=UTC))
     b = build(second, tmp_path / "out-b", now=lambda: datetime(2025, 6, 1, tzinfo=UTC))

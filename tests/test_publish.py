@@ -42,13 +42,8 @@ class Wire:
     requests: list[tuple[str, str, dict[str, str], int]] = field(default_factory=list)
 
     def __call__(self, request: Any, **_: Any) -> None:
-        body = request.body
-        size = len(body) if isinstance(body, bytes | bytearray) else getattr(body, "_size", 0) or 0
-        if hasattr(body, "read") and not size:
-            size = len(body.read())
-            body.seek(0)
         headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
-        self.requests.append((request.method, request.url, headers, size))
+        self.requests.append((request.method, request.url, headers, int(headers.get("content-length", 0))))
 
     def calls(self) -> list[tuple[str, str]]:
         return [(method, unquote(url.split("://", 1)[1].split("/", 1)[1])) for method, url, _, _ in self.requests]
