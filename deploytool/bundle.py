@@ -10,6 +10,8 @@ a temp file renamed into place) and returns a BundleResult. The archive holds
 - `deploytool/manifest.json` (last): version, commit, builder and the sha256 of every other file.
 The bytes depend only on those contents (see deploytool.targz): no build time, user, umask or mtime.
 The build time is returned in the result (the release manifest records it).
+`build_release(fleet, version=..., allow_dirty=...)` first names the release from git (deploytool.version:
+YYYY.MM.DD-<shortsha>, a dirty tree refused unless allowed) and builds into dist/ beside the fleet file.
 """
 
 from __future__ import annotations
