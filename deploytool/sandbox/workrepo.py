@@ -9,6 +9,7 @@ from it takes its source from the work tree and its version (YYYY.MM.DD-<sha>) f
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ class WorkRepo:
     @classmethod
     def create(cls, fleet: Fleet, work_dir: Path) -> WorkRepo:
         try:
-            relative = fleet.source_dir.relative_to(fleet.root.resolve())
+            relative = Path(os.path.normpath(fleet.root / fleet.app.source)).relative_to(fleet.root)
         except ValueError:
             raise SandboxError(
                 f"app.source {fleet.app.source!r} is outside the fleet file's directory; the sandbox run copies "
