@@ -228,3 +228,4 @@ def hooks(c, event, bundle=None, instance=None, group=None, file_exists_behavior
     console.print(f"logs: {logs}", highlight=False)
     if result.status != "Succeeded":
         raise DeployFailed(f"{chosen.group}/{chosen.instance_id}: {result.failed_event} failed: {result.message}")
+

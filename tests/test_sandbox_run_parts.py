@@ -15,7 +15,7 @@ from deploytool.sandbox.clock import Clock
 from deploytool.sandbox.fleet import Broker
 from deploytool.sandbox.instance import Instance
 from deploytool.sandbox.load import SAMPLE_TASKS, CelerySender, LoadGenerator, TaskKind, kinds_for
-from deploytool.sandbox.report import read_ledgers, tally, versions, wait_for_drain
+from deploytool.sandbox.report import lost_explained, read_ledgers, tally, versions, wait_for_drain
 from deploytool.sandbox.workrepo import WorkRepo
 from deploytool.version import source_version
 from tests.conftest import ROOT
@@ -127,3 +127,35 @@ def test_versions_reads_each_instances_running_version(tmp_path: Path) -> None:
     assert versions({"email": [a, b, c]}, app) == {
         "email": {"2026.01.01-aaaaaaa": ["i-a"], "2026.01.02-bbbbbbb": ["i-b"], "none": ["i-c"]}
     }
+
+
+def test_wait_for_drain_stops_early_when_the_rest_is_held_in_flight(tmp_path: Path) -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    ledger = tmp_path / "ledger.log"
+    ledger.write_text("t1 x v 1\n")
+    clock = Clock(monotonic=lambda: now[0], sleep=sleep)
+    result = wait_for_drain(["t1", "t2"], [ledger], timeout_s=90, clock=clock, depth=lambda: (0, 1), settle_s=5)
+    assert (result.lost, result.waiting, result.in_flight) == (1, 0, 1)
+    assert 5 <= now[0] < 6
+    assert lost_explained(result).startswith("1 of the 1 lost tasks are held in flight by the broker")
+
+
+def test_sqs_gateway_reports_waiting_and_in_flight_messages() -> None:
+    from moto import mock_aws
+
+    from deploytool.aws.local import local_session
+    from deploytool.aws.sqs import SqsGateway
+
+    with mock_aws():
+        session = local_session(region="us-east-1", endpoint_url=None)
+        client = session.client("sqs")
+        url = client.create_queue(QueueName="email")["QueueUrl"]
+        for n in range(3):
+            client.send_message(QueueUrl=url, MessageBody=str(n))
+        client.receive_message(QueueUrl=url, MaxNumberOfMessages=1)
+        depths = SqsGateway(session).depths(["email", "missing"])
+    assert {name: (d.visible, d.in_flight) for name, d in depths.items()} == {"email": (2, 1)}

@@ -33,7 +33,7 @@ class TaskKind:
 
 # The sample app's tasks (sample_app/acme_workers/tasks.py), short enough for a one-minute sandbox run.
 SAMPLE_TASKS: tuple[TaskKind, ...] = (
-    TaskKind("video", "acme_workers.tasks.transcode_video", "{n}", 0.5, 2.0),
+    TaskKind("video", "acme_workers.tasks.transcode_video", "{n}", 0.3, 1.2),
     TaskKind("email", "acme_workers.tasks.send_email", "user{n}@example.com", 0.05, 0.3),
     TaskKind("reports", "acme_workers.tasks.build_report", "{n}", 0.2, 1.0),
 )

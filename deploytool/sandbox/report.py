@@ -11,8 +11,8 @@ tables are rich renderables; nothing here prints.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.table import Table
@@ -26,9 +26,11 @@ from deploytool.sandbox.instance import Instance
 class TaskTally:
     submitted: int
     completed: int
-    lost: int
+    lost: int  # submitted tasks that never ran (within the wait)
     duplicated: int
     by_release: Mapping[str, int]  # runs per release note of the sample app (which version did the work)
+    waiting: int | None = None  # the broker's count of messages not received yet (when it can tell)
+    in_flight: int | None = None  # received but never finished: held until the visibility timeout
 
 
 def read_ledgers(paths: Iterable[Path]) -> tuple[Counter[str], Counter[str]]:
@@ -62,11 +64,25 @@ def wait_for_drain(
     timeout_s: float,
     clock: Clock = REAL_CLOCK,
     step_s: float = 0.5,
+    depth: Callable[[], tuple[int, int]] | None = None,
+    settle_s: float = 5.0,
 ) -> TaskTally:
+    """Wait until every submitted task ran, or the timeout passes, or (when the broker's depth
+    `(waiting, in_flight)` is known) nothing waits and nothing has completed for `settle_s`: the
+    rest is held in flight by the broker, and waiting longer would not change the answer."""
     deadline = clock.monotonic() + timeout_s
+    completed, since = -1, clock.monotonic()
     while True:
         result = tally(submitted, *read_ledgers(ledgers))
-        if result.lost == 0 or clock.monotonic() >= deadline:
+        now = clock.monotonic()
+        if result.completed != completed:
+            completed, since = result.completed, now
+        if depth is not None:
+            waiting, in_flight = depth()
+            result = replace(result, waiting=waiting, in_flight=in_flight)
+        if result.lost == 0 or now >= deadline:
+            return result
+        if result.waiting == 0 and now - since >= settle_s:
             return result
         clock.sleep(step_s)
 
@@ -99,3 +115,17 @@ def tasks_table(result: TaskTally) -> Table:
         table.add_column(column, justify="right")
     table.add_row(str(result.submitted), str(result.completed), str(result.lost), str(result.duplicated))
     return table
+
+
+def lost_explained(result: TaskTally) -> str:
+    """Where the lost tasks are, when the broker can tell."""
+    if not result.lost or result.in_flight is None:
+        return ""
+    held = min(result.lost, result.in_flight)
+    text = (
+        f"{held} of the {result.lost} lost tasks are held in flight by the broker: a worker received them and "
+        "stopped without running them; they run again only after the group's visibility timeout"
+    )
+    if result.waiting:
+        text += f"; {result.waiting} messages are still waiting in the queues"
+    return text

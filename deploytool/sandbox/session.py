@@ -12,7 +12,8 @@ for `fab hooks` (sandbox-up); `stop_sandbox(root)` stops such a sandbox (sandbox
 
 Layout of the root (the target's `root`, default .sandbox): instances/<group>/<instance-id>/,
 state/ (service-side records), run/ (moto.pid, pids.txt: every pid started, sandbox.json),
-logs/ (moto.log), work/ (the sandbox run's git work tree).
+logs/ (moto.log), and for the sandbox run work/ (its git work tree), dist/ (its bundles), load/
+(the ids of the tasks it submitted).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 from deploytool.aws.local import local_session
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
+from deploytool.aws.sqs import SqsGateway
 from deploytool.config import App, Fleet, LocalTarget
 from deploytool.errors import UsageError
 from deploytool.sandbox.appspec import FileExistsBehavior
@@ -45,7 +47,7 @@ from deploytool.sandbox.runner import DEFAULT_TIMING, Timing
 from deploytool.sandbox.state import SandboxState, write_json_atomic
 
 Log = Callable[[str], None]
-OWN_DIRS = ("instances", "state", "run", "logs", "work")
+OWN_DIRS = ("instances", "state", "run", "logs", "work", "load", "dist")
 
 
 def local_target(fleet: Fleet, name: str | None) -> tuple[str, LocalTarget]:
@@ -217,6 +219,18 @@ class SandboxSession:
                 "groups": {g.name: g.asg for g in self.groups},
             },
         )
+
+    def queue_depth(self, queues: Sequence[str]) -> Callable[[], tuple[int, int]] | None:
+        """(waiting, in flight) summed over the queues, when the broker is the sandbox's SQS."""
+        if self.aws is None or self.target.broker != "sqs":
+            return None
+        gateway = SqsGateway(self.aws)
+
+        def depth() -> tuple[int, int]:
+            found = gateway.depths(queues).values()
+            return sum(d.visible for d in found), sum(d.in_flight for d in found)
+
+        return depth
 
     def detach(self) -> None:
         """Leave the moto server and the workers running (sandbox-up); stop_sandbox() ends them."""
