@@ -183,7 +183,7 @@ class LocalBackend:
         """Deploy the last successful revision to instances the ASGs launched since the last look."""
         started: list[str] = []
         for group_name, fresh in self.fleet.sync().items():
-            group = self.fleet.fleet.group(group_name)
+            group = self.fleet.config.group(group_name)
             last = self.state.last_successful(group_name)
             if last is None:
                 continue
@@ -194,7 +194,7 @@ class LocalBackend:
     def terminate(self, instance: Instance, *, decrement: bool = True) -> InstanceResult | None:
         """Scale in: ApplicationStop of the installed revision (the termination hook), then terminate;
         a replacement the ASG launches gets the last successful revision (see `sync`)."""
-        group = self.fleet.fleet.group(instance.group)
+        group = self.fleet.config.group(instance.group)
         runner = self._runner(instance)
         result = None
         if runner.last_installed(self.state.group_id(group.name)) is not None:
@@ -317,8 +317,6 @@ class LocalBackend:
                     with self._lock:
                         dep.targets[iid].result = result
                         dep.targets[iid].status = result.status
-                if not running and verdict(dep.policy, **self._counts(dep, 0, len(pending))) != Verdict.RUNNING:
-                    break
         return verdict(dep.policy, **self._counts(dep, 0, len(pending)))
 
     def _run_instance(self, dep: _Deployment, iid: str) -> InstanceResult:

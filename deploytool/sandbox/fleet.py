@@ -58,7 +58,7 @@ class SandboxFleet:
         broker: Broker,
         sizes: Mapping[str, int],
     ) -> None:
-        self.fleet = fleet
+        self.config = fleet
         self.root = root
         self.broker = broker
         self.sizes = dict(sizes)
@@ -68,7 +68,7 @@ class SandboxFleet:
 
     @property
     def groups(self) -> tuple[Group, ...]:
-        return tuple(g for g in self.fleet.groups if g.name in self.sizes)
+        return tuple(g for g in self.config.groups if g.name in self.sizes)
 
     def provision(self) -> dict[str, list[Instance]]:
         template = self.ec2.ensure_launch_template(LAUNCH_TEMPLATE, self.ec2.any_image_id())
@@ -81,7 +81,7 @@ class SandboxFleet:
                 launch_template_id=template,
                 size=self.sizes[group.name],
                 zones=self.zones,
-                tags={"deploytool:group": group.name, "deploytool:app": self.fleet.app.name},
+                tags={"deploytool:group": group.name, "deploytool:app": self.config.app.name},
             )
         return self.sync()
 
@@ -115,7 +115,7 @@ class SandboxFleet:
 
     def _prepare(self, instance: Instance) -> None:
         instance.root.mkdir(parents=True, exist_ok=True)
-        app = self.fleet.app
+        app = self.config.app
         env = {
             "CELERY_BROKER_URL": self.broker.url,
             "CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps(dict(self.broker.transport_options), separators=(",", ":")),

@@ -90,7 +90,9 @@ def _stop_recorded_hooks(root: Path, log: Log) -> None:
             signal_group(pid, signal.SIGKILL)
 
 
-def stop_sandbox(root: Path, app: App, *, grace_s: float = 10.0, clock: Clock = REAL_CLOCK, log: Log = print) -> None:
+def stop_sandbox(
+    root: Path, app: App, *, grace_s: float = 10.0, clock: Clock = REAL_CLOCK, log: Log = lambda _: None
+) -> None:
     """Stop what a sandbox under `root` left running: hooks, workers (by pidfile), its moto server."""
     _stop_recorded_hooks(root, log)
     stop_workers(_instances_on_disk(root), app, grace_s=grace_s, clock=clock, log=log)
