@@ -14,6 +14,7 @@ import pytest
 
 from deploytool.aws.autoscaling import AutoScalingGateway
 from deploytool.aws.ec2 import Ec2Gateway
+from deploytool.errors import UsageError
 from deploytool.rollout.backend import DeployRequest
 from deploytool.sandbox.motoserver import MotoServer
 from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile, wait_gone
@@ -110,4 +111,39 @@ def test_ctrl_c_in_the_middle_leaves_no_process_behind(tmp_path: Path) -> None:
             process.kill()
             process.wait()
         for pid in recorded:
+            kill_if_alive(pid)
+
+
+@pytest.mark.slow
+def test_a_detached_sandbox_can_be_attached_to_deployed_and_stopped(tmp_path: Path) -> None:
+    from deploytool.sandbox.session import attach, stop_sandbox
+
+    fleet = make_fleet(tmp_path, [{"name": "email", "strategy": "AllAtOnce"}], {"email": 2})
+    with pytest.raises(UsageError, match="start one with `fab sandbox-up`"):
+        attach(fleet)
+    session = SandboxSession(fleet, worker_stop_grace_s=1, handle_signals=False)
+    with session:
+        session.detach()
+    moto_pid = session.moto.process.pid  # type: ignore[union-attr]
+    workers: list[int] = []
+    try:
+        assert pid_alive(moto_pid)  # detached: still running after the session closed
+        backend = attach(fleet, worker_stop_grace_s=1)
+        bundle = write_bundle(
+            tmp_path / "v1.tgz",
+            {
+                "hooks/start.sh": sh(WORKER),
+                "appspec.yml": "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: hooks/start.sh\n",
+            },
+        )
+        revision = upload(backend.s3, bundle, "v1")
+        snap = backend.wait(backend.start(DeployRequest(fleet.group("email"), revision, "r1")), 60)
+        assert snap.all_succeeded, snap.error
+        workers = [p for f in session.root.glob("instances/*/*/opt/fixture/run/worker.pid") if (p := read_pidfile(f))]
+        assert len(workers) == 2
+        assert attach(fleet).group_state(fleet.group("email")).last_successful_version == "v1"  # on disk
+        stop_sandbox(session.root, fleet.app, grace_s=1)
+        assert wait_gone([moto_pid, *workers], 5) == []
+    finally:
+        for pid in (moto_pid, *workers):
             kill_if_alive(pid)

@@ -8,7 +8,8 @@ group, instance dirs with env files) and builds the `local` backend. Leaving it 
 error, on Ctrl-C, on SIGTERM/SIGHUP, or at interpreter exit) stops running deployments and their
 scripts, then every worker through `{install_dir}/run/worker.pid` of every instance (SIGTERM,
 SIGQUIT after a grace, never by name), then the moto server. `detach()` leaves everything running
-for `fab hooks` (sandbox-up); `stop_sandbox(root)` stops such a sandbox (sandbox-down).
+for `fab hooks` (sandbox-up); `attach(fleet)` gives the rollout tasks the `local` backend of such a
+running sandbox; `stop_sandbox(root)` stops it (sandbox-down).
 
 Layout of the root (the target's `root`, default .sandbox): instances/<group>/<instance-id>/,
 state/ (service-side records), run/ (moto.pid, pids.txt: every pid started, sandbox.json),
@@ -39,9 +40,9 @@ from deploytool.errors import UsageError
 from deploytool.sandbox.appspec import FileExistsBehavior
 from deploytool.sandbox.backend import LocalBackend
 from deploytool.sandbox.clock import REAL_CLOCK, Clock
-from deploytool.sandbox.fleet import SandboxFleet, sandbox_broker
+from deploytool.sandbox.fleet import Broker, SandboxFleet, sandbox_broker
 from deploytool.sandbox.instance import Instance
-from deploytool.sandbox.motoserver import MotoServer, stop_recorded
+from deploytool.sandbox.motoserver import MotoServer, recorded, stop_recorded
 from deploytool.sandbox.procs import PidRecord, group_members, pid_alive, read_pidfile, signal_group, stop_worker
 from deploytool.sandbox.runner import DEFAULT_TIMING, Timing
 from deploytool.sandbox.state import SandboxState, write_json_atomic
@@ -127,7 +128,7 @@ class SandboxSession:
         self.handle_signals = handle_signals
         self.record = PidRecord(self.root / "run" / "pids.txt")
         self.moto: MotoServer | None = None
-        self.aws: AwsSession | None = None
+        self._aws: AwsSession | None = None
         self._backend: LocalBackend | None = None
         self._fleet: SandboxFleet | None = None
         self._closed = False
@@ -147,6 +148,13 @@ class SandboxSession:
         if self._fleet is None:
             raise RuntimeError("the sandbox session is not started")
         return self._fleet
+
+    @property
+    def aws(self) -> AwsSession:
+        """The AwsSession on the sandbox's moto server (every gateway the tool uses can be built on it)."""
+        if self._aws is None:
+            raise RuntimeError("the sandbox session is not started")
+        return self._aws
 
     @property
     def s3(self) -> S3Gateway:
@@ -186,14 +194,14 @@ class SandboxSession:
             record=self.record,
         ).start()
         region = self.config.aws.region
-        self.aws = local_session(region=region, endpoint_url=self.moto.url)
-        s3 = S3Gateway(self.aws)
+        self._aws = local_session(region=region, endpoint_url=self.moto.url)
+        s3 = S3Gateway(self._aws)
         s3.create_bucket(self.config.artifacts.bucket, region)
         sizes = {g.name: self.target.instance_count(g.name) for g in self.groups}
         self._fleet = SandboxFleet(
             self.config,
             root=self.root / "instances",
-            aws=self.aws,
+            aws=self._aws,
             broker=sandbox_broker(self.target, region=region, moto_port=self.moto.port),
             sizes=sizes,
         )
@@ -218,15 +226,17 @@ class SandboxSession:
                 "region": region,
                 "target": self.target_name,
                 "broker": self._fleet.broker.url,
+                "broker_transport_options": dict(self._fleet.broker.transport_options),
                 "groups": {g.name: g.asg for g in self.groups},
+                "sizes": sizes,
             },
         )
 
     def queue_depth(self, queues: Sequence[str]) -> Callable[[], tuple[int, int]] | None:
         """(waiting, in flight) summed over the queues, when the broker is the sandbox's SQS."""
-        if self.aws is None or self.target.broker != "sqs":
+        if self._aws is None or self.target.broker != "sqs":
             return None
-        gateway = SqsGateway(self.aws)
+        gateway = SqsGateway(self._aws)
 
         def depth() -> tuple[int, int]:
             found = gateway.depths(queues).values()
@@ -301,4 +311,36 @@ def read_sandbox_info(root: Path) -> dict[str, Any] | None:
         return dict(json.loads((root / "run" / "sandbox.json").read_text()))
     except (OSError, ValueError):
         return None
+
+
+def attach(
+    fleet: Fleet, target: str | None = None, *, timing: Timing = DEFAULT_TIMING, worker_stop_grace_s: float = 10.0
+) -> LocalBackend:
+    """The `local` backend of a sandbox that `fab sandbox-up` left running, for the rollout tasks.
+
+    Deployments run in the calling process (its threads run the hooks); the group records (last
+    successful revision) are on disk, so they carry over from one task to the next.
+    """
+    name, local = local_target(fleet, target)
+    root = sandbox_root(fleet, local)
+    info = read_sandbox_info(root)
+    if info is None or recorded(root / "run" / "moto.pid") is None:
+        raise UsageError(f"no sandbox is running under {root} for target {name!r}: start one with `fab sandbox-up`")
+    aws = local_session(region=str(info["region"]), endpoint_url=str(info["endpoint"]))
+    sandbox_fleet = SandboxFleet(
+        fleet,
+        root=root / "instances",
+        aws=aws,
+        broker=Broker(str(info["broker"]), dict(info.get("broker_transport_options") or {})),
+        sizes={str(k): int(v) for k, v in dict(info.get("sizes") or {}).items()},
+    )
+    return LocalBackend(
+        sandbox_fleet,
+        SandboxState(root / "state", fleet.app.name),
+        s3=S3Gateway(aws),
+        app=fleet.app,
+        timing=timing,
+        record=PidRecord(root / "run" / "pids.txt"),
+        worker_stop_grace_s=worker_stop_grace_s,
+    )
 
