@@ -6,7 +6,15 @@ Run `fab --list` for the tasks and `fab <task> --help` for their options. Every 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from deploytool.aws.session import AwsSession
+from deploytool.bundle import build_release
 from deploytool.cli import cli_task, fleet_from, make_console
+from deploytool.config import LocalTarget
+from deploytool.errors import UsageError
+from deploytool.publish import creator
+from deploytool.publish import publish as publish_bundle
 from deploytool.report import fleet_table
 
 # --- config --------------------------------------------------------------------------------------
@@ -21,3 +29,125 @@ def check(c, fleet=None, debug=False):
     for warning in loaded.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"{loaded.path}: ok ({len(loaded.groups)} groups, targets: {', '.join(loaded.targets)})")
+
+
+# --- build & publish -----------------------------------------------------------------------------
+
+_BUILD_HELP = {
+    "fleet": "fleet file (default deploy.toml)",
+    "version": "release version (default YYYY.MM.DD-<shortsha> of the git commit)",
+    "allow_dirty": "build from uncommitted changes (the version then ends in -dirty)",
+    "out": "output directory (default dist/ beside the fleet file)",
+    "debug": "show tracebacks",
+}
+
+
+def _built(fleet, version, allow_dirty, out):
+    loaded = fleet_from(fleet)
+    result = build_release(loaded, version=version, allow_dirty=allow_dirty, out_dir=Path(out) if out else None)
+    return loaded, result
+
+
+def _show(console, rows):
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        console.print(f"{label.ljust(width)}  {value}", markup=False, highlight=False, soft_wrap=True)
+
+
+@cli_task(help=_BUILD_HELP)
+def build(c, fleet=None, version=None, allow_dirty=False, out=None, debug=False):
+    """Build the release bundle (.tgz) and print its path, size, file count and sha256."""
+    _, result = _built(fleet, version, allow_dirty, out)
+    _show(make_console(), [
+        ("bundle", str(result.path)),
+        ("size", f"{result.size} bytes ({result.size / 1024:.1f} KiB)" if result.size < 1048576
+         else f"{result.size} bytes ({result.size / 1048576:.1f} MiB)"),
+        ("files", str(result.file_count)),
+        ("sha256", result.sha256),
+        ("version", f"{result.version} (commit {result.commit or 'none'})"),
+    ])
+
+
+@cli_task(help={**_BUILD_HELP, "target": "target from the fleet file (default: its default target)",
+                "endpoint_url": "S3-compatible endpoint (a moto server, MinIO...) instead of AWS"})
+def publish(c, fleet=None, target=None, version=None, allow_dirty=False, out=None, endpoint_url=None, debug=False):
+    """Build the bundle, upload it to S3 once (content-addressed) and write the release manifest."""
+    loaded = fleet_from(fleet)
+    name, chosen = loaded.target(target)
+    if isinstance(chosen, LocalTarget) and not endpoint_url:
+        raise UsageError(
+            f"target {name!r} is the local sandbox: its S3 is the sandbox's moto server, which `fab sandbox` "
+            "starts; pass --endpoint-url to publish to another S3-compatible endpoint"
+        )
+    _, bundle = _built(fleet, version, allow_dirty, out)
+    session = AwsSession(region=loaded.aws.region, profile=loaded.aws.profile, endpoint_url=endpoint_url)
+    result = publish_bundle(bundle, loaded, session, target=name, created_by=creator())
+    _show(make_console(), [
+        ("bundle", f"{result.bundle_uri} ({'uploaded' if result.uploaded else 'already in S3: nothing uploaded'})"),
+        ("etag", result.etag),
+        ("sha256", result.sha256),
+        ("version", result.version),
+        ("release", result.release_id),
+        ("manifest", f"s3://{result.bucket}/{result.manifest_key}"),
+    ])
+
+
+# --- reconcile -----------------------------------------------------------------------------------
+
+
+@cli_task(
+    help={
+        "fleet": "fleet file (default deploy.toml)",
+        "target": "target to reconcile (default: the fleet's default_target)",
+        "groups": "only these groups (comma-separated)",
+        "json": "print the report as JSON",
+        "fix": "redeploy the expected revision to drifted instances, then check again",
+        "ci": "plain output for CI logs",
+        "engine": "athena or duckdb (default: duckdb for a local target, athena for codedeploy)",
+        "days": "dt partitions to read, ending on the snapshot's day (default 1)",
+        "release": "check against this release id instead of each group's latest release",
+        "no_snapshot": "query the inventory already in S3 instead of taking a snapshot first",
+        "database": "Athena database holding the inventory and releases tables (default deploytool)",
+        "workgroup": "Athena workgroup (default primary)",
+        "debug": "show tracebacks",
+    }
+)
+def reconcile(c, fleet=None, target=None, groups=None, json=False, fix=False, ci=False, engine=None, days=1,
+              release="", no_snapshot=False, database=None, workgroup=None, debug=False):
+    """Check every instance runs its group's expected version (exit 3 on drift)."""
+    from deploytool.cli import split_csv
+    from deploytool.reconcile.command import run_reconcile, services_for, settings_for
+
+    loaded = fleet_from(fleet)
+    settings = settings_for(
+        loaded, target, engine=engine, days=int(days), release=release, snapshot=not no_snapshot,
+        groups=split_csv(groups), database=database, workgroup=workgroup,
+    )
+    runner, backend = (None, None)
+    if fix:
+        from deploytool.reconcile.command import fix_runner_for
+
+        runner, backend = fix_runner_for(loaded, settings.target)
+    run_reconcile(
+        loaded, settings, services_for(loaded), make_console(ci=ci), as_json=json, fix=fix, runner=runner,
+        backend=backend,
+    )
+
+
+@cli_task(help={"fleet": "fleet file (default deploy.toml)", "apply": "run the DDL on Athena",
+                "database": "Athena database (default deploytool)", "workgroup": "Athena workgroup",
+                "debug": "show tracebacks"})
+def athena_ddl(c, fleet=None, apply=False, database=None, workgroup=None, debug=False):
+    """Print (or --apply) the Athena DDL of the inventory and releases tables."""
+    from deploytool.reconcile.command import athena_setup
+
+    loaded = fleet_from(fleet)
+    athena_setup(loaded, make_console(), apply=apply, database=database, workgroup=workgroup)
+
+
+@cli_task(help={"debug": "show tracebacks"})
+def grafana_dashboard(c, debug=False):
+    """Rewrite athena/grafana-dashboard.json from athena/reconcile.sql and rollout_timeline.sql."""
+    from deploytool.reconcile.grafana import write
+
+    make_console().print(f"wrote {write()}")

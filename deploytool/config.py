@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -33,6 +33,8 @@ STRATEGY_TABLE_KEYS = ("min_healthy_hosts", "min_healthy_percent")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _QUEUE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 _APP_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# Instance paths end up in the appspec, shell hooks and systemd units: absolute, no spaces or quotes.
+_ABS_PATH = r"^(/[A-Za-z0-9_.@+-]+)+$"
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,11 @@ class _Model(BaseModel):
 
 class App(_Model):
     name: Annotated[str, Field(pattern=_APP_NAME)]
-    source: str = "app"
+    source: Annotated[str, Field(min_length=1)] = "app"
     celery_app: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")]
-    install_dir: str | None = None
-    python: str | None = None
-    env_file: str | None = None
+    install_dir: Annotated[str, Field(pattern=_ABS_PATH)] | None = None
+    python: Annotated[str, Field(pattern=_ABS_PATH)] | None = None
+    env_file: Annotated[str, Field(pattern=_ABS_PATH)] | None = None
     user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = None
 
     @property
@@ -318,6 +320,24 @@ _TYPE_WORDS = {
 }
 
 
+# What the patterns above mean, for error messages (the regex is shown for any other).
+_PATTERN_WORDS = {
+    _APP_NAME: "lowercase letters, digits and '-' (at most 63, starting with a letter or digit)",
+    _ABS_PATH: "an absolute path of letters, digits and _ . @ + - (no spaces, no trailing '/')",
+    _NAME: "letters, digits, '_', '.' and '-' (at most 100, starting with a letter or digit)",
+    _QUEUE: "letters, digits, '_', '.' and '-' (at most 80, starting with a letter or digit)",
+    r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$": "a Celery app path like 'package.module:app'",
+    r"^[a-z_][a-z0-9_-]{0,31}$": "a Linux user name",
+    r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$": "an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')",
+    r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$": "key parts of letters, digits, '_', '.' and '-' joined by '/'",
+    r"^\d{12}$": "a 12-digit AWS account id",
+    r"^[a-z]{2}(-[a-z]+)+-\d$": "an AWS region like 'us-east-1'",
+    r"^(sqs|(redis|rediss|amqp|amqps|pyamqp|sqs)://.+)$": "'sqs' or a redis://, rediss://, amqp:// or sqs:// URL",
+    r"^[A-Za-z0-9_.+-]{1,100}$": "a CodeDeploy application name (1-100 letters, digits, _ . + -)",
+    r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$": "an IAM role ARN like 'arn:aws:iam::123456789012:role/Name'",
+}
+
+
 def _describe(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     value = error.get("input")
@@ -327,7 +347,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "is required"
     if kind == "string_pattern_mismatch":
-        return f"got {value!r}; allowed: text matching {ctx.get('pattern')}"
+        pattern = str(ctx.get("pattern"))
+        return f"got {value!r}; allowed: {_PATTERN_WORDS.get(pattern, 'text matching ' + pattern)}"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         bound = {
             "greater_than_equal": ">=",
@@ -337,8 +358,10 @@ def _describe(error: Mapping[str, Any]) -> str:
         }[kind]
         limit = next(iter(ctx.values()), "?")
         return f"got {value!r}; allowed: a number {bound} {limit}"
-    if kind in ("too_short", "too_long"):
-        return f"got {value!r}; {error['msg'].lower()}"
+    if kind == "too_short":
+        return f"got {value!r}; allowed: at least {ctx.get('min_length')} item(s)"
+    if kind == "too_long":
+        return f"got {value!r}; allowed: at most {ctx.get('max_length')} item(s)"
     if kind == "literal_error":
         return f"got {value!r}; allowed: {ctx.get('expected')}"
     if kind == "value_error":
@@ -363,6 +386,13 @@ def _require_table(path: str, key: str, value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"got {value!r}; allowed: a table", path=path, key=key)
     return value
+
+
+def _validate_table(model: type[_Model], path: str, key: str, value: object) -> Any:
+    """A top-level table: unknown keys (with a did-you-mean) first, then the model's rules."""
+    table = _require_table(path, key, value)
+    _check_keys(path, key, table, _fields(model))
+    return _validate(model, table, path, [key])
 
 
 def load_fleet(path: str | Path) -> Fleet:
@@ -394,9 +424,9 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
         if required not in data:
             raise ConfigError("is required", path=path, key=required)
 
-    app = _validate(App, _require_table(path, "app", data["app"]), path, ["app"])
-    artifacts = _validate(Artifacts, _require_table(path, "artifacts", data["artifacts"]), path, ["artifacts"])
-    aws = _validate(Aws, _require_table(path, "aws", data.get("aws", {})), path, ["aws"])
+    app = _validate_table(App, path, "app", data["app"])
+    artifacts = _validate_table(Artifacts, path, "artifacts", data["artifacts"])
+    aws = _validate_table(Aws, path, "aws", data.get("aws", {}))
 
     defaults_raw = _require_table(path, "defaults", data.get("defaults", {}))
     settings_fields = _fields(GroupSettings)
@@ -417,10 +447,10 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
         merged = {**defaults_raw, **table}
 
         def origin(key: str, table: Mapping[str, Any] = table, index: int = index) -> list[str | int]:
-            return ["groups", index] if key in table else ["defaults"]
+            return ["defaults"] if key in defaults_raw and key not in table else ["groups", index]
 
         group = _validate(Group, merged, path, ["groups", index], origin)
-        _lint_group(path, index, group, table)
+        _lint_group(path, index, group, table, defaults_raw)
         groups.append(group)
     _check_unique(path, groups)
 
@@ -455,7 +485,7 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
     default_target = data.get("default_target")
     if default_target is None:
         default_target = "sandbox" if "sandbox" in targets else next(iter(targets))
-    elif default_target not in targets:
+    elif not isinstance(default_target, str) or default_target not in targets:
         raise ConfigError(
             f"got {default_target!r}; allowed: one of the targets ({', '.join(targets)})",
             path=path,
@@ -464,7 +494,7 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
 
     warnings = tuple(
         f"{path}: groups[{i}].drain_timeout: {g.drain_timeout} s is shorter than task_time_limit "
-        f"{g.task_time_limit} s: tasks running longer than the drain are interrupted and re-run"
+        f"{g.task_time_limit} s ({g.name}): tasks running longer than the drain are interrupted and re-run"
         for i, g in enumerate(groups)
         if g.drain_timeout < g.task_time_limit
     )
@@ -480,45 +510,47 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
     )
 
 
-def _lint_group(path: str, index: int, group: Group, table: Mapping[str, Any]) -> None:
-    """Cross-field rules from production Celery practice."""
+def _lint_group(
+    path: str, index: int, group: Group, table: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> None:
+    """Cross-field rules from production Celery practice. An error names where the value was set:
+    the group, or [defaults] when the group inherits it from there."""
+
+    inherited = f" (inherited by groups[{index}], {group.name!r})"
 
     def key(field: str) -> str:
-        return f"groups[{index}].{field}" if field in table else f"defaults.{field}"
+        return f"defaults.{field}" if field in defaults and field not in table else f"groups[{index}].{field}"
+
+    def raise_(field: str, message: str) -> NoReturn:
+        suffix = inherited if key(field).startswith("defaults.") else ""
+        raise ConfigError(message + suffix, path=path, key=key(field))
 
     if not group.queues:
-        raise ConfigError("is required: the queues this group's workers consume", path=path, key=key("queues"))
+        raise_("queues", "is required: the queues this group's workers consume")
     if len(set(group.queues)) != len(group.queues):
-        raise ConfigError(f"got {group.queues!r}; a queue may be listed once", path=path, key=key("queues"))
+        raise_("queues", f"got {group.queues!r}; a queue may be listed once")
     if group.visibility_timeout <= group.task_time_limit + VISIBILITY_MARGIN_S:
-        raise ConfigError(
+        raise_(
+            "visibility_timeout",
             f"got {group.visibility_timeout}; must exceed task_time_limit + {VISIBILITY_MARGIN_S} s "
             f"= {group.task_time_limit + VISIBILITY_MARGIN_S} (else the broker redelivers running tasks "
             "and they run twice)",
-            path=path,
-            key=key("visibility_timeout"),
         )
     if group.task_soft_time_limit is not None and group.task_soft_time_limit >= group.task_time_limit:
-        raise ConfigError(
+        raise_(
+            "task_soft_time_limit",
             f"got {group.task_soft_time_limit}; must be below task_time_limit ({group.task_time_limit})",
-            path=path,
-            key=key("task_soft_time_limit"),
         )
     if group.drain_timeout > MAX_DRAIN_TIMEOUT_S:
-        raise ConfigError(
+        raise_(
+            "drain_timeout",
             f"got {group.drain_timeout}; allowed: at most {MAX_DRAIN_TIMEOUT_S} s (CodeDeploy gives a lifecycle "
             f"event {LIFECYCLE_EVENT_LIMIT_S} s; {DRAIN_RESERVE_S} s are kept for the cold shutdown)",
-            path=path,
-            key=key("drain_timeout"),
         )
     if group.autoscale is not None:
         high, low = group.autoscale
         if high < 1 or low > high:
-            raise ConfigError(
-                f"got {group.autoscale!r}; allowed: [max, min] with max >= 1 and min <= max",
-                path=path,
-                key=key("autoscale"),
-            )
+            raise_("autoscale", f"got {group.autoscale!r}; allowed: [max, min] with max >= 1 and min <= max")
 
 
 def _check_unique(path: str, groups: Sequence[Group]) -> None:

@@ -41,6 +41,8 @@ def _git(repo: Path, *args: str) -> str:
         )
     except FileNotFoundError:
         raise VersionError("git is not installed: pass --version to name the release") from None
+    except subprocess.TimeoutExpired:
+        raise VersionError(f"git {args[0]} in {repo} did not answer within 30 s") from None
     if done.returncode != 0:
         reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "git failed"
         raise VersionError(f"{repo} is not in a git work tree ({reason}); pass --version to name the release")

@@ -17,10 +17,16 @@ from deploytool.errors import AwsError
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 
 
+def bare_etag(etag: str) -> str:
+    """S3 sends ETags in double quotes; CodeDeploy's S3Location.eTag (like `aws deploy push`) and
+    the BUNDLE_ETAG a hook sees carry the bare value."""
+    return etag.strip('"')
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
-    etag: str
+    etag: str  # without the quotes S3 puts around it
     size: int
     metadata: Mapping[str, str]
     version_id: str | None = None
@@ -55,7 +61,7 @@ class S3Gateway:
             raise self._fail(exc, f"HEAD s3://{bucket}/{key}", bucket) from exc
         except BotoCoreError as exc:
             raise self._fail(exc, f"HEAD s3://{bucket}/{key}", bucket) from exc
-        return ObjectInfo(key, r["ETag"], r["ContentLength"], r.get("Metadata", {}), r.get("VersionId"))
+        return ObjectInfo(key, bare_etag(r["ETag"]), r["ContentLength"], r.get("Metadata", {}), r.get("VersionId"))
 
     def check_bucket(self, bucket: str) -> None:
         try:
@@ -108,7 +114,7 @@ class S3Gateway:
             r = self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, **args)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, f"PUT s3://{bucket}/{key}", bucket) from exc
-        return ObjectInfo(key, r["ETag"], len(body), {}, r.get("VersionId"))
+        return ObjectInfo(key, bare_etag(r["ETag"]), len(body), {}, r.get("VersionId"))
 
     def get_bytes(self, bucket: str, key: str) -> bytes | None:
         try:
@@ -135,6 +141,6 @@ class S3Gateway:
         try:
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix, **self._owner()):
                 for item in page.get("Contents", []):
-                    yield ObjectInfo(item["Key"], item["ETag"], item["Size"], {})
+                    yield ObjectInfo(item["Key"], bare_etag(item["ETag"]), item["Size"], {})
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, f"list s3://{bucket}/{prefix}", bucket) from exc

@@ -1,0 +1,121 @@
+-- Deployed vs expected, per group: each group's latest inventory snapshot (inside the dt window)
+-- against the expected version of the latest release that deployed the group to this target
+-- (or of the release given). Trino/Athena SQL; the sandbox runs this same file on DuckDB through
+-- sqlglot. Values are never written into this text: they are the `?` parameters, in this order:
+-- parameters: app, target, release, release, app, dt_from, dt_to
+--
+-- One row per drifted or untagged instance, plus one row for every group with none (so every group
+-- appears); instances, on_expected, drifted and untagged are the group's totals on every row.
+-- status: ok | drift (runs another version) | untagged (no deploytool:version tag) |
+--         no-release (no release deployed the group) | no-instances (the ASG is empty)
+WITH release_groups AS (
+    -- Unnest by index: Trino expands an unnested array of rows into one column per field,
+    -- DuckDB into one struct column; indexing reads the same in both.
+    SELECT
+        r.release_id,
+        r.created_at,
+        element_at(r."groups", g.i)."group" AS group_name,
+        element_at(r."groups", g.i).expected_version AS expected_version
+    FROM releases AS r
+    CROSS JOIN UNNEST(sequence(1, greatest(cardinality(r."groups"), 1))) AS g (i)
+    WHERE r.app = ?
+      AND r.target = ?
+      AND (? = '' OR r.release_id = ?)
+),
+expected AS (
+    SELECT group_name, release_id, expected_version
+    FROM (
+        SELECT
+            group_name,
+            release_id,
+            expected_version,
+            row_number() OVER (PARTITION BY group_name ORDER BY created_at DESC, release_id DESC) AS rn
+        FROM release_groups
+        WHERE group_name IS NOT NULL
+    ) AS ranked
+    WHERE rn = 1
+),
+latest AS (
+    -- rank() ties every row of a group's newest snapshot at 1. (Not max() OVER: DuckDB rewrites
+    -- that into a self-join whose second scan loses the dt filter and reads every partition.)
+    SELECT *
+    FROM (
+        SELECT
+            i.*,
+            rank() OVER (PARTITION BY i."group" ORDER BY i.snapshot_at DESC) AS snapshot_rank
+        FROM inventory AS i
+        WHERE i.app = ?
+          AND i.dt BETWEEN ? AND ?
+    ) AS ranked_snapshots
+    WHERE snapshot_rank = 1
+),
+fleet_now AS (
+    SELECT *
+    FROM latest
+    WHERE instance_id IS NOT NULL
+      AND coalesce(lifecycle_state, '') NOT LIKE 'Terminat%'
+),
+group_snapshots AS (
+    SELECT DISTINCT "group", snapshot_at FROM latest
+),
+classified AS (
+    SELECT
+        coalesce(s."group", e.group_name) AS group_name,
+        e.release_id,
+        e.expected_version,
+        s.snapshot_at,
+        c.instance_id,
+        nullif(c.version, '') AS version,
+        c."release" AS instance_release,
+        c.lifecycle_state,
+        c.health,
+        c.az,
+        c.market,
+        c.launch_time,
+        CASE
+            WHEN c.instance_id IS NULL THEN 'no-instances'
+            WHEN e.expected_version IS NULL THEN 'no-release'
+            WHEN nullif(c.version, '') IS NULL THEN 'untagged'
+            WHEN c.version = e.expected_version THEN 'ok'
+            ELSE 'drift'
+        END AS status
+    FROM group_snapshots AS s
+    LEFT JOIN fleet_now AS c
+      ON c."group" = s."group"
+    FULL OUTER JOIN expected AS e
+      ON s."group" = e.group_name
+),
+counted AS (
+    SELECT
+        classified.*,
+        count(instance_id) OVER (PARTITION BY group_name) AS instances,
+        count_if(status = 'ok') OVER (PARTITION BY group_name) AS on_expected,
+        count_if(status = 'drift') OVER (PARTITION BY group_name) AS drifted,
+        count_if(status = 'untagged') OVER (PARTITION BY group_name) AS untagged,
+        row_number() OVER (
+            PARTITION BY group_name
+            ORDER BY CASE WHEN status IN ('drift', 'untagged') THEN 0 ELSE 1 END, instance_id
+        ) AS group_row
+    FROM classified
+)
+SELECT
+    group_name AS "group",
+    release_id,
+    expected_version,
+    snapshot_at,
+    instances,
+    on_expected,
+    drifted,
+    untagged,
+    status,
+    instance_id,
+    version,
+    instance_release AS "release",
+    lifecycle_state,
+    health,
+    az,
+    market,
+    launch_time
+FROM counted
+WHERE status IN ('drift', 'untagged') OR group_row = 1
+ORDER BY group_name, group_row

@@ -1,0 +1,104 @@
+"""Stage reconcile/fix: redeploy the expected revision to the drifted instances only.
+
+Contract: `plan_fix` turns a report into one DeployRequest per group with drift: the revision of the
+release the report expects (read from its manifest, P/A/releases/dt=<day>/<release_id>.json), and
+`target_instances` = that group's drifted and untagged instances (CodeDeploy maps it to
+targetInstances, the sandbox backend to those instances). Groups in sync get no request. `apply_fix`
+runs the requests through the injected runner (the orchestrator, which sequences them), then tags
+the instances that succeeded like any deployment. The caller reconciles again afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from deploytool.config import Fleet
+from deploytool.errors import AwsError
+from deploytool.reconcile.layout import release_key
+from deploytool.reconcile.report import ReconcileReport
+from deploytool.reconcile.tags import FinishedDeployment, TagResult, TagWriter, tag_deployments
+from deploytool.rollout.backend import Backend, DeployRequest, Revision
+
+
+class ManifestReader(Protocol):
+    def get_bytes(self, bucket: str, key: str) -> bytes | None: ...
+
+
+class FixRunner(Protocol):
+    def __call__(self, requests: Sequence[DeployRequest]) -> Sequence[FinishedDeployment]:
+        """Run these deployments (through the orchestrator); the ones that finished, by group."""
+        ...
+
+
+@dataclass(frozen=True)
+class FixPlan:
+    requests: tuple[DeployRequest, ...]
+    skipped: tuple[str, ...] = ()  # why a drifted group gets no request
+
+    @property
+    def instances(self) -> int:
+        return sum(len(r.target_instances or ()) for r in self.requests)
+
+
+@dataclass(frozen=True)
+class FixOutcome:
+    plan: FixPlan
+    finished: tuple[FinishedDeployment, ...]
+    tags: TagResult
+
+
+def load_manifest(s3: ManifestReader, bucket: str, prefix: str, app: str, release_id: str) -> Mapping[str, Any]:
+    key = release_key(prefix, app, release_id)
+    body = s3.get_bytes(bucket, key)
+    if body is None:
+        raise AwsError(f"release manifest s3://{bucket}/{key} not found: cannot redeploy release {release_id}")
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise AwsError(f"release manifest s3://{bucket}/{key} is not a JSON object")
+    return data
+
+
+def revision_of(manifest: Mapping[str, Any]) -> Revision:
+    return Revision(
+        bucket=str(manifest["bucket"]),
+        key=str(manifest["key"]),
+        etag=str(manifest.get("etag", "")),
+        version=str(manifest["version"]),
+        sha256=str(manifest.get("sha256", "")),
+    )
+
+
+def plan_fix(report: ReconcileReport, fleet: Fleet, manifests: Mapping[str, Mapping[str, Any]]) -> FixPlan:
+    requests: list[DeployRequest] = []
+    skipped: list[str] = []
+    for group in report.groups:
+        if not group.problems or group.expected_version is None or group.release_id is None:
+            continue
+        manifest = manifests.get(group.release_id)
+        if manifest is None:
+            skipped.append(f"{group.group}: no manifest for release {group.release_id}")
+            continue
+        revision = revision_of(manifest)
+        if revision.version != group.expected_version:
+            skipped.append(
+                f"{group.group}: release {group.release_id} is {revision.version}, expected {group.expected_version}"
+            )
+            continue
+        requests.append(
+            DeployRequest(
+                group=fleet.group(group.group),
+                revision=revision,
+                release_id=group.release_id,
+                description=f"deploytool reconcile --fix: {len(group.problems)} drifted instance(s)",
+                target_instances=tuple(sorted(i.instance_id for i in group.problems)),
+            )
+        )
+    return FixPlan(requests=tuple(requests), skipped=tuple(skipped))
+
+
+def apply_fix(plan: FixPlan, runner: FixRunner, *, ec2: TagWriter, backend: Backend) -> FixOutcome:
+    finished = tuple(runner(plan.requests)) if plan.requests else ()
+    return FixOutcome(plan=plan, finished=finished, tags=tag_deployments(ec2, backend, finished))

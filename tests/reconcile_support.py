@@ -1,0 +1,214 @@
+"""Test support for reconcile: a moto fleet (ASGs with instances, tags, release manifests in S3) and a
+fake rollout Backend at the Backend seam. Used by tests/test_reconcile_*.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from deploytool.aws.autoscaling import AutoScalingGateway
+from deploytool.aws.ec2 import Ec2Gateway
+from deploytool.aws.s3 import S3Gateway
+from deploytool.aws.session import AwsSession
+from deploytool.config import Fleet, Group, parse_fleet
+from deploytool.reconcile.layout import release_key
+from deploytool.reconcile.pipeline import ReconcileServices
+from deploytool.reconcile.tags import FinishedDeployment
+from deploytool.rollout.backend import DeploymentSnapshot, DeployRequest, GroupState, InstanceProgress
+
+REGION = "us-east-1"
+BUCKET = "acme-deploy-artifacts"
+PREFIX = "deploytool"
+APP = "acme-workers"
+T0 = datetime(2024, 5, 6, 9, 0, 0, tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def mocked_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsSession]:
+    """moto for every AWS service, with fake credentials; yields the one AwsSession."""
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        yield AwsSession(region=REGION)
+
+
+def stubbed_session() -> AwsSession:
+    """A session whose clients talk to nothing (for botocore's Stubber)."""
+    return AwsSession(region=REGION, boto_session=boto3.Session(
+        aws_access_key_id="x", aws_secret_access_key="x", region_name=REGION))
+
+
+def fleet_for(root: Path, groups: Mapping[str, str]) -> Fleet:
+    data: dict[str, Any] = {
+        "app": {"name": APP, "celery_app": "acme_workers.celery_app:app"},
+        "artifacts": {"bucket": BUCKET, "prefix": PREFIX},
+        "aws": {"region": REGION},
+        "groups": [{"name": name, "asg": asg, "queues": [name]} for name, asg in groups.items()],
+        "targets": {
+            "sandbox": {"backend": "local"},
+            "production": {
+                "backend": "codedeploy",
+                "service_role_arn": "arn:aws:iam::123456789012:role/CodeDeployServiceRole",
+            },
+        },
+    }
+    return parse_fleet(data, root / "deploy.toml")
+
+
+class Clock:
+    """A simulated clock: now() advances only when told (or by sleep)."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.at = start
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return self.at
+
+    def monotonic(self) -> float:
+        return (self.at - T0).total_seconds()
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.at += timedelta(seconds=seconds)
+
+    def advance(self, **delta: float) -> None:
+        self.at += timedelta(**delta)
+
+
+@dataclass
+class MotoFleet:
+    """A fleet on moto (inside mock_aws): one ASG per group, the bucket, and the gateways."""
+
+    session: AwsSession
+    clock: Clock = field(default_factory=Clock)
+
+    def __post_init__(self) -> None:
+        self.ec2 = Ec2Gateway(self.session)
+        self.asg = AutoScalingGateway(self.session)
+        self.s3 = S3Gateway(self.session)
+        self.s3.create_bucket(BUCKET, REGION)
+        self.template = self.ec2.ensure_launch_template("acme-workers", self.ec2.any_image_id())
+
+    def services(self) -> ReconcileServices:
+        from deploytool.aws.athena import AthenaGateway
+
+        return ReconcileServices(
+            s3=self.s3, autoscaling=self.asg, ec2=self.ec2, athena=AthenaGateway(self.session),
+            now=self.clock.now, sleep=self.clock.sleep, clock=self.clock.monotonic,
+        )
+
+    def create_group(self, group: Group, size: int) -> list[str]:
+        self.asg.create_group(
+            group.asg, launch_template_id=self.template, size=size, zones=[f"{REGION}a", f"{REGION}b"],
+            tags={"deploytool:group": group.name},
+        )
+        return self.instance_ids(group)
+
+    def instance_ids(self, group: Group) -> list[str]:
+        info = self.asg.describe_groups([group.asg])[group.asg]
+        return sorted(i.instance_id for i in info.instances)
+
+    def scale(self, group: Group, size: int) -> list[str]:
+        """Set desired capacity; returns the instances that were added."""
+        before = set(self.instance_ids(group))
+        self.asg.set_desired_capacity(group.asg, size)
+        return sorted(set(self.instance_ids(group)) - before)
+
+    def write_release(
+        self, release_id: str, version: str, groups: Sequence[Group], *, target: str = "sandbox",
+        pretty: bool = False,
+    ) -> dict[str, Any]:
+        created = datetime.strptime(release_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        key = f"{PREFIX}/{APP}/{version}/{'0' * 64}.tgz"
+        manifest = {
+            "release_id": release_id,
+            "app": APP,
+            "version": version,
+            "target": target,
+            "bundle_uri": f"s3://{BUCKET}/{key}",
+            "bucket": BUCKET,
+            "key": key,
+            "etag": '"etag"',
+            "sha256": "0" * 64,
+            "commit": "abc1234",
+            "created_by": "tests",
+            "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "groups": [
+                {"group": g.name, "asg": g.asg, "expected_version": version, "strategy": g.strategy.label,
+                 "wave": g.wave}
+                for g in groups
+            ],
+            "deployments": {},
+        }
+        body = json.dumps(manifest, indent=2 if pretty else None) + "\n"
+        self.s3.put_bytes(BUCKET, release_key(PREFIX, APP, release_id), body.encode(), content_type="application/json")
+        return manifest
+
+
+class FakeBackend:
+    """A Backend at the seam: a deployment 'succeeds' on its target instances unless told to fail some."""
+
+    name = "fake"
+
+    def __init__(self, fleet: MotoFleet, fail: Sequence[str] = ()) -> None:
+        self.fleet = fleet
+        self.fail = set(fail)
+        self.requests: dict[str, DeployRequest] = {}
+
+    def start(self, request: DeployRequest) -> str:
+        deployment_id = f"d-{len(self.requests) + 1:09d}"
+        self.requests[deployment_id] = request
+        return deployment_id
+
+    def _targets(self, request: DeployRequest) -> tuple[str, ...]:
+        if request.target_instances is not None:
+            return request.target_instances
+        return tuple(self.fleet.instance_ids(request.group))
+
+    def poll(self, deployment_ids: Sequence[str]) -> Mapping[str, DeploymentSnapshot]:
+        out = {}
+        for deployment_id in deployment_ids:
+            results = self.instance_results(deployment_id)
+            failed = sum(1 for r in results if r.status == "Failed")
+            out[deployment_id] = DeploymentSnapshot(
+                deployment_id, self.requests[deployment_id].group.name, "Failed" if failed else "Succeeded",
+                succeeded=len(results) - failed, failed=failed,
+            )
+        return out
+
+    def stop(self, deployment_id: str, *, rollback: bool) -> None:
+        raise AssertionError("not used")
+
+    def instance_results(self, deployment_id: str) -> list[InstanceProgress]:
+        return [
+            InstanceProgress(i, "Failed" if i in self.fail else "Succeeded", "ApplicationStart" if i in self.fail
+                             else None)
+            for i in self._targets(self.requests[deployment_id])
+        ]
+
+    def group_state(self, group: Group) -> GroupState:
+        return GroupState(group=group.name, exists=True, instance_ids=tuple(self.fleet.instance_ids(group)))
+
+    def run(self, requests: Sequence[DeployRequest]) -> list[FinishedDeployment]:
+        """What the orchestrator does for these requests, in one step: start, finish, report."""
+        finished = []
+        for request in requests:
+            deployment_id = self.start(request)
+            assert request.revision is not None
+            finished.append(
+                FinishedDeployment(request.group.name, deployment_id, request.revision.version, request.release_id,
+                                   self.fleet.clock.now())
+            )
+        return finished

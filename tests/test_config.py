@@ -1,0 +1,197 @@
+"""The fleet file: good files load, every bad one fails with one exact, actionable line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploytool.config import Strategy, load_fleet
+from deploytool.errors import ConfigError
+
+APP = '[app]\nname = "acme"\ncelery_app = "acme.app:app"\n'
+ARTIFACTS = '[artifacts]\nbucket = "acme-artifacts"\n'
+DEFAULTS = "[defaults]\ntask_time_limit = 300\nvisibility_timeout = 1800\n"
+EMAIL = '[[groups]]\nname = "email"\nasg = "asg-email"\nqueues = ["email"]\n'
+VIDEO = '[[groups]]\nname = "video"\nasg = "asg-video"\nqueues = ["video"]\nstrategy = "HalfAtATime"\n'
+TARGETS = '[targets.sandbox]\nbackend = "local"\n'
+
+
+def doc(*, app: str = APP, artifacts: str = ARTIFACTS, defaults: str = DEFAULTS, email: str = EMAIL,
+        video: str = VIDEO, targets: str = TARGETS, extra: str = "") -> str:
+    return "\n".join((extra + app, artifacts, defaults, email, video, targets))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "deploy.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD = [
+    ("minimal", doc(), {"video": Strategy("HalfAtATime"), "email": Strategy("OneAtATime")}),
+    ("host count", doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = 2 }")),
+     {"video": Strategy("HostCount", 2)}),
+    ("percent 99", doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 99 }")),
+     {"video": Strategy("FleetPercent", 99)}),
+    ("defaults strategy", doc(defaults=DEFAULTS + 'strategy = "AllAtOnce"\n'), {"email": Strategy("AllAtOnce")}),
+    ("drain at the limit", doc(video=VIDEO + "drain_timeout = 3540\ntask_time_limit = 3000\n"
+                               "visibility_timeout = 7200\n"), {"video": Strategy("HalfAtATime")}),
+]
+
+
+@pytest.mark.parametrize(("text", "strategies"), [c[1:] for c in GOOD], ids=[c[0] for c in GOOD])
+def test_good_fleet_files_load(tmp_path: Path, text: str, strategies: dict[str, Strategy]) -> None:
+    fleet = load_fleet(write(tmp_path, text))
+    assert [g.name for g in fleet.groups] == ["email", "video"]
+    for name, strategy in strategies.items():
+        assert fleet.group(name).strategy == strategy
+    assert fleet.default_target == "sandbox"
+
+
+BAD = [
+    ('unknown top key', doc(extra='[artefacts]\nbucket = "x"\n'),
+     "artefacts: unknown key (did you mean 'artifacts'?); allowed: app, artifacts, aws, defaults, "
+     'groups, targets, default_target'),
+    ('unknown group key', doc(video=VIDEO + "concurency = 3\n"),
+     "groups[1].concurency: unknown key (did you mean 'concurrency'?); allowed: name, asg, queues, "
+     'concurrency, prefetch_multiplier, acks_late, max_tasks_per_child, autoscale, task_time_limit, '
+     'task_soft_time_limit, visibility_timeout, drain_timeout, strategy, wave, suspend_terminate, '
+     'alarms'),
+    ('unknown app key', doc(app=APP + 'celery = "x"\n'),
+     "app.celery: unknown key (did you mean 'celery_app'?); allowed: name, source, celery_app, "
+     'install_dir, python, env_file, user'),
+    ('unknown default key', doc(defaults=DEFAULTS + "prefetch = 4\n"),
+     'defaults.prefetch: unknown key; allowed: queues, concurrency, prefetch_multiplier, acks_late, '
+     'max_tasks_per_child, autoscale, task_time_limit, task_soft_time_limit, visibility_timeout, '
+     'drain_timeout, strategy, wave, suspend_terminate, alarms'),
+    ('unknown target key', doc(targets=TARGETS + "instances_per_grup = 3\n"),
+     "targets.sandbox.instances_per_grup: unknown key (did you mean 'instances_per_group'?); "
+     'allowed: backend, instances_per_group, instances, broker, root'),
+    ('bad strategy', doc(video=VIDEO.replace('"HalfAtATime"', '"HalfAtTime"')),
+     "groups[1].strategy: unknown strategy 'HalfAtTime' (did you mean 'HalfAtATime'?); allowed: "
+     'AllAtOnce, HalfAtATime, OneAtATime, {min_healthy_hosts = N} (N >= 0) or {min_healthy_percent = '
+     'P} (0 <= P < 100)'),
+    ('percent 100', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 100 }")),
+     'groups[1].strategy: min_healthy_percent must be >= 0 and < 100, got 100 (CodeDeploy needs at '
+     'least one instance it may take out of service)'),
+    ('strategy table two keys', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 10, "
+                                                                "min_healthy_hosts = 1 }")),
+     "groups[1].strategy: strategy table {'min_healthy_percent': 10, 'min_healthy_hosts': 1} must "
+     'have exactly one key; allowed: AllAtOnce, HalfAtATime, OneAtATime, {min_healthy_hosts = N} (N '
+     '>= 0) or {min_healthy_percent = P} (0 <= P < 100)'),
+    ('negative hosts', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = -1 }")),
+     'groups[1].strategy: min_healthy_hosts must be >= 0, got -1'),
+    ('duplicate name', doc(video=VIDEO.replace('"video"', '"email"', 1)),
+     "groups[1].name: duplicate group name 'email' (also groups[0])"),
+    ('duplicate asg', doc(video=VIDEO.replace('"asg-video"', '"asg-email"')),
+     "groups[1].asg: ASG 'asg-email' already belongs to groups[0]; CodeDeploy needs one deployment "
+     'group per ASG (two cause lifecycle hook timeouts)'),
+    ('visibility too short', doc(video=VIDEO + "task_time_limit = 1700\n"),
+     'defaults.visibility_timeout: got 1800; must exceed task_time_limit + 120 s = 1820 (else the '
+     "broker redelivers running tasks and they run twice) (inherited by groups[1], 'video')"),
+    ('visibility in defaults', doc(defaults="[defaults]\ntask_time_limit = 3500\n"),
+     'groups[0].visibility_timeout: got 3600; must exceed task_time_limit + 120 s = 3620 (else the '
+     'broker redelivers running tasks and they run twice)'),
+    ('drain over limit', doc(video=VIDEO + "drain_timeout = 3541\n"),
+     'groups[1].drain_timeout: got 3541; allowed: at most 3540 s (CodeDeploy gives a lifecycle event '
+     '3600 s; 60 s are kept for the cold shutdown)'),
+    ('bad type concurrency', doc(video=VIDEO + 'concurrency = "4"\n'),
+     "groups[1].concurrency: got '4'; allowed: a whole number"),
+    ('bool for int', doc(video=VIDEO + 'concurrency = true\n'),
+     'groups[1].concurrency: got True; allowed: a whole number'),
+    ('float for int', doc(video=VIDEO + 'task_time_limit = 1.5\n'),
+     'groups[1].task_time_limit: got 1.5; allowed: a whole number'),
+    ('concurrency zero', doc(video=VIDEO + 'concurrency = 0\n'),
+     'groups[1].concurrency: got 0; allowed: a number >= 1'),
+    ('missing asg', doc(video=VIDEO.replace('asg = "asg-video"\n', '')),
+     'groups[1].asg: is required'),
+    ('missing queues', doc(video=VIDEO.replace('queues = ["video"]\n', '')),
+     "groups[1].queues: is required: the queues this group's workers consume"),
+    ('empty queues', doc(video=VIDEO.replace('queues = ["video"]', 'queues = []')),
+     'groups[1].queues: got []; allowed: at least 1 item(s)'),
+    ('bad queue name', doc(video=VIDEO.replace('queues = ["video"]', 'queues = ["video", "bad queue"]')),
+     "groups[1].queues[1]: got 'bad queue'; allowed: letters, digits, '_', '.' and '-' (at most 80, "
+     'starting with a letter or digit)'),
+    ('dup queue', doc(video=VIDEO.replace('queues = ["video"]', 'queues = ["video", "video"]')),
+     "groups[1].queues: got ['video', 'video']; a queue may be listed once"),
+    ('soft >= hard', doc(video=VIDEO + 'task_soft_time_limit = 300\n'),
+     'groups[1].task_soft_time_limit: got 300; must be below task_time_limit (300)'),
+    ('autoscale order', doc(video=VIDEO + 'autoscale = [2, 4]\n'),
+     'groups[1].autoscale: got [2, 4]; allowed: [max, min] with max >= 1 and min <= max'),
+    ('bad app name', doc(app=APP.replace('"acme"', '"Acme_Workers"')),
+     "app.name: got 'Acme_Workers'; allowed: lowercase letters, digits and '-' (at most 63, starting "
+     'with a letter or digit)'),
+    ('relative install_dir', doc(app=APP + 'install_dir = "opt/acme"\n'),
+     "app.install_dir: got 'opt/acme'; allowed: an absolute path of letters, digits and _ . @ + - "
+     "(no spaces, no trailing '/')"),
+    ('missing app', doc(app=""),
+     'app: is required'),
+    ('app not table', doc(app='app = "acme"\n'),
+     "app: got 'acme'; allowed: a table"),
+    ('no groups', doc(email="", video=""),
+     'groups: is required'),
+    ('bad backend', doc(targets='[targets.sandbox]\nbackend = "ecs"\n'),
+     "targets.sandbox.backend: got 'ecs'; allowed: 'local', 'codedeploy'"),
+    ('bad role', doc(targets='[targets.prod]\nbackend = "codedeploy"\nservice_role_arn = "role"\n'),
+     "targets.prod.service_role_arn: got 'role'; allowed: an IAM role ARN like "
+     "'arn:aws:iam::123456789012:role/Name'"),
+    ('instances unknown group', doc(targets=TARGETS + "instances = { vidoe = 3 }\n"),
+     "targets.sandbox.instances.vidoe: no group named 'vidoe'; groups are: email, video"),
+    ('default target', doc(extra='default_target = "prod"\n'),
+     "default_target: got 'prod'; allowed: one of the targets (sandbox)"),
+    ('bad bucket', doc(artifacts='[artifacts]\nbucket = "Acme_Artifacts"\n'),
+     "artifacts.bucket: got 'Acme_Artifacts'; allowed: an S3 bucket name (3-63 lowercase letters, "
+     "digits, '.' and '-')"),
+    ('bad region', doc(extra='[aws]\nregion = "useast1"\n'),
+     "aws.region: got 'useast1'; allowed: an AWS region like 'us-east-1'"),
+    ('bad owner', doc(artifacts=ARTIFACTS + 'expected_bucket_owner = "12345"\n'),
+     "artifacts.expected_bucket_owner: got '12345'; allowed: a 12-digit AWS account id"),
+    ('malformed', "[app\nname = 1\n",
+     "malformed TOML: Expected ']' at the end of a table declaration (at line 1, column 5)"),
+    ('wave negative', doc(video=VIDEO + 'wave = -1\n'),
+     'groups[1].wave: got -1; allowed: a number >= 0'),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+def test_bad_fleet_files_fail_with_one_exact_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_fleet(path)
+    assert str(caught.value) == f"{path}: {message}"
+    assert "\n" not in str(caught.value)
+
+
+def test_drain_shorter_than_time_limit_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, doc(video=VIDEO + "drain_timeout = 120\n"))
+    fleet = load_fleet(path)
+    assert fleet.warnings == (
+        f"{path}: groups[1].drain_timeout: 120 s is shorter than task_time_limit 300 s (video): "
+        "tasks running longer than the drain are interrupted and re-run",
+    )
+
+
+def test_defaults_fill_what_a_group_leaves_out(tmp_path: Path) -> None:
+    fleet = load_fleet(write(tmp_path, doc(defaults=DEFAULTS + "concurrency = 6\n",
+                                           video=VIDEO + "concurrency = 1\n")))
+    assert fleet.group("email").concurrency == 6
+    assert fleet.group("video").concurrency == 1
+    assert fleet.group("email").visibility_timeout == 1800
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_fleet(tmp_path / "nope.toml")
+    missing = tmp_path / "nope.toml"
+    assert str(caught.value) == f"{missing}: fleet file not found (pass --fleet PATH or create deploy.toml)"
+    with pytest.raises(ConfigError) as caught:
+        load_fleet(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: is a directory, not a fleet file"
+
+
+def test_sample_fleet_is_valid(sample_fleet_path: Path) -> None:
+    fleet = load_fleet(sample_fleet_path)
+    assert [g.name for g in fleet.groups] == ["email", "reports", "video"]
+    assert fleet.group("reports").strategy == Strategy("FleetPercent", 50)
+    assert fleet.warnings == ()
