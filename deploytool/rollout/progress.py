@@ -150,6 +150,14 @@ class LiveTable:
         if isinstance(event, ReleaseFinished):
             self._live.stop()
 
+    def pause(self) -> None:
+        """Stop redrawing (while a question is asked on the console)."""
+        self._live.stop()
+
+    def resume(self) -> None:
+        if self.board.finished_at is None:
+            self._live.start()
+
 
 class PlainLines:
     """One line per change, stamped with the release's elapsed time (CI logs, no TTY)."""
