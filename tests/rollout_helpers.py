@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from deploytool.aws.codedeploy import CodeDeployGateway
 from deploytool.config import CodeDeployTarget, Fleet, parse_fleet
 from deploytool.rollout.backend import Revision
 from deploytool.rollout.events import Collect, Reporter
@@ -34,10 +35,10 @@ def revision(version: str) -> Revision:
                     f"{version}sha")
 
 
-def set_up(env: CodeDeployEnv, fleet: Fleet) -> None:
+def set_up(gateway: CodeDeployGateway, fleet: Fleet) -> None:
     _, target = fleet.target("production")
     assert isinstance(target, CodeDeployTarget)
-    apply_setup(plan_setup(fleet, target, env.gateway), env.gateway)
+    apply_setup(plan_setup(fleet, target, gateway), gateway)
 
 
 def orchestrator(

@@ -20,7 +20,7 @@ SIZES = {"asg-email": 2, "asg-reports": 3, "asg-video": 3}
 
 def test_a_release_goes_out_wave_by_wave_with_each_groups_config() -> None:
     with codedeploy_env(SIZES) as env:
-        set_up(env, FLEET)
+        set_up(env.gateway, FLEET)
         result = release(env, FLEET, "v1")
         assert result.succeeded, result.to_dict()
         deployments = {d.group: d for d in env.sim.deployments.values()}
@@ -49,7 +49,7 @@ def test_polling_batches_25_deployments_a_call() -> None:
     names = [f"g{n:02d}" for n in range(30)]
     fleet = make_fleet([{"name": n, "strategy": "AllAtOnce", "wave": 0} for n in names])
     with codedeploy_env({f"asg-{n}": 1 for n in names}) as env:
-        set_up(env, fleet)
+        set_up(env.gateway, fleet)
         orch = orchestrator(env, fleet, "v1")
         assert orch.run().succeeded
         batch = env.sim.calls["BatchGetDeployments"]
@@ -60,7 +60,7 @@ def test_polling_batches_25_deployments_a_call() -> None:
 def test_a_failed_group_rolls_back_to_the_last_good_revision() -> None:
     fleet = make_fleet([{"name": "video", "strategy": "OneAtATime", "wave": 0}, {"name": "email", "wave": 1}])
     with codedeploy_env({"asg-video": 3, "asg-email": 1}) as env:
-        set_up(env, fleet)
+        set_up(env.gateway, fleet)
         assert release(env, fleet, "v1").succeeded
         bad = env.asg_instances["asg-video"][1]
         env.sim.inject_failure(bad, "ValidateService")
@@ -80,7 +80,7 @@ def test_a_failed_group_rolls_back_to_the_last_good_revision() -> None:
 def test_stop_all_stops_the_other_deployments_with_rollback() -> None:
     fleet = make_fleet([{"name": "video", "strategy": "AllAtOnce"}, {"name": "reports", "strategy": "OneAtATime"}])
     with codedeploy_env({"asg-video": 1, "asg-reports": 4}) as env:
-        set_up(env, fleet)
+        set_up(env.gateway, fleet)
         assert release(env, fleet, "v1").succeeded
         env.sim.inject_failure(env.asg_instances["asg-video"][0], "ApplicationStart")
         result = release(env, fleet, "v2", on_failure="stop-all")
@@ -96,7 +96,7 @@ def test_resume_after_the_orchestrator_dies_creates_no_second_deployment() -> No
     fleet = make_fleet([{"name": "email", "strategy": "AllAtOnce", "wave": 0},
                         {"name": "reports", "wave": 1}, {"name": "video", "wave": 1}, {"name": "last", "wave": 2}])
     with codedeploy_env({"asg-email": 1, "asg-reports": 2, "asg-video": 4, "asg-last": 1}) as env:
-        set_up(env, fleet)
+        set_up(env.gateway, fleet)
         dying = DieAt(GroupFinished, nth=2)  # email done, reports done, video still running
         with pytest.raises(KeyboardInterrupt):
             release(env, fleet, "v1", reporter=dying)
@@ -115,7 +115,7 @@ def test_resume_after_the_orchestrator_dies_creates_no_second_deployment() -> No
 def test_throttling_30_percent_of_calls_slows_but_never_fails_a_release() -> None:
     # botocore's retry backoff sleeps in real time: short lifecycles keep the number of calls (and the test) small.
     with codedeploy_env(SIZES, durations=seeded_durations(low=20, high=40)) as env:
-        set_up(env, FLEET)
+        set_up(env.gateway, FLEET)
         env.sim.throttle_rate = 0.3
         before = sum(env.sim.calls.values())
         result = release(env, FLEET, "v1")
@@ -128,7 +128,7 @@ def test_throttling_30_percent_of_calls_slows_but_never_fails_a_release() -> Non
 def test_allatonce_partial_failure_is_reported_as_a_failure() -> None:
     fleet = make_fleet([{"name": "email", "strategy": "AllAtOnce", "wave": 0}, {"name": "video", "wave": 1}])
     with codedeploy_env({"asg-email": 4, "asg-video": 1}) as env:
-        set_up(env, fleet)
+        set_up(env.gateway, fleet)
         env.sim.inject_failure(env.asg_instances["asg-email"][2], "ValidateService")
         result = release(env, fleet, "v1")
         email = result.group("email")
@@ -141,7 +141,7 @@ def test_allatonce_partial_failure_is_reported_as_a_failure() -> None:
 def test_restart_uses_restart_mode_without_a_revision() -> None:
     fleet = make_fleet([{"name": "video", "strategy": "HalfAtATime"}])
     with codedeploy_env({"asg-video": 4}) as env:
-        set_up(env, fleet)
+        set_up(env.gateway, fleet)
         assert release(env, fleet, "v1").succeeded
         result = release(env, fleet, "v1", mode="restart")
         assert result.succeeded
@@ -155,7 +155,7 @@ def test_restart_uses_restart_mode_without_a_revision() -> None:
 def test_redeploy_to_some_instances_updates_only_the_outdated_ones() -> None:
     fleet = make_fleet([{"name": "video", "strategy": "OneAtATime"}])
     with codedeploy_env({"asg-video": 3}) as env:
-        set_up(env, fleet)
+        set_up(env.gateway, fleet)
         assert release(env, fleet, "v1").succeeded
         stale = env.asg_instances["asg-video"][0]
         env.sim.instance_revision[stale] = "s3://elsewhere/old.tgz#x"  # drifted

@@ -303,3 +303,31 @@ def test_group_finished_event_carries_the_result() -> None:
     finished = [e for e in events.events if isinstance(e, GroupFinished)]
     assert finished[0].result.succeeded == 3 and finished[0].result.total == 3
     assert [e.wave for e in events.events if isinstance(e, WaveStarted)] == [0]
+
+
+@pytest.mark.parametrize("answer, outcome", [("stop", "stopped"), ("detach", "detached"), ("continue", "succeeded")])
+def test_follow_asks_on_ctrl_c_and_does_what_was_answered(answer: str, outcome: str) -> None:
+    from deploytool.rollout.interrupt import follow
+
+    clock = InterruptingClock(at=20)
+    orch, backend, _ = orchestrate([group("a")], {"a": Script(duration=100)}, clock=clock)
+    asked: list[bool] = []
+
+    def ask() -> Any:
+        asked.append(True)
+        return answer
+
+    result = follow(orch, ask)
+    assert asked == [True] and result.group("a").outcome == outcome
+    assert backend.stops == ([(result.group("a").deployment_id, True)] if answer == "stop" else [])
+
+
+def test_a_second_ctrl_c_while_asking_detaches() -> None:
+    from deploytool.rollout.interrupt import follow
+
+    orch, _, _ = orchestrate([group("a")], {"a": Script(duration=100)}, clock=InterruptingClock(at=20))
+
+    def ask() -> Any:
+        raise KeyboardInterrupt
+
+    assert follow(orch, ask).detached

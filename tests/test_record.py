@@ -106,3 +106,15 @@ def test_deployments_are_recorded_as_they_start_and_end_and_a_rerun_resumes(stor
     assert {k: v["status"] for k, v in final.deployments.items()} == {
         "email": "Succeeded", "video": "Succeeded", "reports": "Succeeded"}
     assert store.history("prod")[0].outcome == "succeeded"
+
+
+def test_a_record_that_cannot_be_written_does_not_stop_the_rollout(store: ReleaseStore) -> None:
+    missing = ReleaseStore(store.s3, bucket="no-such-bucket-here", prefix="deploytool", app="acme-workers")
+    clock = InterruptingClock(at=10**9)
+    backend = FakeBackend(clock, {"email": Script(duration=30)})
+    m = manifest(["email"])
+    writer = RecordWriter(missing, m)
+    plan = rollout_plan(release_id=m.release_id, version="v2", target="prod", groups=[group("email")],
+                        revision=REVISION)
+    assert Orchestrator(backend, plan, reporter=writer, clock=clock).run().succeeded
+    assert writer.errors and "no-such-bucket-here" in writer.errors[0] and "does not exist" in writer.errors[0]

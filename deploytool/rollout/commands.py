@@ -93,12 +93,17 @@ def _run(plan: RolloutPlan, services: Services, output: Output, manifest: Releas
         live = LiveTable(services.console, clock=services.clock)
         display, pausable = live, live
     reporters: list[Reporter] = [display, *services.extra_reporters]
-    if manifest is not None:
-        reporters.append(RecordWriter(services.store, manifest))
+    record = RecordWriter(services.store, manifest) if manifest is not None else None
+    if record is not None:
+        reporters.append(record)
     reporters.append(ResultWriters.from_env(output.json_out, dict(os.environ)))
     orchestrator = Orchestrator(services.backend, plan, reporter=Fanout(reporters), clock=services.clock)
     ask = console_prompt(services.console, interactive=services.interactive, display=pausable)
-    return follow(orchestrator, ask)
+    result = follow(orchestrator, ask)
+    if record is not None and record.errors:
+        services.console.print(f"warning: the release record could not always be written ({len(record.errors)} "
+                               f"time(s)); last: {record.errors[-1]}", markup=False, highlight=False)
+    return result
 
 
 def show_plan(plan: RolloutPlan, services: Services, *, resumed: bool) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from deploytool.aws.s3 import S3Gateway
 from deploytool.config import Group
-from deploytool.errors import UsageError
+from deploytool.errors import DeployToolError, UsageError
 from deploytool.rollout.backend import Revision
 from deploytool.rollout.events import Checkpoint, Event, ReleaseFinished
 from deploytool.rollout.plan import PriorDeployment
@@ -190,19 +190,27 @@ class ReleaseStore:
 
 
 class RecordWriter:
-    """A Reporter keeping the release manifest's `deployments` current in S3."""
+    """A Reporter keeping the release manifest's `deployments` current in S3.
+
+    A failed write does not stop the rollout (the deployments run anyway): it is kept in `errors`,
+    and the next Checkpoint writes the whole map again.
+    """
 
     def __init__(self, store: ReleaseStore, manifest: ReleaseManifest) -> None:
         self.store = store
         self.manifest = manifest
+        self.errors: list[str] = []
 
     def publish(self, event: Event) -> None:
-        if isinstance(event, Checkpoint):
-            deployments = dict(self.manifest.deployments)
-            for name, ref in event.deployments.items():
-                deployments[name] = {"deployment_id": ref.deployment_id, "status": ref.status,
-                                     "rollback_deployment_id": ref.rollback_deployment_id}
-            self.manifest = replace(self.manifest, deployments=deployments)
-            self.store.save(self.manifest)
-        elif isinstance(event, ReleaseFinished):
-            self.store.finish(self.manifest, event.result)
+        try:
+            if isinstance(event, Checkpoint):
+                deployments = dict(self.manifest.deployments)
+                for name, ref in event.deployments.items():
+                    deployments[name] = {"deployment_id": ref.deployment_id, "status": ref.status,
+                                         "rollback_deployment_id": ref.rollback_deployment_id}
+                self.manifest = replace(self.manifest, deployments=deployments)
+                self.store.save(self.manifest)
+            elif isinstance(event, ReleaseFinished):
+                self.store.finish(self.manifest, event.result)
+        except DeployToolError as exc:
+            self.errors.append(str(exc))
