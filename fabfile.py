@@ -233,8 +233,8 @@ def restart(c, fleet=None, target=None, groups=None, max_parallel=0, on_failure=
     commands.verdict(result)
 
 
-@cli_task(help={"fleet": _ROLLOUT_HELP["fleet"], "target": _ROLLOUT_HELP["target"], "ci": _ROLLOUT_HELP["ci"],
-                "debug": _ROLLOUT_HELP["debug"]})
+@cli_task(help={"release": "release id (default: the target's latest release)", "fleet": _ROLLOUT_HELP["fleet"],
+                "target": _ROLLOUT_HELP["target"], "ci": _ROLLOUT_HELP["ci"], "debug": _ROLLOUT_HELP["debug"]})
 def status(c, release=None, fleet=None, target=None, ci=False, debug=False):
     """Show a release (default: the target's latest) and its deployments as they are now."""
     from deploytool.rollout import commands
