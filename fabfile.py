@@ -192,6 +192,7 @@ def setup(c, fleet=None, target=None, dry_run=False, debug=False):
 
     loaded = fleet_from(fleet)
     name, _ = loaded.target(target)
+    commands.codedeploy_target(loaded, name)  # a sandbox target is refused before any AWS set-up
     gateway = CodeDeployGateway(AwsSession(region=loaded.aws.region, profile=loaded.aws.profile))
     commands.setup(loaded, name, gateway, make_console(), dry_run=dry_run)
 

@@ -25,7 +25,7 @@ from deploytool.config import CodeDeployTarget, Fleet, Group
 from deploytool.errors import DeployFailed, UsageError
 from deploytool.render import Templates
 from deploytool.rollout.backend import Backend
-from deploytool.rollout.backends import backend_for
+from deploytool.rollout.backends import backend_for, require_codedeploy
 from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import Fanout, Reporter
 from deploytool.rollout.interrupt import Pausable, console_prompt, follow
@@ -61,6 +61,7 @@ class Output:
 def services_for(fleet: Fleet, target_name: str, *, console: Console, ci: bool) -> Services:
     """The real services: AWS through the fleet's region/profile, the target's backend, the S3 record."""
     _, target = fleet.target(target_name)
+    require_codedeploy(target_name, target)  # the sandbox hook (deploytool.rollout.backends), before any AWS set-up
     aws = AwsSession(region=fleet.aws.region, profile=fleet.aws.profile)
     s3 = S3Gateway(aws, expected_bucket_owner=fleet.artifacts.expected_bucket_owner)
     store = ReleaseStore(s3, bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name)
@@ -68,13 +69,17 @@ def services_for(fleet: Fleet, target_name: str, *, console: Console, ci: bool) 
                     interactive=console.is_terminal and not ci)
 
 
-def setup(fleet: Fleet, target_name: str, gateway: CodeDeployGateway, console: Console, *, dry_run: bool) -> bool:
-    """Plan, print, and (unless dry_run) apply. True when something changed or would change."""
+def codedeploy_target(fleet: Fleet, target_name: str) -> CodeDeployTarget:
     _, target = fleet.target(target_name)
     if not isinstance(target, CodeDeployTarget):
         raise UsageError(f"target {target_name!r} is a local sandbox: it needs no setup (`fab setup` is for "
                          "codedeploy targets)")
-    plan = plan_setup(fleet, target, gateway)
+    return target
+
+
+def setup(fleet: Fleet, target_name: str, gateway: CodeDeployGateway, console: Console, *, dry_run: bool) -> bool:
+    """Plan, print, and (unless dry_run) apply. True when something changed or would change."""
+    plan = plan_setup(fleet, codedeploy_target(fleet, target_name), gateway)
     for line in describe(plan):
         console.print(line, markup=False, highlight=False)
     if dry_run or plan.empty:
