@@ -79,7 +79,9 @@ def make_console(*, ci: bool = False, stderr: bool = False) -> Console:
     """The one console a task writes through; plain (no colour, no live display) with --ci."""
     if ci or os.environ.get("CI"):
         return Console(stderr=stderr, force_terminal=False, no_color=True, width=120, soft_wrap=True)
-    return Console(stderr=stderr)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped into a file or a pager: keep tables readable rather than wrapped at 80 columns.
+    return Console(stderr=stderr, width=None if stream.isatty() else 120)
 
 
 def split_csv(value: str | None) -> list[str] | None:

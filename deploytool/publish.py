@@ -18,7 +18,7 @@ import getpass
 import json
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.bundle import BundleResult
-from deploytool.config import Fleet
+from deploytool.config import Fleet, Group
 from deploytool.errors import AwsError
 from deploytool.rollout.backend import Revision
 
@@ -92,9 +92,12 @@ def creator() -> str:
 
 def release_manifest(
     fleet: Fleet, bundle: BundleResult, *, bucket: str, key: str, etag: str, target: str, created_by: str,
-    created_at: datetime,
+    created_at: datetime, groups: Sequence[Group] | None = None,
 ) -> dict[str, Any]:
-    """The release record (CONTRACTS.md §3); `deployments` is filled in by the rollout."""
+    """The release record (CONTRACTS.md §3); `deployments` is filled in by the rollout.
+
+    `groups` lists only the groups this release deploys (all by default): reconcile expects the
+    release's version on exactly those."""
     return {
         "release_id": release_id(created_at, bundle.version),
         "app": fleet.app.name,
@@ -112,7 +115,7 @@ def release_manifest(
         "groups": [
             {"group": g.name, "asg": g.asg, "expected_version": bundle.version, "strategy": g.strategy.label,
              "wave": g.wave}
-            for g in fleet.groups
+            for g in (fleet.groups if groups is None else groups)
         ],
         "deployments": {},
     }
@@ -137,6 +140,7 @@ def publish(
     *,
     target: str,
     created_by: str,
+    groups: Sequence[Group] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> PublishResult:
     gateway = S3Gateway(session, expected_bucket_owner=fleet.artifacts.expected_bucket_owner)
@@ -158,7 +162,7 @@ def publish(
     created_at = now()
     manifest = release_manifest(
         fleet, bundle, bucket=bucket, key=key, etag=info.etag, target=target, created_by=created_by,
-        created_at=created_at,
+        created_at=created_at, groups=groups,
     )
     manifest_key = release_key(fleet, created_at, manifest["release_id"])
     _put_manifest(gateway, fleet, manifest_key, manifest)

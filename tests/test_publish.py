@@ -208,3 +208,14 @@ def test_the_rollout_records_its_deployments_in_the_release(tmp_path: Path, sess
     raw = session.client("s3").get_object(Bucket=result.bucket, Key=result.manifest_key)["Body"].read()
     assert json.loads(raw)["deployments"] == done == updated.manifest["deployments"]
     assert json.loads(raw)["release_id"] == result.release_id
+
+
+def test_a_release_of_some_groups_expects_its_version_on_those_only(tmp_path: Path, session: AwsSession) -> None:
+    fleet = setup_fleet(tmp_path, session)
+    bundle = build(fleet, tmp_path)
+    result = publish(
+        bundle, fleet, session, target="sandbox", created_by="ci@test", now=lambda: NOW,
+        groups=fleet.select_groups(["video"]),
+    )
+    stored = json.loads(session.client("s3").get_object(Bucket=result.bucket, Key=result.manifest_key)["Body"].read())
+    assert [g["group"] for g in stored["groups"]] == ["video"]

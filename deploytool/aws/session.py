@@ -39,6 +39,9 @@ class AwsSession:
             region_name=region,
             retries=dict(retries or DEFAULT_RETRY),  # type: ignore[arg-type]
             max_pool_connections=max_pool_connections,
+            # An unreachable endpoint should fail in seconds, not after a minute of retried connects.
+            connect_timeout=5,
+            read_timeout=60,
         )
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
