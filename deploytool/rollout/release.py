@@ -14,7 +14,7 @@ Contract:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,12 +53,8 @@ def prepare_deploy(
         manifest = new_manifest(app=fleet.app.name, target=target_name, revision=revision, groups=groups,
                                 commit=bundle.commit, created_by=creator(), now=now())
         return Prepared(manifest, revision, resumed=False)
-    published = publish(bundle, fleet, aws, target=target_name, created_by=creator(), now=now)
+    published = publish(bundle, fleet, aws, target=target_name, created_by=creator(), groups=groups, now=now)
     manifest = ReleaseManifest.from_dict(published.manifest)
-    chosen = replace(manifest, groups=()).with_groups(groups)
-    if chosen.groups != manifest.groups:  # --groups: the release expects its version on those groups only
-        manifest = chosen
-        store.save(manifest)
     store.register(manifest)
     return Prepared(manifest, published.revision(), resumed=False, uploaded=published.uploaded)
 
