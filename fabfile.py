@@ -153,6 +153,98 @@ def grafana_dashboard(c, debug=False):
     make_console().print(f"wrote {write()}")
 
 
+# --- rollout -------------------------------------------------------------------------------------
+
+_ROLLOUT_HELP = {
+    "fleet": "fleet file (default deploy.toml)",
+    "target": "target from the fleet file (default: its default target)",
+    "groups": "only these groups, comma-separated (default: all)",
+    "max_parallel": "deployments in flight at once inside a wave (default 0: no limit)",
+    "on_failure": "stop-wave (default: a failed group rolls back, later waves do not start) or stop-all "
+                  "(also stop the wave's other deployments, with rollback)",
+    "ci": "plain lines instead of the live table (also without a terminal)",
+    "json_out": "write the result as JSON to this file",
+    "dry_run": "print the plan, change nothing",
+    "debug": "show tracebacks",
+}
+
+
+def _rollout(fleet, target, groups, max_parallel, on_failure, ci):
+    from deploytool.cli import split_csv
+    from deploytool.rollout.commands import Output, services_for
+    from deploytool.rollout.plan import RolloutOptions
+
+    loaded = fleet_from(fleet)
+    name, _ = loaded.target(target)
+    chosen = loaded.select_groups(split_csv(groups))
+    options = RolloutOptions(max_parallel=int(max_parallel), on_failure=on_failure)
+    console = make_console(ci=ci)
+    return loaded, name, chosen, options, services_for(loaded, name, console=console, ci=ci), Output
+
+
+@cli_task(help={"fleet": _ROLLOUT_HELP["fleet"], "target": _ROLLOUT_HELP["target"],
+                "dry_run": _ROLLOUT_HELP["dry_run"], "debug": _ROLLOUT_HELP["debug"]})
+def setup(c, fleet=None, target=None, dry_run=False, debug=False):
+    """Create or update the CodeDeploy application, deployment groups and configs (plan, then apply)."""
+    from deploytool.aws.codedeploy import CodeDeployGateway
+    from deploytool.aws.session import AwsSession
+    from deploytool.rollout import commands
+
+    loaded = fleet_from(fleet)
+    name, _ = loaded.target(target)
+    commands.codedeploy_target(loaded, name)  # a sandbox target is refused before any AWS set-up
+    gateway = CodeDeployGateway(AwsSession(region=loaded.aws.region, profile=loaded.aws.profile))
+    commands.setup(loaded, name, gateway, make_console(), dry_run=dry_run)
+
+
+@cli_task(help={**_ROLLOUT_HELP, "version": "release version (default YYYY.MM.DD-<shortsha> of the git commit)",
+                "allow_dirty": "build from uncommitted changes (the version then ends in -dirty)"})
+def deploy(c, fleet=None, target=None, groups=None, version=None, allow_dirty=False, max_parallel=0,
+           on_failure="stop-wave", ci=False, json_out=None, dry_run=False, debug=False):
+    """Build, publish and roll out a release wave by wave (resumes the same version's release)."""
+    from deploytool.rollout import commands
+
+    loaded, name, chosen, options, services, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci)
+    result = commands.deploy(loaded, name, chosen, options, services, output(ci=ci, json_out=json_out),
+                             version=version, allow_dirty=allow_dirty, dry_run=dry_run)
+    commands.verdict(result)
+
+
+@cli_task(help={**_ROLLOUT_HELP, "to": "version to go back to (default: the last earlier version that succeeded)"})
+def rollback(c, fleet=None, target=None, groups=None, to=None, max_parallel=0, on_failure="stop-wave", ci=False,
+             json_out=None, dry_run=False, debug=False):
+    """Redeploy an earlier release's revision, as a new release."""
+    from deploytool.rollout import commands
+
+    loaded, name, chosen, options, services, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci)
+    result = commands.rollback(loaded, name, chosen, options, services, output(ci=ci, json_out=json_out),
+                               to_version=to, dry_run=dry_run)
+    commands.verdict(result)
+
+
+@cli_task(help=_ROLLOUT_HELP)
+def restart(c, fleet=None, target=None, groups=None, max_parallel=0, on_failure="stop-wave", ci=False,
+            json_out=None, dry_run=False, debug=False):
+    """Rolling restart of the workers with each group's strategy (no new version)."""
+    from deploytool.rollout import commands
+
+    loaded, name, chosen, options, services, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci)
+    result = commands.restart(loaded, name, chosen, options, services, output(ci=ci, json_out=json_out),
+                              dry_run=dry_run)
+    commands.verdict(result)
+
+
+@cli_task(help={"release": "release id (default: the target's latest release)", "fleet": _ROLLOUT_HELP["fleet"],
+                "target": _ROLLOUT_HELP["target"], "ci": _ROLLOUT_HELP["ci"], "debug": _ROLLOUT_HELP["debug"]})
+def status(c, release=None, fleet=None, target=None, ci=False, debug=False):
+    """Show a release (default: the target's latest) and its deployments as they are now."""
+    from deploytool.rollout import commands
+
+    loaded = fleet_from(fleet)
+    name, _ = loaded.target(target)
+    commands.status(loaded, name, commands.services_for(loaded, name, console=make_console(ci=ci), ci=ci), release)
+
+
 # --- sandbox -------------------------------------------------------------------------------------
 
 _SANDBOX_HELP = {

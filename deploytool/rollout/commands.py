@@ -1,0 +1,220 @@
+"""The rollout tasks' bodies (fab setup / deploy / rollback / restart / status), testable without fab.
+
+Contract: each takes the loaded fleet, its arguments and a `Services` bundle (AWS session, backend,
+release store, clock, console: the seams tests replace) and returns plain data; the fab task only
+parses options and turns a failed result into exit code 1 (DeployFailed). Progress goes to the
+console as a live table on a terminal, as plain lines with --ci or without a terminal; --json-out
+and $GITHUB_STEP_SUMMARY get the result. --dry-run prints the plan and changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from deploytool.aws.codedeploy import CodeDeployGateway
+from deploytool.aws.s3 import S3Gateway
+from deploytool.aws.session import AwsSession
+from deploytool.config import CodeDeployTarget, Fleet, Group
+from deploytool.errors import DeployFailed, UsageError
+from deploytool.render import Templates
+from deploytool.rollout.backend import Backend
+from deploytool.rollout.backends import backend_for, require_codedeploy
+from deploytool.rollout.clock import Clock, SystemClock
+from deploytool.rollout.events import Fanout, Reporter
+from deploytool.rollout.interrupt import Pausable, console_prompt, follow
+from deploytool.rollout.orchestrator import Orchestrator
+from deploytool.rollout.plan import RolloutOptions, RolloutPlan, rollout_plan
+from deploytool.rollout.progress import LiveTable, PlainLines
+from deploytool.rollout.record import RecordWriter, ReleaseManifest, ReleaseStore, release_id_for
+from deploytool.rollout.release import Prepared, prepare_deploy, prepare_rollback
+from deploytool.rollout.result import RolloutResult
+from deploytool.rollout.resume import resolve
+from deploytool.rollout.setup import apply_setup, describe, plan_setup
+from deploytool.rollout.summary import ResultWriters, check_json_out
+
+
+@dataclass
+class Services:
+    aws: AwsSession
+    backend: Backend
+    store: ReleaseStore
+    console: Console
+    clock: Clock = field(default_factory=SystemClock)
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    interactive: bool = True
+    extra_reporters: list[Reporter] = field(default_factory=list)  # e.g. tagging after each group
+
+
+@dataclass(frozen=True)
+class Output:
+    ci: bool = False
+    json_out: str | None = None
+
+
+def services_for(fleet: Fleet, target_name: str, *, console: Console, ci: bool) -> Services:
+    """The real services: AWS through the fleet's region/profile, the target's backend, the S3 record."""
+    _, target = fleet.target(target_name)
+    require_codedeploy(target_name, target)  # the sandbox hook (deploytool.rollout.backends), before any AWS set-up
+    aws = AwsSession(region=fleet.aws.region, profile=fleet.aws.profile)
+    s3 = S3Gateway(aws, expected_bucket_owner=fleet.artifacts.expected_bucket_owner)
+    store = ReleaseStore(s3, bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name)
+    return Services(aws, backend_for(fleet, target_name, target, aws=aws), store, console,
+                    interactive=console.is_terminal and not ci)
+
+
+def codedeploy_target(fleet: Fleet, target_name: str) -> CodeDeployTarget:
+    _, target = fleet.target(target_name)
+    if not isinstance(target, CodeDeployTarget):
+        raise UsageError(f"target {target_name!r} is a local sandbox: it needs no setup (`fab setup` is for "
+                         "codedeploy targets)")
+    return target
+
+
+def setup(fleet: Fleet, target_name: str, gateway: CodeDeployGateway, console: Console, *, dry_run: bool) -> bool:
+    """Plan, print, and (unless dry_run) apply. True when something changed or would change."""
+    plan = plan_setup(fleet, codedeploy_target(fleet, target_name), gateway)
+    for line in describe(plan):
+        console.print(line, markup=False, highlight=False)
+    if dry_run or plan.empty:
+        return not plan.empty
+    apply_setup(plan, gateway, on_action=lambda a: console.print(f"{a.line()} ...", markup=False, highlight=False))
+    console.print("setup done", markup=False)
+    return True
+
+
+def _run(plan: RolloutPlan, services: Services, output: Output, manifest: ReleaseManifest | None) -> RolloutResult:
+    display: Reporter
+    pausable: Pausable | None = None
+    if output.ci or not services.console.is_terminal:
+        display = PlainLines(services.console)
+    else:
+        live = LiveTable(services.console, clock=services.clock)
+        display, pausable = live, live
+    reporters: list[Reporter] = [display, *services.extra_reporters]
+    record = RecordWriter(services.store, manifest) if manifest is not None else None
+    if record is not None:
+        reporters.append(record)
+    reporters.append(ResultWriters.from_env(output.json_out, dict(os.environ)))
+    orchestrator = Orchestrator(services.backend, plan, reporter=Fanout(reporters), clock=services.clock)
+    ask = console_prompt(services.console, interactive=services.interactive, display=pausable)
+    result = follow(orchestrator, ask)
+    if record is not None and record.errors:
+        services.console.print(f"warning: the release record could not always be written ({len(record.errors)} "
+                               f"time(s)); last: {record.errors[-1]}", markup=False, highlight=False)
+    return result
+
+
+def show_plan(plan: RolloutPlan, services: Services, *, resumed: bool) -> list[str]:
+    """--dry-run: the waves, what each group would do, nothing started."""
+    found = resolve(services.backend, plan) if plan.prior else {}
+    what = "resume" if resumed else "new"
+    lines = [f"release {plan.release_id} ({what}): {plan.mode} {plan.version} to {plan.target}, "
+             f"{len(plan.groups)} groups, max-parallel {plan.options.max_parallel or 'unlimited'}, "
+             f"on failure {plan.options.on_failure}"]
+    for wave in plan.waves:
+        lines.append(f"wave {wave.number}:")
+        for group in wave.groups:
+            action = "start a deployment"
+            if group.name in found:
+                r = found[group.name]
+                action = f"follow {r.deployment_id}" if r.action == "attach" else f"skip: {r.deployment_id} succeeded"
+            lines.append(f"  {group.name}: {group.strategy.label} ({group.strategy.deployment_config_name}): {action}")
+    for line in lines:
+        services.console.print(line, markup=False, highlight=False)
+    return lines
+
+
+def _release(prepared: Prepared, fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions,
+             services: Services, output: Output, *, dry_run: bool) -> RolloutResult | None:
+    manifest = prepared.manifest
+    plan = rollout_plan(release_id=manifest.release_id, version=manifest.version, target=target_name, groups=groups,
+                        revision=prepared.revision, options=options, prior=manifest.prior())
+    if dry_run:
+        show_plan(plan, services, resumed=prepared.resumed)
+        return None
+    return _run(plan, services, output, manifest)
+
+
+def deploy(fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, services: Services,
+           output: Output, *, version: str | None, allow_dirty: bool, dry_run: bool = False,
+           templates: Templates | None = None, out_dir: Path | None = None) -> RolloutResult | None:
+    if output.json_out:
+        check_json_out(Path(output.json_out))
+    prepared = prepare_deploy(fleet, target_name, groups, aws=services.aws, store=services.store, version=version,
+                              allow_dirty=allow_dirty, dry_run=dry_run, templates=templates, out_dir=out_dir,
+                              now=services.now)
+    return _release(prepared, fleet, target_name, groups, options, services, output, dry_run=dry_run)
+
+
+def rollback(fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, services: Services,
+             output: Output, *, to_version: str | None, dry_run: bool = False) -> RolloutResult | None:
+    if output.json_out:
+        check_json_out(Path(output.json_out))
+    prepared = prepare_rollback(fleet, target_name, groups, store=services.store, to_version=to_version,
+                                dry_run=dry_run, now=services.now)
+    return _release(prepared, fleet, target_name, groups, options, services, output, dry_run=dry_run)
+
+
+def restart(fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, services: Services,
+            output: Output, *, dry_run: bool = False) -> RolloutResult | None:
+    """A rolling restart with each group's strategy; not a release (no record: versions do not change)."""
+    if output.json_out:
+        check_json_out(Path(output.json_out))
+    plan = rollout_plan(release_id=release_id_for("restart", services.now()), version="restart", target=target_name,
+                        groups=groups, revision=None, options=options, mode="restart")
+    if dry_run:
+        show_plan(plan, services, resumed=False)
+        return None
+    return _run(plan, services, output, None)
+
+
+def status(fleet: Fleet, target_name: str, services: Services, release_id: str | None) -> Table:
+    """A release's groups and their deployments as the backend reports them now."""
+    store = services.store
+    if release_id:
+        manifest = store.load(release_id)
+    else:
+        history = store.history(target_name)
+        if not history:
+            raise UsageError(f"no releases on target {target_name!r} yet")
+        manifest = store.load(history[0].release_id)
+    ids = [i for d in manifest.deployments.values() for i in (d.get("deployment_id"), d.get("rollback_deployment_id"))
+           if i]
+    snapshots = services.backend.poll(ids) if ids else {}
+    table = Table(title=f"release {manifest.release_id}: {manifest.version} on {manifest.target}")
+    for column in ("wave", "group", "strategy", "deployment", "status", "ok/failed/total", "rollback"):
+        table.add_column(column)
+    for entry in manifest.groups:
+        name = str(entry["group"])
+        record = manifest.deployments.get(name, {})
+        snap = snapshots.get(str(record.get("deployment_id")))
+        rollback_id = (snap.rollback_deployment_id if snap else None) or record.get("rollback_deployment_id")
+        rollback = snapshots.get(str(rollback_id)) if rollback_id else None
+        table.add_row(
+            str(entry.get("wave", "")), name, str(entry.get("strategy", "")), str(record.get("deployment_id") or "-"),
+            snap.status if snap else str(record.get("status") or "not started"),
+            f"{snap.succeeded}/{snap.failed}/{snap.total}" if snap else "",
+            f"{rollback_id} {rollback.status if rollback else ''}".strip() if rollback_id else "",
+        )
+    services.console.print(table)
+    return table
+
+
+def verdict(result: RolloutResult | None) -> None:
+    """Raise DeployFailed (exit 1) unless every group succeeded on every instance."""
+    if result is None or result.succeeded:
+        return
+    counts = ", ".join(f"{n} {k}" for k, n in result.counts().items())
+    if result.detached:
+        raise DeployFailed(f"detached from release {result.release_id} ({counts}); its deployments keep running: "
+                           "`fab status` shows them, `fab deploy` of the same version follows them")
+    failed = [g.group for g in result.groups if not g.ok]
+    raise DeployFailed(f"release {result.release_id} did not succeed on every instance ({counts}); "
+                       f"groups: {', '.join(failed)}")

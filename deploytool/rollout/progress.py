@@ -1,0 +1,212 @@
+"""Progress renderers: the orchestrator's events as a rich live table, or as plain lines.
+
+Contract: each renderer is a Reporter (`publish(event)`) writing only to the rich Console it is given
+(tests pass Console(file=StringIO())). `Board` folds events into one row per group; `LiveTable` shows
+it (wave, group, strategy, instances succeeded/failed/total, current lifecycle event, status, elapsed)
+with a release line (elapsed, groups done); `PlainLines` writes one line per change, for CI and
+non-TTY output. Neither ever raises into the orchestrator for a display problem it can avoid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from deploytool.rollout.clock import Clock, SystemClock
+from deploytool.rollout.events import (
+    Event,
+    GroupFinished,
+    GroupProgressed,
+    GroupStarted,
+    PollFailed,
+    ReleaseFinished,
+    ReleaseStarted,
+    WaveFinished,
+    WaveStarted,
+)
+
+STYLE = {
+    "succeeded": "green",
+    "already-deployed": "green",
+    "failed": "bold red",
+    "stopped": "yellow",
+    "not-started": "dim",
+    "detached": "cyan",
+    "rolling back": "yellow",
+}
+
+
+@dataclass
+class Row:
+    group: str
+    wave: int
+    strategy: str
+    status: str = "waiting"
+    deployment_id: str = ""
+    succeeded: int = 0
+    failed: int = 0
+    total: int = 0
+    event: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    done: bool = False
+
+
+class Board:
+    """The release as the events tell it: one row per group, in plan order."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Row] = {}
+        self.release_id = ""
+        self.version = ""
+        self.target = ""
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.note = ""
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, ReleaseStarted):
+            self.release_id, self.version, self.target = event.release_id, event.version, event.target
+            self.started_at = event.at
+            self.rows = {g.name: Row(g.name, g.wave, g.strategy) for g in event.groups}
+        elif isinstance(event, GroupStarted):
+            row = self.rows[event.group]
+            row.status, row.deployment_id, row.started_at = "Created", event.deployment_id, event.at
+        elif isinstance(event, GroupProgressed):
+            row = self.rows[event.group]
+            snap = event.snapshot
+            if event.rollback:
+                row.status = "rolling back"
+                row.event = snap.current_event or ""
+            else:
+                row.status = snap.status
+                row.succeeded, row.failed, row.total = snap.succeeded, snap.failed, snap.total
+                row.event = snap.current_event or ""
+        elif isinstance(event, GroupFinished):
+            r = event.result
+            row = self.rows[r.group]
+            row.status, row.done, row.finished_at = r.outcome, True, event.at
+            if r.total:
+                row.succeeded, row.failed, row.total = r.succeeded, r.failed, r.total
+            row.event = r.instance_failures[0].lifecycle_event or "" if r.instance_failures else ""
+        elif isinstance(event, PollFailed):
+            self.note = f"polling failed, retrying: {event.error}"
+        elif isinstance(event, ReleaseFinished):
+            self.finished_at = event.at
+
+    def elapsed(self, row: Row, now: float) -> str:
+        if row.started_at is None:
+            return ""
+        return _duration((row.finished_at if row.finished_at is not None else now) - row.started_at)
+
+    def release_line(self, now: float) -> str:
+        done = sum(1 for r in self.rows.values() if r.done)
+        end = self.finished_at if self.finished_at is not None else now
+        elapsed = _duration(end - self.started_at) if self.started_at is not None else "0s"
+        line = f"release {self.release_id} ({self.version} -> {self.target}): {elapsed}, "
+        line += f"{done}/{len(self.rows)} groups done"
+        return f"{line}  [{self.note}]" if self.note and self.finished_at is None else line
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class LiveTable:
+    """A rich Live table that redraws on every event (and on its own to keep elapsed times moving)."""
+
+    def __init__(self, console: Console, *, clock: Clock | None = None, auto_refresh: bool = True) -> None:
+        self.console = console
+        self.clock = clock or SystemClock()
+        self.board = Board()
+        self._live = Live(
+            console=console, auto_refresh=auto_refresh, refresh_per_second=2, get_renderable=self.render
+        )
+
+    def render(self) -> Any:
+        now = self.clock.now()
+        table = Table(expand=False)
+        for name in ("wave", "group", "strategy", "ok/failed/total", "event", "status", "elapsed"):
+            table.add_column(name, justify="right" if name in ("wave", "ok/failed/total", "elapsed") else "left")
+        for row in self.board.rows.values():
+            counts = f"{row.succeeded}/{row.failed}/{row.total}" if row.total else ""
+            table.add_row(
+                str(row.wave), row.group, row.strategy, counts, row.event,
+                Text(row.status, style=STYLE.get(row.status, "")), self.board.elapsed(row, now),
+            )
+        return Group(table, Text(self.board.release_line(now)))
+
+    def publish(self, event: Event) -> None:
+        self.board.apply(event)
+        if isinstance(event, ReleaseStarted):
+            self._live.start()
+        self._live.refresh()
+        if isinstance(event, ReleaseFinished):
+            self._live.stop()
+
+    def pause(self) -> None:
+        """Stop redrawing (while a question is asked on the console)."""
+        self._live.stop()
+
+    def resume(self) -> None:
+        if self.board.finished_at is None:
+            self._live.start()
+
+
+class PlainLines:
+    """One line per change, stamped with the release's elapsed time (CI logs, no TTY)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.board = Board()
+        self._last: dict[str, str] = {}
+
+    def _say(self, at: float, text: str) -> None:
+        t0 = self.board.started_at if self.board.started_at is not None else at
+        self.console.print(f"[{_duration(at - t0):>6}] {text}", markup=False, highlight=False)
+
+    def publish(self, event: Event) -> None:
+        self.board.apply(event)
+        if isinstance(event, ReleaseStarted):
+            self._say(event.at, f"release {event.release_id}: {event.mode} {event.version} to {event.target}, "
+                                f"{len(event.groups)} groups")
+        elif isinstance(event, WaveStarted):
+            self._say(event.at, f"wave {event.wave} started: {', '.join(event.groups)}")
+        elif isinstance(event, GroupStarted):
+            how = "following" if event.attached else "started"
+            self._say(event.at, f"{event.group}: {how} {event.deployment_id}")
+        elif isinstance(event, GroupProgressed):
+            self._progress(event)
+        elif isinstance(event, GroupFinished):
+            r = event.result
+            detail = f" ({r.succeeded}/{r.total} instances ok)" if r.total else ""
+            extra = f": {r.error}" if r.error else ""
+            rollback = f", rollback {r.rollback_deployment_id} {r.rollback_status}" if r.rollback_deployment_id else ""
+            self._say(event.at, f"{r.group}: {r.outcome}{detail}{rollback}{extra}")
+            for failure in r.instance_failures:
+                self._say(event.at, f"  {failure.instance_id} failed in {failure.lifecycle_event}: {failure.message}")
+        elif isinstance(event, WaveFinished):
+            self._say(event.at, f"wave {event.wave} {'succeeded' if event.succeeded else 'failed'}")
+        elif isinstance(event, PollFailed):
+            self._say(event.at, f"polling failed, retrying: {event.error}")
+        elif isinstance(event, ReleaseFinished):
+            res = event.result
+            verdict = "detached" if res.detached else ("succeeded" if res.succeeded else "FAILED")
+            counts = ", ".join(f"{n} {k}" for k, n in res.counts().items())
+            self._say(event.at, f"release {res.release_id} {verdict}: {counts}")
+
+    def _progress(self, event: GroupProgressed) -> None:
+        snap = event.snapshot
+        kind = "rollback " if event.rollback else ""
+        line = f"{kind}{snap.status} {snap.succeeded}/{snap.failed}/{snap.total} ok/failed/total"
+        if snap.current_event and not snap.done:
+            line += f", {snap.current_event}"
+        if self._last.get(event.group) != line:
+            self._last[event.group] = line
+            self._say(event.at, f"{event.group}: {line}")

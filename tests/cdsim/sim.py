@@ -1,0 +1,270 @@
+"""The CodeDeploy simulator: state plus time. Deployments advance lazily to the clock's `now` at every
+API call, instance by instance, with deploytool.strategy deciding how many instances may run at once
+(`startable`) and when a deployment has succeeded or failed (`verdict`).
+
+Each instance runs the in-place lifecycle events with durations from `durations(group, instance,
+mode)` (default: 60 to 180 s per instance, seeded per instance). ApplicationStop is skipped on an
+instance's first deployment. `inject_failure` makes an instance fail a lifecycle event. A failed
+deployment whose group has DEPLOYMENT_FAILURE auto-rollback, and a deployment stopped with rollback,
+start a rollback deployment (creator codeDeployRollback) of the group's last successful revision.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from deploytool.rollout.backend import LIFECYCLE_EVENTS
+from deploytool.rollout.clock import Clock
+from deploytool.strategy import Verdict, health_policy, startable, verdict
+from tests.cdsim.model import (
+    BUILTIN_CONFIGS,
+    EPOCH,
+    Application,
+    Deployment,
+    DeploymentConfig,
+    DeploymentGroup,
+    InstanceRun,
+)
+
+Plan = Sequence[tuple[str, float]]
+Durations = Callable[[str, str, str], Plan]
+
+# Share of an instance's lifecycle time per event (in-place, no load balancer).
+SHARES = {
+    "STANDARD": (("ApplicationStop", 0.30), ("DownloadBundle", 0.05), ("BeforeInstall", 0.05), ("Install", 0.10),
+                 ("AfterInstall", 0.05), ("ApplicationStart", 0.20), ("ValidateService", 0.25)),
+    "RESTART": (("ApplicationStop", 0.45), ("ApplicationStart", 0.25), ("ValidateService", 0.30)),
+}
+assert tuple(name for name, _ in SHARES["STANDARD"]) == LIFECYCLE_EVENTS
+
+
+def seeded_durations(seed: int = 0, low: float = 60.0, high: float = 180.0) -> Durations:
+    """Each instance gets its own total time in [low, high], split over the events."""
+
+    def plan(group: str, instance_id: str, mode: str) -> Plan:
+        total = random.Random(f"{seed}:{group}:{instance_id}").uniform(low, high)
+        return [(event, total * share) for event, share in SHARES[mode]]
+
+    return plan
+
+
+class SimError(Exception):
+    """A service error: becomes an HTTP 400 with {"__type": code, "message": ...}."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class CodeDeploySim:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        fleet: Mapping[str, Sequence[str]] | Callable[[str], Sequence[str] | None],
+        durations: Durations | None = None,
+        start_delay_s: float = 1.0,
+        throttle_rate: float = 0.0,
+        seed: int = 0,
+        account: str = "123456789012",
+        region: str = "us-east-1",
+    ) -> None:
+        self.clock = clock
+        self._fleet = fleet
+        self.durations = durations or seeded_durations(seed)
+        self.start_delay_s = start_delay_s
+        self.throttle_rate = throttle_rate
+        self.rng = random.Random(seed)
+        self.account, self.region = account, region
+        self.apps: dict[str, Application] = {}
+        self.groups: dict[tuple[str, str], DeploymentGroup] = {}
+        self.configs: dict[str, DeploymentConfig] = {
+            name: DeploymentConfig(name, f"cfg-{name}", {}, 0.0) for name in BUILTIN_CONFIGS
+        }
+        self.deployments: dict[str, Deployment] = {}
+        self.instance_revision: dict[str, str] = {}  # instance id -> revision key it runs
+        self.failures: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self.calls: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()
+        self.lock = threading.RLock()
+        self._serial = 0
+        self._throttle_debt = 0.0
+
+    # -- set-up by tests ----------------------------------------------------------------------
+
+    def instances_of(self, asg: str) -> list[str] | None:
+        found = self._fleet.get(asg) if isinstance(self._fleet, Mapping) else self._fleet(asg)
+        return None if found is None else sorted(found)
+
+    def inject_failure(self, instance_id: str, event: str = "ValidateService", *,
+                       creators: tuple[str, ...] = ("user",)) -> None:
+        """Make `instance_id` fail `event` in deployments created by one of `creators`."""
+        self.failures[instance_id] = (event, creators)
+
+    def next_id(self, prefix: str) -> str:
+        self._serial += 1
+        return f"{prefix}{self._serial:0{11 - len(prefix)}d}"
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def should_throttle(self) -> bool:
+        """Throttle `throttle_rate` of the calls, spread evenly (deterministic, unlike the service)."""
+        self._throttle_debt += self.throttle_rate
+        if self._throttle_debt >= 1.0:
+            self._throttle_debt -= 1.0
+            return True
+        return False
+
+    # -- time ------------------------------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Bring every deployment to the clock's now (a rollback started meanwhile included)."""
+        now = self.now()
+        while True:
+            active = [d for d in self.deployments.values() if not d.done]
+            before = len(self.deployments)
+            for d in active:
+                self._advance(d, now)
+            if len(self.deployments) == before:
+                return
+
+    def _advance(self, d: Deployment, now: float) -> None:
+        if d.status == "Created":
+            begin = d.created_at + self.start_delay_s
+            if begin > now:
+                return
+            d.status, d.started_at = "InProgress", begin
+            if d.policy.error:
+                self._end(d, "Failed", begin, ("HEALTH_CONSTRAINTS_INVALID", d.policy.error))
+                return
+            self._start_instances(d, begin)
+            self._judge(d, begin)
+        while not d.done:
+            ends = [(run.ends_at, run.instance_id) for run in d.instances.values() if run.status == "InProgress"]
+            ends = [(t, i) for t, i in ends if t is not None and t <= now]
+            if not ends:
+                return
+            t = min(e for e, _ in ends)
+            for end, instance_id in ends:
+                if end == t:
+                    self._finish_instance(d, d.instances[instance_id], t)
+            self._judge(d, t)
+
+    def _judge(self, d: Deployment, t: float) -> None:
+        counts = self._counts(d)
+        v = verdict(d.policy, **counts)
+        if v is Verdict.SUCCEEDED:
+            self._end(d, "Succeeded", t, None)
+        elif v is Verdict.FAILED:
+            failed = counts["failed"]
+            self._end(d, "Failed", t, ("HEALTH_CONSTRAINTS",
+                      f"The overall deployment failed because too many individual instances failed deployment, "
+                      f"too few healthy instances are available for deployment, or some instances in your "
+                      f"deployment group are experiencing problems. ({failed} failed)"))
+        else:
+            self._start_instances(d, t)
+
+    def _counts(self, d: Deployment) -> dict[str, int]:
+        return {"succeeded": d.count("Succeeded"), "failed": d.count("Failed"),
+                "in_flight": d.count("InProgress"), "pending": d.count("Pending")}
+
+    def _start_instances(self, d: Deployment, t: float) -> None:
+        c = self._counts(d)
+        n = startable(d.policy, failed=c["failed"], in_flight=c["in_flight"], pending=c["pending"])
+        for run in [r for r in d.instances.values() if r.status == "Pending"][:n]:
+            run.status, run.started_at = "InProgress", t
+
+    def _finish_instance(self, d: Deployment, run: InstanceRun, t: float) -> None:
+        run.ended_at = t
+        if run.fail_event:
+            run.status = "Failed"
+        else:
+            run.status = "Succeeded"
+            if d.revision is not None:
+                self.instance_revision[run.instance_id] = revision_key(d.revision)
+
+    def _end(self, d: Deployment, status: str, t: float, error: tuple[str, str] | None) -> None:
+        d.status, d.completed_at = status, t
+        if error:
+            d.error = {"code": error[0], "message": error[1]}
+        for run in d.instances.values():
+            if run.status == "Pending":
+                run.status = "Skipped"
+        group = self.groups[(d.app, d.group)]
+        group.active = None
+        info = {"deploymentId": d.deployment_id, "status": status, "endTime": EPOCH + t,
+                "createTime": EPOCH + d.created_at}
+        group.last_attempted = info
+        if status == "Succeeded":
+            group.last_successful = info
+            group.target_revision = d.revision
+        elif self._rollback_wanted(d, group, status):
+            self._start_rollback(d, group, t)
+
+    def _rollback_wanted(self, d: Deployment, group: DeploymentGroup, status: str) -> bool:
+        if d.creator == "codeDeployRollback":
+            return False
+        override = d.request.get("autoRollbackConfiguration")
+        cfg = override if override is not None else group.settings.get("autoRollbackConfiguration") or {}
+        if status == "Stopped":
+            return bool(d.request.get("_stop_rollback"))
+        return bool(cfg.get("enabled")) and "DEPLOYMENT_FAILURE" in (cfg.get("events") or [])
+
+    def _start_rollback(self, d: Deployment, group: DeploymentGroup, t: float) -> None:
+        if group.target_revision is None:
+            d.rollback_info = {"rollbackMessage": "Automatic rollback is not possible: the deployment group has "
+                                                  "no previous successful deployment."}
+            return
+        rollback = self.create(group, group.target_revision, creator="codeDeployRollback", at=t,
+                               description=f"Rollback of {d.deployment_id}", request={},
+                               instance_ids=list(d.instances), config_name=d.config_name)
+        rollback.rollback_info = {"rollbackTriggeringDeploymentId": d.deployment_id}
+        d.rollback_info = {"rollbackDeploymentId": rollback.deployment_id,
+                           "rollbackMessage": f"Deployment {d.deployment_id} rolled back by {rollback.deployment_id}"}
+
+    # -- operations the API layer calls ---------------------------------------------------------
+
+    def create(
+        self, group: DeploymentGroup, revision: dict[str, Any] | None, *, creator: str, at: float,
+        description: str, request: dict[str, Any], instance_ids: Sequence[str], config_name: str,
+        mode: str = "STANDARD",
+    ) -> Deployment:
+        config = self.configs[config_name]
+        deployment = Deployment(
+            deployment_id=self.next_id("d-"), app=group.app, group=group.name, config_name=config_name,
+            policy=health_policy(config.strategy, len(instance_ids)), revision=revision, created_at=at,
+            creator=creator, description=description, mode=mode, request=request,
+            previous_revision=group.target_revision,
+        )
+        for instance_id in instance_ids:
+            plan = list(self.durations(group.name, instance_id, mode))
+            skipped: frozenset[str] = frozenset()
+            if instance_id not in self.instance_revision:  # first deployment: no ApplicationStop
+                skipped = frozenset({"ApplicationStop"})
+                plan = [(e, 0.0 if e in skipped else s) for e, s in plan]
+            fail = self.failures.get(instance_id)
+            fail_event = fail[0] if fail and creator in fail[1] and fail[0] in dict(plan) else None
+            deployment.instances[instance_id] = InstanceRun(instance_id, plan, fail_event, skipped_events=skipped)
+        self.deployments[deployment.deployment_id] = deployment
+        group.active = deployment.deployment_id
+        return deployment
+
+    def stop(self, d: Deployment, *, rollback: bool) -> None:
+        now = self.now()
+        d.request["_stop_rollback"] = rollback
+        for run in d.instances.values():
+            if run.status == "InProgress":
+                run.fail_event = run.current_event(now) or run.plan[-1][0]
+                run.status, run.ended_at = "Failed", now
+        self._end(d, "Stopped", now, ("MANUAL_STOP", "The deployment was stopped by the user"))
+
+
+def revision_key(revision: Mapping[str, Any]) -> str:
+    s3 = revision.get("s3Location") or {}
+    return f"s3://{s3.get('bucket')}/{s3.get('key')}#{s3.get('eTag', '')}"

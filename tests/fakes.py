@@ -1,0 +1,190 @@
+"""Hand-written fakes at the seams: an in-memory Backend driven by a simulated clock.
+
+FakeBackend models a deployment per group as a script: it runs `duration` seconds, its instances
+finish evenly over that time, `fail` of them fail at the end. A failed (or stopped) deployment
+starts an automatic rollback deployment lasting `rollback_s` (None: no rollback). Every call is
+recorded so tests assert what the orchestrator asked for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from deploytool.config import Group
+from deploytool.errors import AwsError
+from deploytool.rollout.backend import (
+    LIFECYCLE_EVENTS,
+    DeploymentSnapshot,
+    DeploymentStatus,
+    DeployRequest,
+    GroupState,
+    InstanceProgress,
+)
+from deploytool.rollout.clock import SimulatedClock
+
+
+@dataclass(frozen=True)
+class Script:
+    duration: float = 60.0
+    instances: int = 2
+    fail: int = 0
+    fail_status: DeploymentStatus = "Failed"  # "Succeeded": AllAtOnce calling a partial failure a success
+    rollback_s: float | None = 30.0
+    start_error: str | None = None
+
+
+@dataclass
+class FakeDeployment:
+    deployment_id: str
+    group: str
+    version: str | None
+    created_at: float
+    script: Script
+    rollback_of: str | None = None
+    stopped_at: float | None = None
+    stop_rollback: bool = False
+    rollback_id: str | None = None
+    ended_at: float | None = None
+
+    def end(self) -> float:
+        natural = self.created_at + self.script.duration
+        return min(natural, self.stopped_at) if self.stopped_at is not None else natural
+
+
+@dataclass
+class FakeBackend:
+    clock: SimulatedClock
+    scripts: Mapping[str, Script] = field(default_factory=dict)
+    default: Script = field(default_factory=Script)
+    name: str = "fake"
+    deployments: dict[str, FakeDeployment] = field(default_factory=dict)
+    starts: list[DeployRequest] = field(default_factory=list)
+    polls: list[tuple[str, ...]] = field(default_factory=list)
+    stops: list[tuple[str, bool]] = field(default_factory=list)
+    results_asked: list[str] = field(default_factory=list)
+    poll_errors: int = 0  # the next N polls raise AwsError (throttled past the retries)
+    last_good: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def script(self, group: str) -> Script:
+        return self.scripts.get(group, self.default)
+
+    def _new_id(self) -> str:
+        return f"d-FAKE{next(self._ids):05d}"
+
+    def start(self, request: DeployRequest) -> str:
+        with self._lock:
+            self.starts.append(request)
+            script = self.script(request.group.name)
+            if script.start_error:
+                raise AwsError(script.start_error)
+            deployment_id = self._new_id()
+            version = request.revision.version if request.revision else None
+            self.deployments[deployment_id] = FakeDeployment(
+                deployment_id, request.group.name, version, self.clock.now(), script
+            )
+            return deployment_id
+
+    def poll(self, deployment_ids: Sequence[str]) -> Mapping[str, DeploymentSnapshot]:
+        with self._lock:
+            self.polls.append(tuple(deployment_ids))
+            if self.poll_errors:
+                self.poll_errors -= 1
+                raise AwsError("BatchGetDeployments: ThrottlingException: Rate exceeded")
+            return {i: self._snapshot(self.deployments[i]) for i in deployment_ids if i in self.deployments}
+
+    def stop(self, deployment_id: str, *, rollback: bool) -> None:
+        with self._lock:
+            self.stops.append((deployment_id, rollback))
+            d = self.deployments[deployment_id]
+            if self.clock.now() < d.end():
+                d.stopped_at = self.clock.now()
+                d.stop_rollback = rollback
+
+    def instance_results(self, deployment_id: str) -> Sequence[InstanceProgress]:
+        with self._lock:
+            self.results_asked.append(deployment_id)
+            d = self.deployments[deployment_id]
+            n, fail = d.script.instances, d.script.fail
+            return [
+                InstanceProgress(
+                    f"i-{d.group}-{k}",
+                    "Failed" if k < fail else "Succeeded",
+                    "ValidateService" if k < fail else None,
+                    "script exited with 1" if k < fail else "",
+                )
+                for k in range(n)
+            ]
+
+    def group_state(self, group: Group) -> GroupState:
+        with self._lock:
+            return GroupState(group.name, True, last_successful_version=self.last_good.get(group.name))
+
+    # -- model ------------------------------------------------------------------------------
+
+    def _snapshot(self, d: FakeDeployment) -> DeploymentSnapshot:
+        now = self.clock.now()
+        s = d.script
+        n = s.instances
+        creator = "codeDeployRollback" if d.rollback_of else "user"
+        if now < d.end():
+            progress = (now - d.created_at) / s.duration if s.duration else 1.0
+            done = min(n - 1, int(progress * n))
+            event = LIFECYCLE_EVENTS[min(len(LIFECYCLE_EVENTS) - 1, int(progress * len(LIFECYCLE_EVENTS)))]
+            return DeploymentSnapshot(
+                d.deployment_id, d.group, "InProgress", pending=n - done - 1, in_progress=1,
+                succeeded=done, current_event=event, creator=creator,
+            )
+        if d.stopped_at is not None:
+            if d.stop_rollback and d.rollback_id is None and s.rollback_s is not None:
+                d.rollback_id = self._start_rollback(d, d.stopped_at)
+            return DeploymentSnapshot(
+                d.deployment_id, d.group, "Stopped", skipped=n, error="stopped on request",
+                rollback_deployment_id=d.rollback_id, creator=creator,
+            )
+        if s.fail and s.fail_status == "Failed":
+            if d.rollback_id is None and s.rollback_s is not None and not d.rollback_of:
+                d.rollback_id = self._start_rollback(d, d.end())
+            return DeploymentSnapshot(
+                d.deployment_id, d.group, "Failed", succeeded=n - s.fail, failed=s.fail,
+                error=f"{s.fail} instance(s) failed", rollback_deployment_id=d.rollback_id, creator=creator,
+            )
+        if d.version and not d.rollback_of and d.ended_at is None:
+            d.ended_at = d.end()
+            self.last_good[d.group] = d.version
+        return DeploymentSnapshot(
+            d.deployment_id, d.group, "Succeeded", succeeded=n - s.fail, failed=s.fail, creator=creator
+        )
+
+    def _start_rollback(self, d: FakeDeployment, at: float) -> str:
+        rollback_id = self._new_id()
+        script = Script(duration=d.script.rollback_s or 0.0, instances=d.script.instances)
+        self.deployments[rollback_id] = FakeDeployment(
+            rollback_id, d.group, None, at, script, rollback_of=d.deployment_id
+        )
+        return rollback_id
+
+    def created(self, group: str) -> list[FakeDeployment]:
+        return [d for d in self.deployments.values() if d.group == group and not d.rollback_of]
+
+
+class InterruptingClock(SimulatedClock):
+    """A simulated clock whose sleep raises KeyboardInterrupt once the time passes `at` (Ctrl-C)."""
+
+    def __init__(self, at: float) -> None:
+        super().__init__()
+        self.at: float | None = at
+        self.intervals: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.intervals.append(seconds)
+        super().sleep(seconds)
+        if self.at is not None and self.now() >= self.at:
+            self.at = None
+            raise KeyboardInterrupt

@@ -1,0 +1,128 @@
+"""The CodeDeploy simulator itself: requests validated by botocore, batches per config, events, limits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError, ParamValidationError
+
+from deploytool.rollout.backend import LIFECYCLE_EVENTS
+from deploytool.rollout.clock import SimulatedClock
+from tests.cdsim import CodeDeploySim, install
+
+ROLE = "arn:aws:iam::123456789012:role/CodeDeploy"
+REV = {"revisionType": "S3", "s3Location": {"bucket": "b", "key": "p/app/v1/x.tgz", "bundleType": "tgz",
+                                            "eTag": "e1"}}
+
+
+def even(seconds: float) -> Any:
+    return lambda group, instance, mode: [(e, seconds / 7) for e in LIFECYCLE_EVENTS]
+
+
+@pytest.fixture
+def sim() -> CodeDeploySim:
+    return CodeDeploySim(SimulatedClock(), fleet={"asg-9": [f"i-{n}" for n in range(9)], "asg-1": ["i-solo"]},
+                         durations=even(70), start_delay_s=0)
+
+
+@pytest.fixture
+def client(sim: CodeDeploySim) -> Iterator[Any]:
+    session = boto3.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    install(sim, session)
+    client = session.client("codedeploy")
+    client.create_application(applicationName="app")
+    yield client
+
+
+def group(client: Any, config: str, asg: str = "asg-9", name: str = "g") -> None:
+    client.create_deployment_group(applicationName="app", deploymentGroupName=name, serviceRoleArn=ROLE,
+                                   autoScalingGroups=[asg], deploymentConfigName=config)
+
+
+def in_flight_over_time(client: Any, sim: CodeDeploySim, deployment_id: str) -> list[int]:
+    seen = []
+    while True:
+        info = client.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
+        if info["status"] in ("Succeeded", "Failed", "Stopped"):
+            return seen
+        seen.append(info["deploymentOverview"]["InProgress"])
+        sim.clock.sleep(60)  # an instance's time on a first install: 70 s less ApplicationStop's 10
+
+
+@pytest.mark.parametrize("config, hosts, batches", [
+    ("CodeDeployDefault.AllAtOnce", None, [9]),
+    ("CodeDeployDefault.HalfAtATime", None, [4, 4, 1]),
+    ("CodeDeployDefault.OneAtATime", None, [1] * 9),
+    ("custom-hosts-6", {"type": "HOST_COUNT", "value": 6}, [3, 3, 3]),  # the API reference's example
+    ("custom-percent-40", {"type": "FLEET_PERCENT", "value": 40}, [5, 4]),  # ceil(3.6) = 4 healthy: 5 at a time
+])
+def test_instances_go_in_batches_per_deployment_config(
+    client: Any, sim: CodeDeploySim, config: str, hosts: dict[str, Any] | None, batches: list[int]
+) -> None:
+    if hosts:
+        client.create_deployment_config(deploymentConfigName=config, minimumHealthyHosts=hosts)
+    group(client, config)
+    deployment_id = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)[
+        "deploymentId"]
+    assert in_flight_over_time(client, sim, deployment_id) == batches
+    assert client.get_deployment(deploymentId=deployment_id)["deploymentInfo"]["status"] == "Succeeded"
+
+
+def test_a_minimum_at_or_above_the_fleet_fails_at_once(client: Any, sim: CodeDeploySim) -> None:
+    client.create_deployment_config(deploymentConfigName="c", minimumHealthyHosts={"type": "HOST_COUNT", "value": 9})
+    group(client, "c")
+    deployment_id = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)[
+        "deploymentId"]
+    info = client.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
+    assert info["status"] == "Failed" and info["errorInformation"]["code"] == "HEALTH_CONSTRAINTS_INVALID"
+
+
+def test_botocore_validates_requests_before_the_simulator_sees_them(client: Any, sim: CodeDeploySim) -> None:
+    before = sum(sim.calls.values())
+    with pytest.raises(ParamValidationError):
+        client.create_deployment(applicationName="app", deploymentGroupName="g", revision={"revisionType": 5})
+    assert sum(sim.calls.values()) == before
+
+
+def test_lifecycle_events_in_agent_order_and_no_application_stop_on_first_install(
+    client: Any, sim: CodeDeploySim
+) -> None:
+    group(client, "CodeDeployDefault.AllAtOnce", asg="asg-1")
+    first = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)["deploymentId"]
+    sim.clock.sleep(35)
+    target = client.batch_get_deployment_targets(deploymentId=first, targetIds=["i-solo"])["deploymentTargets"][0]
+    events = target["instanceTarget"]["lifecycleEvents"]
+    assert [e["lifecycleEventName"] for e in events] == list(LIFECYCLE_EVENTS)
+    assert [e["status"] for e in events] == ["Skipped", "Succeeded", "Succeeded", "Succeeded", "InProgress",
+                                             "Pending", "Pending"]
+    sim.clock.sleep(100)
+    second = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)["deploymentId"]
+    sim.clock.sleep(5)
+    target = client.batch_get_deployment_targets(deploymentId=second, targetIds=["i-solo"])["deploymentTargets"][0]
+    assert target["instanceTarget"]["lifecycleEvents"][0]["status"] == "InProgress"  # ApplicationStop runs now
+
+
+def test_service_limits(client: Any, sim: CodeDeploySim) -> None:
+    group(client, "CodeDeployDefault.OneAtATime")
+    first = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)["deploymentId"]
+    with pytest.raises(ClientError, match="DeploymentLimitExceededException"):
+        client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)
+    with pytest.raises(ClientError, match="BatchLimitExceededException"):
+        client.batch_get_deployments(deploymentIds=[first] * 26)
+    client.stop_deployment(deploymentId=first, autoRollbackEnabled=False)
+    with pytest.raises(ClientError, match="DeploymentAlreadyCompletedException"):
+        client.stop_deployment(deploymentId=first)
+    info = client.get_deployment(deploymentId=first)["deploymentInfo"]
+    assert info["status"] == "Stopped" and info["deploymentOverview"]["Skipped"] == 8
+
+
+def test_throttling_share_is_exact_and_counted(sim: CodeDeploySim, client: Any) -> None:
+    sim.throttle_rate = 0.5
+    sim.calls.clear()
+    for _ in range(10):
+        client.list_deployment_configs()
+    assert sim.throttled["ListDeploymentConfigs"] == sim.calls["ListDeploymentConfigs"] // 2
+    assert sim.calls["ListDeploymentConfigs"] > 10  # the throttled ones were retried by botocore
