@@ -321,3 +321,34 @@ def hooks(c, event, bundle=None, instance=None, group=None, file_exists_behavior
     if result.status != "Succeeded":
         raise DeployFailed(f"{chosen.group}/{chosen.instance_id}: {result.failed_event} failed: {result.message}")
 
+
+@cli_task(
+    help={
+        **_SANDBOX_HELP,
+        "groups": "only these groups, comma-separated (default: all)",
+        "ci": "plain progress lines instead of the live table",
+    }
+)
+def sandbox(c, fleet=None, target=None, groups=None, ci=False, debug=False):
+    """Run the whole release on this machine: moto, real Celery workers, v1 then v2 under load, then a report."""
+    from deploytool.cli import split_csv
+    from deploytool.errors import DeployFailed
+    from deploytool.sandbox.run import SandboxRunOptions, log_locations, report, run_sandbox
+    from deploytool.sandbox.session import local_target, sandbox_root
+
+    loaded = fleet_from(fleet)
+    _, local = local_target(loaded, target)
+    console = make_console(ci=ci)
+    chosen = split_csv(groups)
+    options = SandboxRunOptions(
+        target=target, groups=tuple(chosen) if chosen else None, live=console.is_terminal and not ci
+    )
+    try:
+        result = run_sandbox(loaded, console=console, options=options)
+    finally:
+        for line in log_locations(sandbox_root(loaded, local), loaded.app):
+            console.print(line, highlight=False, markup=False)
+    for renderable in report(result):
+        console.print(renderable)
+    if not result.ok:
+        raise DeployFailed("the sandbox run did not prove the release: see the report above")

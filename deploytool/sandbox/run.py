@@ -1,0 +1,242 @@
+"""`fab sandbox`: the whole release on one machine, as the README's main command runs it.
+
+Contract: `run_sandbox(fleet, console=...)` inside one SandboxSession (which stops every process it
+started, also on Ctrl-C or an error):
+1. copies the app and the fleet file into a git work tree (<root>/work) and commits v1;
+2. builds v1 (deploytool.bundle) and publishes it to the sandbox's S3 (deploytool.publish), then
+   rolls it out to every group through the orchestrator (deploytool.rollout), each group with its
+   strategy and wave, with live progress;
+3. starts the load generator (Celery tasks to every queue, ids recorded);
+4. changes the app (RELEASE_NOTE), commits v2, builds and publishes it, rolls it out under load;
+5. stops the load, waits for the queues to drain (the sample app's ledgers), runs the reconcile
+   (inventory snapshot, athena/reconcile.sql on DuckDB; instances are tagged as each group's
+   deployment succeeds) and returns the report data: instances per version per group, tasks
+   submitted / completed / lost / duplicated.
+Releases go through the rollout stage's own pieces: prepare_deploy (build + publish + release
+manifest), rollout_plan, the Orchestrator, the release record writer and the progress renderers.
+It raises DeployFailed when a rollout fails; `SandboxRunResult.ok` says whether the run proved what
+it should (every instance on v2, no task lost). Nothing here prints except through `console`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console, RenderableType
+from rich.text import Text
+
+from deploytool.aws.ec2 import Ec2Gateway
+from deploytool.config import App, Fleet
+from deploytool.errors import DeployFailed, DriftFound
+from deploytool.reconcile.command import reconcile_after_deploy, services_for
+from deploytool.reconcile.tags import FinishedDeployment, TagWriter, tag_deployments
+from deploytool.rollout.backend import Backend
+from deploytool.rollout.events import Event, Fanout, GroupFinished
+from deploytool.rollout.orchestrator import Orchestrator
+from deploytool.rollout.plan import RolloutOptions, rollout_plan
+from deploytool.rollout.progress import LiveTable, PlainLines
+from deploytool.rollout.record import RecordWriter, ReleaseStore
+from deploytool.rollout.release import prepare_deploy
+from deploytool.rollout.result import RolloutResult
+from deploytool.sandbox.load import CelerySender, LoadGenerator, kinds_for
+from deploytool.sandbox.report import (
+    TaskTally,
+    lost_explained,
+    tasks_table,
+    versions,
+    versions_table,
+    wait_for_drain,
+)
+from deploytool.sandbox.session import SandboxSession
+from deploytool.sandbox.workrepo import WorkRepo
+
+V2_NOTE = "v2: rolled out by the deploytool sandbox"
+
+
+@dataclass(frozen=True)
+class SandboxRunOptions:
+    target: str | None = None
+    groups: tuple[str, ...] | None = None
+    live: bool = True  # a rich live table; plain lines when False (CI, no TTY)
+    load_per_s: float = 4.0
+    drain_timeout_s: float = 90.0
+    worker_stop_grace_s: float = 15.0
+
+
+class TagAfterEachGroup:
+    """A Reporter that tags a group's succeeded instances as soon as its deployment succeeded
+    (CONTRACTS section 4), so the closing reconcile sees each instance's version."""
+
+    def __init__(self, ec2: TagWriter, backend: Backend, version: str, release_id: str) -> None:
+        self.ec2 = ec2
+        self.backend = backend
+        self.version = version
+        self.release_id = release_id
+
+    def publish(self, event: Event) -> None:
+        if isinstance(event, GroupFinished) and event.result.ok and event.result.deployment_id:
+            done = FinishedDeployment(
+                event.result.group, event.result.deployment_id, self.version, self.release_id, datetime.now(UTC)
+            )
+            tag_deployments(self.ec2, self.backend, [done])
+
+
+@dataclass(frozen=True)
+class SandboxRunResult:
+    root: Path
+    versions: tuple[str, str]
+    rollouts: tuple[RolloutResult, RolloutResult]
+    instances: dict[str, dict[str, list[str]]]  # group -> version -> instance ids
+    tasks: TaskTally
+    load_errors: int
+    last_load_error: str
+    elapsed_s: float
+    drift: str = ""  # the closing reconcile's complaint, if any
+
+    @property
+    def ok(self) -> bool:
+        v2 = self.versions[1]
+        everywhere = all(set(by_version) == {v2} for by_version in self.instances.values())
+        proven = everywhere and not self.drift and self.tasks.lost == 0 and self.tasks.submitted > 0
+        return self.rollouts[1].succeeded and proven
+
+
+def run_sandbox(
+    fleet: Fleet,
+    *,
+    console: Console,
+    options: SandboxRunOptions | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> SandboxRunResult:
+    opts = options or SandboxRunOptions()
+    started = monotonic()
+
+    def say(text: str) -> None:
+        console.print(f"[bold]sandbox[/] {text}", highlight=False)
+
+    with SandboxSession(
+        fleet, target=opts.target, groups=opts.groups, log=say, worker_stop_grace_s=opts.worker_stop_grace_s
+    ) as sandbox:
+        groups = sandbox.groups
+        aws = sandbox.aws
+        repo = WorkRepo.create(fleet, sandbox.work_dir)
+        say(f"work tree {repo.root} (git): v1 committed")
+
+        store = ReleaseStore(
+            sandbox.s3, bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name
+        )
+
+        def release(label: str) -> RolloutResult:
+            prepared = prepare_deploy(
+                repo.fleet(),
+                sandbox.target_name,
+                groups,
+                aws=aws,
+                store=store,
+                version=None,
+                allow_dirty=False,
+                out_dir=sandbox.root / "dist",
+            )
+            manifest = prepared.manifest
+            say(f"{label}: built and published {manifest.version} ({prepared.revision.uri})")
+            plan = rollout_plan(
+                release_id=manifest.release_id,
+                version=manifest.version,
+                target=sandbox.target_name,
+                groups=groups,
+                revision=prepared.revision,
+                options=RolloutOptions(poll_min_s=0.5, poll_max_s=1.0, rollback_grace_s=5.0),
+            )
+            display = LiveTable(console) if opts.live else PlainLines(console)
+            tags = TagAfterEachGroup(Ec2Gateway(aws), sandbox.backend, manifest.version, manifest.release_id)
+            reporters = Fanout([display, RecordWriter(store, manifest), tags])
+            try:
+                result = Orchestrator(sandbox.backend, plan, reporter=reporters).run()
+            finally:
+                if isinstance(display, LiveTable):
+                    display.pause()  # stops the live display, also on Ctrl-C
+            if not result.succeeded:
+                failed = ", ".join(f"{g.group}: {g.error or g.outcome}" for g in result.groups if not g.ok)
+                raise DeployFailed(f"{label} ({manifest.version}) did not reach every instance: {failed}")
+            return result
+
+        first = release("v1")
+        queues = [q for g in groups for q in (g.queues or [])]
+        sender = CelerySender(sandbox.fleet.broker)
+        load = LoadGenerator(
+            sender, kinds_for(queues), sandbox.root / "load" / "submitted.log", rate_per_s=opts.load_per_s
+        ).start()
+        try:
+            say(f"load: submitting {opts.load_per_s:g} tasks/s to {', '.join(k.queue for k in load.kinds)}")
+            repo.change_release_note(V2_NOTE)
+            say(f"v2: changed RELEASE_NOTE and committed ({repo.git('rev-parse', '--short', 'HEAD').strip()})")
+            second = release("v2")
+        finally:
+            load.stop()
+            sender.close()
+        submitted = [t.task_id for t in load.submitted]
+        say(f"load stopped after {len(submitted)} tasks; waiting for the queues to drain")
+        ledgers = [i.ledger for i in sandbox.fleet.on_disk()]
+        settle = 2 * max((k.max_s for k in load.kinds), default=1.0) + 3
+        tasks = wait_for_drain(
+            submitted, ledgers, timeout_s=opts.drain_timeout_s, depth=sandbox.queue_depth(queues), settle_s=settle
+        )
+        live = {g.name: sandbox.fleet.instances(g) for g in groups}
+        per_group = versions(live, fleet.app)
+        say("reconcile: inventory snapshot to S3, athena/reconcile.sql on DuckDB")
+        drift = ""
+        try:
+            reconcile_after_deploy(
+                fleet,
+                sandbox.target_name,
+                console,
+                groups=[g.name for g in groups],
+                services=services_for(fleet, session=aws),
+            )
+        except DriftFound as exc:
+            drift = str(exc)
+    return SandboxRunResult(
+        root=sandbox.root,
+        versions=(first.version, second.version),
+        rollouts=(first, second),
+        instances=per_group,
+        tasks=tasks,
+        load_errors=load.errors,
+        last_load_error=load.last_error,
+        elapsed_s=monotonic() - started,
+        drift=drift,
+    )
+
+
+def log_locations(root: Path, app: App) -> Sequence[str]:
+    instance = f"{root}/instances/<group>/<instance-id>"
+    return (
+        f"lifecycle logs: {instance}/logs/<deployment-id>/<event>.log (and summary.json)",
+        f"worker logs:    {instance}{app.install_path}/log/worker.log",
+        f"moto server:    {root}/logs/moto.log; every process started: {root}/run/pids.txt",
+    )
+
+
+def report(result: SandboxRunResult) -> list[RenderableType]:
+    """The run's final report as rich renderables."""
+    v1, v2 = result.versions
+    tasks = result.tasks
+    lines: list[RenderableType] = [versions_table(result.instances, v2), tasks_table(tasks)]
+    runs = ", ".join(f"{n} on {note!r}" for note, n in sorted(tasks.by_release.items()))
+    lines.append(Text(f"task runs by release: {runs or 'none'}"))
+    if explained := lost_explained(tasks):
+        lines.append(Text(explained, style="yellow"))
+    if result.drift:
+        lines.append(Text(f"reconcile: {result.drift}", style="bold red"))
+    if result.load_errors:
+        lines.append(Text(f"load: {result.load_errors} sends failed (last: {result.last_load_error})"))
+    for rollout in result.rollouts:
+        took = ", ".join(f"{g.group} {g.elapsed_s or 0:.1f}s" for g in rollout.groups)
+        lines.append(Text(f"{rollout.version}: {rollout.release_id} in {rollout.elapsed_s:.1f}s ({took})"))
+    verdict = "ok" if result.ok else "NOT OK"
+    lines.append(Text(f"sandbox run {verdict}: {v1} -> {v2} in {result.elapsed_s:.0f}s", style="bold"))
+    return lines
