@@ -105,7 +105,7 @@ def versions_table(per_group: Mapping[str, Mapping[str, Sequence[str]]], expecte
     for group, by_version in per_group.items():
         for version, ids in sorted(by_version.items()):
             mark = "" if version == expected else " (not the release)"
-            table.add_row(group, version + mark, str(len(ids)), ", ".join(ids))
+            table.add_row(group, version + mark, str(len(ids)), "\n".join(ids))
     return table
 
 
