@@ -123,14 +123,18 @@ def reconcile(c, fleet=None, target=None, groups=None, json=False, fix=False, ci
         loaded, target, engine=engine, days=int(days), release=release, snapshot=not no_snapshot,
         groups=split_csv(groups), database=database, workgroup=workgroup,
     )
-    runner, backend = (None, None)
+    runner, backend, services = None, None, None
     if fix:
         from deploytool.reconcile.command import fix_runner_for
+        from deploytool.rollout.commands import services_for as rollout_services_for
 
-        runner, backend = fix_runner_for(loaded, settings.target)
+        # The fix deploys like `fab deploy` does; with --json its progress goes to stderr, the report to stdout.
+        rollout = rollout_services_for(loaded, settings.target, console=make_console(ci=ci, stderr=json), ci=ci)
+        runner, backend = fix_runner_for(rollout, settings.target)
+        services = services_for(loaded, session=rollout.aws)
     run_reconcile(
-        loaded, settings, services_for(loaded), make_console(ci=ci), as_json=json, fix=fix, runner=runner,
-        backend=backend,
+        loaded, settings, services or services_for(loaded), make_console(ci=ci), as_json=json, fix=fix,
+        runner=runner, backend=backend,
     )
 
 
@@ -198,27 +202,34 @@ def setup(c, fleet=None, target=None, dry_run=False, debug=False):
 
 
 @cli_task(help={**_ROLLOUT_HELP, "version": "release version (default YYYY.MM.DD-<shortsha> of the git commit)",
-                "allow_dirty": "build from uncommitted changes (the version then ends in -dirty)"})
+                "allow_dirty": "build from uncommitted changes (the version then ends in -dirty)",
+                "no_reconcile": "do not end with a reconcile (exit 0 then only means the rollout succeeded)",
+                "reconcile_engine": "engine of the final reconcile: athena or duckdb (default: duckdb for a local "
+                                    "target, athena for codedeploy)"})
 def deploy(c, fleet=None, target=None, groups=None, version=None, allow_dirty=False, max_parallel=0,
-           on_failure="stop-wave", ci=False, json_out=None, dry_run=False, debug=False):
-    """Build, publish and roll out a release wave by wave (resumes the same version's release)."""
-    from deploytool.rollout import commands
+           on_failure="stop-wave", ci=False, json_out=None, dry_run=False, no_reconcile=False, reconcile_engine=None,
+           debug=False):
+    """Build, publish, roll out wave by wave (tagging instances), then reconcile: exit 1 failed, 3 drift."""
+    from deploytool.deploy_flow import deploy_and_reconcile
 
     loaded, name, chosen, options, services, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci)
-    result = commands.deploy(loaded, name, chosen, options, services, output(ci=ci, json_out=json_out),
-                             version=version, allow_dirty=allow_dirty, dry_run=dry_run)
-    commands.verdict(result)
+    deploy_and_reconcile(loaded, name, chosen, options, services, output(ci=ci, json_out=json_out), version=version,
+                         allow_dirty=allow_dirty, dry_run=dry_run, reconcile=not no_reconcile,
+                         engine=reconcile_engine)
 
 
 @cli_task(help={**_ROLLOUT_HELP, "to": "version to go back to (default: the last earlier version that succeeded)"})
 def rollback(c, fleet=None, target=None, groups=None, to=None, max_parallel=0, on_failure="stop-wave", ci=False,
              json_out=None, dry_run=False, debug=False):
     """Redeploy an earlier release's revision, as a new release."""
+    from deploytool.deploy_flow import tag_summary, with_tagging
     from deploytool.rollout import commands
 
     loaded, name, chosen, options, services, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci)
-    result = commands.rollback(loaded, name, chosen, options, services, output(ci=ci, json_out=json_out),
+    tagged, tagger = with_tagging(services)  # the instances it reaches are tagged with the version rolled back to
+    result = commands.rollback(loaded, name, chosen, options, tagged, output(ci=ci, json_out=json_out),
                                to_version=to, dry_run=dry_run)
+    tag_summary(services, tagger)
     commands.verdict(result)
 
 

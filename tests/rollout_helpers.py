@@ -1,19 +1,36 @@
-"""Helpers for rollout tests on the CodeDeploy simulator: a fleet built in code, set up, then released."""
+"""Helpers for rollout tests on the CodeDeploy simulator: a fleet built in code, set up, then released;
+and `sample_world`: the sample fleet (deploy.toml, sample_app) set up on the simulator + moto."""
 
 from __future__ import annotations
 
+import io
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from deploytool.aws.codedeploy import CodeDeployGateway
-from deploytool.config import CodeDeployTarget, Fleet, parse_fleet
+from deploytool.aws.s3 import S3Gateway
+from deploytool.config import CodeDeployTarget, Fleet, load_fleet, parse_fleet
+from deploytool.rollout import commands
 from deploytool.rollout.backend import Revision
-from deploytool.rollout.events import Collect, Reporter
+from deploytool.rollout.commands import Output, Services
+from deploytool.rollout.events import Collect, Event, GroupStarted, Reporter
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import PriorDeployment, RolloutOptions, rollout_plan
+from deploytool.rollout.record import ReleaseStore
 from deploytool.rollout.result import RolloutResult
 from deploytool.rollout.setup import apply_setup, plan_setup
-from tests.cdsim.env import CodeDeployEnv
+from tests.cdsim.env import CodeDeployEnv, codedeploy_env
+from tests.fleet_fixtures import TEMPLATES
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_SIZES = {"acme-email-workers": 2, "acme-reports-workers": 3, "acme-video-workers": 2}
 
 ROLE = "arn:aws:iam::123456789012:role/CodeDeployServiceRole"
 BUCKET = "acme-deploy-artifacts"
@@ -59,6 +76,18 @@ def release(env: CodeDeployEnv, fleet: Fleet, version: str, **kwargs: Any) -> Ro
     return orchestrator(env, fleet, version, **kwargs).run()
 
 
+class CtrlC:
+    """Raises KeyboardInterrupt once, when the first group has started (a user pressing Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.fired = False
+
+    def publish(self, event: Event) -> None:
+        if isinstance(event, GroupStarted) and not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
+
+
 class DieAt:
     """A reporter that raises KeyboardInterrupt at the n-th event of a kind: the orchestrator dies there."""
 
@@ -72,3 +101,42 @@ class DieAt:
             self.left -= 1
             if self.left == 0:
                 raise KeyboardInterrupt
+
+
+@dataclass
+class World:
+    """The sample fleet on the simulator: `deploy` runs `fab deploy`'s rollout 5 simulated minutes later."""
+
+    env: CodeDeployEnv
+    fleet: Fleet
+    services: Services
+    out: io.StringIO
+    tmp: Path
+    moment: list[datetime]
+
+    def later(self, minutes: float = 5) -> None:
+        self.moment[0] += timedelta(minutes=minutes)
+
+    def deploy(self, version: str, **kwargs: Any) -> Any:
+        self.later()
+        return commands.deploy(self.fleet, "production", self.fleet.groups, RolloutOptions(), self.services,
+                               Output(ci=True, json_out=kwargs.pop("json_out", None)), version=version,
+                               allow_dirty=False, templates=TEMPLATES, out_dir=self.tmp / "dist", **kwargs)
+
+
+@contextmanager
+def sample_world(tmp_path: Path) -> Iterator[World]:
+    """deploy.toml and sample_app copied outside git (the version is the one given), `fab setup` done."""
+    shutil.copy(ROOT / "deploy.toml", tmp_path / "deploy.toml")
+    shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
+    fleet = load_fleet(tmp_path / "deploy.toml")
+    with codedeploy_env(SAMPLE_SIZES) as env:
+        s3 = S3Gateway(env.aws)
+        s3.create_bucket(fleet.artifacts.bucket, "us-east-1")
+        store = ReleaseStore(s3, bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name)
+        out = io.StringIO()
+        moment = [datetime(2025, 5, 1, 12, 0, tzinfo=UTC)]
+        services = Services(env.aws, env.backend(), store, Console(file=out, width=200), clock=env.clock,
+                            now=lambda: moment[0], interactive=False)
+        commands.setup(fleet, "production", env.gateway, services.console, dry_run=False)
+        yield World(env, fleet, services, out, tmp_path, moment)

@@ -2,66 +2,28 @@
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
-from deploytool.aws.s3 import S3Gateway
-from deploytool.config import Fleet, load_fleet
 from deploytool.errors import DeployFailed
 from deploytool.rollout import commands
-from deploytool.rollout.commands import Output, Services
-from deploytool.rollout.events import Event, GroupStarted
+from deploytool.rollout.commands import Output
 from deploytool.rollout.plan import RolloutOptions
-from deploytool.rollout.record import ReleaseStore
-from tests.cdsim.env import CodeDeployEnv, codedeploy_env
-from tests.fleet_fixtures import TEMPLATES
+from tests.rollout_helpers import CtrlC, World, sample_world
 
 ROOT = Path(__file__).resolve().parent.parent
-SIZES = {"acme-email-workers": 2, "acme-reports-workers": 3, "acme-video-workers": 2}
-
-
-@dataclass
-class World:
-    env: CodeDeployEnv
-    fleet: Fleet
-    services: Services
-    out: io.StringIO
-    tmp: Path
-    moment: list[datetime]
-
-    def deploy(self, version: str, **kwargs: object) -> object:
-        self.moment[0] += timedelta(minutes=5)
-        return commands.deploy(self.fleet, "production", self.fleet.groups, RolloutOptions(), self.services,
-                               Output(ci=True, json_out=kwargs.pop("json_out", None)),  # type: ignore[arg-type]
-                               version=version, allow_dirty=False, templates=TEMPLATES, out_dir=self.tmp / "dist",
-                               **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    shutil.copy(ROOT / "deploy.toml", tmp_path / "deploy.toml")  # outside git: the version is the one given
-    shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
-    fleet = load_fleet(tmp_path / "deploy.toml")
-    with codedeploy_env(SIZES) as env:
-        s3 = S3Gateway(env.aws)
-        s3.create_bucket(fleet.artifacts.bucket, "us-east-1")
-        store = ReleaseStore(s3, bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name)
-        out = io.StringIO()
-        moment = [datetime(2025, 5, 1, 12, 0, tzinfo=UTC)]
-        services = Services(env.aws, env.backend(), store, Console(file=out, width=200), clock=env.clock,
-                            now=lambda: moment[0], interactive=False)
-        commands.setup(fleet, "production", env.gateway, services.console, dry_run=False)
-        yield World(env, fleet, services, out, tmp_path, moment)
+    with sample_world(tmp_path) as built:
+        yield built
 
 
 def test_deploy_publishes_rolls_out_and_records_the_release(world: World, tmp_path: Path,
@@ -130,18 +92,6 @@ def test_restart_and_status(world: World) -> None:
     text = world.out.getvalue()
     assert "release 20250501T120500Z-v1: v1 on production" in text
     assert "video" in text and "Succeeded" in text and "2/0/2" in text
-
-
-class CtrlC:
-    """Raises KeyboardInterrupt once, when the first group has started (a user pressing Ctrl-C)."""
-
-    def __init__(self) -> None:
-        self.fired = False
-
-    def publish(self, event: Event) -> None:
-        if isinstance(event, GroupStarted) and not self.fired:
-            self.fired = True
-            raise KeyboardInterrupt
 
 
 def test_ctrl_c_without_a_terminal_detaches_and_exits_1(world: World) -> None:

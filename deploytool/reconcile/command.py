@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -31,6 +32,9 @@ from deploytool.reconcile.pipeline import EngineName, ReconcileServices, Reconci
 from deploytool.reconcile.report import ReconcileReport, append_step_summary, rich_tables
 from deploytool.reconcile.sql import TABLES, load_table
 from deploytool.rollout.backend import Backend
+
+if TYPE_CHECKING:
+    from deploytool.rollout.commands import Services as RolloutServices
 
 ENDPOINT_ENV = "DEPLOYTOOL_AWS_ENDPOINT_URL"
 
@@ -211,11 +215,11 @@ def _athena_target(fleet: Fleet) -> str | None:
     return None
 
 
-def fix_runner_for(fleet: Fleet, target_name: str) -> tuple[FixRunner, Backend]:
-    """The orchestrator-backed runner and the backend --fix deploys through."""
-    raise UsageError(
-        f"--fix on target {target_name!r}: the rollout orchestrator is not wired into reconcile yet"
-    )
+def fix_runner_for(rollout: RolloutServices, target_name: str) -> tuple[FixRunner, Backend]:
+    """--fix deploys through the rollout orchestrator on the target's backend (the rollout tasks' services)."""
+    from deploytool.reconcile.fix_runner import orchestrated_runner
+
+    return orchestrated_runner(rollout, target_name), rollout.backend
 
 
 def reconcile_after_deploy(
@@ -227,7 +231,10 @@ def reconcile_after_deploy(
     as_json: bool = False,
     services: ReconcileServices | None = None,
     env: Mapping[str, str] | None = None,
+    settings: ReconcileSettings | None = None,
 ) -> ReconcileReport:
-    """`fab deploy`'s last step (unless --no-reconcile): reconcile the deployed groups. DriftFound (exit 3)."""
-    settings = settings_for(fleet, target_name, groups=groups)
-    return run_reconcile(fleet, settings, services or services_for(fleet), console, as_json=as_json, env=env)
+    """`fab deploy`'s last step (unless --no-reconcile): reconcile the deployed groups. DriftFound (exit 3).
+
+    `settings` (e.g. another engine) replace the target's defaults for these groups."""
+    chosen = settings or settings_for(fleet, target_name, groups=groups)
+    return run_reconcile(fleet, chosen, services or services_for(fleet), console, as_json=as_json, env=env)

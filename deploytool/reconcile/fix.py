@@ -2,9 +2,13 @@
 
 Contract: `plan_fix` turns a report into one DeployRequest per group with drift: the revision of the
 release the report expects (read from its manifest, P/A/releases/dt=<day>/<release_id>.json), and
-`target_instances` = that group's drifted and untagged instances (CodeDeploy maps it to
-targetInstances, the sandbox backend to those instances). Groups in sync get no request. `apply_fix`
-runs the requests through the injected runner (the orchestrator, which sequences them), then tags
+`target_instances` = that group's drifted and untagged instances. Groups in sync get no request.
+How a backend honours target_instances: the sandbox deploys to exactly those instances; CodeDeploy
+(whose targetInstances parameter is for blue/green only) gets updateOutdatedInstancesOnly and itself
+picks every instance of the group not on that revision: the drifted ones, plus any other outdated
+instance; an instance whose tag is wrong but that CodeDeploy counts as up to date is not redeployed,
+and the reconcile after the fix reports it again. `apply_fix` runs the requests through the injected
+runner (deploytool.reconcile.fix_runner: the rollout orchestrator, which sequences them), then tags
 the instances that succeeded like any deployment. The caller reconciles again afterwards.
 """
 

@@ -4,8 +4,10 @@ Contract: `tag_deployments(ec2, backend, done)` reads each deployment's per-inst
 Backend, and tags every instance whose status is Succeeded with deploytool:version,
 deploytool:release and deploytool:deployed-at. Instances sharing one tag set are tagged together:
 one CreateTags call per distinct tag set per 1000 instances (the API's limit), however many groups.
-Failed, skipped and pending instances keep the tags of whatever they ran before. The tool tags, not
-the instance, so instances need no ec2:CreateTags right. Returns what it tagged; prints nothing.
+Failed, skipped and pending instances keep the tags of whatever they ran before, and so do the
+instances an automatic rollback redeployed (a FinishedDeployment's `rollback_deployment_id`): they
+run the previous revision again. The tool tags, not the instance, so instances need no ec2:CreateTags
+right. Returns what it tagged; prints nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import datetime
 from typing import Protocol
 
 from deploytool.reconcile.layout import iso_seconds
-from deploytool.rollout.backend import Backend
+from deploytool.rollout.backend import InstanceProgress
 
 TAG_VERSION = "deploytool:version"
 TAG_RELEASE = "deploytool:release"
@@ -29,6 +31,12 @@ class TagWriter(Protocol):
         ...
 
 
+class InstanceResults(Protocol):
+    """What tagging reads of a Backend (any Backend has it)."""
+
+    def instance_results(self, deployment_id: str) -> Sequence[InstanceProgress]: ...
+
+
 @dataclass(frozen=True)
 class FinishedDeployment:
     """A group's deployment that has ended, as the orchestrator's caller knows it."""
@@ -38,6 +46,7 @@ class FinishedDeployment:
     version: str
     release_id: str
     finished_at: datetime
+    rollback_deployment_id: str | None = None  # its automatic rollback, when it had one
 
 
 @dataclass(frozen=True)
@@ -62,16 +71,22 @@ def tag_instances(ec2: TagWriter, assignments: Mapping[str, Mapping[str, str]]) 
     return sum(ec2.create_tags(ids, dict(tag_set)) for tag_set, ids in sorted(by_tags.items()))
 
 
-def succeeded_instances(backend: Backend, deployment_id: str) -> tuple[str, ...]:
-    return tuple(sorted(r.instance_id for r in backend.instance_results(deployment_id) if r.status == "Succeeded"))
+def succeeded_instances(
+    backend: InstanceResults, deployment_id: str, rollback_id: str | None = None
+) -> tuple[str, ...]:
+    """The instances the deployment succeeded on and that still run it: not redeployed by its rollback."""
+    ids = {r.instance_id for r in backend.instance_results(deployment_id) if r.status == "Succeeded"}
+    if ids and rollback_id:
+        ids -= {r.instance_id for r in backend.instance_results(rollback_id) if r.status != "Skipped"}
+    return tuple(sorted(ids))
 
 
-def tag_deployments(ec2: TagWriter, backend: Backend, done: Sequence[FinishedDeployment]) -> TagResult:
+def tag_deployments(ec2: TagWriter, backend: InstanceResults, done: Sequence[FinishedDeployment]) -> TagResult:
     """Tag the succeeded instances of these deployments (one group's, or a whole wave's)."""
     assignments: dict[str, Mapping[str, str]] = {}
     tagged: dict[str, tuple[str, ...]] = {}
     for deployment in done:
-        ids = succeeded_instances(backend, deployment.deployment_id)
+        ids = succeeded_instances(backend, deployment.deployment_id, deployment.rollback_deployment_id)
         tags = deployment_tags(deployment.version, deployment.release_id, deployment.finished_at)
         for instance_id in ids:
             assignments[instance_id] = tags

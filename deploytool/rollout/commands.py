@@ -111,6 +111,11 @@ def _run(plan: RolloutPlan, services: Services, output: Output, manifest: Releas
     return result
 
 
+def run_plan(plan: RolloutPlan, services: Services, output: Output) -> RolloutResult:
+    """Run a plan that is no release of its own (reconcile --fix): progress and Ctrl-C as usual, no record."""
+    return _run(plan, services, output, None)
+
+
 def show_plan(plan: RolloutPlan, services: Services, *, resumed: bool) -> list[str]:
     """--dry-run: the waves, what each group would do, nothing started."""
     found = resolve(services.backend, plan) if plan.prior else {}
