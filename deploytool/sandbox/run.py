@@ -9,11 +9,12 @@ started, also on Ctrl-C or an error):
 3. starts the load generator (Celery tasks to every queue, ids recorded);
 4. changes the app (RELEASE_NOTE), commits v2, builds and publishes it, rolls it out under load;
 5. stops the load, waits for the queues to drain (the sample app's ledgers), runs the reconcile
-   (inventory snapshot, athena/reconcile.sql on DuckDB; instances are tagged as each group's
-   deployment succeeds) and returns the report data: instances per version per group, tasks
-   submitted / completed / lost / duplicated.
-Releases go through the rollout stage's own pieces: prepare_deploy (build + publish + release
-manifest), rollout_plan, the Orchestrator, the release record writer and the progress renderers.
+   (inventory snapshot, athena/reconcile.sql on DuckDB) and returns the report data: instances per
+   version per group, tasks submitted / completed / lost / duplicated.
+Releases go through the stages' own pieces: prepare_deploy (build + publish + release manifest),
+rollout_plan, the Orchestrator with the progress renderer, the release record writer and the
+DeploymentTagger (tags each group's instances as it finishes), then reconcile_after_deploy. Unlike
+`fab deploy` there is no stop/detach question on Ctrl-C: the sandbox stops everything at once.
 It raises DeployFailed when a rollout fails; `SandboxRunResult.ok` says whether the run proved what
 it should (every instance on v2, no task lost). Nothing here prints except through `console`.
 """
@@ -33,9 +34,8 @@ from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.config import App, Fleet
 from deploytool.errors import DeployFailed, DriftFound
 from deploytool.reconcile.command import reconcile_after_deploy, services_for
-from deploytool.reconcile.tags import FinishedDeployment, TagWriter, tag_deployments
-from deploytool.rollout.backend import Backend
-from deploytool.rollout.events import Event, Fanout, GroupFinished
+from deploytool.reconcile.tagger import DeploymentTagger
+from deploytool.rollout.events import Fanout
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import RolloutOptions, rollout_plan
 from deploytool.rollout.progress import LiveTable, PlainLines
@@ -65,24 +65,6 @@ class SandboxRunOptions:
     load_per_s: float = 4.0
     drain_timeout_s: float = 90.0
     worker_stop_grace_s: float = 15.0
-
-
-class TagAfterEachGroup:
-    """A Reporter that tags a group's succeeded instances as soon as its deployment succeeded
-    (CONTRACTS section 4), so the closing reconcile sees each instance's version."""
-
-    def __init__(self, ec2: TagWriter, backend: Backend, version: str, release_id: str) -> None:
-        self.ec2 = ec2
-        self.backend = backend
-        self.version = version
-        self.release_id = release_id
-
-    def publish(self, event: Event) -> None:
-        if isinstance(event, GroupFinished) and event.result.ok and event.result.deployment_id:
-            done = FinishedDeployment(
-                event.result.group, event.result.deployment_id, self.version, self.release_id, datetime.now(UTC)
-            )
-            tag_deployments(self.ec2, self.backend, [done])
 
 
 @dataclass(frozen=True)
@@ -152,13 +134,14 @@ def run_sandbox(
                 options=RolloutOptions(poll_min_s=0.5, poll_max_s=1.0, rollback_grace_s=5.0),
             )
             display = LiveTable(console) if opts.live else PlainLines(console)
-            tags = TagAfterEachGroup(Ec2Gateway(aws), sandbox.backend, manifest.version, manifest.release_id)
-            reporters = Fanout([display, RecordWriter(store, manifest), tags])
+            tagger = DeploymentTagger(Ec2Gateway(aws), sandbox.backend, now=lambda: datetime.now(UTC), say=say)
+            reporters = Fanout([display, RecordWriter(store, manifest), tagger])
             try:
                 result = Orchestrator(sandbox.backend, plan, reporter=reporters).run()
             finally:
                 if isinstance(display, LiveTable):
                     display.pause()  # stops the live display, also on Ctrl-C
+            say(f"{label}: tagged {tagger.count} instances in {tagger.calls} CreateTags call(s)")
             if not result.succeeded:
                 failed = ", ".join(f"{g.group}: {g.error or g.outcome}" for g in result.groups if not g.ok)
                 raise DeployFailed(f"{label} ({manifest.version}) did not reach every instance: {failed}")
