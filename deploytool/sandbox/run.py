@@ -141,7 +141,6 @@ def run_sandbox(
             finally:
                 if isinstance(display, LiveTable):
                     display.pause()  # stops the live display, also on Ctrl-C
-            say(f"{label}: tagged {tagger.count} instances in {tagger.calls} CreateTags call(s)")
             if not result.succeeded:
                 failed = ", ".join(f"{g.group}: {g.error or g.outcome}" for g in result.groups if not g.ok)
                 raise DeployFailed(f"{label} ({manifest.version}) did not reach every instance: {failed}")
