@@ -128,7 +128,9 @@ def test_a_detached_sandbox_can_be_attached_to_deployed_and_stopped(tmp_path: Pa
     workers: list[int] = []
     try:
         assert pid_alive(moto_pid)  # detached: still running after the session closed
-        backend = attach(fleet, worker_stop_grace_s=1)
+        attached = attach(fleet, worker_stop_grace_s=1)
+        backend = attached.backend
+        assert attached.aws.endpoint_url == session.moto.url  # type: ignore[union-attr]
         bundle = write_bundle(
             tmp_path / "v1.tgz",
             {
@@ -141,7 +143,7 @@ def test_a_detached_sandbox_can_be_attached_to_deployed_and_stopped(tmp_path: Pa
         assert snap.all_succeeded, snap.error
         workers = [p for f in session.root.glob("instances/*/*/opt/fixture/run/worker.pid") if (p := read_pidfile(f))]
         assert len(workers) == 2
-        assert attach(fleet).group_state(fleet.group("email")).last_successful_version == "v1"  # on disk
+        assert attach(fleet).backend.group_state(fleet.group("email")).last_successful_version == "v1"  # on disk
         stop_sandbox(session.root, fleet.app, grace_s=1)
         assert wait_gone([moto_pid, *workers], 5) == []
     finally:

@@ -27,6 +27,7 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -313,10 +314,17 @@ def read_sandbox_info(root: Path) -> dict[str, Any] | None:
         return None
 
 
+@dataclass(frozen=True)
+class Attached:
+    aws: AwsSession  # on the running sandbox's moto server: for the release store, tags, reconcile
+    backend: LocalBackend
+
+
 def attach(
     fleet: Fleet, target: str | None = None, *, timing: Timing = DEFAULT_TIMING, worker_stop_grace_s: float = 10.0
-) -> LocalBackend:
-    """The `local` backend of a sandbox that `fab sandbox-up` left running, for the rollout tasks.
+) -> Attached:
+    """The AWS session and `local` backend of a sandbox that `fab sandbox-up` left running, for the
+    rollout tasks (fab deploy / restart / rollback / status / reconcile --fix on a local target).
 
     Deployments run in the calling process (its threads run the hooks); the group records (last
     successful revision) are on disk, so they carry over from one task to the next.
@@ -334,7 +342,7 @@ def attach(
         broker=Broker(str(info["broker"]), dict(info.get("broker_transport_options") or {})),
         sizes={str(k): int(v) for k, v in dict(info.get("sizes") or {}).items()},
     )
-    return LocalBackend(
+    backend = LocalBackend(
         sandbox_fleet,
         SandboxState(root / "state", fleet.app.name),
         s3=S3Gateway(aws),
@@ -343,4 +351,5 @@ def attach(
         record=PidRecord(root / "run" / "pids.txt"),
         worker_stop_grace_s=worker_stop_grace_s,
     )
+    return Attached(aws, backend)
 
