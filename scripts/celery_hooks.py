@@ -1115,6 +1115,28 @@ def shutdown_waker(app: Any) -> Callable[[], None]:
     return wake
 
 
+def record_interrupted_on_sigquit(path: Path, pid: int) -> None:
+    """Put a step in front of celery's SIGQUIT handler that writes the running tasks to `path`.
+
+    Celery's cold shutdown cancels the running tasks before it announces itself (worker_shutting_down),
+    so only a look taken as the signal arrives sees which tasks the cold shutdown hands back to the broker.
+    Installed once celery's own handlers are in place (worker_ready); drain logs the file's names and ids.
+    """
+    previous = signal.getsignal(signal.SIGQUIT)
+    if not callable(previous):
+        return
+
+    def snapshot(signum: int, frame: Any) -> None:
+        from celery.worker import state
+
+        tasks = [{"name": r.name, "id": r.id} for r in list(state.active_requests)]
+        with contextlib.suppress(OSError):
+            write_atomic(path, json.dumps({"pid": pid, "tasks": tasks}) + "\n")
+        previous(signum, frame)
+
+    signal.signal(signal.SIGQUIT, snapshot)
+
+
 def load_celery_app(spec: str) -> Any:
     """'package.module:attr' or 'package.module' (then its `app` or `celery`)."""
     import importlib
@@ -1184,6 +1206,7 @@ def run_worker(group_name: str) -> int:
             write_atomic(layout.canary_dir / token, json.dumps({"pid": os.getpid(), "version": settings.version}))
 
     def on_ready(sender: Any = None, **_: Any) -> None:
+        record_interrupted_on_sigquit(layout.interrupted_file, pid)
         ready = {"pid": pid, "node": node, "version": settings.version, "queues": queues}
         write_atomic(layout.ready_file, json.dumps(ready) + "\n")
 
@@ -1196,12 +1219,6 @@ def run_worker(group_name: str) -> int:
         if prompt is not None and wake is not None:
             prompt.begin()
             wake()
-        if how != "Cold":
-            return
-        from celery.worker import state
-
-        tasks = [{"name": r.name, "id": r.id} for r in list(state.active_requests)]
-        write_atomic(layout.interrupted_file, json.dumps({"pid": pid, "tasks": tasks}) + "\n")
 
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutting_down.connect(on_shutting_down, weak=False)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
@@ -113,7 +114,8 @@ def render_bundle(
         unit = hooks / "systemd" / f"{group['name']}.service"
         unit.parent.mkdir(parents=True, exist_ok=True)
         unit.write_text(render_file(SCRIPTS / "systemd" / "worker.service.j2", {**context, "group": dict(group)}))
-    fleet = {"app": dict(app), "version": version, "commit": context["commit"], "groups": {g["name"]: g for g in groups}}
+    fleet = {"app": dict(app), "version": version, "commit": context["commit"]}
+    fleet["groups"] = {g["name"]: g for g in groups}
     (dest / "deploytool" / "fleet.json").write_text(json.dumps(fleet, indent=2, sort_keys=True) + "\n")
     return dest
 
@@ -156,26 +158,55 @@ class ProcessReaper:
             if process_alive(pid):
                 os.kill(pid, signal.SIGQUIT)
         for pid in self.groups:
-            if not wait_gone(pid, 5.0):
-                pass
+            wait_gone(pid, 5.0)
             try:
                 os.killpg(pid, signal.SIGKILL)  # leftovers of the worker's session (pool children)
             except (ProcessLookupError, PermissionError):
                 pass
         for process in self.children:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)
+            stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM a child this test started, SIGKILL it if it does not go, and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+SQS_TRANSPORT_OPTIONS = {"region": "us-east-1", "is_secure": False, "wait_time_seconds": 1, "polling_interval": 0.1}
+
+
+@contextlib.contextmanager
+def moto_sqs_server() -> Iterator[tuple[str, dict[str, Any]]]:
+    """A moto server on a free loopback port: (broker URL, transport options) for kombu's SQS transport."""
+    port = free_port()
+    server = subprocess.Popen(
+        [PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        if not wait_for(lambda: port_open(port), 30):
+            raise RuntimeError(f"moto server did not listen on 127.0.0.1:{port}")
+        yield f"sqs://k:s@127.0.0.1:{port}", dict(SQS_TRANSPORT_OPTIONS)
+    finally:
+        stop_process(server)
 
 
 # --- instances and the agent ------------------------------------------------------------------------
@@ -222,11 +253,15 @@ class Instance:
         return self.install_dir / "log" / "worker.log"
 
     def worker_pid(self) -> int | None:
+        """The pid in the pidfile if it is a live worker launched by the hooks (not any reused pid)."""
         try:
             pid = int(self.pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
             return None
-        return pid if process_alive(pid) else None
+        if b"run-worker" not in cmdline or not process_alive(pid):
+            return None
+        return pid
 
     def write_env(self, broker_url: str, transport_options: Mapping[str, Any] | None, ledger: Path) -> None:
         lines = [f"CELERY_BROKER_URL={broker_url}", f"ACME_LEDGER={ledger}"]
@@ -438,3 +473,15 @@ def uid() -> str:
 def iter_runs(instances: Iterable[Instance]) -> Iterator[HookRun]:
     for instance in instances:
         yield from instance.runs
+
+
+def load_hooks_module() -> Any:
+    """scripts/celery_hooks.py as a module (it ships as a script; tests call its functions directly)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("celery_hooks", SCRIPTS / "celery_hooks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("celery_hooks", module)
+    spec.loader.exec_module(module)
+    return module
