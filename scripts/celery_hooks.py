@@ -844,7 +844,7 @@ def install_unit(settings: Settings) -> None:
     if not source.is_file():
         raise HookError(f"{source}: the group's systemd unit is missing from the bundle")
     target = settings.layout.on_instance(f"/etc/systemd/system/{settings.unit_name}")
-    run_command(["install", "-m", "0644", str(source), str(target)], privileged=True)
+    run_command(["install", "-D", "-m", "0644", str(source), str(target)], privileged=True)
     run_command(["systemctl", "daemon-reload"], privileged=True)
     run_command(["systemctl", "enable", settings.unit_name], privileged=True)
     run_command(["systemctl", "restart", settings.unit_name], privileged=True)

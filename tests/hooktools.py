@@ -235,6 +235,8 @@ class Instance:
     reaper: ProcessReaper
     previous: Path | None = None
     runs: list[HookRun] = field(default_factory=list)
+    process_manager: str = "direct"
+    path_prefix: str = ""
 
     @property
     def install_dir(self) -> Path:
@@ -272,7 +274,7 @@ class Instance:
 
     def hook_env(self, event: str, deployment_id: str, version: str) -> dict[str, str]:
         return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PATH": self.path_prefix + os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
             "LIFECYCLE_EVENT": event,
@@ -283,9 +285,8 @@ class Instance:
             "BUNDLE_VERSION": version,
             "DEPLOYTOOL_INSTANCE_ROOT": str(self.root),
             "DEPLOYTOOL_PYTHON": PYTHON,
-            "DEPLOYTOOL_PROCESS_MANAGER": "direct",
             "DEPLOYTOOL_INSTANCE_ID": self.instance_id,
-        }
+        } | ({"DEPLOYTOOL_PROCESS_MANAGER": "direct"} if self.process_manager == "direct" else {})
 
     def archive(self, bundle: Path, deployment_id: str) -> Path:
         """The agent's copy of the bundle it runs hooks from (deployment-root/<group>/<id>/deployment-archive)."""
@@ -473,6 +474,15 @@ def uid() -> str:
 def iter_runs(instances: Iterable[Instance]) -> Iterator[HookRun]:
     for instance in instances:
         yield from instance.runs
+
+
+def fake_systemctl_on_path(bin_dir: Path) -> str:
+    """A directory holding `systemctl` = tests/fake_systemctl.py; the PATH prefix that puts it first."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = bin_dir / "systemctl"
+    wrapper.write_text(f'#!/bin/sh\nexec "{PYTHON}" "{ROOT / "tests" / "fake_systemctl.py"}" "$@"\n')
+    wrapper.chmod(0o755)
+    return f"{bin_dir}{os.pathsep}"
 
 
 def load_hooks_module() -> Any:

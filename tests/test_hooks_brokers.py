@@ -22,6 +22,7 @@ from tests.hooktools import (
     Load,
     ProcessReaper,
     app_context,
+    fake_systemctl_on_path,
     group_settings,
     iter_runs,
     make_instances,
@@ -323,3 +324,45 @@ def test_systemd_units_execstart_is_the_worker_itself(
         assert process.wait(int(lines["TimeoutStopSec"])) == 0
     finally:
         load.close()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("broker", BROKERS[:1], indirect=True)
+def test_production_path_installs_the_unit_and_drains_through_systemctl(
+    broker: BrokerSpec, tmp_path: Path, reaper: ProcessReaper
+) -> None:
+    """Without DEPLOYTOOL_PROCESS_MANAGER=direct the hooks install the group's unit, restart it, find the
+    worker by the unit's MainPID and stop it through systemctl (tests/fake_systemctl.py plays systemd)."""
+    tag = uid()
+    queue = f"reports-{tag}"
+    forget_queues(broker, tag, [queue])
+    app = app_context(python=PYTHON)
+    group = group_settings("reports", [queue], drain_timeout=20)
+    v1 = render_bundle(tmp_path / "bundle-v1", app, [group], "v1", release_note="v1")
+    v2 = render_bundle(tmp_path / "bundle-v2", app, [group], "v2", release_note="v2")
+    ledger = tmp_path / "ledger.txt"
+    instance = make_instances(tmp_path, "reports", 1, app, reaper, tag)[0]
+    instance.process_manager = "systemd"
+    instance.path_prefix = fake_systemctl_on_path(tmp_path / "bin")
+    instance.write_env(broker.url, None, ledger)
+    for run in instance.deploy(v1):
+        run.check()
+    installed = instance.root / "etc" / "systemd" / "system" / "acme-workers-reports.service"
+    assert installed.read_text() == (v1 / "deploytool" / "hooks" / "systemd" / "reports.service").read_text()
+
+    load = Load(broker.url, None, ledger)
+    broker.cleanups.insert(0, load.close)
+    sent = [load.send("build_report", queue, 1.0).task_id for _ in range(3)]
+    assert wait_for(lambda: any(worker_log_has(instance, f"[{task}] received") for task in sent), 30)
+    runs = instance.deploy(v2)
+    for run in runs:
+        run.check()
+    stop = runs[0].output
+    assert "via unit acme-workers-reports.service" in stop
+    assert f"cancel_consumer: {queue}: confirmed" in stop
+    assert "SIGTERM: pid" in stop and "SIGQUIT" not in stop
+    calls = (instance.root / "run" / "fake-systemd" / "calls.log").read_text().splitlines()
+    assert "stop --no-block acme-workers-reports.service" in calls
+    assert calls.count("restart acme-workers-reports.service") == 2
+    assert "validate +" in runs[-1].output and "ok: celery@reports" in runs[-1].output
+    assert load.wait_done(30, sent) == (3, 0, 0)
