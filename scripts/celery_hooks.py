@@ -57,6 +57,7 @@ EXIT_POLL_S = 0.05  # how often drain checks whether the worker process is gone
 QUIT_GRACE_S = 45.0  # after SIGQUIT (the fleet keeps 60 s of the hook timeout for it)
 TERMINATED_GRACE_S = 10.0  # after SIGQUIT when the agent SIGTERMs the hook itself
 START_BUDGET_S = 240.0  # ApplicationStart's hook timeout is 300 s
+START_DRAIN_BUDGET_S = 120.0  # a worker ApplicationStop did not drain is drained by start within this
 VALIDATE_BUDGET_S = 60.0  # ValidateService's hook timeout is 300 s
 CANARY_TASK = "deploytool.canary"
 WORKER_COMMAND = "run-worker"
@@ -630,6 +631,17 @@ class RemoteControl:
             self.connection.release()
 
 
+NO_FANOUT_SCHEMES = ("sqs",)  # answered without loading the transport (SQS's imports boto3: 0.4 s)
+
+
+def drain_control(broker: Broker, node: str) -> RemoteControl | None:
+    """Remote control of `node` for drain, or None when the broker has none (then SIGTERM is the drain)."""
+    if broker.url.partition("://")[0] in NO_FANOUT_SCHEMES:
+        return None
+    client = celery_client(broker)
+    return RemoteControl(client, node) if has_remote_control(client) else None
+
+
 def task_labels(requests: Iterable[Mapping[str, Any]]) -> list[str]:
     return [f"{r.get('name') or r.get('type') or '?'}[{r.get('id', '?')}]" for r in requests]
 
@@ -644,7 +656,7 @@ def summarize(labels: Sequence[str], limit: int = 8) -> str:
 
 @dataclass
 class DrainResult:
-    outcome: str  # "no-worker", "drained", "cold" (SIGQUIT after the budget), "stuck" (alive after SIGQUIT)
+    outcome: str  # "drained", "cold" (SIGQUIT once the budget was spent), "stuck" (still alive after SIGQUIT)
     seconds: float
     interrupted: list[str] = field(default_factory=list)
 
@@ -750,10 +762,9 @@ def drain_running(
         try:
             step = clock.now()
             env = read_env_file(settings.env_file)
-            client = celery_client(Broker.from_env(env, None, str(settings.env_file)))
-            if has_remote_control(client):
-                control = RemoteControl(client, node)
-                log.step("connect", f"remote control over {client.connection_for_write().as_uri()}", clock.now() - step)
+            control = drain_control(Broker.from_env(env, None, str(settings.env_file)), node)
+            if control is not None:
+                log.step("connect", f"remote control over {control.connection.as_uri()}", clock.now() - step)
             else:
                 log.step("connect", "broker has no remote control (SQS): SIGTERM is the drain", clock.now() - step)
         except HookError as exc:
@@ -894,8 +905,9 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
     worker, _ = find_worker(settings)
     if worker is not None:
         node = running_node(settings)
+        budget = min(settings.drain_timeout, START_DRAIN_BUDGET_S)
         log.step("still running", f"pid {worker.pid} ({node}) was not drained by ApplicationStop; draining it now")
-        result = drain_running(settings, worker, node, clock.now() + settings.drain_timeout, clock, log)
+        result = drain_running(settings, worker, node, clock.now() + budget, clock, log)
         if result.outcome == "stuck":
             raise HookError(f"the old worker pid {worker.pid} did not exit; not starting a second one")
 

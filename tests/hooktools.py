@@ -218,6 +218,7 @@ class HookRun:
     returncode: int
     output: str
     seconds: float
+    started_at: float = 0.0  # wall clock (time.time()), to line up with the worker's log
 
     def check(self) -> HookRun:
         assert self.returncode == 0, f"{self.event} failed ({self.returncode}):\n{self.output}"
@@ -265,8 +266,15 @@ class Instance:
             return None
         return pid
 
-    def write_env(self, broker_url: str, transport_options: Mapping[str, Any] | None, ledger: Path) -> None:
+    def write_env(
+        self,
+        broker_url: str,
+        transport_options: Mapping[str, Any] | None,
+        ledger: Path,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
         lines = [f"CELERY_BROKER_URL={broker_url}", f"ACME_LEDGER={ledger}"]
+        lines += [f"{key}={value}" for key, value in (extra or {}).items()]
         if transport_options:
             lines.append(f"CELERY_BROKER_TRANSPORT_OPTIONS='{json.dumps(dict(transport_options))}'")
         self.env_file.parent.mkdir(parents=True, exist_ok=True)
@@ -297,6 +305,7 @@ class Instance:
 
     def run_hook(self, archive: Path, event: str, script: str, timeout: float, deployment_id: str) -> HookRun:
         version = json.loads((archive / "deploytool" / "fleet.json").read_text())["version"]
+        started_at = time.time()
         started = time.monotonic()
         process = subprocess.Popen(
             [str(archive / "deploytool" / "hooks" / script)],
@@ -312,7 +321,7 @@ class Instance:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGTERM)  # what the agent does when a script's timeout runs out
             out, _ = process.communicate(timeout=60)
-        run = HookRun(event, process.returncode, out.decode(errors="replace"), time.monotonic() - started)
+        run = HookRun(event, process.returncode, out.decode(errors="replace"), time.monotonic() - started, started_at)
         self.runs.append(run)
         pid = self.worker_pid()
         if pid is not None:
@@ -407,7 +416,8 @@ class Load:
         return item
 
     def send_many(self, count: int, queues: Sequence[str], low: float, high: float, seed: int = 7) -> None:
-        """`count` build_report tasks spread over `queues`, durations in [low, high] skewed to short ones."""
+        """`count` build_report tasks round-robin over `queues` (repeat a queue to weigh it), durations in
+        [low, high] skewed to short ones (low + (high - low) * u**3: mean about a quarter of the way)."""
         rng = random.Random(seed)
         with self.client.producer_or_acquire() as producer:
             for n in range(count):
@@ -483,6 +493,28 @@ def fake_systemctl_on_path(bin_dir: Path) -> str:
     wrapper.write_text(f'#!/bin/sh\nexec "{PYTHON}" "{ROOT / "tests" / "fake_systemctl.py"}" "$@"\n')
     wrapper.chmod(0o755)
     return f"{bin_dir}{os.pathsep}"
+
+
+def delete_broker_queues(broker_url: str, queues: Sequence[str]) -> None:
+    """Remove what a run left for `queues` on a shared Redis or RabbitMQ (SQS runs use their own moto)."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        import redis
+
+        client = redis.Redis.from_url(broker_url)
+        try:
+            for queue in queues:
+                for key in client.scan_iter(match=f"*{queue}*"):
+                    client.delete(key)
+        finally:
+            client.close()
+    elif broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+        from kombu import Connection
+
+        with Connection(broker_url) as connection:
+            channel = connection.channel()
+            for queue in queues:
+                channel.queue_delete(queue)
+                channel.exchange_delete(queue)
 
 
 def load_hooks_module() -> Any:

@@ -22,6 +22,7 @@ from tests.hooktools import (
     Load,
     ProcessReaper,
     app_context,
+    delete_broker_queues,
     fake_systemctl_on_path,
     group_settings,
     iter_runs,
@@ -86,30 +87,10 @@ def broker(request: pytest.FixtureRequest) -> Iterator[BrokerSpec]:
 
 
 def forget_queues(broker: BrokerSpec, tag: str, queues: list[str]) -> None:
-    """Delete what the test left on a shared broker (its queues carry `tag`)."""
-
-    def redis_cleanup() -> None:
-        import redis
-
-        client = redis.Redis.from_url(broker.url)
-        for key in client.scan_iter(match=f"*{tag}*"):
-            client.delete(key)
-        client.delete("_kombu.binding_deadlines")  # kombu's, in this module's own database
-        client.close()
-
-    def amqp_cleanup() -> None:
-        from kombu import Connection
-
-        with Connection(broker.url) as connection:
-            channel = connection.channel()
-            for queue in queues:
-                channel.queue_delete(queue)
-                channel.exchange_delete(queue)
-
+    """Delete what the test leaves on a shared broker, at teardown."""
+    broker.cleanups.append(lambda: delete_broker_queues(broker.url, queues))
     if broker.name == "redis":
-        broker.cleanups.append(redis_cleanup)
-    elif broker.name == "rabbitmq":
-        broker.cleanups.append(amqp_cleanup)
+        broker.cleanups.append(lambda: delete_broker_queues(broker.url, ["_kombu.binding_deadlines"]))
 
 
 BROKERS = [
@@ -270,8 +251,15 @@ def test_validate_says_exactly_what_is_wrong(broker: BrokerSpec, tmp_path: Path,
         f"(missing: {fleet.queues[1]}; unexpected: none)"
     ) in run.output
 
+    # ApplicationStart finds the v1 worker still running (ApplicationStop skipped): it drains it first.
+    run = instance.start(archive, "d-OLDRELEAS").check()
+    assert "was not drained by ApplicationStop; draining it now" in run.output
+    assert "drained: pid" in run.output
+    assert "ok: celery@reports" in instance.validate(archive, "d-OLDRELEAS").check().output
+
+    instance.previous = archive
     instance.stop().check()  # type: ignore[union-attr]
-    run = instance.validate(instance.previous, "d-NOTRUNNIN")
+    run = instance.validate(archive, "d-NOTRUNNIN")
     assert run.returncode == 1
     assert "worker is not running: no pidfile at" in run.output
 
