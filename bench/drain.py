@@ -122,7 +122,9 @@ def broker_for(name: str) -> Iterator[tuple[str, dict[str, Any] | None]]:
         yield BROKERS[name], None
 
 
-def run_once(url: str, options: dict[str, Any] | None, tasks: int, prompt: bool, work: Path) -> dict[str, Any]:
+def run_once(
+    url: str, options: dict[str, Any] | None, tasks: int, prompt: bool, work: Path, verbose: bool = False
+) -> dict[str, Any]:
     fleet = load_fleet(ROOT / "deploy.toml")
     tag = uuid.uuid4().hex[:8]
     groups = [g.model_copy(update={"queues": [f"{q}-{tag}" for q in g.queues or []]}) for g in fleet.groups]
@@ -161,6 +163,11 @@ def run_once(url: str, options: dict[str, Any] | None, tasks: int, prompt: bool,
         waves = sorted({g.wave for g in groups})
         drains = roll(groups, fleets, waves, v2)
         completed, lost, duplicates = load.wait_done(600)
+        if verbose:
+            for drain in drains:
+                print(drain, f"overhead {drain.overhead:.3f}", file=sys.stderr)
+            for instance in every:
+                print(instance.runs[-3].output, file=sys.stderr)
     finally:
         reaper.stop_all()
         load.close()
@@ -182,13 +189,14 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--broker", choices=["sqs", "redis", "rabbitmq"], default="sqs")
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--no-baseline", action="store_true", help="skip the stock-shutdown baseline run")
+    parser.add_argument("--verbose", action="store_true", help="each drain and its hook log on stderr")
     args = parser.parse_args(argv)
     with (
         broker_for(args.broker) as (url, options),
         tempfile.TemporaryDirectory(prefix="deploytool-bench-drain-") as work,
     ):
         result: dict[str, Any] = {"broker": args.broker}
-        result.update(run_once(url, options, args.tasks, True, Path(work) / "tuned"))
+        result.update(run_once(url, options, args.tasks, True, Path(work) / "tuned", args.verbose))
         if not args.no_baseline:
             baseline = run_once(url, options, args.tasks, False, Path(work) / "baseline")
             result["baseline"] = {"what": "stock Celery shutdown (DEPLOYTOOL_PROMPT_SHUTDOWN=0)", **baseline}

@@ -738,7 +738,13 @@ def drain_worker(
 def drain(settings: Settings, clock: Clock, log: Log) -> int:
     deadline = log.started + settings.drain_timeout
     step = clock.now()
-    worker, where = find_worker(settings)
+    try:
+        worker, where = find_worker(settings)
+    except HookTerminated:
+        worker, where = find_worker(settings)
+        if worker is not None:
+            cold_shutdown_on_termination(settings, worker, clock, log)
+        raise
     if worker is None:
         log.step("find worker", f"no worker running ({where}); nothing to drain", clock.now() - step)
         return EXIT_OK
@@ -757,7 +763,6 @@ def drain_running(
 ) -> DrainResult:
     """Drain a found worker; on the hook's own SIGTERM, SIGQUIT the worker and exit non-zero."""
     control: RemoteControl | None = None
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         try:
             step = clock.now()
@@ -771,21 +776,9 @@ def drain_running(
             log.step("connect", f"{exc}; going straight to SIGTERM", clock.now() - step)
         result = drain_worker(worker, control, node, deadline, clock, log)
     except HookTerminated:
-        step = clock.now()
-        worker.cold_shutdown()
-        exited = wait_for_exit(worker, clock.now() + TERMINATED_GRACE_S, clock)
-        log.step(
-            "hook terminated",
-            f"SIGTERM from the agent: sent SIGQUIT to pid {worker.pid}; "
-            + ("it exited" if exited else "it is STILL RUNNING"),
-            clock.now() - step,
-        )
-        report_interrupted(settings, worker.pid, log)
-        raise HookError(
-            "ApplicationStop was terminated (hook timeout?); worker cold-shut-down", EXIT_TERMINATED
-        ) from None
+        cold_shutdown_on_termination(settings, worker, clock, log)
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if control is not None:
             control.close()
     reported = report_interrupted(settings, worker.pid, log)
@@ -799,6 +792,20 @@ def drain_running(
         f"pid {worker.pid}: {result.outcome} in {result.seconds:.3f}s",
     )
     return result
+
+
+def cold_shutdown_on_termination(settings: Settings, worker: WorkerProcess, clock: Clock, log: Log) -> None:
+    """The agent's SIGTERM (hook timeout): hand the worker's tasks back at once rather than orphan it."""
+    step = clock.now()
+    worker.cold_shutdown()
+    exited = wait_for_exit(worker, clock.now() + TERMINATED_GRACE_S, clock)
+    log.step(
+        "hook terminated",
+        f"SIGTERM from the agent: sent SIGQUIT to pid {worker.pid}; "
+        + ("it exited" if exited else "it is STILL RUNNING"),
+        clock.now() - step,
+    )
+    report_interrupted(settings, worker.pid, log)
 
 
 def report_interrupted(settings: Settings, pid: int, log: Log) -> list[str]:
@@ -1046,14 +1053,15 @@ def check_canary(settings: Settings, client: Any, node: str, until: float, clock
 
 
 class PromptShutdown:
-    """Stands in for the `time` module of billiard.pool and celery.concurrency.prefork in the worker.
+    """Stands in for `time` (and `sleep`) in billiard.pool and celery's prefork/asynpool, in the worker.
 
     Their shutdown path waits on fixed poll sleeps: each pool child sleeps 1 s before it exits, the pool
-    supervisor 0.8 s, the prefork timer thread 0.5 s, so even an idle worker takes 1.6-2.5 s to exit after
-    SIGTERM. Once shutdown has begun (celery's worker_shutting_down, sent for SIGTERM and SIGQUIT) every such
-    sleep ends within 20 ms; before that they sleep as long as asked, in 50 ms steps. The flag lives in
-    anonymous shared memory, so the pool children forked earlier see it too. Nothing else changes: no signal,
-    no ordering, no message handling. DEPLOYTOOL_PROMPT_SHUTDOWN=0 turns it off.
+    supervisor 0.8 s, the prefork timer thread 0.5 s, the outqueue flush 0.5 s per idle child, so even an
+    idle worker takes 1.6-2.5 s to exit after SIGTERM. Once shutdown has begun (celery's
+    worker_shutting_down, sent for SIGTERM and SIGQUIT) every such sleep ends within 20 ms; before that
+    they sleep as long as asked, in 50 ms steps. The flag lives in anonymous shared memory, so the pool
+    children forked earlier see it too. Nothing else changes: no signal, no ordering, no message handling.
+    DEPLOYTOOL_PROMPT_SHUTDOWN=0 turns it off.
     """
 
     STEP_S = 0.05
@@ -1084,15 +1092,18 @@ class PromptShutdown:
             time.sleep(min(left, self.STEP_S))
 
     def install(self) -> list[str]:
-        """Replace `time` in the modules whose shutdown sleeps matter; the names of those patched."""
+        """Replace `time` (or a `sleep` imported from it) in the modules whose shutdown sleeps matter."""
         import importlib
 
         patched = []
-        for name in ("billiard.pool", "celery.concurrency.prefork"):
+        for name in ("billiard.pool", "celery.concurrency.prefork", "celery.concurrency.asynpool"):
             module = importlib.import_module(name)
             if isinstance(getattr(module, "time", None), types.ModuleType):
                 module.time = self  # type: ignore[attr-defined]
-                patched.append(name)
+                patched.append(f"{name}.time")
+            if getattr(module, "sleep", None) is time.sleep:
+                module.sleep = self.sleep  # type: ignore[attr-defined]
+                patched.append(f"{name}.sleep")
         return patched
 
 
@@ -1260,6 +1271,7 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_BAD_INPUT
     clock = Clock()
     log = Log(argv[0], clock, started=STARTED)
+    signal.signal(signal.SIGTERM, _raise_terminated)  # the agent's timeout; drain answers it with SIGQUIT
     try:
         settings = load_settings(bundle_root_of(__file__), os.environ)
         return COMMANDS[argv[0]](settings, clock, log)
@@ -1267,7 +1279,7 @@ def main(argv: Sequence[str]) -> int:
         log.step("error", str(exc))
         return exc.code
     except HookTerminated:
-        log.step("error", "terminated by SIGTERM")
+        log.step("error", f"{argv[0]} was terminated by SIGTERM (hook timeout?)")
         return EXIT_TERMINATED
 
 
