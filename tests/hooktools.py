@@ -1,0 +1,529 @@
+"""Drive the lifecycle hooks the way the CodeDeploy agent does, on instance directories of this machine.
+
+- `render_bundle` lays out a bundle as CONTRACTS.md section 1 says (app/, deploytool/hooks/ rendered from
+  scripts/ with jinja2 StrictUndefined, deploytool/hooks/systemd/<group>.service, deploytool/fleet.json).
+- `Instance` is one sandbox instance (DEPLOYTOOL_INSTANCE_ROOT): `deploy(bundle)` runs ApplicationStop from
+  the PREVIOUS revision's archive, installs the files into releases/<version>, then ApplicationStart and
+  ValidateService from the new archive, with the agent's environment and its timeout (SIGTERM to the hook's
+  process group).
+- `Load` submits sample-app tasks and reads the ledger (ACME_LEDGER) to count completions and duplicates.
+- `ProcessReaper` stops every worker a test's hooks started (by pid / process group), also on failure.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from deploytool.config import App, Group
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+SAMPLE_APP = ROOT / "sample_app"
+PYTHON = sys.executable
+START_TIMEOUT_S = 300
+VALIDATE_TIMEOUT_S = 300
+
+
+# --- bundle -----------------------------------------------------------------------------------------
+
+
+def app_context(install_dir: str = "/opt/acme-workers", **extra: Any) -> dict[str, Any]:
+    """The template/fleet.json `app` dict, resolved the way deploytool's App model resolves it."""
+    app = App(name="acme-workers", celery_app="acme_workers.celery_app:app", install_dir=install_dir, **extra)
+    return {
+        "name": app.name,
+        "celery_app": app.celery_app,
+        "install_dir": app.install_path,
+        "python": app.python_path,
+        "env_file": app.env_path,
+        "user": app.user,
+    }
+
+
+def group_settings(name: str, queues: Sequence[str], **overrides: Any) -> dict[str, Any]:
+    """Group.worker_settings() of a validated group (the dict the bundle ships)."""
+    values: dict[str, Any] = {"task_time_limit": 60, "visibility_timeout": 600, "drain_timeout": 10}
+    values.update(overrides)
+    return Group(name=name, asg=f"asg-{name}", queues=list(queues), **values).worker_settings()
+
+
+def template_context(app: Mapping[str, Any], groups: Sequence[Mapping[str, Any]], version: str) -> dict[str, Any]:
+    return {
+        "app": dict(app),
+        "version": version,
+        "commit": "0" * 40,
+        "groups": [dict(g) for g in groups],
+        "stop_timeout": min(3600, max(int(g["drain_timeout"]) for g in groups) + 60),
+        "start_timeout": START_TIMEOUT_S,
+        "validate_timeout": VALIDATE_TIMEOUT_S,
+    }
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+def render_file(template: Path, context: Mapping[str, Any]) -> str:
+    return _environment().from_string(template.read_text()).render(**context)
+
+
+def render_bundle(
+    dest: Path,
+    app: Mapping[str, Any],
+    groups: Sequence[Mapping[str, Any]],
+    version: str,
+    release_note: str | None = None,
+) -> Path:
+    """Write a bundle directory for `version`; the sample app says `release_note` when given."""
+    context = template_context(app, groups, version)
+    shutil.copytree(SAMPLE_APP, dest / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if release_note is not None:
+        init = dest / "app" / "acme_workers" / "__init__.py"
+        init.write_text(f'"""Acme\'s Celery workers (test build)."""\n\nRELEASE_NOTE = {release_note!r}\n')
+    hooks = dest / "deploytool" / "hooks"
+    for source in sorted(SCRIPTS.rglob("*")):
+        relative = source.relative_to(SCRIPTS)
+        if source.is_dir() or relative.parts[0] == "systemd" or "__pycache__" in relative.parts:
+            continue
+        target = hooks / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.suffix == ".j2":
+            target = target.with_suffix("")
+            target.write_text(render_file(source, context))
+        else:
+            shutil.copyfile(source, target)
+        target.chmod(source.stat().st_mode & 0o777)
+    for group in groups:
+        unit = hooks / "systemd" / f"{group['name']}.service"
+        unit.parent.mkdir(parents=True, exist_ok=True)
+        unit.write_text(render_file(SCRIPTS / "systemd" / "worker.service.j2", {**context, "group": dict(group)}))
+    fleet = {"app": dict(app), "version": version, "commit": context["commit"]}
+    fleet["groups"] = {g["name"]: g for g in groups}
+    (dest / "deploytool" / "fleet.json").write_text(json.dumps(fleet, indent=2, sort_keys=True) + "\n")
+    return dest
+
+
+# --- processes --------------------------------------------------------------------------------------
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    until = time.monotonic() + timeout
+    while process_alive(pid):
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+class ProcessReaper:
+    """Remembers the workers (session leaders) and servers a test started, and stops them at teardown."""
+
+    def __init__(self) -> None:
+        self.groups: set[int] = set()
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def add_group(self, pid: int) -> None:
+        self.groups.add(pid)
+
+    def add_child(self, process: subprocess.Popen[bytes]) -> None:
+        self.children.append(process)
+
+    def stop_all(self) -> None:
+        for pid in self.groups:
+            if process_alive(pid):
+                os.kill(pid, signal.SIGQUIT)
+        for pid in self.groups:
+            wait_gone(pid, 5.0)
+            try:
+                os.killpg(pid, signal.SIGKILL)  # leftovers of the worker's session (pool children)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for process in self.children:
+            stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM a child this test started, SIGKILL it if it does not go, and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+SQS_TRANSPORT_OPTIONS = {"region": "us-east-1", "is_secure": False, "wait_time_seconds": 1, "polling_interval": 0.1}
+
+
+@contextlib.contextmanager
+def moto_sqs_server() -> Iterator[tuple[str, dict[str, Any]]]:
+    """A moto server on a free loopback port: (broker URL, transport options) for kombu's SQS transport."""
+    port = free_port()
+    server = subprocess.Popen(
+        [PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        if not wait_for(lambda: port_open(port), 30):
+            raise RuntimeError(f"moto server did not listen on 127.0.0.1:{port}")
+        yield f"sqs://k:s@127.0.0.1:{port}", dict(SQS_TRANSPORT_OPTIONS)
+    finally:
+        stop_process(server)
+
+
+# --- instances and the agent ------------------------------------------------------------------------
+
+
+@dataclass
+class HookRun:
+    event: str
+    returncode: int
+    output: str
+    seconds: float
+    started_at: float = 0.0  # wall clock (time.time()), to line up with the worker's log
+
+    def check(self) -> HookRun:
+        assert self.returncode == 0, f"{self.event} failed ({self.returncode}):\n{self.output}"
+        return self
+
+
+@dataclass
+class Instance:
+    """One sandbox instance: a directory standing for the root file system of an EC2 instance."""
+
+    root: Path
+    instance_id: str
+    group: str
+    app: Mapping[str, Any]
+    reaper: ProcessReaper
+    previous: Path | None = None
+    runs: list[HookRun] = field(default_factory=list)
+    process_manager: str = "direct"
+    path_prefix: str = ""
+
+    @property
+    def install_dir(self) -> Path:
+        return Path(str(self.root) + str(self.app["install_dir"]))
+
+    @property
+    def env_file(self) -> Path:
+        return Path(str(self.root) + str(self.app["env_file"]))
+
+    @property
+    def pidfile(self) -> Path:
+        return self.install_dir / "run" / "worker.pid"
+
+    @property
+    def worker_log(self) -> Path:
+        return self.install_dir / "log" / "worker.log"
+
+    def worker_pid(self) -> int | None:
+        """The pid in the pidfile if it is a live worker launched by the hooks (not any reused pid)."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        if b"run-worker" not in cmdline or not process_alive(pid):
+            return None
+        return pid
+
+    def write_env(
+        self,
+        broker_url: str,
+        transport_options: Mapping[str, Any] | None,
+        ledger: Path,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        lines = [f"CELERY_BROKER_URL={broker_url}", f"ACME_LEDGER={ledger}"]
+        lines += [f"{key}={value}" for key, value in (extra or {}).items()]
+        if transport_options:
+            lines.append(f"CELERY_BROKER_TRANSPORT_OPTIONS='{json.dumps(dict(transport_options))}'")
+        self.env_file.parent.mkdir(parents=True, exist_ok=True)
+        self.env_file.write_text("# written by tests/hooktools.py\n" + "\n".join(lines) + "\n")
+
+    def hook_env(self, event: str, deployment_id: str, version: str) -> dict[str, str]:
+        return {
+            "PATH": self.path_prefix + os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/root"),
+            "LANG": "C.UTF-8",
+            "LIFECYCLE_EVENT": event,
+            "DEPLOYMENT_ID": deployment_id,
+            "APPLICATION_NAME": str(self.app["name"]),
+            "DEPLOYMENT_GROUP_NAME": self.group,
+            "DEPLOYMENT_GROUP_ID": f"dg-{self.group}",
+            "BUNDLE_VERSION": version,
+            "DEPLOYTOOL_INSTANCE_ROOT": str(self.root),
+            "DEPLOYTOOL_PYTHON": PYTHON,
+            "DEPLOYTOOL_INSTANCE_ID": self.instance_id,
+        } | ({"DEPLOYTOOL_PROCESS_MANAGER": "direct"} if self.process_manager == "direct" else {})
+
+    def archive(self, bundle: Path, deployment_id: str) -> Path:
+        """The agent's copy of the bundle it runs hooks from (deployment-root/<group>/<id>/deployment-archive)."""
+        target = Path(f"{self.root}/opt/codedeploy-agent/deployment-root/dg-{self.group}/{deployment_id}")
+        target = target / "deployment-archive"
+        shutil.copytree(bundle, target, symlinks=True)
+        return target
+
+    def run_hook(self, archive: Path, event: str, script: str, timeout: float, deployment_id: str) -> HookRun:
+        version = json.loads((archive / "deploytool" / "fleet.json").read_text())["version"]
+        started_at = time.time()
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [str(archive / "deploytool" / "hooks" / script)],
+            cwd=archive,
+            env=self.hook_env(event, deployment_id, version),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.reaper.add_child(process)
+        try:
+            out, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGTERM)  # what the agent does when a script's timeout runs out
+            out, _ = process.communicate(timeout=60)
+        run = HookRun(event, process.returncode, out.decode(errors="replace"), time.monotonic() - started, started_at)
+        self.runs.append(run)
+        pid = self.worker_pid()
+        if pid is not None:
+            self.reaper.add_group(pid)
+        return run
+
+    def stop(self, timeout: float | None = None, deployment_id: str = "d-TESTSTOP0") -> HookRun | None:
+        """ApplicationStop from the last successful revision (none on the first deployment)."""
+        if self.previous is None:
+            return None
+        limit = timeout if timeout is not None else _stop_timeout(self.previous)
+        return self.run_hook(self.previous, "ApplicationStop", "application_stop.sh", limit, deployment_id)
+
+    def install(self, archive: Path) -> None:
+        version = json.loads((archive / "deploytool" / "fleet.json").read_text())["version"]
+        destination = self.install_dir / "releases" / version
+        shutil.copytree(archive, destination, symlinks=True, dirs_exist_ok=True)
+
+    def start(self, archive: Path, deployment_id: str) -> HookRun:
+        return self.run_hook(archive, "ApplicationStart", "application_start.sh", START_TIMEOUT_S, deployment_id)
+
+    def validate(self, archive: Path, deployment_id: str) -> HookRun:
+        return self.run_hook(archive, "ValidateService", "validate_service.sh", VALIDATE_TIMEOUT_S, deployment_id)
+
+    def deploy(self, bundle: Path, stop_timeout: float | None = None) -> list[HookRun]:
+        """One in-place deployment to this instance; stops at the first failing hook like the agent."""
+        deployment_id = "d-" + uuid.uuid4().hex[:9].upper()
+        archive = self.archive(bundle, deployment_id)
+        runs: list[HookRun] = []
+        stopped = self.stop(stop_timeout, deployment_id)
+        if stopped is not None:
+            runs.append(stopped)
+            if stopped.returncode != 0:
+                return runs
+        self.install(archive)
+        for step in (self.start, self.validate):
+            run = step(archive, deployment_id)
+            runs.append(run)
+            if run.returncode != 0:
+                return runs
+        self.previous = archive
+        return runs
+
+
+def _stop_timeout(archive: Path) -> float:
+    fleet = json.loads((archive / "deploytool" / "fleet.json").read_text())
+    return float(min(3600, max(int(g["drain_timeout"]) for g in fleet["groups"].values()) + 60))
+
+
+def make_instances(
+    base: Path, group: str, count: int, app: Mapping[str, Any], reaper: ProcessReaper, tag: str
+) -> list[Instance]:
+    return [
+        Instance(root=base / f"{group}-{n}", instance_id=f"i-{tag}{n:02d}", group=group, app=app, reaper=reaper)
+        for n in range(count)
+    ]
+
+
+# --- load and ledger --------------------------------------------------------------------------------
+
+
+@dataclass
+class Submitted:
+    task_id: str
+    name: str
+    queue: str
+    seconds: float
+
+
+class Load:
+    """Sends sample-app tasks through a plain Celery client and reads what the workers recorded."""
+
+    def __init__(self, broker_url: str, transport_options: Mapping[str, Any] | None, ledger: Path) -> None:
+        from celery import Celery
+
+        self.client = Celery("hooktools-load", set_as_current=False)
+        self.client.conf.update(
+            broker_url=broker_url,
+            broker_transport_options=dict(transport_options or {}),
+            task_create_missing_queues=True,
+        )
+        self.ledger = ledger
+        self.submitted: list[Submitted] = []
+
+    def send(self, name: str, queue: str, seconds: float) -> Submitted:
+        task = f"acme_workers.tasks.{name}"
+        first = 0 if name == "send_email" else len(self.submitted)
+        args: list[Any] = [f"user{first}@example.com" if name == "send_email" else first, seconds]
+        result = self.client.send_task(task, args=args, queue=queue, ignore_result=True)
+        item = Submitted(result.id, name, queue, seconds)
+        self.submitted.append(item)
+        return item
+
+    def send_many(self, count: int, queues: Sequence[str], low: float, high: float, seed: int = 7) -> None:
+        """`count` build_report tasks round-robin over `queues` (repeat a queue to weigh it), durations in
+        [low, high] skewed to short ones (low + (high - low) * u**3: mean about a quarter of the way)."""
+        rng = random.Random(seed)
+        with self.client.producer_or_acquire() as producer:
+            for n in range(count):
+                seconds = round(low + (high - low) * rng.random() ** 3, 3)
+                queue = queues[n % len(queues)]
+                result = self.client.send_task(
+                    "acme_workers.tasks.build_report",
+                    args=[n, seconds],
+                    queue=queue,
+                    ignore_result=True,
+                    producer=producer,
+                )
+                self.submitted.append(Submitted(result.id, "build_report", queue, seconds))
+
+    def ledger_lines(self) -> list[list[str]]:
+        try:
+            text = self.ledger.read_text()
+        except FileNotFoundError:
+            return []
+        return [line.split() for line in text.splitlines() if line.strip()]
+
+    def runs(self) -> collections.Counter[str]:
+        return collections.Counter(parts[0] for parts in self.ledger_lines())
+
+    def releases(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = collections.defaultdict(list)
+        for parts in self.ledger_lines():
+            found[parts[0]].append(parts[2])
+        return found
+
+    def wait_done(self, timeout: float, ids: Iterable[str] | None = None) -> tuple[int, int, int]:
+        """(completed, lost, duplicates) once every task ran or the timeout passed."""
+        wanted = set(ids) if ids is not None else {s.task_id for s in self.submitted}
+        until = time.monotonic() + timeout
+        while True:
+            runs = self.runs()
+            done = {task_id for task_id in wanted if runs[task_id] > 0}
+            if len(done) == len(wanted) or time.monotonic() >= until:
+                duplicates = sum(runs[task_id] - 1 for task_id in done)
+                return len(done), len(wanted) - len(done), duplicates
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    until = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= until:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def log_lines(run: HookRun, step: str) -> list[str]:
+    return [line for line in run.output.splitlines() if f" {step}" in line]
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def iter_runs(instances: Iterable[Instance]) -> Iterator[HookRun]:
+    for instance in instances:
+        yield from instance.runs
+
+
+def fake_systemctl_on_path(bin_dir: Path) -> str:
+    """A directory holding `systemctl` = tests/fake_systemctl.py; the PATH prefix that puts it first."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = bin_dir / "systemctl"
+    wrapper.write_text(f'#!/bin/sh\nexec "{PYTHON}" "{ROOT / "tests" / "fake_systemctl.py"}" "$@"\n')
+    wrapper.chmod(0o755)
+    return f"{bin_dir}{os.pathsep}"
+
+
+def delete_broker_queues(broker_url: str, queues: Sequence[str]) -> None:
+    """Remove what a run left for `queues` on a shared Redis or RabbitMQ (SQS runs use their own moto)."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        import redis
+
+        client = redis.Redis.from_url(broker_url)
+        try:
+            for queue in queues:
+                for key in client.scan_iter(match=f"*{queue}*"):
+                    client.delete(key)
+        finally:
+            client.close()
+    elif broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+        from kombu import Connection
+
+        with Connection(broker_url) as connection:
+            channel = connection.channel()
+            for queue in queues:
+                channel.queue_delete(queue)
+                channel.exchange_delete(queue)
+
+
+def load_hooks_module() -> Any:
+    """scripts/celery_hooks.py as a module (it ships as a script; tests call its functions directly)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("celery_hooks", SCRIPTS / "celery_hooks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("celery_hooks", module)
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,180 @@
+"""The drain algorithm of scripts/celery_hooks.py on a simulated clock, with fakes at its two seams
+(the worker process and the broker's remote control)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+
+from tests.hooktools import load_hooks_module
+
+hooks = load_hooks_module()
+
+
+class FakeClock(hooks.Clock):  # type: ignore[misc,name-defined]
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.slept.append(seconds)
+            self.t += seconds
+
+
+class FakeWorker:
+    """Exits `after_term` s after SIGTERM and `after_quit` s after SIGQUIT (None: never)."""
+
+    pid = 4242
+
+    def __init__(self, clock: FakeClock, after_term: float | None = 0.2, after_quit: float | None = 0.3) -> None:
+        self.clock = clock
+        self.after_term = after_term
+        self.after_quit = after_quit
+        self.exit_at: float | None = None
+        self.signals: list[tuple[str, float]] = []
+
+    def exited(self) -> bool:
+        return self.exit_at is not None and self.clock.now() >= self.exit_at
+
+    def _schedule(self, delay: float | None) -> None:
+        if delay is not None:
+            at = self.clock.now() + delay
+            self.exit_at = at if self.exit_at is None else min(self.exit_at, at)
+
+    def warm_shutdown(self) -> None:
+        self.signals.append(("SIGTERM", self.clock.now()))
+        self._schedule(self.after_term)
+
+    def cold_shutdown(self) -> None:
+        self.signals.append(("SIGQUIT", self.clock.now()))
+        self._schedule(self.after_quit)
+
+
+class FakeControl:
+    """A worker consuming `queues` whose last task finishes at `idle_at` (None: never)."""
+
+    def __init__(self, clock: FakeClock, queues: list[str], idle_at: float | None, answers: bool = True) -> None:
+        self.clock = clock
+        self.queues = queues
+        self.idle_at = idle_at
+        self.answers = answers
+        self.cancelled: list[str] = []
+        self.polls = 0
+
+    def active_queues(self) -> list[str] | None:
+        self.clock.t += 0.01 if self.answers else 1.0
+        return list(self.queues) if self.answers else None
+
+    def cancel_consumer(self, queue: str) -> bool:
+        self.clock.t += 0.005
+        self.cancelled.append(queue)
+        return True
+
+    def busy(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+        self.polls += 1
+        self.clock.t += 0.01
+        if self.idle_at is not None and self.clock.now() >= self.idle_at:
+            return [], []
+        return [{"name": "acme_workers.tasks.transcode_video", "id": "t-1"}], [{"name": "x.y", "id": "t-2"}]
+
+    def ping(self) -> bool:
+        return self.answers
+
+    def close(self) -> None:
+        pass
+
+
+def run_drain(worker: FakeWorker, control: FakeControl | None, clock: FakeClock, budget: float) -> Any:
+    log = hooks.Log("drain", clock, out=io.StringIO())
+    result = hooks.drain_worker(worker, control, "celery@g.i-1", clock.now() + budget, clock, log)
+    return result, log.lines
+
+
+def test_waits_until_idle_then_sends_sigterm_and_nothing_else() -> None:
+    clock = FakeClock()
+    worker = FakeWorker(clock)
+    control = FakeControl(clock, ["video", "email"], idle_at=clock.now() + 3.0)
+    result, lines = run_drain(worker, control, clock, budget=30)
+    assert control.cancelled == ["video", "email"]
+    assert [name for name, _ in worker.signals] == ["SIGTERM"]
+    assert worker.signals[0][1] >= control.idle_at  # type: ignore[operator]
+    assert result.outcome == "drained"
+    assert 3.0 <= result.seconds <= 3.0 + hooks.INSPECT_POLL_S + 0.2 + 0.1
+    assert any("waiting: 1 active, 1 reserved" in line for line in lines)
+    assert any(" SIGTERM: pid 4242 exited" in line for line in lines)
+
+
+def test_polls_inspect_at_the_configured_rate() -> None:
+    clock = FakeClock()
+    control = FakeControl(clock, ["q"], idle_at=clock.now() + 2.0)
+    run_drain(FakeWorker(clock), control, clock, budget=30)
+    assert 2.0 / hooks.INSPECT_POLL_S - 1 <= control.polls <= 2.0 / hooks.INSPECT_POLL_S + 2
+
+
+def test_budget_spent_while_busy_sends_sigquit_and_names_the_interrupted_tasks() -> None:
+    clock = FakeClock()
+    worker = FakeWorker(clock)
+    control = FakeControl(clock, ["video"], idle_at=None)
+    started = clock.now()
+    result, _ = run_drain(worker, control, clock, budget=5)
+    assert [name for name, _ in worker.signals] == ["SIGQUIT"]
+    assert worker.signals[0][1] == pytest.approx(started + 5, abs=0.3)
+    assert result.outcome == "cold"
+    assert result.interrupted == ["acme_workers.tasks.transcode_video[t-1]"]
+
+
+def test_without_remote_control_sigterm_is_the_drain_and_sigquit_ends_it() -> None:
+    clock = FakeClock()
+    worker = FakeWorker(clock, after_term=None)
+    started = clock.now()
+    result, lines = run_drain(worker, None, clock, budget=4)
+    assert [name for name, _ in worker.signals] == ["SIGTERM", "SIGQUIT"]
+    assert worker.signals[0][1] == pytest.approx(started, abs=0.01)
+    assert worker.signals[1][1] == pytest.approx(started + 4, abs=0.06)
+    assert result.outcome == "cold"
+    assert any("still running when drain_timeout was spent" in line for line in lines)
+
+
+def test_sqs_worker_that_finishes_in_time_gets_only_sigterm() -> None:
+    clock = FakeClock()
+    worker = FakeWorker(clock, after_term=2.5)
+    result, _ = run_drain(worker, None, clock, budget=4)
+    assert [name for name, _ in worker.signals] == ["SIGTERM"]
+    assert result.outcome == "drained"
+    assert result.seconds == pytest.approx(2.5, abs=hooks.EXIT_POLL_S + 0.01)
+
+
+def test_worker_that_survives_sigquit_is_reported_stuck_not_killed() -> None:
+    clock = FakeClock()
+    worker = FakeWorker(clock, after_term=None, after_quit=None)
+    result, lines = run_drain(worker, None, clock, budget=2)
+    assert [name for name, _ in worker.signals] == ["SIGTERM", "SIGQUIT"]
+    assert result.outcome == "stuck"
+    assert any("STILL RUNNING" in line for line in lines)
+
+
+def test_worker_that_does_not_answer_goes_straight_to_sigterm() -> None:
+    clock = FakeClock()
+    worker = FakeWorker(clock)
+    control = FakeControl(clock, ["q"], idle_at=None, answers=False)
+    result, lines = run_drain(worker, control, clock, budget=30)
+    assert control.cancelled == []
+    assert [name for name, _ in worker.signals] == ["SIGTERM"]
+    assert result.outcome == "drained"
+    assert any("did not answer" in line for line in lines)
+
+
+def test_worker_that_exits_on_its_own_while_waiting_is_drained() -> None:
+    clock = FakeClock()
+    worker = FakeWorker(clock)
+    worker.exit_at = clock.now() + 1.0
+    control = FakeControl(clock, ["q"], idle_at=None)
+    result, _ = run_drain(worker, control, clock, budget=30)
+    assert worker.signals == []
+    assert result.outcome == "drained"
