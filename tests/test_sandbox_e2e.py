@@ -1,0 +1,106 @@
+"""The whole sandbox run (`fab sandbox`, the README's main command) end to end, as a user runs it:
+real moto server, real Celery workers on moto's SQS, the real hook scripts, v1 then v2 under load.
+And Ctrl-C in the middle of it: every process it started is gone afterwards (checked by pid)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile, wait_gone
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def fleet_copy(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "deploy.toml", tmp_path / "deploy.toml")
+    (tmp_path / "sample_app").symlink_to(ROOT / "sample_app")
+    return tmp_path / "deploy.toml"
+
+
+def fab_sandbox(fleet: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fabric", "sandbox", "--ci", "--fleet", str(fleet)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def started_pids(root: Path) -> list[int]:
+    pids = [pid for pid, _kind in PidRecord(root / "run/pids.txt").pids()]
+    pids += [p for f in root.glob("instances/*/*/opt/*/run/worker.pid") if (p := read_pidfile(f))]
+    return pids
+
+
+def test_fab_sandbox_deploys_v1_then_v2_under_load_and_reports(tmp_path: Path) -> None:
+    process = fab_sandbox(fleet_copy(tmp_path))
+    try:
+        out, _ = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    root = tmp_path / ".sandbox"
+    assert [p for p in started_pids(root) if pid_alive(p)] == [], "the run left processes behind"
+    versions = re.search(r"sandbox run (?:ok|NOT OK): (\S+) -> (\S+) in \d+s", out)
+    assert versions, out
+    v1, v2 = versions.groups()
+    assert v1 != v2
+    for group in ("email", "reports", "video"):
+        assert re.search(rf"│ {group}\s+│ {re.escape(v2)}\s+│ 2 ", out), f"{group} is not on {v2} everywhere:\n{out}"
+    counts = re.search(r"^│\s+(\d+) │\s+(\d+) │\s+(\d+) │\s+(\d+) │$", out, re.MULTILINE)
+    assert counts, out
+    submitted, completed, lost, duplicated = map(int, counts.groups())
+    assert submitted > 0 and completed + lost == submitted
+    assert duplicated == 0, out
+    assert "every instance runs its expected version" in out  # the closing reconcile (DuckDB)
+    assert "lifecycle logs:" in out and "worker logs:" in out
+    if lost == 0:
+        assert process.returncode == 0, out
+        return
+    assert process.returncode == 1, out
+    # Known defect of the SQS drain (scripts/celery_hooks.py PromptShutdown, see the README): the tasks a
+    # stopping worker received are held in flight by SQS until the visibility timeout. Anything else fails.
+    assert f"{lost} of the {lost} lost tasks are held in flight by the broker" in out, out
+    pytest.xfail(f"{lost} of {submitted} tasks held in flight by SQS after a drain (the SQS drain defect)")
+
+
+def test_ctrl_c_in_the_middle_of_fab_sandbox_leaves_no_process_behind(tmp_path: Path) -> None:
+    process = fab_sandbox(fleet_copy(tmp_path))
+    root = tmp_path / ".sandbox"
+    pids: list[int] = []
+    try:
+        assert process.stdout is not None
+        seen: list[str] = []
+        for line in process.stdout:
+            seen.append(line)
+            if "v2: built and published" in line:  # v1 runs on every instance, the load runs, v2 starts rolling out
+                break
+        else:
+            pytest.fail("fab sandbox ended before v2:\n" + "".join(seen))
+        pids = started_pids(root)
+        assert len([p for p in pids if pid_alive(p)]) >= 7, "expected moto and six workers"
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=120)
+        assert process.returncode == 130, "".join(seen) + out
+        assert "interrupted" in out
+        pids = sorted(set(pids + started_pids(root)))
+        assert wait_gone(pids, 5) == [], f"left running: {[p for p in pids if pid_alive(p)]}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
