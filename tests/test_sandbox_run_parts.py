@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from deploytool.config import load_fleet
-from deploytool.sandbox.clock import Clock
 from deploytool.sandbox.fleet import Broker
 from deploytool.sandbox.instance import Instance
 from deploytool.sandbox.load import SAMPLE_TASKS, CelerySender, LoadGenerator, TaskKind, kinds_for
@@ -101,6 +101,19 @@ def test_tally_counts_completed_lost_and_duplicated(tmp_path: Path) -> None:
     assert result.by_release == {"v1: first release": 2, "v2: sandbox rollout": 4}
 
 
+class FakeClock:
+    """A clock at the seam: time moves only when someone sleeps (and the sleep may change the world)."""
+
+    def __init__(self, now: list[float], sleep: Callable[[float], None]) -> None:
+        self._now, self._sleep = now, sleep
+
+    def now(self) -> float:
+        return self._now[0]
+
+    def sleep(self, seconds: float) -> None:
+        self._sleep(seconds)
+
+
 def test_wait_for_drain_stops_when_every_task_ran_or_at_the_timeout(tmp_path: Path) -> None:
     now = [0.0]
     ledger = tmp_path / "ledger.log"
@@ -110,7 +123,7 @@ def test_wait_for_drain_stops_when_every_task_ran_or_at_the_timeout(tmp_path: Pa
         if now[0] >= 2:
             ledger.write_text("t1 x v 1\nt2 x v 1\n")
 
-    clock = Clock(monotonic=lambda: now[0], sleep=sleep)
+    clock = FakeClock(now, sleep)
     assert wait_for_drain(["t1", "t2"], [ledger], timeout_s=30, clock=clock).lost == 0
     assert now[0] == 2.0
     assert wait_for_drain(["t1", "t9"], [ledger], timeout_s=30, clock=clock).lost == 1
@@ -137,7 +150,7 @@ def test_wait_for_drain_stops_early_when_the_rest_is_held_in_flight(tmp_path: Pa
 
     ledger = tmp_path / "ledger.log"
     ledger.write_text("t1 x v 1\n")
-    clock = Clock(monotonic=lambda: now[0], sleep=sleep)
+    clock = FakeClock(now, sleep)
     result = wait_for_drain(["t1", "t2"], [ledger], timeout_s=90, clock=clock, depth=lambda: (0, 1), settle_s=5)
     assert (result.lost, result.waiting, result.in_flight) == (1, 0, 1)
     assert 5 <= now[0] < 6

@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from deploytool.aws.s3 import S3Gateway
@@ -45,7 +46,7 @@ from deploytool.rollout.backend import (
     Revision,
 )
 from deploytool.sandbox.appspec import FileExistsBehavior
-from deploytool.sandbox.clock import REAL_CLOCK, Clock
+from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.errors import SandboxError
 from deploytool.sandbox.fleet import SandboxFleet
 from deploytool.sandbox.instance import Instance
@@ -104,7 +105,7 @@ class LocalBackend:
         s3: S3Gateway,
         app: App,
         timing: Timing = DEFAULT_TIMING,
-        clock: Clock = REAL_CLOCK,
+        clock: Clock = SYSTEM_CLOCK,
         record: PidRecord | None = None,
         new_id: Callable[[], str] = new_deployment_id,
         file_exists_behavior: FileExistsBehavior = "DISALLOW",
@@ -259,7 +260,7 @@ class LocalBackend:
                 creator=creator,
                 policy=health_policy(group.strategy, len(chosen)),
                 targets={i.instance_id: _Target(i) for i in chosen},
-                started_at=self.clock.now().isoformat(timespec="seconds"),
+                started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
             self._deployments[dep.id] = dep
             if exclusive:
@@ -367,7 +368,7 @@ class LocalBackend:
             "version": dep.revision.version,
             "release_id": dep.request.release_id,
             "started_at": dep.started_at,
-            "ended_at": self.clock.now().isoformat(timespec="seconds"),
+            "ended_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "error": dep.error,
         }
         with self._lock:

@@ -1,22 +1,10 @@
-"""The clock the sandbox waits with: injected so tests can shorten or simulate waits."""
+"""The clock the sandbox waits with: deploytool.rollout.clock's (now() is monotonic seconds), so
+tests can pass a simulated one; SYSTEM_CLOCK is the default. Log timestamps use wall time directly."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from deploytool.rollout.clock import Clock, SystemClock
 
+SYSTEM_CLOCK: Clock = SystemClock()
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Clock:
-    monotonic: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    now: Callable[[], datetime] = field(default=_utc_now)
-
-
-REAL_CLOCK = Clock()
+__all__ = ["SYSTEM_CLOCK", "Clock"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from deploytool.sandbox.clock import REAL_CLOCK, Clock
+from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.fleet import Broker
 
 
@@ -83,7 +83,7 @@ class LoadGenerator:
     log_path: Path
     rate_per_s: float = 6.0
     seed: int | None = None
-    clock: Clock = REAL_CLOCK
+    clock: Clock = SYSTEM_CLOCK
     submitted: list[Submitted] = field(default_factory=list)
     errors: int = 0
     last_error: str = ""
@@ -125,12 +125,12 @@ class LoadGenerator:
     def _run(self) -> None:
         interval = 1.0 / self.rate_per_s
         n = 0
-        next_at = self.clock.monotonic()
+        next_at = self.clock.now()
         while not self._stop.is_set():
             self.submit_one(n)
             n += 1
             next_at += interval
-            delay = next_at - self.clock.monotonic()
+            delay = next_at - self.clock.now()
             if delay > 0:
                 self._stop.wait(delay)
 

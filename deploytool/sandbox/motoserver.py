@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from deploytool.sandbox.clock import REAL_CLOCK, Clock
+from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.errors import SandboxError
 from deploytool.sandbox.procs import PidRecord, pid_alive, wait_gone
 
@@ -53,7 +53,7 @@ class MotoServer:
         log_path: Path,
         pidfile: Path,
         python: str = sys.executable,
-        clock: Clock = REAL_CLOCK,
+        clock: Clock = SYSTEM_CLOCK,
         ready_timeout_s: float = 30.0,
         record: PidRecord | None = None,
     ) -> None:
@@ -94,8 +94,8 @@ class MotoServer:
         if self.record is not None:
             self.record.add(self.process.pid, "moto", self.url)
         self.pidfile.write_text(f"{self.process.pid} {self.port}\n")
-        deadline = self.clock.monotonic() + self.ready_timeout_s
-        while self.clock.monotonic() < deadline:
+        deadline = self.clock.now() + self.ready_timeout_s
+        while self.clock.now() < deadline:
             if self.process.poll() is not None:
                 self.process = None
                 return False
@@ -136,7 +136,7 @@ def recorded(pidfile: Path) -> tuple[int, int] | None:
     return (pid, port) if b"moto.server" in argv and str(port).encode() in argv else None
 
 
-def stop_recorded(pidfile: Path, clock: Clock = REAL_CLOCK, grace_s: float = 5.0) -> bool:
+def stop_recorded(pidfile: Path, clock: Clock = SYSTEM_CLOCK, grace_s: float = 5.0) -> bool:
     """Stop the moto server a pidfile names (started by an earlier `sandbox-up`). True if one was running."""
     found = recorded(pidfile)
     pidfile.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from deploytool.sandbox.clock import REAL_CLOCK, Clock
+from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 
 Log = Callable[[str], None]
 
@@ -78,17 +78,17 @@ def read_pidfile(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def wait_gone(pids: Iterable[int], timeout_s: float, clock: Clock = REAL_CLOCK, step_s: float = 0.05) -> list[int]:
+def wait_gone(pids: Iterable[int], timeout_s: float, clock: Clock = SYSTEM_CLOCK, step_s: float = 0.05) -> list[int]:
     """Wait until every pid is gone or the timeout passes; returns those still alive."""
     left = [p for p in pids if pid_alive(p)]
-    deadline = clock.monotonic() + timeout_s
-    while left and clock.monotonic() < deadline:
+    deadline = clock.now() + timeout_s
+    while left and clock.now() < deadline:
         clock.sleep(step_s)
         left = [p for p in left if pid_alive(p)]
     return left
 
 
-def stop_worker(pid: int, *, grace_s: float, clock: Clock = REAL_CLOCK, log: Log = lambda _: None) -> bool:
+def stop_worker(pid: int, *, grace_s: float, clock: Clock = SYSTEM_CLOCK, log: Log = lambda _: None) -> bool:
     """Stop a worker as the drain does: SIGTERM (warm), SIGQUIT (cold) after `grace_s`.
 
     As a last resort, after a second grace, SIGKILL of the worker's own process group (never

@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.table import Table
 
 from deploytool.config import App
-from deploytool.sandbox.clock import REAL_CLOCK, Clock
+from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.instance import Instance
 
 
@@ -62,7 +62,7 @@ def wait_for_drain(
     ledgers: Sequence[Path],
     *,
     timeout_s: float,
-    clock: Clock = REAL_CLOCK,
+    clock: Clock = SYSTEM_CLOCK,
     step_s: float = 0.5,
     depth: Callable[[], tuple[int, int]] | None = None,
     settle_s: float = 5.0,
@@ -70,11 +70,11 @@ def wait_for_drain(
     """Wait until every submitted task ran, or the timeout passes, or (when the broker's depth
     `(waiting, in_flight)` is known) nothing waits and nothing has completed for `settle_s`: the
     rest is held in flight by the broker, and waiting longer would not change the answer."""
-    deadline = clock.monotonic() + timeout_s
-    completed, since = -1, clock.monotonic()
+    deadline = clock.now() + timeout_s
+    completed, since = -1, clock.now()
     while True:
         result = tally(submitted, *read_ledgers(ledgers))
-        now = clock.monotonic()
+        now = clock.now()
         if result.completed != completed:
             completed, since = result.completed, now
         if depth is not None:

@@ -31,6 +31,7 @@ import tarfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +39,7 @@ from deploytool.aws.s3 import S3Gateway
 from deploytool.errors import DeployToolError
 from deploytool.rollout.backend import LIFECYCLE_EVENTS, Revision
 from deploytool.sandbox.appspec import AppSpec, FileExistsBehavior, load_appspec
-from deploytool.sandbox.clock import REAL_CLOCK, Clock
+from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.errors import SandboxError
 from deploytool.sandbox.install import install
 from deploytool.sandbox.instance import Instance
@@ -117,7 +118,7 @@ class LifecycleRunner:
         s3: S3Gateway | None = None,
         python: str = sys.executable,
         timing: Timing = DEFAULT_TIMING,
-        clock: Clock = REAL_CLOCK,
+        clock: Clock = SYSTEM_CLOCK,
         record: PidRecord | None = None,
         abort: threading.Event | None = None,
     ) -> None:
@@ -171,9 +172,9 @@ class LifecycleRunner:
         for event in chosen:
             if on_event is not None:
                 on_event(event)
-            log = EventLog(logs / f"{event}.log", self.clock)
+            log = EventLog(logs / f"{event}.log")
             log.write(f"LifecycleEvent - {event} ({spec.deployment_id} on {self.instance.instance_id})")
-            started = self.clock.monotonic()
+            started = self.clock.now()
             try:
                 if self.abort is not None and self.abort.is_set():
                     raise SandboxError("stopped: the sandbox is shutting down")
@@ -185,7 +186,7 @@ class LifecycleRunner:
                 log.write(f"[deploytool] {message}")
             finally:
                 log.close()
-            result = EventResult(event, status, round(self.clock.monotonic() - started, 3), message)
+            result = EventResult(event, status, round(self.clock.now() - started, 3), message)
             results.append(result)
             if status == "Failed":
                 if event == "ApplicationStop" and spec.ignore_application_stop_failures:
@@ -240,9 +241,9 @@ class LifecycleRunner:
             log.write("[deploytool] no scripts for this event")
             return "Succeeded", ""
         env = self.hook_env(event, ctx.spec)
-        started = self.clock.monotonic()
+        started = self.clock.now()
         for script in scripts:
-            left = self.timing.event_limit_s - (self.clock.monotonic() - started)
+            left = self.timing.event_limit_s - (self.clock.now() - started)
             if left <= 0:
                 limit = self.timing.event_limit_s
                 message = f"the scripts of {event} used up the {limit:g} s the agent allows one event"
@@ -377,7 +378,7 @@ class LifecycleRunner:
         }
         (logs / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         line = (
-            f"{self.clock.now().isoformat(timespec='seconds')} {spec.deployment_id} {outcome.status} "
+            f"{datetime.now(UTC).isoformat(timespec='seconds')} {spec.deployment_id} {outcome.status} "
             f"{summary['version'] or '-'} {outcome.failed_event or '-'} {outcome.message}".rstrip()
         )
         with (logs.parent / "deployments.log").open("a") as out:

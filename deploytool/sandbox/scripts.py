@@ -20,10 +20,11 @@ import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from deploytool.sandbox.clock import REAL_CLOCK, Clock
+from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.procs import group_members, signal_group
 
 TAIL_CHARS = 2048  # the agent keeps the last 2 KiB of script output for the deployment's diagnostics
@@ -43,16 +44,15 @@ class ScriptOutcome:
 class EventLog:
     """One lifecycle event's log on one instance, and the tail kept for diagnostics."""
 
-    def __init__(self, path: Path, clock: Clock = REAL_CLOCK) -> None:
+    def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.clock = clock
         self._file: IO[str] = path.open("a", encoding="utf-8")
         self._tail = ""
         self._lock = threading.Lock()
 
     def write(self, line: str) -> None:
-        stamp = self.clock.now().strftime("%Y-%m-%d %H:%M:%S")
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
         text = line if line.endswith("\n") else line + "\n"
         with self._lock:
             self._file.write(f"{stamp} {text}")
@@ -140,7 +140,7 @@ def run_script(
     log: EventLog,
     runas: str | None = None,
     kill_grace_s: float = 10.0,
-    clock: Clock = REAL_CLOCK,
+    clock: Clock = SYSTEM_CLOCK,
     abort: threading.Event | None = None,
     on_spawn: Callable[[int], None] | None = None,
 ) -> ScriptOutcome:
@@ -156,7 +156,7 @@ def run_script(
     popen, user_env, problem = _identity(runas)
     if problem:
         return _fail(log, location, problem)
-    start = clock.monotonic()
+    start = clock.now()
     try:
         process = subprocess.Popen(
             [str(path)],
@@ -202,7 +202,7 @@ def _supervise(
             if abort is not None and abort.is_set():
                 stopped = "the sandbox is shutting down"
                 break
-            remaining = deadline - clock.monotonic()
+            remaining = deadline - clock.now()
             if remaining <= 0:
                 stopped = "timeout"
                 break
@@ -221,7 +221,7 @@ def _supervise(
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
-    duration = clock.monotonic() - start
+    duration = clock.now() - start
     code = process.returncode
     if stopped == "timeout":
         if code == 0:
@@ -254,8 +254,8 @@ def _terminate_group(
     pgid = process.pid  # start_new_session: the script leads its own group
     signal_group(pgid, signal.SIGTERM)
     log.write(f"[deploytool] sent SIGTERM to the script's process group {pgid}")
-    deadline = clock.monotonic() + grace_s
-    while clock.monotonic() < deadline:
+    deadline = clock.now() + grace_s
+    while clock.now() < deadline:
         if output.open:
             output.pump(0.05)
         else:
@@ -270,7 +270,7 @@ def _terminate_group(
             f"{', '.join(map(str, members))} (the agent stops at SIGTERM; the sandbox leaves nothing behind)"
         )
     process.wait()
-    deadline = clock.monotonic() + grace_s  # SIGKILL is asynchronous: wait until they are gone
-    while group_members(pgid) and clock.monotonic() < deadline:
+    deadline = clock.now() + grace_s  # SIGKILL is asynchronous: wait until they are gone
+    while group_members(pgid) and clock.now() < deadline:
         clock.sleep(0.02)
     return bool(members)

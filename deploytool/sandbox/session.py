@@ -40,7 +40,7 @@ from deploytool.config import App, Fleet, LocalTarget
 from deploytool.errors import UsageError
 from deploytool.sandbox.appspec import FileExistsBehavior
 from deploytool.sandbox.backend import LocalBackend
-from deploytool.sandbox.clock import REAL_CLOCK, Clock
+from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.fleet import Broker, SandboxFleet, sandbox_broker
 from deploytool.sandbox.instance import Instance
 from deploytool.sandbox.motoserver import MotoServer, recorded, stop_recorded
@@ -93,7 +93,7 @@ def _stop_recorded_hooks(root: Path, log: Log) -> None:
 
 
 def stop_sandbox(
-    root: Path, app: App, *, grace_s: float = 10.0, clock: Clock = REAL_CLOCK, log: Log = lambda _: None
+    root: Path, app: App, *, grace_s: float = 10.0, clock: Clock = SYSTEM_CLOCK, log: Log = lambda _: None
 ) -> None:
     """Stop what a sandbox under `root` left running: hooks, workers (by pidfile), its moto server."""
     _stop_recorded_hooks(root, log)
@@ -111,7 +111,7 @@ class SandboxSession:
         root: Path | None = None,
         groups: Sequence[str] | None = None,
         timing: Timing = DEFAULT_TIMING,
-        clock: Clock = REAL_CLOCK,
+        clock: Clock = SYSTEM_CLOCK,
         worker_stop_grace_s: float = 10.0,
         file_exists_behavior: FileExistsBehavior = "DISALLOW",
         log: Log = lambda _: None,
