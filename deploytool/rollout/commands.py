@@ -5,6 +5,9 @@ release store, clock, console: the seams tests replace) and returns plain data; 
 parses options and turns a failed result into exit code 1 (DeployFailed). Progress goes to the
 console as a live table on a terminal, as plain lines with --ci or without a terminal; --json-out
 and $GITHUB_STEP_SUMMARY get the result. --dry-run prints the plan and changes nothing.
+On a local target the services are those of the sandbox `fab sandbox-up` left running (deploytool.rollout.
+backends); its deployments run in this process, so a Ctrl-C there stops them (with rollback) and follows them
+to the end instead of detaching (deploytool.rollout.interrupt).
 """
 
 from __future__ import annotations
