@@ -133,8 +133,8 @@ def reconcile(c, fleet=None, target=None, groups=None, json=False, fix=False, ci
         runner, backend = fix_runner_for(rollout, settings.target)
         services = services_for(loaded, session=rollout.aws)
     run_reconcile(
-        loaded, settings, services or services_for(loaded), make_console(ci=ci), as_json=json, fix=fix,
-        runner=runner, backend=backend,
+        loaded, settings, services or services_for(loaded, target=settings.target), make_console(ci=ci),
+        as_json=json, fix=fix, runner=runner, backend=backend,
     )
 
 
@@ -267,7 +267,7 @@ _SANDBOX_HELP = {
 
 @cli_task(help=_SANDBOX_HELP)
 def sandbox_up(c, fleet=None, target=None, debug=False):
-    """Start an idle sandbox fleet (moto server, ASGs, instance dirs) and leave it running for `fab hooks`."""
+    """Start an idle sandbox fleet (moto, ASGs, instance dirs) and leave it running for deploy, reconcile, hooks."""
     from deploytool.sandbox.session import SandboxSession
 
     loaded = fleet_from(fleet)
@@ -278,7 +278,8 @@ def sandbox_up(c, fleet=None, target=None, debug=False):
         for group in session.fleet.groups:
             ids = ", ".join(i.instance_id for i in session.fleet.instances(group))
             console.print(f"{group.name}: {ids}", highlight=False)
-        console.print(f"sandbox up under {session.root} (moto at {session.moto.url}); stop it with `fab sandbox-down`")
+        console.print(f"sandbox up under {session.root} (moto at {session.moto.url})", highlight=False)
+        console.print("deploy to it with `fab deploy`; stop it with `fab sandbox-down`", highlight=False)
 
 
 @cli_task(help=_SANDBOX_HELP)

@@ -1,10 +1,12 @@
-"""Helpers for the sandbox tests: fixture bundles (a tgz with an appspec.yml and tiny shell hooks),
+"""Helpers for the sandbox tests: fixture bundles (a tgz with an appspec.yml and tiny shell hooks), the fixture
+hook templates for real bundles,
 fleets built from dicts, S3 revisions in moto (mock_aws), and a provisioned local backend."""
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -17,13 +19,17 @@ from deploytool.aws.local import local_session
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.config import Fleet, parse_fleet
+from deploytool.render import TOOL_ROOT, Templates
 from deploytool.rollout.backend import Revision
 from deploytool.sandbox.backend import LocalBackend
 from deploytool.sandbox.fleet import Broker, SandboxFleet
-from deploytool.sandbox.procs import pid_alive
+from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile
 from deploytool.sandbox.runner import Timing
 from deploytool.sandbox.state import SandboxState
 
+# The appspec as shipped, with the small fixture hooks (no Celery worker: they flip `current`, write run/VERSION
+# and a journal line; ValidateService fails where the instance root holds `fail-validate`).
+FIXTURE_TEMPLATES = Templates(TOOL_ROOT / "appspec" / "appspec.yml.j2", TOOL_ROOT / "tests/fixtures/sandbox_scripts")
 BUCKET = "sandbox-test-bucket"
 REGION = "us-east-1"
 FAST = Timing(event_limit_s=3600, kill_grace_s=1.0)
@@ -109,6 +115,20 @@ def make_backend(fleet: Fleet, aws: AwsSession, root: Path, timing: Timing = FAS
         timing=timing,
         worker_stop_grace_s=1.0,
     )
+
+
+def fleet_copy(tmp_path: Path) -> Path:
+    """The sample fleet file beside a link to the sample app, outside git (versions are given, or fab sandbox's)."""
+    shutil.copy(TOOL_ROOT / "deploy.toml", tmp_path / "deploy.toml")
+    (tmp_path / "sample_app").symlink_to(TOOL_ROOT / "sample_app")
+    return tmp_path / "deploy.toml"
+
+
+def started_pids(root: Path) -> list[int]:
+    """Every pid a sandbox under `root` recorded, and its workers' (by their pidfiles)."""
+    pids = [pid for pid, _kind in PidRecord(root / "run/pids.txt").pids()]
+    pids += [p for f in root.glob("instances/*/*/opt/*/run/worker.pid") if (p := read_pidfile(f))]
+    return pids
 
 
 def kill_if_alive(pid: int) -> None:

@@ -331,3 +331,27 @@ def test_a_second_ctrl_c_while_asking_detaches() -> None:
         raise KeyboardInterrupt
 
     assert follow(orch, ask).detached
+
+
+@pytest.mark.parametrize("second_ctrl_c", [False, True])
+def test_deployments_of_this_process_are_stopped_and_followed_never_detached(second_ctrl_c: bool) -> None:
+    """The sandbox's deployments run in this process (detachable=False): a detach would cut them off."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from deploytool.rollout.interrupt import STOPPING_IN_PROCESS, console_prompt, follow
+
+    orch, backend, _ = orchestrate([group("a")], {"a": Script(duration=100)}, clock=InterruptingClock(at=20))
+    out = StringIO()
+    prompt = console_prompt(Console(file=out, width=300), interactive=False, detachable=False)
+
+    def ask() -> Any:
+        if second_ctrl_c:
+            raise KeyboardInterrupt
+        return prompt()
+
+    result = follow(orch, ask, detachable=False)
+    assert not result.detached and result.group("a").outcome == "stopped"
+    assert backend.stops == [(result.group("a").deployment_id, True)]
+    assert out.getvalue() == ("" if second_ctrl_c else STOPPING_IN_PROCESS + "\n")

@@ -20,6 +20,7 @@ from deploytool.aws.session import AwsSession
 from deploytool.rollout.backend import DeployRequest, Revision
 from deploytool.sandbox.backend import LocalBackend
 from deploytool.sandbox.errors import SandboxError
+from deploytool.sandbox.state import SandboxState
 from tests.sandbox_helpers import aws, make_backend, make_fleet, sh, upload, write_bundle
 
 __all__ = ["aws"]
@@ -178,6 +179,14 @@ def test_a_failing_validate_service_fails_the_group_per_its_minimum_and_rolls_ba
     details = {p.instance_id: p for p in setup.backend.instance_results(failed_id)}
     assert details[bad].lifecycle_event == "ValidateService"
     assert "hooks/end.sh failed with exit code 1" in details[bad].message
+
+    # The next fab task (another process) attaches anew: it reads these finished deployments from the records.
+    later = LocalBackend(setup.backend.fleet, SandboxState(tmp_path / "sb/state", "fixture-app"), s3=setup.s3,
+                         app=setup.fleet.app)
+    ids = [failed_id, rollback.deployment_id]
+    assert later.poll([*ids, "d-UNKNOWN00"]) == setup.backend.poll(ids)
+    assert [(p.instance_id, p.status) for p in later.instance_results(failed_id)] == [
+        (p.instance_id, p.status) for p in setup.backend.instance_results(failed_id)]
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,16 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile, wait_gone
+from deploytool.sandbox.procs import pid_alive, wait_gone
 from tests.conftest import ROOT
+from tests.sandbox_helpers import fleet_copy, started_pids
 
 pytestmark = pytest.mark.slow
-
-
-def fleet_copy(tmp_path: Path) -> Path:
-    shutil.copy(ROOT / "deploy.toml", tmp_path / "deploy.toml")
-    (tmp_path / "sample_app").symlink_to(ROOT / "sample_app")
-    return tmp_path / "deploy.toml"
 
 
 def fab_sandbox(fleet: Path) -> subprocess.Popen[str]:
@@ -35,12 +29,6 @@ def fab_sandbox(fleet: Path) -> subprocess.Popen[str]:
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-
-
-def started_pids(root: Path) -> list[int]:
-    pids = [pid for pid, _kind in PidRecord(root / "run/pids.txt").pids()]
-    pids += [p for f in root.glob("instances/*/*/opt/*/run/worker.pid") if (p := read_pidfile(f))]
-    return pids
 
 
 def test_fab_sandbox_deploys_v1_then_v2_under_load_and_reports(tmp_path: Path) -> None:

@@ -12,16 +12,13 @@ import pytest
 from deploytool.aws.session import AwsSession
 from deploytool.bundle import build_bundle
 from deploytool.publish import publish
-from deploytool.render import TOOL_ROOT, Templates
 from deploytool.rollout.backend import DeployRequest
 from deploytool.sandbox.workrepo import WorkRepo
 from deploytool.version import source_version
 from tests.conftest import ROOT
-from tests.sandbox_helpers import BUCKET, aws, make_backend
+from tests.sandbox_helpers import BUCKET, FIXTURE_TEMPLATES, aws, make_backend
 
 __all__ = ["aws"]
-
-TEMPLATES = Templates(TOOL_ROOT / "appspec" / "appspec.yml.j2", ROOT / "tests/fixtures/sandbox_scripts")
 
 
 @pytest.mark.slow
@@ -41,7 +38,7 @@ def test_v1_then_v2_of_the_sample_app_through_bundle_publish_and_the_local_backe
     def release(note: str | None) -> str:
         if note:
             repo.change_release_note(note)
-        bundle = build_bundle(fleet, source_version(repo.root), tmp_path / "dist", templates=TEMPLATES)
+        bundle = build_bundle(fleet, source_version(repo.root), tmp_path / "dist", templates=FIXTURE_TEMPLATES)
         published = publish(bundle, fleet, aws, target="sandbox", created_by="test")
         ids = [backend.start(DeployRequest(g, published.revision(), published.release_id)) for g in fleet.groups]
         for did in ids:

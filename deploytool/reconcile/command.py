@@ -4,7 +4,9 @@ Contract: `run_reconcile` reconciles (pipeline.py), writes the report through th
 (rich tables, or JSON with as_json), appends markdown to $GITHUB_STEP_SUMMARY when the injected env
 sets it, and with `fix` redeploys the expected revision to the drifted instances through the
 injected runner and reconciles again. It returns the final report, or raises DriftFound (exit 3)
-when any instance still drifts. `services_for` builds the gateways from one AwsSession.
+when any instance still drifts. `services_for` builds the gateways from one AwsSession: the one given,
+else for a local target the running sandbox's (its moto server; UsageError, exit 2, when no sandbox
+runs), else one on the fleet's region/profile (endpoint: `endpoint_url` or $DEPLOYTOOL_AWS_ENDPOINT_URL).
 """
 
 from __future__ import annotations
@@ -40,12 +42,9 @@ ENDPOINT_ENV = "DEPLOYTOOL_AWS_ENDPOINT_URL"
 
 
 def services_for(
-    fleet: Fleet, *, session: AwsSession | None = None, endpoint_url: str | None = None
+    fleet: Fleet, *, target: str | None = None, session: AwsSession | None = None, endpoint_url: str | None = None
 ) -> ReconcileServices:
-    chosen = session or AwsSession(
-        region=fleet.aws.region, profile=fleet.aws.profile,
-        endpoint_url=endpoint_url or os.environ.get(ENDPOINT_ENV) or None,
-    )
+    chosen = session or _session_for(fleet, target, endpoint_url)
     return ReconcileServices(
         s3=S3Gateway(chosen, expected_bucket_owner=fleet.artifacts.expected_bucket_owner),
         autoscaling=AutoScalingGateway(chosen),
@@ -54,6 +53,18 @@ def services_for(
         now=lambda: datetime.now(UTC),
         sleep=time.sleep,
         clock=time.monotonic,
+    )
+
+
+def _session_for(fleet: Fleet, target: str | None, endpoint_url: str | None) -> AwsSession:
+    name, chosen = fleet.target(target)
+    if isinstance(chosen, LocalTarget):
+        from deploytool.sandbox.session import attach  # the sandbox package only when a local target is used
+
+        return attach(fleet, name).aws
+    return AwsSession(
+        region=fleet.aws.region, profile=fleet.aws.profile,
+        endpoint_url=endpoint_url or os.environ.get(ENDPOINT_ENV) or None,
     )
 
 
@@ -195,7 +206,7 @@ def athena_setup(
         for statement in statements:
             console.print(statement.rstrip() + ";\n", markup=False, highlight=False, soft_wrap=True)
         return statements
-    chosen = services or services_for(fleet)
+    chosen = services or services_for(fleet, target=settings.target)
     if chosen.athena is None:
         raise UsageError("--apply needs AWS access to Athena")
     for statement in statements:
@@ -237,4 +248,5 @@ def reconcile_after_deploy(
 
     `settings` (e.g. another engine) replace the target's defaults for these groups."""
     chosen = settings or settings_for(fleet, target_name, groups=groups)
-    return run_reconcile(fleet, chosen, services or services_for(fleet), console, as_json=as_json, env=env)
+    return run_reconcile(fleet, chosen, services or services_for(fleet, target=chosen.target), console,
+                         as_json=as_json, env=env)

@@ -5,6 +5,9 @@ release store, clock, console: the seams tests replace) and returns plain data; 
 parses options and turns a failed result into exit code 1 (DeployFailed). Progress goes to the
 console as a live table on a terminal, as plain lines with --ci or without a terminal; --json-out
 and $GITHUB_STEP_SUMMARY get the result. --dry-run prints the plan and changes nothing.
+On a local target the services are those of the sandbox `fab sandbox-up` left running (deploytool.rollout.
+backends); its deployments run in this process, so a Ctrl-C there stops them (with rollback) and follows them
+to the end instead of detaching (deploytool.rollout.interrupt).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from deploytool.config import CodeDeployTarget, Fleet, Group
 from deploytool.errors import DeployFailed, UsageError
 from deploytool.render import Templates
 from deploytool.rollout.backend import Backend
-from deploytool.rollout.backends import backend_for, require_codedeploy
+from deploytool.rollout.backends import backend_for
 from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import Fanout, Reporter
 from deploytool.rollout.interrupt import Pausable, console_prompt, follow
@@ -50,6 +53,8 @@ class Services:
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     interactive: bool = True
     extra_reporters: list[Reporter] = field(default_factory=list)  # e.g. tagging after each group
+    # False when the backend's deployments run inside this process (the sandbox): never detach, stop instead
+    detachable: bool = True
 
 
 @dataclass(frozen=True)
@@ -59,14 +64,14 @@ class Output:
 
 
 def services_for(fleet: Fleet, target_name: str, *, console: Console, ci: bool) -> Services:
-    """The real services: AWS through the fleet's region/profile, the target's backend, the S3 record."""
-    _, target = fleet.target(target_name)
-    require_codedeploy(target_name, target)  # the sandbox hook (deploytool.rollout.backends), before any AWS set-up
-    aws = AwsSession(region=fleet.aws.region, profile=fleet.aws.profile)
+    """The real services: the target's AWS session and backend (deploytool.rollout.backends: CodeDeploy, or the
+    running sandbox's moto server and local backend), the S3 release record on that session."""
+    connected = backend_for(fleet, target_name)
+    aws = connected.aws
     s3 = S3Gateway(aws, expected_bucket_owner=fleet.artifacts.expected_bucket_owner)
     store = ReleaseStore(s3, bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name)
-    return Services(aws, backend_for(fleet, target_name, target, aws=aws), store, console,
-                    interactive=console.is_terminal and not ci)
+    return Services(aws, connected.backend, store, console, interactive=console.is_terminal and not ci,
+                    detachable=connected.detachable)
 
 
 def codedeploy_target(fleet: Fleet, target_name: str) -> CodeDeployTarget:
@@ -103,8 +108,9 @@ def _run(plan: RolloutPlan, services: Services, output: Output, manifest: Releas
         reporters.append(record)
     reporters.append(ResultWriters.from_env(output.json_out, dict(os.environ)))
     orchestrator = Orchestrator(services.backend, plan, reporter=Fanout(reporters), clock=services.clock)
-    ask = console_prompt(services.console, interactive=services.interactive, display=pausable)
-    result = follow(orchestrator, ask)
+    ask = console_prompt(services.console, interactive=services.interactive, display=pausable,
+                         detachable=services.detachable)
+    result = follow(orchestrator, ask, detachable=services.detachable)
     if record is not None and record.errors:
         services.console.print(f"warning: the release record could not always be written ({len(record.errors)} "
                                f"time(s)); last: {record.errors[-1]}", markup=False, highlight=False)

@@ -216,17 +216,17 @@ class Orchestrator:
         if not ready:
             return False
         outcomes = self._call_start(ready)
+        now = self._now()
+        started = [(r, got) for r in ready if isinstance(got := outcomes[r.group.name], str)]
+        for run, deployment_id in started:  # all of them are ours before any event: a Ctrl-C there orphans none
+            run.deployment_id, run.state, run.started_at = deployment_id, "running", now
+            self._dirty = True
+        for run, deployment_id in started:
+            self._emit(GroupStarted(run.group.name, run.wave, deployment_id, False, now))
         for run in ready:
-            got = outcomes[run.group.name]
-            if isinstance(got, str):
-                run.deployment_id = got
-                run.state = "running"
-                run.started_at = self._now()
-                self._dirty = True
-                self._emit(GroupStarted(run.group.name, run.wave, got, False, run.started_at))
-            else:
-                run.error = f"could not start the deployment: {got}"
-                run.started_at = self._now()
+            if run.state == "waiting":
+                run.error = f"could not start the deployment: {outcomes[run.group.name]}"
+                run.started_at = now
                 self._finish_group(run, "failed", fetch=False)
                 self._on_failure(run)
         return True

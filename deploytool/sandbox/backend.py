@@ -17,6 +17,10 @@ parallel threads, each through the LifecycleRunner. CodeDeploy's rules kept here
 - mode "restart" re-runs ApplicationStop/ApplicationStart/ValidateService of the installed revision;
 - `stop` lets running scripts finish and starts nothing more (status Stopped).
 
+Deployments run in threads of the process that started them and end with it (`shutdown`); what they
+left is on disk: `poll` and `instance_results` answer for a deployment an earlier process of the same
+sandbox finished (the rollout tasks attach to a running sandbox anew each time) from the group records.
+
 `sync` gives instances an ASG launched since the last look the group's last successful revision
 (creator autoscaling); `terminate` runs ApplicationStop there first (CodeDeploy's termination
 hook). `abort` (sandbox teardown) ends running scripts too.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import secrets
 import string
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -94,6 +99,22 @@ class _Deployment:
         return sum(1 for t in self.targets.values() if t.status == status)
 
 
+def _recorded_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapshot:
+    """A finished deployment as the group record on disk has it."""
+    counts = Counter(str(status) for status in dict(entry.get("instances") or {}).values())
+    return DeploymentSnapshot(
+        deployment_id=str(entry["deployment_id"]),
+        group=group,
+        status=entry["status"],
+        succeeded=counts["Succeeded"],
+        failed=counts["Failed"],
+        skipped=counts["Skipped"],
+        error=str(entry.get("error") or ""),
+        rollback_deployment_id=entry.get("rollback_deployment_id") or None,
+        creator=str(entry.get("creator") or "user"),
+    )
+
+
 class LocalBackend:
     name = "local"
 
@@ -133,9 +154,14 @@ class LocalBackend:
         return self._start(request, creator="user")
 
     def poll(self, deployment_ids: Sequence[str]) -> Mapping[str, DeploymentSnapshot]:
-        """Snapshots of the deployments this backend knows (unknown ids are left out)."""
+        """Snapshots of the deployments this backend runs or ran, and of those an earlier process of the same
+        sandbox finished (from the group records on disk); unknown ids are left out."""
         with self._lock:
-            return {d: self._snapshot(self._deployments[d]) for d in deployment_ids if d in self._deployments}
+            found = {d: self._snapshot(self._deployments[d]) for d in deployment_ids if d in self._deployments}
+        earlier = [d for d in deployment_ids if d not in found]
+        for group, entry in self.state.finished(earlier) if earlier else ():
+            found[str(entry["deployment_id"])] = _recorded_snapshot(group, entry)
+        return found
 
     def stop(self, deployment_id: str, *, rollback: bool) -> None:
         dep = self._get(deployment_id)
@@ -143,6 +169,11 @@ class LocalBackend:
         dep.stop.set()
 
     def instance_results(self, deployment_id: str) -> Sequence[InstanceProgress]:
+        with self._lock:
+            known = deployment_id in self._deployments
+        if not known:  # finished by an earlier process of this sandbox: its group record has the statuses
+            for _group, entry in self.state.finished([deployment_id]):
+                return [InstanceProgress(iid, status) for iid, status in dict(entry.get("instances") or {}).items()]
         dep = self._get(deployment_id)
         with self._lock:
             return [
@@ -376,14 +407,16 @@ class LocalBackend:
                 if target.status == "Pending":
                     target.status = "Skipped"
             entry["instances"] = {iid: t.status for iid, t in dep.targets.items()}
-            self.state.record(dep.group.name, entry, succeeded_with=dep.revision if status == "Succeeded" else None)
             if self._active.get(dep.group.name) == dep.id:
                 del self._active[dep.group.name]
             wants_rollback = not self.abort.is_set() and (
                 (status == "Failed" and dep.request.auto_rollback) or (status == "Stopped" and dep.rollback_on_stop)
             )
             if wants_rollback:
-                self._roll_back(dep)
+                self._roll_back(dep)  # its thread records nothing before this lock is released
+            entry["rollback_deployment_id"] = dep.rollback_id
+            entry["error"] = dep.error
+            self.state.record(dep.group.name, entry, succeeded_with=dep.revision if status == "Succeeded" else None)
             dep.status = status
         dep.done.set()
 

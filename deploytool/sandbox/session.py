@@ -326,14 +326,15 @@ def attach(
     """The AWS session and `local` backend of a sandbox that `fab sandbox-up` left running, for the
     rollout tasks (fab deploy / restart / rollback / status / reconcile --fix on a local target).
 
-    Deployments run in the calling process (its threads run the hooks); the group records (last
-    successful revision) are on disk, so they carry over from one task to the next.
+    Deployments run in the calling process (its threads run the hooks), so they cannot outlive it:
+    the rollout tasks never detach from them (deploytool.rollout.backends). The group records (last
+    successful revision, finished deployments) are on disk, so they carry over from one task to the next.
     """
     name, local = local_target(fleet, target)
     root = sandbox_root(fleet, local)
     info = read_sandbox_info(root)
     if info is None or recorded(root / "run" / "moto.pid") is None:
-        raise UsageError(f"no sandbox is running under {root} for target {name!r}: start one with `fab sandbox-up`")
+        raise UsageError(f"no sandbox is running for target {name!r}: run `fab sandbox-up` first")
     aws = local_session(region=str(info["region"]), endpoint_url=str(info["endpoint"]))
     sandbox_fleet = SandboxFleet(
         fleet,

@@ -3,7 +3,8 @@
 Contract: one JSON file per group under `<sandbox>/state/groups/`, rewritten atomically (temp file
 then rename): the group's id (a stable UUID, CodeDeploy's deploymentGroupId), its last successful
 deployment and revision (what a rollback and a newly launched instance get), and the history of
-its deployments. Thread-safe within one process.
+its deployments (each with its instances' statuses and its rollback's id, so a later process can
+report it: `finished`). Thread-safe within one process.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import tempfile
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,16 @@ class SandboxState:
         if not last:
             return None
         return str(last["deployment_id"]), Revision(**last["revision"])
+
+    def finished(self, deployment_ids: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        """(group, history entry) of each of these deployments found in any group's history."""
+        wanted = set(deployment_ids)
+        found: list[tuple[str, dict[str, Any]]] = []
+        with self._lock:
+            for path in sorted((self.root / "groups").glob("*.json")):
+                data = self._read(path.stem)
+                found += [(path.stem, e) for e in data["deployments"] if e.get("deployment_id") in wanted]
+        return found
 
     def record(self, group: str, entry: dict[str, Any], *, succeeded_with: Revision | None = None) -> None:
         """Add a finished deployment to the group's history (and make it the last successful one)."""

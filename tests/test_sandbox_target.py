@@ -1,0 +1,257 @@
+"""`fab deploy` and `fab reconcile [--fix]` on the sandbox target, on real data from a sandbox fleet.
+
+A SandboxSession starts a real moto server and provisions the fleet, then detaches (what `fab sandbox-up`
+does); the rollout's services attach to it exactly as the fab tasks do (deploytool.rollout.commands.services_for
+-> deploytool.rollout.backends), and the real lifecycle runner deploys real bundles built from the sample app.
+To keep it fast the hook scripts are the small fixtures in tests/fixtures/sandbox_scripts (they flip `current`
+and write run/VERSION; no Celery worker); tests/test_sandbox_fab_deploy.py runs `fab deploy` with the real
+hooks. `fab reconcile` runs as a user runs it (a subprocess, attaching to the same sandbox): inventory snapshot
+from moto's Auto Scaling/EC2, athena/reconcile.sql on DuckDB over the sandbox's S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from deploytool.aws.ec2 import Ec2Gateway
+from deploytool.config import Fleet, Group, load_fleet
+from deploytool.deploy_flow import Deployed, deploy_and_reconcile
+from deploytool.errors import DeployFailed
+from deploytool.rollout import commands
+from deploytool.rollout.backend import DeploymentSnapshot
+from deploytool.rollout.commands import Output, Services
+from deploytool.rollout.events import Collect, Event, GroupFinished, GroupStarted, Reporter
+from deploytool.rollout.plan import RolloutOptions
+from deploytool.sandbox.backend import LocalBackend
+from deploytool.sandbox.procs import wait_gone
+from deploytool.sandbox.session import SandboxSession, stop_sandbox
+from tests.conftest import ROOT
+from tests.sandbox_helpers import FIXTURE_TEMPLATES, kill_if_alive
+
+pytestmark = pytest.mark.slow
+
+FLEET = """\
+[app]
+name = "acme-workers"
+source = "sample_app"
+celery_app = "acme_workers.celery_app:app"
+
+[artifacts]
+bucket = "acme-deploy-artifacts"
+prefix = "deploytool"
+
+[[groups]]
+name = "email"
+asg = "acme-email-workers"
+queues = ["email"]
+strategy = "AllAtOnce"  # CodeDeploy calls it a success with one instance up: the deployment goes on
+
+[[groups]]
+name = "video"
+asg = "acme-video-workers"
+queues = ["video"]
+strategy = "OneAtATime"
+
+[targets.sandbox]
+backend = "local"
+instances_per_group = 2
+"""
+TAGS = ("deploytool:version", "deploytool:release")
+QUICK = RolloutOptions(poll_min_s=0.2, poll_max_s=0.5)
+
+
+@dataclass
+class Target:
+    """A running sandbox (as after `fab sandbox-up`) and the rollout services attached to it."""
+
+    fleet: Fleet
+    tmp: Path
+    services: Services
+    out: StringIO
+
+    @property
+    def backend(self) -> LocalBackend:
+        assert isinstance(self.services.backend, LocalBackend)
+        return self.services.backend
+
+    def deploy(self, version: str, *reporters: Reporter) -> Deployed:
+        """`fab deploy --version VERSION` (with the fixture hooks), ending with its reconcile."""
+        self.services.extra_reporters[:] = list(reporters)
+        return deploy_and_reconcile(
+            self.fleet, "sandbox", self.fleet.groups, QUICK, self.services, Output(ci=True), version=version,
+            allow_dirty=False, templates=FIXTURE_TEMPLATES, out_dir=self.tmp / "dist", env={},
+        )
+
+    def fab(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+        return subprocess.run(
+            [sys.executable, "-m", "fabric", *args, "--fleet", str(self.fleet.path)], cwd=ROOT, capture_output=True,
+            text=True, timeout=120, env={**env, "PYTHONPATH": str(ROOT), "CI": "1"},
+        )
+
+    def reconcile(self, *args: str) -> tuple[int, dict[str, Any], str]:
+        """`fab reconcile --json [args]`: (exit code, the JSON report, stderr)."""
+        done = self.fab("reconcile", "--json", *args)
+        return done.returncode, json.loads(done.stdout), done.stderr
+
+    def tags(self, group: Group) -> dict[str, tuple[str, ...]]:
+        ids = [i.instance_id for i in self.backend.fleet.instances(group)]
+        return {i.instance_id: tuple(i.tags.get(t, "") for t in TAGS) for i in Ec2Gateway(self.services.aws)
+                .describe_instances(ids)}
+
+    def running(self, instance_id: str) -> str | None:
+        return self.backend.fleet.find(instance_id).running_version(self.fleet.app)
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[Target]:
+    (tmp_path / "deploy.toml").write_text(FLEET)
+    shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
+    fleet = load_fleet(tmp_path / "deploy.toml")  # outside git: the versions are the ones given
+    session = SandboxSession(fleet, worker_stop_grace_s=1, handle_signals=False)
+    with session:
+        session.detach()  # `fab sandbox-up`
+    assert session.moto is not None
+    moto_pid = session.moto.process.pid
+    try:
+        out = StringIO()
+        services = commands.services_for(fleet, "sandbox", console=Console(file=out, width=200), ci=True)
+        yield Target(fleet, tmp_path, services, out)
+    finally:
+        stop_sandbox(session.root, fleet.app, grace_s=1)  # `fab sandbox-down`
+        assert wait_gone([moto_pid], 5) == []
+        kill_if_alive(moto_pid)
+
+
+class LaunchDuring:
+    """Scales a group's ASG out by one as soon as its deployment has started. The sandbox then launches the
+    new instance as CodeDeploy does during a deployment: with the group's last successful revision."""
+
+    def __init__(self, backend: LocalBackend, group: Group) -> None:
+        self.backend, self.group = backend, group
+        self.launches: list[str] = []
+
+    def publish(self, event: Event) -> None:
+        if isinstance(event, GroupStarted) and event.group == self.group.name and not self.launches:
+            self.backend.fleet.scale_out(self.group, 1)
+            self.launches = self.backend.sync()
+
+
+def group(data: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(g for g in data["groups"] if g["group"] == name)
+
+
+def test_scale_out_race_and_a_failed_validate_are_drift_on_duckdb_and_fix_converges(target: Target) -> None:
+    fleet, backend = target.fleet, target.backend
+    email, video = fleet.group("email"), fleet.group("video")
+    assert target.services.detachable is False  # attached: the deployments run in this process
+
+    first = target.deploy("v1")
+    assert first.report is not None and not first.report.has_drift
+    v1_release = first.result.release_id if first.result else ""
+    good, bad = [i.instance_id for i in backend.fleet.instances(email)]
+    old_video = [i.instance_id for i in backend.fleet.instances(video)]
+
+    (backend.fleet.find(bad).root / "fail-validate").touch()  # this instance fails its ValidateService
+    race, seen = LaunchDuring(backend, video), Collect()
+    with pytest.raises(DeployFailed) as failed:
+        target.deploy("v2", race, seen)
+    assert failed.value.exit_code == 1
+    assert "reconcile skipped: the rollout did not succeed (exit 1)" in target.out.getvalue()
+    finished = {e.result.group: e.result for e in seen.events if isinstance(e, GroupFinished)}
+    assert (finished["email"].status, finished["email"].succeeded, finished["email"].failed) == ("Succeeded", 1, 1)
+    [failure] = finished["email"].instance_failures
+    assert (failure.instance_id, failure.lifecycle_event) == (bad, "ValidateService")
+    assert finished["video"].outcome == "succeeded" and finished["video"].total == 2  # launched after it started
+    v2_release = target.services.store.history("sandbox")[0].release_id
+    assert v2_release.endswith("-v2")
+
+    [launch_id] = race.launches
+    launch: DeploymentSnapshot = backend.wait(launch_id, 60)
+    assert (launch.status, launch.creator) == ("Succeeded", "autoscaling")
+    [launched] = [i.instance_id for i in backend.fleet.instances(video) if i.instance_id not in old_video]
+    assert target.running(launched) == "v1"  # it came up on the previous revision, untagged
+    assert target.tags(email) == {good: ("v2", v2_release), bad: ("v1", v1_release)}
+
+    code, data, stderr = target.reconcile()
+    assert code == 3, stderr
+    assert stderr == "error: drift: 2 instance(s) do not run their group's expected version (email, video)\n"
+    assert (data["engine"], data["drifted_instances"]) == ("duckdb", 2)
+    mail = group(data, "email")
+    assert (mail["expected_version"], mail["instances"], mail["on_expected"]) == ("v2", 2, 1)
+    assert [(d["instance_id"], d["version"], d["release"]) for d in mail["drifted"]] == [(bad, "v1", v1_release)]
+    assert mail["untagged"] == []
+    vid = group(data, "video")
+    assert (vid["expected_version"], vid["instances"], vid["on_expected"]) == ("v2", 3, 2)
+    assert [(u["instance_id"], u["version"]) for u in vid["untagged"]] == [(launched, None)]
+    assert vid["drifted"] == []
+
+    (backend.fleet.find(bad).root / "fail-validate").unlink()  # the cause is fixed; the instance still drifts
+    code, data, stderr = target.reconcile("--fix")
+    assert code == 0, stderr
+    assert data["fix"]["requests"] == [
+        {"group": "email", "release_id": v2_release, "instances": [bad]},
+        {"group": "video", "release_id": v2_release, "instances": [launched]},
+    ]
+    assert data["fix"]["tagged"] == 2 and data["drift"] is False
+    assert {target.running(i) for i in (good, bad, launched, *old_video)} == {"v2"}
+    journal = (backend.fleet.find(launched).root / "journal").read_text().split()
+    assert journal[0::3] == ["start", "stop", "start"] and journal[1::3] == ["v1", "v1", "v2"]  # launch, then fix
+
+    code, data, stderr = target.reconcile()
+    assert code == 0, stderr
+    assert {g["group"]: (g["instances"], g["on_expected"], g["status"]) for g in data["groups"]} == {
+        "email": (2, 2, "ok"), "video": (3, 3, "ok")}
+    assert target.tags(video)[launched] == ("v2", v2_release)
+
+
+def test_ctrl_c_on_the_sandbox_target_stops_and_rolls_back_in_this_process(target: Target) -> None:
+    """No detach on a local target: its deployments are threads of this process, so a Ctrl-C without a
+    terminal stops every deployment in flight (with rollback) and follows them to their end here."""
+    fleet, backend = target.fleet, target.backend
+    target.deploy("v1")
+
+    class CtrlC:
+        def publish(self, event: Event) -> None:
+            if isinstance(event, GroupStarted) and event.group == "email":
+                raise KeyboardInterrupt  # both groups' deployments have started (one wave)
+
+    seen = Collect()
+    with pytest.raises(DeployFailed) as failed:
+        target.deploy("v2", CtrlC(), seen)
+    assert "detached" not in str(failed.value)
+    assert "interrupted: stopping every deployment in flight and rolling back" in target.out.getvalue()
+    results = {e.result.group: e.result for e in seen.events if isinstance(e, GroupFinished)}
+    assert set(results) == {"email", "video"}
+    ids = [i for r in results.values() for i in (r.deployment_id, r.rollback_deployment_id) if i]
+    polled = backend.poll(ids)
+    assert len(polled) == len(ids) and all(s.done for s in polled.values())  # followed to the end, here
+    for name, result in results.items():
+        if result.outcome != "succeeded":  # email may have finished before the stop reached it
+            assert result.rollback_status == "Succeeded", result
+        assert backend.group_state(fleet.group(name)).active_deployment_id is None
+    assert results["video"].outcome == "stopped"  # one instance at a time: far from done when the stop came
+    assert {target.running(i.instance_id) for i in backend.fleet.instances(fleet.group("video"))} == {"v1"}
+
+
+def test_no_running_sandbox_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "deploy.toml").write_text(FLEET)
+    fleet = str(tmp_path / "deploy.toml")
+    for task in (["deploy"], ["reconcile"], ["reconcile", "--fix"], ["restart"], ["rollback"], ["status"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "fabric", *task, "--fleet", fleet], cwd=ROOT, capture_output=True, text=True,
+            timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), "CI": "1"},
+        )
+        assert (done.returncode, done.stdout) == (2, ""), task
+        assert done.stderr == "error: no sandbox is running for target 'sandbox': run `fab sandbox-up` first\n", task
