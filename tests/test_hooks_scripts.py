@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,42 @@ def test_a_worker_that_cannot_start_fails_start_with_its_log(tmp_path: Path, rea
     assert run.returncode == 1
     assert "exited during start-up" in run.output
     assert "No module named 'acme_workers.nowhere'" in run.output
+
+
+# --- the worker's prompt shutdown ------------------------------------------------------------------
+
+PROMPT_PROBE = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import celery_hooks
+prompt = celery_hooks.PromptShutdown()
+print(",".join(prompt.install()))
+import billiard.pool
+child = os.fork()
+if child == 0:  # a pool child forked before shutdown: it must see the flag the main process sets later
+    until = time.monotonic() + 10
+    while not prompt.stopping and time.monotonic() < until:
+        time.sleep(0.01)
+    started = time.monotonic()
+    billiard.pool.time.sleep(30)  # what a pool child sleeps before it exits (1 s), asked for 30 s here
+    os._exit(0 if prompt.stopping and time.monotonic() - started < 5 else 1)
+time.sleep(0.2)
+prompt.begin()
+_, status = os.waitpid(child, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_prompt_shutdown_patches_the_pool_modules_and_reaches_forked_children() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROMPT_PROBE, str(SCRIPTS)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    patched, child = done.stdout.strip().splitlines()
+    assert set(patched.split(",")) == {
+        "billiard.pool.time",
+        "celery.concurrency.prefork.time",
+        "celery.concurrency.asynpool.time",
+        "celery.concurrency.asynpool.sleep",
+    }
+    assert child == "child 0"
