@@ -179,6 +179,10 @@ class Layout:
         return self.run_dir / "interrupted.json"
 
     @property
+    def first_task_file(self) -> Path:
+        return self.run_dir / "first-task.json"
+
+    @property
     def canary_dir(self) -> Path:
         return self.run_dir / "canary"
 
@@ -721,7 +725,7 @@ def drain_worker(
     if control is None or idle or clock.now() < deadline:
         step = clock.now()
         worker.warm_shutdown()
-        how = "warm shutdown" if control is not None else "warm shutdown (no remote control: SIGTERM is the drain)"
+        how = "warm shutdown" if control is not None else "it stopped consuming, finished its tasks and shut down"
         if wait_for_exit(worker, deadline, clock):
             log.step("SIGTERM", f"pid {worker.pid} exited after {how}", clock.now() - step)
             return DrainResult("drained", clock.now() - started)
@@ -771,7 +775,7 @@ def drain_running(
             if control is not None:
                 log.step("connect", f"remote control over {control.connection.as_uri()}", clock.now() - step)
             else:
-                log.step("connect", "broker has no remote control (SQS): SIGTERM is the drain", clock.now() - step)
+                log.step("connect", "no remote control (SQS): SIGTERM is the drain", clock.now() - step)
         except HookError as exc:
             log.step("connect", f"{exc}; going straight to SIGTERM", clock.now() - step)
         result = drain_worker(worker, control, node, deadline, clock, log)
@@ -785,8 +789,8 @@ def drain_running(
     if result.outcome == "cold" and result.interrupted and not reported:
         log.step("interrupted", f"{len(result.interrupted)} task(s) restored: {summarize(result.interrupted)}")
     if worker.exited():
-        remove_if_pid(settings.layout.pidfile, worker.pid)
-        remove_if_pid(settings.layout.ready_file, worker.pid)
+        for owned in (settings.layout.pidfile, settings.layout.ready_file, settings.layout.first_task_file):
+            remove_if_pid(owned, worker.pid)
     log.step(
         "drained" if result.outcome != "stuck" else "FAILED",
         f"pid {worker.pid}: {result.outcome} in {result.seconds:.3f}s",
@@ -923,7 +927,7 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
     for directory in (layout.run_dir, layout.logfile.parent):
         directory.mkdir(parents=True, exist_ok=True)
     write_atomic(layout.node_file, node + "\n")
-    for stale in (layout.ready_file, layout.interrupted_file):
+    for stale in (layout.ready_file, layout.interrupted_file, layout.first_task_file):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
     point_symlink(layout.current, f"releases/{settings.version}")
@@ -995,7 +999,7 @@ def validate(settings: Settings, clock: Clock, log: Log) -> int:
     if has_remote_control(client):
         check_remote(settings, client, node, until, clock, log)
     else:
-        check_canary(settings, client, node, until, clock, log)
+        check_takes_work(settings, client, node, worker.pid, until, clock, log)
     log.step("ok", f"{node} runs {settings.version} and takes work from {', '.join(settings.queues)}")
     return EXIT_OK
 
@@ -1027,26 +1031,41 @@ def check_remote(settings: Settings, client: Any, node: str, until: float, clock
         control.close()
 
 
-def check_canary(settings: Settings, client: Any, node: str, until: float, clock: Clock, log: Log) -> None:
-    """No remote control (SQS): send a canary through this instance's own queue and see it run."""
+def check_takes_work(
+    settings: Settings, client: Any, node: str, pid: int, until: float, clock: Clock, log: Log
+) -> None:
+    """No remote control (SQS): prove the new worker takes work from the broker.
+
+    A canary task goes through this instance's own queue; the proof is that it ran, or, when the
+    worker is busy, that it took a task from its group's queues since it started (the launcher records
+    the first one). Under constant load kombu's SQS polling serves the busy queue first and the canary
+    can wait minutes behind it, which is no fault of the new release.
+    """
     step = clock.now()
     queue = canary_queue(node)
     token = uuid.uuid4().hex
     marker = settings.layout.canary_dir / token
     client.send_task(CANARY_TASK, args=[token], queue=queue, ignore_result=True)
-    while not marker.exists():
+    while True:
+        ran = read_json(marker)
+        if ran is not None:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+            if ran.get("version") != settings.version:
+                raise HookError(f"canary on {queue} ran on version {ran.get('version')}, expected {settings.version}")
+            log.step("canary", f"{CANARY_TASK} through {queue} ran on pid {ran.get('pid')}", clock.now() - step)
+            return
+        first = read_json(settings.layout.first_task_file)
+        if first is not None and first.get("pid") == pid:
+            detail = f"took {first.get('name')}[{first.get('id')}] from {first.get('queue')}"
+            log.step("takes work", f"{node} {detail} (the canary through {queue} waits behind the load)")
+            return
         if clock.now() >= until:
             raise HookError(
-                f"canary task sent to queue {queue} was not run by {node} within {clock.now() - step:.1f}s; "
-                f"see {settings.layout.logfile}"
+                f"{node} neither ran the canary sent to queue {queue} nor took a task from "
+                f"{', '.join(settings.queues)} within {clock.now() - step:.1f}s; see {settings.layout.logfile}"
             )
         clock.sleep(0.1)
-    ran = read_json(marker) or {}
-    with contextlib.suppress(OSError):
-        marker.unlink()
-    if ran.get("version") != settings.version:
-        raise HookError(f"canary on {queue} ran on version {ran.get('version')}, expected {settings.version}")
-    log.step("canary", f"{CANARY_TASK} through {queue} ran on pid {ran.get('pid')}", clock.now() - step)
 
 
 # --- run-worker (the launcher) ----------------------------------------------------------------------
@@ -1138,6 +1157,105 @@ def shutdown_waker(app: Any) -> Callable[[], None]:
     return wake
 
 
+class SettleOnSigterm:
+    """Without remote control (SQS) the worker drains itself when SIGTERM arrives, then shuts down.
+
+    Celery's warm shutdown stops the event loop at once, so a long-poll ReceiveMessage still in flight is
+    never read: SQS has handed its messages out, and they stay invisible for the visibility timeout (kombu
+    polls for up to wait_time_seconds, 10 s by default). So the first SIGTERM only asks the event loop to
+    cancel the task consumers (what remote control's cancel_consumer does) and to keep running: active
+    and prefetched tasks go on, an in-flight receive returns and kombu makes its messages visible again.
+    Once no receive is in flight (at most wait_time_seconds + 1 s), celery's own SIGTERM handler starts
+    the warm shutdown. A second SIGTERM, or SIGQUIT, skips the wait. Receives from `ignored` (the
+    per-instance canary queue, which only ValidateService writes to) are not waited for.
+    """
+
+    TICK_S = 0.05
+
+    def __init__(self, log: Callable[[str], None], ignored: str) -> None:
+        self.log = log
+        self.ignored = ignored
+        self.requested = False
+        self.cancelled_at: float | None = None
+        self.done = False
+        self.inflight = 0
+        self.settle_s = 11.0
+        self.consumer: Any = None
+        self.celery_handler: Any = None
+        self.wake: Callable[[], None] = lambda: None
+
+    def bootstep(self) -> type:
+        from celery import bootsteps
+
+        settle = self
+
+        class SettleOnSigtermStep(bootsteps.StartStopStep):  # type: ignore[misc]
+            requires = ("celery.worker.consumer.tasks:Tasks",)
+
+            def start(self, consumer: Any) -> None:
+                settle.attach(consumer)
+
+        return SettleOnSigtermStep
+
+    def attach(self, consumer: Any) -> None:
+        self.consumer = consumer
+        channel = getattr(getattr(consumer, "task_consumer", None), "channel", None)
+        self.settle_s = float(getattr(channel, "wait_time_seconds", 10) or 0) + 1.0
+        original = getattr(channel, "_get_async", None)
+        if callable(original) and not getattr(original, "deploytool_counted", False):
+
+            def counted(queue: Any, count: int = 1, callback: Any = None) -> Any:
+                if queue == self.ignored:
+                    return original(queue, count, callback=callback)
+                self.inflight += 1
+
+                def returned(*args: Any, **kwargs: Any) -> Any:
+                    self.inflight -= 1
+                    return callback(*args, **kwargs) if callback is not None else None
+
+                return original(queue, count, callback=returned)
+
+            counted.deploytool_counted = True  # type: ignore[attr-defined]
+            channel._get_async = counted
+        if consumer.hub is not None:
+            consumer.hub.call_repeatedly(self.TICK_S, self.tick)
+
+    def install(self, wake: Callable[[], None]) -> None:
+        """Put this in front of celery's SIGTERM handler (call once celery's handlers are in place)."""
+        self.wake = wake
+        self.celery_handler = signal.getsignal(signal.SIGTERM)
+        if callable(self.celery_handler):
+            signal.signal(signal.SIGTERM, self.on_sigterm)
+
+    def on_sigterm(self, signum: int, frame: Any) -> None:
+        if self.requested or self.consumer is None or self.consumer.hub is None:
+            self.proceed()
+            return
+        self.requested = True
+        self.wake()
+
+    def proceed(self) -> None:
+        if not self.done:
+            self.done = True
+            self.celery_handler(signal.SIGTERM, None)
+
+    def tick(self) -> None:
+        if not self.requested or self.done:
+            return
+        now = time.monotonic()
+        if self.cancelled_at is None:
+            self.cancelled_at = now
+            queues = [q.name for q in list(getattr(self.consumer.task_consumer, "queues", []) or [])]
+            for queue in queues:
+                self.consumer.cancel_task_queue(queue)
+            self.log(
+                f"deploytool: SIGTERM: stopped consuming from {', '.join(queues)}; warm shutdown once no "
+                f"receive is in flight (at most {self.settle_s:.0f} s)"
+            )
+        if self.inflight <= 0 or now - self.cancelled_at >= self.settle_s:
+            self.proceed()
+
+
 def record_interrupted_on_sigquit(path: Path, pid: int) -> None:
     """Put a step in front of celery's SIGQUIT handler that writes the running tasks to `path`.
 
@@ -1201,6 +1319,60 @@ def worker_argv(group: Mapping[str, Any], node: str, queues: Sequence[str], logf
     return argv
 
 
+@dataclass
+class WorkerSignals:
+    """What the launcher hangs on celery's signals in the worker's main process."""
+
+    layout: Layout
+    pid: int
+    node: str
+    version: str
+    queues: list[str]
+    wake: Callable[[], None]
+    prompt: PromptShutdown | None
+    settle: SettleOnSigterm | None
+    first_task_seen: bool = False
+
+    def connect(self) -> None:
+        from celery import signals
+
+        signals.worker_ready.connect(self.on_ready, weak=False)
+        signals.task_received.connect(self.on_received, weak=False)
+        signals.worker_shutting_down.connect(self.on_shutting_down, weak=False)
+
+    def on_ready(self, sender: Any = None, **_: Any) -> None:
+        """Celery's signal handlers are in place: put ours in front, then tell `start` we are up."""
+        record_interrupted_on_sigquit(self.layout.interrupted_file, self.pid)
+        if self.settle is not None:
+            self.settle.install(self.wake)
+        ready = {"pid": self.pid, "node": self.node, "version": self.version, "queues": self.queues}
+        write_atomic(self.layout.ready_file, json.dumps(ready) + "\n")
+
+    def on_received(self, request: Any = None, **_: Any) -> None:
+        """Record the first task taken from the broker (validate's proof on SQS when the canary waits)."""
+        if self.first_task_seen or request is None or request.name == CANARY_TASK:
+            return
+        self.first_task_seen = True
+        queue = (getattr(request, "delivery_info", None) or {}).get("routing_key")
+        taken = {"pid": self.pid, "name": request.name, "id": request.id, "queue": queue}
+        with contextlib.suppress(OSError):
+            write_atomic(self.layout.first_task_file, json.dumps(taken) + "\n")
+
+    def on_shutting_down(self, sig: Any = None, how: Any = None, **_: Any) -> None:
+        if self.prompt is not None:
+            self.prompt.begin()
+        self.wake()
+
+
+def register_canary(app: Any, canary_dir: Path, version: str) -> None:
+    """deploytool.canary(token): writes run/canary/<token> so ValidateService sees this worker ran it."""
+
+    @app.task(name=CANARY_TASK, ignore_result=True, acks_late=False)  # type: ignore[untyped-decorator]
+    def canary(token: str) -> None:
+        if re.fullmatch(r"[0-9a-f]{32}", token):
+            write_atomic(canary_dir / token, json.dumps({"pid": os.getpid(), "version": version}))
+
+
 def run_worker(group_name: str) -> int:
     """Import the app, apply the group's settings, and become the worker (pid = this process)."""
     settings = load_settings(bundle_root_of(__file__), os.environ, group_name)
@@ -1217,39 +1389,22 @@ def run_worker(group_name: str) -> int:
     broker = Broker.from_env(os.environ, int(settings.group["visibility_timeout"]), "worker environment")
     app = load_celery_app(str(settings.app["celery_app"]))
     app.conf.update(worker_conf(settings.group, broker, app.conf.broker_transport_options or {}))
+    register_canary(app, layout.canary_dir, settings.version)
     queues = list(settings.queues)
+    settle: SettleOnSigterm | None = None
     if not has_remote_control(app):
         queues.append(canary_queue(node))
-
-    from celery import signals
-
-    @app.task(name=CANARY_TASK, ignore_result=True, acks_late=False)
-    def canary(token: str) -> None:
-        if re.fullmatch(r"[0-9a-f]{32}", token):
-            write_atomic(layout.canary_dir / token, json.dumps({"pid": os.getpid(), "version": settings.version}))
-
-    def on_ready(sender: Any = None, **_: Any) -> None:
-        record_interrupted_on_sigquit(layout.interrupted_file, pid)
-        ready = {"pid": pid, "node": node, "version": settings.version, "queues": queues}
-        write_atomic(layout.ready_file, json.dumps(ready) + "\n")
-
+        settle = SettleOnSigterm(lambda line: print(line, file=sys.stderr, flush=True), canary_queue(node))
+        app.steps["consumer"].add(settle.bootstep())
     prompt = PromptShutdown() if os.environ.get("DEPLOYTOOL_PROMPT_SHUTDOWN", "1") != "0" else None
-    wake = shutdown_waker(app) if prompt is not None else None
     if prompt is not None:
         prompt.install()
-
-    def on_shutting_down(sig: Any = None, how: Any = None, **_: Any) -> None:
-        if prompt is not None and wake is not None:
-            prompt.begin()
-            wake()
-
-    signals.worker_ready.connect(on_ready, weak=False)
-    signals.worker_shutting_down.connect(on_shutting_down, weak=False)
+    WorkerSignals(layout, pid, node, settings.version, queues, shutdown_waker(app), prompt, settle).connect()
     try:
         app.worker_main(worker_argv(settings.group, node, queues, layout.logfile))
     finally:
-        remove_if_pid(layout.ready_file, pid)
-        remove_if_pid(layout.pidfile, pid)
+        for owned in (layout.ready_file, layout.first_task_file, layout.pidfile):
+            remove_if_pid(owned, pid)
     return EXIT_OK
 
 
