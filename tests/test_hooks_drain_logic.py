@@ -1,4 +1,5 @@
-"""The drain algorithm of scripts/celery_hooks.py on a simulated clock, with fakes at its two seams
+"""The drain algorithm of scripts/celery_hooks.py, and the SQS worker's own drain in celery_worker.py,
+on a simulated clock, with fakes at its two seams
 (the worker process and the broker's remote control)."""
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.hooktools import load_hooks_module
+from tests.hooktools import load_hooks_module, load_worker_module
 
 hooks = load_hooks_module()
+worker_module = load_worker_module()
 
 
 class FakeClock(hooks.Clock):  # type: ignore[misc,name-defined]
@@ -221,7 +223,7 @@ class FakeConsumer:
 
 def settle_with(consumer: FakeConsumer) -> tuple[Any, list[str]]:
     lines: list[str] = []
-    settle = hooks.SettleOnSigterm(lines.append, "deploytool-canary-g-i-1")
+    settle = worker_module.SettleOnSigterm(lines.append, "deploytool-canary-g-i-1")
     settle.celery_handler = lambda signum, frame: lines.append("celery warm shutdown")
     settle.attach(consumer)
     return settle, lines
@@ -271,7 +273,7 @@ def test_a_second_sigterm_or_the_time_cap_ends_the_wait() -> None:
 
 def test_sigterm_before_the_consumer_started_goes_straight_to_celery() -> None:
     lines: list[str] = []
-    settle = hooks.SettleOnSigterm(lines.append, "c")
+    settle = worker_module.SettleOnSigterm(lines.append, "c")
     settle.celery_handler = lambda signum, frame: lines.append("celery warm shutdown")
     settle.on_sigterm(15, None)
     assert lines == ["celery warm shutdown"]
