@@ -20,8 +20,9 @@ Contracts (deploytool CONTRACTS.md, sections 1 and 2):
 - Worker node name: celery@<group>.<instance id or hostname>.
 - drain never sends SIGKILL: cancel consumers (brokers with remote control), wait until `inspect active`
   and `inspect reserved` are empty, SIGTERM and wait for exit; SIGQUIT once drain_timeout is spent.
-  Without remote control (SQS) SIGTERM is the drain. A SIGTERM to the hook itself SIGQUITs the worker.
-- Every step logs one line with its timing. Exit status: 0 done, 1 failed, 2 bad input.
+  Without remote control (SQS) SIGTERM is the drain: the worker then stops consuming by itself and lets
+  in-flight receives return (celery_worker.SettleOnSigterm). A SIGTERM to the hook itself SIGQUITs the worker.
+- Every step logs one line with its timing. Exit status: 0 done, 1 failed, 2 bad input, 143 terminated.
 """
 
 from __future__ import annotations
