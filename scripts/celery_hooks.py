@@ -3,10 +3,11 @@
 
 Runs with the APP's Python on the instance (stdlib + celery/kombu; deploytool is not installed there):
 
-    celery_hooks.py drain            ApplicationStop: drain the running worker within drain_timeout
-    celery_hooks.py start            ApplicationStart: start the group's worker on the new release
-    celery_hooks.py validate         ValidateService: prove the new worker runs and takes work
-    celery_hooks.py run-worker GROUP the worker launcher (exec'd by `start` and by the systemd unit)
+    celery_hooks.py drain       ApplicationStop: drain the running worker within drain_timeout
+    celery_hooks.py start       ApplicationStart: start the group's worker on the new release
+    celery_hooks.py validate    ValidateService: prove the new worker runs and takes work
+
+The worker itself is celery_worker.py GROUP beside it (exec'd by `start` and by the systemd unit).
 
 Contracts (deploytool CONTRACTS.md, sections 1 and 2):
 - This file lives at <bundle>/deploytool/hooks/celery_hooks.py; <bundle>/deploytool/fleet.json holds
@@ -19,8 +20,9 @@ Contracts (deploytool CONTRACTS.md, sections 1 and 2):
 - Worker node name: celery@<group>.<instance id or hostname>.
 - drain never sends SIGKILL: cancel consumers (brokers with remote control), wait until `inspect active`
   and `inspect reserved` are empty, SIGTERM and wait for exit; SIGQUIT once drain_timeout is spent.
-  Without remote control (SQS) SIGTERM is the drain. A SIGTERM to the hook itself SIGQUITs the worker.
-- Every step logs one line with its timing. Exit status: 0 done, 1 failed, 2 bad input.
+  Without remote control (SQS) SIGTERM is the drain: the worker then stops consuming by itself and lets
+  in-flight receives return (celery_worker.SettleOnSigterm). A SIGTERM to the hook itself SIGQUITs the worker.
+- Every step logs one line with its timing. Exit status: 0 done, 1 failed, 2 bad input, 143 terminated.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import mmap
 import os
 import re
 import shlex
@@ -37,7 +38,6 @@ import socket
 import subprocess
 import sys
 import time
-import types
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -60,7 +60,7 @@ START_BUDGET_S = 240.0  # ApplicationStart's hook timeout is 300 s
 START_DRAIN_BUDGET_S = 120.0  # a worker ApplicationStop did not drain is drained by start within this
 VALIDATE_BUDGET_S = 60.0  # ValidateService's hook timeout is 300 s
 CANARY_TASK = "deploytool.canary"
-WORKER_COMMAND = "run-worker"
+WORKER_SCRIPT = "celery_worker.py"  # the launcher beside this file: the worker process itself
 HOOK_ENV_VARS = (
     "LIFECYCLE_EVENT",
     "DEPLOYMENT_ID",
@@ -177,6 +177,10 @@ class Layout:
     @property
     def interrupted_file(self) -> Path:
         return self.run_dir / "interrupted.json"
+
+    @property
+    def first_task_file(self) -> Path:
+        return self.run_dir / "first-task.json"
 
     @property
     def canary_dir(self) -> Path:
@@ -412,9 +416,9 @@ def process_cwd(pid: int) -> str | None:
 
 
 def launcher_script(cmdline: Sequence[str]) -> str | None:
-    """The celery_hooks.py path in a worker's command line (`python [-u] .../celery_hooks.py run-worker G`)."""
-    for index, part in enumerate(cmdline):
-        if part.endswith("celery_hooks.py") and WORKER_COMMAND in cmdline[index + 1 : index + 2]:
+    """The launcher's path in a worker's command line (`python [-u] .../celery_worker.py GROUP`)."""
+    for part in cmdline[1:]:
+        if os.path.basename(part) == WORKER_SCRIPT:
             return part
     return None
 
@@ -721,7 +725,7 @@ def drain_worker(
     if control is None or idle or clock.now() < deadline:
         step = clock.now()
         worker.warm_shutdown()
-        how = "warm shutdown" if control is not None else "warm shutdown (no remote control: SIGTERM is the drain)"
+        how = "warm shutdown" if control is not None else "it stopped consuming, finished its tasks and shut down"
         if wait_for_exit(worker, deadline, clock):
             log.step("SIGTERM", f"pid {worker.pid} exited after {how}", clock.now() - step)
             return DrainResult("drained", clock.now() - started)
@@ -771,7 +775,7 @@ def drain_running(
             if control is not None:
                 log.step("connect", f"remote control over {control.connection.as_uri()}", clock.now() - step)
             else:
-                log.step("connect", "broker has no remote control (SQS): SIGTERM is the drain", clock.now() - step)
+                log.step("connect", "no remote control (SQS): SIGTERM is the drain", clock.now() - step)
         except HookError as exc:
             log.step("connect", f"{exc}; going straight to SIGTERM", clock.now() - step)
         result = drain_worker(worker, control, node, deadline, clock, log)
@@ -785,8 +789,8 @@ def drain_running(
     if result.outcome == "cold" and result.interrupted and not reported:
         log.step("interrupted", f"{len(result.interrupted)} task(s) restored: {summarize(result.interrupted)}")
     if worker.exited():
-        remove_if_pid(settings.layout.pidfile, worker.pid)
-        remove_if_pid(settings.layout.ready_file, worker.pid)
+        for owned in (settings.layout.pidfile, settings.layout.ready_file, settings.layout.first_task_file):
+            remove_if_pid(owned, worker.pid)
     log.step(
         "drained" if result.outcome != "stuck" else "FAILED",
         f"pid {worker.pid}: {result.outcome} in {result.seconds:.3f}s",
@@ -841,10 +845,10 @@ def launch_direct(settings: Settings, env: Mapping[str, str]) -> int:
     """Start the launcher as a daemon: new session, output to the worker log, pidfile written."""
     layout = settings.layout
     layout.logfile.parent.mkdir(parents=True, exist_ok=True)
-    script = settings.release_dir / "deploytool" / "hooks" / "celery_hooks.py"
+    script = settings.release_dir / "deploytool" / "hooks" / WORKER_SCRIPT
     with open(layout.logfile, "ab") as logfile:
         process = subprocess.Popen(
-            [settings.python, "-u", str(script), WORKER_COMMAND, settings.group_name],
+            [settings.python, "-u", str(script), settings.group_name],
             cwd=settings.release_dir / "app",
             env=worker_environment(settings, env),
             stdin=subprocess.DEVNULL,
@@ -902,7 +906,7 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
     layout = settings.layout
     step = clock.now()
     release = settings.release_dir
-    script = release / "deploytool" / "hooks" / "celery_hooks.py"
+    script = release / "deploytool" / "hooks" / WORKER_SCRIPT
     if not (release / "app").is_dir() or not script.is_file():
         raise HookError(f"{release}: the new release is not installed (no app/ or {script.name}); check appspec files")
     env = read_env_file(settings.env_file)
@@ -923,7 +927,7 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
     for directory in (layout.run_dir, layout.logfile.parent):
         directory.mkdir(parents=True, exist_ok=True)
     write_atomic(layout.node_file, node + "\n")
-    for stale in (layout.ready_file, layout.interrupted_file):
+    for stale in (layout.ready_file, layout.interrupted_file, layout.first_task_file):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
     point_symlink(layout.current, f"releases/{settings.version}")
@@ -935,7 +939,7 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
         pid = launch_direct(settings, env)
         log.step(
             "launch",
-            f"pid {pid}: {settings.python} celery_hooks.py {WORKER_COMMAND} {settings.group_name}",
+            f"pid {pid}: {settings.python} {WORKER_SCRIPT} {settings.group_name}",
             clock.now() - step,
         )
 
@@ -975,7 +979,7 @@ def validate(settings: Settings, clock: Clock, log: Log) -> int:
     if cwd != expected_dir:
         raise HookError(f"worker pid {worker.pid} runs in {cwd}, not in the new release {expected_dir}")
     script = launcher_script(process_cmdline(worker.pid)) or "?"
-    expected_script = os.path.realpath(settings.release_dir / "deploytool" / "hooks" / "celery_hooks.py")
+    expected_script = os.path.realpath(settings.release_dir / "deploytool" / "hooks" / WORKER_SCRIPT)
     if os.path.realpath(script) != expected_script:
         raise HookError(f"worker pid {worker.pid} runs {script}, not the new release's {expected_script}")
     log.step("process", f"pid {worker.pid} runs from {expected_dir} ({where})", clock.now() - step)
@@ -995,7 +999,7 @@ def validate(settings: Settings, clock: Clock, log: Log) -> int:
     if has_remote_control(client):
         check_remote(settings, client, node, until, clock, log)
     else:
-        check_canary(settings, client, node, until, clock, log)
+        check_takes_work(settings, client, node, worker.pid, until, clock, log)
     log.step("ok", f"{node} runs {settings.version} and takes work from {', '.join(settings.queues)}")
     return EXIT_OK
 
@@ -1027,245 +1031,50 @@ def check_remote(settings: Settings, client: Any, node: str, until: float, clock
         control.close()
 
 
-def check_canary(settings: Settings, client: Any, node: str, until: float, clock: Clock, log: Log) -> None:
-    """No remote control (SQS): send a canary through this instance's own queue and see it run."""
+def check_takes_work(
+    settings: Settings, client: Any, node: str, pid: int, until: float, clock: Clock, log: Log
+) -> None:
+    """No remote control (SQS): prove the new worker takes work from the broker.
+
+    A canary task goes through this instance's own queue; the proof is that it ran, or, when the
+    worker is busy, that it took a task from its group's queues since it started (the launcher records
+    the first one). Under constant load kombu's SQS polling serves the busy queue first and the canary
+    can wait minutes behind it, which is no fault of the new release.
+    """
     step = clock.now()
     queue = canary_queue(node)
     token = uuid.uuid4().hex
     marker = settings.layout.canary_dir / token
     client.send_task(CANARY_TASK, args=[token], queue=queue, ignore_result=True)
-    while not marker.exists():
+    while True:
+        ran = read_json(marker)
+        if ran is not None:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+            if ran.get("version") != settings.version:
+                raise HookError(f"canary on {queue} ran on version {ran.get('version')}, expected {settings.version}")
+            log.step("canary", f"{CANARY_TASK} through {queue} ran on pid {ran.get('pid')}", clock.now() - step)
+            return
+        first = read_json(settings.layout.first_task_file)
+        if first is not None and first.get("pid") == pid:
+            detail = f"took {first.get('name')}[{first.get('id')}] from {first.get('queue')}"
+            log.step("takes work", f"{node} {detail} (the canary through {queue} waits behind the load)")
+            return
         if clock.now() >= until:
             raise HookError(
-                f"canary task sent to queue {queue} was not run by {node} within {clock.now() - step:.1f}s; "
-                f"see {settings.layout.logfile}"
+                f"{node} neither ran the canary sent to queue {queue} nor took a task from "
+                f"{', '.join(settings.queues)} within {clock.now() - step:.1f}s; see {settings.layout.logfile}"
             )
         clock.sleep(0.1)
-    ran = read_json(marker) or {}
-    with contextlib.suppress(OSError):
-        marker.unlink()
-    if ran.get("version") != settings.version:
-        raise HookError(f"canary on {queue} ran on version {ran.get('version')}, expected {settings.version}")
-    log.step("canary", f"{CANARY_TASK} through {queue} ran on pid {ran.get('pid')}", clock.now() - step)
-
-
-# --- run-worker (the launcher) ----------------------------------------------------------------------
-
-
-class PromptShutdown:
-    """Stands in for `time` (and `sleep`) in billiard.pool and celery's prefork/asynpool, in the worker.
-
-    Their shutdown path waits on fixed poll sleeps: each pool child sleeps 1 s before it exits, the pool
-    supervisor 0.8 s, the prefork timer thread 0.5 s, the outqueue flush 0.5 s per idle child, so even an
-    idle worker takes 1.6-2.5 s to exit after SIGTERM. Once shutdown has begun (celery's
-    worker_shutting_down, sent for SIGTERM and SIGQUIT) every such sleep ends within 20 ms; before that
-    they sleep as long as asked, in 50 ms steps. The flag lives in anonymous shared memory, so the pool
-    children forked earlier see it too. Nothing else changes: no signal, no ordering, no message handling.
-    DEPLOYTOOL_PROMPT_SHUTDOWN=0 turns it off.
-    """
-
-    STEP_S = 0.05
-    STOPPING_S = 0.02
-
-    def __init__(self) -> None:
-        self.flag = mmap.mmap(-1, 1)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    @property
-    def stopping(self) -> bool:
-        return self.flag[0] == 1
-
-    def begin(self) -> None:
-        self.flag[0] = 1
-
-    def sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            if self.flag[0] == 1:
-                time.sleep(min(left, self.STOPPING_S))
-                return
-            time.sleep(min(left, self.STEP_S))
-
-    def install(self) -> list[str]:
-        """Replace `time` (or a `sleep` imported from it) in the modules whose shutdown sleeps matter."""
-        import importlib
-
-        patched = []
-        for name in ("billiard.pool", "celery.concurrency.prefork", "celery.concurrency.asynpool"):
-            module = importlib.import_module(name)
-            if isinstance(getattr(module, "time", None), types.ModuleType):
-                module.time = self  # type: ignore[attr-defined]
-                patched.append(f"{name}.time")
-            if getattr(module, "sleep", None) is time.sleep:
-                module.sleep = self.sleep  # type: ignore[attr-defined]
-                patched.append(f"{name}.sleep")
-        return patched
-
-
-def shutdown_waker(app: Any) -> Callable[[], None]:
-    """A function that wakes the worker's event loop, for celery's shutdown signal handler to call.
-
-    Celery's SIGTERM/SIGQUIT handler only sets a flag; Python then resumes the event loop's poll, which
-    waits up to a second before the loop sees the flag. A consumer bootstep (celery's public extension
-    point) adds a self-pipe to the loop; writing to it ends that wait at once.
-    """
-    from celery import bootsteps
-
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
-    os.set_blocking(write_fd, False)
-
-    def empty_pipe() -> None:
-        with contextlib.suppress(OSError):
-            os.read(read_fd, 512)
-
-    class WakeOnShutdown(bootsteps.StartStopStep):  # type: ignore[misc]
-        def start(self, consumer: Any) -> None:
-            if getattr(consumer, "hub", None) is not None:
-                consumer.hub.add_reader(read_fd, empty_pipe)
-
-    app.steps["consumer"].add(WakeOnShutdown)
-
-    def wake() -> None:
-        with contextlib.suppress(OSError):
-            os.write(write_fd, b"\0")
-
-    return wake
-
-
-def record_interrupted_on_sigquit(path: Path, pid: int) -> None:
-    """Put a step in front of celery's SIGQUIT handler that writes the running tasks to `path`.
-
-    Celery's cold shutdown cancels the running tasks before it announces itself (worker_shutting_down),
-    so only a look taken as the signal arrives sees which tasks the cold shutdown hands back to the broker.
-    Installed once celery's own handlers are in place (worker_ready); drain logs the file's names and ids.
-    """
-    previous = signal.getsignal(signal.SIGQUIT)
-    if not callable(previous):
-        return
-
-    def snapshot(signum: int, frame: Any) -> None:
-        from celery.worker import state
-
-        tasks = [{"name": r.name, "id": r.id} for r in list(state.active_requests)]
-        with contextlib.suppress(OSError):
-            write_atomic(path, json.dumps({"pid": pid, "tasks": tasks}) + "\n")
-        previous(signum, frame)
-
-    signal.signal(signal.SIGQUIT, snapshot)
-
-
-def load_celery_app(spec: str) -> Any:
-    """'package.module:attr' or 'package.module' (then its `app` or `celery`)."""
-    import importlib
-
-    module_name, _, attribute = spec.partition(":")
-    module = importlib.import_module(module_name)
-    for name in [attribute] if attribute else ["app", "celery"]:
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise HookError(f"app.celery_app {spec!r}: no Celery app there", EXIT_BAD_INPUT)
-
-
-def worker_conf(group: Mapping[str, Any], broker: Broker, base_options: Mapping[str, Any]) -> dict[str, Any]:
-    """The group's settings as Celery configuration (applied over the app's own)."""
-    conf: dict[str, Any] = {
-        "broker_url": broker.url,
-        "broker_transport_options": {**base_options, **broker.transport_options},
-        "task_acks_late": bool(group["acks_late"]),
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": int(group["prefetch_multiplier"]),
-        "task_time_limit": group["task_time_limit"],
-        "broker_connection_retry_on_startup": True,
-    }
-    if group.get("task_soft_time_limit") is not None:
-        conf["task_soft_time_limit"] = group["task_soft_time_limit"]
-    if group.get("max_tasks_per_child") is not None:
-        conf["worker_max_tasks_per_child"] = int(group["max_tasks_per_child"])
-    return conf
-
-
-def worker_argv(group: Mapping[str, Any], node: str, queues: Sequence[str], logfile: Path) -> list[str]:
-    argv = ["worker", "--hostname", node, "--queues", ",".join(queues), "--loglevel", "INFO"]
-    argv += ["--logfile", str(logfile), "--without-gossip"]
-    autoscale = group.get("autoscale")
-    if autoscale:
-        argv += ["--autoscale", f"{int(autoscale[0])},{int(autoscale[1])}"]
-    else:
-        argv += ["--concurrency", str(int(group["concurrency"]))]
-    return argv
-
-
-def run_worker(group_name: str) -> int:
-    """Import the app, apply the group's settings, and become the worker (pid = this process)."""
-    settings = load_settings(bundle_root_of(__file__), os.environ, group_name)
-    layout = settings.layout
-    app_dir = str((settings.bundle_root / "app").resolve())
-    os.chdir(app_dir)
-    sys.path.insert(0, app_dir)
-    os.environ["PYTHONPATH"] = app_dir
-    layout.run_dir.mkdir(parents=True, exist_ok=True)
-    layout.logfile.parent.mkdir(parents=True, exist_ok=True)
-    pid = os.getpid()
-    write_atomic(layout.pidfile, f"{pid}\n")
-    node = running_node(settings)
-    broker = Broker.from_env(os.environ, int(settings.group["visibility_timeout"]), "worker environment")
-    app = load_celery_app(str(settings.app["celery_app"]))
-    app.conf.update(worker_conf(settings.group, broker, app.conf.broker_transport_options or {}))
-    queues = list(settings.queues)
-    if not has_remote_control(app):
-        queues.append(canary_queue(node))
-
-    from celery import signals
-
-    @app.task(name=CANARY_TASK, ignore_result=True, acks_late=False)
-    def canary(token: str) -> None:
-        if re.fullmatch(r"[0-9a-f]{32}", token):
-            write_atomic(layout.canary_dir / token, json.dumps({"pid": os.getpid(), "version": settings.version}))
-
-    def on_ready(sender: Any = None, **_: Any) -> None:
-        record_interrupted_on_sigquit(layout.interrupted_file, pid)
-        ready = {"pid": pid, "node": node, "version": settings.version, "queues": queues}
-        write_atomic(layout.ready_file, json.dumps(ready) + "\n")
-
-    prompt = PromptShutdown() if os.environ.get("DEPLOYTOOL_PROMPT_SHUTDOWN", "1") != "0" else None
-    wake = shutdown_waker(app) if prompt is not None else None
-    if prompt is not None:
-        prompt.install()
-
-    def on_shutting_down(sig: Any = None, how: Any = None, **_: Any) -> None:
-        if prompt is not None and wake is not None:
-            prompt.begin()
-            wake()
-
-    signals.worker_ready.connect(on_ready, weak=False)
-    signals.worker_shutting_down.connect(on_shutting_down, weak=False)
-    try:
-        app.worker_main(worker_argv(settings.group, node, queues, layout.logfile))
-    finally:
-        remove_if_pid(layout.ready_file, pid)
-        remove_if_pid(layout.pidfile, pid)
-    return EXIT_OK
 
 
 # --- entry point ------------------------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[[Settings, Clock, Log], int]] = {"drain": drain, "start": start, "validate": validate}
-USAGE = "usage: celery_hooks.py drain|start|validate  or  celery_hooks.py run-worker GROUP"
+USAGE = "usage: celery_hooks.py drain|start|validate"
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) == 2 and argv[0] == WORKER_COMMAND:
-        try:
-            return run_worker(argv[1])
-        except HookError as exc:
-            print(f"deploytool {WORKER_COMMAND}: error: {exc}", file=sys.stderr, flush=True)
-            return exc.code
     if len(argv) != 1 or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)
         return EXIT_BAD_INPUT

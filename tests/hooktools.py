@@ -262,7 +262,7 @@ class Instance:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
             return None
-        if b"run-worker" not in cmdline or not process_alive(pid):
+        if not any(part.endswith(b"/celery_worker.py") for part in cmdline) or not process_alive(pid):
             return None
         return pid
 
@@ -517,13 +517,25 @@ def delete_broker_queues(broker_url: str, queues: Sequence[str]) -> None:
                 channel.exchange_delete(queue)
 
 
-def load_hooks_module() -> Any:
-    """scripts/celery_hooks.py as a module (it ships as a script; tests call its functions directly)."""
+def _load_script(name: str) -> Any:
+    """scripts/<name>.py as a module (they ship as scripts; tests call their functions directly)."""
+    if name in sys.modules:
+        return sys.modules[name]
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("celery_hooks", SCRIPTS / "celery_hooks.py")
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("celery_hooks", module)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_hooks_module() -> Any:
+    return _load_script("celery_hooks")
+
+
+def load_worker_module() -> Any:
+    """scripts/celery_worker.py, which imports celery_hooks as its neighbour does on an instance."""
+    load_hooks_module()
+    return _load_script("celery_worker")

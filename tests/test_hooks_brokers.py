@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -355,3 +356,36 @@ def test_production_path_installs_the_unit_and_drains_through_systemctl(
     assert calls.count("restart acme-workers-reports.service") == 2
     assert "validate +" in runs[-1].output and "ok: celery@reports" in runs[-1].output
     assert load.wait_done(30, sent) == (3, 0, 0)
+
+
+@pytest.mark.parametrize("broker", BROKERS[2:], indirect=True)
+def test_sqs_drain_under_steady_load_strands_no_received_message(
+    broker: BrokerSpec, tmp_path: Path, reaper: ProcessReaper
+) -> None:
+    """SQS long polls (here 5 s) are in flight when SIGTERM comes: the worker stops consuming and lets
+    them return before its warm shutdown, so no message is left invisible until the visibility timeout.
+    The new worker is busy from its first second: validate proves it takes work even though the canary
+    waits behind the load."""
+    broker.options = dict(broker.options or {}, wait_time_seconds=5)
+    fleet = make_fleet(broker, tmp_path, reaper, 1, ["reports"], concurrency=4, drain_timeout=20)
+    instance = fleet.instances[0]
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.wait(0.1):
+            fleet.load.send("build_report", fleet.queues[0], 0.05)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        time.sleep(2.0)
+        runs = instance.deploy(fleet.v2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        producer.join()
+    for run in runs:
+        run.check()
+    assert fleet.load.wait_done(20) == (len(fleet.load.submitted), 0, 0)
+    assert "ok: celery@reports" in runs[-1].output
+    assert "SIGTERM: stopped consuming from" in instance.worker_log.read_text()

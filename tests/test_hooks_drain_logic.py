@@ -1,4 +1,5 @@
-"""The drain algorithm of scripts/celery_hooks.py on a simulated clock, with fakes at its two seams
+"""The drain algorithm of scripts/celery_hooks.py, and the SQS worker's own drain in celery_worker.py,
+on a simulated clock, with fakes at its two seams
 (the worker process and the broker's remote control)."""
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.hooktools import load_hooks_module
+from tests.hooktools import load_hooks_module, load_worker_module
 
 hooks = load_hooks_module()
+worker_module = load_worker_module()
 
 
 class FakeClock(hooks.Clock):  # type: ignore[misc,name-defined]
@@ -178,3 +180,100 @@ def test_worker_that_exits_on_its_own_while_waiting_is_drained() -> None:
     result, _ = run_drain(worker, control, clock, budget=30)
     assert worker.signals == []
     assert result.outcome == "drained"
+
+
+# --- the SQS worker's own drain on SIGTERM (SettleOnSigterm), with a fake consumer -------------------
+
+
+class FakeChannel:
+    wait_time_seconds = 5
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def _get_async(self, queue: str, count: int = 1, callback: Any = None) -> None:
+        self.callbacks.append(callback)
+
+
+class FakeConsumer:
+    def __init__(self, queues: list[str]) -> None:
+        class Queue:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+        class TaskConsumer:
+            pass
+
+        self.task_consumer = TaskConsumer()
+        self.task_consumer.queues = [Queue(q) for q in queues]  # type: ignore[attr-defined]
+        self.task_consumer.channel = FakeChannel()  # type: ignore[attr-defined]
+        self.cancelled: list[str] = []
+        self.timers: list[tuple[float, Any]] = []
+        consumer = self
+
+        class Hub:
+            def call_repeatedly(self, seconds: float, function: Any) -> None:
+                consumer.timers.append((seconds, function))
+
+        self.hub = Hub()
+
+    def cancel_task_queue(self, queue: str) -> None:
+        self.cancelled.append(queue)
+
+
+def settle_with(consumer: FakeConsumer) -> tuple[Any, list[str]]:
+    lines: list[str] = []
+    settle = worker_module.SettleOnSigterm(lines.append, "deploytool-canary-g-i-1")
+    settle.celery_handler = lambda signum, frame: lines.append("celery warm shutdown")
+    settle.attach(consumer)
+    return settle, lines
+
+
+def test_sigterm_cancels_consumers_and_waits_for_the_receive_in_flight() -> None:
+    consumer = FakeConsumer(["video", "email"])
+    settle, lines = settle_with(consumer)
+    channel = consumer.task_consumer.channel  # type: ignore[attr-defined]
+    assert settle.settle_s == 6.0 and consumer.timers[0][0] == settle.TICK_S
+    returned: list[Any] = []
+    channel._get_async("video", 4, callback=returned.append)  # a long poll goes out
+    channel._get_async("deploytool-canary-g-i-1", 1, callback=returned.append)  # not waited for
+    assert settle.inflight == 1
+
+    settle.on_sigterm(15, None)
+    settle.tick()
+    assert consumer.cancelled == ["video", "email"]
+    assert "celery warm shutdown" not in lines  # the long poll has not returned yet
+    channel.callbacks[0]({"Messages": []})  # it returns; kombu's own callback still runs
+    assert returned == [{"Messages": []}] and settle.inflight == 0
+    settle.tick()
+    assert lines.count("celery warm shutdown") == 1
+    settle.tick()
+    settle.on_sigterm(15, None)
+    assert lines.count("celery warm shutdown") == 1  # celery's handler runs once
+
+
+def test_a_second_sigterm_or_the_time_cap_ends_the_wait() -> None:
+    consumer = FakeConsumer(["video"])
+    settle, lines = settle_with(consumer)
+    consumer.task_consumer.channel._get_async("video", 1, callback=None)  # type: ignore[attr-defined]
+    settle.on_sigterm(15, None)
+    settle.tick()
+    assert lines.count("celery warm shutdown") == 0
+    settle.on_sigterm(15, None)
+    assert lines.count("celery warm shutdown") == 1
+
+    consumer = FakeConsumer(["video"])
+    settle, lines = settle_with(consumer)
+    consumer.task_consumer.channel._get_async("video", 1, callback=None)  # type: ignore[attr-defined]
+    settle.settle_s = 0.0
+    settle.on_sigterm(15, None)
+    settle.tick()
+    assert lines.count("celery warm shutdown") == 1
+
+
+def test_sigterm_before_the_consumer_started_goes_straight_to_celery() -> None:
+    lines: list[str] = []
+    settle = worker_module.SettleOnSigterm(lines.append, "c")
+    settle.celery_handler = lambda signum, frame: lines.append("celery warm shutdown")
+    settle.on_sigterm(15, None)
+    assert lines == ["celery warm shutdown"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,14 @@ from tests.hooktools import (
     app_context,
     group_settings,
     load_hooks_module,
+    load_worker_module,
     render_bundle,
     render_file,
     template_context,
 )
 
 hooks = load_hooks_module()
+worker = load_worker_module()
 
 
 @pytest.fixture
@@ -114,14 +117,14 @@ def test_worker_conf_carries_every_group_setting() -> None:
         visibility_timeout=1200,
     )
     broker = hooks.Broker.from_env({"CELERY_BROKER_URL": "redis://h/1"}, group["visibility_timeout"], "env")
-    conf = hooks.worker_conf(group, broker, {"fanout_prefix": True})
+    conf = worker.worker_conf(group, broker, {"fanout_prefix": True})
     assert conf["task_acks_late"] is True
     assert conf["task_reject_on_worker_lost"] is True
     assert conf["worker_prefetch_multiplier"] == 2
     assert conf["worker_max_tasks_per_child"] == 50
     assert (conf["task_time_limit"], conf["task_soft_time_limit"]) == (900, 840)
     assert conf["broker_transport_options"] == {"fanout_prefix": True, "visibility_timeout": 1200}
-    argv = hooks.worker_argv(group, "celery@video.i-1", ["video"], Path("/l/worker.log"))
+    argv = worker.worker_argv(group, "celery@video.i-1", ["video"], Path("/l/worker.log"))
     assert argv[:5] == ["worker", "--hostname", "celery@video.i-1", "--queues", "video"]
     assert argv[argv.index("--concurrency") + 1] == "3"
     assert "--autoscale" not in argv
@@ -129,7 +132,7 @@ def test_worker_conf_carries_every_group_setting() -> None:
 
 def test_autoscale_replaces_concurrency() -> None:
     group = group_settings("email", ["email", "bulk"], autoscale=[8, 2])
-    argv = hooks.worker_argv(group, "celery@email.i-1", ["email", "bulk"], Path("/l"))
+    argv = worker.worker_argv(group, "celery@email.i-1", ["email", "bulk"], Path("/l"))
     assert argv[argv.index("--autoscale") + 1] == "8,2"
     assert argv[argv.index("--queues") + 1] == "email,bulk"
     assert "--concurrency" not in argv
@@ -184,8 +187,7 @@ def test_systemd_unit_stops_with_sigterm_after_the_drain_budget_and_execs_the_wo
     exec_start = lines["ExecStart"].split()
     assert exec_start == [
         "/opt/acme-workers/venv/bin/python",
-        "/opt/acme-workers/current/deploytool/hooks/celery_hooks.py",
-        "run-worker",
+        "/opt/acme-workers/current/deploytool/hooks/celery_worker.py",
         "video",
     ]
     assert "User" not in lines
@@ -272,3 +274,42 @@ def test_a_worker_that_cannot_start_fails_start_with_its_log(tmp_path: Path, rea
     assert run.returncode == 1
     assert "exited during start-up" in run.output
     assert "No module named 'acme_workers.nowhere'" in run.output
+
+
+# --- the worker's prompt shutdown ------------------------------------------------------------------
+
+PROMPT_PROBE = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import celery_worker
+prompt = celery_worker.PromptShutdown()
+print(",".join(prompt.install()))
+import billiard.pool
+child = os.fork()
+if child == 0:  # a pool child forked before shutdown: it must see the flag the main process sets later
+    until = time.monotonic() + 10
+    while not prompt.stopping and time.monotonic() < until:
+        time.sleep(0.01)
+    started = time.monotonic()
+    billiard.pool.time.sleep(30)  # what a pool child sleeps before it exits (1 s), asked for 30 s here
+    os._exit(0 if prompt.stopping and time.monotonic() - started < 5 else 1)
+time.sleep(0.2)
+prompt.begin()
+_, status = os.waitpid(child, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_prompt_shutdown_patches_the_pool_modules_and_reaches_forked_children() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROMPT_PROBE, str(SCRIPTS)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    patched, child = done.stdout.strip().splitlines()
+    assert set(patched.split(",")) == {
+        "billiard.pool.time",
+        "celery.concurrency.prefork.time",
+        "celery.concurrency.asynpool.time",
+        "celery.concurrency.asynpool.sleep",
+    }
+    assert child == "child 0"
