@@ -54,14 +54,8 @@ def test_fab_sandbox_deploys_v1_then_v2_under_load_and_reports(tmp_path: Path) -
     assert duplicated == 0, out
     assert "every instance runs its expected version" in out  # the closing reconcile (DuckDB)
     assert "lifecycle logs:" in out and "worker logs:" in out
-    if lost == 0:
-        assert process.returncode == 0, out
-        return
-    assert process.returncode == 1, out
-    # Known defect of the SQS drain (scripts/celery_hooks.py PromptShutdown, see the README): the tasks a
-    # stopping worker received are held in flight by SQS until the visibility timeout. Anything else fails.
-    assert f"{lost} of the {lost} lost tasks are held in flight by the broker" in out, out
-    pytest.xfail(f"{lost} of {submitted} tasks held in flight by SQS after a drain (the SQS drain defect)")
+    assert lost == 0, f"{lost} of {submitted} tasks lost:\n{out}"
+    assert process.returncode == 0, out
 
 
 def test_ctrl_c_in_the_middle_of_fab_sandbox_leaves_no_process_behind(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ class SandboxRunOptions:
     target: str | None = None
     groups: tuple[str, ...] | None = None
     live: bool = True  # a rich live table; plain lines when False (CI, no TTY)
-    load_per_s: float = 4.0
+    load_per_s: float = 15.0
     drain_timeout_s: float = 90.0
     worker_stop_grace_s: float = 15.0
 
