@@ -22,7 +22,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from deploytool.bundle import BundleResult, build_bundle  # noqa: E402
 from deploytool.config import Fleet, load_fleet  # noqa: E402
 from deploytool.publish import publish  # noqa: E402
 from deploytool.render import Templates  # noqa: E402
+from deploytool.sandbox.motoserver import MotoServer  # noqa: E402
 from deploytool.version import SourceVersion  # noqa: E402
 
 WORK = ROOT / "bench" / ".work"
@@ -109,38 +109,14 @@ def tree_size(tree: Path) -> tuple[int, int]:
     return count, size
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def moto_server() -> Iterator[str]:
-    port = free_port()
-    log = (WORK / "moto.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    """The sandbox's own moto server manager: a free loopback port, stopped (by its pid) on exit."""
+    server = MotoServer(log_path=WORK / "moto.log", pidfile=WORK / "moto.pid").start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"moto server did not start (see {WORK / 'moto.log'})") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server.stop()
 
 
 def awscli() -> list[str]:
