@@ -26,8 +26,9 @@ import yaml
 from deploytool.config import Fleet
 from deploytool.errors import BundleError
 from deploytool.ignore import DEFAULT_EXCLUDES, IgnoreRules
+from deploytool.resources import resource_root
 
-TOOL_ROOT = Path(__file__).resolve().parent.parent
+TOOL_ROOT = resource_root()
 HOOKS_DIR = "deploytool/hooks"
 APPSPEC = "appspec.yml"
 GROUP_TEMPLATE = "systemd/worker.service.j2"

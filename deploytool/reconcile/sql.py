@@ -22,8 +22,9 @@ import sqlglot
 from sqlglot import TokenType, exp
 
 from deploytool.errors import UsageError
+from deploytool.resources import resource_root
 
-ATHENA_DIR = Path(__file__).resolve().parents[2] / "athena"
+ATHENA_DIR = resource_root() / "athena"
 SOURCE_DIALECT = "athena"
 _PARAMS_LINE = re.compile(r"^--\s*parameters:\s*(.*)$", re.MULTILINE)
 # Columns that come from the object's path (hive partitioning), not from the JSON row.
