@@ -208,36 +208,36 @@ def run_once(broker: str, tasks: int, prompt: bool, work: Path, console: Console
         if verbose:
             console.print(f"[bold]bench[/] {text}", highlight=False)
 
-    with SandboxSession(fleet, root=work / "sandbox", log=say, worker_stop_grace_s=15.0) as sandbox:
-        if not prompt:
-            for instance in sandbox.fleet.on_disk():
-                with instance.env_file(fleet.app).open("a") as env:
-                    env.write("DEPLOYTOOL_PROMPT_SHUTDOWN=0\n")
-        repo = WorkRepo.create(fleet, sandbox.work_dir)
-        artifacts = fleet.artifacts
-        store = ReleaseStore(sandbox.s3, bucket=artifacts.bucket, prefix=artifacts.prefix, app=fleet.app.name)
+    try:
+        with SandboxSession(fleet, root=work / "sandbox", log=say, worker_stop_grace_s=15.0) as sandbox:
+            if not prompt:
+                for instance in sandbox.fleet.on_disk():
+                    with instance.env_file(fleet.app).open("a") as env:
+                        env.write("DEPLOYTOOL_PROMPT_SHUTDOWN=0\n")
+            repo = WorkRepo.create(fleet, sandbox.work_dir)
+            artifacts = fleet.artifacts
+            store = ReleaseStore(sandbox.s3, bucket=artifacts.bucket, prefix=artifacts.prefix, app=fleet.app.name)
 
-        def release(label: str) -> RolloutResult:
-            prepared = prepare_deploy(
-                repo.fleet(), sandbox.target_name, sandbox.groups, aws=sandbox.aws, store=store,
-                version=None, allow_dirty=False, out_dir=sandbox.root / "dist",
-            )  # fmt: skip
-            plan = rollout_plan(
-                release_id=prepared.manifest.release_id,
-                version=prepared.manifest.version,
-                target=sandbox.target_name,
-                groups=sandbox.groups,
-                revision=prepared.revision,
-                options=RolloutOptions(poll_min_s=0.5, poll_max_s=1.0, rollback_grace_s=5.0),
-            )
-            reporter = PlainLines(console) if verbose else None
-            result = Orchestrator(sandbox.backend, plan, reporter=reporter).run()
-            if not result.succeeded:
-                failed = ", ".join(f"{g.group}: {g.error or g.outcome}" for g in result.groups if not g.ok)
-                raise SystemExit(f"{label} did not reach every instance: {failed}")
-            return result
+            def release(label: str) -> RolloutResult:
+                prepared = prepare_deploy(
+                    repo.fleet(), sandbox.target_name, sandbox.groups, aws=sandbox.aws, store=store,
+                    version=None, allow_dirty=False, out_dir=sandbox.root / "dist",
+                )  # fmt: skip
+                plan = rollout_plan(
+                    release_id=prepared.manifest.release_id,
+                    version=prepared.manifest.version,
+                    target=sandbox.target_name,
+                    groups=sandbox.groups,
+                    revision=prepared.revision,
+                    options=RolloutOptions(poll_min_s=0.5, poll_max_s=1.0, rollback_grace_s=5.0),
+                )
+                reporter = PlainLines(console) if verbose else None
+                result = Orchestrator(sandbox.backend, plan, reporter=reporter).run()
+                if not result.succeeded:
+                    failed = ", ".join(f"{g.group}: {g.error or g.outcome}" for g in result.groups if not g.ok)
+                    raise SystemExit(f"{label} did not reach every instance: {failed}")
+                return result
 
-        try:
             release("v1")
             sender = CelerySender(sandbox.fleet.broker)
             load = LoadGenerator(sender, bench_kinds(fleet, tag), sandbox.root / "load" / "submitted.log",
@@ -275,9 +275,9 @@ def run_once(broker: str, tasks: int, prompt: bool, work: Path, console: Console
             if verbose:
                 for drain in drains:
                     say(f"{drain} overhead {drain.overhead:.3f}")
-        finally:
-            if tag:
-                delete_queues(sandbox.fleet.broker.url, queues)
+    finally:  # after the workers are gone, so none re-declares them
+        if tag:
+            delete_queues(BROKERS[broker], queues)
     return {
         "submitted": tally.submitted,
         "completed": tally.completed,
