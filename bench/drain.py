@@ -1,36 +1,43 @@
-"""Benchmark: a rolling deploy of every group of deploy.toml under load, measuring the drain.
+"""Benchmark: a sandbox rolling deploy of every group of deploy.toml under load, measuring the drain.
 
     /work/venv/bin/python bench/drain.py [--broker sqs|redis|rabbitmq] [--tasks 1000] [--no-baseline]
 
-Two instances per group run the sample app (real Celery workers). After v1 is up on all of them, --tasks
-build_report tasks of 0.2-2 s are queued over the groups' queues (weighted by each group's worker slots),
-then v2 is rolled through: waves in order, groups of a wave in parallel, instances of a group in the
-batches deploytool.strategy gives for the group's strategy; each instance runs ApplicationStop (from the
-previous release), install, ApplicationStart and ValidateService. Every task must run exactly once.
+Runs the real sandbox (deploytool.sandbox): a SandboxSession (moto server with S3, EC2, Auto Scaling
+and SQS; one ASG per group, two instances each; real Celery workers of the sample app), releases built
+and published by prepare_deploy and rolled out by the Orchestrator over the `local` backend, as
+`fab sandbox` does. After v1 is up everywhere, half of --tasks is queued as a backlog (weighted by each
+group's worker slots, 0.2-2 s each) and the LoadGenerator keeps submitting while v2 is rolled through
+(waves in order, each group in its strategy's batches; every instance runs ApplicationStop from the
+previous release, install, ApplicationStart, ValidateService); after the rollout the rest up to --tasks
+is submitted, then the bench waits for the queues to drain and counts every task in the workers'
+ledgers (deploytool.sandbox.report). Every task must run exactly once.
 
-NOTE: until the sandbox runner (deploytool/sandbox/) is on main, the instances are driven by the agent
-emulation of tests/hooktools.py (the same hooks, environment and timeouts, without moto EC2/ASGs).
-
-Prints one JSON line: broker, submitted, completed, lost, duplicates, max_drain_s (the longest
-ApplicationStop) and drain_overhead_s: over all drains, the worst of (drain end - the later of drain start
-and the end of the last task the drained worker finished), i.e. drain time minus the longest remaining task
-it waited for. `baseline` is the same deploy, same load, measured in the same run with the worker's stock
-Celery shutdown (DEPLOYTOOL_PROMPT_SHUTDOWN=0). Targets: lost 0, duplicates 0, drain_overhead_s <= 1.5.
+Prints one JSON line: broker, submitted, completed, lost, duplicates, max_drain_s (the longest drain,
+from the hook's own `drained` line) and drain_overhead_s: over all drains, the worst of (drain end - the
+later of drain start and the end of the last task the drained worker finished), i.e. drain time minus
+the longest remaining task it waited for. Drain start and end come from the hook's log lines (its
+`+offset` of the `drained` step) anchored to the wall clock by watching the ApplicationStop logs (the
+mtime of the `drained` line when it is the file's last line, else the moment it was seen: an upper
+bound, so the overhead is never under-reported); task ends from the drained worker's log.
+`baseline` is the same deploy, same load, measured in the same run with the worker's stock Celery
+shutdown (DEPLOYTOOL_PROMPT_SHUTDOWN=0 in the instances' env files).
+Targets: lost 0, duplicates 0, drain_overhead_s <= 1.5.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import datetime
 import json
 import re
+import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,28 +45,34 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deploytool.config import Group, load_fleet  # noqa: E402
-from deploytool.strategy import batches  # noqa: E402
-from tests.hooktools import (  # noqa: E402
-    HookRun,
-    Instance,
-    Load,
-    ProcessReaper,
-    delete_broker_queues,
-    make_instances,
-    moto_sqs_server,
-    render_bundle,
-)
+from rich.console import Console  # noqa: E402
 
-BROKERS = {"redis": "redis://127.0.0.1:6379/11", "rabbitmq": "amqp://guest:guest@127.0.0.1:5672//"}
+from deploytool.config import Fleet, load_fleet  # noqa: E402
+from deploytool.rollout.orchestrator import Orchestrator  # noqa: E402
+from deploytool.rollout.plan import RolloutOptions, rollout_plan  # noqa: E402
+from deploytool.rollout.progress import PlainLines  # noqa: E402
+from deploytool.rollout.record import ReleaseStore  # noqa: E402
+from deploytool.rollout.release import prepare_deploy  # noqa: E402
+from deploytool.rollout.result import RolloutResult  # noqa: E402
+from deploytool.sandbox.instance import Instance  # noqa: E402
+from deploytool.sandbox.load import SAMPLE_TASKS, CelerySender, LoadGenerator, TaskKind  # noqa: E402
+from deploytool.sandbox.report import TaskTally, wait_for_drain  # noqa: E402
+from deploytool.sandbox.session import SandboxSession  # noqa: E402
+from deploytool.sandbox.workrepo import WorkRepo  # noqa: E402
+
+BROKERS = {"redis": "redis://127.0.0.1:6379/13", "rabbitmq": "amqp://guest:guest@127.0.0.1:5672//"}
+TASK_S = (0.2, 2.0)
+LOAD_PER_S = 10.0
+WATCH_POLL_S = 0.01
 SUCCEEDED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/ForkPoolWorker-\d+\] Task \S+ succeeded in")
+DRAINED = re.compile(r"deploytool drain \+(\d+\.\d+)s drained: pid \d+: (\w+) in")
 
 
 @dataclass
 class Drain:
     instance: str
-    started: float
-    seconds: float
+    started: float  # wall clock
+    seconds: float  # hook start to its `drained` step
     last_task_end: float | None
     sigquit: bool
 
@@ -67,6 +80,45 @@ class Drain:
     def overhead(self) -> float:
         waited_until = max(self.started, self.last_task_end or self.started)
         return self.started + self.seconds - waited_until
+
+
+class DrainWatch:
+    """Notes, for every ApplicationStop log that appears under the instances, when its `drained` line
+    was written (the file's mtime while that line is its last, else the moment it was first seen)."""
+
+    def __init__(self, instances_dir: Path) -> None:
+        self.instances_dir = instances_dir
+        self.before = set(instances_dir.glob("*/i-*/logs/*/ApplicationStop.log"))
+        self.ends: dict[Path, float] = {}
+        self.exact = 0  # ends taken from the file's mtime (the rest: when first seen, at most a poll late)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drain-watch", daemon=True)
+
+    def __enter__(self) -> DrainWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(WATCH_POLL_S):
+            for path in self.instances_dir.glob("*/i-*/logs/*/ApplicationStop.log"):
+                if path in self.before or path in self.ends:
+                    continue
+                seen = time.time()
+                try:
+                    mtime = path.stat().st_mtime
+                    lines = path.read_text(errors="replace").splitlines()
+                except OSError:
+                    continue
+                for n, line in enumerate(lines):
+                    if DRAINED.search(line):
+                        last = n == len(lines) - 1
+                        self.ends[path] = mtime if last else seen
+                        self.exact += last
+                        break
 
 
 def task_ends(log: Path, since: float, until: float) -> list[float]:
@@ -81,129 +133,183 @@ def task_ends(log: Path, since: float, until: float) -> list[float]:
     return ends
 
 
-def drain_of(instance: Instance, stop: HookRun) -> Drain:
-    ends = task_ends(instance.worker_log, stop.started_at, stop.started_at + stop.seconds)
-    return Drain(instance.instance_id, stop.started_at, stop.seconds, max(ends, default=None), "SIGQUIT" in stop.output)
-
-
-def roll(groups: Sequence[Group], fleets: dict[str, list[Instance]], waves: list[int], bundle: Path) -> list[Drain]:
-    """Deploy `bundle` wave by wave, groups of a wave in parallel, each group in its strategy's batches."""
-
-    def deploy_group(group: Group) -> list[Drain]:
-        drains: list[Drain] = []
-        instances = fleets[group.name]
-        done = 0
-        for size in batches(group.strategy, len(instances)):
-            batch = instances[done : done + size]
-            done += size
-            with ThreadPoolExecutor(len(batch)) as pool:
-                for instance, runs in zip(batch, pool.map(lambda i: i.deploy(bundle), batch), strict=True):
-                    for run in runs:
-                        if run.returncode != 0:
-                            raise SystemExit(f"{instance.instance_id} {run.event} failed:\n{run.output}")
-                    drains.append(drain_of(instance, runs[0]))
-        return drains
-
-    drains: list[Drain] = []
-    for wave in waves:
-        members = [g for g in groups if g.wave == wave]
-        with ThreadPoolExecutor(len(members)) as pool:
-            for result in pool.map(deploy_group, members):
-                drains.extend(result)
+def drains_of(watch: DrainWatch, fleet: Fleet) -> list[Drain]:
+    drains = []
+    for path, end in sorted(watch.ends.items()):
+        text = path.read_text(errors="replace")
+        match = DRAINED.search(text)
+        if match is None:
+            continue
+        seconds = float(match.group(1))
+        started = end - seconds
+        instance_dir = path.parent.parent.parent
+        instance = Instance(instance_dir.parent.name, instance_dir.name, instance_dir)
+        worker_log = instance.install_dir(fleet.app) / "log" / "worker.log"
+        last = max(task_ends(worker_log, started, end), default=None)
+        drains.append(Drain(instance.instance_id, started, seconds, last, "SIGQUIT" in text))
     return drains
 
 
-@contextlib.contextmanager
-def broker_for(name: str) -> Iterator[tuple[str, dict[str, Any] | None]]:
-    if name == "sqs":
-        with moto_sqs_server() as (url, options):
-            yield url, options
-    else:
-        yield BROKERS[name], None
+def bench_fleet(work: Path, broker: str) -> tuple[Fleet, str]:
+    """deploy.toml and the sample app copied under `work`; on a shared Redis/RabbitMQ the queues get a
+    unique suffix (other runs use the same brokers) and the sandbox target uses that broker."""
+    shutil.copytree(ROOT / "sample_app", work / "sample_app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    text = (ROOT / "deploy.toml").read_text()
+    tag = ""
+    if broker != "sqs":
+        tag = uuid.uuid4().hex[:8]
+        text = re.sub(r'^queues = \["(\w+)"\]', lambda m: f'queues = ["{m.group(1)}-{tag}"]', text, flags=re.M)
+        text = text.replace('broker = "sqs"', f'broker = "{BROKERS[broker]}"')
+    (work / "deploy.toml").write_text(text)
+    return load_fleet(work / "deploy.toml"), tag
 
 
-def run_once(
-    url: str, options: dict[str, Any] | None, tasks: int, prompt: bool, work: Path, verbose: bool = False
-) -> dict[str, Any]:
-    fleet = load_fleet(ROOT / "deploy.toml")
-    tag = uuid.uuid4().hex[:8]
-    groups = [g.model_copy(update={"queues": [f"{q}-{tag}" for q in g.queues or []]}) for g in fleet.groups]
-    app = {
-        "name": fleet.app.name,
-        "celery_app": fleet.app.celery_app,
-        "install_dir": fleet.app.install_path,
-        "python": fleet.app.python_path,
-        "env_file": fleet.app.env_path,
-        "user": fleet.app.user,
-    }
-    settings = [g.worker_settings() for g in groups]
-    v1 = render_bundle(work / "bundle-v1", app, settings, "v1", release_note="v1")
-    v2 = render_bundle(work / "bundle-v2", app, settings, "v2", release_note="v2")
-    ledger = work / "ledger.txt"
-    reaper = ProcessReaper()
-    load = Load(url, options, ledger)
-    try:
-        fleets = {g.name: make_instances(work, g.name, 2, app, reaper, tag) for g in groups}
-        every = [i for instances in fleets.values() for i in instances]
-        extra = {} if prompt else {"DEPLOYTOOL_PROMPT_SHUTDOWN": "0"}
-        for instance in every:
-            instance.write_env(url, options, ledger, extra)
-        with ThreadPoolExecutor(len(every)) as pool:
-            for runs in pool.map(lambda i: i.deploy(v1), every):
-                for run in runs:
-                    if run.returncode != 0:
-                        raise SystemExit(f"v1 {run.event} failed:\n{run.output}")
+def bench_kinds(fleet: Fleet, tag: str) -> list[TaskKind]:
+    """One kind per worker slot of each group (round-robin submission is then weighted by capacity)."""
+    catalogue = {k.queue: k for k in SAMPLE_TASKS}
+    kinds = []
+    for group in fleet.groups:
+        slots = group.autoscale[0] if group.autoscale else group.concurrency
+        for queue in group.queues or []:
+            base = catalogue[queue.removesuffix(f"-{tag}") if tag else queue]
+            kind = dataclasses.replace(base, queue=queue, min_s=TASK_S[0], max_s=TASK_S[1])
+            kinds += [kind] * slots
+    return kinds
 
-        slots = []
-        for group in groups:
-            per_worker = group.autoscale[0] if group.autoscale else group.concurrency
-            slots += [q for q in group.queues or []] * per_worker
-        load.send_many(tasks, slots, 0.2, 2.0)
-        time.sleep(2.0)  # the v1 workers are busy when the deploy starts
-        waves = sorted({g.wave for g in groups})
-        drains = roll(groups, fleets, waves, v2)
-        completed, lost, duplicates = load.wait_done(600)
+
+def delete_queues(url: str, queues: Sequence[str]) -> None:
+    """What the run left for its own (uniquely named) queues on a shared Redis or RabbitMQ."""
+    if url.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(url)
+        try:
+            for queue in queues:  # only keys named after the run's own queues: the db may be shared
+                for key in client.scan_iter(match=f"*{queue}*"):
+                    client.delete(key)
+        finally:
+            client.close()
+    elif url.startswith("amqp"):
+        from kombu import Connection
+
+        with Connection(url) as connection:
+            channel = connection.channel()
+            for queue in queues:
+                channel.queue_delete(queue)
+                channel.exchange_delete(queue)
+
+
+def run_once(broker: str, tasks: int, prompt: bool, work: Path, console: Console, verbose: bool) -> dict[str, Any]:
+    (work / "src").mkdir(parents=True)
+    fleet, tag = bench_fleet(work / "src", broker)
+    queues = [q for g in fleet.groups for q in g.queues or []]
+
+    def say(text: str) -> None:
         if verbose:
-            for drain in drains:
-                print(drain, f"overhead {drain.overhead:.3f}", file=sys.stderr)
-            for instance in every:
-                print(instance.runs[-3].output, file=sys.stderr)
-    finally:
-        reaper.stop_all()
-        load.close()
-        leftovers = [q for g in groups for q in g.queues or []]
-        if url.startswith("redis"):
-            leftovers.append("_kombu.binding_deadlines")  # kombu's, in the bench's own database
-        delete_broker_queues(url, leftovers)
+            console.print(f"[bold]bench[/] {text}", highlight=False)
+
+    try:
+        with SandboxSession(fleet, root=work / "sandbox", log=say, worker_stop_grace_s=15.0) as sandbox:
+            if not prompt:
+                for instance in sandbox.fleet.on_disk():
+                    with instance.env_file(fleet.app).open("a") as env:
+                        env.write("DEPLOYTOOL_PROMPT_SHUTDOWN=0\n")
+            repo = WorkRepo.create(fleet, sandbox.work_dir)
+            artifacts = fleet.artifacts
+            store = ReleaseStore(sandbox.s3, bucket=artifacts.bucket, prefix=artifacts.prefix, app=fleet.app.name)
+
+            def release(label: str) -> RolloutResult:
+                prepared = prepare_deploy(
+                    repo.fleet(), sandbox.target_name, sandbox.groups, aws=sandbox.aws, store=store,
+                    version=None, allow_dirty=False, out_dir=sandbox.root / "dist",
+                )  # fmt: skip
+                plan = rollout_plan(
+                    release_id=prepared.manifest.release_id,
+                    version=prepared.manifest.version,
+                    target=sandbox.target_name,
+                    groups=sandbox.groups,
+                    revision=prepared.revision,
+                    options=RolloutOptions(poll_min_s=0.5, poll_max_s=1.0, rollback_grace_s=5.0),
+                )
+                reporter = PlainLines(console) if verbose else None
+                result = Orchestrator(sandbox.backend, plan, reporter=reporter).run()
+                if not result.succeeded:
+                    failed = ", ".join(f"{g.group}: {g.error or g.outcome}" for g in result.groups if not g.ok)
+                    raise SystemExit(f"{label} did not reach every instance: {failed}")
+                return result
+
+            release("v1")
+            sender = CelerySender(sandbox.fleet.broker)
+            load = LoadGenerator(sender, bench_kinds(fleet, tag), sandbox.root / "load" / "submitted.log",
+                                 rate_per_s=LOAD_PER_S)  # fmt: skip
+            try:
+                backlog = tasks // 2
+                load.log_path.parent.mkdir(parents=True, exist_ok=True)  # start() makes it; the backlog comes first
+                for n in range(backlog):
+                    load.submit_one(n)
+                say(f"backlog of {backlog} tasks queued; rolling out v2 under {LOAD_PER_S:g} tasks/s")
+                repo.change_release_note("v2: rolled out by bench/drain.py")
+                rollout_started = time.monotonic()
+                with DrainWatch(sandbox.root / "instances") as watch:
+                    load.start()
+                    try:
+                        second = release("v2")
+                    finally:
+                        load.stop()
+                rollout_s = time.monotonic() - rollout_started
+                for n in range(len(load.submitted) + load.errors, tasks):
+                    load.submit_one(n)
+            finally:
+                sender.close()
+            submitted = [t.task_id for t in load.submitted]
+            say(f"{len(submitted)} tasks submitted ({load.errors} sends failed); waiting for the queues to drain")
+            tally: TaskTally = wait_for_drain(
+                submitted,
+                [i.ledger for i in sandbox.fleet.on_disk()],
+                timeout_s=600,
+                depth=sandbox.queue_depth(queues),
+                settle_s=2 * TASK_S[1] + 3,
+            )
+            drains = drains_of(watch, fleet)
+            instances = len(sandbox.fleet.on_disk())
+            if verbose:
+                for drain in drains:
+                    say(f"{drain} overhead {drain.overhead:.3f}")
+    finally:  # after the workers are gone, so none re-declares them
+        if tag:
+            delete_queues(BROKERS[broker], queues)
     return {
-        "submitted": tasks,
-        "completed": completed,
-        "lost": lost,
-        "duplicates": duplicates,
-        "max_drain_s": round(max(d.seconds for d in drains), 3),
-        "drain_overhead_s": round(max(d.overhead for d in drains), 3),
+        "submitted": tally.submitted,
+        "completed": tally.completed,
+        "lost": tally.lost,
+        "duplicates": tally.duplicated,
+        "max_drain_s": round(max((d.seconds for d in drains), default=0.0), 3),
+        "drain_overhead_s": round(max((d.overhead for d in drains), default=0.0), 3),
         "drains": len(drains),
+        "instances": instances,
         "sigquit": sum(d.sigquit for d in drains),
+        "drain_ends_from_mtime": watch.exact,
+        "load_errors": load.errors,
+        "rollout_s": round(rollout_s, 1),
+        "deployed": second.version,
     }
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--broker", choices=["sqs", "redis", "rabbitmq"], default="sqs")
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--no-baseline", action="store_true", help="skip the stock-shutdown baseline run")
-    parser.add_argument("--verbose", action="store_true", help="each drain and its hook log on stderr")
+    parser.add_argument("--verbose", action="store_true", help="progress, each drain on stderr")
     args = parser.parse_args(argv)
-    with (
-        broker_for(args.broker) as (url, options),
-        tempfile.TemporaryDirectory(prefix="deploytool-bench-drain-") as work,
-    ):
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory(prefix="deploytool-bench-drain-") as work:
         result: dict[str, Any] = {"broker": args.broker}
-        result.update(run_once(url, options, args.tasks, True, Path(work) / "tuned", args.verbose))
+        result.update(run_once(args.broker, args.tasks, True, Path(work) / "tuned", console, args.verbose))
         if not args.no_baseline:
-            baseline = run_once(url, options, args.tasks, False, Path(work) / "baseline")
+            baseline = run_once(args.broker, args.tasks, False, Path(work) / "baseline", console, args.verbose)
             result["baseline"] = {"what": "stock Celery shutdown (DEPLOYTOOL_PROMPT_SHUTDOWN=0)", **baseline}
-    result["mode"] = "agent emulation (tests/hooktools.py); sandbox runner not on main yet"
+    result["mode"] = "sandbox"
     print(json.dumps(result), flush=True)
     return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
 
