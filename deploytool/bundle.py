@@ -108,7 +108,7 @@ def walk_source(root: Path, rules: IgnoreRules, *, skip: frozenset[Path] = froze
     return found
 
 
-def _fleet_json(fleet: Fleet, version: str, commit: str | None) -> bytes:
+def fleet_json(fleet: Fleet, version: str, commit: str | None) -> bytes:
     data = {
         "app": template_context(fleet, version, commit)["app"],
         "version": version,
@@ -183,7 +183,7 @@ def build_bundle(
     out_dir = out_dir.resolve()
     rules = IgnoreRules().with_deployignore(root)
     app_files = walk_source(root, rules, skip=frozenset({out_dir}))
-    entries = _layout(rendered, app_files, _fleet_json(fleet, source.version, source.commit))
+    entries = _layout(rendered, app_files, fleet_json(fleet, source.version, source.commit))
     present = {e.arcname for e in entries if e.kind != "dir"}
     appspec = next(item for item in rendered if item.arcname == APPSPEC)
     hooks = set(check_appspec(appspec.data, present))

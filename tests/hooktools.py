@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -31,7 +32,11 @@ from typing import Any
 
 import jinja2
 
-from deploytool.config import App, Group
+from deploytool import render
+from deploytool.bundle import FLEET_JSON, fleet_json
+from deploytool.config import App, Fleet, Group, parse_fleet
+from deploytool.render import Templates, render_templates
+from deploytool.sandbox.motoserver import MotoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -65,15 +70,8 @@ def group_settings(name: str, queues: Sequence[str], **overrides: Any) -> dict[s
 
 
 def template_context(app: Mapping[str, Any], groups: Sequence[Mapping[str, Any]], version: str) -> dict[str, Any]:
-    return {
-        "app": dict(app),
-        "version": version,
-        "commit": "0" * 40,
-        "groups": [dict(g) for g in groups],
-        "stop_timeout": min(3600, max(int(g["drain_timeout"]) for g in groups) + 60),
-        "start_timeout": START_TIMEOUT_S,
-        "validate_timeout": VALIDATE_TIMEOUT_S,
-    }
+    """What the templates see, from deploytool.render itself."""
+    return render.template_context(fleet_of(app, groups), version, "0" * 40)
 
 
 def _environment() -> jinja2.Environment:
@@ -84,6 +82,17 @@ def render_file(template: Path, context: Mapping[str, Any]) -> str:
     return _environment().from_string(template.read_text()).render(**context)
 
 
+def fleet_of(app: Mapping[str, Any], groups: Sequence[Mapping[str, Any]]) -> Fleet:
+    """The validated Fleet these template dicts come from, so bundles render through deploytool.render."""
+    data = {
+        "app": {k: v for k, v in app.items() if v is not None},
+        "artifacts": {"bucket": "hook-tests"},
+        "groups": [{k: v for k, v in g.items() if v is not None} for g in groups],
+        "targets": {"sandbox": {"backend": "local"}},
+    }
+    return parse_fleet(data, ROOT / "deploy.toml")
+
+
 def render_bundle(
     dest: Path,
     app: Mapping[str, Any],
@@ -91,32 +100,20 @@ def render_bundle(
     version: str,
     release_note: str | None = None,
 ) -> Path:
-    """Write a bundle directory for `version`; the sample app says `release_note` when given."""
-    context = template_context(app, groups, version)
+    """Write a bundle directory for `version` with the renderer `fab build` uses (deploytool.render);
+    the sample app says `release_note` when given."""
+    fleet = fleet_of(app, groups)
+    commit = "0" * 40
     shutil.copytree(SAMPLE_APP, dest / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     if release_note is not None:
         init = dest / "app" / "acme_workers" / "__init__.py"
         init.write_text(f'"""Acme\'s Celery workers (test build)."""\n\nRELEASE_NOTE = {release_note!r}\n')
-    hooks = dest / "deploytool" / "hooks"
-    for source in sorted(SCRIPTS.rglob("*")):
-        relative = source.relative_to(SCRIPTS)
-        if source.is_dir() or relative.parts[0] == "systemd" or "__pycache__" in relative.parts:
-            continue
-        target = hooks / relative
+    for rendered in render_templates(fleet, version, commit, Templates.default()):
+        target = dest / rendered.arcname
         target.parent.mkdir(parents=True, exist_ok=True)
-        if source.suffix == ".j2":
-            target = target.with_suffix("")
-            target.write_text(render_file(source, context))
-        else:
-            shutil.copyfile(source, target)
-        target.chmod(source.stat().st_mode & 0o777)
-    for group in groups:
-        unit = hooks / "systemd" / f"{group['name']}.service"
-        unit.parent.mkdir(parents=True, exist_ok=True)
-        unit.write_text(render_file(SCRIPTS / "systemd" / "worker.service.j2", {**context, "group": dict(group)}))
-    fleet = {"app": dict(app), "version": version, "commit": context["commit"]}
-    fleet["groups"] = {g["name"]: g for g in groups}
-    (dest / "deploytool" / "fleet.json").write_text(json.dumps(fleet, indent=2, sort_keys=True) + "\n")
+        target.write_bytes(rendered.data)
+        target.chmod(0o755 if rendered.executable else 0o644)
+    (dest / FLEET_JSON).write_bytes(fleet_json(fleet, version, commit))
     return dest
 
 
@@ -178,12 +175,6 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> Non
             process.wait(timeout)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -193,20 +184,14 @@ SQS_TRANSPORT_OPTIONS = {"region": "us-east-1", "is_secure": False, "wait_time_s
 
 
 @contextlib.contextmanager
-def moto_sqs_server() -> Iterator[tuple[str, dict[str, Any]]]:
-    """A moto server on a free loopback port: (broker URL, transport options) for kombu's SQS transport."""
-    port = free_port()
-    server = subprocess.Popen(
-        [PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def moto_sqs_server(tmp: Path | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The sandbox's moto server on a free loopback port: (broker URL, transport options) for kombu's SQS."""
+    where = tmp or Path(tempfile.mkdtemp(prefix="moto-"))
+    server = MotoServer(log_path=where / "moto.log", pidfile=where / "moto.pid").start()
     try:
-        if not wait_for(lambda: port_open(port), 30):
-            raise RuntimeError(f"moto server did not listen on 127.0.0.1:{port}")
-        yield f"sqs://k:s@127.0.0.1:{port}", dict(SQS_TRANSPORT_OPTIONS)
+        yield f"sqs://k:s@127.0.0.1:{server.port}", dict(SQS_TRANSPORT_OPTIONS)
     finally:
-        stop_process(server)
+        server.stop()
 
 
 # --- instances and the agent ------------------------------------------------------------------------
