@@ -19,7 +19,7 @@ import json
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,13 +172,3 @@ def publish(
         manifest=manifest, object_version=info.version_id,
     )
 
-
-def record_deployments(
-    result: PublishResult, fleet: Fleet, session: AwsSession, deployments: Mapping[str, Mapping[str, Any]]
-) -> PublishResult:
-    """Rewrite the release manifest with each group's {deployment_id, status, rollback_deployment_id}."""
-    merged = {**result.manifest.get("deployments", {}), **{k: dict(v) for k, v in deployments.items()}}
-    manifest = {**result.manifest, "deployments": merged}
-    gateway = S3Gateway(session, expected_bucket_owner=fleet.artifacts.expected_bucket_owner)
-    _put_manifest(gateway, fleet, result.manifest_key, manifest)
-    return replace(result, manifest=manifest)

@@ -19,7 +19,7 @@ from deploytool.aws.session import AwsSession
 from deploytool.bundle import BundleResult, build_bundle
 from deploytool.config import Fleet, load_fleet
 from deploytool.errors import AwsError
-from deploytool.publish import PublishResult, publish, record_deployments
+from deploytool.publish import PublishResult, publish
 from deploytool.version import SourceVersion
 from tests.fleet_fixtures import TEMPLATES, make_fleet
 from tests.moto_server import moto_endpoint
@@ -198,16 +198,6 @@ def test_access_denied_is_one_clear_line(tmp_path: Path, session: AwsSession) ->
         f"HEAD s3://{bucket}/builds/dt/acme/2024.03.05-abc1234/{bundle.sha256}.tgz: access denied to bucket "
         f"{bucket!r} (check your credentials, the bucket policy and artifacts.expected_bucket_owner)"
     )
-
-
-def test_the_rollout_records_its_deployments_in_the_release(tmp_path: Path, session: AwsSession) -> None:
-    fleet = setup_fleet(tmp_path, session)
-    result = run_publish(fleet, build(fleet, tmp_path), session)
-    done = {"email": {"deployment_id": "d-ABCDEFGH1", "status": "Succeeded", "rollback_deployment_id": None}}
-    updated = record_deployments(result, fleet, session, done)
-    raw = session.client("s3").get_object(Bucket=result.bucket, Key=result.manifest_key)["Body"].read()
-    assert json.loads(raw)["deployments"] == done == updated.manifest["deployments"]
-    assert json.loads(raw)["release_id"] == result.release_id
 
 
 def test_a_release_of_some_groups_expects_its_version_on_those_only(tmp_path: Path, session: AwsSession) -> None:
