@@ -1,6 +1,6 @@
 """Benchmark: a sandbox rolling deploy of every group of deploy.toml under load, measuring the drain.
 
-    /work/venv/bin/python bench/drain.py [--broker sqs|redis|rabbitmq] [--tasks 1000] [--no-baseline]
+    python bench/drain.py [--broker sqs|redis|rabbitmq] [--tasks 1000] [--no-baseline]
 
 Runs the real sandbox (deploytool.sandbox): a SandboxSession (moto server with S3, EC2, Auto Scaling
 and SQS; one ASG per group, two instances each; real Celery workers of the sample app), releases built
