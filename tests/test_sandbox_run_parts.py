@@ -3,6 +3,8 @@ and the report's task accounting."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import re
 import uuid
 from collections.abc import Callable
@@ -10,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from deploytool.config import load_fleet
+from deploytool.rollout.result import GroupResult, RolloutResult
 from deploytool.sandbox.fleet import Broker
 from deploytool.sandbox.instance import Instance
 from deploytool.sandbox.load import SAMPLE_TASKS, CelerySender, LoadGenerator, TaskKind, kinds_for
-from deploytool.sandbox.report import lost_explained, read_ledgers, tally, versions, wait_for_drain
+from deploytool.sandbox.report import TaskTally, lost_explained, read_ledgers, tally, versions, wait_for_drain
+from deploytool.sandbox.run import SandboxRunResult, report
 from deploytool.sandbox.workrepo import WorkRepo
 from deploytool.version import source_version
 from tests.conftest import ROOT
@@ -172,3 +177,51 @@ def test_sqs_gateway_reports_waiting_and_in_flight_messages() -> None:
         client.receive_message(QueueUrl=url, MaxNumberOfMessages=1)
         depths = SqsGateway(session).depths(["email", "missing"])
     assert {name: (d.visible, d.in_flight) for name, d in depths.items()} == {"email": (2, 1)}
+
+
+def run_result(tmp_path: Path, tasks: TaskTally) -> SandboxRunResult:
+    """A finished sandbox run: v2 rolled out and running on both instances of one group, no drift."""
+    v1, v2 = "2026.11.30-aaaaaaa", "2026.11.30-bbbbbbb"
+    rollouts = tuple(
+        RolloutResult(f"20261130T01020{n}Z-{v}", v, "sandbox", "deploy",
+                      (GroupResult("email", 1, "OneAtATime", "succeeded", total=2, succeeded=2),), 5.0)
+        for n, v in enumerate((v1, v2))
+    )
+    return SandboxRunResult(
+        root=tmp_path, versions=(v1, v2), rollouts=(rollouts[0], rollouts[1]),
+        instances={"email": {v2: ["i-0123456789abcdef0", "i-0123456789abcdef1"]}}, tasks=tasks,
+        load_errors=0, last_load_error="", elapsed_s=31.0,
+    )
+
+
+def report_text(result: SandboxRunResult) -> str:
+    console = Console(file=io.StringIO(), width=200)
+    with console.capture() as capture:
+        for renderable in report(result):
+            console.print(renderable)
+    return capture.get()
+
+
+def test_the_verdict_fails_a_run_in_which_tasks_ran_twice(tmp_path: Path) -> None:
+    clean = run_result(tmp_path, TaskTally(120, 120, 0, 0, {"v2: sandbox rollout": 120}))
+    assert clean.ok
+    assert "sandbox run ok: 2026.11.30-aaaaaaa -> 2026.11.30-bbbbbbb in 31s" in report_text(clean)
+
+    twice = run_result(tmp_path, TaskTally(120, 120, 0, 3, {"v2: sandbox rollout": 123}))
+    assert not twice.ok
+    assert clean.problems == []
+    text = report_text(twice)
+    assert "sandbox run NOT OK: 2026.11.30-aaaaaaa -> 2026.11.30-bbbbbbb in 31s: " in text
+    assert "3 duplicate run(s): tasks ran more than once" in text
+    assert "lost" not in text.split("NOT OK")[1]  # it says what is wrong, and only that
+
+
+def test_the_verdict_names_every_problem(tmp_path: Path) -> None:
+    result = run_result(tmp_path, TaskTally(10, 8, 2, 1, {}))
+    result = dataclasses.replace(result, instances={"email": {"2026.11.30-aaaaaaa": ["i-1"]}}, drift="1 drifted")
+    assert result.problems == [
+        "not every instance runs 2026.11.30-bbbbbbb (email)",
+        "the reconcile found drift",
+        "2 task(s) lost",
+        "1 duplicate run(s): tasks ran more than once",
+    ]

@@ -16,7 +16,8 @@ rollout_plan, the Orchestrator with the progress renderer, the release record wr
 DeploymentTagger (tags each group's instances as it finishes), then reconcile_after_deploy. Unlike
 `fab deploy` there is no stop/detach question on Ctrl-C: the sandbox stops everything at once.
 It raises DeployFailed when a rollout fails; `SandboxRunResult.ok` says whether the run proved what
-it should (every instance on v2, no task lost). Nothing here prints except through `console`.
+it should (every instance on v2, no task lost, no task run twice) and `problems` what it did not.
+Nothing here prints except through `console`.
 """
 
 from __future__ import annotations
@@ -80,11 +81,24 @@ class SandboxRunResult:
     drift: str = ""  # the closing reconcile's complaint, if any
 
     @property
+    def problems(self) -> list[str]:
+        """What the run did not prove, one phrase each; empty when it proved the release: v2 rolled
+        out and runs on every instance, no drift, tasks were submitted, none lost, none run twice."""
+        v2, tasks = self.versions[1], self.tasks
+        off = [group for group, by_version in self.instances.items() if set(by_version) != {v2}]
+        found = [
+            (not self.rollouts[1].succeeded, f"the {v2} rollout did not succeed"),
+            (bool(off), f"not every instance runs {v2} ({', '.join(off)})"),
+            (bool(self.drift), "the reconcile found drift"),
+            (tasks.submitted == 0, "no task was submitted"),
+            (tasks.lost > 0, f"{tasks.lost} task(s) lost"),
+            (tasks.duplicated > 0, f"{tasks.duplicated} duplicate run(s): tasks ran more than once"),
+        ]
+        return [what for wrong, what in found if wrong]
+
+    @property
     def ok(self) -> bool:
-        v2 = self.versions[1]
-        everywhere = all(set(by_version) == {v2} for by_version in self.instances.values())
-        proven = everywhere and not self.drift and self.tasks.lost == 0 and self.tasks.submitted > 0
-        return self.rollouts[1].succeeded and proven
+        return not self.problems
 
 
 def run_sandbox(
@@ -219,6 +233,8 @@ def report(result: SandboxRunResult) -> list[RenderableType]:
     for rollout in result.rollouts:
         took = ", ".join(f"{g.group} {g.elapsed_s or 0:.1f}s" for g in rollout.groups)
         lines.append(Text(f"{rollout.version}: {rollout.release_id} in {rollout.elapsed_s:.1f}s ({took})"))
-    verdict = "ok" if result.ok else "NOT OK"
-    lines.append(Text(f"sandbox run {verdict}: {v1} -> {v2} in {result.elapsed_s:.0f}s", style="bold"))
+    verdict = f"sandbox run ok: {v1} -> {v2} in {result.elapsed_s:.0f}s"
+    if problems := result.problems:
+        verdict = f"sandbox run NOT OK: {v1} -> {v2} in {result.elapsed_s:.0f}s: {'; '.join(problems)}"
+    lines.append(Text(verdict, style="bold" if result.ok else "bold red"))
     return lines
