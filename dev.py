@@ -5,17 +5,20 @@
     python3 dev.py test [pytest options]   # set up, then ruff, mypy and the whole test suite
 
 Set-up makes .venv/ and installs deploytool with its dev extra into it; it is skipped when
-pyproject.toml has not changed since the last install.
+pyproject.toml has not changed since the last install. `sandbox` then becomes `fab sandbox` (exec),
+so Ctrl-C reaches fab's own cleanup; `test` waits for each check, leaving Ctrl-C to it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -24,8 +27,25 @@ STAMP = VENV / ".deploytool-installed"
 
 
 def run(*cmd: str | Path) -> int:
+    """Run a command to its end and return its exit code (128 + n when signal n ended it).
+
+    Ctrl-C reaches the command from the terminal; this script ignores it while it waits, so the command
+    finishes its own cleanup (subprocess.call would kill it a quarter of a second after the interrupt).
+    """
     print("+", " ".join(str(c) for c in cmd), flush=True)
-    return subprocess.call([str(c) for c in cmd], cwd=ROOT)
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)  # a handler, not SIG_IGN: not inherited
+    try:
+        code = subprocess.Popen([str(c) for c in cmd], cwd=ROOT).wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 128 - code if code < 0 else code
+
+
+def hand_over(*cmd: str | Path) -> NoReturn:
+    """Become the command (exec): the terminal, Ctrl-C and the exit code are the command's own."""
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    os.chdir(ROOT)
+    os.execv(str(cmd[0]), [str(c) for c in cmd])
 
 
 def setup() -> None:
@@ -37,14 +57,14 @@ def setup() -> None:
     if not (BIN / "python").exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    pip = [BIN / "python", "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    pip: list[str | Path] = [BIN / "python", "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     if run(*pip, "--upgrade", "pip") != 0 or run(*pip, "-e", f"{ROOT}[dev]") != 0:
         sys.exit("set-up failed: see pip's output above")
     STAMP.write_text(wanted)
 
 
 def test(args: list[str]) -> int:
-    checks = [
+    checks: list[list[str | Path]] = [
         [BIN / "ruff", "check", "."],
         [BIN / "mypy"],
     ]
@@ -69,8 +89,12 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[0] == "test":
         return test(argv[1:])
-    return run(BIN / "fab", "sandbox", *argv[1:])
+    hand_over(BIN / "fab", "sandbox", *argv[1:])
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:  # during set-up; the stamp is written only after a complete install
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

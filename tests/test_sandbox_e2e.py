@@ -1,19 +1,23 @@
 """The whole sandbox run (`fab sandbox`, the README's main command) end to end, as a user runs it:
 real moto server, real Celery workers on moto's SQS, the real hook scripts, v1 then v2 under load.
-And Ctrl-C in the middle of it: every process it started is gone afterwards (checked by pid)."""
+And Ctrl-C in the middle of it, of `fab sandbox` and of the Quick start's `python3 dev.py sandbox`:
+every process it started is gone afterwards (checked by pid)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from deploytool.sandbox.procs import pid_alive, wait_gone
+from deploytool.sandbox.procs import pid_alive, process_group, signal_group, wait_gone
 from tests.conftest import ROOT
 from tests.sandbox_helpers import fleet_copy, started_pids
 
@@ -58,31 +62,74 @@ def test_fab_sandbox_deploys_v1_then_v2_under_load_and_reports(tmp_path: Path) -
     assert process.returncode == 0, out
 
 
-def test_ctrl_c_in_the_middle_of_fab_sandbox_leaves_no_process_behind(tmp_path: Path) -> None:
-    process = fab_sandbox(fleet_copy(tmp_path))
-    root = tmp_path / ".sandbox"
+def interrupted_in_v2(process: subprocess.Popen[str], root: Path, interrupt: Callable[[], None]) -> str:
+    """Interrupt the run once v2 starts rolling out (v1 runs on every instance, the load runs) and
+    return its whole output once it has ended, asserting that every process it started is gone.
+    Whatever it left (a failure) is killed afterwards, by process group so a worker's pool goes too."""
     pids: list[int] = []
     try:
         assert process.stdout is not None
         seen: list[str] = []
         for line in process.stdout:
             seen.append(line)
-            if "v2: built and published" in line:  # v1 runs on every instance, the load runs, v2 starts rolling out
+            if "v2: built and published" in line:
                 break
         else:
-            pytest.fail("fab sandbox ended before v2:\n" + "".join(seen))
+            pytest.fail("the sandbox run ended before v2:\n" + "".join(seen))
         pids = started_pids(root)
         assert len([p for p in pids if pid_alive(p)]) >= 7, "expected moto and six workers"
-        process.send_signal(signal.SIGINT)
+        interrupt()
         out, _ = process.communicate(timeout=120)
-        assert process.returncode == 130, "".join(seen) + out
-        assert "interrupted" in out
+        output = "".join(seen) + out
         pids = sorted(set(pids + started_pids(root)))
-        assert wait_gone(pids, 5) == [], f"left running: {[p for p in pids if pid_alive(p)]}"
+        assert wait_gone(pids, 5) == [], f"left running: {[p for p in pids if pid_alive(p)]}\n{output}"
+        return output
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
         for pid in pids:
-            if pid_alive(pid):
+            if pid_alive(pid) and not signal_group(process_group(pid) or 0, signal.SIGKILL):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_ctrl_c_in_the_middle_of_fab_sandbox_leaves_no_process_behind(tmp_path: Path) -> None:
+    process = fab_sandbox(fleet_copy(tmp_path))
+    output = interrupted_in_v2(process, tmp_path / ".sandbox", lambda: process.send_signal(signal.SIGINT))
+    assert process.returncode == 130, output
+    assert "interrupted" in output
+
+
+def dev_py_checkout(tmp_path: Path) -> Path:
+    """A checkout for dev.py: its dev.py, pyproject.toml, fabfile.py and the sample fleet, with .venv the
+    venv running these tests, which dev.py set up for this pyproject.toml (so it installs nothing)."""
+    venv = Path(sys.prefix)
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = venv / ".deploytool-installed"
+    if not (stamp.exists() and stamp.read_text() == wanted and (venv / "bin" / "fab").exists()):
+        pytest.skip(f"{venv} was not set up by `python3 dev.py` for this pyproject.toml (dev.py would install)")
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("dev.py", "pyproject.toml", "fabfile.py"):
+        shutil.copy(ROOT / name, checkout / name)
+    (checkout / ".venv").symlink_to(venv)
+    fleet_copy(checkout)
+    return checkout
+
+
+def test_ctrl_c_on_the_quick_start_command_reaches_fab_and_leaves_no_process_behind(tmp_path: Path) -> None:
+    checkout = dev_py_checkout(tmp_path)
+    root = checkout / ".sandbox"
+    process = subprocess.Popen(  # its own session: Ctrl-C goes to its whole process group, as from a terminal
+        [sys.executable, "dev.py", "sandbox"],
+        cwd=checkout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
+    output = interrupted_in_v2(process, root, lambda: os.killpg(process.pid, signal.SIGINT))
+    assert "Traceback" not in output, output
+    assert "interrupted" in output
+    assert process.returncode == 130, output
