@@ -21,6 +21,7 @@ from invoke.tasks import task
 from rich.console import Console
 
 from deploytool.config import Fleet, load_fleet
+from deploytool.console import LogConsole
 from deploytool.errors import DeployToolError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,12 +77,12 @@ def fleet_from(path: str | None) -> Fleet:
 
 
 def make_console(*, ci: bool = False, stderr: bool = False) -> Console:
-    """The one console a task writes through; plain (no colour, no live display) with --ci."""
-    if ci or os.environ.get("CI"):
-        return Console(stderr=stderr, force_terminal=False, no_color=True, width=120, soft_wrap=True)
+    """The one console a task writes through: rich, sized to the terminal, on a terminal; with --ci, $CI
+    or no terminal (a pipe, a file), a LogConsole: plain, and never cutting an id or version to a width."""
     stream = sys.stderr if stderr else sys.stdout
-    # Piped into a file or a pager: keep tables readable rather than wrapped at 80 columns.
-    return Console(stderr=stderr, width=None if stream.isatty() else 120)
+    if ci or os.environ.get("CI") or not stream.isatty():
+        return LogConsole(stderr=stderr)
+    return Console(stderr=stderr)
 
 
 def split_csv(value: str | None) -> list[str] | None:

@@ -12,7 +12,9 @@ def fleet_table(fleet: Fleet) -> Table:
     table = Table(title=f"{fleet.app.name}: {len(fleet.groups)} groups ({fleet.path.name})")
     for column in ("wave", "group", "asg", "queues", "concurrency", "prefetch", "time limit",
                    "visibility", "drain", "strategy"):
-        table.add_column(column, justify="right" if column in ("wave", "concurrency", "prefetch") else "left")
+        table.add_column(
+            column, justify="right" if column in ("wave", "concurrency", "prefetch") else "left", overflow="fold"
+        )
     for wave, groups in fleet.waves():
         for g in groups:
             table.add_row(

@@ -5,7 +5,8 @@ version (from the latest release that deployed it), the instances in its latest 
 run the expected version, the drifted instances with the version each runs, and the untagged ones.
 Drift = any instance of a group with an expected version that is drifted or untagged (exit code 3).
 Renderers return text or rich renderables; they never print: `rich_tables` (a summary, then a table
-per group with drift), `to_json`, `markdown` (for CI step summaries, `append_step_summary`).
+per group with drift; on a narrow screen cells fold rather than lose an id to "…"), `to_json`,
+`markdown` (for CI step summaries, `append_step_summary`).
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def rich_tables(report: ReconcileReport) -> RenderableType:
     summary = Table(title=f"{report.app} on {report.target}: deployed vs expected")
     for column in ("group", "expected", "release", "instances", "on expected", "drifted", "untagged", "status"):
         summary.add_column(column, justify="right" if column in ("instances", "on expected", "drifted",
-                                                                   "untagged") else "left")
+                                                                   "untagged") else "left", overflow="fold")
     for g in report.groups:
         summary.add_row(
             g.group, g.expected_version or "-", g.release_id or "-", str(g.instances), str(g.on_expected),
@@ -206,7 +207,7 @@ def rich_tables(report: ReconcileReport) -> RenderableType:
             continue
         detail = Table(title=f"{g.group}: {len(g.problems)} of {g.instances} not on {g.expected_version}")
         for column in ("instance", "runs", "release", "lifecycle", "health", "az", "market", "launched"):
-            detail.add_column(column)
+            detail.add_column(column, overflow="fold")
         for i in g.problems:
             detail.add_row(
                 i.instance_id, Text(i.version or "untagged", style="red"), i.release or "-",

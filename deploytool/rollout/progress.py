@@ -133,7 +133,9 @@ class LiveTable:
         now = self.clock.now()
         table = Table(expand=False)
         for name in ("wave", "group", "strategy", "ok/failed/total", "event", "status", "elapsed"):
-            table.add_column(name, justify="right" if name in ("wave", "ok/failed/total", "elapsed") else "left")
+            table.add_column(
+                name, justify="right" if name in ("wave", "ok/failed/total", "elapsed") else "left", overflow="fold"
+            )
         for row in self.board.rows.values():
             counts = f"{row.succeeded}/{row.failed}/{row.total}" if row.total else ""
             table.add_row(

@@ -101,7 +101,7 @@ def versions(instances: Mapping[str, Sequence[Instance]], app: App) -> dict[str,
 def versions_table(per_group: Mapping[str, Mapping[str, Sequence[str]]], expected: str) -> Table:
     table = Table(title="instances per version")
     for column in ("group", "version", "instances", "ids"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for group, by_version in per_group.items():
         for version, ids in sorted(by_version.items()):
             mark = "" if version == expected else " (not the release)"
