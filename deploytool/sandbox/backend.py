@@ -55,7 +55,7 @@ from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.errors import SandboxError
 from deploytool.sandbox.fleet import SandboxFleet
 from deploytool.sandbox.instance import Instance
-from deploytool.sandbox.procs import PidRecord, read_pidfile, stop_worker
+from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile, stop_worker
 from deploytool.sandbox.runner import DEFAULT_TIMING, DeploymentSpec, InstanceResult, LifecycleRunner, Timing
 from deploytool.sandbox.state import SandboxState
 from deploytool.strategy import HealthPolicy, Verdict, health_policy, startable, verdict
@@ -356,7 +356,9 @@ class LocalBackend:
 
         def on_event(event: str) -> None:
             with self._lock:
-                target.event = event
+                ended, target.event = target.event, event
+            if ended == "ApplicationStart":
+                self._record_worker(target.instance)
 
         spec = self._spec(dep.id, dep.group, dep.revision, mode=dep.request.mode)
         try:
@@ -364,6 +366,15 @@ class LocalBackend:
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             return InstanceResult(iid, dep.id, "Failed", failed_event=target.event, message=message)
+        finally:  # also when ApplicationStart was the last event run (a worker that then failed to start)
+            self._record_worker(target.instance)
+
+    def _record_worker(self, instance: Instance) -> None:
+        """The worker ApplicationStart's hooks started (they write its pidfile) joins the pid record, once."""
+        pidfile = instance.worker_pidfile(self.app)
+        pid = read_pidfile(pidfile)
+        if self.record is not None and pid is not None and pid_alive(pid):
+            self.record.add_once(pid, "worker", f"{instance.instance_id} {instance.shown(pidfile)}")
 
     def _runner(self, instance: Instance) -> LifecycleRunner:
         return LifecycleRunner(

@@ -112,7 +112,9 @@ def stop_worker(pid: int, *, grace_s: float, clock: Clock = SYSTEM_CLOCK, log: L
 
 
 class PidRecord:
-    """Appends `<pid> <kind> <what>` for every process the sandbox starts (read by tests and sandbox-down)."""
+    """Appends `<pid> <kind> <what>` for every process the sandbox starts (read by tests and sandbox-down):
+    kinds `moto` (the moto server), `hook` (a hook script, leading its own process group) and `worker`
+    (a worker a hook started, from its pidfile)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -120,9 +122,20 @@ class PidRecord:
 
     def add(self, pid: int, kind: str, what: str) -> None:
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as out:
-                out.write(f"{pid} {kind} {what}\n")
+            self._append(pid, kind, what)
+
+    def add_once(self, pid: int, kind: str, what: str) -> bool:
+        """Add unless this pid is recorded as this kind already; True when added."""
+        with self._lock:
+            if (pid, kind) in self.pids():
+                return False
+            self._append(pid, kind, what)
+            return True
+
+    def _append(self, pid: int, kind: str, what: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as out:
+            out.write(f"{pid} {kind} {what}\n")
 
     def pids(self) -> list[tuple[int, str]]:
         try:

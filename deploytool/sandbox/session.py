@@ -12,7 +12,7 @@ for `fab hooks` (sandbox-up); `attach(fleet)` gives the rollout tasks the `local
 running sandbox; `stop_sandbox(root)` stops it (sandbox-down).
 
 Layout of the root (the target's `root`, default .sandbox): instances/<group>/<instance-id>/,
-state/ (service-side records), run/ (moto.pid, pids.txt: every pid started, sandbox.json),
+state/ (service-side records), run/ (moto.pid, sandbox.json, pids.txt: moto, hooks and workers, PidRecord),
 logs/ (moto.log), and for the sandbox run work/ (its git work tree), dist/ (its bundles), load/
 (the ids of the tasks it submitted).
 """
