@@ -371,9 +371,11 @@ class LocalBackend:
 
     def _record_worker(self, instance: Instance) -> None:
         """The worker ApplicationStart's hooks started (they write its pidfile) joins the pid record, once."""
+        if self.record is None:
+            return
         pidfile = instance.worker_pidfile(self.app)
         pid = read_pidfile(pidfile)
-        if self.record is not None and pid is not None and pid_alive(pid):
+        if pid is not None and pid_alive(pid):
             self.record.add_once(pid, "worker", f"{instance.instance_id} {instance.shown(pidfile)}")
 
     def _runner(self, instance: Instance) -> LifecycleRunner:
