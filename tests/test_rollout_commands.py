@@ -94,6 +94,24 @@ def test_restart_and_status(world: World) -> None:
     assert "video" in text and "Succeeded" in text and "2/0/2" in text
 
 
+def test_restart_says_what_it_does_once(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    world.deploy("v1")
+    world.out.truncate(0)
+    world.out.seek(0)
+    commands.restart(world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services, Output(ci=True),
+                     dry_run=True)
+    result = commands.restart(world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services,
+                              Output(ci=True))
+    assert result is not None and result.succeeded
+    text = world.out.getvalue() + summary.read_text()
+    assert "restart restart" not in text and "`restart` to" not in text
+    assert "(new): rolling restart on production, 3 groups, max-parallel" in text  # --dry-run
+    assert f"release {result.release_id}: rolling restart on production, 3 groups" in text
+    assert "### deploytool rolling restart on `production`: succeeded" in text
+
+
 def test_ctrl_c_without_a_terminal_detaches_and_exits_1(world: World) -> None:
     world.services.extra_reporters.append(CtrlC())
     result = world.deploy("v1")

@@ -34,7 +34,7 @@ from deploytool.rollout.events import Fanout, Reporter
 from deploytool.rollout.interrupt import Pausable, console_prompt, follow
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import RolloutOptions, RolloutPlan, rollout_plan
-from deploytool.rollout.progress import LiveTable, PlainLines
+from deploytool.rollout.progress import LiveTable, PlainLines, what_release_does
 from deploytool.rollout.record import RecordWriter, ReleaseManifest, ReleaseStore, release_id_for
 from deploytool.rollout.release import Prepared, prepare_deploy, prepare_rollback
 from deploytool.rollout.result import RolloutResult
@@ -126,7 +126,7 @@ def show_plan(plan: RolloutPlan, services: Services, *, resumed: bool) -> list[s
     """--dry-run: the waves, what each group would do, nothing started."""
     found = resolve(services.backend, plan) if plan.prior else {}
     what = "resume" if resumed else "new"
-    lines = [f"release {plan.release_id} ({what}): {plan.mode} {plan.version} to {plan.target}, "
+    lines = [f"release {plan.release_id} ({what}): {what_release_does(plan.mode, plan.version, plan.target)}, "
              f"{len(plan.groups)} groups, max-parallel {plan.options.max_parallel or 'unlimited'}, "
              f"on failure {plan.options.on_failure}"]
     for wave in plan.waves:

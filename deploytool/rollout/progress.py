@@ -65,6 +65,7 @@ class Board:
         self.release_id = ""
         self.version = ""
         self.target = ""
+        self.mode = "deploy"
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.note = ""
@@ -72,6 +73,7 @@ class Board:
     def apply(self, event: Event) -> None:
         if isinstance(event, ReleaseStarted):
             self.release_id, self.version, self.target = event.release_id, event.version, event.target
+            self.mode = event.mode
             self.started_at = event.at
             self.rows = {g.name: Row(g.name, g.wave, g.strategy) for g in event.groups}
         elif isinstance(event, GroupStarted):
@@ -108,9 +110,16 @@ class Board:
         done = sum(1 for r in self.rows.values() if r.done)
         end = self.finished_at if self.finished_at is not None else now
         elapsed = _duration(end - self.started_at) if self.started_at is not None else "0s"
-        line = f"release {self.release_id} ({self.version} -> {self.target}): {elapsed}, "
+        what = f"{self.version} -> {self.target}" if self.mode != "restart" else what_release_does(
+            self.mode, self.version, self.target)
+        line = f"release {self.release_id} ({what}): {elapsed}, "
         line += f"{done}/{len(self.rows)} groups done"
         return f"{line}  [{self.note}]" if self.note and self.finished_at is None else line
+
+
+def what_release_does(mode: str, version: str, target: str) -> str:
+    """`deploy V to T`, or `rolling restart on T` (a restart has no version of its own)."""
+    return f"rolling restart on {target}" if mode == "restart" else f"{mode} {version} to {target}"
 
 
 def _duration(seconds: float) -> str:
@@ -174,8 +183,8 @@ class PlainLines:
     def publish(self, event: Event) -> None:
         self.board.apply(event)
         if isinstance(event, ReleaseStarted):
-            self._say(event.at, f"release {event.release_id}: {event.mode} {event.version} to {event.target}, "
-                                f"{len(event.groups)} groups")
+            what = what_release_does(event.mode, event.version, event.target)
+            self._say(event.at, f"release {event.release_id}: {what}, {len(event.groups)} groups")
         elif isinstance(event, WaveStarted):
             self._say(event.at, f"wave {event.wave} started: {', '.join(event.groups)}")
         elif isinstance(event, GroupStarted):
