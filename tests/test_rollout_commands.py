@@ -15,7 +15,7 @@ from deploytool.errors import DeployFailed
 from deploytool.rollout import commands
 from deploytool.rollout.commands import Output
 from deploytool.rollout.plan import RolloutOptions
-from tests.rollout_helpers import CtrlC, World, sample_world
+from tests.rollout_helpers import TEMPLATES, CtrlC, World, sample_world
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,6 +78,29 @@ def test_rollback_redeploys_the_previous_good_version_as_a_new_release(world: Wo
     assert [h.version for h in history] == ["v1", "v2", "v1"]
     found = world.services.store.find("production", "v1")
     assert found is not None and found.release_id == result.release_id  # the index now points at the rollback
+
+
+def test_rollback_skips_the_groups_that_never_left_the_version(world: World, tmp_path: Path) -> None:
+    world.deploy("v1")
+    world.later()
+    email = [world.fleet.group("email")]
+    commands.deploy(world.fleet, "production", email, RolloutOptions(), world.services, Output(ci=True),
+                    version="v2", allow_dirty=False, templates=TEMPLATES, out_dir=world.tmp / "dist")
+    created = world.env.sim.calls["CreateDeployment"]
+    world.later()
+    result = commands.rollback(world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services,
+                               Output(ci=True, json_out=str(tmp_path / "back.json")), to_version="v1")
+    assert result is not None and result.succeeded and result.version == "v1"
+    assert world.env.sim.calls["CreateDeployment"] == created + 1  # email only
+    assert {g.group: g.outcome for g in result.groups} == {
+        "email": "succeeded", "reports": "already-deployed", "video": "already-deployed"}
+    text = world.out.getvalue()
+    assert "reports: skipped: already runs v1 (its last successful deployment d-" in text
+    assert "video: skipped: already runs v1" in text and "email: skipped" not in text
+    every = [i for ids in world.env.asg_instances.values() for i in ids]
+    assert all("/v1/" in world.env.sim.instance_revision[i] for i in every)
+    outcomes = {g["group"]: g["outcome"] for g in json.loads((tmp_path / "back.json").read_text())["groups"]}
+    assert outcomes["reports"] == "already-deployed"
 
 
 def test_restart_and_status(world: World) -> None:

@@ -13,7 +13,7 @@ to the end instead of detaching (deploytool.rollout.interrupt).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from deploytool.aws.codedeploy import CodeDeployGateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.config import CodeDeployTarget, Fleet, Group
-from deploytool.errors import DeployFailed, UsageError
+from deploytool.errors import DeployFailed, DeployToolError, UsageError
 from deploytool.render import Templates
 from deploytool.rollout.backend import Backend
 from deploytool.rollout.backends import backend_for
@@ -33,7 +33,7 @@ from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import Fanout, Reporter
 from deploytool.rollout.interrupt import Pausable, console_prompt, follow
 from deploytool.rollout.orchestrator import Orchestrator
-from deploytool.rollout.plan import RolloutOptions, RolloutPlan, rollout_plan
+from deploytool.rollout.plan import PriorDeployment, RolloutOptions, RolloutPlan, rollout_plan
 from deploytool.rollout.progress import LiveTable, PlainLines, what_release_does
 from deploytool.rollout.record import RecordWriter, ReleaseManifest, ReleaseStore, release_id_for
 from deploytool.rollout.release import Prepared, prepare_deploy, prepare_rollback
@@ -143,10 +143,11 @@ def show_plan(plan: RolloutPlan, services: Services, *, resumed: bool) -> list[s
 
 
 def _release(prepared: Prepared, fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions,
-             services: Services, output: Output, *, dry_run: bool) -> RolloutResult | None:
+             services: Services, output: Output, *, dry_run: bool,
+             already: Mapping[str, PriorDeployment] | None = None) -> RolloutResult | None:
     manifest = prepared.manifest
     plan = rollout_plan(release_id=manifest.release_id, version=manifest.version, target=target_name, groups=groups,
-                        revision=prepared.revision, options=options, prior=manifest.prior())
+                        revision=prepared.revision, options=options, prior={**(already or {}), **manifest.prior()})
     if dry_run:
         show_plan(plan, services, resumed=prepared.resumed)
         return None
@@ -170,7 +171,29 @@ def rollback(fleet: Fleet, target_name: str, groups: Sequence[Group], options: R
         check_json_out(Path(output.json_out))
     prepared = prepare_rollback(fleet, target_name, groups, store=services.store, to_version=to_version,
                                 dry_run=dry_run, now=services.now)
-    return _release(prepared, fleet, target_name, groups, options, services, output, dry_run=dry_run)
+    already = already_on(services.backend, groups, prepared.manifest.version)
+    for name, prior in already.items():
+        services.console.print(f"{name}: skipped: already runs {prepared.manifest.version} (its last successful "
+                               f"deployment {prior.deployment_id})", markup=False, highlight=False)
+    return _release(prepared, fleet, target_name, groups, options, services, output, dry_run=dry_run,
+                    already=already)
+
+
+def already_on(backend: Backend, groups: Sequence[Group], version: str) -> dict[str, PriorDeployment]:
+    """The groups whose last successful deployment is of `version` and reached every instance, with that deployment:
+    a rollback to `version` leaves them alone (the orchestrator reports them already-deployed)."""
+    last: dict[str, str] = {}
+    for group in groups:
+        try:
+            state = backend.group_state(group)
+        except DeployToolError:
+            continue  # unknown: deploy it
+        deployment_id = state.extra.get("last_successful_deployment_id")
+        if state.last_successful_version == version and deployment_id:
+            last[group.name] = deployment_id
+    snapshots = backend.poll(list(last.values())) if last else {}
+    return {name: PriorDeployment(d, "Succeeded") for name, d in last.items()
+            if (snap := snapshots.get(d)) is not None and snap.all_succeeded}
 
 
 def restart(fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, services: Services,
