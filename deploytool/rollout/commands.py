@@ -27,7 +27,7 @@ from deploytool.aws.session import AwsSession
 from deploytool.config import CodeDeployTarget, Fleet, Group
 from deploytool.errors import DeployFailed, DeployToolError, UsageError
 from deploytool.render import Templates
-from deploytool.rollout.backend import Backend
+from deploytool.rollout.backend import Backend, DeploymentSnapshot
 from deploytool.rollout.backends import backend_for
 from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import Fanout, Reporter
@@ -210,7 +210,8 @@ def restart(fleet: Fleet, target_name: str, groups: Sequence[Group], options: Ro
 
 
 def status(fleet: Fleet, target_name: str, services: Services, release_id: str | None) -> Table:
-    """A release's groups and their deployments as the backend reports them now."""
+    """A release's groups and their deployments as the backend reports them now. A deployment the backend calls
+    Abandoned (a sandbox deployment whose `fab` process died: nothing runs it) gets a line on how to resume."""
     store = services.store
     if release_id:
         manifest = store.load(release_id)
@@ -222,6 +223,7 @@ def status(fleet: Fleet, target_name: str, services: Services, release_id: str |
     ids = [i for d in manifest.deployments.values() for i in (d.get("deployment_id"), d.get("rollback_deployment_id"))
            if i]
     snapshots = services.backend.poll(ids) if ids else {}
+    abandoned: list[tuple[str, DeploymentSnapshot]] = []
     table = Table(title=f"release {manifest.release_id}: {manifest.version} on {manifest.target}")
     for column in ("wave", "group", "strategy", "deployment", "status", "ok/failed/total", "rollback"):
         table.add_column(column)
@@ -231,13 +233,20 @@ def status(fleet: Fleet, target_name: str, services: Services, release_id: str |
         snap = snapshots.get(str(record.get("deployment_id")))
         rollback_id = (snap.rollback_deployment_id if snap else None) or record.get("rollback_deployment_id")
         rollback = snapshots.get(str(rollback_id)) if rollback_id else None
+        abandoned += [(name, s) for s in (snap, rollback) if s is not None and s.status == "Abandoned"]
         table.add_row(
             str(entry.get("wave", "")), name, str(entry.get("strategy", "")), str(record.get("deployment_id") or "-"),
             snap.status if snap else str(record.get("status") or "not started"),
-            f"{snap.succeeded}/{snap.failed}/{snap.total}" if snap else "",
+            f"{snap.succeeded}/{snap.failed}/{snap.total}" if snap and snap.total else "",
             f"{rollback_id} {rollback.status if rollback else ''}".strip() if rollback_id else "",
         )
     services.console.print(table)
+    target = "" if target_name == fleet.target(None)[0] else f" --target {target_name}"
+    for name, snap in abandoned:
+        services.console.print(
+            f"{name}: {snap.deployment_id} is abandoned: {snap.error}: `fab deploy --version {manifest.version}"
+            f"{target}` resumes the release; `fab sandbox-down{target}` stops what it left",
+            markup=False, highlight=False, soft_wrap=True)
     return table
 
 

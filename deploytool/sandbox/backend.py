@@ -20,6 +20,10 @@ parallel threads, each through the LifecycleRunner. CodeDeploy's rules kept here
 Deployments run in threads of the process that started them and end with it (`shutdown`); what they
 left is on disk: `poll` and `instance_results` answer for a deployment an earlier process of the same
 sandbox finished (the rollout tasks attach to a running sandbox anew each time) from the group records.
+A deployment is recorded in flight, with its owner (host, pid, process start time), when it starts; `poll`
+answers for one another process started and has not finished: InProgress while that process lives, Abandoned
+once it is gone (killed: nothing runs the deployment any more, and a resume deploys the group again). A group
+with a deployment in flight in another live process takes no second one.
 
 `sync` gives instances an ASG launched since the last look the group's last successful revision
 (creator autoscaling); `terminate` runs ApplicationStop there first (CodeDeploy's termination
@@ -55,6 +59,7 @@ from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.errors import SandboxError
 from deploytool.sandbox.fleet import SandboxFleet
 from deploytool.sandbox.instance import Instance
+from deploytool.sandbox.owner import Owner
 from deploytool.sandbox.procs import PidRecord, read_pidfile, stop_worker
 from deploytool.sandbox.runner import DEFAULT_TIMING, DeploymentSpec, InstanceResult, LifecycleRunner, Timing
 from deploytool.sandbox.state import SandboxState
@@ -97,6 +102,19 @@ class _Deployment:
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.targets.values() if t.status == status)
+
+
+def _in_flight_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapshot:
+    """A deployment another process started and has not recorded finished: running while that process lives."""
+    owner = Owner.from_dict(dict(entry.get("owner") or {}))
+    gone = owner.alive() is False
+    return DeploymentSnapshot(
+        deployment_id=str(entry["deployment_id"]),
+        group=group,
+        status="Abandoned" if gone else "InProgress",
+        error=f"the process that ran it ({owner.describe()}) is gone" if gone else "",
+        creator=str(entry.get("creator") or "user"),
+    )
 
 
 def _recorded_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapshot:
@@ -147,6 +165,7 @@ class LocalBackend:
         self._deployments: dict[str, _Deployment] = {}
         self._active: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
+        self.owner = Owner.current()
 
     # --- the Backend protocol ------------------------------------------------------------------
 
@@ -154,13 +173,17 @@ class LocalBackend:
         return self._start(request, creator="user")
 
     def poll(self, deployment_ids: Sequence[str]) -> Mapping[str, DeploymentSnapshot]:
-        """Snapshots of the deployments this backend runs or ran, and of those an earlier process of the same
-        sandbox finished (from the group records on disk); unknown ids are left out."""
+        """Snapshots of the deployments this backend runs or ran, of those an earlier process of the same
+        sandbox finished (from the group records on disk), and of those another process started and has not
+        finished (InProgress while it lives, Abandoned once it is gone); unknown ids are left out."""
         with self._lock:
             found = {d: self._snapshot(self._deployments[d]) for d in deployment_ids if d in self._deployments}
         earlier = [d for d in deployment_ids if d not in found]
         for group, entry in self.state.finished(earlier) if earlier else ():
             found[str(entry["deployment_id"])] = _recorded_snapshot(group, entry)
+        others = [d for d in earlier if d not in found]
+        for group, entry in self.state.in_flight(others) if others else ():
+            found[str(entry["deployment_id"])] = _in_flight_snapshot(group, entry)
         return found
 
     def stop(self, deployment_id: str, *, rollback: bool) -> None:
@@ -284,6 +307,8 @@ class LocalBackend:
                     f"group {group.name}: deployment {self._active[group.name]} is still in progress "
                     "(one deployment per group at a time)"
                 )
+            if exclusive:
+                self._refuse_if_run_elsewhere(group)
             dep = _Deployment(
                 id=self.new_id(),
                 request=request,
@@ -296,10 +321,27 @@ class LocalBackend:
             self._deployments[dep.id] = dep
             if exclusive:
                 self._active[group.name] = dep.id
+            self.state.started(group.name, {
+                "deployment_id": dep.id, "owner": self.owner.to_dict(), "creator": creator,
+                "mode": request.mode, "version": revision.version, "release_id": request.release_id,
+                "started_at": dep.started_at, "exclusive": exclusive,
+            })
             thread = threading.Thread(target=self._drive, args=(dep,), name=f"deploy-{dep.id}", daemon=True)
             self._threads.append(thread)
         thread.start()
         return dep.id
+
+    def _refuse_if_run_elsewhere(self, group: Group) -> None:
+        """CodeDeploy's one deployment per group, across the processes attached to this sandbox."""
+        for name, entry in self.state.in_flight():
+            if name != group.name or not entry.get("exclusive", True) or entry["deployment_id"] in self._deployments:
+                continue
+            owner = Owner.from_dict(dict(entry.get("owner") or {}))
+            if owner.alive() is not False:
+                raise SandboxError(
+                    f"group {group.name}: deployment {entry['deployment_id']} is still in progress in another "
+                    f"process ({owner.describe()}; one deployment per group at a time)"
+                )
 
     def _counts(self, dep: _Deployment, in_flight: int, pending: int) -> dict[str, int]:
         return {
