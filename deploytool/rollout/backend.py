@@ -89,6 +89,9 @@ class DeploymentSnapshot:
     error: str = ""
     rollback_deployment_id: str | None = None  # set when the backend started an automatic rollback
     creator: str = "user"  # user | autoscaling | codeDeployRollback | CodeDeployAutoUpdate
+    # What did not fail the deployment but a person must know, e.g. tasks a drain's cold shutdown cut off
+    # ("i-1: interrupted task NAME[ID] in ApplicationStop: FATE"); only the sandbox sees hook output to report it.
+    warnings: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:

@@ -42,6 +42,13 @@ from deploytool.rollout.resume import resolve
 from deploytool.rollout.setup import apply_setup, describe, plan_setup
 from deploytool.rollout.summary import ResultWriters, check_json_out
 
+NOTHING_RAN = ("already-deployed", "not-started")
+CODEDEPLOY_HOOK_OUTPUT = (
+    "note: CodeDeploy does not return the output of hooks that succeeded, so tasks a drain's cold shutdown "
+    "interrupted are not shown here: on each instance, grep 'deploytool: interrupted task' "
+    "/opt/codedeploy-agent/deployment-root/<deployment-group-id>/<deployment-id>/logs/scripts.log"
+)
+
 
 @dataclass
 class Services:
@@ -111,6 +118,8 @@ def _run(plan: RolloutPlan, services: Services, output: Output, manifest: Releas
     ask = console_prompt(services.console, interactive=services.interactive, display=pausable,
                          detachable=services.detachable)
     result = follow(orchestrator, ask, detachable=services.detachable)
+    if services.backend.name == "codedeploy" and any(g.outcome not in NOTHING_RAN for g in result.groups):
+        services.console.print(CODEDEPLOY_HOOK_OUTPUT, markup=False, highlight=False, soft_wrap=True)
     if record is not None and record.errors:
         services.console.print(f"warning: the release record could not always be written ({len(record.errors)} "
                                f"time(s)); last: {record.errors[-1]}", markup=False, highlight=False)

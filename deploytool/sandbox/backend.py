@@ -17,6 +17,10 @@ parallel threads, each through the LifecycleRunner. CodeDeploy's rules kept here
 - mode "restart" re-runs ApplicationStop/ApplicationStart/ValidateService of the installed revision;
 - `stop` lets running scripts finish and starts nothing more (status Stopped).
 
+Tasks a drain's cold shutdown cut off become warnings of the deployment: the hook prints one line per task,
+`deploytool: interrupted task NAME[ID]: FATE` (scripts/celery_hooks.py), and once an instance is done its event
+logs are read for them (`interrupted_tasks`).
+
 Deployments run in threads of the process that started them and end with it (`shutdown`); what they
 left is on disk: `poll` and `instance_results` answer for a deployment an earlier process of the same
 sandbox finished (the rollout tasks attach to a running sandbox anew each time) from the group records.
@@ -66,6 +70,7 @@ from deploytool.sandbox.state import SandboxState
 from deploytool.strategy import HealthPolicy, Verdict, health_policy, startable, verdict
 
 _ID_CHARS = string.ascii_uppercase + string.digits
+INTERRUPTED_MARK = "deploytool: interrupted task "  # printed by scripts/celery_hooks.py (mark_interrupted)
 
 
 def new_deployment_id() -> str:
@@ -95,6 +100,7 @@ class _Deployment:
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     started_at: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def group(self) -> Group:
@@ -102,6 +108,25 @@ class _Deployment:
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.targets.values() if t.status == status)
+
+
+def interrupted_tasks(instance: Instance, deployment_id: str) -> list[str]:
+    """`<instance>: interrupted task NAME[ID] in <event>: FATE` for each marker line in the instance's event logs
+    of this deployment, in lifecycle order."""
+    logs = instance.logs_dir(deployment_id)
+    found: list[str] = []
+    for event in LIFECYCLE_EVENTS:
+        try:
+            lines = (logs / f"{event}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            _, mark, rest = line.partition(INTERRUPTED_MARK)
+            if mark and rest.strip():
+                task, _, fate = rest.strip().partition(": ")
+                where = f"{instance.instance_id}: interrupted task {task} in {event}"
+                found.append(f"{where}: {fate}" if fate else where)
+    return found
 
 
 def _in_flight_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapshot:
@@ -130,6 +155,7 @@ def _recorded_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapsh
         error=str(entry.get("error") or ""),
         rollback_deployment_id=entry.get("rollback_deployment_id") or None,
         creator=str(entry.get("creator") or "user"),
+        warnings=tuple(str(w) for w in entry.get("warnings") or ()),
     )
 
 
@@ -388,9 +414,11 @@ class LocalBackend:
                 for future in finished:
                     iid = running.pop(future)
                     result = future.result()
+                    warnings = interrupted_tasks(dep.targets[iid].instance, dep.id)
                     with self._lock:
                         dep.targets[iid].result = result
                         dep.targets[iid].status = result.status
+                        dep.warnings += warnings
         return verdict(dep.policy, **self._counts(dep, 0, len(pending)))
 
     def _run_instance(self, dep: _Deployment, iid: str) -> InstanceResult:
@@ -443,6 +471,7 @@ class LocalBackend:
             "started_at": dep.started_at,
             "ended_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "error": dep.error,
+            "warnings": list(dep.warnings),
         }
         with self._lock:
             for target in dep.targets.values():
@@ -507,4 +536,5 @@ class LocalBackend:
             error=dep.error,
             rollback_deployment_id=dep.rollback_id,
             creator=dep.creator,
+            warnings=tuple(dep.warnings),
         )
