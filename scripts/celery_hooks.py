@@ -787,7 +787,9 @@ def drain_running(
             control.close()
     reported = report_interrupted(settings, worker.pid, log)
     if result.outcome == "cold" and result.interrupted and not reported:
-        log.step("interrupted", f"{len(result.interrupted)} task(s) restored: {summarize(result.interrupted)}")
+        log.step("interrupted", f"{len(result.interrupted)} task(s) cut off by the cold shutdown: "
+                 f"{summarize(result.interrupted)}")
+        mark_interrupted(settings, result.interrupted, log)
     if worker.exited():
         for owned in (settings.layout.pidfile, settings.layout.ready_file, settings.layout.first_task_file):
             remove_if_pid(owned, worker.pid)
@@ -812,6 +814,26 @@ def cold_shutdown_on_termination(settings: Settings, worker: WorkerProcess, cloc
     report_interrupted(settings, worker.pid, log)
 
 
+INTERRUPTED_MARK = "deploytool: interrupted task"  # the sandbox runner reads these lines into the deploy's output
+
+
+def interrupted_fate(acks_late: bool) -> str:
+    """What becomes of a task a cold shutdown cut off, given the group's acks_late (the worker also sets
+    task_reject_on_worker_lost=True)."""
+    if acks_late:
+        return "not acknowledged (acks_late): re-queued by the broker, it runs again"
+    return "acknowledged when received (acks_late = false): it does not run again unless the task sets acks_late"
+
+
+def mark_interrupted(settings: Settings, labels: Sequence[str], log: Log) -> None:
+    """One line per interrupted task, `deploytool: interrupted task NAME[ID]: FATE`, on the hook's output: the
+    sandbox's lifecycle runner turns them into warnings of the deployment; on CodeDeploy they stay in the
+    agent's scripts.log."""
+    fate = interrupted_fate(bool(settings.group.get("acks_late", True)))
+    for label in labels:
+        print(f"{INTERRUPTED_MARK} {label}: {fate}", file=log.out, flush=True)
+
+
 def report_interrupted(settings: Settings, pid: int, log: Log) -> list[str]:
     """Log the tasks the worker says a cold shutdown cut off (the launcher writes them), then forget them."""
     data = read_json(settings.layout.interrupted_file)
@@ -819,7 +841,8 @@ def report_interrupted(settings: Settings, pid: int, log: Log) -> list[str]:
         return []
     labels = [f"{t.get('name')}[{t.get('id')}]" for t in data.get("tasks", [])]
     if labels:
-        log.step("interrupted", f"{len(labels)} task(s) restored to the broker: {summarize(labels)}")
+        log.step("interrupted", f"{len(labels)} task(s) cut off by the cold shutdown: {summarize(labels)}")
+        mark_interrupted(settings, labels, log)
     with contextlib.suppress(OSError):
         settings.layout.interrupted_file.unlink()
     return labels

@@ -193,6 +193,8 @@ def test_task_longer_than_the_drain_budget_is_rerun_at_once_on_the_new_worker(
     stop = runs[0]
     assert "SIGQUIT: drain_timeout spent" in stop.output, stop.output
     assert f"acme_workers.tasks.transcode_video[{long.task_id}]" in stop.output  # named as interrupted
+    marker = f"deploytool: interrupted task acme_workers.tasks.transcode_video[{long.task_id}]: not acknowledged"
+    assert marker in stop.output  # the line the sandbox runner turns into a warning of the deploy
     assert not process_alive(old_pid)
 
     assert fleet.load.wait_done(30, [long.task_id]) == (1, 0, 0)

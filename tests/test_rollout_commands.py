@@ -15,7 +15,7 @@ from deploytool.errors import DeployFailed
 from deploytool.rollout import commands
 from deploytool.rollout.commands import Output
 from deploytool.rollout.plan import RolloutOptions
-from tests.rollout_helpers import CtrlC, World, sample_world
+from tests.rollout_helpers import TEMPLATES, CtrlC, World, sample_world
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +43,9 @@ def test_deploy_publishes_rolls_out_and_records_the_release(world: World, tmp_pa
     assert "deploytool deploy `v1` to `production`: succeeded" in summary.read_text()
     lines = world.out.getvalue()
     assert "wave 0 started: email" in lines and "wave 1 started: reports, video" in lines
+    assert ("note: CodeDeploy does not return the output of hooks that succeeded, so tasks a drain's cold shutdown "
+            "interrupted are not shown here: on each instance, grep 'deploytool: interrupted task' "
+            "/opt/codedeploy-agent/deployment-root/<deployment-group-id>/<deployment-id>/logs/scripts.log") in lines
     commands.verdict(result)  # type: ignore[arg-type]  # no exception: exit 0
 
 
@@ -80,6 +83,29 @@ def test_rollback_redeploys_the_previous_good_version_as_a_new_release(world: Wo
     assert found is not None and found.release_id == result.release_id  # the index now points at the rollback
 
 
+def test_rollback_skips_the_groups_that_never_left_the_version(world: World, tmp_path: Path) -> None:
+    world.deploy("v1")
+    world.later()
+    email = [world.fleet.group("email")]
+    commands.deploy(world.fleet, "production", email, RolloutOptions(), world.services, Output(ci=True),
+                    version="v2", allow_dirty=False, templates=TEMPLATES, out_dir=world.tmp / "dist")
+    created = world.env.sim.calls["CreateDeployment"]
+    world.later()
+    result = commands.rollback(world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services,
+                               Output(ci=True, json_out=str(tmp_path / "back.json")), to_version="v1")
+    assert result is not None and result.succeeded and result.version == "v1"
+    assert world.env.sim.calls["CreateDeployment"] == created + 1  # email only
+    assert {g.group: g.outcome for g in result.groups} == {
+        "email": "succeeded", "reports": "already-deployed", "video": "already-deployed"}
+    text = world.out.getvalue()
+    assert "reports: skipped: already runs v1 (its last successful deployment d-" in text
+    assert "video: skipped: already runs v1" in text and "email: skipped" not in text
+    every = [i for ids in world.env.asg_instances.values() for i in ids]
+    assert all("/v1/" in world.env.sim.instance_revision[i] for i in every)
+    outcomes = {g["group"]: g["outcome"] for g in json.loads((tmp_path / "back.json").read_text())["groups"]}
+    assert outcomes["reports"] == "already-deployed"
+
+
 def test_restart_and_status(world: World) -> None:
     world.deploy("v1")
     result = commands.restart(world.fleet, "production", world.fleet.groups, RolloutOptions(max_parallel=1),
@@ -92,6 +118,24 @@ def test_restart_and_status(world: World) -> None:
     text = world.out.getvalue()
     assert "release 20250501T120500Z-v1: v1 on production" in text
     assert "video" in text and "Succeeded" in text and "2/0/2" in text
+
+
+def test_restart_says_what_it_does_once(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    world.deploy("v1")
+    world.out.truncate(0)
+    world.out.seek(0)
+    commands.restart(world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services, Output(ci=True),
+                     dry_run=True)
+    result = commands.restart(world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services,
+                              Output(ci=True))
+    assert result is not None and result.succeeded
+    text = world.out.getvalue() + summary.read_text()
+    assert "restart restart" not in text and "`restart` to" not in text
+    assert "(new): rolling restart on production, 3 groups, max-parallel" in text  # --dry-run
+    assert f"release {result.release_id}: rolling restart on production, 3 groups" in text
+    assert "### deploytool rolling restart on `production`: succeeded" in text
 
 
 def test_ctrl_c_without_a_terminal_detaches_and_exits_1(world: World) -> None:

@@ -9,6 +9,8 @@ HOST_COUNT 6: three at a time; FLEET_PERCENT 40: five at a time).
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,13 @@ import pytest
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.rollout.backend import DeployRequest, Revision
+from deploytool.rollout.events import Collect
+from deploytool.rollout.orchestrator import Orchestrator
+from deploytool.rollout.plan import PriorDeployment, RolloutOptions, rollout_plan
+from deploytool.rollout.resume import resolve
 from deploytool.sandbox.backend import LocalBackend
 from deploytool.sandbox.errors import SandboxError
+from deploytool.sandbox.owner import Owner, process_start_time
 from deploytool.sandbox.state import SandboxState
 from tests.sandbox_helpers import aws, make_backend, make_fleet, sh, upload, write_bundle
 
@@ -247,3 +254,43 @@ def test_restart_target_instances_and_scale_out(tmp_path: Path, aws: AwsSession)
     assert (snap.creator, snap.succeeded) == ("autoscaling", 1)
     new = (set(i.instance_id for i in setup.backend.fleet.instances(setup.group)) - set(setup.ids)).pop()
     assert setup.installed(new) == "v2"  # the group's last successful revision
+
+
+def _in_flight_elsewhere(setup: Setup, deployment_id: str, owner: Owner) -> None:
+    """What `fab deploy` in another process records when it starts a deployment of the group."""
+    setup.backend.state.started("web", {"deployment_id": deployment_id, "owner": owner.to_dict(), "creator": "user",
+                                        "mode": "deploy", "version": "v1", "release_id": "r-v1", "exclusive": True})
+
+
+@pytest.mark.slow
+def test_a_deployment_whose_process_is_gone_is_abandoned_and_a_resume_deploys_the_group_again(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    setup = Setup(tmp_path, aws, "OneAtATime", 1)
+    revision = setup.revision("v1", hold_s=0)
+    host = socket.gethostname()
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        _in_flight_elsewhere(setup, "d-LIVE00001", Owner(host, live.pid, process_start_time(live.pid)))
+        snap = setup.backend.poll(["d-LIVE00001"])["d-LIVE00001"]
+        assert (snap.status, snap.done) == ("InProgress", False)  # its process still runs it
+        with pytest.raises(SandboxError, match=f"d-LIVE00001 is still in progress in another process .pid {live.pid}"):
+            setup.deploy(revision)
+    finally:
+        live.kill()
+        live.wait()
+    snap = setup.backend.poll(["d-LIVE00001"])["d-LIVE00001"]
+    assert (snap.status, snap.done, snap.all_succeeded) == ("Abandoned", True, False)
+    assert snap.error == f"the process that ran it (pid {live.pid} on host {host}) is gone"
+    me = Owner.current()
+    _in_flight_elsewhere(setup, "d-REUSED001", Owner(host, me.pid, (me.started or 0) + 1))  # pid since reused
+    assert setup.backend.poll(["d-REUSED001"])["d-REUSED001"].status == "Abandoned"
+
+    plan = rollout_plan(release_id="20250101T000000Z-v1", version="v1", target="sandbox", groups=[setup.group],
+                        revision=revision, options=RolloutOptions(poll_min_s=0.1, poll_max_s=0.2),
+                        prior={"web": PriorDeployment("d-LIVE00001", "InProgress")})
+    assert resolve(setup.backend, plan) == {}  # neither followed nor done: deployed again
+    result = Orchestrator(setup.backend, plan, reporter=Collect()).run()
+    [group] = result.groups
+    assert (group.outcome, group.attached) == ("succeeded", False) and group.deployment_id != "d-LIVE00001"
+    assert setup.installed(setup.ids[0]) == "v1"

@@ -4,7 +4,9 @@ A backend deploys one revision to one deployment group (one ASG) with that group
 reports progress when polled. `codedeploy` talks to AWS CodeDeploy; `local` runs the sandbox
 fleet through the CodeDeploy-compatible lifecycle runner. The orchestrator only sees this module.
 
-Statuses use CodeDeploy's words so the two backends read the same in reports and JSON.
+Statuses use CodeDeploy's words so the two backends read the same in reports and JSON, plus one of the
+sandbox's own: Abandoned, a deployment whose process died before it ended (sandbox deployments run inside
+`fab`; nothing runs them then). It is terminal and never a success; CodeDeploy never reports it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Literal, Protocol
 
 from deploytool.config import Group
 
-DeploymentStatus = Literal["Created", "Queued", "InProgress", "Baking", "Succeeded", "Failed", "Stopped", "Ready"]
+DeploymentStatus = Literal[
+    "Created", "Queued", "InProgress", "Baking", "Succeeded", "Failed", "Stopped", "Ready", "Abandoned"
+]
 InstanceStatus = Literal["Pending", "InProgress", "Succeeded", "Failed", "Skipped", "Unknown", "Ready"]
-TERMINAL: frozenset[str] = frozenset({"Succeeded", "Failed", "Stopped"})
+TERMINAL: frozenset[str] = frozenset({"Succeeded", "Failed", "Stopped", "Abandoned"})
 
 LIFECYCLE_EVENTS: tuple[str, ...] = (
     "ApplicationStop",
@@ -85,6 +89,9 @@ class DeploymentSnapshot:
     error: str = ""
     rollback_deployment_id: str | None = None  # set when the backend started an automatic rollback
     creator: str = "user"  # user | autoscaling | codeDeployRollback | CodeDeployAutoUpdate
+    # What did not fail the deployment but a person must know, e.g. tasks a drain's cold shutdown cut off
+    # ("i-1: interrupted task NAME[ID] in ApplicationStop: FATE"); only the sandbox sees hook output to report it.
+    warnings: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:

@@ -13,7 +13,7 @@ to the end instead of detaching (deploytool.rollout.interrupt).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,22 +25,29 @@ from deploytool.aws.codedeploy import CodeDeployGateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.config import CodeDeployTarget, Fleet, Group
-from deploytool.errors import DeployFailed, UsageError
+from deploytool.errors import DeployFailed, DeployToolError, UsageError
 from deploytool.render import Templates
-from deploytool.rollout.backend import Backend
+from deploytool.rollout.backend import Backend, DeploymentSnapshot
 from deploytool.rollout.backends import backend_for
 from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import Fanout, Reporter
 from deploytool.rollout.interrupt import Pausable, console_prompt, follow
 from deploytool.rollout.orchestrator import Orchestrator
-from deploytool.rollout.plan import RolloutOptions, RolloutPlan, rollout_plan
-from deploytool.rollout.progress import LiveTable, PlainLines
+from deploytool.rollout.plan import PriorDeployment, RolloutOptions, RolloutPlan, rollout_plan
+from deploytool.rollout.progress import LiveTable, PlainLines, what_release_does
 from deploytool.rollout.record import RecordWriter, ReleaseManifest, ReleaseStore, release_id_for
 from deploytool.rollout.release import Prepared, prepare_deploy, prepare_rollback
 from deploytool.rollout.result import RolloutResult
 from deploytool.rollout.resume import resolve
 from deploytool.rollout.setup import apply_setup, describe, plan_setup
 from deploytool.rollout.summary import ResultWriters, check_json_out
+
+NOTHING_RAN = ("already-deployed", "not-started")
+CODEDEPLOY_HOOK_OUTPUT = (
+    "note: CodeDeploy does not return the output of hooks that succeeded, so tasks a drain's cold shutdown "
+    "interrupted are not shown here: on each instance, grep 'deploytool: interrupted task' "
+    "/opt/codedeploy-agent/deployment-root/<deployment-group-id>/<deployment-id>/logs/scripts.log"
+)
 
 
 @dataclass
@@ -111,6 +118,8 @@ def _run(plan: RolloutPlan, services: Services, output: Output, manifest: Releas
     ask = console_prompt(services.console, interactive=services.interactive, display=pausable,
                          detachable=services.detachable)
     result = follow(orchestrator, ask, detachable=services.detachable)
+    if services.backend.name == "codedeploy" and any(g.outcome not in NOTHING_RAN for g in result.groups):
+        services.console.print(CODEDEPLOY_HOOK_OUTPUT, markup=False, highlight=False, soft_wrap=True)
     if record is not None and record.errors:
         services.console.print(f"warning: the release record could not always be written ({len(record.errors)} "
                                f"time(s)); last: {record.errors[-1]}", markup=False, highlight=False)
@@ -126,7 +135,7 @@ def show_plan(plan: RolloutPlan, services: Services, *, resumed: bool) -> list[s
     """--dry-run: the waves, what each group would do, nothing started."""
     found = resolve(services.backend, plan) if plan.prior else {}
     what = "resume" if resumed else "new"
-    lines = [f"release {plan.release_id} ({what}): {plan.mode} {plan.version} to {plan.target}, "
+    lines = [f"release {plan.release_id} ({what}): {what_release_does(plan.mode, plan.version, plan.target)}, "
              f"{len(plan.groups)} groups, max-parallel {plan.options.max_parallel or 'unlimited'}, "
              f"on failure {plan.options.on_failure}"]
     for wave in plan.waves:
@@ -143,10 +152,11 @@ def show_plan(plan: RolloutPlan, services: Services, *, resumed: bool) -> list[s
 
 
 def _release(prepared: Prepared, fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions,
-             services: Services, output: Output, *, dry_run: bool) -> RolloutResult | None:
+             services: Services, output: Output, *, dry_run: bool,
+             already: Mapping[str, PriorDeployment] | None = None) -> RolloutResult | None:
     manifest = prepared.manifest
     plan = rollout_plan(release_id=manifest.release_id, version=manifest.version, target=target_name, groups=groups,
-                        revision=prepared.revision, options=options, prior=manifest.prior())
+                        revision=prepared.revision, options=options, prior={**(already or {}), **manifest.prior()})
     if dry_run:
         show_plan(plan, services, resumed=prepared.resumed)
         return None
@@ -170,7 +180,29 @@ def rollback(fleet: Fleet, target_name: str, groups: Sequence[Group], options: R
         check_json_out(Path(output.json_out))
     prepared = prepare_rollback(fleet, target_name, groups, store=services.store, to_version=to_version,
                                 dry_run=dry_run, now=services.now)
-    return _release(prepared, fleet, target_name, groups, options, services, output, dry_run=dry_run)
+    already = already_on(services.backend, groups, prepared.manifest.version)
+    for name, prior in already.items():
+        services.console.print(f"{name}: skipped: already runs {prepared.manifest.version} (its last successful "
+                               f"deployment {prior.deployment_id})", markup=False, highlight=False)
+    return _release(prepared, fleet, target_name, groups, options, services, output, dry_run=dry_run,
+                    already=already)
+
+
+def already_on(backend: Backend, groups: Sequence[Group], version: str) -> dict[str, PriorDeployment]:
+    """The groups whose last successful deployment is of `version` and reached every instance, with that deployment:
+    a rollback to `version` leaves them alone (the orchestrator reports them already-deployed)."""
+    last: dict[str, str] = {}
+    for group in groups:
+        try:
+            state = backend.group_state(group)
+        except DeployToolError:
+            continue  # unknown: deploy it
+        deployment_id = state.extra.get("last_successful_deployment_id")
+        if state.last_successful_version == version and deployment_id:
+            last[group.name] = deployment_id
+    snapshots = backend.poll(list(last.values())) if last else {}
+    return {name: PriorDeployment(d, "Succeeded") for name, d in last.items()
+            if (snap := snapshots.get(d)) is not None and snap.all_succeeded}
 
 
 def restart(fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, services: Services,
@@ -187,7 +219,8 @@ def restart(fleet: Fleet, target_name: str, groups: Sequence[Group], options: Ro
 
 
 def status(fleet: Fleet, target_name: str, services: Services, release_id: str | None) -> Table:
-    """A release's groups and their deployments as the backend reports them now."""
+    """A release's groups and their deployments as the backend reports them now. A deployment the backend calls
+    Abandoned (a sandbox deployment whose `fab` process died: nothing runs it) gets a line on how to resume."""
     store = services.store
     if release_id:
         manifest = store.load(release_id)
@@ -199,6 +232,7 @@ def status(fleet: Fleet, target_name: str, services: Services, release_id: str |
     ids = [i for d in manifest.deployments.values() for i in (d.get("deployment_id"), d.get("rollback_deployment_id"))
            if i]
     snapshots = services.backend.poll(ids) if ids else {}
+    abandoned: list[tuple[str, DeploymentSnapshot]] = []
     table = Table(title=f"release {manifest.release_id}: {manifest.version} on {manifest.target}")
     for column in ("wave", "group", "strategy", "deployment", "status", "ok/failed/total", "rollback"):
         table.add_column(column)
@@ -208,13 +242,20 @@ def status(fleet: Fleet, target_name: str, services: Services, release_id: str |
         snap = snapshots.get(str(record.get("deployment_id")))
         rollback_id = (snap.rollback_deployment_id if snap else None) or record.get("rollback_deployment_id")
         rollback = snapshots.get(str(rollback_id)) if rollback_id else None
+        abandoned += [(name, s) for s in (snap, rollback) if s is not None and s.status == "Abandoned"]
         table.add_row(
             str(entry.get("wave", "")), name, str(entry.get("strategy", "")), str(record.get("deployment_id") or "-"),
             snap.status if snap else str(record.get("status") or "not started"),
-            f"{snap.succeeded}/{snap.failed}/{snap.total}" if snap else "",
+            f"{snap.succeeded}/{snap.failed}/{snap.total}" if snap and snap.total else "",
             f"{rollback_id} {rollback.status if rollback else ''}".strip() if rollback_id else "",
         )
     services.console.print(table)
+    target = "" if target_name == fleet.target(None)[0] else f" --target {target_name}"
+    for name, snap in abandoned:
+        services.console.print(
+            f"{name}: {snap.deployment_id} is abandoned: {snap.error}: `fab deploy --version {manifest.version}"
+            f"{target}` resumes the release; `fab sandbox-down{target}` stops what it left",
+            markup=False, highlight=False, soft_wrap=True)
     return table
 
 

@@ -410,6 +410,7 @@ class Orchestrator:
             instance_failures=run.failures,
             elapsed_s=elapsed,
             attached=run.attached,
+            warnings=(snap.warnings if snap else ()) + (run.rollback.warnings if run.rollback else ()),
         )
 
     def _checkpoint(self) -> None:

@@ -4,7 +4,8 @@ Contract: each renderer is a Reporter (`publish(event)`) writing only to the ric
 (tests pass Console(file=StringIO())). `Board` folds events into one row per group; `LiveTable` shows
 it (wave, group, strategy, instances succeeded/failed/total, current lifecycle event, status, elapsed)
 with a release line (elapsed, groups done); `PlainLines` writes one line per change, for CI and
-non-TTY output. Neither ever raises into the orchestrator for a display problem it can avoid.
+non-TTY output. Both show each warning a deployment reports (tasks a cold shutdown interrupted) once.
+Neither ever raises into the orchestrator for a display problem it can avoid.
 """
 
 from __future__ import annotations
@@ -65,13 +66,21 @@ class Board:
         self.release_id = ""
         self.version = ""
         self.target = ""
+        self.mode = "deploy"
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.note = ""
+        self.warnings: list[str] = []  # "group: warning", in the order they came
+
+    def _warn(self, group: str, warnings: tuple[str, ...]) -> None:
+        for warning in warnings:
+            if f"{group}: {warning}" not in self.warnings:
+                self.warnings.append(f"{group}: {warning}")
 
     def apply(self, event: Event) -> None:
         if isinstance(event, ReleaseStarted):
             self.release_id, self.version, self.target = event.release_id, event.version, event.target
+            self.mode = event.mode
             self.started_at = event.at
             self.rows = {g.name: Row(g.name, g.wave, g.strategy) for g in event.groups}
         elif isinstance(event, GroupStarted):
@@ -80,6 +89,7 @@ class Board:
         elif isinstance(event, GroupProgressed):
             row = self.rows[event.group]
             snap = event.snapshot
+            self._warn(event.group, snap.warnings)
             if event.rollback:
                 row.status = "rolling back"
                 row.event = snap.current_event or ""
@@ -90,6 +100,7 @@ class Board:
         elif isinstance(event, GroupFinished):
             r = event.result
             row = self.rows[r.group]
+            self._warn(r.group, r.warnings)
             row.status, row.done, row.finished_at = r.outcome, True, event.at
             if r.total:
                 row.succeeded, row.failed, row.total = r.succeeded, r.failed, r.total
@@ -108,9 +119,16 @@ class Board:
         done = sum(1 for r in self.rows.values() if r.done)
         end = self.finished_at if self.finished_at is not None else now
         elapsed = _duration(end - self.started_at) if self.started_at is not None else "0s"
-        line = f"release {self.release_id} ({self.version} -> {self.target}): {elapsed}, "
+        what = f"{self.version} -> {self.target}" if self.mode != "restart" else what_release_does(
+            self.mode, self.version, self.target)
+        line = f"release {self.release_id} ({what}): {elapsed}, "
         line += f"{done}/{len(self.rows)} groups done"
         return f"{line}  [{self.note}]" if self.note and self.finished_at is None else line
+
+
+def what_release_does(mode: str, version: str, target: str) -> str:
+    """`deploy V to T`, or `rolling restart on T` (a restart has no version of its own)."""
+    return f"rolling restart on {target}" if mode == "restart" else f"{mode} {version} to {target}"
 
 
 def _duration(seconds: float) -> str:
@@ -142,7 +160,8 @@ class LiveTable:
                 str(row.wave), row.group, row.strategy, counts, row.event,
                 Text(row.status, style=STYLE.get(row.status, "")), self.board.elapsed(row, now),
             )
-        return Group(table, Text(self.board.release_line(now)))
+        warnings = [Text(f"warning: {w}", style="yellow") for w in self.board.warnings]
+        return Group(table, Text(self.board.release_line(now)), *warnings)
 
     def publish(self, event: Event) -> None:
         self.board.apply(event)
@@ -168,6 +187,7 @@ class PlainLines:
         self.console = console
         self.board = Board()
         self._last: dict[str, str] = {}
+        self._warned = 0
 
     def _say(self, at: float, text: str) -> None:
         t0 = self.board.started_at if self.board.started_at is not None else at
@@ -175,9 +195,15 @@ class PlainLines:
 
     def publish(self, event: Event) -> None:
         self.board.apply(event)
+        self._publish(event)
+        for warning in self.board.warnings[self._warned:]:
+            self._say(event.at, f"warning: {warning}")
+        self._warned = len(self.board.warnings)
+
+    def _publish(self, event: Event) -> None:
         if isinstance(event, ReleaseStarted):
-            self._say(event.at, f"release {event.release_id}: {event.mode} {event.version} to {event.target}, "
-                                f"{len(event.groups)} groups")
+            what = what_release_does(event.mode, event.version, event.target)
+            self._say(event.at, f"release {event.release_id}: {what}, {len(event.groups)} groups")
         elif isinstance(event, WaveStarted):
             self._say(event.at, f"wave {event.wave} started: {', '.join(event.groups)}")
         elif isinstance(event, GroupStarted):

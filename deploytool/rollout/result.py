@@ -34,6 +34,7 @@ class GroupResult:
     instance_failures: tuple[InstanceProgress, ...] = ()
     elapsed_s: float | None = None
     attached: bool = False  # followed a deployment an earlier run started
+    warnings: tuple[str, ...] = ()  # the deployment's (and its rollback's) warnings, e.g. interrupted tasks
 
     @property
     def ok(self) -> bool:

@@ -48,10 +48,16 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _what(result: RolloutResult) -> str:
+    if result.mode == "restart":  # no version of its own
+        return f"rolling restart on `{result.target}`"
+    return f"{result.mode} `{result.version}` to `{result.target}`"
+
+
 def markdown(result: RolloutResult) -> str:
     verdict = "detached" if result.detached else ("succeeded" if result.succeeded else "failed")
     lines = [
-        f"### deploytool {result.mode} `{result.version}` to `{result.target}`: {verdict}",
+        f"### deploytool {_what(result)}: {verdict}",
         "",
         f"Release `{result.release_id}`, {result.elapsed_s:.0f} s.",
         "",

@@ -17,9 +17,17 @@ parallel threads, each through the LifecycleRunner. CodeDeploy's rules kept here
 - mode "restart" re-runs ApplicationStop/ApplicationStart/ValidateService of the installed revision;
 - `stop` lets running scripts finish and starts nothing more (status Stopped).
 
+Tasks a drain's cold shutdown cut off become warnings of the deployment: the hook prints one line per task,
+`deploytool: interrupted task NAME[ID]: FATE` (scripts/celery_hooks.py), and once an instance is done its event
+logs are read for them (`interrupted_tasks`).
+
 Deployments run in threads of the process that started them and end with it (`shutdown`); what they
 left is on disk: `poll` and `instance_results` answer for a deployment an earlier process of the same
 sandbox finished (the rollout tasks attach to a running sandbox anew each time) from the group records.
+A deployment is recorded in flight, with its owner (host, pid, process start time), when it starts; `poll`
+answers for one another process started and has not finished: InProgress while that process lives, Abandoned
+once it is gone (killed: nothing runs the deployment any more, and a resume deploys the group again). A group
+with a deployment in flight in another live process takes no second one.
 
 `sync` gives instances an ASG launched since the last look the group's last successful revision
 (creator autoscaling); `terminate` runs ApplicationStop there first (CodeDeploy's termination
@@ -55,12 +63,14 @@ from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.errors import SandboxError
 from deploytool.sandbox.fleet import SandboxFleet
 from deploytool.sandbox.instance import Instance
+from deploytool.sandbox.owner import Owner
 from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile, stop_worker
 from deploytool.sandbox.runner import DEFAULT_TIMING, DeploymentSpec, InstanceResult, LifecycleRunner, Timing
 from deploytool.sandbox.state import SandboxState
 from deploytool.strategy import HealthPolicy, Verdict, health_policy, startable, verdict
 
 _ID_CHARS = string.ascii_uppercase + string.digits
+INTERRUPTED_MARK = "deploytool: interrupted task "  # printed by scripts/celery_hooks.py (mark_interrupted)
 
 
 def new_deployment_id() -> str:
@@ -90,6 +100,7 @@ class _Deployment:
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     started_at: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def group(self) -> Group:
@@ -97,6 +108,38 @@ class _Deployment:
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.targets.values() if t.status == status)
+
+
+def interrupted_tasks(instance: Instance, deployment_id: str) -> list[str]:
+    """`<instance>: interrupted task NAME[ID] in <event>: FATE` for each marker line in the instance's event logs
+    of this deployment, in lifecycle order."""
+    logs = instance.logs_dir(deployment_id)
+    found: list[str] = []
+    for event in LIFECYCLE_EVENTS:
+        try:
+            lines = (logs / f"{event}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            _, mark, rest = line.partition(INTERRUPTED_MARK)
+            if mark and rest.strip():
+                task, _, fate = rest.strip().partition(": ")
+                where = f"{instance.instance_id}: interrupted task {task} in {event}"
+                found.append(f"{where}: {fate}" if fate else where)
+    return found
+
+
+def _in_flight_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapshot:
+    """A deployment another process started and has not recorded finished: running while that process lives."""
+    owner = Owner.from_dict(dict(entry.get("owner") or {}))
+    gone = owner.alive() is False
+    return DeploymentSnapshot(
+        deployment_id=str(entry["deployment_id"]),
+        group=group,
+        status="Abandoned" if gone else "InProgress",
+        error=f"the process that ran it ({owner.describe()}) is gone" if gone else "",
+        creator=str(entry.get("creator") or "user"),
+    )
 
 
 def _recorded_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapshot:
@@ -112,6 +155,7 @@ def _recorded_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapsh
         error=str(entry.get("error") or ""),
         rollback_deployment_id=entry.get("rollback_deployment_id") or None,
         creator=str(entry.get("creator") or "user"),
+        warnings=tuple(str(w) for w in entry.get("warnings") or ()),
     )
 
 
@@ -147,6 +191,7 @@ class LocalBackend:
         self._deployments: dict[str, _Deployment] = {}
         self._active: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
+        self.owner = Owner.current()
 
     # --- the Backend protocol ------------------------------------------------------------------
 
@@ -154,13 +199,17 @@ class LocalBackend:
         return self._start(request, creator="user")
 
     def poll(self, deployment_ids: Sequence[str]) -> Mapping[str, DeploymentSnapshot]:
-        """Snapshots of the deployments this backend runs or ran, and of those an earlier process of the same
-        sandbox finished (from the group records on disk); unknown ids are left out."""
+        """Snapshots of the deployments this backend runs or ran, of those an earlier process of the same
+        sandbox finished (from the group records on disk), and of those another process started and has not
+        finished (InProgress while it lives, Abandoned once it is gone); unknown ids are left out."""
         with self._lock:
             found = {d: self._snapshot(self._deployments[d]) for d in deployment_ids if d in self._deployments}
         earlier = [d for d in deployment_ids if d not in found]
         for group, entry in self.state.finished(earlier) if earlier else ():
             found[str(entry["deployment_id"])] = _recorded_snapshot(group, entry)
+        others = [d for d in earlier if d not in found]
+        for group, entry in self.state.in_flight(others) if others else ():
+            found[str(entry["deployment_id"])] = _in_flight_snapshot(group, entry)
         return found
 
     def stop(self, deployment_id: str, *, rollback: bool) -> None:
@@ -284,6 +333,8 @@ class LocalBackend:
                     f"group {group.name}: deployment {self._active[group.name]} is still in progress "
                     "(one deployment per group at a time)"
                 )
+            if exclusive:
+                self._refuse_if_run_elsewhere(group)
             dep = _Deployment(
                 id=self.new_id(),
                 request=request,
@@ -296,10 +347,27 @@ class LocalBackend:
             self._deployments[dep.id] = dep
             if exclusive:
                 self._active[group.name] = dep.id
+            self.state.started(group.name, {
+                "deployment_id": dep.id, "owner": self.owner.to_dict(), "creator": creator,
+                "mode": request.mode, "version": revision.version, "release_id": request.release_id,
+                "started_at": dep.started_at, "exclusive": exclusive,
+            })
             thread = threading.Thread(target=self._drive, args=(dep,), name=f"deploy-{dep.id}", daemon=True)
             self._threads.append(thread)
         thread.start()
         return dep.id
+
+    def _refuse_if_run_elsewhere(self, group: Group) -> None:
+        """CodeDeploy's one deployment per group, across the processes attached to this sandbox."""
+        for name, entry in self.state.in_flight():
+            if name != group.name or not entry.get("exclusive", True) or entry["deployment_id"] in self._deployments:
+                continue
+            owner = Owner.from_dict(dict(entry.get("owner") or {}))
+            if owner.alive() is not False:
+                raise SandboxError(
+                    f"group {group.name}: deployment {entry['deployment_id']} is still in progress in another "
+                    f"process ({owner.describe()}; one deployment per group at a time)"
+                )
 
     def _counts(self, dep: _Deployment, in_flight: int, pending: int) -> dict[str, int]:
         return {
@@ -346,9 +414,11 @@ class LocalBackend:
                 for future in finished:
                     iid = running.pop(future)
                     result = future.result()
+                    warnings = interrupted_tasks(dep.targets[iid].instance, dep.id)
                     with self._lock:
                         dep.targets[iid].result = result
                         dep.targets[iid].status = result.status
+                        dep.warnings += warnings
         return verdict(dep.policy, **self._counts(dep, 0, len(pending)))
 
     def _run_instance(self, dep: _Deployment, iid: str) -> InstanceResult:
@@ -414,6 +484,7 @@ class LocalBackend:
             "started_at": dep.started_at,
             "ended_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "error": dep.error,
+            "warnings": list(dep.warnings),
         }
         with self._lock:
             for target in dep.targets.values():
@@ -478,4 +549,5 @@ class LocalBackend:
             error=dep.error,
             rollback_deployment_id=dep.rollback_id,
             creator=dep.creator,
+            warnings=tuple(dep.warnings),
         )

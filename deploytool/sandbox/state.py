@@ -4,7 +4,9 @@ Contract: one JSON file per group under `<sandbox>/state/groups/`, rewritten ato
 then rename): the group's id (a stable UUID, CodeDeploy's deploymentGroupId), its last successful
 deployment and revision (what a rollback and a newly launched instance get), and the history of
 its deployments (each with its instances' statuses and its rollback's id, so a later process can
-report it: `finished`). Thread-safe within one process.
+report it: `finished`), and the deployments started and not yet finished (`in_flight`, each with the
+process that runs it, deploytool.sandbox.owner: a later process tells running from abandoned by it).
+Thread-safe within one process.
 """
 
 from __future__ import annotations
@@ -77,10 +79,29 @@ class SandboxState:
                 found += [(path.stem, e) for e in data["deployments"] if e.get("deployment_id") in wanted]
         return found
 
+    def in_flight(self, deployment_ids: Sequence[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """(group, entry) of the deployments started and not recorded finished (of these ids, or all)."""
+        found: list[tuple[str, dict[str, Any]]] = []
+        with self._lock:
+            for path in sorted((self.root / "groups").glob("*.json")):
+                for deployment_id, entry in dict(self._read(path.stem).get("in_flight") or {}).items():
+                    if deployment_ids is None or deployment_id in deployment_ids:
+                        found.append((path.stem, {**entry, "deployment_id": deployment_id}))
+        return found
+
+    def started(self, group: str, entry: dict[str, Any]) -> None:
+        """A deployment started (`entry` has its deployment_id and owner); `record` ends it."""
+        with self._lock:
+            data = self._read(group)
+            data.setdefault("in_flight", {})[str(entry["deployment_id"])] = entry
+            write_json_atomic(self._path(group), data)
+
     def record(self, group: str, entry: dict[str, Any], *, succeeded_with: Revision | None = None) -> None:
         """Add a finished deployment to the group's history (and make it the last successful one)."""
         with self._lock:
             data = self._read(group)
+            data["in_flight"] = {k: v for k, v in dict(data.get("in_flight") or {}).items()
+                                 if k != entry["deployment_id"]}
             data["deployments"].append(entry)
             if succeeded_with is not None:
                 data["last_successful"] = {"deployment_id": entry["deployment_id"], "revision": asdict(succeeded_with)}

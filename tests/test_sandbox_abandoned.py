@@ -1,0 +1,101 @@
+"""`kill -9` of `fab deploy` on the sandbox target: its deployments ran inside that process, so nothing runs them
+any more. `fab status` calls them Abandoned (not Created or InProgress forever) and says how to resume; `fab deploy`
+of the same version then deploys those groups again and completes. Real subprocesses of fab on a running sandbox
+(`fab sandbox-up`), with small hooks that sleep in ApplicationStart so the kill lands mid-rollout."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deploytool.sandbox.procs import wait_gone
+from tests.conftest import ROOT
+from tests.sandbox_helpers import kill_if_alive, started_pids
+from tests.test_sandbox_target import FLEET  # email AllAtOnce, video OneAtATime, 2 instances each
+
+pytestmark = pytest.mark.slow
+
+
+def slow_hooks(tmp_path: Path) -> Path:
+    """The sandbox fixture hooks (tests/fixtures/sandbox_scripts), ApplicationStart taking 2 s."""
+    hooks = tmp_path / "hooks"
+    shutil.copytree(ROOT / "tests/fixtures/sandbox_scripts", hooks)
+    start = hooks / "application_start.sh.j2"
+    start.write_text(start.read_text().replace("set -e\n", "set -e\nsleep 2\n", 1))
+    return hooks
+
+
+def in_application_start(root: Path) -> list[Path]:
+    return list(root.glob("instances/*/i-*/logs/d-*/ApplicationStart.log"))
+
+
+def test_status_after_kill_9_of_deploy_says_abandoned_and_the_same_deploy_resumes(tmp_path: Path) -> None:
+    (tmp_path / "deploy.toml").write_text(FLEET)
+    shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
+    root = tmp_path / ".sandbox"
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+    env.update(PYTHONPATH=str(ROOT), CI="1", DEPLOYTOOL_TEST_HOOKS=str(slow_hooks(tmp_path)))
+
+    def command(*args: str) -> list[str]:
+        return [sys.executable, str(ROOT / "tests/fab_with_hooks.py"), *args, "--fleet", str(tmp_path / "deploy.toml")]
+
+    def fab(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command(*args), cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
+
+    up = fab("sandbox-up")
+    pids: list[int] = []
+    killed: subprocess.Popen[str] | None = None
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        killed = subprocess.Popen(command("deploy", "--version", "1.0.0"), cwd=ROOT, env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while not in_application_start(root) and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert in_application_start(root), "no deployment reached ApplicationStart"
+        time.sleep(0.3)  # in ApplicationStart's 2 s sleep
+        killed.send_signal(signal.SIGKILL)
+        output = killed.communicate(timeout=30)[0]
+        assert killed.returncode == -signal.SIGKILL, output
+        pids = started_pids(root)
+
+        status = fab("status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        rows = re.findall(r"│ (\w+)\s+│ [^│]+│ (d-[A-Z0-9]{9}) │ (\w+)\s+│", status.stdout)
+        assert {(group, state) for group, _d, state in rows} == {("email", "Abandoned"), ("video", "Abandoned")}, \
+            status.stdout
+        gone = f"the process that ran it (pid {killed.pid} on host {socket.gethostname()}) is gone"
+        for group, deployment, _ in rows:
+            assert (f"{group}: {deployment} is abandoned: {gone}: `fab deploy --version 1.0.0` resumes the release; "
+                    "`fab sandbox-down` stops what it left") in status.stdout, status.stdout
+        release_id = re.search(r"release (\S+-1\.0\.0): 1\.0\.0 on sandbox", status.stdout)
+        assert release_id, status.stdout
+
+        again = fab("deploy", "--version", "1.0.0")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert f"release {release_id.group(1)}: deploy 1.0.0 to sandbox, 2 groups" in again.stdout  # resumed
+        assert f"release {release_id.group(1)} succeeded: 2 succeeded" in again.stdout, again.stdout
+        assert {d for _g, d, _s in rows}.isdisjoint(re.findall(r": started (d-\w+)", again.stdout))  # deployed anew
+        versions = {p.read_text().strip() for p in root.glob("instances/*/i-*/opt/acme-workers/run/VERSION")}
+        assert versions == {"1.0.0"} and len(list(root.glob("instances/*/i-*"))) == 4
+        assert "Abandoned" not in fab("status").stdout
+    finally:
+        if killed is not None and killed.poll() is None:
+            killed.kill()
+            killed.wait()
+        down = fab("sandbox-down")
+        pids = sorted(set(pids + started_pids(root)))
+        left = wait_gone(pids, 10)
+        for pid in left:
+            kill_if_alive(pid)
+    assert down.returncode == 0, down.stderr
+    assert left == [], "sandbox-down left processes behind"
