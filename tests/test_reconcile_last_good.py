@@ -94,7 +94,7 @@ def test_a_failed_rolled_back_release_is_not_expected_and_the_report_names_it(mf
         assert (g["latest_release_id"], g["expected_outcome"]) == (V2, "succeeded")
         assert g["remark"] == f"latest release {V2} {said}; expected = last good release {V1}"
         assert f"> {name}: latest release {V2} {said}; expected = last good release {V1}" in summary
-    assert data["verdict"] == "every instance runs its expected version: 5 instance(s) in email, video, reports"
+    assert data["verdict"] == "every instance runs its expected version"
     assert report is not None and not report.has_drift
 
 
@@ -173,7 +173,7 @@ def test_no_release_at_all_is_nothing_to_check_not_every_instance_on_its_version
     release(mf, fleet, V1, {"email": "failed", "video": "succeeded", "reports": "failed"})
     code, data, _, _ = fab_reconcile(mf, fleet, tmp_path)
     assert code == 0 and data["status"] == "ok"
-    assert data["verdict"] == ("every instance runs its expected version: 2 instance(s) in video; not checked: "
+    assert data["verdict"] == ("every instance runs its expected version in video; not checked: "
                                "email (no release has succeeded for it), reports (no release has succeeded for it)")
     assert groups_of(data)["email"]["remark"] == (
         f"no release has succeeded for this group on target sandbox yet; latest release {V1} failed")
@@ -197,3 +197,20 @@ def test_manifests_without_outcomes_count_by_their_recorded_deployment(mf: MotoF
         "email": ("v1", "failed"), "video": ("v1", None), "reports": ("v1", None)}
     assert by_group["video"]["remark"] == f"latest release {V2} has no recorded outcome; expected = last good " \
                                           f"release {V1}"
+
+
+def test_the_terminal_report_says_which_release_failed_and_what_was_checked(mf: MotoFleet, tmp_path: Path) -> None:
+    fleet = three_groups(mf, tmp_path)
+    settings = settings_for(fleet, "sandbox", mirror=str(tmp_path / "mirror"))
+    out = StringIO()
+    run_reconcile(fleet, settings, mf.services(), Console(file=out, width=300), env={})
+    assert "nothing to check: no release has succeeded on target sandbox yet" in out.getvalue()
+    assert "every instance" not in out.getvalue()
+
+    release(mf, fleet, V1)
+    release(mf, fleet, V2, {"video": "rolled_back"})
+    out = StringIO()
+    run_reconcile(fleet, settings, mf.services(), Console(file=out, width=300), env={})
+    lines = out.getvalue().splitlines()
+    assert f"video: latest release {V2} failed (rolled back); expected = last good release {V1}" in lines
+    assert lines[-1] == "every instance runs its expected version"

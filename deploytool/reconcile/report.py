@@ -133,11 +133,13 @@ class ReconcileReport:
             return "nothing to check: no instances in " + ", ".join(
                 g.group for g in self.groups if g.expected_version is not None)
         checked = self.checked
-        text = (f"every instance runs its expected version: {sum(g.instances for g in checked)} instance(s) in "
-                f"{', '.join(g.group for g in checked)}")
-        skipped = [f"{g.group} (no release has succeeded for it)" if g.expected_version is None
-                   else f"{g.group} (no instances)" for g in self.groups if g not in checked]
-        return text + (f"; not checked: {', '.join(skipped)}" if skipped else "")
+        if len(checked) == len(self.groups):
+            return "every instance runs its expected version"
+        why = f"not in release {self.release}" if self.release else "no release has succeeded for it"
+        skipped = [f"{g.group} ({why})" if g.expected_version is None else f"{g.group} (no instances)"
+                   for g in self.groups if g not in checked]
+        return (f"every instance runs its expected version in {', '.join(g.group for g in checked)}; "
+                f"not checked: {', '.join(skipped)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
