@@ -105,7 +105,7 @@ def publish(c, fleet=None, target=None, version=None, allow_dirty=False, out=Non
         "ci": "plain output for CI logs",
         "engine": "athena or duckdb (default: duckdb for a local target, athena for codedeploy)",
         "days": "dt partitions to read, ending on the snapshot's day (default 1)",
-        "release": "check against this release id instead of each group's latest release",
+        "release": "check against this release id instead of each group's last good release",
         "no_snapshot": "query the inventory already in S3 instead of taking a snapshot first",
         "database": "Athena database holding the inventory and releases tables (default deploytool)",
         "workgroup": "Athena workgroup (default primary)",

@@ -1,39 +1,81 @@
 -- Deployed vs expected, per group: each group's latest inventory snapshot (inside the dt window)
--- against the expected version of the latest release that deployed the group to this target
--- (or of the release given). Trino/Athena SQL; the sandbox runs this same file on DuckDB through
--- sqlglot. Values are never written into this text: they are the `?` parameters, in this order:
+-- against the expected version: that of the newest release on this target whose outcome for the
+-- group is `succeeded` (a failed, rolled-back, stopped or still running release never becomes
+-- expected), or of the release given, whatever its outcome. Trino/Athena SQL; the sandbox runs this
+-- same file on DuckDB through sqlglot. Values are never written into this text: they are the `?`
+-- parameters, in this order:
 -- parameters: app, target, release, release, app, dt_from, dt_to
 --
 -- One row per drifted or untagged instance, plus one row for every group with none (so every group
 -- appears); instances, on_expected, drifted and untagged are the group's totals on every row.
 -- status: ok | drift (runs another version) | untagged (no deploytool:version tag) |
---         no-release (no release deployed the group) | no-instances (the ASG is empty)
-WITH release_groups AS (
+--         no-release (no release succeeded for the group) | no-instances (the ASG is empty)
+-- expected_outcome is the expected release's outcome for the group; latest_release_id and
+-- latest_outcome name the group's newest release whatever its outcome (the report says so when it
+-- is not the expected one: a failed release, one still running).
+WITH release_entries AS (
     -- Unnest by index: Trino expands an unnested array of rows into one column per field,
     -- DuckDB into one struct column; indexing reads the same in both.
     SELECT
         r.release_id,
         r.created_at,
         element_at(r."groups", g.i)."group" AS group_name,
-        element_at(r."groups", g.i).expected_version AS expected_version
+        element_at(r."groups", g.i).expected_version AS expected_version,
+        element_at(r."groups", g.i).outcome AS outcome,
+        element_at(r.deployments, element_at(r."groups", g.i)."group").status AS deployment_status
     FROM releases AS r
     CROSS JOIN UNNEST(sequence(1, greatest(cardinality(r."groups"), 1))) AS g (i)
     WHERE r.app = ?
       AND r.target = ?
-      AND (? = '' OR r.release_id = ?)
+),
+release_groups AS (
+    -- Outcome per group: `groups[].outcome` as the rollout writes it; in a manifest written before
+    -- that field, the group's recorded deployment status (Succeeded counts as succeeded; with no
+    -- deployment recorded the outcome is unknown, NULL, and never expected).
+    SELECT
+        release_id,
+        created_at,
+        group_name,
+        expected_version,
+        coalesce(outcome, CASE
+            WHEN deployment_status = 'Succeeded' THEN 'succeeded'
+            WHEN deployment_status = 'Failed' THEN 'failed'
+            WHEN deployment_status = 'Stopped' THEN 'stopped'
+            WHEN deployment_status IS NOT NULL THEN 'pending'
+        END) AS outcome
+    FROM release_entries
+    WHERE group_name IS NOT NULL
 ),
 expected AS (
-    SELECT group_name, release_id, expected_version
+    SELECT group_name, release_id, expected_version, outcome AS expected_outcome
     FROM (
         SELECT
-            group_name,
-            release_id,
-            expected_version,
+            release_groups.*,
             row_number() OVER (PARTITION BY group_name ORDER BY created_at DESC, release_id DESC) AS rn
         FROM release_groups
-        WHERE group_name IS NOT NULL
+        WHERE (? = '' AND outcome = 'succeeded')
+           OR release_id = ?
     ) AS ranked
     WHERE rn = 1
+),
+release_state AS (
+    -- Every group some release lists, its expected release (if any) and its newest release.
+    SELECT
+        newest.group_name,
+        e.release_id,
+        e.expected_version,
+        e.expected_outcome,
+        newest.release_id AS latest_release_id,
+        newest.outcome AS latest_outcome
+    FROM (
+        SELECT
+            release_groups.*,
+            row_number() OVER (PARTITION BY group_name ORDER BY created_at DESC, release_id DESC) AS rn
+        FROM release_groups
+    ) AS newest
+    LEFT JOIN expected AS e
+      ON e.group_name = newest.group_name
+    WHERE newest.rn = 1
 ),
 latest AS (
     -- rank() ties every row of a group's newest snapshot at 1. (Not max() OVER: DuckDB rewrites
@@ -63,6 +105,9 @@ classified AS (
         coalesce(s."group", e.group_name) AS group_name,
         e.release_id,
         e.expected_version,
+        e.expected_outcome,
+        e.latest_release_id,
+        e.latest_outcome,
         s.snapshot_at,
         c.instance_id,
         nullif(c.version, '') AS version,
@@ -82,7 +127,7 @@ classified AS (
     FROM group_snapshots AS s
     LEFT JOIN fleet_now AS c
       ON c."group" = s."group"
-    FULL OUTER JOIN expected AS e
+    FULL OUTER JOIN release_state AS e
       ON s."group" = e.group_name
 ),
 counted AS (
@@ -102,6 +147,9 @@ SELECT
     group_name AS "group",
     release_id,
     expected_version,
+    expected_outcome,
+    latest_release_id,
+    latest_outcome,
     snapshot_at,
     instances,
     on_expected,

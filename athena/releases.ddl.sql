@@ -1,5 +1,6 @@
 -- Release manifests: one line of JSON per release, written by publish to
--- s3://<bucket>/<prefix>/<app>/releases/dt=YYYY-MM-DD/<release_id>.json and updated by the rollout.
+-- s3://<bucket>/<prefix>/<app>/releases/dt=YYYY-MM-DD/<release_id>.json and updated by the rollout
+-- (`deployments` at each checkpoint, each group's `outcome` as it ends: reconcile.sql reads both).
 -- Same partition projection as inventory: `app` injected, `dt` a projected date.
 -- Rendered by `fab athena-ddl` with the fleet file's artifacts.bucket and artifacts.prefix.
 CREATE EXTERNAL TABLE IF NOT EXISTS releases (
@@ -14,7 +15,7 @@ CREATE EXTERNAL TABLE IF NOT EXISTS releases (
   `commit` string,
   created_by string,
   created_at string,
-  `groups` array<struct<`group`:string,asg:string,expected_version:string,strategy:string,wave:int>>,
+  `groups` array<struct<`group`:string,asg:string,expected_version:string,strategy:string,wave:int,outcome:string>>,
   deployments map<string,struct<deployment_id:string,status:string,rollback_deployment_id:string>>
 )
 PARTITIONED BY (app string, dt string)

@@ -53,7 +53,7 @@ def _releases() -> list[tuple[datetime, str, str]]:
 
 def generate(root: Path) -> None:
     """Write the data set (skipped when the same one is already there)."""
-    spec = {"groups": GROUPS, "per_group": PER_GROUP, "snapshots": SNAPSHOTS, "days": DAYS, "format": 1}
+    spec = {"groups": GROUPS, "per_group": PER_GROUP, "snapshots": SNAPSHOTS, "days": DAYS, "format": 2}
     if STAMP.exists() and json.loads(STAMP.read_text()) == spec:
         return
     shutil.rmtree(root, ignore_errors=True)
@@ -65,7 +65,7 @@ def generate(root: Path) -> None:
             "release_id": release_id, "app": APP, "version": version, "target": TARGET,
             "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"), "bucket": "b", "key": f"{version}.tgz",
             "groups": [{"group": f"group-{g:02d}", "asg": f"asg-{g:02d}", "expected_version": version,
-                        "strategy": "OneAtATime", "wave": g % 3} for g in range(GROUPS)],
+                        "strategy": "OneAtATime", "wave": g % 3, "outcome": "succeeded"} for g in range(GROUPS)],
             "deployments": {},
         }
         path.write_text(json.dumps(manifest, separators=(",", ":")) + "\n")

@@ -128,8 +128,11 @@ class MotoFleet:
 
     def write_release(
         self, release_id: str, version: str, groups: Sequence[Group], *, target: str = "sandbox",
-        pretty: bool = False,
+        pretty: bool = False, outcomes: Mapping[str, str | None] | None = None,
+        deployments: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
+        """A release manifest as the rollout leaves it: each group's `outcome` is "succeeded" unless
+        `outcomes` says otherwise (None: no outcome field, as in manifests written before it)."""
         created = datetime.strptime(release_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         key = f"{PREFIX}/{APP}/{version}/{'0' * 64}.tgz"
         manifest = {
@@ -148,9 +151,10 @@ class MotoFleet:
             "groups": [
                 {"group": g.name, "asg": g.asg, "expected_version": version, "strategy": g.strategy.label,
                  "wave": g.wave}
+                | ({} if (outcome := (outcomes or {}).get(g.name, "succeeded")) is None else {"outcome": outcome})
                 for g in groups
             ],
-            "deployments": {},
+            "deployments": dict(deployments or {}),
         }
         body = json.dumps(manifest, indent=2 if pretty else None) + "\n"
         self.s3.put_bytes(BUCKET, release_key(PREFIX, APP, release_id), body.encode(), content_type="application/json")

@@ -133,38 +133,44 @@ def test_allatonce_partial_failure_exits_1_and_the_failed_instance_keeps_its_old
     assert flow.snapshots() == 1  # v1's only: no reconcile after a failed rollout
 
 
-def test_reconcile_finds_the_failed_instance_and_fix_converges(flow: Flow) -> None:
-    flow.deploy("v1")
-    bad = flow.ids(EMAIL)[1]
+def test_after_a_failed_release_reconcile_expects_the_last_good_one_and_fix_restores_it(flow: Flow) -> None:
+    """v2 fails on one email instance (AllAtOnce: CodeDeploy says Succeeded, no rollback): v2 is not what email
+    is expected to run; v1, its last good release, is. The instance v2 did reach drifts, and --fix puts v1 back
+    on it (it never redeploys v2); the run after that is clean and still says v2 failed."""
+    v1 = flow.deploy("v1").result
+    assert v1 is not None and v1.release_id == "20250501T120500Z-v1"
+    ok, bad = flow.ids(EMAIL)
     sim = flow.world.env.sim
     sim.inject_failure(bad, "ApplicationStart")
     with pytest.raises(DeployFailed):
         flow.deploy("v2", groups=["email"])
-    sim.failures.clear()  # the cause is fixed (a full disk, say); the instance still runs v1
+    sim.failures.clear()
+    v2 = "20250501T121000Z-v2"
 
     report, data, code = flow.reconcile()
     assert code == 3 and report is None
     email = group(data, "email")
-    assert [(d["instance_id"], d["version"]) for d in email["drifted"]] == [(bad, "v1")]
-    assert (email["expected_version"], email["instances"], email["on_expected"]) == ("v2", 2, 1)
-    assert group(data, "video")["status"] == group(data, "reports")["status"] == "ok"  # still expect v1
+    assert (email["expected_version"], email["release_id"], email["latest_release_id"], email["latest_outcome"]) == (
+        "v1", v1.release_id, v2, "failed")
+    assert email["remark"] == f"latest release {v2} failed; expected = last good release {v1.release_id}"
+    assert [(d["instance_id"], d["version"]) for d in email["drifted"]] == [(ok, "v2")]
+    assert group(data, "video")["status"] == group(data, "reports")["status"] == "ok"
 
     created = len(sim.deployments)
     report, data, code = flow.reconcile(fix=True)
     assert code == 0 and report is not None and not report.has_drift
     [fix] = list(sim.deployments.values())[created:]
-    assert fix.group == "email" and list(fix.instances) == [bad]  # CodeDeploy picked the outdated one only
-    assert fix.request["updateOutdatedInstancesOnly"] is True
-    assert fix.description == "deploytool reconcile --fix 20250501T121000Z-v2"
-    assert data["fix"]["requests"] == [{"group": "email", "release_id": "20250501T121000Z-v2", "instances": [bad]}]
-    assert data["fix"]["tagged"] == 1
-    assert flow.tags(EMAIL)[bad][:2] == ("v2", "20250501T121000Z-v2")
-    assert "/v2/" in sim.instance_revision[bad]
+    assert fix.group == "email" and list(fix.instances) == [ok]  # CodeDeploy picked the one not on v1
+    assert fix.description == f"deploytool reconcile --fix {v1.release_id}"
+    assert data["fix"]["requests"] == [{"group": "email", "release_id": v1.release_id, "instances": [ok]}]
+    assert "/v1/" in sim.instance_revision[ok] and "/v1/" in sim.instance_revision[bad]
+    assert flow.tags(EMAIL)[ok][:2] == ("v1", v1.release_id)
+    assert data["status"] == "ok" and group(data, "email")["remark"] == email["remark"]
 
     report, _, code = flow.reconcile()
     assert code == 0 and report is not None
-    assert {g.group: (g.instances, g.on_expected) for g in report.groups} == {
-        "email": (2, 2), "reports": (3, 3), "video": (2, 2)}
+    assert {g.group: (g.expected_version, g.instances, g.on_expected) for g in report.groups} == {
+        "email": ("v1", 2, 2), "reports": ("v1", 3, 3), "video": ("v1", 2, 2)}
 
 
 class ScaleOut:

@@ -36,7 +36,8 @@ from tests.reconcile_support import (
     stubbed_session,
 )
 
-COLUMNS = ["group", "release_id", "expected_version", "snapshot_at", "instances", "on_expected", "drifted",
+COLUMNS = ["group", "release_id", "expected_version", "expected_outcome", "latest_release_id", "latest_outcome",
+           "snapshot_at", "instances", "on_expected", "drifted",
            "untagged", "status", "instance_id", "version", "release", "lifecycle_state", "health", "az", "market",
            "launch_time"]
 TYPES = {"instances": "bigint", "on_expected": "bigint", "drifted": "bigint", "untagged": "bigint"}
@@ -65,11 +66,14 @@ def inject(rows: list[list[Any]]) -> None:
 
 
 DRIFT_ROWS = [
-    ["email", "20240506T083000Z-v2", "v2", "2024-05-06T09:35:00.000000Z", 4, 2, 1, 1, "drift", "i-0aaa", "v1",
+    ["email", "20240506T083000Z-v2", "v2", "succeeded", "20240506T090000Z-v3", "rolled_back",
+     "2024-05-06T09:35:00.000000Z", 4, 2, 1, 1, "drift", "i-0aaa", "v1",
      "20240506T080000Z-v1", "InService", "Healthy", "us-east-1a", "on-demand", "2024-05-06T08:00:00Z"],
-    ["email", "20240506T083000Z-v2", "v2", "2024-05-06T09:35:00.000000Z", 4, 2, 1, 1, "untagged", "i-0bbb", None,
+    ["email", "20240506T083000Z-v2", "v2", "succeeded", "20240506T090000Z-v3", "rolled_back",
+     "2024-05-06T09:35:00.000000Z", 4, 2, 1, 1, "untagged", "i-0bbb", None,
      None, "InService", "Healthy", "us-east-1b", "spot", "2024-05-06T08:31:00Z"],
-    ["reports", "20240506T083000Z-v2", "v2", "2024-05-06T09:35:00.000000Z", 2, 2, 0, 0, "ok", "i-0ccc", "v2",
+    ["reports", "20240506T083000Z-v2", "v2", "succeeded", "20240506T083000Z-v2", "succeeded",
+     "2024-05-06T09:35:00.000000Z", 2, 2, 0, 0, "ok", "i-0ccc", "v2",
      "20240506T083000Z-v2", "InService", "Healthy", "us-east-1a", "on-demand", "2024-05-06T07:00:00Z"],
 ]
 
@@ -105,6 +109,9 @@ def test_reconcile_on_athena_sends_the_file_text_and_parameters(aws: AwsSession,
     assert [(i.instance_id, i.market) for i in email.untagged] == [("i-0bbb", "spot")]
     assert (reports.instances, reports.on_expected, reports.status) == (2, 2, "ok")
     assert report.drift_count == 2
+    assert email.remark == ("latest release 20240506T090000Z-v3 failed (rolled back); "
+                            "expected = last good release 20240506T083000Z-v2")
+    assert reports.remark is None
 
 
 def test_untrusted_values_are_quoted_parameters_not_sql(aws: AwsSession) -> None:
@@ -199,7 +206,7 @@ def test_grafana_dashboard_is_built_from_the_query_files() -> None:
     table, timeline = committed["panels"]
     sql = table["targets"][0]["rawSQL"]
     assert sql == grafana_sql(load_query("reconcile"))
-    body = sql[sql.index("WITH release_groups"):]
+    body = sql[sql.index("WITH release_entries"):]
     assert "?" not in body  # every placeholder became a Grafana variable or macro
     assert "r.target = ${target:sqlstring}" in sql
     assert "i.dt BETWEEN $__rawTimeFrom('yyyy-MM-dd') AND $__rawTimeTo('yyyy-MM-dd')" in sql

@@ -49,7 +49,7 @@ def test_manifest_is_one_line_of_json_under_its_day(store: ReleaseStore) -> None
     assert data["release_id"] == "20250304T050607Z-v2" and data["created_at"] == "2025-03-04T05:06:07Z"
     assert data["bundle_uri"] == f"s3://{REVISION.bucket}/{REVISION.key}"
     assert data["groups"] == [{"group": "email", "asg": "asg-email", "expected_version": "v2",
-                               "strategy": "OneAtATime", "wave": 0}]
+                               "strategy": "OneAtATime", "wave": 0, "outcome": "pending"}]
     assert store.load(m.release_id) == m
 
 

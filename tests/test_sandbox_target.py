@@ -184,36 +184,82 @@ def test_scale_out_race_and_a_failed_validate_are_drift_on_duckdb_and_fix_conver
     assert target.running(launched) == "v1"  # it came up on the previous revision, untagged
     assert target.tags(email) == {good: ("v2", v2_release), bad: ("v1", v1_release)}
 
+    # v2 failed for email (one instance failed; AllAtOnce has no rollback): email's last good release is v1,
+    # so the instance v2 did reach drifts; video's v2 succeeded: its instance launched on v1 drifts.
     code, data, stderr = target.reconcile()
     assert code == 3, stderr
     assert stderr == "error: drift: 2 instance(s) do not run their group's expected version (email, video)\n"
     assert (data["engine"], data["drifted_instances"]) == ("duckdb", 2)
     mail = group(data, "email")
-    assert (mail["expected_version"], mail["instances"], mail["on_expected"]) == ("v2", 2, 1)
-    assert [(d["instance_id"], d["version"], d["release"]) for d in mail["drifted"]] == [(bad, "v1", v1_release)]
+    assert (mail["expected_version"], mail["release_id"], mail["instances"], mail["on_expected"]) == (
+        "v1", v1_release, 2, 1)
+    assert mail["remark"] == f"latest release {v2_release} failed; expected = last good release {v1_release}"
+    assert [(d["instance_id"], d["version"], d["release"]) for d in mail["drifted"]] == [(good, "v2", v2_release)]
     assert mail["untagged"] == []
     vid = group(data, "video")
-    assert (vid["expected_version"], vid["instances"], vid["on_expected"]) == ("v2", 3, 2)
+    assert (vid["expected_version"], vid["instances"], vid["on_expected"], vid["remark"]) == ("v2", 3, 2, None)
     assert [(u["instance_id"], u["version"]) for u in vid["untagged"]] == [(launched, None)]
     assert vid["drifted"] == []
 
-    (backend.fleet.find(bad).root / "fail-validate").unlink()  # the cause is fixed; the instance still drifts
+    # --fix puts each group on its last good release: v1 back on email's v2 instance, v2 on the launched one.
     code, data, stderr = target.reconcile("--fix")
     assert code == 0, stderr
     assert data["fix"]["requests"] == [
-        {"group": "email", "release_id": v2_release, "instances": [bad]},
+        {"group": "email", "release_id": v1_release, "instances": [good]},
         {"group": "video", "release_id": v2_release, "instances": [launched]},
     ]
     assert data["fix"]["tagged"] == 2 and data["drift"] is False
-    assert {target.running(i) for i in (good, bad, launched, *old_video)} == {"v2"}
+    assert target.running(good) == "v1"  # `bad` is tagged v1 (it failed v2), so it is not redeployed
+    assert {target.running(i) for i in (launched, *old_video)} == {"v2"}
     journal = (backend.fleet.find(launched).root / "journal").read_text().split()
     assert journal[0::3] == ["start", "stop", "start"] and journal[1::3] == ["v1", "v1", "v2"]  # launch, then fix
 
     code, data, stderr = target.reconcile()
     assert code == 0, stderr
-    assert {g["group"]: (g["instances"], g["on_expected"], g["status"]) for g in data["groups"]} == {
-        "email": (2, 2, "ok"), "video": (3, 3, "ok")}
+    assert {g["group"]: (g["expected_version"], g["instances"], g["on_expected"], g["status"])
+            for g in data["groups"]} == {"email": ("v1", 2, 2, "ok"), "video": ("v2", 3, 3, "ok")}
     assert target.tags(video)[launched] == ("v2", v2_release)
+    assert target.tags(email)[good] == ("v1", v1_release)
+
+
+def test_a_release_that_failed_and_rolled_back_is_not_expected_and_fix_deploys_nothing(target: Target) -> None:
+    """The user story of a bad build: v1 ok; v2 fails ValidateService in video and rolls back (email took it).
+    `fab reconcile` exits 0 and says v2 failed for video; `fab reconcile --fix` restarts no worker."""
+    fleet, backend = target.fleet, target.backend
+    email, video = fleet.group("email"), fleet.group("video")
+    first = target.deploy("v1")
+    v1_release = first.result.release_id if first.result else ""
+    sick = backend.fleet.instances(video)[0].instance_id
+    (backend.fleet.find(sick).root / "fail-validate-v2").touch()  # v2 is broken on it; v1 is fine
+
+    seen = Collect()
+    with pytest.raises(DeployFailed):
+        target.deploy("v2", seen)
+    finished = {e.result.group: e.result for e in seen.events if isinstance(e, GroupFinished)}
+    assert finished["email"].outcome == "succeeded"
+    assert (finished["video"].outcome, finished["video"].rollback_status) == ("failed", "Succeeded")
+    v2_release = target.services.store.history("sandbox")[0].release_id
+    assert {target.running(i.instance_id) for i in backend.fleet.instances(video)} == {"v1"}
+    assert {target.running(i.instance_id) for i in backend.fleet.instances(email)} == {"v2"}
+
+    code, data, stderr = target.reconcile()
+    assert code == 0, stderr
+    assert data["status"] == "ok" and data["drift"] is False
+    vid, mail = group(data, "video"), group(data, "email")
+    assert (vid["expected_version"], vid["release_id"], vid["on_expected"], vid["status"]) == (
+        "v1", v1_release, 2, "ok")
+    assert vid["remark"] == (
+        f"latest release {v2_release} failed (rolled back); expected = last good release {v1_release}")
+    assert (mail["expected_version"], mail["on_expected"], mail["remark"]) == ("v2", 2, None)
+
+    journals = {i.instance_id: (i.root / "journal").read_text() for g in (email, video)
+                for i in backend.fleet.instances(g)}
+    code, data, stderr = target.reconcile("--fix")
+    assert code == 0, stderr
+    assert "fix" not in data  # nothing drifts: no deployment
+    assert {i.instance_id: (i.root / "journal").read_text() for g in (email, video)
+            for i in backend.fleet.instances(g)} == journals  # no worker was stopped or started
+    assert {target.running(i.instance_id) for i in backend.fleet.instances(video)} == {"v1"}
 
 
 def test_ctrl_c_on_the_sandbox_target_stops_and_rolls_back_in_this_process(target: Target) -> None:

@@ -3,6 +3,9 @@
 Contract: `plan_fix` turns a report into one DeployRequest per group with drift: the revision of the
 release the report expects (read from its manifest, P/A/releases/dt=<day>/<release_id>.json), and
 `target_instances` = that group's drifted and untagged instances. Groups in sync get no request.
+It never redeploys a release whose outcome for the group is not `succeeded` (only possible with
+`--release`: otherwise the expected release is the group's last good one): UsageError (exit 2), one
+line naming each such group, before anything is deployed.
 How a backend honours target_instances: the sandbox deploys to exactly those instances; CodeDeploy
 (whose targetInstances parameter is for blue/green only) gets updateOutdatedInstancesOnly and itself
 picks every instance of the group not on that revision: the drifted ones, plus any other outdated
@@ -20,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from deploytool.config import Fleet
-from deploytool.errors import AwsError
+from deploytool.errors import AwsError, UsageError
 from deploytool.reconcile.layout import release_key
-from deploytool.reconcile.report import ReconcileReport
+from deploytool.reconcile.report import ReconcileReport, outcome_text
 from deploytool.reconcile.tags import FinishedDeployment, TagResult, TagWriter, tag_deployments
 from deploytool.rollout.backend import Backend, DeployRequest, Revision
 
@@ -76,6 +79,16 @@ def revision_of(manifest: Mapping[str, Any]) -> Revision:
 
 
 def plan_fix(report: ReconcileReport, fleet: Fleet, manifests: Mapping[str, Mapping[str, Any]]) -> FixPlan:
+    refused = [
+        f"{g.group} (release {g.release_id} {outcome_text(g.expected_outcome)} there)"
+        for g in report.groups
+        if g.problems and g.release_id is not None and g.expected_outcome != "succeeded"
+    ]
+    if refused:
+        raise UsageError(
+            f"--fix: refusing to redeploy a release that did not succeed for the group: {'; '.join(refused)}; "
+            "without --release each group's last good release is expected"
+        )
     requests: list[DeployRequest] = []
     skipped: list[str] = []
     for group in report.groups:

@@ -69,7 +69,8 @@ def dashboard() -> dict[str, Any]:
                 "type": "table",
                 "title": "Deployed vs expected: groups, drifted and untagged instances",
                 "description": "athena/reconcile.sql: each group's latest snapshot in the time range against "
-                "its latest release. One row per drifted or untagged instance, one per group otherwise.",
+                "its last good release (the newest that succeeded for it). One row per drifted or untagged "
+                "instance, one per group otherwise.",
                 "datasource": {"type": PLUGIN, "uid": "${datasource}"},
                 "gridPos": {"h": 12, "w": 24, "x": 0, "y": 0},
                 "targets": [_target("reconcile", FORMAT_TABLE)],

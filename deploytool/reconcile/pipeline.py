@@ -36,7 +36,7 @@ class ReconcileSettings:
     target: str
     engine: EngineName
     days: int = 1  # dt partitions to read, ending on the snapshot's day
-    release: str = ""  # reconcile against this release id instead of each group's latest
+    release: str = ""  # reconcile against this release id instead of each group's last good release
     snapshot: bool = True
     groups: tuple[str, ...] | None = None
     mirror_root: Path | None = None  # duckdb: where the S3 objects are copied
@@ -114,6 +114,6 @@ def reconcile(fleet: Fleet, settings: ReconcileSettings, services: ReconcileServ
             result = duck.run(query, values, measure=True)
     names = [g.name for g in fleet.select_groups(list(settings.groups) if settings.groups else None)]
     report = build_report(result, app=fleet.app.name, target=settings.target, window=window, groups=names,
-                          notes=notes)
+                          notes=notes, release=settings.release)
     return ReconcileRun(report=report, result=result, snapshot=snap, snapshot_keys=tuple(keys), mirror=mirrored,
                         notes=tuple(notes))

@@ -1,9 +1,13 @@
 """Stage reconcile/report: the deployed-vs-expected report and its three renderings.
 
 Contract: `build_report` turns reconcile.sql's rows into a `ReconcileReport`: per group the expected
-version (from the latest release that deployed it), the instances in its latest snapshot, how many
-run the expected version, the drifted instances with the version each runs, and the untagged ones.
+version (from the newest release that succeeded for the group, or the release given), the instances
+in its latest snapshot, how many run the expected version, the drifted instances with the version
+each runs, and the untagged ones; and a `remark` saying what else the release record knows (the
+group's newest release failed, was rolled back or is still running; no release succeeded for it).
 Drift = any instance of a group with an expected version that is drifted or untagged (exit code 3).
+`verdict` says only what was checked: "nothing to check" when no group has an expected version or
+instances (exit 0: no release has succeeded there yet, so no instance can be said to drift).
 Renderers return text or rich renderables; they never print: `rich_tables` (a summary, then a table
 per group with drift; on a narrow screen cells fold rather than lose an id to "…"), `to_json`,
 `markdown` (for CI step summaries, `append_step_summary`).
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,19 @@ from rich.text import Text
 from deploytool.reconcile.query import QueryResult
 
 PROBLEMS = ("drift", "untagged")
+_OUTCOME_TEXT = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "rolled_back": "failed (rolled back)",
+    "stopped": "was stopped",
+    "not_started": "never started for this group",
+    "pending": "has not finished (running, detached or interrupted)",
+}
+
+
+def outcome_text(outcome: str | None) -> str:
+    """How a release's outcome for a group reads in a sentence ("... failed (rolled back)")."""
+    return _OUTCOME_TEXT.get(outcome or "", "has no recorded outcome")
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,10 @@ class GroupReport:
     on_expected: int
     drifted: tuple[InstanceState, ...] = ()
     untagged: tuple[InstanceState, ...] = ()
+    expected_outcome: str | None = None  # the expected release's outcome for this group
+    latest_release_id: str | None = None  # the group's newest release, whatever its outcome
+    latest_outcome: str | None = None
+    remark: str | None = None  # what the release record says beyond the expected version
 
     @property
     def problems(self) -> tuple[InstanceState, ...]:
@@ -79,6 +100,7 @@ class ReconcileReport:
     files_read: int | None = None
     partitions_read: Mapping[str, tuple[str, ...]] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    release: str = ""  # the release given (--release), or "" for each group's last good release
 
     @property
     def drift_count(self) -> int:
@@ -88,12 +110,47 @@ class ReconcileReport:
     def has_drift(self) -> bool:
         return self.drift_count > 0
 
+    @property
+    def checked(self) -> tuple[GroupReport, ...]:
+        """The groups whose instances were compared with an expected version."""
+        return tuple(g for g in self.groups if g.expected_version is not None and g.instances > 0)
+
+    @property
+    def status(self) -> str:
+        """drift | ok | nothing-to-check"""
+        return "drift" if self.has_drift else ("ok" if self.checked else "nothing-to-check")
+
+    @property
+    def verdict(self) -> str:
+        """One line saying what was checked and found, and nothing more."""
+        if self.has_drift:
+            return f"drift: {self.drift_count} instance(s) not on the expected version"
+        unexpected = [g.group for g in self.groups if g.expected_version is None]
+        if len(unexpected) == len(self.groups):
+            if self.release:
+                return f"nothing to check: release {self.release} deploys none of these groups"
+            return f"nothing to check: no release has succeeded on target {self.target} yet"
+        if not self.checked:
+            return "nothing to check: no instances in " + ", ".join(
+                g.group for g in self.groups if g.expected_version is not None)
+        checked = self.checked
+        if len(checked) == len(self.groups):
+            return "every instance runs its expected version"
+        why = f"not in release {self.release}" if self.release else "no release has succeeded for it"
+        skipped = [f"{g.group} ({why})" if g.expected_version is None else f"{g.group} (no instances)"
+                   for g in self.groups if g not in checked]
+        return (f"every instance runs its expected version in {', '.join(g.group for g in checked)}; "
+                f"not checked: {', '.join(skipped)}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "app": self.app,
             "target": self.target,
             "engine": self.engine,
             "window": {"dt_from": self.window[0], "dt_to": self.window[1]},
+            "status": self.status,
+            "verdict": self.verdict,
+            "release": self.release or None,
             "drift": self.has_drift,
             "drifted_instances": self.drift_count,
             "bytes_scanned": self.bytes_scanned,
@@ -106,6 +163,10 @@ class ReconcileReport:
                     "status": g.status,
                     "expected_version": g.expected_version,
                     "release_id": g.release_id,
+                    "expected_outcome": g.expected_outcome,
+                    "latest_release_id": g.latest_release_id,
+                    "latest_outcome": g.latest_outcome,
+                    "remark": g.remark,
                     "snapshot_at": g.snapshot_at,
                     "instances": g.instances,
                     "on_expected": g.on_expected,
@@ -121,6 +182,22 @@ def _int(value: Any) -> int:
     return int(value) if value is not None else 0
 
 
+def _remark(group: GroupReport, target: str, release: str) -> str | None:
+    """What the release record says about the group beyond its expected version, or None."""
+    latest, outcome = group.latest_release_id, outcome_text(group.latest_outcome)
+    if release:
+        if group.release_id is not None and group.expected_outcome != "succeeded":
+            return f"release {group.release_id} {outcome_text(group.expected_outcome)} for this group"
+        return None
+    if group.release_id is None:
+        if latest is None:
+            return f"no release has deployed this group on target {target}"
+        return f"no release has succeeded for this group on target {target} yet; latest release {latest} {outcome}"
+    if latest is not None and latest != group.release_id:
+        return f"latest release {latest} {outcome}; expected = last good release {group.release_id}"
+    return None
+
+
 def build_report(
     result: QueryResult,
     *,
@@ -129,8 +206,10 @@ def build_report(
     window: tuple[str, str],
     groups: Sequence[str] | None = None,
     notes: Sequence[str] = (),
+    release: str = "",
 ) -> ReconcileReport:
-    """The report from reconcile.sql's rows; `groups` (fleet order) limits and orders it."""
+    """The report from reconcile.sql's rows; `groups` (fleet order) limits and orders it; `release` is
+    the release given (--release), "" when each group's last good release is expected."""
     rows_by_group: dict[str, list[Mapping[str, Any]]] = {}
     for row in result.rows:
         rows_by_group.setdefault(str(row["group"]), []).append(row)
@@ -139,7 +218,8 @@ def build_report(
     for name in names:
         rows = rows_by_group.get(name)
         if not rows:
-            reports.append(GroupReport(name, None, None, None, 0, 0))
+            empty = GroupReport(name, None, None, None, 0, 0)
+            reports.append(replace(empty, remark=_remark(empty, target, release)))
             continue
         first = rows[0]
         states = {
@@ -154,22 +234,24 @@ def build_report(
             )
             for status in PROBLEMS
         }
-        reports.append(
-            GroupReport(
-                group=name,
-                expected_version=first.get("expected_version"),
-                release_id=first.get("release_id"),
-                snapshot_at=first.get("snapshot_at"),
-                instances=_int(first.get("instances")),
-                on_expected=_int(first.get("on_expected")),
-                drifted=states["drift"],
-                untagged=states["untagged"],
-            )
+        report = GroupReport(
+            group=name,
+            expected_version=first.get("expected_version"),
+            release_id=first.get("release_id"),
+            snapshot_at=first.get("snapshot_at"),
+            instances=_int(first.get("instances")),
+            on_expected=_int(first.get("on_expected")),
+            drifted=states["drift"],
+            untagged=states["untagged"],
+            expected_outcome=first.get("expected_outcome"),
+            latest_release_id=first.get("latest_release_id"),
+            latest_outcome=first.get("latest_outcome"),
         )
+        reports.append(replace(report, remark=_remark(report, target, release)))
     return ReconcileReport(
         app=app, target=target, engine=result.engine, groups=tuple(reports), window=window,
         bytes_scanned=result.bytes_scanned, files_read=result.files_read, partitions_read=result.partitions_read,
-        notes=tuple(notes),
+        notes=tuple(notes), release=release,
     )
 
 
@@ -187,6 +269,7 @@ def _cost(report: ReconcileReport) -> str:
     return "; ".join(parts)
 
 
+_VERDICT_STYLE = {"drift": "bold red", "ok": "green", "nothing-to-check": "yellow"}
 _STYLE = {"ok": "green", "drift": "bold red", "no release": "yellow", "no instances": "yellow",
           "no snapshot": "yellow"}
 
@@ -214,14 +297,10 @@ def rich_tables(report: ReconcileReport) -> RenderableType:
                 i.lifecycle_state or "-", i.health or "-", i.az or "-", i.market or "-", i.launch_time or "-",
             )
         parts.append(detail)
+    parts.extend(Text(f"{g.group}: {g.remark}", style="yellow") for g in report.groups if g.remark)
     parts.extend(Text(note, style="yellow") for note in report.notes)
     parts.append(Text(_cost(report), style="dim"))
-    verdict = (
-        Text(f"drift: {report.drift_count} instance(s) not on the expected version", style="bold red")
-        if report.has_drift
-        else Text("every instance runs its expected version", style="green")
-    )
-    parts.append(verdict)
+    parts.append(Text(report.verdict, style=_VERDICT_STYLE[report.status]))
     return RichGroup(*parts)
 
 
@@ -249,7 +328,9 @@ def markdown(report: ReconcileReport) -> str:
                 f"({_cell(i.lifecycle_state or '?')}, {_cell(i.health or '?')})"
                 for i in g.problems
             ]
-    lines += ["", *[f"> {_cell(n)}" for n in report.notes], f"_{_cost(report)}_", ""]
+    remarks = [f"> {_cell(g.group)}: {_cell(g.remark)}" for g in report.groups if g.remark]
+    lines += ["", *remarks, *[f"> {_cell(n)}" for n in report.notes], f"**{_cell(report.verdict)}**", "",
+              f"_{_cost(report)}_", ""]
     return "\n".join(lines)
 
 

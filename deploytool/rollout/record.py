@@ -3,8 +3,12 @@
 Contract (CONTRACTS.md §3, bucket = artifacts.bucket, P = artifacts.prefix, A = app.name):
 - manifest: P/A/releases/dt=YYYY-MM-DD/<release_id>.json, ONE line of JSON (Athena's JSON SerDe reads
   it as a row); `deployments` {group: {deployment_id, status, rollback_deployment_id}} is rewritten at
-  every orchestrator Checkpoint, so a release that dies mid-way can be resumed. dt is the release id's
-  UTC date, so a release id alone locates its manifest.
+  every orchestrator Checkpoint, so a release that dies mid-way can be resumed. Each entry of `groups`
+  carries `outcome` (GROUP_OUTCOMES): `pending` until the group's deployment ends, then what the
+  orchestrator concluded for the group (it counts a deployment with a failed instance as failed even
+  when the backend says Succeeded). Reconcile expects a group's version only from a release whose
+  outcome for that group is `succeeded` (athena/reconcile.sql). dt is the release id's UTC date, so a
+  release id alone locates its manifest.
 - index: P/A/release-index/<target>/<version>.json points at the release of that version on that
   target (`fab deploy` of the same version resumes it); P/A/release-index/<target>/latest.json keeps
   the target's recent releases, newest first, with their outcome (`fab status`, `fab rollback`).
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -24,11 +28,13 @@ from deploytool.aws.s3 import S3Gateway
 from deploytool.config import Group
 from deploytool.errors import DeployToolError, UsageError
 from deploytool.rollout.backend import Revision
-from deploytool.rollout.events import Checkpoint, Event, ReleaseFinished
+from deploytool.rollout.events import Checkpoint, Event, GroupFinished, ReleaseFinished
 from deploytool.rollout.plan import PriorDeployment
-from deploytool.rollout.result import RolloutResult
+from deploytool.rollout.result import GroupResult, RolloutResult
 
 HISTORY = 50
+# A group's outcome in a release manifest: pending (not ended yet, or detached), then one of the others.
+GROUP_OUTCOMES = ("pending", "succeeded", "failed", "rolled_back", "stopped", "not_started")
 _RELEASE_ID = re.compile(r"^(\d{8})T\d{6}Z-(.+)$")
 
 
@@ -102,7 +108,25 @@ class ReleaseManifest:
 
 def group_entry(group: Group, version: str) -> dict[str, Any]:
     return {"group": group.name, "asg": group.asg, "expected_version": version,
-            "strategy": group.strategy.label, "wave": group.wave}
+            "strategy": group.strategy.label, "wave": group.wave, "outcome": "pending"}
+
+
+def group_outcome(result: GroupResult) -> str:
+    """The manifest's word (GROUP_OUTCOMES) for how a group's deployment ended."""
+    if result.ok:
+        return "succeeded"
+    if result.outcome == "failed":
+        return "rolled_back" if result.rollback_deployment_id and result.rollback_status == "Succeeded" else "failed"
+    if result.outcome in ("stopped", "not-started"):
+        return result.outcome.replace("-", "_")
+    return "pending"  # detached: the deployment goes on; a later `fab deploy` follows it to its end
+
+
+def with_outcome(manifest: ReleaseManifest, result: GroupResult) -> ReleaseManifest:
+    """The manifest with this group's outcome in its `groups` entry (other entries unchanged)."""
+    outcome = group_outcome(result)
+    groups = tuple({**g, "outcome": outcome} if g.get("group") == result.group else g for g in manifest.groups)
+    return replace(manifest, groups=groups)
 
 
 def new_manifest(
@@ -190,27 +214,43 @@ class ReleaseStore:
 
 
 class RecordWriter:
-    """A Reporter keeping the release manifest's `deployments` current in S3.
+    """A Reporter keeping the release manifest's `deployments` and its groups' `outcome` current in S3.
 
-    A failed write does not stop the rollout (the deployments run anyway): it is kept in `errors`,
-    and the next Checkpoint writes the whole map again.
+    A group's outcome is written with the Checkpoint that follows its GroupFinished (or at
+    ReleaseFinished, for groups that never started). A failed write does not stop the rollout (the
+    deployments run anyway): it is kept in `errors`, and the next write writes the whole manifest again.
     """
 
     def __init__(self, store: ReleaseStore, manifest: ReleaseManifest) -> None:
         self.store = store
         self.manifest = manifest
         self.errors: list[str] = []
+        self._unsaved = False  # outcomes changed since the last save
 
     def publish(self, event: Event) -> None:
+        if isinstance(event, GroupFinished):
+            self.manifest = with_outcome(self.manifest, event.result)
+            self._unsaved = True
+        elif isinstance(event, Checkpoint):
+            deployments = dict(self.manifest.deployments)
+            for name, ref in event.deployments.items():
+                deployments[name] = {"deployment_id": ref.deployment_id, "status": ref.status,
+                                     "rollback_deployment_id": ref.rollback_deployment_id}
+            self.manifest = replace(self.manifest, deployments=deployments)
+            self._save()
+        elif isinstance(event, ReleaseFinished):
+            if self._unsaved:
+                self._save()
+            self._write(lambda: self.store.finish(self.manifest, event.result))
+
+    def _save(self) -> None:
+        if self._write(lambda: self.store.save(self.manifest)):
+            self._unsaved = False
+
+    def _write(self, write: Callable[[], None]) -> bool:
         try:
-            if isinstance(event, Checkpoint):
-                deployments = dict(self.manifest.deployments)
-                for name, ref in event.deployments.items():
-                    deployments[name] = {"deployment_id": ref.deployment_id, "status": ref.status,
-                                         "rollback_deployment_id": ref.rollback_deployment_id}
-                self.manifest = replace(self.manifest, deployments=deployments)
-                self.store.save(self.manifest)
-            elif isinstance(event, ReleaseFinished):
-                self.store.finish(self.manifest, event.result)
+            write()
         except DeployToolError as exc:
             self.errors.append(str(exc))
+            return False
+        return True
