@@ -10,7 +10,6 @@ findings that are not errors.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 import tomllib
@@ -318,9 +317,24 @@ def key_path(loc: Sequence[str | int]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            text = str(part) if re.fullmatch(r"[A-Za-z0-9_-]+", str(part)) else json.dumps(str(part))
+            text = str(part) if re.fullmatch(r"[A-Za-z0-9_-]+", str(part)) else _quoted(str(part))
             out += f".{text}" if out else text
     return out
+
+
+def _quoted(key: str) -> str:
+    """A TOML quoted key; what is not printable (line breaks too) as a \\u or \\U escape."""
+    out = ""
+    for char in key:
+        if char in '"\\':
+            out += "\\" + char
+        elif char in "\n\t\r":
+            out += {"\n": "\\n", "\t": "\\t", "\r": "\\r"}[char]
+        elif char.isprintable():
+            out += char
+        else:
+            out += f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+    return f'"{out}"'
 
 
 def _unknown_key_error(path: str, where: str, key: str, allowed: Sequence[str]) -> ConfigError:
@@ -540,9 +554,11 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
     names = {g.name for g in groups}
     for name, raw in targets_raw.items():
         where = key_path(["targets", name])
+        if not valid_name(name):  # it goes into release records, S3 keys and --target
+            raise ConfigError(f"got {name!r} as a target name; allowed: {_PATTERN_WORDS[_NAME]}", path=path, key=where)
         table = _require_table(path, where, raw)
         backend = table.get("backend")
-        if backend not in _TARGET_MODELS:
+        if not isinstance(backend, str) or backend not in _TARGET_MODELS:  # a list or table is no key
             raise ConfigError(
                 f"got {backend!r}; allowed: {', '.join(repr(b) for b in _TARGET_MODELS)}",
                 path=path,

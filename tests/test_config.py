@@ -142,6 +142,9 @@ BAD = [
      "'arn:aws:iam::123456789012:role/Name'"),
     ('instances unknown group', doc(targets=TARGETS + "instances = { vidoe = 3 }\n"),
      "targets.sandbox.instances.vidoe: no group named 'vidoe'; groups are: email, video"),
+    ('bad target name', doc(targets=TARGETS.replace("sandbox", '"a\\nb"')),
+     "targets.\"a\\nb\": got 'a\\nb' as a target name; allowed: letters, digits, '_', '.' and '-' (at most 100, "
+     "starting with a letter or digit)"),
     ('default target', doc(extra='default_target = "prod"\n'),
      "default_target: got 'prod'; allowed: one of the targets (sandbox)"),
     ('bad bucket', doc(artifacts='[artifacts]\nbucket = "Acme_Artifacts"\n'),
