@@ -122,7 +122,7 @@ def check_root(value: str) -> str:
     parts = value.replace("\\", "/").split("/")
     if (
         not value.strip()
-        or "\x00" in value
+        or not value.isprintable()  # no NUL, line breaks or other control characters
         or value.startswith(("/", "~"))
         or ".." in parts
         or os.path.normpath(value) == "."
@@ -475,15 +475,16 @@ def _resolved(base: Path, value: str) -> Path | None:
 def check_paths(fleet: Fleet, shown: str) -> None:
     """The fleet's paths against the disk (ConfigError if not as allowed).
 
-    [app].source must be an existing directory inside the fleet file's directory (that directory itself
-    is allowed; symlinks are followed): bundles and the sandbox run take the app from there. A local
+    [app].source must be an existing directory inside the fleet file's directory as written (that
+    directory itself is allowed; a symlink there may lead elsewhere, as the sandbox run's work tree
+    allows): bundles and the sandbox run take the app from there. A local
     target's root must lead (through symlinks too) to a place inside that directory, not the directory
     itself, and not to a file.
     """
     base = fleet.root
     source = _resolved(base, fleet.app.source)
     problem = None
-    if source is None or not source.is_relative_to(base):
+    if source is None or not Path(os.path.normpath(base / fleet.app.source)).is_relative_to(base):
         problem = f"is outside the fleet file's directory {base}"
     elif not source.is_dir():
         problem = "does not exist" if not os.path.lexists(source) else "is not a directory"

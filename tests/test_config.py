@@ -245,7 +245,8 @@ ROOT_ALLOWED = ("allowed: a relative path inside the fleet file's directory, not
                 "'.sandbox'; the sandbox deletes and re-creates its subdirectories)")
 
 
-@pytest.mark.parametrize("root", [".", "./", "..", "/", "~", "~/sandbox", "/tmp/x", "a/../..", "a/..", "", "sb\0x"])
+@pytest.mark.parametrize("root", [".", "./", "..", "/", "~", "~/sandbox", "/tmp/x", "a/../..", "a/..", "", "sb\0x",
+                                  "sb\nx"])
 def test_a_sandbox_root_outside_or_at_the_fleet_directory_is_refused(tmp_path: Path, root: str) -> None:
     """The sandbox deletes subdirectories of its root: a root that is the clone itself or elsewhere is an error."""
     text = doc(targets=TARGETS + f"root = {json.dumps(root)}\n")
@@ -289,3 +290,12 @@ def test_unusual_keys_are_quoted_so_the_error_stays_one_line(tmp_path: Path) -> 
         load_fleet(path)
     assert str(caught.value) == f'{path}: targets.sandbox."a\\nb": unknown key; allowed: backend, ' \
         "instances_per_group, instances, broker, root"
+
+
+def test_a_source_is_judged_as_written_so_a_linked_in_app_is_fine(tmp_path: Path) -> None:
+    """Inside the fleet file's directory as written: a symlink there may lead to the app elsewhere."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "linked").symlink_to(tmp_path / "elsewhere")
+    fleet = load_fleet(write(tmp_path / "repo", doc(app=APP + 'source = "linked"\n')))
+    assert fleet.source_dir == tmp_path / "elsewhere"
