@@ -25,7 +25,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import venv
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ import boto3  # noqa: E402
 from deploytool.aws.session import AwsSession  # noqa: E402
 from deploytool.bundle import BundleResult, build_bundle  # noqa: E402
 from deploytool.config import Fleet, load_fleet  # noqa: E402
+from deploytool.owned import MARKER, fresh_owned, make_owned, remove_owned  # noqa: E402
 from deploytool.publish import publish  # noqa: E402
 from deploytool.render import Templates  # noqa: E402
 from deploytool.sandbox.motoserver import MotoServer  # noqa: E402
@@ -76,7 +76,7 @@ def generate(tree: Path, files: int, total: int) -> None:
     wanted = f"{files} {total}"
     if stamp.exists() and stamp.read_text() == wanted:
         return
-    shutil.rmtree(tree, ignore_errors=True)
+    fresh_owned(tree, "bench/build.py's generated app tree")
     rng = random.Random(20240101)
     words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(rng.randint(2, 12)))
              for _ in range(4000)]
@@ -103,7 +103,7 @@ def generate(tree: Path, files: int, total: int) -> None:
 def tree_size(tree: Path) -> tuple[int, int]:
     count = size = 0
     for path in tree.rglob("*"):
-        if path.is_file() and path.name != ".bench-stamp":
+        if path.is_file() and path.name not in (".bench-stamp", MARKER):
             count += 1
             size += path.stat().st_size
     return count, size
@@ -182,7 +182,7 @@ def main() -> int:
     files, size = tree_size(project / "app")
     aws = awscli()
     os.environ.update(CREDS)
-    out = Path(tempfile.mkdtemp(prefix="out-", dir=WORK))
+    out = make_owned(WORK / f"out-{os.getpid()}", "bench/build.py's bundles")
     try:
         with moto_server() as endpoint:
             s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
@@ -215,7 +215,7 @@ def main() -> int:
                 base_times.append(timed(baseline)[0])
             tar_gz_bytes = (out / "baseline.tgz").stat().st_size
     finally:
-        shutil.rmtree(out, ignore_errors=True)
+        remove_owned(out)
 
     ours_s, base_s = statistics.median(ours_times), statistics.median(base_times)
     print(json.dumps({

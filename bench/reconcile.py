@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from deploytool.owned import fresh_owned
 from deploytool.reconcile.inventory import InventoryRow, encode_rows
 from deploytool.reconcile.layout import inventory_key, iso_micro, release_key
 from deploytool.reconcile.query import DuckDbEngine
@@ -56,7 +56,7 @@ def generate(root: Path) -> None:
     spec = {"groups": GROUPS, "per_group": PER_GROUP, "snapshots": SNAPSHOTS, "days": DAYS, "format": 2}
     if STAMP.exists() and json.loads(STAMP.read_text()) == spec:
         return
-    shutil.rmtree(root, ignore_errors=True)
+    fresh_owned(root, "bench/reconcile.py's generated data set")
     releases = _releases()
     for created, release_id, version in releases:
         path = root / release_key(PREFIX, APP, release_id)

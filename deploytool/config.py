@@ -2,12 +2,15 @@
 
 Contract: `load_fleet(path)` reads one TOML file and returns a `Fleet`, or raises `ConfigError`
 whose message names the file, the key path (``groups[3].strategy``), the value and what is allowed.
-No I/O beyond reading that file. `Fleet.warnings` carries lint findings that are not errors.
+No I/O beyond reading that file and looking at the paths it names (`check_paths`: the app source,
+the local targets' roots); `parse_fleet` alone touches no disk. `Fleet.warnings` carries lint
+findings that are not errors.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -105,6 +108,27 @@ def parse_strategy(value: object) -> Strategy:
             )
         return Strategy(kind="FleetPercent", value=number)
     raise ValueError(f"strategy must be a string or a table, got {value!r}; {allowed}")
+
+
+ROOT_ALLOWED = (
+    "allowed: a relative path inside the fleet file's directory, not that directory itself "
+    "(e.g. '.sandbox'; the sandbox deletes and re-creates its subdirectories)"
+)
+
+
+def check_root(value: str) -> str:
+    """A local target's root as written: relative, below the fleet file's directory (ValueError if not).
+    Where it leads through symlinks is checked against the disk by check_paths."""
+    parts = value.replace("\\", "/").split("/")
+    if (
+        not value.strip()
+        or not value.isprintable()  # no NUL, line breaks or other control characters
+        or value.startswith(("/", "~"))
+        or ".." in parts
+        or os.path.normpath(value) == "."
+    ):
+        raise ValueError(f"got {value!r}; {ROOT_ALLOWED}")
+    return value
 
 
 class _Model(BaseModel):
@@ -207,6 +231,11 @@ class LocalTarget(_Model):
     broker: Annotated[str, Field(pattern=r"^(sqs|(redis|rediss|amqp|amqps|pyamqp|sqs)://.+)$")] = "sqs"
     root: str = ".sandbox"
 
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        return check_root(value)
+
     def instance_count(self, group: str) -> int:
         return self.instances.get(group, self.instances_per_group)
 
@@ -281,20 +310,37 @@ class Fleet:
 
 
 def key_path(loc: Sequence[str | int]) -> str:
-    """('groups', 3, 'strategy') -> 'groups[3].strategy'."""
+    """('groups', 3, 'strategy') -> 'groups[3].strategy'. A key that is not a bare TOML key (letters,
+    digits, '_' and '-') is quoted as TOML does, so the path stays on one line: targets."a b".root."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            text = str(part) if re.fullmatch(r"[A-Za-z0-9_-]+", str(part)) else _quoted(str(part))
+            out += f".{text}" if out else text
     return out
+
+
+def _quoted(key: str) -> str:
+    """A TOML quoted key; what is not printable (line breaks too) as a \\u or \\U escape."""
+    out = ""
+    for char in key:
+        if char in '"\\':
+            out += "\\" + char
+        elif char in "\n\t\r":
+            out += {"\n": "\\n", "\t": "\\t", "\r": "\\r"}[char]
+        elif char.isprintable():
+            out += char
+        else:
+            out += f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+    return f'"{out}"'
 
 
 def _unknown_key_error(path: str, where: str, key: str, allowed: Sequence[str]) -> ConfigError:
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    full = f"{where}.{key}" if where else key
+    full = f"{where}.{key_path([key])}" if where else key_path([key])
     return ConfigError(f"unknown key{hint}; allowed: {', '.join(allowed)}", path=path, key=full)
 
 
@@ -413,7 +459,53 @@ def load_fleet(path: str | Path) -> Fleet:
         raise ConfigError(f"not UTF-8 text (byte {exc.start})", path=shown) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"malformed TOML: {exc}", path=shown) from exc
-    return parse_fleet(data, file.resolve(), shown)
+    fleet = parse_fleet(data, file.resolve(), shown)
+    check_paths(fleet, shown)
+    return fleet
+
+
+def _resolved(base: Path, value: str) -> Path | None:
+    """`value` below `base`, symlinks followed; None when the OS cannot make a path of it."""
+    try:
+        return (base / value).resolve()
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
+def check_paths(fleet: Fleet, shown: str) -> None:
+    """The fleet's paths against the disk (ConfigError if not as allowed).
+
+    [app].source must be an existing directory inside the fleet file's directory as written (that
+    directory itself is allowed; a symlink there may lead elsewhere, as the sandbox run's work tree
+    allows): bundles and the sandbox run take the app from there. A local
+    target's root must lead (through symlinks too) to a place inside that directory, not the directory
+    itself, and not to a file.
+    """
+    base = fleet.root
+    source = _resolved(base, fleet.app.source)
+    problem = None
+    if source is None or not Path(os.path.normpath(base / fleet.app.source)).is_relative_to(base):
+        problem = f"is outside the fleet file's directory {base}"
+    elif not source.is_dir():
+        problem = "does not exist" if not os.path.lexists(source) else "is not a directory"
+    if problem:
+        raise ConfigError(
+            f"got {fleet.app.source!r}, which {problem}; allowed: the app's directory, relative to the fleet "
+            "file's directory and inside it",
+            path=shown,
+            key="app.source",
+        )
+    for name, target in fleet.targets.items():
+        if not isinstance(target, LocalTarget):
+            continue
+        root = _resolved(base, target.root)
+        if root is None or root == base or not root.is_relative_to(base):
+            where = f"it leads to {root}" if root is not None else "it is no usable path"
+            raise ConfigError(f"got {target.root!r}, but {where}; {ROOT_ALLOWED}", path=shown,
+                              key=key_path(["targets", name, "root"]))
+        if os.path.lexists(root) and not root.is_dir():
+            raise ConfigError(f"got {target.root!r}, which is a file, not a directory; {ROOT_ALLOWED}",
+                              path=shown, key=key_path(["targets", name, "root"]))
 
 
 def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -> Fleet:
@@ -431,6 +523,7 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
     defaults_raw = _require_table(path, "defaults", data.get("defaults", {}))
     settings_fields = _fields(GroupSettings)
     _check_keys(path, "defaults", defaults_raw, settings_fields)
+    _check_strategy_keys(path, "defaults", defaults_raw)
     _validate(GroupSettings, defaults_raw, path, ["defaults"])
 
     groups_raw = data["groups"]
@@ -444,6 +537,7 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
         where = f"groups[{index}]"
         table = _require_table(path, where, raw)
         _check_keys(path, where, table, group_fields)
+        _check_strategy_keys(path, where, table)
         merged = {**defaults_raw, **table}
 
         def origin(key: str, table: Mapping[str, Any] = table, index: int = index) -> list[str | int]:
@@ -460,10 +554,12 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
     targets: dict[str, Target] = {}
     names = {g.name for g in groups}
     for name, raw in targets_raw.items():
-        where = f"targets.{name}"
+        where = key_path(["targets", name])
+        if not valid_name(name):  # it goes into release records, S3 keys and --target
+            raise ConfigError(f"got {name!r} as a target name; allowed: {_PATTERN_WORDS[_NAME]}", path=path, key=where)
         table = _require_table(path, where, raw)
         backend = table.get("backend")
-        if backend not in _TARGET_MODELS:
+        if not isinstance(backend, str) or backend not in _TARGET_MODELS:  # a list or table is no key
             raise ConfigError(
                 f"got {backend!r}; allowed: {', '.join(repr(b) for b in _TARGET_MODELS)}",
                 path=path,
@@ -478,8 +574,9 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
                     raise ConfigError(
                         f"no group named {group_name!r}; groups are: {', '.join(sorted(names))}",
                         path=path,
-                        key=f"{where}.instances.{group_name}",
+                        key=key_path(["targets", name, "instances", group_name]),
                     )
+            _check_min_healthy(path, name, target, groups, groups_raw, defaults_raw)
         targets[name] = target
 
     default_target = data.get("default_target")
@@ -551,6 +648,43 @@ def _lint_group(
         high, low = group.autoscale
         if high < 1 or low > high:
             raise_("autoscale", f"got {group.autoscale!r}; allowed: [max, min] with max >= 1 and min <= max")
+
+
+def _check_strategy_keys(path: str, where: str, table: Mapping[str, Any]) -> None:
+    """A strategy table's keys, with a did-you-mean like every other table (before the model sees it)."""
+    strategy = table.get("strategy")
+    if isinstance(strategy, Mapping):
+        _check_keys(path, f"{where}.strategy", strategy, STRATEGY_TABLE_KEYS)
+
+
+def _check_min_healthy(
+    path: str,
+    name: str,
+    target: LocalTarget,
+    groups: Sequence[Group],
+    tables: Sequence[Mapping[str, Any]],
+    defaults: Mapping[str, Any],
+) -> None:
+    """On a local target the group sizes are known: a minimum of healthy hosts not below a group's
+    size fails every deployment at once (CodeDeploy's rule, deploytool.strategy), so it is an error here."""
+    from deploytool.strategy import health_policy  # it imports this module
+
+    for index, group in enumerate(groups):
+        size = target.instance_count(group.name)
+        policy = health_policy(group.strategy, size)
+        if policy.error is None:
+            continue  # AllAtOnce, HalfAtATime and OneAtATime fit any size
+        minimum = policy.min_healthy
+        sized_by = ["targets", name, "instances", group.name] if group.name in target.instances else [
+            "targets", name, "instances_per_group"]
+        inherited = "strategy" in defaults and "strategy" not in tables[index]
+        raise ConfigError(
+            f"{group.strategy.label} needs {minimum} healthy host(s), not below the {size} instance(s) of group "
+            f"{group.name!r} on target {name!r} ({key_path(sized_by)}): CodeDeploy fails every deployment of it at "
+            f"once; allowed: a minimum below {size}, HalfAtATime or OneAtATime",
+            path=path,
+            key="defaults.strategy" if inherited else key_path(["groups", index, "strategy"]),
+        )
 
 
 def _check_unique(path: str, groups: Sequence[Group]) -> None:

@@ -81,12 +81,13 @@ def upload(s3: S3Gateway, bundle: Path, version: str) -> Revision:
 def make_fleet(
     tmp_path: Path, groups: list[dict[str, Any]], instances: Mapping[str, int], root: Path | None = None
 ) -> Fleet:
+    relative_root = str((root or tmp_path / "sb").relative_to(tmp_path))  # the fleet file allows no other
     data = {
         "app": {"name": "fixture-app", "source": "app", "celery_app": "fixture:app", "install_dir": "/opt/fixture"},
         "artifacts": {"bucket": BUCKET},
         "groups": [{"queues": [g["name"]], "asg": f"asg-{g['name']}", **g} for g in groups],
         "targets": {
-            "sandbox": {"backend": "local", "instances": dict(instances), "root": str(root or tmp_path / "sb")}
+            "sandbox": {"backend": "local", "instances": dict(instances), "root": relative_root}
         },
     }
     return parse_fleet(data, tmp_path / "deploy.toml")

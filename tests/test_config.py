@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,17 +24,20 @@ def doc(*, app: str = APP, artifacts: str = ARTIFACTS, defaults: str = DEFAULTS,
 
 
 def write(tmp_path: Path, text: str) -> Path:
+    """The fleet file, next to the app source it names by default (app/)."""
     path = tmp_path / "deploy.toml"
     path.write_text(text)
+    (tmp_path / "app").mkdir(exist_ok=True)
     return path
 
 
 GOOD = [
     ("minimal", doc(), {"video": Strategy("HalfAtATime"), "email": Strategy("OneAtATime")}),
-    ("host count", doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = 2 }")),
+    ("host count", doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = 2 }"),
+                       targets=TARGETS + "instances = { video = 3 }\n"),
      {"video": Strategy("HostCount", 2)}),
-    ("percent 99", doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 99 }")),
-     {"video": Strategy("FleetPercent", 99)}),
+    ("percent 49", doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 49 }")),
+     {"video": Strategy("FleetPercent", 49)}),
     ("defaults strategy", doc(defaults=DEFAULTS + 'strategy = "AllAtOnce"\n'), {"email": Strategy("AllAtOnce")}),
     ("drain at the limit", doc(video=VIDEO + "drain_timeout = 3540\ntask_time_limit = 3000\n"
                                "visibility_timeout = 7200\n"), {"video": Strategy("HalfAtATime")}),
@@ -138,6 +142,9 @@ BAD = [
      "'arn:aws:iam::123456789012:role/Name'"),
     ('instances unknown group', doc(targets=TARGETS + "instances = { vidoe = 3 }\n"),
      "targets.sandbox.instances.vidoe: no group named 'vidoe'; groups are: email, video"),
+    ('bad target name', doc(targets=TARGETS.replace("sandbox", '"a\\nb"')),
+     "targets.\"a\\nb\": got 'a\\nb' as a target name; allowed: letters, digits, '_', '.' and '-' (at most 100, "
+     "starting with a letter or digit)"),
     ('default target', doc(extra='default_target = "prod"\n'),
      "default_target: got 'prod'; allowed: one of the targets (sandbox)"),
     ('bad bucket', doc(artifacts='[artifacts]\nbucket = "Acme_Artifacts"\n'),
@@ -151,15 +158,52 @@ BAD = [
      "malformed TOML: Expected ']' at the end of a table declaration (at line 1, column 5)"),
     ('wave negative', doc(video=VIDEO + 'wave = -1\n'),
      'groups[1].wave: got -1; allowed: a number >= 0'),
+    # issue 9: fleets certain to fail, and typos inside a strategy table
+    ('strategy table typo', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_host = 1 }")),
+     "groups[1].strategy.min_healthy_host: unknown key (did you mean 'min_healthy_hosts'?); allowed: "
+     "min_healthy_hosts, min_healthy_percent"),
+    ('defaults strategy typo', doc(defaults=DEFAULTS + "strategy = { min_healthy_procent = 10 }\n"),
+     "defaults.strategy.min_healthy_procent: unknown key (did you mean 'min_healthy_percent'?); allowed: "
+     "min_healthy_hosts, min_healthy_percent"),
+    ('min hosts = instances', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = 2 }")),
+     "groups[1].strategy: min 2 hosts needs 2 healthy host(s), not below the 2 instance(s) of group 'video' "
+     "on target 'sandbox' (targets.sandbox.instances_per_group): CodeDeploy fails every deployment of it at "
+     "once; allowed: a minimum below 2, HalfAtATime or OneAtATime"),
+    ('min hosts > per-group count', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = 3 }"),
+                                        targets=TARGETS + "instances_per_group = 5\ninstances = { video = 3 }\n"),
+     "groups[1].strategy: min 3 hosts needs 3 healthy host(s), not below the 3 instance(s) of group 'video' "
+     "on target 'sandbox' (targets.sandbox.instances.video): CodeDeploy fails every deployment of it at "
+     "once; allowed: a minimum below 3, HalfAtATime or OneAtATime"),
+    ('percent rounds up to the fleet', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 51 }")),
+     "groups[1].strategy: min 51% needs 2 healthy host(s), not below the 2 instance(s) of group 'video' "
+     "on target 'sandbox' (targets.sandbox.instances_per_group): CodeDeploy fails every deployment of it at "
+     "once; allowed: a minimum below 2, HalfAtATime or OneAtATime"),
+    ('min hosts from defaults', doc(defaults=DEFAULTS + "strategy = { min_healthy_hosts = 2 }\n"),
+     "defaults.strategy: min 2 hosts needs 2 healthy host(s), not below the 2 instance(s) of group 'email' "
+     "on target 'sandbox' (targets.sandbox.instances_per_group): CodeDeploy fails every deployment of it at "
+     "once; allowed: a minimum below 2, HalfAtATime or OneAtATime"),
+    ('source missing', doc(app=APP + 'source = "nope"\n'),
+     "app.source: got 'nope', which does not exist; allowed: the app's directory, relative to the fleet "
+     "file's directory and inside it"),
+    ('source is a file', doc(app=APP + 'source = "deploy.toml"\n'),
+     "app.source: got 'deploy.toml', which is not a directory; allowed: the app's directory, relative to "
+     "the fleet file's directory and inside it"),
+    ('source outside', doc(app=APP + 'source = "../app"\n'),
+     "app.source: got '../app', which is outside the fleet file's directory {dir}; allowed: the app's "
+     "directory, relative to the fleet file's directory and inside it"),
+    ('source absolute outside', doc(app=APP + 'source = "/usr"\n'),
+     "app.source: got '/usr', which is outside the fleet file's directory {dir}; allowed: the app's "
+     "directory, relative to the fleet file's directory and inside it"),
 ]
 
 
 @pytest.mark.parametrize(("text", "message"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
 def test_bad_fleet_files_fail_with_one_exact_line(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
+    (tmp_path.parent / "app").mkdir(exist_ok=True)  # exists, but outside the fleet file's directory
     with pytest.raises(ConfigError) as caught:
         load_fleet(path)
-    assert str(caught.value) == f"{path}: {message}"
+    assert str(caught.value) == f"{path}: {message.replace('{dir}', str(tmp_path.resolve()))}"
     assert "\n" not in str(caught.value)
 
 
@@ -195,3 +239,63 @@ def test_sample_fleet_is_valid(sample_fleet_path: Path) -> None:
     assert [g.name for g in fleet.groups] == ["email", "reports", "video"]
     assert fleet.group("reports").strategy == Strategy("FleetPercent", 50)
     assert fleet.warnings == ()
+
+
+ROOT_ALLOWED = ("allowed: a relative path inside the fleet file's directory, not that directory itself (e.g. "
+                "'.sandbox'; the sandbox deletes and re-creates its subdirectories)")
+
+
+@pytest.mark.parametrize("root", [".", "./", "..", "/", "~", "~/sandbox", "/tmp/x", "a/../..", "a/..", "", "sb\0x",
+                                  "sb\nx"])
+def test_a_sandbox_root_outside_or_at_the_fleet_directory_is_refused(tmp_path: Path, root: str) -> None:
+    """The sandbox deletes subdirectories of its root: a root that is the clone itself or elsewhere is an error."""
+    text = doc(targets=TARGETS + f"root = {json.dumps(root)}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_fleet(write(tmp_path, text))
+    assert str(caught.value) == f"{tmp_path / 'deploy.toml'}: targets.sandbox.root: got {root!r}; {ROOT_ALLOWED}"
+
+
+@pytest.mark.parametrize("link", ["outside", "here"])
+def test_a_sandbox_root_leading_outside_through_a_symlink_is_refused(tmp_path: Path, link: str) -> None:
+    fleet_dir, outside = tmp_path / "repo", tmp_path / "elsewhere"
+    fleet_dir.mkdir()
+    outside.mkdir()
+    (fleet_dir / "sb").symlink_to(outside if link == "outside" else fleet_dir)
+    path = write(fleet_dir, doc(targets=TARGETS + 'root = "sb"\n'))
+    with pytest.raises(ConfigError) as caught:
+        load_fleet(path)
+    leads_to = outside if link == "outside" else fleet_dir
+    assert str(caught.value) == f"{path}: targets.sandbox.root: got 'sb', but it leads to {leads_to}; {ROOT_ALLOWED}"
+
+
+def test_a_sandbox_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, doc(targets=TARGETS + 'root = "deploy.toml"\n'))
+    with pytest.raises(ConfigError) as caught:
+        load_fleet(path)
+    assert str(caught.value) == (f"{path}: targets.sandbox.root: got 'deploy.toml', which is a file, not a directory; "
+                                 f"{ROOT_ALLOWED}")
+
+
+@pytest.mark.parametrize("root", [".sandbox", "build/sandbox", "sb-link"])
+def test_a_sandbox_root_inside_the_fleet_directory_is_fine(tmp_path: Path, root: str) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "sb-link").symlink_to(tmp_path / "real")  # a symlink that stays inside is fine
+    fleet = load_fleet(write(tmp_path, doc(targets=TARGETS + f'root = "{root}"\n')))
+    assert fleet.targets["sandbox"].root == root  # type: ignore[union-attr]
+
+
+def test_unusual_keys_are_quoted_so_the_error_stays_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, doc(targets=TARGETS + '"a\\nb" = 1\n'))
+    with pytest.raises(ConfigError) as caught:
+        load_fleet(path)
+    assert str(caught.value) == f'{path}: targets.sandbox."a\\nb": unknown key; allowed: backend, ' \
+        "instances_per_group, instances, broker, root"
+
+
+def test_a_source_is_judged_as_written_so_a_linked_in_app_is_fine(tmp_path: Path) -> None:
+    """Inside the fleet file's directory as written: a symlink there may lead to the app elsewhere."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "linked").symlink_to(tmp_path / "elsewhere")
+    fleet = load_fleet(write(tmp_path / "repo", doc(app=APP + 'source = "linked"\n')))
+    assert fleet.source_dir == tmp_path / "elsewhere"

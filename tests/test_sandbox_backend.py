@@ -19,6 +19,7 @@ import pytest
 
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
+from deploytool.config import Strategy
 from deploytool.rollout.backend import DeployRequest, Revision
 from deploytool.rollout.events import Collect
 from deploytool.rollout.orchestrator import Orchestrator
@@ -153,7 +154,10 @@ def test_strategy_batches_and_failure_thresholds(
 
 
 def test_a_minimum_not_below_the_fleet_fails_at_once(tmp_path: Path, aws: AwsSession) -> None:
-    setup = Setup(tmp_path, aws, {"min_healthy_hosts": 3}, 3)
+    setup = Setup(tmp_path, aws, "OneAtATime", 3)
+    # The fleet file refuses this minimum on a target of 3 (deploytool.config); the backend still fails it at once,
+    # as CodeDeploy does, should a deployment ask for it (e.g. after the group shrank).
+    setup.group = setup.group.model_copy(update={"strategy": Strategy("HostCount", 3)})
     snap = setup.backend.wait(setup.deploy(setup.revision("v1")), WAIT_S)
     assert (snap.status, snap.skipped) == ("Failed", 3)
     assert snap.error.startswith("minimum healthy hosts 3 (min 3 hosts) is not below the fleet size 3")

@@ -293,6 +293,7 @@ def test_ctrl_c_on_the_sandbox_target_stops_and_rolls_back_in_this_process(targe
 
 def test_no_running_sandbox_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "deploy.toml").write_text(FLEET)
+    (tmp_path / "sample_app").mkdir()  # the fleet file's app source must exist
     fleet = str(tmp_path / "deploy.toml")
     for task in (["deploy"], ["reconcile"], ["reconcile", "--fix"], ["restart"], ["rollback"], ["status"]):
         done = subprocess.run(

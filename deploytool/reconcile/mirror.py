@@ -3,7 +3,8 @@
 Contract: `mirror_tables` makes `root` hold the same keys as the bucket for the inventory partitions
 of the days asked for and for every release manifest: objects whose ETag changed are downloaded
 (to a temporary file, then renamed), unchanged ones are kept, local files whose object is gone are
-removed. A release manifest that is not one line of JSON is stored locally as one line (the form
+removed, but only those it downloaded itself (the keys in its index, INDEX): other files in `root`
+are never touched. A release manifest that is not one line of JSON is stored locally as one line (the form
 Athena's JSON SerDe and DuckDB's newline-delimited reader need). Partitions of other days already in
 `root` stay: DuckDB prunes them by `dt`. Returns counts; prints nothing.
 """
@@ -98,7 +99,7 @@ def mirror_tables(
         if local_dir.is_dir():
             for path in local_dir.rglob("*"):
                 key = path.relative_to(root).as_posix()
-                if path.is_file() and not path.name.startswith(".") and key not in wanted:
+                if path.is_file() and key in index and key not in wanted:  # only files it downloaded
                     path.unlink()
                     index.pop(key, None)
                     removed += 1

@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from deploytool.aws.autoscaling import AutoScalingGateway
 from deploytool.aws.codedeploy import CodeDeployGateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
@@ -33,7 +34,7 @@ from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import Fanout, Reporter
 from deploytool.rollout.interrupt import Pausable, console_prompt, follow
 from deploytool.rollout.orchestrator import Orchestrator
-from deploytool.rollout.plan import PriorDeployment, RolloutOptions, RolloutPlan, rollout_plan
+from deploytool.rollout.plan import PriorDeployment, RolloutOptions, RolloutPlan, check_min_healthy, rollout_plan
 from deploytool.rollout.progress import LiveTable, PlainLines, what_release_does
 from deploytool.rollout.record import RecordWriter, ReleaseManifest, ReleaseStore, release_id_for
 from deploytool.rollout.release import Prepared, prepare_deploy, prepare_rollback
@@ -99,6 +100,20 @@ def setup(fleet: Fleet, target_name: str, gateway: CodeDeployGateway, console: C
     apply_setup(plan, gateway, on_action=lambda a: console.print(f"{a.line()} ...", markup=False, highlight=False))
     console.print("setup done", markup=False)
     return True
+
+
+def check_group_sizes(fleet: Fleet, target_name: str, groups: Sequence[Group], services: Services) -> None:
+    """On a codedeploy target, a minimum of healthy hosts not below a group's ASG is refused before anything is
+    published or started (deploytool.rollout.plan.check_min_healthy); one DescribeAutoScalingGroups call, made
+    only when a group has such a minimum."""
+    _, target = fleet.target(target_name)
+    chosen = [g for g in groups if g.strategy.kind in ("HostCount", "FleetPercent")]
+    if not isinstance(target, CodeDeployTarget) or not chosen:
+        return
+    asgs = AutoScalingGateway(services.aws).describe_groups([g.asg for g in chosen])
+    sizes = {g.name: sum(i.lifecycle_state == "InService" for i in asgs[g.asg].instances)
+             for g in chosen if g.asg in asgs}
+    check_min_healthy(target_name, chosen, sizes)
 
 
 def _run(plan: RolloutPlan, services: Services, output: Output, manifest: ReleaseManifest | None) -> RolloutResult:
@@ -168,6 +183,7 @@ def deploy(fleet: Fleet, target_name: str, groups: Sequence[Group], options: Rol
            templates: Templates | None = None, out_dir: Path | None = None) -> RolloutResult | None:
     if output.json_out:
         check_json_out(Path(output.json_out))
+    check_group_sizes(fleet, target_name, groups, services)
     prepared = prepare_deploy(fleet, target_name, groups, aws=services.aws, store=services.store, version=version,
                               allow_dirty=allow_dirty, dry_run=dry_run, templates=templates, out_dir=out_dir,
                               now=services.now)
@@ -178,6 +194,7 @@ def rollback(fleet: Fleet, target_name: str, groups: Sequence[Group], options: R
              output: Output, *, to_version: str | None, dry_run: bool = False) -> RolloutResult | None:
     if output.json_out:
         check_json_out(Path(output.json_out))
+    check_group_sizes(fleet, target_name, groups, services)
     prepared = prepare_rollback(fleet, target_name, groups, store=services.store, to_version=to_version,
                                 dry_run=dry_run, now=services.now)
     already = already_on(services.backend, groups, prepared.manifest.version)
@@ -210,6 +227,7 @@ def restart(fleet: Fleet, target_name: str, groups: Sequence[Group], options: Ro
     """A rolling restart with each group's strategy; not a release (no record: versions do not change)."""
     if output.json_out:
         check_json_out(Path(output.json_out))
+    check_group_sizes(fleet, target_name, groups, services)
     plan = rollout_plan(release_id=release_id_for("restart", services.now()), version="restart", target=target_name,
                         groups=groups, revision=None, options=options, mode="restart")
     if dry_run:

@@ -5,6 +5,8 @@ first, fleet order inside a wave) plus options; nothing here talks to a backend.
 deployments a previous run of the same release recorded (release record `deployments` map), so the
 orchestrator attaches to those still in flight and skips those already done instead of starting
 new ones.
+`check_min_healthy(target, groups, sizes)` refuses a group whose minimum of healthy hosts is not below
+its known instance count (the rollout tasks call it before anything is published or started).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Literal
 from deploytool.config import Group
 from deploytool.errors import UsageError
 from deploytool.rollout.backend import Revision
+from deploytool.strategy import health_policy
 
 OnFailure = Literal["stop-wave", "stop-all"]
 ON_FAILURE: tuple[str, ...] = ("stop-wave", "stop-all")
@@ -94,6 +97,21 @@ class RolloutPlan:
             if any(g.name == group for g in wave.groups):
                 return wave.number
         raise KeyError(group)
+
+
+def check_min_healthy(target: str, groups: Sequence[Group], sizes: Mapping[str, int]) -> None:
+    """Refuse (UsageError) a group whose minimum of healthy hosts is not below its instance count, which
+    CodeDeploy fails at once (deploytool.strategy). `sizes`: instances per group name where known (on a
+    codedeploy target, its ASG's InService instances; a local target's fleet file is refused earlier)."""
+    for group in groups:
+        size = sizes.get(group.name)
+        policy = health_policy(group.strategy, size) if size else None
+        if policy is not None and policy.error:
+            raise UsageError(
+                f"group {group.name!r} on target {target!r}: {group.strategy.label} needs {policy.min_healthy} "
+                f"healthy host(s), not below the {size} instance(s) in service in ASG {group.asg!r}: CodeDeploy "
+                "would fail the deployment at once; lower the group's strategy in the fleet file or scale the ASG"
+            )
 
 
 def waves_of(groups: Sequence[Group]) -> tuple[WavePlan, ...]:

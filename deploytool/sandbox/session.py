@@ -2,8 +2,10 @@
 
 Contract: entering the session (1) stops what an earlier, killed run may have left (its moto server
 by pidfile, its workers by their pidfiles, hook process groups it recorded) and clears the
-sandbox root's own subdirectories, (2) starts a moto server on a free loopback port, builds an
-AwsSession pointing at it, creates the artifacts bucket, (3) provisions the fleet (one ASG per
+sandbox root's own subdirectories (OWN_DIRS, each only when it carries deploytool's marker file,
+see deploytool.owned: one without it is refused before anything is stopped or deleted, and they are
+made anew with the marker), (2) starts a moto server on a free loopback port, builds an AwsSession
+pointing at it, creates the artifacts bucket, (3) provisions the fleet (one ASG per
 group, instance dirs with env files) and builds the `local` backend. Leaving it (normally, on an
 error, on Ctrl-C, on SIGTERM/SIGHUP, or at interpreter exit) stops running deployments and their
 scripts, then every worker through `{install_dir}/run/worker.pid` of every instance (SIGTERM,
@@ -22,7 +24,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import shutil
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from deploytool.aws.session import AwsSession
 from deploytool.aws.sqs import SqsGateway
 from deploytool.config import App, Fleet, LocalTarget
 from deploytool.errors import UsageError
+from deploytool.owned import check_owned, fresh_owned
 from deploytool.sandbox.appspec import FileExistsBehavior
 from deploytool.sandbox.backend import LocalBackend
 from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
@@ -168,6 +170,7 @@ class SandboxSession:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> SandboxSession:
+        self._check_own_dirs()  # a refusal stops nothing and deletes nothing
         try:
             self.start()
         except BaseException:
@@ -183,10 +186,10 @@ class SandboxSession:
     def start(self) -> None:
         self._install_signal_handlers()
         atexit.register(self.close)
+        self._check_own_dirs()
         stop_sandbox(self.root, self.config.app, grace_s=self.worker_stop_grace_s, clock=self.clock, log=self.log)
         for name in OWN_DIRS:
-            shutil.rmtree(self.root / name, ignore_errors=True)
-        (self.root / "run").mkdir(parents=True, exist_ok=True)
+            fresh_owned(self.root / name, f"sandbox {name}/ of target {self.target_name}", hint=self._hint)
         self.log("starting the moto server (S3, EC2, Auto Scaling, SQS)")
         self.moto = MotoServer(
             log_path=self.root / "logs" / "moto.log",
@@ -232,6 +235,14 @@ class SandboxSession:
                 "sizes": sizes,
             },
         )
+
+    @property
+    def _hint(self) -> str:
+        return f"move it away or choose another targets.{self.target_name}.root"
+
+    def _check_own_dirs(self) -> None:
+        for name in OWN_DIRS:  # all of them before anything is stopped or deleted
+            check_owned(self.root / name, hint=self._hint)
 
     def queue_depth(self, queues: Sequence[str]) -> Callable[[], tuple[int, int]] | None:
         """(waiting, in flight) summed over the queues, when the broker is the sandbox's SQS."""

@@ -1,8 +1,9 @@
 """The sandbox run's git work tree: the app as a developer has it, so versions come from git.
 
-Contract: `WorkRepo.create(fleet, work_dir)` copies the fleet file and the app source (without
-__pycache__ and *.pyc) into `work_dir` at the same relative place, runs `git init` there and commits
-it; `change_release_note(text)` rewrites the app's `RELEASE_NOTE = "..."` line (the sample app's
+Contract: `WorkRepo.create(fleet, work_dir)` empties `work_dir` (only when deploytool made it:
+its marker file, deploytool.owned; the marker is committed with the rest), copies the fleet file and
+the app source (without __pycache__ and *.pyc) into it at the same relative place, runs `git init`
+there and commits it; `change_release_note(text)` rewrites the app's `RELEASE_NOTE = "..."` line (the sample app's
 visible change) and commits it. `fleet()` loads the fleet file from the work tree, so a bundle built
 from it takes its source from the work tree and its version (YYYY.MM.DD-<sha>) from its git HEAD.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploytool.config import Fleet, load_fleet
+from deploytool.owned import fresh_owned
 from deploytool.sandbox.errors import SandboxError
 
 _NOTE = re.compile(r'^RELEASE_NOTE\s*=\s*(["\']).*?\1\s*$', re.MULTILINE)
@@ -39,8 +41,7 @@ class WorkRepo:
                 f"app.source {fleet.app.source!r} is outside the fleet file's directory; the sandbox run copies "
                 "both into one git work tree"
             ) from None
-        shutil.rmtree(work_dir, ignore_errors=True)
-        work_dir.mkdir(parents=True)
+        fresh_owned(work_dir, "the sandbox run's git work tree")
         shutil.copy2(fleet.path, work_dir / fleet.path.name)
         shutil.copytree(fleet.source_dir, work_dir / relative, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         repo = cls(work_dir, work_dir / fleet.path.name, work_dir / relative)
