@@ -104,12 +104,6 @@ def make_console(*, ci: bool = False, stderr: bool = False) -> Console:
     return Console(stderr=stderr)
 
 
-def split_csv(value: str | None) -> list[str] | None:
-    if not value:
-        return None
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
 # --- invoke's parse errors: one line, exit 2 ------------------------------------------------------
 
 _NO_IDEA = re.compile(r"^No idea what (.+) is!$")
