@@ -1,13 +1,13 @@
 """deploytool's fab tasks: each wires stages together; the work is in deploytool/.
 
 Run `fab --list` for the tasks and `fab <task> --help` for their options. Every task takes
---fleet (default deploy.toml) and --debug (show the traceback of an error).
+--fleet (default deploy.toml) and --debug (show the traceback of an error). Every task checks all its
+options (deploytool.options) before it builds, starts or attaches to anything: bad input is one line, exit 2.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from deploytool import options
 from deploytool.aws.session import AwsSession
 from deploytool.bundle import build_release
 from deploytool.cli import cli_task, fleet_from, make_console
@@ -42,10 +42,12 @@ _BUILD_HELP = {
 }
 
 
-def _built(fleet, version, allow_dirty, out):
-    loaded = fleet_from(fleet)
-    result = build_release(loaded, version=version, allow_dirty=allow_dirty, out_dir=Path(out) if out else None)
-    return loaded, result
+def _build_options(fleet, version, out):
+    return fleet_from(fleet), options.version("--version", version), options.out_dir(out)
+
+
+def _built(loaded, version, allow_dirty, out_dir):
+    return build_release(loaded, version=version, allow_dirty=allow_dirty, out_dir=out_dir)
 
 
 def _show(console, rows):
@@ -57,7 +59,8 @@ def _show(console, rows):
 @cli_task(help=_BUILD_HELP)
 def build(c, fleet=None, version=None, allow_dirty=False, out=None, debug=False):
     """Build the release bundle (.tgz) and print its path, size, file count and sha256."""
-    _, result = _built(fleet, version, allow_dirty, out)
+    loaded, version, out_dir = _build_options(fleet, version, out)
+    result = _built(loaded, version, allow_dirty, out_dir)
     _show(make_console(), [
         ("bundle", str(result.path)),
         ("size", f"{result.size} bytes ({result.size / 1024:.1f} KiB)" if result.size < 1048576
@@ -72,14 +75,15 @@ def build(c, fleet=None, version=None, allow_dirty=False, out=None, debug=False)
                 "endpoint_url": "S3-compatible endpoint (a moto server, MinIO...) instead of AWS"})
 def publish(c, fleet=None, target=None, version=None, allow_dirty=False, out=None, endpoint_url=None, debug=False):
     """Build the bundle, upload it to S3 once (content-addressed) and write the release manifest."""
-    loaded = fleet_from(fleet)
-    name, chosen = loaded.target(target)
-    if isinstance(chosen, LocalTarget) and not endpoint_url:
+    loaded, version, out_dir = _build_options(fleet, version, out)
+    name = options.target(loaded, target)
+    endpoint_url = options.url("--endpoint-url", endpoint_url)
+    if isinstance(loaded.targets[name], LocalTarget) and not endpoint_url:
         raise UsageError(
             f"target {name!r} is the local sandbox: its S3 is the sandbox's moto server, which `fab sandbox` "
             "starts; pass --endpoint-url to publish to another S3-compatible endpoint"
         )
-    _, bundle = _built(fleet, version, allow_dirty, out)
+    bundle = _built(loaded, version, allow_dirty, out_dir)
     session = AwsSession(region=loaded.aws.region, profile=loaded.aws.profile, endpoint_url=endpoint_url)
     result = publish_bundle(bundle, loaded, session, target=name, created_by=creator())
     _show(make_console(), [
@@ -94,6 +98,15 @@ def publish(c, fleet=None, target=None, version=None, allow_dirty=False, out=Non
 
 # --- reconcile -----------------------------------------------------------------------------------
 
+MAX_DAYS = 366
+ENGINES = ("athena", "duckdb")
+
+
+def _athena_names(database, workgroup):
+    return (options.pattern("--database", database, r"[a-z0-9_]{1,255}", "1-255 lowercase letters, digits and _"),
+            options.pattern("--workgroup", workgroup, r"[A-Za-z0-9._-]{1,128}", "1-128 letters, digits, '.', '_', '-'"))
+
+
 
 @cli_task(
     help={
@@ -104,7 +117,7 @@ def publish(c, fleet=None, target=None, version=None, allow_dirty=False, out=Non
         "fix": "redeploy the expected revision to drifted instances, then check again",
         "ci": "plain output for CI logs",
         "engine": "athena or duckdb (default: duckdb for a local target, athena for codedeploy)",
-        "days": "dt partitions to read, ending on the snapshot's day (default 1)",
+        "days": f"dt partitions to read, ending on the snapshot's day (default 1, at most {MAX_DAYS})",
         "release": "check against this release id instead of each group's last good release",
         "no_snapshot": "query the inventory already in S3 instead of taking a snapshot first",
         "database": "Athena database holding the inventory and releases tables (default deploytool)",
@@ -113,15 +126,17 @@ def publish(c, fleet=None, target=None, version=None, allow_dirty=False, out=Non
     }
 )
 def reconcile(c, fleet=None, target=None, groups=None, json=False, fix=False, ci=False, engine=None, days=1,
-              release="", no_snapshot=False, database=None, workgroup=None, debug=False):
+              release=None, no_snapshot=False, database=None, workgroup=None, debug=False):
     """Check every instance runs its group's expected version (exit 3 on drift)."""
-    from deploytool.cli import split_csv
     from deploytool.reconcile.command import run_reconcile, services_for, settings_for
 
     loaded = fleet_from(fleet)
+    database, workgroup = _athena_names(database, workgroup)
     settings = settings_for(
-        loaded, target, engine=engine, days=int(days), release=release, snapshot=not no_snapshot,
-        groups=split_csv(groups), database=database, workgroup=workgroup,
+        loaded, options.target(loaded, target), engine=options.choice("--engine", engine, ENGINES),
+        days=options.integer("--days", days, low=1, high=MAX_DAYS),
+        release=options.release_id("--release", release) or "",
+        snapshot=not no_snapshot, groups=options.group_names(loaded, groups), database=database, workgroup=workgroup,
     )
     runner, backend, services = None, None, None
     if fix:
@@ -146,6 +161,7 @@ def athena_ddl(c, fleet=None, apply=False, database=None, workgroup=None, debug=
     from deploytool.reconcile.command import athena_setup
 
     loaded = fleet_from(fleet)
+    database, workgroup = _athena_names(database, workgroup)
     athena_setup(loaded, make_console(), apply=apply, database=database, workgroup=workgroup)
 
 
@@ -173,17 +189,31 @@ _ROLLOUT_HELP = {
 }
 
 
-def _rollout(fleet, target, groups, max_parallel, on_failure, ci):
-    from deploytool.cli import split_csv
-    from deploytool.rollout.commands import Output, services_for
-    from deploytool.rollout.plan import RolloutOptions
+def _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out):
+    """The options every rollout task shares, checked; the services come after every check (`_services`)."""
+    from deploytool.rollout.commands import Output
+    from deploytool.rollout.plan import ON_FAILURE, RolloutOptions
 
     loaded = fleet_from(fleet)
-    name, _ = loaded.target(target)
-    chosen = loaded.select_groups(split_csv(groups))
-    options = RolloutOptions(max_parallel=int(max_parallel), on_failure=on_failure)
-    console = make_console(ci=ci)
-    return loaded, name, chosen, options, services_for(loaded, name, console=console, ci=ci), Output
+    name = options.target(loaded, target)
+    chosen = loaded.select_groups(options.group_names(loaded, groups))
+    # RolloutOptions checks --max-parallel's range (invoke made it an int, or refused it: deploytool.cli)
+    run = RolloutOptions(max_parallel=int(max_parallel),
+                         on_failure=options.choice("--on-failure", on_failure, ON_FAILURE))
+    return loaded, name, chosen, run, Output(ci=ci, json_out=options.json_out(json_out))
+
+
+def _services(loaded, name, ci):
+    from deploytool.rollout.commands import services_for
+
+    return services_for(loaded, name, console=make_console(ci=ci), ci=ci)
+
+
+def _without_sandbox(loaded, name, dry_run):
+    """A dry run on a local target whose sandbox is not running plans from the fleet file alone."""
+    from deploytool.deploy_flow import sandbox_running
+
+    return dry_run and isinstance(loaded.targets[name], LocalTarget) and not sandbox_running(loaded, name)
 
 
 @cli_task(help={"fleet": _ROLLOUT_HELP["fleet"], "target": _ROLLOUT_HELP["target"],
@@ -195,7 +225,7 @@ def setup(c, fleet=None, target=None, dry_run=False, debug=False):
     from deploytool.rollout import commands
 
     loaded = fleet_from(fleet)
-    name, _ = loaded.target(target)
+    name = options.target(loaded, target)
     commands.codedeploy_target(loaded, name)  # a sandbox target is refused before any AWS set-up
     gateway = CodeDeployGateway(AwsSession(region=loaded.aws.region, profile=loaded.aws.profile))
     commands.setup(loaded, name, gateway, make_console(), dry_run=dry_run)
@@ -210,10 +240,16 @@ def deploy(c, fleet=None, target=None, groups=None, version=None, allow_dirty=Fa
            on_failure="stop-wave", ci=False, json_out=None, dry_run=False, no_reconcile=False, reconcile_engine=None,
            debug=False):
     """Build, publish, roll out wave by wave (tagging instances), then reconcile: exit 1 failed, 3 drift."""
-    from deploytool.deploy_flow import deploy_and_reconcile
+    from deploytool.deploy_flow import deploy_and_reconcile, plan_without_sandbox, reconcile_settings
 
-    loaded, name, chosen, options, services, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci)
-    deploy_and_reconcile(loaded, name, chosen, options, services, output(ci=ci, json_out=json_out), version=version,
+    loaded, name, chosen, run, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out)
+    version = options.version("--version", version)
+    reconcile_settings(loaded, name, chosen, engine=reconcile_engine, reconcile=not no_reconcile, dry_run=dry_run)
+    if _without_sandbox(loaded, name, dry_run):
+        plan_without_sandbox(loaded, name, chosen, run, make_console(ci=ci), mode="deploy", version=version,
+                             allow_dirty=allow_dirty)
+        return
+    deploy_and_reconcile(loaded, name, chosen, run, _services(loaded, name, ci), output, version=version,
                          allow_dirty=allow_dirty, dry_run=dry_run, reconcile=not no_reconcile,
                          engine=reconcile_engine)
 
@@ -225,10 +261,11 @@ def rollback(c, fleet=None, target=None, groups=None, to=None, max_parallel=0, o
     from deploytool.deploy_flow import tag_summary, with_tagging
     from deploytool.rollout import commands
 
-    loaded, name, chosen, options, services, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci)
+    loaded, name, chosen, run, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out)
+    to = options.version("--to", to)
+    services = _services(loaded, name, ci)  # even a dry run reads the release history: on the sandbox, or AWS
     tagged, tagger = with_tagging(services)  # the instances it reaches are tagged with the version rolled back to
-    result = commands.rollback(loaded, name, chosen, options, tagged, output(ci=ci, json_out=json_out),
-                               to_version=to, dry_run=dry_run)
+    result = commands.rollback(loaded, name, chosen, run, tagged, output, to_version=to, dry_run=dry_run)
     tag_summary(services, tagger)
     commands.verdict(result)
 
@@ -237,11 +274,14 @@ def rollback(c, fleet=None, target=None, groups=None, to=None, max_parallel=0, o
 def restart(c, fleet=None, target=None, groups=None, max_parallel=0, on_failure="stop-wave", ci=False,
             json_out=None, dry_run=False, debug=False):
     """Rolling restart of the workers with each group's strategy (no new version)."""
+    from deploytool.deploy_flow import plan_without_sandbox
     from deploytool.rollout import commands
 
-    loaded, name, chosen, options, services, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci)
-    result = commands.restart(loaded, name, chosen, options, services, output(ci=ci, json_out=json_out),
-                              dry_run=dry_run)
+    loaded, name, chosen, run, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out)
+    if _without_sandbox(loaded, name, dry_run):
+        plan_without_sandbox(loaded, name, chosen, run, make_console(ci=ci), mode="restart")
+        return
+    result = commands.restart(loaded, name, chosen, run, _services(loaded, name, ci), output, dry_run=dry_run)
     commands.verdict(result)
 
 
@@ -252,8 +292,9 @@ def status(c, release=None, fleet=None, target=None, ci=False, debug=False):
     from deploytool.rollout import commands
 
     loaded = fleet_from(fleet)
-    name, _ = loaded.target(target)
-    commands.status(loaded, name, commands.services_for(loaded, name, console=make_console(ci=ci), ci=ci), release)
+    name = options.target(loaded, target)
+    release = options.release_id("--release", release)
+    commands.status(loaded, name, _services(loaded, name, ci), release)
 
 
 # --- sandbox -------------------------------------------------------------------------------------
@@ -268,11 +309,12 @@ _SANDBOX_HELP = {
 @cli_task(help=_SANDBOX_HELP)
 def sandbox_up(c, fleet=None, target=None, debug=False):
     """Start an idle sandbox fleet (moto, ASGs, instance dirs) and leave it running for deploy, reconcile, hooks."""
-    from deploytool.sandbox.session import SandboxSession
+    from deploytool.sandbox.session import SandboxSession, local_target
 
     loaded = fleet_from(fleet)
+    name, _ = local_target(loaded, options.target(loaded, target))
     console = make_console()
-    session = SandboxSession(loaded, target=target, log=console.print)
+    session = SandboxSession(loaded, target=name, log=console.print)
     with session:
         session.detach()
         for group in session.fleet.groups:
@@ -288,7 +330,7 @@ def sandbox_down(c, fleet=None, target=None, debug=False):
     from deploytool.sandbox.session import local_target, sandbox_root, stop_sandbox
 
     loaded = fleet_from(fleet)
-    _, local = local_target(loaded, target)
+    _, local = local_target(loaded, options.target(loaded, target))
     console = make_console()
     stop_sandbox(sandbox_root(loaded, local), loaded.app, log=console.print)
     console.print("sandbox stopped")
@@ -304,24 +346,27 @@ def sandbox_down(c, fleet=None, target=None, debug=False):
         "file_exists_behavior": "DISALLOW (default), OVERWRITE or RETAIN, for Install",
     }
 )
-def hooks(c, event, bundle=None, instance=None, group=None, file_exists_behavior="DISALLOW", fleet=None,
+def hooks(c, event=None, bundle=None, instance=None, group=None, file_exists_behavior="DISALLOW", fleet=None,
           target=None, debug=False):
     """Run lifecycle events of a bundle on a sandbox instance, with the agent's environment, to debug a hook."""
-    from pathlib import Path
-
-    from deploytool.cli import split_csv
-    from deploytool.errors import DeployFailed, UsageError
+    from deploytool.errors import DeployFailed
+    from deploytool.rollout.backend import LIFECYCLE_EVENTS
     from deploytool.sandbox.appspec import FILE_EXISTS_BEHAVIORS
     from deploytool.sandbox.debug import run_events
+    from deploytool.sandbox.session import local_target
 
-    if file_exists_behavior not in FILE_EXISTS_BEHAVIORS:
-        allowed = ", ".join(FILE_EXISTS_BEHAVIORS)
-        raise UsageError(f"--file-exists-behavior {file_exists_behavior!r}; allowed: {allowed}")
+    # --event is an option, not a positional argument: invoke would take an unknown option for its value
+    events = options.names("--event", event, LIFECYCLE_EVENTS, what="lifecycle event")
+    if events is None:
+        raise UsageError(f"fab hooks needs --event: comma-separated lifecycle events of {', '.join(LIFECYCLE_EVENTS)}")
+    options.choice("--file-exists-behavior", file_exists_behavior, FILE_EXISTS_BEHAVIORS)
+    bundle_path = options.existing_file("--bundle", bundle)
     loaded = fleet_from(fleet)
+    name, _ = local_target(loaded, options.target(loaded, target))
     console = make_console()
     chosen, result = run_events(
-        loaded, split_csv(event) or [], target=target, instance_id=instance, group=group,
-        bundle=Path(bundle) if bundle else None, file_exists_behavior=file_exists_behavior,
+        loaded, events, target=name, instance_id=options.text("--instance", instance),
+        group=options.group_name(loaded, group), bundle=bundle_path, file_exists_behavior=file_exists_behavior,
     )
     logs = chosen.logs_dir(result.deployment_id)
     for outcome in result.events:
@@ -343,20 +388,17 @@ def hooks(c, event, bundle=None, instance=None, group=None, file_exists_behavior
 )
 def sandbox(c, fleet=None, target=None, groups=None, ci=False, debug=False):
     """Run the whole release on this machine: moto, real Celery workers, v1 then v2 under load, then a report."""
-    from deploytool.cli import split_csv
     from deploytool.errors import DeployFailed
     from deploytool.sandbox.run import SandboxRunOptions, log_locations, report, run_sandbox
     from deploytool.sandbox.session import local_target, sandbox_root
 
     loaded = fleet_from(fleet)
-    _, local = local_target(loaded, target)
+    name, local = local_target(loaded, options.target(loaded, target))
+    chosen = options.group_names(loaded, groups)
     console = make_console(ci=ci)
-    chosen = split_csv(groups)
-    options = SandboxRunOptions(
-        target=target, groups=tuple(chosen) if chosen else None, live=console.is_terminal and not ci
-    )
+    run = SandboxRunOptions(target=name, groups=tuple(chosen) if chosen else None, live=console.is_terminal and not ci)
     try:
-        result = run_sandbox(loaded, console=console, options=options)
+        result = run_sandbox(loaded, console=console, options=run)
     finally:
         for line in log_locations(sandbox_root(loaded, local), loaded.app):
             console.print(line, highlight=False, markup=False)

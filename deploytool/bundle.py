@@ -188,7 +188,11 @@ def build_bundle(
     appspec = next(item for item in rendered if item.arcname == APPSPEC)
     hooks = set(check_appspec(appspec.data, present))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BundleError(f"cannot create the output directory {out_dir} ({exc.strerror or exc}); allowed: a "
+                          "writable directory, or a path to create one") from None
     final = out_dir / bundle_name(fleet.app.name, source.version)
     temp = out_dir / f".{final.name}.{os.getpid()}.tmp"
     try:

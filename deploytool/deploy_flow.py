@@ -18,27 +18,39 @@ Contract: `deploy_and_reconcile(fleet, target, groups, options, services, output
    - 0: the rollout succeeded on every instance and the reconcile is clean (or was not asked for).
    The reconcile covers the deployed groups, on the same AWS session as the rollout (the sandbox's moto
    server for a local target), with the target's engine or `engine`. Its settings are checked before
-   anything is built, so a bad --reconcile-engine is exit 2 at once.
+   anything is built, so a bad --reconcile-engine is exit 2 at once (`reconcile_settings`: the fab task
+   calls it before it builds the services, so the check also comes before "no sandbox is running").
+
+A dry run on a local target whose sandbox is not running needs no services (`plan_without_sandbox`):
+the plan comes from the fleet file alone (waves, groups, strategies; for a deploy, the bundle is built
+to name the version). What only the sandbox's release record could tell, whether this version would
+resume an earlier release, is said to be unknown rather than guessed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import get_args
 
+from rich.console import Console
+
 from deploytool.aws.ec2 import Ec2Gateway
+from deploytool.bundle import build_release
 from deploytool.config import Fleet, Group
 from deploytool.errors import UsageError
 from deploytool.reconcile import command as reconcile_command
-from deploytool.reconcile.pipeline import EngineName, ReconcileServices
+from deploytool.reconcile.pipeline import EngineName, ReconcileServices, ReconcileSettings
 from deploytool.reconcile.report import ReconcileReport
 from deploytool.reconcile.tagger import DeploymentTagger, TagStore
 from deploytool.render import Templates
 from deploytool.rollout import commands
+from deploytool.rollout.backend import Revision
 from deploytool.rollout.commands import Output, Services
-from deploytool.rollout.plan import RolloutOptions
+from deploytool.rollout.plan import Mode, RolloutOptions, rollout_plan
+from deploytool.rollout.record import release_id_for
 from deploytool.rollout.result import RolloutResult
 
 
@@ -73,6 +85,51 @@ def tag_summary(services: Services, tagger: DeploymentTagger) -> None:
                        "old tags")
 
 
+def reconcile_settings(
+    fleet: Fleet, target_name: str, groups: Sequence[Group], *, engine: str | None, reconcile: bool = True,
+    dry_run: bool = False, mirror: str | None = None,
+) -> ReconcileSettings | None:
+    """The final reconcile's settings (None when there is none); UsageError (exit 2) for a bad engine."""
+    if engine is not None and engine not in get_args(EngineName):
+        raise UsageError(f"--reconcile-engine {engine!r}: allowed: {', '.join(get_args(EngineName))}")
+    if not reconcile or dry_run:
+        return None
+    return reconcile_command.settings_for(fleet, target_name, engine=engine, mirror=mirror,
+                                          groups=[g.name for g in groups])
+
+
+def sandbox_running(fleet: Fleet, target_name: str) -> bool:
+    """Whether `fab sandbox-up` left a sandbox running for this local target (what attach requires)."""
+    from deploytool.sandbox.motoserver import recorded
+    from deploytool.sandbox.session import local_target, read_sandbox_info, sandbox_root
+
+    _, local = local_target(fleet, target_name)
+    root = sandbox_root(fleet, local)
+    return read_sandbox_info(root) is not None and recorded(root / "run" / "moto.pid") is not None
+
+
+def plan_without_sandbox(
+    fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, console: Console, *,
+    mode: Mode, version: str | None = None, allow_dirty: bool = False, out_dir: Path | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> list[str]:
+    """--dry-run of `fab deploy` or `fab restart` on a local target with no sandbox running: print the plan."""
+    if mode == "restart":
+        plan = commands.restart_plan(target_name, groups, options, now())
+    else:
+        bundle = build_release(fleet, version=version, allow_dirty=allow_dirty, out_dir=out_dir)
+        revision = Revision(fleet.artifacts.bucket, "(not published: dry run)", "", bundle.version, bundle.sha256)
+        plan = rollout_plan(release_id=release_id_for(bundle.version, now()), version=bundle.version,
+                            target=target_name, groups=groups, revision=revision, options=options)
+    what = "new" if mode == "restart" else "new or resumed: not known while no sandbox runs"
+    lines = commands.plan_lines(plan, {}, what)
+    lines.append(f"(no sandbox is running for target {target_name!r}: nothing was checked against it; "
+                 "`fab sandbox-up` starts one)")
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
+    return lines
+
+
 def deploy_and_reconcile(
     fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, services: Services,
     output: Output, *, version: str | None, allow_dirty: bool, dry_run: bool = False, reconcile: bool = True,
@@ -81,12 +138,8 @@ def deploy_and_reconcile(
     env: Mapping[str, str] | None = None,
 ) -> Deployed:
     """Roll out, tag, and reconcile; raises DeployFailed (exit 1) or DriftFound (exit 3), see the module doc."""
-    settings = None
-    if engine is not None and engine not in get_args(EngineName):
-        raise UsageError(f"--reconcile-engine {engine!r}: allowed: {', '.join(get_args(EngineName))}")
-    if reconcile and not dry_run:
-        settings = reconcile_command.settings_for(fleet, target_name, engine=engine, mirror=mirror,
-                                                  groups=[g.name for g in groups])
+    settings = reconcile_settings(fleet, target_name, groups, engine=engine, reconcile=reconcile, dry_run=dry_run,
+                                  mirror=mirror)
     tagged, tagger = with_tagging(services, tag_writer)
     result = commands.deploy(fleet, target_name, groups, options, tagged, output, version=version,
                              allow_dirty=allow_dirty, dry_run=dry_run, templates=templates, out_dir=out_dir)

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 
-from tests.fleet_fixtures import FIXTURE_SCRIPTS
-from tests.gitrepo import git, init_repo
+from tests.fab_repo import copy_repo, fab
+from tests.gitrepo import git
 from tests.moto_server import moto_endpoint
-
-ROOT = Path(__file__).resolve().parent.parent
-FAB = str(Path(sys.executable).with_name("fab"))
 
 pytestmark = pytest.mark.slow
 
@@ -28,24 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This repository's files (as git sees them) in a fresh git repo with one commit."""
-    copy = tmp_path_factory.mktemp("repo")
-    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = ROOT / name
-        if source.is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, copy / name)
-    if not (copy / "scripts" / "application_stop.sh.j2").exists():  # before the real hooks land
-        shutil.copytree(FIXTURE_SCRIPTS, copy / "scripts", dirs_exist_ok=True)
-    init_repo(copy)
-    return copy
-
-
-def fab(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYTOOL_", "AWS_"))}
-    environ.update({"COLUMNS": "200", **(env or {})})
-    return subprocess.run([FAB, *args], cwd=repo, capture_output=True, text=True, env=environ, timeout=120)
+    return copy_repo(tmp_path_factory.mktemp("repo"))
 
 
 def fields(stdout: str) -> dict[str, str]:
@@ -111,13 +87,13 @@ def test_a_dirty_tree_is_refused_unless_allowed(dirty: Path) -> None:
         (["check", "--fleet", "broken.toml"],
          "error: broken.toml: malformed TOML: Expected '=' after a key in a key/value pair (at line 1, column 5)"),
         (["build", "--version", "1.0 beta"],
-         "error: version '1.0 beta' is not allowed: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+         "error: --version '1.0 beta' is not allowed: use 1-64 letters, digits, '.', '_' or '-', starting with a "
          "letter or digit (it becomes part of S3 keys and EC2 tags)"),
         (["publish", "--target", "sandbox"],
          "error: target 'sandbox' is the local sandbox: its S3 is the sandbox's moto server, which `fab sandbox` "
          "starts; pass --endpoint-url to publish to another S3-compatible endpoint"),
-        (["publish", "--target", "staging"], "error: REPO/deploy.toml: no target named 'staging'; targets are: "
-         "sandbox, production"),
+        (["publish", "--target", "staging"], "error: --target 'staging': no such target in REPO/deploy.toml; "
+         "allowed: sandbox, production"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, repo: Path, args: list[str], message: str | None) -> None:

@@ -39,7 +39,7 @@ from deploytool.rollout.progress import LiveTable, PlainLines, what_release_does
 from deploytool.rollout.record import RecordWriter, ReleaseManifest, ReleaseStore, release_id_for
 from deploytool.rollout.release import Prepared, prepare_deploy, prepare_rollback
 from deploytool.rollout.result import RolloutResult
-from deploytool.rollout.resume import resolve
+from deploytool.rollout.resume import Resolution, resolve
 from deploytool.rollout.setup import apply_setup, describe, plan_setup
 from deploytool.rollout.summary import ResultWriters, check_json_out
 
@@ -149,7 +149,15 @@ def run_plan(plan: RolloutPlan, services: Services, output: Output) -> RolloutRe
 def show_plan(plan: RolloutPlan, services: Services, *, resumed: bool) -> list[str]:
     """--dry-run: the waves, what each group would do, nothing started."""
     found = resolve(services.backend, plan) if plan.prior else {}
-    what = "resume" if resumed else "new"
+    lines = plan_lines(plan, found, "resume" if resumed else "new")
+    for line in lines:
+        services.console.print(line, markup=False, highlight=False)
+    return lines
+
+
+def plan_lines(plan: RolloutPlan, found: Mapping[str, Resolution], what: str) -> list[str]:
+    """The plan as --dry-run prints it; `found` is what each group's prior deployment turned out to be, `what`
+    says whether the release is new, resumed, or not known to be either."""
     lines = [f"release {plan.release_id} ({what}): {what_release_does(plan.mode, plan.version, plan.target)}, "
              f"{len(plan.groups)} groups, max-parallel {plan.options.max_parallel or 'unlimited'}, "
              f"on failure {plan.options.on_failure}"]
@@ -161,8 +169,6 @@ def show_plan(plan: RolloutPlan, services: Services, *, resumed: bool) -> list[s
                 r = found[group.name]
                 action = f"follow {r.deployment_id}" if r.action == "attach" else f"skip: {r.deployment_id} succeeded"
             lines.append(f"  {group.name}: {group.strategy.label} ({group.strategy.deployment_config_name}): {action}")
-    for line in lines:
-        services.console.print(line, markup=False, highlight=False)
     return lines
 
 
@@ -228,12 +234,16 @@ def restart(fleet: Fleet, target_name: str, groups: Sequence[Group], options: Ro
     if output.json_out:
         check_json_out(Path(output.json_out))
     check_group_sizes(fleet, target_name, groups, services)
-    plan = rollout_plan(release_id=release_id_for("restart", services.now()), version="restart", target=target_name,
-                        groups=groups, revision=None, options=options, mode="restart")
+    plan = restart_plan(target_name, groups, options, services.now())
     if dry_run:
         show_plan(plan, services, resumed=False)
         return None
     return _run(plan, services, output, None)
+
+
+def restart_plan(target_name: str, groups: Sequence[Group], options: RolloutOptions, now: datetime) -> RolloutPlan:
+    return rollout_plan(release_id=release_id_for("restart", now), version="restart", target=target_name,
+                        groups=groups, revision=None, options=options, mode="restart")
 
 
 def status(fleet: Fleet, target_name: str, services: Services, release_id: str | None) -> Table:

@@ -22,12 +22,21 @@ ICON = {"succeeded": "✅", "already-deployed": "✅", "failed": "❌", "stopped
 
 
 def check_json_out(path: Path) -> None:
-    """Fail before deploying when the result could not be written afterwards."""
+    """Fail before deploying when the result could not be written afterwards: the directory must exist and
+    take a file (tried, as write_json does: a temp file made and removed), the path must not be a directory."""
     parent = Path(path).parent
     if not parent.is_dir():
-        raise UsageError(f"--json-out {path}: directory {parent} does not exist")
+        raise UsageError(f"--json-out {path}: directory {parent} does not exist; allowed: a file in an existing, "
+                         "writable directory")
     if Path(path).is_dir():
-        raise UsageError(f"--json-out {path}: is a directory; give a file name")
+        raise UsageError(f"--json-out {path}: is a directory; allowed: a file name")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", dir=parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UsageError(f"--json-out {path}: cannot write in {parent} ({exc.strerror or exc}); allowed: a file in "
+                         "an existing, writable directory") from None
 
 
 def write_json(path: Path, result: RolloutResult) -> None:
