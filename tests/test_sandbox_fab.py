@@ -30,6 +30,7 @@ def fab(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_sandbox_up_hooks_and_down(tmp_path: Path) -> None:
     shutil.copy(ROOT / "deploy.toml", tmp_path / "deploy.toml")
+    (tmp_path / "sample_app").symlink_to(ROOT / "sample_app")  # app.source must exist beside the fleet file
     fleet = str(tmp_path / "deploy.toml")
     up = fab("sandbox-up", "--fleet", fleet)
     moto = recorded(tmp_path / ".sandbox/run/moto.pid")
