@@ -500,27 +500,3 @@ def delete_broker_queues(broker_url: str, queues: Sequence[str]) -> None:
             for queue in queues:
                 channel.queue_delete(queue)
                 channel.exchange_delete(queue)
-
-
-def _load_script(name: str) -> Any:
-    """scripts/<name>.py as a module (they ship as scripts; tests call their functions directly)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_hooks_module() -> Any:
-    return _load_script("celery_hooks")
-
-
-def load_worker_module() -> Any:
-    """scripts/celery_worker.py, which imports celery_hooks as its neighbour does on an instance."""
-    load_hooks_module()
-    return _load_script("celery_worker")
