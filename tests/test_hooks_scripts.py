@@ -213,7 +213,7 @@ def test_bundle_fleet_json_holds_the_groups_worker_settings(bundle: Path) -> Non
 
 
 def test_drain_with_no_worker_running_succeeds(bundle: Path, instance: Instance) -> None:
-    run = instance.run_hook(bundle, "ApplicationStop", "application_stop.sh", 30, "d-NOWORKER1")
+    run = instance.run_hook(bundle, "ApplicationStop", 30, "d-NOWORKER1")
     assert run.returncode == 0, run.output
     assert "no worker running (no pidfile at" in run.output
 
@@ -223,7 +223,7 @@ def test_drain_with_a_stale_pidfile_succeeds(bundle: Path, instance: Instance) -
     gone.wait()
     instance.pidfile.parent.mkdir(parents=True)
     instance.pidfile.write_text(f"{gone.pid}\n")
-    run = instance.run_hook(bundle, "ApplicationStop", "application_stop.sh", 30, "d-STALEPID1")
+    run = instance.run_hook(bundle, "ApplicationStop", 30, "d-STALEPID1")
     assert run.returncode == 0, run.output
     assert f"pid {gone.pid} from" in run.output and "stale pidfile" in run.output
 
@@ -231,27 +231,27 @@ def test_drain_with_a_stale_pidfile_succeeds(bundle: Path, instance: Instance) -
 def test_drain_leaves_a_reused_pid_alone(bundle: Path, instance: Instance) -> None:
     instance.pidfile.parent.mkdir(parents=True)
     instance.pidfile.write_text(f"{os.getpid()}\n")
-    run = instance.run_hook(bundle, "ApplicationStop", "application_stop.sh", 30, "d-REUSEDPID")
+    run = instance.run_hook(bundle, "ApplicationStop", 30, "d-REUSEDPID")
     assert run.returncode == 0, run.output
     assert "is not a worker of" in run.output
 
 
 def test_unknown_deployment_group_fails_with_one_clear_line(bundle: Path, instance: Instance) -> None:
     instance.group = "nope"
-    run = instance.run_hook(bundle, "ApplicationStop", "application_stop.sh", 30, "d-BADGROUP1")
+    run = instance.run_hook(bundle, "ApplicationStop", 30, "d-BADGROUP1")
     assert run.returncode == 2
     assert "no group named 'nope' (DEPLOYMENT_GROUP_NAME); allowed: email, video" in run.output
     assert "Traceback" not in run.output
 
 
 def test_validate_without_a_worker_says_it_is_not_running(bundle: Path, instance: Instance) -> None:
-    run = instance.run_hook(bundle, "ValidateService", "validate_service.sh", 30, "d-NOTRUNNIN")
+    run = instance.run_hook(bundle, "ValidateService", 30, "d-NOTRUNNIN")
     assert run.returncode == 1
     assert "worker is not running: no pidfile at" in run.output
 
 
 def test_start_before_install_names_the_missing_release(bundle: Path, instance: Instance) -> None:
-    run = instance.run_hook(bundle, "ApplicationStart", "application_start.sh", 30, "d-NOINSTALL")
+    run = instance.run_hook(bundle, "ApplicationStart", 30, "d-NOINSTALL")
     assert run.returncode == 1
     assert "releases/v1: the new release is not installed" in run.output
 
@@ -259,7 +259,7 @@ def test_start_before_install_names_the_missing_release(bundle: Path, instance: 
 def test_start_without_env_file_says_what_it_needs(bundle: Path, instance: Instance) -> None:
     instance.env_file.unlink()
     instance.install(bundle)
-    run = instance.run_hook(bundle, "ApplicationStart", "application_start.sh", 30, "d-NOENVFILE")
+    run = instance.run_hook(bundle, "ApplicationStart", 30, "d-NOENVFILE")
     assert run.returncode == 1
     assert "worker.env: environment file not found; it must set CELERY_BROKER_URL" in run.output
 
@@ -270,7 +270,7 @@ def test_a_worker_that_cannot_start_fails_start_with_its_log(tmp_path: Path, rea
     node = Instance(root=tmp_path / "i-9", instance_id="i-9", group="email", app=app, reaper=reaper)
     node.write_env("redis://127.0.0.1:1/0", None, tmp_path / "ledger")
     node.install(broken)
-    run = node.run_hook(broken, "ApplicationStart", "application_start.sh", 60, "d-BROKEN001")
+    run = node.run_hook(broken, "ApplicationStart", 60, "d-BROKEN001")
     assert run.returncode == 1
     assert "exited during start-up" in run.output
     assert "No module named 'acme_workers.nowhere'" in run.output
