@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".deploytool-installed"
+INSTANCE_CODE = ("scripts/deploytool_instance", "scripts/celery_hooks.py", "scripts/celery_worker.py")
 
 
 def run(*cmd: str | Path) -> int:
@@ -67,6 +68,10 @@ def test(args: list[str]) -> int:
     checks: list[list[str | Path]] = [
         [BIN / "ruff", "check", "."],
         [BIN / "mypy"],
+        # The instance-side code (scripts/): Python 3.9 (vermin; mypy 2 targets 3.10 at the lowest), the fence.
+        [BIN / "vermin", "-t=3.9-", "--no-tips", "--violations", "-q", *INSTANCE_CODE],
+        [BIN / "mypy", "--python-version", "3.10", "--strict", *INSTANCE_CODE],
+        ["env", f"PYTHONPATH={ROOT / 'scripts'}", BIN / "lint-imports"],
     ]
     for check in checks:
         if run(*check) != 0:

@@ -1,11 +1,15 @@
-"""Drive the lifecycle hooks the way the CodeDeploy agent does, on instance directories of this machine.
+"""Deploy rendered bundles to instance directories of this machine through the sandbox's LifecycleRunner.
 
-- `render_bundle` lays out a bundle as CONTRACTS.md section 1 says (app/, deploytool/hooks/ rendered from
-  scripts/ with jinja2 StrictUndefined, deploytool/hooks/systemd/<group>.service, deploytool/fleet.json).
-- `Instance` is one sandbox instance (DEPLOYTOOL_INSTANCE_ROOT): `deploy(bundle)` runs ApplicationStop from
-  the PREVIOUS revision's archive, installs the files into releases/<version>, then ApplicationStart and
-  ValidateService from the new archive, with the agent's environment and its timeout (SIGTERM to the hook's
-  process group).
+- `render_bundle` lays out a bundle directory with the renderer `fab build` uses (app/, appspec.yml,
+  deploytool/hooks/ rendered from scripts/ with the deploytool_instance package, one systemd unit per
+  group, deploytool/fleet.json).
+- `Instance` is one sandbox instance (DEPLOYTOOL_INSTANCE_ROOT) deployed to by
+  deploytool.sandbox.runner.LifecycleRunner, the runner `fab sandbox` uses: `deploy(bundle)` runs every
+  lifecycle event in the agent's order (ApplicationStop from the last installed revision, DownloadBundle of
+  the bundle as a tar, Install by the appspec, ApplicationStart, ValidateService); `stop`, `start`,
+  `validate` and `run_hook` run single events through the same runner. Each event that ran a script is a
+  HookRun: its exit code (from the runner's message; None when the runner stopped it on its timeout) and
+  what the event's log got.
 - `Load` submits sample-app tasks and reads the ledger (ACME_LEDGER) to count completions and duplicates.
 - `ProcessReaper` stops every worker a test's hooks started (by pid / process group), also on failure.
 """
@@ -17,11 +21,13 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -36,7 +42,10 @@ from deploytool import render
 from deploytool.bundle import FLEET_JSON, fleet_json
 from deploytool.config import App, Fleet, Group, parse_fleet
 from deploytool.render import Templates, render_templates
+from deploytool.rollout.backend import LIFECYCLE_EVENTS
+from deploytool.sandbox.instance import Instance as SandboxInstance
 from deploytool.sandbox.motoserver import MotoServer
+from deploytool.sandbox.runner import DEFAULT_TIMING, DeploymentSpec, LifecycleRunner, Timing
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -194,32 +203,57 @@ def moto_sqs_server(tmp: Path | None = None) -> Iterator[tuple[str, dict[str, An
         server.stop()
 
 
-# --- instances and the agent ------------------------------------------------------------------------
+# --- instances, driven by the sandbox's lifecycle runner -------------------------------------------
 
 
 @dataclass
 class HookRun:
+    """One lifecycle event's script as the runner ran it: `output` is what the event's log got this time."""
+
     event: str
-    returncode: int
+    returncode: int | None  # None: the runner stopped the script (timeout), see `message`
     output: str
     seconds: float
     started_at: float = 0.0  # wall clock (time.time()), to line up with the worker's log
+    message: str = ""
 
     def check(self) -> HookRun:
-        assert self.returncode == 0, f"{self.event} failed ({self.returncode}):\n{self.output}"
+        assert self.returncode == 0, f"{self.event} failed ({self.returncode}: {self.message}):\n{self.output}"
         return self
+
+
+class HookTestRunner(LifecycleRunner):
+    """The sandbox's LifecycleRunner; only the hook environment can differ, through its public hook_env:
+    `path_prefix` goes in front of PATH (a stand-in systemctl) and `process_manager="systemd"` leaves out
+    DEPLOYTOOL_PROCESS_MANAGER=direct, so the hooks take the production path."""
+
+    def __init__(self, instance: SandboxInstance, *, path_prefix: str, process_manager: str, timing: Timing) -> None:
+        super().__init__(instance, python=PYTHON, timing=timing)
+        self.path_prefix = path_prefix
+        self.process_manager = process_manager
+
+    def hook_env(self, event: str, spec: DeploymentSpec) -> dict[str, str]:
+        env = super().hook_env(event, spec)
+        env["PATH"] = self.path_prefix + env["PATH"]
+        if self.process_manager != "direct":
+            del env["DEPLOYTOOL_PROCESS_MANAGER"]
+        return env
+
+
+SCRIPT_EVENTS = ("ApplicationStop", "ApplicationStart", "ValidateService")  # the events the bundle has scripts for
+EXIT_CODE = re.compile(r"failed with exit code (-?\d+)$")
 
 
 @dataclass
 class Instance:
-    """One sandbox instance: a directory standing for the root file system of an EC2 instance."""
+    """One sandbox instance: a directory standing for the root file system of an EC2 instance, deployed to by
+    deploytool.sandbox.runner.LifecycleRunner (the agent's events, records, archives and logs)."""
 
     root: Path
     instance_id: str
     group: str
     app: Mapping[str, Any]
     reaper: ProcessReaper
-    previous: Path | None = None
     runs: list[HookRun] = field(default_factory=list)
     process_manager: str = "direct"
     path_prefix: str = ""
@@ -239,6 +273,31 @@ class Instance:
     @property
     def worker_log(self) -> Path:
         return self.install_dir / "log" / "worker.log"
+
+    @property
+    def group_id(self) -> str:
+        return f"dg-{self.group}"
+
+    @property
+    def sandbox(self) -> SandboxInstance:
+        return SandboxInstance(self.group, self.instance_id, self.root)
+
+    def runner(self, timing: Timing = DEFAULT_TIMING) -> HookTestRunner:
+        return HookTestRunner(
+            self.sandbox, path_prefix=self.path_prefix, process_manager=self.process_manager, timing=timing
+        )
+
+    @property
+    def previous(self) -> Path | None:
+        """The archive of the revision last installed here (the agent's last-successful-install record)."""
+        root = self.runner().last_installed(self.group_id)
+        return root / "deployment-archive" if root is not None else None
+
+    @previous.setter
+    def previous(self, archive: Path) -> None:
+        record = self.sandbox.instructions_dir / f"{self.group_id}_last_successful_install"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(self.sandbox.shown(archive.parent) + "\n")
 
     def worker_pid(self) -> int | None:
         """The pid in the pidfile if it is a live worker launched by the hooks (not any reused pid)."""
@@ -265,95 +324,107 @@ class Instance:
         self.env_file.parent.mkdir(parents=True, exist_ok=True)
         self.env_file.write_text("# written by tests/hooktools.py\n" + "\n".join(lines) + "\n")
 
-    def hook_env(self, event: str, deployment_id: str, version: str) -> dict[str, str]:
-        return {
-            "PATH": self.path_prefix + os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/root"),
-            "LANG": "C.UTF-8",
-            "LIFECYCLE_EVENT": event,
-            "DEPLOYMENT_ID": deployment_id,
-            "APPLICATION_NAME": str(self.app["name"]),
-            "DEPLOYMENT_GROUP_NAME": self.group,
-            "DEPLOYMENT_GROUP_ID": f"dg-{self.group}",
-            "BUNDLE_VERSION": version,
-            "DEPLOYTOOL_INSTANCE_ROOT": str(self.root),
-            "DEPLOYTOOL_PYTHON": PYTHON,
-            "DEPLOYTOOL_INSTANCE_ID": self.instance_id,
-        } | ({"DEPLOYTOOL_PROCESS_MANAGER": "direct"} if self.process_manager == "direct" else {})
+    def spec(self, deployment_id: str, bundle: Path | None = None) -> DeploymentSpec:
+        return DeploymentSpec(deployment_id, str(self.app["name"]), self.group, self.group_id, bundle_file=bundle)
 
     def archive(self, bundle: Path, deployment_id: str) -> Path:
-        """The agent's copy of the bundle it runs hooks from (deployment-root/<group>/<id>/deployment-archive)."""
-        target = Path(f"{self.root}/opt/codedeploy-agent/deployment-root/dg-{self.group}/{deployment_id}")
-        target = target / "deployment-archive"
-        shutil.copytree(bundle, target, symlinks=True)
+        """A bundle directory placed where the agent unpacks a deployment's bundle, as DownloadBundle would."""
+        target = self.sandbox.deployment_root / self.group_id / deployment_id / "deployment-archive"
+        if target != bundle:
+            shutil.copytree(bundle, target, symlinks=True)
         return target
 
-    def run_hook(self, archive: Path, event: str, script: str, timeout: float, deployment_id: str) -> HookRun:
-        version = json.loads((archive / "deploytool" / "fleet.json").read_text())["version"]
+    def run(
+        self, deployment_id: str, events: Sequence[str], *, bundle: Path | None = None, timing: Timing = DEFAULT_TIMING
+    ) -> list[HookRun]:
+        """Run `events` of one deployment through the lifecycle runner; a HookRun per event that ran scripts."""
+        logs = self.sandbox.logs_dir(deployment_id)
+        offsets = {event: _size(logs / f"{event}.log") for event in events}
         started_at = time.time()
-        started = time.monotonic()
-        process = subprocess.Popen(
-            [str(archive / "deploytool" / "hooks" / script)],
-            cwd=archive,
-            env=self.hook_env(event, deployment_id, version),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.reaper.add_child(process)
-        try:
-            out, _ = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGTERM)  # what the agent does when a script's timeout runs out
-            out, _ = process.communicate(timeout=60)
-        run = HookRun(event, process.returncode, out.decode(errors="replace"), time.monotonic() - started, started_at)
-        self.runs.append(run)
+        result = self.runner(timing).run(self.spec(deployment_id, bundle), events=events)
+        runs: list[HookRun] = []
+        for event in result.events:
+            if event.event not in SCRIPT_EVENTS or event.status == "Skipped":
+                continue
+            output = _read_from(logs / f"{event.event}.log", offsets[event.event])
+            if event.status == "Succeeded":
+                code: int | None = 0
+            else:
+                found = EXIT_CODE.search(event.message)
+                code = int(found.group(1)) if found else None
+            runs.append(HookRun(event.event, code, output, event.duration_s, started_at, event.message))
+        self.runs += runs
         pid = self.worker_pid()
         if pid is not None:
             self.reaper.add_group(pid)
-        return run
+        return runs
+
+    def run_hook(self, bundle: Path, event: str, timeout: float, deployment_id: str) -> HookRun:
+        """One event's scripts from `bundle` (an archive of an earlier deployment, or a bundle directory,
+        then placed as deployment `deployment_id`), within `timeout` seconds."""
+        if bundle.parent.parent.parent == self.sandbox.deployment_root:
+            deployment_id = bundle.parent.name  # the runner finds an archive by its deployment id
+        else:
+            self.archive(bundle, deployment_id)
+        runs = self.run(deployment_id, (event,), timing=Timing(event_limit_s=timeout, kill_grace_s=60.0))
+        assert len(runs) == 1, f"{event}: the runner ran no script"
+        return runs[0]
 
     def stop(self, timeout: float | None = None, deployment_id: str = "d-TESTSTOP0") -> HookRun | None:
-        """ApplicationStop from the last successful revision (none on the first deployment)."""
-        if self.previous is None:
-            return None
-        limit = timeout if timeout is not None else _stop_timeout(self.previous)
-        return self.run_hook(self.previous, "ApplicationStop", "application_stop.sh", limit, deployment_id)
+        """ApplicationStop from the last installed revision (none on the first deployment)."""
+        timing = Timing(event_limit_s=timeout, kill_grace_s=60.0) if timeout is not None else DEFAULT_TIMING
+        runs = self.run(deployment_id, ("ApplicationStop",), timing=timing)
+        return runs[0] if runs else None
 
     def install(self, archive: Path) -> None:
+        """Copy a bundle into releases/<version> without the agent (a half-done deployment for a test)."""
         version = json.loads((archive / "deploytool" / "fleet.json").read_text())["version"]
         destination = self.install_dir / "releases" / version
         shutil.copytree(archive, destination, symlinks=True, dirs_exist_ok=True)
 
     def start(self, archive: Path, deployment_id: str) -> HookRun:
-        return self.run_hook(archive, "ApplicationStart", "application_start.sh", START_TIMEOUT_S, deployment_id)
+        return self.run_hook(archive, "ApplicationStart", START_TIMEOUT_S, deployment_id)
 
     def validate(self, archive: Path, deployment_id: str) -> HookRun:
-        return self.run_hook(archive, "ValidateService", "validate_service.sh", VALIDATE_TIMEOUT_S, deployment_id)
+        return self.run_hook(archive, "ValidateService", VALIDATE_TIMEOUT_S, deployment_id)
 
     def deploy(self, bundle: Path, stop_timeout: float | None = None) -> list[HookRun]:
-        """One in-place deployment to this instance; stops at the first failing hook like the agent."""
+        """One in-place deployment of a bundle directory through the runner: every lifecycle event in the
+        agent's order, stopping at the first failing one. `stop_timeout` cuts ApplicationStop short (the
+        runner SIGTERMs the hook as the agent does when the script's timeout runs out)."""
         deployment_id = "d-" + uuid.uuid4().hex[:9].upper()
-        archive = self.archive(bundle, deployment_id)
+        tarball = bundle_tar(bundle)
+        events: tuple[str, ...] = LIFECYCLE_EVENTS
         runs: list[HookRun] = []
-        stopped = self.stop(stop_timeout, deployment_id)
-        if stopped is not None:
-            runs.append(stopped)
-            if stopped.returncode != 0:
+        if stop_timeout is not None:
+            runs = self.run(deployment_id, ("ApplicationStop",), timing=Timing(stop_timeout, kill_grace_s=60.0))
+            if any(run.returncode != 0 for run in runs):
                 return runs
-        self.install(archive)
-        for step in (self.start, self.validate):
-            run = step(archive, deployment_id)
-            runs.append(run)
-            if run.returncode != 0:
-                return runs
-        self.previous = archive
-        return runs
+            events = tuple(event for event in LIFECYCLE_EVENTS if event != "ApplicationStop")
+        return runs + self.run(deployment_id, events, bundle=tarball)
 
 
-def _stop_timeout(archive: Path) -> float:
-    fleet = json.loads((archive / "deploytool" / "fleet.json").read_text())
-    return float(min(3600, max(int(g["drain_timeout"]) for g in fleet["groups"].values()) + 60))
+def bundle_tar(bundle: Path) -> Path:
+    """The bundle directory as the tar file the runner's DownloadBundle unpacks (made once, beside it)."""
+    tarball = bundle.with_name(bundle.name + ".tar")
+    if not tarball.exists():
+        with tarfile.open(tarball, "w") as tar:
+            for path in sorted(bundle.iterdir()):
+                tar.add(path, arcname=path.name)
+    return tarball
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def make_instances(
@@ -500,27 +571,3 @@ def delete_broker_queues(broker_url: str, queues: Sequence[str]) -> None:
             for queue in queues:
                 channel.queue_delete(queue)
                 channel.exchange_delete(queue)
-
-
-def _load_script(name: str) -> Any:
-    """scripts/<name>.py as a module (they ship as scripts; tests call their functions directly)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_hooks_module() -> Any:
-    return _load_script("celery_hooks")
-
-
-def load_worker_module() -> Any:
-    """scripts/celery_worker.py, which imports celery_hooks as its neighbour does on an instance."""
-    load_hooks_module()
-    return _load_script("celery_worker")

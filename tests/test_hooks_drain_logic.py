@@ -1,4 +1,4 @@
-"""The drain algorithm of scripts/celery_hooks.py, and the SQS worker's own drain in celery_worker.py,
+"""The drain algorithm of deploytool_instance.drain, and the SQS worker's own drain (brokers/sqs.py),
 on a simulated clock, with fakes at its two seams
 (the worker process and the broker's remote control)."""
 
@@ -9,13 +9,11 @@ from typing import Any
 
 import pytest
 
-from tests.hooktools import load_hooks_module, load_worker_module
-
-hooks = load_hooks_module()
-worker_module = load_worker_module()
+from deploytool_instance import base, drain
+from deploytool_instance.brokers import sqs
 
 
-class FakeClock(hooks.Clock):  # type: ignore[misc,name-defined]
+class FakeClock(base.Clock):  # type: ignore[misc,name-defined]
     def __init__(self) -> None:
         self.t = 1000.0
         self.slept: list[float] = []
@@ -93,8 +91,8 @@ class FakeControl:
 
 
 def run_drain(worker: FakeWorker, control: FakeControl | None, clock: FakeClock, budget: float) -> Any:
-    log = hooks.Log("drain", clock, out=io.StringIO())
-    result = hooks.drain_worker(worker, control, "celery@g.i-1", clock.now() + budget, clock, log)
+    log = base.Log("drain", clock, out=io.StringIO())
+    result = drain.drain_worker(worker, control, "celery@g.i-1", clock.now() + budget, clock, log)
     return result, log.lines
 
 
@@ -107,7 +105,7 @@ def test_waits_until_idle_then_sends_sigterm_and_nothing_else() -> None:
     assert [name for name, _ in worker.signals] == ["SIGTERM"]
     assert worker.signals[0][1] >= control.idle_at  # type: ignore[operator]
     assert result.outcome == "drained"
-    assert 3.0 <= result.seconds <= 3.0 + hooks.INSPECT_POLL_S + 0.2 + 0.1
+    assert 3.0 <= result.seconds <= 3.0 + drain.INSPECT_POLL_S + 0.2 + 0.1
     assert any("waiting: 1 active, 1 reserved" in line for line in lines)
     assert any(" SIGTERM: pid 4242 exited" in line for line in lines)
 
@@ -116,7 +114,7 @@ def test_polls_inspect_at_the_configured_rate() -> None:
     clock = FakeClock()
     control = FakeControl(clock, ["q"], idle_at=clock.now() + 2.0)
     run_drain(FakeWorker(clock), control, clock, budget=30)
-    assert 2.0 / hooks.INSPECT_POLL_S - 1 <= control.polls <= 2.0 / hooks.INSPECT_POLL_S + 2
+    assert 2.0 / drain.INSPECT_POLL_S - 1 <= control.polls <= 2.0 / drain.INSPECT_POLL_S + 2
 
 
 def test_budget_spent_while_busy_sends_sigquit_and_names_the_interrupted_tasks() -> None:
@@ -149,7 +147,7 @@ def test_sqs_worker_that_finishes_in_time_gets_only_sigterm() -> None:
     result, _ = run_drain(worker, None, clock, budget=4)
     assert [name for name, _ in worker.signals] == ["SIGTERM"]
     assert result.outcome == "drained"
-    assert result.seconds == pytest.approx(2.5, abs=hooks.EXIT_POLL_S + 0.01)
+    assert result.seconds == pytest.approx(2.5, abs=drain.EXIT_POLL_S + 0.01)
 
 
 def test_worker_that_survives_sigquit_is_reported_stuck_not_killed() -> None:
@@ -223,7 +221,7 @@ class FakeConsumer:
 
 def settle_with(consumer: FakeConsumer) -> tuple[Any, list[str]]:
     lines: list[str] = []
-    settle = worker_module.SettleOnSigterm(lines.append, "deploytool-canary-g-i-1")
+    settle = sqs.SettleOnSigterm(lines.append, "deploytool-canary-g-i-1")
     settle.celery_handler = lambda signum, frame: lines.append("celery warm shutdown")
     settle.attach(consumer)
     return settle, lines
@@ -273,7 +271,7 @@ def test_a_second_sigterm_or_the_time_cap_ends_the_wait() -> None:
 
 def test_sigterm_before_the_consumer_started_goes_straight_to_celery() -> None:
     lines: list[str] = []
-    settle = worker_module.SettleOnSigterm(lines.append, "c")
+    settle = sqs.SettleOnSigterm(lines.append, "c")
     settle.celery_handler = lambda signum, frame: lines.append("celery warm shutdown")
     settle.on_sigterm(15, None)
     assert lines == ["celery warm shutdown"]

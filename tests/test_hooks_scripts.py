@@ -13,21 +13,21 @@ from typing import Any
 import jinja2
 import pytest
 
+from deploytool_instance import launcher as worker
+from deploytool_instance.base import HookError
+from deploytool_instance.brokers import Broker
+from deploytool_instance.brokers.sqs import canary_queue
+from deploytool_instance.settings import load_settings, read_env_file
 from tests.hooktools import (
     SCRIPTS,
     Instance,
     ProcessReaper,
     app_context,
     group_settings,
-    load_hooks_module,
-    load_worker_module,
     render_bundle,
     render_file,
     template_context,
 )
-
-hooks = load_hooks_module()
-worker = load_worker_module()
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def instance(tmp_path: Path, reaper: ProcessReaper) -> Instance:
 
 
 def test_settings_pick_the_group_named_by_the_deployment_group(bundle: Path) -> None:
-    settings = hooks.load_settings(bundle, {"DEPLOYMENT_GROUP_NAME": "video", "DEPLOYTOOL_INSTANCE_ROOT": "/x"})
+    settings = load_settings(bundle, {"DEPLOYMENT_GROUP_NAME": "video", "DEPLOYTOOL_INSTANCE_ROOT": "/x"})
     assert settings.queues == ["video"]
     assert settings.drain_timeout == 900
     assert settings.release_dir == Path("/x/opt/acme-workers/releases/v1")
@@ -66,16 +66,16 @@ def test_settings_pick_the_group_named_by_the_deployment_group(bundle: Path) -> 
 
 
 def test_unknown_group_is_bad_input_naming_the_allowed_ones(bundle: Path) -> None:
-    with pytest.raises(hooks.HookError) as caught:
-        hooks.load_settings(bundle, {"DEPLOYMENT_GROUP_NAME": "reprots"})
+    with pytest.raises(HookError) as caught:
+        load_settings(bundle, {"DEPLOYMENT_GROUP_NAME": "reprots"})
     assert caught.value.code == 2
     assert "no group named 'reprots'" in str(caught.value)
     assert "allowed: email, video" in str(caught.value)
 
 
 def test_missing_deployment_group_name_is_bad_input(bundle: Path) -> None:
-    with pytest.raises(hooks.HookError, match="DEPLOYMENT_GROUP_NAME is not set"):
-        hooks.load_settings(bundle, {})
+    with pytest.raises(HookError, match="DEPLOYMENT_GROUP_NAME is not set"):
+        load_settings(bundle, {})
 
 
 def test_env_file_reads_like_systemd(tmp_path: Path) -> None:
@@ -83,22 +83,22 @@ def test_env_file_reads_like_systemd(tmp_path: Path) -> None:
     env.write_text(
         '# comment\n\nCELERY_BROKER_URL=redis://h:6379/1\nexport A=\'x y\'\nB="{\\"k\\": 1}"\n; other comment\n'
     )
-    assert hooks.read_env_file(env) == {"CELERY_BROKER_URL": "redis://h:6379/1", "A": "x y", "B": '{\\"k\\": 1}'}
+    assert read_env_file(env) == {"CELERY_BROKER_URL": "redis://h:6379/1", "A": "x y", "B": '{\\"k\\": 1}'}
     env.write_text("CELERY_BROKER_URL=x\nnot a pair\n")
-    with pytest.raises(hooks.HookError, match=r"worker.env:2: expected KEY=VALUE"):
-        hooks.read_env_file(env)
-    with pytest.raises(hooks.HookError, match="environment file not found; it must set CELERY_BROKER_URL"):
-        hooks.read_env_file(tmp_path / "missing.env")
+    with pytest.raises(HookError, match=r"worker.env:2: expected KEY=VALUE"):
+        read_env_file(env)
+    with pytest.raises(HookError, match="environment file not found; it must set CELERY_BROKER_URL"):
+        read_env_file(tmp_path / "missing.env")
 
 
 def test_broker_transport_options_merge_env_json_with_the_visibility_timeout() -> None:
     env = {"CELERY_BROKER_URL": "sqs://", "CELERY_BROKER_TRANSPORT_OPTIONS": '{"region": "eu-west-1"}'}
-    broker = hooks.Broker.from_env(env, 1800, "env")
+    broker = Broker.from_env(env, 1800, "env")
     assert broker.transport_options == {"region": "eu-west-1", "visibility_timeout": 1800}
-    with pytest.raises(hooks.HookError, match="must be a JSON object"):
-        hooks.Broker.from_env({"CELERY_BROKER_URL": "x", "CELERY_BROKER_TRANSPORT_OPTIONS": "[1]"}, None, "env")
-    with pytest.raises(hooks.HookError, match="CELERY_BROKER_URL is not set"):
-        hooks.Broker.from_env({}, None, "env")
+    with pytest.raises(HookError, match="must be a JSON object"):
+        Broker.from_env({"CELERY_BROKER_URL": "x", "CELERY_BROKER_TRANSPORT_OPTIONS": "[1]"}, None, "env")
+    with pytest.raises(HookError, match="CELERY_BROKER_URL is not set"):
+        Broker.from_env({}, None, "env")
 
 
 # --- the worker's configuration -------------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_worker_conf_carries_every_group_setting() -> None:
         task_soft_time_limit=840,
         visibility_timeout=1200,
     )
-    broker = hooks.Broker.from_env({"CELERY_BROKER_URL": "redis://h/1"}, group["visibility_timeout"], "env")
+    broker = Broker.from_env({"CELERY_BROKER_URL": "redis://h/1"}, group["visibility_timeout"], "env")
     conf = worker.worker_conf(group, broker, {"fanout_prefix": True})
     assert conf["task_acks_late"] is True
     assert conf["task_reject_on_worker_lost"] is True
@@ -139,10 +139,10 @@ def test_autoscale_replaces_concurrency() -> None:
 
 
 def test_canary_queue_is_a_valid_sqs_name_per_instance() -> None:
-    assert hooks.canary_queue("celery@video.i-0abc") == "deploytool-canary-video-i-0abc"
-    long = hooks.canary_queue("celery@" + "g" * 100 + ".i-1")
+    assert canary_queue("celery@video.i-0abc") == "deploytool-canary-video-i-0abc"
+    long = canary_queue("celery@" + "g" * 100 + ".i-1")
     assert len(long) == 80
-    assert long != hooks.canary_queue("celery@" + "g" * 100 + ".i-2")
+    assert long != canary_queue("celery@" + "g" * 100 + ".i-2")
 
 
 # --- templates -------------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_bundle_fleet_json_holds_the_groups_worker_settings(bundle: Path) -> Non
 
 
 def test_drain_with_no_worker_running_succeeds(bundle: Path, instance: Instance) -> None:
-    run = instance.run_hook(bundle, "ApplicationStop", "application_stop.sh", 30, "d-NOWORKER1")
+    run = instance.run_hook(bundle, "ApplicationStop", 30, "d-NOWORKER1")
     assert run.returncode == 0, run.output
     assert "no worker running (no pidfile at" in run.output
 
@@ -223,7 +223,7 @@ def test_drain_with_a_stale_pidfile_succeeds(bundle: Path, instance: Instance) -
     gone.wait()
     instance.pidfile.parent.mkdir(parents=True)
     instance.pidfile.write_text(f"{gone.pid}\n")
-    run = instance.run_hook(bundle, "ApplicationStop", "application_stop.sh", 30, "d-STALEPID1")
+    run = instance.run_hook(bundle, "ApplicationStop", 30, "d-STALEPID1")
     assert run.returncode == 0, run.output
     assert f"pid {gone.pid} from" in run.output and "stale pidfile" in run.output
 
@@ -231,27 +231,27 @@ def test_drain_with_a_stale_pidfile_succeeds(bundle: Path, instance: Instance) -
 def test_drain_leaves_a_reused_pid_alone(bundle: Path, instance: Instance) -> None:
     instance.pidfile.parent.mkdir(parents=True)
     instance.pidfile.write_text(f"{os.getpid()}\n")
-    run = instance.run_hook(bundle, "ApplicationStop", "application_stop.sh", 30, "d-REUSEDPID")
+    run = instance.run_hook(bundle, "ApplicationStop", 30, "d-REUSEDPID")
     assert run.returncode == 0, run.output
     assert "is not a worker of" in run.output
 
 
 def test_unknown_deployment_group_fails_with_one_clear_line(bundle: Path, instance: Instance) -> None:
     instance.group = "nope"
-    run = instance.run_hook(bundle, "ApplicationStop", "application_stop.sh", 30, "d-BADGROUP1")
+    run = instance.run_hook(bundle, "ApplicationStop", 30, "d-BADGROUP1")
     assert run.returncode == 2
     assert "no group named 'nope' (DEPLOYMENT_GROUP_NAME); allowed: email, video" in run.output
     assert "Traceback" not in run.output
 
 
 def test_validate_without_a_worker_says_it_is_not_running(bundle: Path, instance: Instance) -> None:
-    run = instance.run_hook(bundle, "ValidateService", "validate_service.sh", 30, "d-NOTRUNNIN")
+    run = instance.run_hook(bundle, "ValidateService", 30, "d-NOTRUNNIN")
     assert run.returncode == 1
     assert "worker is not running: no pidfile at" in run.output
 
 
 def test_start_before_install_names_the_missing_release(bundle: Path, instance: Instance) -> None:
-    run = instance.run_hook(bundle, "ApplicationStart", "application_start.sh", 30, "d-NOINSTALL")
+    run = instance.run_hook(bundle, "ApplicationStart", 30, "d-NOINSTALL")
     assert run.returncode == 1
     assert "releases/v1: the new release is not installed" in run.output
 
@@ -259,7 +259,7 @@ def test_start_before_install_names_the_missing_release(bundle: Path, instance: 
 def test_start_without_env_file_says_what_it_needs(bundle: Path, instance: Instance) -> None:
     instance.env_file.unlink()
     instance.install(bundle)
-    run = instance.run_hook(bundle, "ApplicationStart", "application_start.sh", 30, "d-NOENVFILE")
+    run = instance.run_hook(bundle, "ApplicationStart", 30, "d-NOENVFILE")
     assert run.returncode == 1
     assert "worker.env: environment file not found; it must set CELERY_BROKER_URL" in run.output
 
@@ -270,7 +270,7 @@ def test_a_worker_that_cannot_start_fails_start_with_its_log(tmp_path: Path, rea
     node = Instance(root=tmp_path / "i-9", instance_id="i-9", group="email", app=app, reaper=reaper)
     node.write_env("redis://127.0.0.1:1/0", None, tmp_path / "ledger")
     node.install(broken)
-    run = node.run_hook(broken, "ApplicationStart", "application_start.sh", 60, "d-BROKEN001")
+    run = node.run_hook(broken, "ApplicationStart", 60, "d-BROKEN001")
     assert run.returncode == 1
     assert "exited during start-up" in run.output
     assert "No module named 'acme_workers.nowhere'" in run.output
@@ -281,8 +281,8 @@ def test_a_worker_that_cannot_start_fails_start_with_its_log(tmp_path: Path, rea
 PROMPT_PROBE = """
 import os, sys, time
 sys.path.insert(0, sys.argv[1])
-import celery_worker
-prompt = celery_worker.PromptShutdown()
+from deploytool_instance.launcher import PromptShutdown
+prompt = PromptShutdown()
 print(",".join(prompt.install()))
 import billiard.pool
 child = os.fork()

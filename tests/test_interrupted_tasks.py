@@ -20,11 +20,11 @@ from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import RolloutOptions, rollout_plan
 from deploytool.rollout.progress import PlainLines
 from deploytool.rollout.summary import ResultWriters
-from tests.hooktools import load_hooks_module
+from deploytool_instance.base import Clock, Log
+from deploytool_instance.interrupted import report_interrupted
 from tests.sandbox_helpers import appspec, aws, make_backend, make_fleet, sh, upload, write_bundle
 
 __all__ = ["aws"]
-hooks = load_hooks_module()
 LONG = "acme_workers.tasks.transcode_video"
 
 
@@ -38,8 +38,8 @@ def test_the_drain_prints_a_marker_line_per_interrupted_task(tmp_path: Path, ack
     interrupted.write_text(json.dumps({"pid": 4242, "tasks": tasks}))
     settings = SimpleNamespace(layout=SimpleNamespace(interrupted_file=interrupted), group={"acks_late": acks_late})
     out = io.StringIO()
-    log = hooks.Log("drain", hooks.Clock(), out=out)
-    assert hooks.report_interrupted(settings, 4242, log) == [f"{LONG}[t-1]", f"{LONG}[t-2]"]
+    log = Log("drain", Clock(), out=out)
+    assert report_interrupted(settings, 4242, log) == [f"{LONG}[t-1]", f"{LONG}[t-2]"]
     lines = out.getvalue().splitlines()
     assert lines[1:] == [f"deploytool: interrupted task {LONG}[t-1]: {fate}",
                          f"deploytool: interrupted task {LONG}[t-2]: {fate}"]

@@ -1,0 +1,55 @@
+"""`celery_hooks.py drain|start|validate`: the three lifecycle hooks, one command each.
+
+    celery_hooks.py drain       ApplicationStop: drain the running worker within drain_timeout
+    celery_hooks.py start       ApplicationStart: start the group's worker on the new release
+    celery_hooks.py validate    ValidateService: prove the new worker runs and takes work
+
+The settings come from the bundle this package shipped in and DEPLOYMENT_GROUP_NAME. A HookError
+ends the hook with its one line and its code; the agent's SIGTERM (hook timeout) with 143. Exit status:
+0 done, 1 failed, 2 bad input (also a wrong command line), 143 terminated.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from deploytool_instance.base import EXIT_BAD_INPUT, EXIT_TERMINATED, Clock, HookError, HookTerminated, Log
+from deploytool_instance.drain import drain
+from deploytool_instance.settings import Settings, bundle_root, load_settings
+from deploytool_instance.start import start
+from deploytool_instance.validate import validate
+
+STARTED = time.monotonic()
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise HookTerminated()
+
+
+COMMANDS: dict[str, Callable[[Settings, Clock, Log], int]] = {"drain": drain, "start": start, "validate": validate}
+
+
+USAGE = "usage: celery_hooks.py drain|start|validate"
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) != 1 or argv[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    clock = Clock()
+    log = Log(argv[0], clock, started=STARTED)
+    signal.signal(signal.SIGTERM, _raise_terminated)  # the agent's timeout; drain answers it with SIGQUIT
+    try:
+        settings = load_settings(bundle_root(), os.environ)
+        return COMMANDS[argv[0]](settings, clock, log)
+    except HookError as exc:
+        log.step("error", str(exc))
+        return exc.code
+    except HookTerminated:
+        log.step("error", f"{argv[0]} was terminated by SIGTERM (hook timeout?)")
+        return EXIT_TERMINATED

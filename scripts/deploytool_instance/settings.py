@@ -1,0 +1,169 @@
+"""This bundle's fleet settings narrowed to one group, read on the instance.
+
+- bundle_root(): the bundle this package came in (<bundle>/deploytool/hooks/deploytool_instance/ here);
+  <bundle>/deploytool/fleet.json holds {"app": {...}, "version": ..., "groups": {<name>: worker settings}}.
+- load_settings picks the group named by DEPLOYMENT_GROUP_NAME (unknown or unset: a HookError, exit 2,
+  naming the allowed groups). DEPLOYTOOL_PYTHON overrides app.python; DEPLOYTOOL_PROCESS_MANAGER=direct
+  runs the worker without systemd.
+- read_env_file reads app.env_file as systemd's EnvironmentFile does (CELERY_BROKER_URL, optional
+  CELERY_BROKER_TRANSPORT_OPTIONS as JSON).
+- The worker's node name is celery@<group>.<instance id>: DEPLOYTOOL_INSTANCE_ID, else the EC2 instance
+  id from IMDSv2, else the hostname; `start` writes the name it used to run/node-name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import sys
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploytool_instance.base import EXIT_BAD_INPUT, HookError
+from deploytool_instance.layout import Layout
+
+
+def bundle_root() -> Path:
+    """<bundle>/deploytool/hooks/deploytool_instance/settings.py -> <bundle> (the archive or the release dir)."""
+    return Path(__file__).resolve().parents[3]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """This bundle's fleet.json, narrowed to one group, on this instance."""
+
+    bundle_root: Path
+    app: Mapping[str, Any]
+    version: str
+    group: Mapping[str, Any]
+    layout: Layout
+    environ: Mapping[str, str]
+
+    @property
+    def group_name(self) -> str:
+        return str(self.group["name"])
+
+    @property
+    def queues(self) -> list[str]:
+        return [str(q) for q in self.group["queues"]]
+
+    @property
+    def drain_timeout(self) -> float:
+        return float(self.group["drain_timeout"])
+
+    @property
+    def release_dir(self) -> Path:
+        return self.layout.releases / self.version
+
+    @property
+    def env_file(self) -> Path:
+        return self.layout.on_instance(self.app.get("env_file") or f"/etc/{self.app['name']}/worker.env")
+
+    @property
+    def python(self) -> str:
+        chosen = self.environ.get("DEPLOYTOOL_PYTHON") or self.app.get("python")
+        return str(chosen or sys.executable)
+
+    @property
+    def process_manager(self) -> str:
+        return "direct" if self.environ.get("DEPLOYTOOL_PROCESS_MANAGER") == "direct" else "systemd"
+
+    @property
+    def unit_name(self) -> str:
+        return f"{self.app['name']}-{self.group_name}.service"
+
+
+def load_settings(bundle_root: Path, environ: Mapping[str, str], group_name: str | None = None) -> Settings:
+    """Read <bundle>/deploytool/fleet.json and pick the group (DEPLOYMENT_GROUP_NAME unless given)."""
+    fleet_file = bundle_root / "deploytool" / "fleet.json"
+    try:
+        fleet = json.loads(fleet_file.read_text())
+    except FileNotFoundError:
+        raise HookError(f"{fleet_file}: not found; is this hook inside a deploytool bundle?", EXIT_BAD_INPUT) from None
+    except (OSError, ValueError) as exc:
+        raise HookError(f"{fleet_file}: cannot read fleet settings: {exc}", EXIT_BAD_INPUT) from exc
+    name = group_name or environ.get("DEPLOYMENT_GROUP_NAME", "")
+    groups = fleet.get("groups") or {}
+    if not name:
+        raise HookError(
+            f"DEPLOYMENT_GROUP_NAME is not set; allowed: one of the bundle's groups ({', '.join(groups)})",
+            EXIT_BAD_INPUT,
+        )
+    if name not in groups:
+        raise HookError(
+            f"{fleet_file}: no group named {name!r} (DEPLOYMENT_GROUP_NAME); allowed: {', '.join(groups)}",
+            EXIT_BAD_INPUT,
+        )
+    app = fleet["app"]
+    return Settings(
+        bundle_root=bundle_root,
+        app=app,
+        version=str(fleet["version"]),
+        group=groups[name],
+        layout=Layout.of(app, environ),
+        environ=environ,
+    )
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines as systemd's EnvironmentFile reads them (comments, blank lines, quotes, `export`)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise HookError(f"{path}: environment file not found; it must set CELERY_BROKER_URL") from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise HookError(f"{path}:{number}: expected KEY=VALUE, got {raw!r}", EXIT_BAD_INPUT)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def instance_id(environ: Mapping[str, str], metadata_timeout: float = 1.0) -> str:
+    """DEPLOYTOOL_INSTANCE_ID, else the EC2 instance id from IMDSv2, else the hostname."""
+    given = environ.get("DEPLOYTOOL_INSTANCE_ID")
+    if given:
+        return given
+    try:
+        token_request = urllib.request.Request(
+            "http://169.254.169.254/latest/api/token",
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        )
+        with urllib.request.urlopen(token_request, timeout=metadata_timeout) as response:
+            token = response.read().decode()
+        id_request = urllib.request.Request(
+            "http://169.254.169.254/latest/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token}
+        )
+        with urllib.request.urlopen(id_request, timeout=metadata_timeout) as response:
+            return str(response.read().decode().strip())
+    except OSError:
+        return socket.gethostname()
+
+
+def node_name(group: str, instance: str) -> str:
+    return f"celery@{group}.{instance}"
+
+
+def running_node(settings: Settings) -> str:
+    """The node name the running worker was started with (start writes it), else the computed one."""
+    with contextlib.suppress(OSError):
+        written = settings.layout.node_file.read_text().strip()
+        if written:
+            return written
+    return node_name(settings.group_name, instance_id(settings.environ))

@@ -1,0 +1,159 @@
+"""ApplicationStart: start the group's worker on the new release and flip {install_dir}/current to it.
+
+Contract: the release must be installed (releases/<version>/app and the launcher present) and the
+environment file must name a broker. A worker ApplicationStop did not drain is drained here first
+(within min(drain_timeout, 120 s)); if it will not exit no second worker is started. Then run/node-name
+is written, stale markers removed, `current` flipped atomically, and the launcher started: directly as
+a daemon (DEPLOYTOOL_PROCESS_MANAGER=direct, the sandbox) or through the group's systemd unit. Success
+once the launcher's ready marker (celery's worker_ready) names the running pid; run/VERSION is then
+written. A worker that dies or is not ready within 240 s fails the hook with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from deploytool_instance.base import EXIT_OK, Clock, HookError, Log
+from deploytool_instance.brokers import Broker
+from deploytool_instance.drain import drain_running
+from deploytool_instance.layout import point_symlink, read_json, write_atomic
+from deploytool_instance.processes import WORKER_SCRIPT, find_worker, process_alive, systemd_main_pid
+from deploytool_instance.settings import Settings, instance_id, node_name, read_env_file, running_node
+from deploytool_instance.systemd import install_unit
+
+START_BUDGET_S = 240.0  # ApplicationStart's hook timeout is 300 s
+START_DRAIN_BUDGET_S = 120.0  # a worker ApplicationStop did not drain is drained by start within this
+HOOK_ENV_VARS = (
+    "LIFECYCLE_EVENT",
+    "DEPLOYMENT_ID",
+    "APPLICATION_NAME",
+    "DEPLOYMENT_GROUP_ID",
+    "BUNDLE_BUCKET",
+    "BUNDLE_KEY",
+    "BUNDLE_VERSION",
+    "BUNDLE_ETAG",
+)
+
+
+def worker_environment(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
+    app_dir = str(settings.release_dir / "app")
+    merged = {k: v for k, v in settings.environ.items() if k not in HOOK_ENV_VARS and k != "DEPLOYMENT_GROUP_NAME"}
+    merged.update(env)
+    merged["PYTHONPATH"] = app_dir
+    merged["PYTHONUNBUFFERED"] = "1"
+    return merged
+
+
+def launch_direct(settings: Settings, env: Mapping[str, str]) -> int:
+    """Start the launcher as a daemon: new session, output to the worker log, pidfile written."""
+    layout = settings.layout
+    layout.logfile.parent.mkdir(parents=True, exist_ok=True)
+    script = settings.release_dir / "deploytool" / "hooks" / WORKER_SCRIPT
+    with open(layout.logfile, "ab") as logfile:
+        process = subprocess.Popen(
+            [settings.python, "-u", str(script), settings.group_name],
+            cwd=settings.release_dir / "app",
+            env=worker_environment(settings, env),
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    write_atomic(layout.pidfile, f"{process.pid}\n")
+    return process.pid
+
+
+def log_tail(path: Path, offset: int, lines: int = 15) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return "(no worker log)"
+    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(tail) if tail else "(worker log is empty)"
+
+
+def wait_until_ready(settings: Settings, pid_of: Callable[[], int], offset: int, clock: Clock, until: float) -> int:
+    """Wait for the launcher's ready marker (written on celery's worker_ready); the worker's pid."""
+    layout = settings.layout
+    while True:
+        pid = pid_of()
+        ready = read_json(layout.ready_file)
+        if pid > 0 and ready and ready.get("pid") == pid and process_alive(pid):
+            return pid
+        if settings.process_manager == "direct" and pid > 0 and not process_alive(pid):
+            raise HookError(
+                f"worker pid {pid} exited during start-up; {layout.logfile}: {log_tail(layout.logfile, offset)}"
+            )
+        if clock.now() >= until:
+            raise HookError(
+                f"worker not ready within {START_BUDGET_S:.0f}s; {layout.logfile}: {log_tail(layout.logfile, offset)}"
+            )
+        clock.sleep(0.1)
+
+
+def start(settings: Settings, clock: Clock, log: Log) -> int:
+    layout = settings.layout
+    step = clock.now()
+    release = settings.release_dir
+    script = release / "deploytool" / "hooks" / WORKER_SCRIPT
+    if not (release / "app").is_dir() or not script.is_file():
+        raise HookError(f"{release}: the new release is not installed (no app/ or {script.name}); check appspec files")
+    env = read_env_file(settings.env_file)
+    Broker.from_env(env, None, str(settings.env_file))
+    log.step("release", f"{settings.version} at {release}; group {settings.group_name}", clock.now() - step)
+
+    worker, _ = find_worker(settings)
+    if worker is not None:
+        node = running_node(settings)
+        budget = min(settings.drain_timeout, START_DRAIN_BUDGET_S)
+        log.step("still running", f"pid {worker.pid} ({node}) was not drained by ApplicationStop; draining it now")
+        result = drain_running(settings, worker, node, clock.now() + budget, clock, log)
+        if result.outcome == "stuck":
+            raise HookError(f"the old worker pid {worker.pid} did not exit; not starting a second one")
+
+    step = clock.now()
+    node = node_name(settings.group_name, instance_id(settings.environ))
+    for directory in (layout.run_dir, layout.logfile.parent):
+        directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(layout.node_file, node + "\n")
+    for stale in (layout.ready_file, layout.interrupted_file, layout.first_task_file):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    point_symlink(layout.current, f"releases/{settings.version}")
+    log.step("current", f"{layout.current} -> releases/{settings.version}; node {node}", clock.now() - step)
+
+    step = clock.now()
+    offset = layout.logfile.stat().st_size if layout.logfile.exists() else 0
+    if settings.process_manager == "direct":
+        pid = launch_direct(settings, env)
+        log.step(
+            "launch",
+            f"pid {pid}: {settings.python} {WORKER_SCRIPT} {settings.group_name}",
+            clock.now() - step,
+        )
+
+        def pid_of() -> int:
+            return pid
+
+    else:
+        install_unit(settings)
+        log.step("systemd", f"installed, enabled and restarted {settings.unit_name}", clock.now() - step)
+
+        def pid_of() -> int:
+            return systemd_main_pid(settings.unit_name)
+
+    step = clock.now()
+    pid = wait_until_ready(settings, pid_of, offset, clock, clock.now() + START_BUDGET_S)
+    write_atomic(layout.version_file, settings.version + "\n")
+    log.step(
+        "ready",
+        f"pid {pid} {node} consuming {', '.join(settings.queues)}; VERSION={settings.version}",
+        clock.now() - step,
+    )
+    return EXIT_OK
