@@ -1,2 +1,2 @@
-"""deploytool's tasks for `fab` (`fab --list`); the same file works in any repository that deploys with deploytool."""
+"""deploytool's tasks for `fab` (`fab --list`)."""
 from deploytool.tasks import ns  # noqa: F401
