@@ -35,3 +35,16 @@ def test_a_checkout_reads_its_own_directories() -> None:
 def test_the_repositorys_fabfile_is_the_two_lines_the_readme_shows() -> None:
     assert (ROOT / "fabfile.py").read_text() == FABFILE
     assert f"```python\n{FABFILE}```" in (ROOT / "README.md").read_text()
+
+
+def test_a_hook_is_executable_when_it_starts_with_a_shebang_whatever_its_mode(tmp_path: Path) -> None:
+    """A wheel keeps no mode on scripts/*.py (setuptools copies package modules without it), so the bundle
+    cannot take the executable bit from the file mode and still be the same bytes from an install."""
+    from deploytool.render import _script_files
+
+    (tmp_path / "launcher.py").write_text("#!/usr/bin/env python3\n")
+    (tmp_path / "launcher.py").chmod(0o644)
+    (tmp_path / "notes.txt").write_text("not a script\n")
+    (tmp_path / "notes.txt").chmod(0o755)
+    assert [(name, executable) for name, _, executable in _script_files(tmp_path)] == [
+        ("launcher.py", True), ("notes.txt", False)]
