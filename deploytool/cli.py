@@ -5,9 +5,10 @@ stderr and exits with the error's code (2 bad input, 1 failed deploy, 3 drift). 
 shown only with the task's --debug flag, `fab -d`, or DEPLOYTOOL_DEBUG=1.
 
 invoke's own parse errors (an unknown task or option, a missing or non-integer value) happen before any
-task runs and would exit 1, or with a traceback: importing this module (the fabfile does, and fab imports
-the fabfile before it parses the task arguments) adapts invoke's parser once so that each of them, and an
-option given an empty or blank value, is `error: <one line>; see `fab --help <task>`` and exit 2
+task runs and would exit 1, or with a traceback: importing this module (deploytool.tasks does, so both a
+fabfile's import and the `deploytool` command (deploytool.main) do it before invoke parses the task arguments)
+adapts invoke's parser once so that each of them, and an option given an empty or blank value, is
+`error: <one line>; see `fab --help <task>`` (`deploytool --help <task>` under that command) and exit 2
 (`adapt_invoke_parser`). tests/test_cli_parse.py fails if a newer invoke stops going through it.
 """
 
@@ -122,27 +123,38 @@ def _literal(text: str) -> str:
         return text
 
 
+def command_parser(parser: Parser, command: str) -> Parser:
+    """`parser`, whose errors name `command` (the program it parses for) instead of `fab`."""
+    parser.deploytool_command = command  # type: ignore[attr-defined]
+    return parser
+
+
+def _command(parser: Parser) -> str:
+    return str(getattr(parser, "deploytool_command", "fab"))
+
+
 def parse_error_line(parser: Parser, exc: ParseError) -> str:
     """invoke's ParseError as deploytool's one line: what was wrong, what is allowed, where to look."""
     context: ParserContext | None = exc.context
     task_name = context.name if context is not None and context.name in parser.contexts else None
-    see = f"see `fab --help {task_name}`" if task_name else "see `fab --help` and `fab --list`"
+    fab = _command(parser)
+    see = f"see `{fab} --help {task_name}`" if task_name else f"see `{fab} --help` and `{fab} --list`"
     message = str(exc)
     if found := _NO_IDEA.match(message):
         token = _literal(found.group(1))
         if token.startswith("-"):
             flags = [f for f in (context.flags if context is not None else {}) if f.startswith("--")]
-            where = f"fab {task_name}: " if task_name else ""
+            where = f"{fab} {task_name}: " if task_name else ""
             message = f"{where}unknown option {options.shown(token)}{options.did_you_mean(token, flags)}"
         else:
             tasks = [name for name in parser.contexts if name]
             message = f"unknown task {options.shown(token)}{options.did_you_mean(token, tasks)}"
-            see = "`fab --list` lists the tasks"
+            see = f"`{fab} --list` lists the tasks"
     elif found := _NEEDS_VALUE.match(message):
         message = f"{_flag(found.group(1))} needs a value"
     elif found := _POSITIONAL.match(message):
         names = ", ".join(_flag(_literal(n.strip())) for n in found.group(2).split(","))
-        message = f"fab {found.group(1)} needs {names}"
+        message = f"{fab} {found.group(1)} needs {names}"
     return f"error: {one_line(message)}; {see}"
 
 
@@ -155,7 +167,7 @@ def _check_blank(parser: Parser, result: ParseResult) -> None:
                 try:
                     options.text(_flag(arg.name), arg.raw_value)
                 except UsageError as exc:
-                    raise Exit(f"error: {exc}; see `fab --help {context.name}`", code=2) from None
+                    raise Exit(f"error: {exc}; see `{_command(parser)} --help {context.name}`", code=2) from None
 
 
 def adapt_invoke_parser() -> None:

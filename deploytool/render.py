@@ -4,8 +4,10 @@ Contract (CONTRACTS.md §1): `render_templates(fleet, version, commit, templates
 every file of the bundle that comes from a template directory:
 - `appspec.yml` from templates.appspec;
 - for each file under templates.scripts: `NAME.j2` rendered to `deploytool/hooks/NAME`, any other
-  file copied as it is, executable bits kept; `systemd/worker.service.j2` is rendered once per group
-  to `deploytool/hooks/systemd/<group>.service` with `group` in the context.
+  file copied as it is; executable (0755) exactly when it starts with `#!` (not from its file mode, which a
+  wheel install drops from .py files: an installed deploytool builds the same bytes as a checkout);
+  `systemd/worker.service.j2` is rendered once per group to `deploytool/hooks/systemd/<group>.service`
+  with `group` in the context.
 Rendering is strict (StrictUndefined): an undefined name, a syntax error or a failing filter is a
 BundleError naming the template file and line. `check_appspec` then validates the rendered appspec
 against the finished bundle (YAML, version 0.0, os linux, every hook location present).
@@ -141,8 +143,13 @@ def _script_files(scripts: Path) -> list[tuple[str, Path, bool]]:
                 continue
             if path.is_symlink() or not path.is_file():
                 raise BundleError(f"{_shown(path)}: hook scripts must be regular files")
-            found.append((prefix + name, path, bool(path.stat().st_mode & 0o111)))
+            found.append((prefix + name, path, _starts_with_shebang(path)))
     return found
+
+
+def _starts_with_shebang(path: Path) -> bool:
+    with path.open("rb") as file:
+        return file.read(2) == b"#!"
 
 
 def render_templates(fleet: Fleet, version: str, commit: str | None, templates: Templates) -> list[RenderedFile]:

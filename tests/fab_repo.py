@@ -31,6 +31,15 @@ def copy_repo(copy: Path) -> Path:
 
 
 def fab(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return _run([FAB, *args], repo, env)
+
+
+def deploytool(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The `deploytool` command (no fabfile needed), as `python -m deploytool` of the code under test."""
+    return _run([sys.executable, "-m", "deploytool", *args], repo, env)
+
+
+def _run(cmd: list[str], repo: Path, env: dict[str, str] | None) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYTOOL_", "AWS_"))}
     environ.update({"COLUMNS": "200", **(env or {})})
-    return subprocess.run([FAB, *args], cwd=repo, capture_output=True, text=True, env=environ, timeout=120)
+    return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=environ, timeout=120)

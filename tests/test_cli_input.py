@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fab_repo import copy_repo, fab
+from tests.fab_repo import copy_repo, deploytool, fab
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def one_line(done: object, *needles: str) -> str:
 
 # invoke's own parse errors: before any task runs -------------------------------------------------
 
-@pytest.mark.parametrize(
+PARSE_ERRORS = pytest.mark.parametrize(
     ("args", "needles"),
     [
         (["deploy", "--max-parallel", "x"], ["--max-parallel 'x'", "allowed: a whole number", "fab --help deploy"]),
@@ -58,8 +58,17 @@ def one_line(done: object, *needles: str) -> str:
         (["--nope"], ["unknown option '--nope'"]),
     ],
 )
+
+
+@PARSE_ERRORS
 def test_parse_errors_are_one_line_and_exit_2(repo: Path, args: list[str], needles: list[str]) -> None:
     one_line(fab(repo, *args), *needles)
+
+
+@PARSE_ERRORS
+def test_the_deploytool_command_answers_parse_errors_the_same_way(
+        repo: Path, args: list[str], needles: list[str]) -> None:
+    one_line(deploytool(repo, *args), *(needle.replace("fab ", "deploytool ") for needle in needles))
 
 
 # the output directory ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ again instead of silently falling back to invoke's own messages."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -74,3 +75,42 @@ def test_fabs_program_parses_its_tasks_through_the_adapted_parser(monkeypatch: p
     assert raised.value.code == 2
     assert err.getvalue() == ("error: --max-parallel 'x' is not allowed; allowed: a whole number; "
                               "see `fab --help deploy`\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["deploy", "--max-parallel", "x"],
+         "error: --max-parallel 'x' is not allowed; allowed: a whole number; see `deploytool --help deploy`"),
+        (["deplyo"], "error: unknown task 'deplyo' (did you mean 'deploy'?); `deploytool --list` lists the tasks"),
+        (["deploy", "--dry-runn"], "error: deploytool deploy: unknown option '--dry-runn' (did you mean "
+                                   "'--dry-run'?); see `deploytool --help deploy`"),
+        (["deploy", "--groups", ""], "error: --groups '' is empty: give a value, or leave --groups out for its "
+                                     "default; see `deploytool --help deploy`"),
+    ],
+)
+def test_the_deploytool_command_answers_parse_errors_in_one_line_naming_itself(
+        argv: list[str], line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploytool.main import program
+
+    monkeypatch.chdir(tmp_path)  # no fabfile here: the command carries its tasks
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err), pytest.raises(SystemExit) as raised:
+        program.run(["deploytool", *argv])
+    assert (raised.value.code, err.getvalue()) == (2, line + "\n")
+
+
+def test_the_deploytool_command_lists_the_same_tasks_as_fab(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploytool.main import program
+
+    def listed(run: Callable[[], None]) -> list[str]:
+        out = io.StringIO()
+        with redirect_stdout(out), pytest.raises(SystemExit) as raised:
+            run()
+        assert raised.value.code in (0, None)
+        return out.getvalue().splitlines()[1:]  # the heading differs: "Available tasks" / "Subcommands"
+
+    monkeypatch.chdir(ROOT)
+    fab = listed(lambda: make_program().run(["fab", "--list"]))
+    assert fab == listed(lambda: program.run(["deploytool", "--list"]))
+    assert any(line.split()[:1] == ["sandbox-up"] for line in fab)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from deploytool.sandbox.motoserver import recorded
 from deploytool.sandbox.procs import pid_alive, wait_gone
 from tests.conftest import ROOT
-from tests.sandbox_helpers import appspec, sh, write_bundle
+from tests.sandbox_helpers import appspec, fleet_copy, sh, write_bundle
 
 
 def fab(*args: str) -> subprocess.CompletedProcess[str]:
@@ -29,9 +28,7 @@ def fab(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_sandbox_up_hooks_and_down(tmp_path: Path) -> None:
-    shutil.copy(ROOT / "deploy.toml", tmp_path / "deploy.toml")
-    (tmp_path / "sample_app").symlink_to(ROOT / "sample_app")  # app.source must exist beside the fleet file
-    fleet = str(tmp_path / "deploy.toml")
+    fleet = str(fleet_copy(tmp_path))  # the fleet file and its app source (app.source must exist)
     up = fab("sandbox-up", "--fleet", fleet)
     moto = recorded(tmp_path / ".sandbox/run/moto.pid")
     try:

@@ -1,0 +1,80 @@
+"""Tasks that check the fleet against its releases: reconcile (and --fix), the Athena DDL, the Grafana dashboard."""
+
+from __future__ import annotations
+
+from deploytool import options
+from deploytool.cli import cli_task, fleet_from, make_console
+
+MAX_DAYS = 366
+ENGINES = ("athena", "duckdb")
+
+
+def _athena_names(database, workgroup):
+    return (options.pattern("--database", database, r"[a-z0-9_]{1,255}", "1-255 lowercase letters, digits and _"),
+            options.pattern("--workgroup", workgroup, r"[A-Za-z0-9._-]{1,128}", "1-128 letters, digits, '.', '_', '-'"))
+
+
+
+@cli_task(
+    help={
+        "fleet": "fleet file (default deploy.toml)",
+        "target": "target to reconcile (default: the fleet's default_target)",
+        "groups": "only these groups (comma-separated)",
+        "json": "print the report as JSON",
+        "fix": "redeploy the expected revision to drifted instances, then check again",
+        "ci": "plain output for CI logs",
+        "engine": "athena or duckdb (default: duckdb for a local target, athena for codedeploy)",
+        "days": f"dt partitions to read, ending on the snapshot's day (default 1, at most {MAX_DAYS})",
+        "release": "check against this release id instead of each group's last good release",
+        "no_snapshot": "query the inventory already in S3 instead of taking a snapshot first",
+        "database": "Athena database holding the inventory and releases tables (default deploytool)",
+        "workgroup": "Athena workgroup (default primary)",
+        "debug": "show tracebacks",
+    }
+)
+def reconcile(c, fleet=None, target=None, groups=None, json=False, fix=False, ci=False, engine=None, days=1,
+              release=None, no_snapshot=False, database=None, workgroup=None, debug=False):
+    """Check every instance runs its group's expected version (exit 3 on drift)."""
+    from deploytool.reconcile.command import run_reconcile, services_for, settings_for
+
+    loaded = fleet_from(fleet)
+    database, workgroup = _athena_names(database, workgroup)
+    settings = settings_for(
+        loaded, options.target(loaded, target), engine=options.choice("--engine", engine, ENGINES),
+        days=options.integer("--days", days, low=1, high=MAX_DAYS),
+        release=options.release_id("--release", release) or "",
+        snapshot=not no_snapshot, groups=options.group_names(loaded, groups), database=database, workgroup=workgroup,
+    )
+    runner, backend, services = None, None, None
+    if fix:
+        from deploytool.reconcile.command import fix_runner_for
+        from deploytool.rollout.commands import services_for as rollout_services_for
+
+        # The fix deploys like `fab deploy` does; with --json its progress goes to stderr, the report to stdout.
+        rollout = rollout_services_for(loaded, settings.target, console=make_console(ci=ci, stderr=json), ci=ci)
+        runner, backend = fix_runner_for(rollout, settings.target)
+        services = services_for(loaded, session=rollout.aws)
+    run_reconcile(
+        loaded, settings, services or services_for(loaded, target=settings.target), make_console(ci=ci),
+        as_json=json, fix=fix, runner=runner, backend=backend,
+    )
+
+
+@cli_task(help={"fleet": "fleet file (default deploy.toml)", "apply": "run the DDL on Athena",
+                "database": "Athena database (default deploytool)", "workgroup": "Athena workgroup",
+                "debug": "show tracebacks"})
+def athena_ddl(c, fleet=None, apply=False, database=None, workgroup=None, debug=False):
+    """Print (or --apply) the Athena DDL of the inventory and releases tables."""
+    from deploytool.reconcile.command import athena_setup
+
+    loaded = fleet_from(fleet)
+    database, workgroup = _athena_names(database, workgroup)
+    athena_setup(loaded, make_console(), apply=apply, database=database, workgroup=workgroup)
+
+
+@cli_task(help={"debug": "show tracebacks"})
+def grafana_dashboard(c, debug=False):
+    """Rewrite athena/grafana-dashboard.json from athena/reconcile.sql and rollout_timeline.sql."""
+    from deploytool.reconcile.grafana import write
+
+    make_console().print(f"wrote {write()}")

@@ -1,0 +1,128 @@
+"""Tasks that roll a release out: setup (CodeDeploy), deploy, rollback, restart, status."""
+
+from __future__ import annotations
+
+from deploytool import options
+from deploytool.cli import cli_task, fleet_from, make_console
+from deploytool.config import LocalTarget
+
+_ROLLOUT_HELP = {
+    "fleet": "fleet file (default deploy.toml)",
+    "target": "target from the fleet file (default: its default target)",
+    "groups": "only these groups, comma-separated (default: all)",
+    "max_parallel": "deployments in flight at once inside a wave (default 0: no limit)",
+    "on_failure": "stop-wave (default: a failed group rolls back, later waves do not start) or stop-all "
+                  "(also stop the wave's other deployments, with rollback)",
+    "ci": "plain lines instead of the live table (also without a terminal)",
+    "json_out": "write the result as JSON to this file",
+    "dry_run": "print the plan, change nothing",
+    "debug": "show tracebacks",
+}
+
+
+def _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out):
+    """The options every rollout task shares, checked; the services come after every check (`_services`)."""
+    from deploytool.rollout.commands import Output
+    from deploytool.rollout.plan import ON_FAILURE, RolloutOptions
+
+    loaded = fleet_from(fleet)
+    name = options.target(loaded, target)
+    chosen = loaded.select_groups(options.group_names(loaded, groups))
+    # RolloutOptions checks --max-parallel's range (invoke made it an int, or refused it: deploytool.cli)
+    run = RolloutOptions(max_parallel=int(max_parallel),
+                         on_failure=options.choice("--on-failure", on_failure, ON_FAILURE))
+    return loaded, name, chosen, run, Output(ci=ci, json_out=options.json_out(json_out))
+
+
+def _services(loaded, name, ci):
+    from deploytool.rollout.commands import services_for
+
+    return services_for(loaded, name, console=make_console(ci=ci), ci=ci)
+
+
+def _without_sandbox(loaded, name, dry_run):
+    """A dry run on a local target whose sandbox is not running plans from the fleet file alone."""
+    from deploytool.deploy_flow import sandbox_running
+
+    return dry_run and isinstance(loaded.targets[name], LocalTarget) and not sandbox_running(loaded, name)
+
+
+@cli_task(help={"fleet": _ROLLOUT_HELP["fleet"], "target": _ROLLOUT_HELP["target"],
+                "dry_run": _ROLLOUT_HELP["dry_run"], "debug": _ROLLOUT_HELP["debug"]})
+def setup(c, fleet=None, target=None, dry_run=False, debug=False):
+    """Create or update the CodeDeploy application, deployment groups and configs (plan, then apply)."""
+    from deploytool.aws.codedeploy import CodeDeployGateway
+    from deploytool.aws.session import AwsSession
+    from deploytool.rollout import commands
+
+    loaded = fleet_from(fleet)
+    name = options.target(loaded, target)
+    commands.codedeploy_target(loaded, name)  # a sandbox target is refused before any AWS set-up
+    gateway = CodeDeployGateway(AwsSession(region=loaded.aws.region, profile=loaded.aws.profile))
+    commands.setup(loaded, name, gateway, make_console(), dry_run=dry_run)
+
+
+@cli_task(help={**_ROLLOUT_HELP, "version": "release version (default YYYY.MM.DD-<shortsha> of the git commit)",
+                "allow_dirty": "build from uncommitted changes (the version then ends in -dirty)",
+                "no_reconcile": "do not end with a reconcile (exit 0 then only means the rollout succeeded)",
+                "reconcile_engine": "engine of the final reconcile: athena or duckdb (default: duckdb for a local "
+                                    "target, athena for codedeploy)"})
+def deploy(c, fleet=None, target=None, groups=None, version=None, allow_dirty=False, max_parallel=0,
+           on_failure="stop-wave", ci=False, json_out=None, dry_run=False, no_reconcile=False, reconcile_engine=None,
+           debug=False):
+    """Build, publish, roll out wave by wave (tagging instances), then reconcile: exit 1 failed, 3 drift."""
+    from deploytool.deploy_flow import deploy_and_reconcile, plan_without_sandbox, reconcile_settings
+
+    loaded, name, chosen, run, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out)
+    version = options.version("--version", version)
+    reconcile_settings(loaded, name, chosen, engine=reconcile_engine, reconcile=not no_reconcile, dry_run=dry_run)
+    if _without_sandbox(loaded, name, dry_run):
+        plan_without_sandbox(loaded, name, chosen, run, make_console(ci=ci), mode="deploy", version=version,
+                             allow_dirty=allow_dirty)
+        return
+    deploy_and_reconcile(loaded, name, chosen, run, _services(loaded, name, ci), output, version=version,
+                         allow_dirty=allow_dirty, dry_run=dry_run, reconcile=not no_reconcile,
+                         engine=reconcile_engine)
+
+
+@cli_task(help={**_ROLLOUT_HELP, "to": "version to go back to (default: the last earlier version that succeeded)"})
+def rollback(c, fleet=None, target=None, groups=None, to=None, max_parallel=0, on_failure="stop-wave", ci=False,
+             json_out=None, dry_run=False, debug=False):
+    """Redeploy an earlier release's revision, as a new release."""
+    from deploytool.deploy_flow import tag_summary, with_tagging
+    from deploytool.rollout import commands
+
+    loaded, name, chosen, run, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out)
+    to = options.version("--to", to)
+    services = _services(loaded, name, ci)  # even a dry run reads the release history: on the sandbox, or AWS
+    tagged, tagger = with_tagging(services)  # the instances it reaches are tagged with the version rolled back to
+    result = commands.rollback(loaded, name, chosen, run, tagged, output, to_version=to, dry_run=dry_run)
+    tag_summary(services, tagger)
+    commands.verdict(result)
+
+
+@cli_task(help=_ROLLOUT_HELP)
+def restart(c, fleet=None, target=None, groups=None, max_parallel=0, on_failure="stop-wave", ci=False,
+            json_out=None, dry_run=False, debug=False):
+    """Rolling restart of the workers with each group's strategy (no new version)."""
+    from deploytool.deploy_flow import plan_without_sandbox
+    from deploytool.rollout import commands
+
+    loaded, name, chosen, run, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out)
+    if _without_sandbox(loaded, name, dry_run):
+        plan_without_sandbox(loaded, name, chosen, run, make_console(ci=ci), mode="restart")
+        return
+    result = commands.restart(loaded, name, chosen, run, _services(loaded, name, ci), output, dry_run=dry_run)
+    commands.verdict(result)
+
+
+@cli_task(help={"release": "release id (default: the target's latest release)", "fleet": _ROLLOUT_HELP["fleet"],
+                "target": _ROLLOUT_HELP["target"], "ci": _ROLLOUT_HELP["ci"], "debug": _ROLLOUT_HELP["debug"]})
+def status(c, release=None, fleet=None, target=None, ci=False, debug=False):
+    """Show a release (default: the target's latest) and its deployments as they are now."""
+    from deploytool.rollout import commands
+
+    loaded = fleet_from(fleet)
+    name = options.target(loaded, target)
+    release = options.release_id("--release", release)
+    commands.status(loaded, name, _services(loaded, name, ci), release)

@@ -1,0 +1,115 @@
+"""Tasks of the local sandbox: the whole demo run, an idle fleet up and down, lifecycle hooks on one instance."""
+
+from __future__ import annotations
+
+from deploytool import options
+from deploytool.cli import cli_task, fleet_from, make_console
+from deploytool.errors import UsageError
+
+_SANDBOX_HELP = {
+    "fleet": "fleet file (default deploy.toml)",
+    "target": "a local target of the fleet file (default: its default target)",
+    "debug": "show tracebacks",
+}
+
+
+@cli_task(help=_SANDBOX_HELP)
+def sandbox_up(c, fleet=None, target=None, debug=False):
+    """Start an idle sandbox fleet (moto, ASGs, instance dirs) and leave it running for deploy, reconcile, hooks."""
+    from deploytool.sandbox.session import SandboxSession, local_target
+
+    loaded = fleet_from(fleet)
+    name, _ = local_target(loaded, options.target(loaded, target))
+    console = make_console()
+    session = SandboxSession(loaded, target=name, log=console.print)
+    with session:
+        session.detach()
+        for group in session.fleet.groups:
+            ids = ", ".join(i.instance_id for i in session.fleet.instances(group))
+            console.print(f"{group.name}: {ids}", highlight=False)
+        console.print(f"sandbox up under {session.root} (moto at {session.moto.url})", highlight=False)
+        console.print("deploy to it with `fab deploy`; stop it with `fab sandbox-down`", highlight=False)
+
+
+@cli_task(help=_SANDBOX_HELP)
+def sandbox_down(c, fleet=None, target=None, debug=False):
+    """Stop what a sandbox left running: hook scripts, workers (by their pidfiles), the moto server."""
+    from deploytool.sandbox.session import local_target, sandbox_root, stop_sandbox
+
+    loaded = fleet_from(fleet)
+    _, local = local_target(loaded, options.target(loaded, target))
+    console = make_console()
+    stop_sandbox(sandbox_root(loaded, local), loaded.app, log=console.print)
+    console.print("sandbox stopped")
+
+
+@cli_task(
+    help={
+        **_SANDBOX_HELP,
+        "event": "lifecycle event(s) to run, comma-separated (e.g. ApplicationStart,ValidateService)",
+        "bundle": "a bundle .tgz (from `fab build`); without it, the revision installed on the instance",
+        "instance": "instance id (default: the first of --group, or of the sandbox)",
+        "group": "group whose first instance runs the events",
+        "file_exists_behavior": "DISALLOW (default), OVERWRITE or RETAIN, for Install",
+    }
+)
+def hooks(c, event=None, bundle=None, instance=None, group=None, file_exists_behavior="DISALLOW", fleet=None,
+          target=None, debug=False):
+    """Run lifecycle events of a bundle on a sandbox instance, with the agent's environment, to debug a hook."""
+    from deploytool.errors import DeployFailed
+    from deploytool.rollout.backend import LIFECYCLE_EVENTS
+    from deploytool.sandbox.appspec import FILE_EXISTS_BEHAVIORS
+    from deploytool.sandbox.debug import run_events
+    from deploytool.sandbox.session import local_target
+
+    # --event is an option, not a positional argument: invoke would take an unknown option for its value
+    events = options.names("--event", event, LIFECYCLE_EVENTS, what="lifecycle event")
+    if events is None:
+        raise UsageError(f"fab hooks needs --event: comma-separated lifecycle events of {', '.join(LIFECYCLE_EVENTS)}")
+    options.choice("--file-exists-behavior", file_exists_behavior, FILE_EXISTS_BEHAVIORS)
+    bundle_path = options.existing_file("--bundle", bundle)
+    loaded = fleet_from(fleet)
+    name, _ = local_target(loaded, options.target(loaded, target))
+    console = make_console()
+    chosen, result = run_events(
+        loaded, events, target=name, instance_id=options.text("--instance", instance),
+        group=options.group_name(loaded, group), bundle=bundle_path, file_exists_behavior=file_exists_behavior,
+    )
+    logs = chosen.logs_dir(result.deployment_id)
+    for outcome in result.events:
+        console.rule(f"{outcome.event}: {outcome.status} ({outcome.duration_s:.1f} s)")
+        log = logs / f"{outcome.event}.log"
+        if log.exists():
+            console.print(log.read_text(), markup=False, highlight=False, end="")
+    console.print(f"logs: {logs}", highlight=False)
+    if result.status != "Succeeded":
+        raise DeployFailed(f"{chosen.group}/{chosen.instance_id}: {result.failed_event} failed: {result.message}")
+
+
+@cli_task(
+    help={
+        **_SANDBOX_HELP,
+        "groups": "only these groups, comma-separated (default: all)",
+        "ci": "plain progress lines instead of the live table",
+    }
+)
+def sandbox(c, fleet=None, target=None, groups=None, ci=False, debug=False):
+    """Run the whole release on this machine: moto, real Celery workers, v1 then v2 under load, then a report."""
+    from deploytool.errors import DeployFailed
+    from deploytool.sandbox.run import SandboxRunOptions, log_locations, report, run_sandbox
+    from deploytool.sandbox.session import local_target, sandbox_root
+
+    loaded = fleet_from(fleet)
+    name, local = local_target(loaded, options.target(loaded, target))
+    chosen = options.group_names(loaded, groups)
+    console = make_console(ci=ci)
+    run = SandboxRunOptions(target=name, groups=tuple(chosen) if chosen else None, live=console.is_terminal and not ci)
+    try:
+        result = run_sandbox(loaded, console=console, options=run)
+    finally:
+        for line in log_locations(sandbox_root(loaded, local), loaded.app):
+            console.print(line, highlight=False, markup=False)
+    for renderable in report(result):
+        console.print(renderable)
+    if not result.ok:
+        raise DeployFailed("the sandbox run did not prove the release: see the report above")
