@@ -7,11 +7,10 @@ options (deploytool.options) before it builds, starts or attaches to anything: b
 
 from __future__ import annotations
 
-from deploytool import options
+from deploytool import options, targets
 from deploytool.aws.session import AwsSession
 from deploytool.bundle import build_release
 from deploytool.cli import cli_task, fleet_from, make_console
-from deploytool.config import LocalTarget
 from deploytool.errors import UsageError
 from deploytool.publish import creator
 from deploytool.publish import publish as publish_bundle
@@ -78,7 +77,7 @@ def publish(c, fleet=None, target=None, version=None, allow_dirty=False, out=Non
     loaded, version, out_dir = _build_options(fleet, version, out)
     name = options.target(loaded, target)
     endpoint_url = options.url("--endpoint-url", endpoint_url)
-    if isinstance(loaded.targets[name], LocalTarget) and not endpoint_url:
+    if targets.target(loaded, name).kind == "local" and not endpoint_url:
         raise UsageError(
             f"target {name!r} is the local sandbox: its S3 is the sandbox's moto server, which `fab sandbox` "
             "starts; pass --endpoint-url to publish to another S3-compatible endpoint"
@@ -128,27 +127,26 @@ def _athena_names(database, workgroup):
 def reconcile(c, fleet=None, target=None, groups=None, json=False, fix=False, ci=False, engine=None, days=1,
               release=None, no_snapshot=False, database=None, workgroup=None, debug=False):
     """Check every instance runs its group's expected version (exit 3 on drift)."""
-    from deploytool.reconcile.command import run_reconcile, services_for, settings_for
+    from deploytool.reconcile.command import run_reconcile
 
     loaded = fleet_from(fleet)
     database, workgroup = _athena_names(database, workgroup)
-    settings = settings_for(
+    settings = targets.settings_for(
         loaded, options.target(loaded, target), engine=options.choice("--engine", engine, ENGINES),
         days=options.integer("--days", days, low=1, high=MAX_DAYS),
         release=options.release_id("--release", release) or "",
         snapshot=not no_snapshot, groups=options.group_names(loaded, groups), database=database, workgroup=workgroup,
     )
-    runner, backend, services = None, None, None
+    runner, backend = None, None
+    connected = targets.connect(loaded, settings.target)
     if fix:
         from deploytool.reconcile.command import fix_runner_for
-        from deploytool.rollout.commands import services_for as rollout_services_for
 
         # The fix deploys like `fab deploy` does; with --json its progress goes to stderr, the report to stdout.
-        rollout = rollout_services_for(loaded, settings.target, console=make_console(ci=ci, stderr=json), ci=ci)
+        rollout = connected.services(loaded, make_console(ci=ci, stderr=json), ci=ci)
         runner, backend = fix_runner_for(rollout, settings.target)
-        services = services_for(loaded, session=rollout.aws)
     run_reconcile(
-        loaded, settings, services or services_for(loaded, target=settings.target), make_console(ci=ci),
+        loaded, settings, connected.reconcile_services(loaded), make_console(ci=ci),
         as_json=json, fix=fix, runner=runner, backend=backend,
     )
 
@@ -162,7 +160,9 @@ def athena_ddl(c, fleet=None, apply=False, database=None, workgroup=None, debug=
 
     loaded = fleet_from(fleet)
     database, workgroup = _athena_names(database, workgroup)
-    athena_setup(loaded, make_console(), apply=apply, database=database, workgroup=workgroup)
+    settings = targets.athena_settings(loaded, database=database, workgroup=workgroup)
+    services = targets.connect(loaded, settings.target).reconcile_services(loaded) if apply else None
+    athena_setup(loaded, make_console(), settings, apply=apply, services=services)
 
 
 @cli_task(help={"debug": "show tracebacks"})
@@ -191,8 +191,8 @@ _ROLLOUT_HELP = {
 
 def _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out):
     """The options every rollout task shares, checked; the services come after every check (`_services`)."""
-    from deploytool.rollout.commands import Output
     from deploytool.rollout.plan import ON_FAILURE, RolloutOptions
+    from deploytool.rollout.wiring import Output
 
     loaded = fleet_from(fleet)
     name = options.target(loaded, target)
@@ -204,16 +204,12 @@ def _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out):
 
 
 def _services(loaded, name, ci):
-    from deploytool.rollout.commands import services_for
-
-    return services_for(loaded, name, console=make_console(ci=ci), ci=ci)
+    return targets.connect(loaded, name).services(loaded, make_console(ci=ci), ci=ci)
 
 
 def _without_sandbox(loaded, name, dry_run):
     """A dry run on a local target whose sandbox is not running plans from the fleet file alone."""
-    from deploytool.deploy_flow import sandbox_running
-
-    return dry_run and isinstance(loaded.targets[name], LocalTarget) and not sandbox_running(loaded, name)
+    return dry_run and targets.sandbox_missing(loaded, name)
 
 
 @cli_task(help={"fleet": _ROLLOUT_HELP["fleet"], "target": _ROLLOUT_HELP["target"],
@@ -226,9 +222,9 @@ def setup(c, fleet=None, target=None, dry_run=False, debug=False):
 
     loaded = fleet_from(fleet)
     name = options.target(loaded, target)
-    commands.codedeploy_target(loaded, name)  # a sandbox target is refused before any AWS set-up
+    chosen = targets.codedeploy(loaded, name)  # a sandbox target is refused before any AWS set-up
     gateway = CodeDeployGateway(AwsSession(region=loaded.aws.region, profile=loaded.aws.profile))
-    commands.setup(loaded, name, gateway, make_console(), dry_run=dry_run)
+    commands.setup(loaded, chosen, gateway, make_console(), dry_run=dry_run)
 
 
 @cli_task(help={**_ROLLOUT_HELP, "version": "release version (default YYYY.MM.DD-<shortsha> of the git commit)",
@@ -258,15 +254,13 @@ def deploy(c, fleet=None, target=None, groups=None, version=None, allow_dirty=Fa
 def rollback(c, fleet=None, target=None, groups=None, to=None, max_parallel=0, on_failure="stop-wave", ci=False,
              json_out=None, dry_run=False, debug=False):
     """Redeploy an earlier release's revision, as a new release."""
-    from deploytool.deploy_flow import tag_summary, with_tagging
     from deploytool.rollout import commands
 
     loaded, name, chosen, run, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out)
     to = options.version("--to", to)
     services = _services(loaded, name, ci)  # even a dry run reads the release history: on the sandbox, or AWS
-    tagged, tagger = with_tagging(services)  # the instances it reaches are tagged with the version rolled back to
-    result = commands.rollback(loaded, name, chosen, run, tagged, output, to_version=to, dry_run=dry_run)
-    tag_summary(services, tagger)
+    # the instances it reaches are tagged with the version rolled back to (deploytool.rollout.wiring)
+    result = commands.rollback(loaded, name, chosen, run, services, output, to_version=to, dry_run=dry_run)
     commands.verdict(result)
 
 
@@ -388,6 +382,7 @@ def hooks(c, event=None, bundle=None, instance=None, group=None, file_exists_beh
 )
 def sandbox(c, fleet=None, target=None, groups=None, ci=False, debug=False):
     """Run the whole release on this machine: moto, real Celery workers, v1 then v2 under load, then a report."""
+    from deploytool.deploy_flow import sandbox_releases
     from deploytool.errors import DeployFailed
     from deploytool.sandbox.run import SandboxRunOptions, log_locations, report, run_sandbox
     from deploytool.sandbox.session import local_target, sandbox_root
@@ -396,9 +391,9 @@ def sandbox(c, fleet=None, target=None, groups=None, ci=False, debug=False):
     name, local = local_target(loaded, options.target(loaded, target))
     chosen = options.group_names(loaded, groups)
     console = make_console(ci=ci)
-    run = SandboxRunOptions(target=name, groups=tuple(chosen) if chosen else None, live=console.is_terminal and not ci)
+    run = SandboxRunOptions(target=name, groups=tuple(chosen) if chosen else None)
     try:
-        result = run_sandbox(loaded, console=console, options=run)
+        result = run_sandbox(loaded, console=console, options=run, connect=sandbox_releases(console, ci=ci))
     finally:
         for line in log_locations(sandbox_root(loaded, local), loaded.app):
             console.print(line, highlight=False, markup=False)

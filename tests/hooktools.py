@@ -1,6 +1,6 @@
 """Drive the lifecycle hooks the way the CodeDeploy agent does, on instance directories of this machine.
 
-- `render_bundle` lays out a bundle as CONTRACTS.md section 1 says (app/, deploytool/hooks/ rendered from
+- `render_bundle` lays out a bundle as deploytool.bundle's contract says (app/, deploytool/hooks/ rendered from
   scripts/ with jinja2 StrictUndefined, deploytool/hooks/systemd/<group>.service, deploytool/fleet.json).
 - `Instance` is one sandbox instance (DEPLOYTOOL_INSTANCE_ROOT): `deploy(bundle)` runs ApplicationStop from
   the PREVIOUS revision's archive, installs the files into releases/<version>, then ApplicationStart and
