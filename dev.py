@@ -67,6 +67,7 @@ def test(args: list[str]) -> int:
     checks: list[list[str | Path]] = [
         [BIN / "ruff", "check", "."],
         [BIN / "mypy"],
+        [BIN / "lint-imports"],  # the layers and the AWS gateways: pyproject.toml [tool.importlinter]
     ]
     for check in checks:
         if run(*check) != 0:
