@@ -5,7 +5,7 @@ artifacts.prefix, A = app.name):
 - manifest: P/A/releases/dt=YYYY-MM-DD/<release_id>.json, ONE line of JSON (Athena's JSON SerDe reads
   it as a row); `deployments` {group: {deployment_id, status, rollback_deployment_id}} is rewritten at
   every orchestrator Checkpoint, so a release that dies mid-way can be resumed. Each entry of `groups`
-  carries `outcome` (GROUP_OUTCOMES): `pending` until the group's deployment ends, then what the
+  carries `outcome` (deploytool.model.GROUP_OUTCOMES): `pending` until the group's deployment ends, then what the
   orchestrator concluded for the group (it counts a deployment with a failed instance as failed even
   when the backend says Succeeded). Reconcile expects a group's version only from a release whose
   outcome for that group is `succeeded` (athena/reconcile.sql). dt is the release id's UTC date, so a
@@ -37,7 +37,7 @@ def prior_deployments(manifest: ReleaseManifest) -> dict[str, PriorDeployment]:
 
 
 def group_outcome(result: GroupResult) -> str:
-    """The manifest's word (GROUP_OUTCOMES) for how a group's deployment ended."""
+    """The manifest's word (deploytool.model.GROUP_OUTCOMES) for how a group's deployment ended."""
     if result.ok:
         return "succeeded"
     if result.outcome == "failed":
