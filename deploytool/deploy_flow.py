@@ -6,7 +6,7 @@ Contract: `deploy_and_reconcile(fleet, target, groups, options, services, output
    (deploytool:version / :release / :deployed-at, on the EC2 of `services.aws`, or `tag_writer`; any
    backend: CodeDeploy, or the sandbox's on its moto server). A tagging failure is one warning line; it
    never fails or stops the release. A dry run stops there: nothing reconciled.
-3. Exit codes, as a CI pipeline reads them:
+2. Exit codes, as a CI pipeline reads them:
    - 1 (DeployFailed): the rollout did not succeed on every instance, or was detached. The reconcile is
      then skipped, on purpose: it cannot change the exit code, the failed instances are already named,
      and a reconcile against the release that just failed would list every rolled-back or not-started
