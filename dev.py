@@ -71,6 +71,7 @@ def test(args: list[str]) -> int:
         # The instance-side code (scripts/): Python 3.9 (vermin; mypy 2 targets 3.10 at the lowest), the fence.
         [BIN / "vermin", "-t=3.9-", "--no-tips", "--violations", "-q", *INSTANCE_CODE],
         [BIN / "mypy", "--python-version", "3.10", "--strict", *INSTANCE_CODE],
+        # The layers, the AWS gateways and the instance fence: pyproject.toml [tool.importlinter].
         ["env", f"PYTHONPATH={ROOT / 'scripts'}", BIN / "lint-imports"],
     ]
     for check in checks:

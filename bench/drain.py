@@ -3,9 +3,10 @@
     python bench/drain.py [--broker sqs|redis|rabbitmq] [--tasks 1000] [--no-baseline]
 
 Runs the real sandbox (deploytool.sandbox): a SandboxSession (moto server with S3, EC2, Auto Scaling
-and SQS; one ASG per group, two instances each; real Celery workers of the sample app), releases built
-and published by prepare_deploy and rolled out by the Orchestrator over the `local` backend, as
-`fab sandbox` does. After v1 is up everywhere, half of --tasks is queued as a backlog (weighted by each
+and SQS; one ASG per group, two instances each; real Celery workers of the sample app), releases built,
+published and rolled out over the `local` backend through `fab deploy`'s own path, as `fab sandbox`
+does (deploytool.deploy_flow.sandbox_releases -> deploytool.rollout.wiring). After v1 is up
+everywhere, half of --tasks is queued as a backlog (weighted by each
 group's worker slots, 0.2-2 s each) and the LoadGenerator keeps submitting while v2 is rolled through
 (waves in order, each group in its strategy's batches; every instance runs ApplicationStop from the
 previous release, install, ApplicationStart, ValidateService); after the rollout the rest up to --tasks
@@ -48,11 +49,9 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 
 from deploytool.config import Fleet, load_fleet  # noqa: E402
-from deploytool.rollout.orchestrator import Orchestrator  # noqa: E402
-from deploytool.rollout.plan import RolloutOptions, rollout_plan  # noqa: E402
-from deploytool.rollout.progress import PlainLines  # noqa: E402
-from deploytool.rollout.record import ReleaseStore  # noqa: E402
-from deploytool.rollout.release import prepare_deploy  # noqa: E402
+from deploytool.deploy_flow import sandbox_releases  # noqa: E402
+from deploytool.errors import DeployFailed  # noqa: E402
+from deploytool.rollout.plan import RolloutOptions  # noqa: E402
 from deploytool.rollout.result import RolloutResult  # noqa: E402
 from deploytool.sandbox.instance import Instance  # noqa: E402
 from deploytool.sandbox.load import SAMPLE_TASKS, CelerySender, LoadGenerator, TaskKind  # noqa: E402
@@ -215,28 +214,15 @@ def run_once(broker: str, tasks: int, prompt: bool, work: Path, console: Console
                     with instance.env_file(fleet.app).open("a") as env:
                         env.write("DEPLOYTOOL_PROMPT_SHUTDOWN=0\n")
             repo = WorkRepo.create(fleet, sandbox.work_dir)
-            artifacts = fleet.artifacts
-            store = ReleaseStore(sandbox.s3, bucket=artifacts.bucket, prefix=artifacts.prefix, app=fleet.app.name)
+            # `fab sandbox`'s releases: `fab deploy`'s path (record, tags) on this session; progress when verbose
+            releases = sandbox_releases(console if verbose else Console(quiet=True), ci=True)(sandbox)
+            options = RolloutOptions(poll_min_s=0.5, poll_max_s=1.0, rollback_grace_s=5.0)
 
             def release(label: str) -> RolloutResult:
-                prepared = prepare_deploy(
-                    repo.fleet(), sandbox.target_name, sandbox.groups, aws=sandbox.aws, store=store,
-                    version=None, allow_dirty=False, out_dir=sandbox.root / "dist",
-                )  # fmt: skip
-                plan = rollout_plan(
-                    release_id=prepared.manifest.release_id,
-                    version=prepared.manifest.version,
-                    target=sandbox.target_name,
-                    groups=sandbox.groups,
-                    revision=prepared.revision,
-                    options=RolloutOptions(poll_min_s=0.5, poll_max_s=1.0, rollback_grace_s=5.0),
-                )
-                reporter = PlainLines(console) if verbose else None
-                result = Orchestrator(sandbox.backend, plan, reporter=reporter).run()
-                if not result.succeeded:
-                    failed = ", ".join(f"{g.group}: {g.error or g.outcome}" for g in result.groups if not g.ok)
-                    raise SystemExit(f"{label} did not reach every instance: {failed}")
-                return result
+                try:
+                    return releases.release(repo.fleet(), sandbox.groups, options, out_dir=sandbox.root / "dist")
+                except DeployFailed as exc:
+                    raise SystemExit(f"{label}: {exc}") from None
 
             release("v1")
             sender = CelerySender(sandbox.fleet.broker)

@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from deploytool.model import inventory_key, iso_micro, manifest_key
 from deploytool.owned import fresh_owned
 from deploytool.reconcile.inventory import InventoryRow, encode_rows
-from deploytool.reconcile.layout import inventory_key, iso_micro, release_key
 from deploytool.reconcile.query import DuckDbEngine
 from deploytool.reconcile.sql import load_query
 
@@ -59,7 +59,7 @@ def generate(root: Path) -> None:
     fresh_owned(root, "bench/reconcile.py's generated data set")
     releases = _releases()
     for created, release_id, version in releases:
-        path = root / release_key(PREFIX, APP, release_id)
+        path = root / manifest_key(PREFIX, APP, release_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         manifest = {
             "release_id": release_id, "app": APP, "version": version, "target": TARGET,

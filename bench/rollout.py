@@ -8,8 +8,8 @@ HalfAtATime, OneAtATime, min 2 healthy hosts, min 50% healthy), one wave; each i
 takes 60 to 180 s (seeded per instance, so every run below sees the same fleet). CodeDeploy is the
 simulator from tests/cdsim (botocore-validated requests), time is a simulated clock: nothing sleeps.
 Each run gets a fresh simulator on the same instances and counts every CodeDeploy call it makes.
-- ours: the orchestrator + CodeDeploy backend (one poll loop, BatchGetDeployments 25 ids a call,
-  1 s backing off to 10 s);
+- ours: the one rollout wiring (deploytool.rollout.wiring, as `fab deploy` runs it) + CodeDeploy backend
+  (one poll loop, BatchGetDeployments 25 ids a call, 1 s backing off to 10 s);
 - sequential: one group after another, each followed by boto3's deployment_successful waiter
   (GetDeployment every 15 s: delay and attempts read from botocore's waiter model);
 - waiter: every deployment created at once, one such waiter per deployment.
@@ -36,15 +36,18 @@ sys.path.insert(0, str(ROOT))
 
 import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
+from rich.console import Console  # noqa: E402
 
 from deploytool.aws.codedeploy import CodeDeployGateway  # noqa: E402
+from deploytool.aws.s3 import S3Gateway  # noqa: E402
 from deploytool.aws.session import AwsSession  # noqa: E402
 from deploytool.config import Fleet  # noqa: E402
 from deploytool.rollout.backend import DeployRequest  # noqa: E402
 from deploytool.rollout.clock import SimulatedClock  # noqa: E402
 from deploytool.rollout.codedeploy import CodeDeployBackend, create_params  # noqa: E402
-from deploytool.rollout.orchestrator import Orchestrator  # noqa: E402
 from deploytool.rollout.plan import rollout_plan  # noqa: E402
+from deploytool.rollout.record import ReleaseStore  # noqa: E402
+from deploytool.rollout.wiring import Output, Services, run_rollout  # noqa: E402
 from tests.cdsim import CodeDeploySim, install, seeded_durations  # noqa: E402
 from tests.cdsim.env import CREDENTIALS, MOTO_CONFIG, REGION, create_asgs  # noqa: E402
 from tests.rollout_helpers import make_fleet, revision, set_up  # noqa: E402
@@ -58,6 +61,7 @@ APP = "acme-workers"
 class Run:
     clock: SimulatedClock
     sim: CodeDeploySim
+    aws: AwsSession
     gateway: CodeDeployGateway
     client: Any
 
@@ -89,13 +93,17 @@ def fresh_run(fleet: Fleet, instances: dict[str, list[str]], seed: int) -> Run:
     for ids in instances.values():  # the fleet runs a previous version, so ApplicationStop runs too
         sim.instance_revision.update((i, previous) for i in ids)
     sim.calls.clear()
-    return Run(clock, sim, gateway, aws.client("codedeploy"))
+    return Run(clock, sim, aws, gateway, aws.client("codedeploy"))
 
 
 def ours(run: Run, fleet: Fleet) -> float:
     plan = rollout_plan(release_id="20250101T000000Z-v1", version="v1", target="production", groups=fleet.groups,
                         revision=revision("v1"))
-    result = Orchestrator(CodeDeployBackend(run.gateway, application=APP), plan, clock=run.clock).run()
+    store = ReleaseStore(S3Gateway(run.aws), bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix,
+                         app=fleet.app.name)  # not written to: a plan with no manifest has no record
+    services = Services(run.aws, CodeDeployBackend(run.gateway, application=APP), store, Console(quiet=True),
+                        clock=run.clock, interactive=False)
+    result = run_rollout(plan, services, Output(ci=True))  # the one rollout wiring, as `fab deploy` runs it
     if not result.succeeded:
         raise SystemExit(f"ours: the release failed: {result.counts()}")
     return result.elapsed_s

@@ -1,4 +1,4 @@
-"""Stage 3, bundle: one reproducible .tgz per release that serves every group (CONTRACTS.md §1).
+"""Stage 3, bundle: one reproducible .tgz per release that serves every group (its layout: this docstring).
 
 Contract: `build_bundle(fleet, source, out_dir)` writes `<out_dir>/<app>-<version>.tgz` (atomically:
 a temp file renamed into place) and returns a BundleResult. The archive holds

@@ -1,13 +1,12 @@
 """`fab deploy` end to end: the rollout (tagging each group as it finishes), its verdict, then a reconcile.
 
 Contract: `deploy_and_reconcile(fleet, target, groups, options, services, output, ...)`
-1. Adds a DeploymentTagger (deploytool.reconcile.tagger) to this run's reporters (`with_tagging`): as
-   soon as a group's deployment ends, its succeeded instances get the deploytool:version / :release /
-   :deployed-at tags, on the EC2 of `services.aws` through `services.backend` (any backend: CodeDeploy,
-   or the sandbox's on its moto server). A tagging failure is one warning line; it never fails or
-   stops the release.
-2. Runs the rollout (deploytool.rollout.commands.deploy). A dry run stops there: nothing reconciled.
-3. Exit codes, as a CI pipeline reads them:
+1. Runs the rollout (deploytool.rollout.commands.deploy, through the one wiring deploytool.rollout.wiring),
+   whose DeploymentTagger tags each group's succeeded instances as soon as its deployment ends
+   (deploytool:version / :release / :deployed-at, on the EC2 of `services.aws`, or `tag_writer`; any
+   backend: CodeDeploy, or the sandbox's on its moto server). A tagging failure is one warning line; it
+   never fails or stops the release. A dry run stops there: nothing reconciled.
+2. Exit codes, as a CI pipeline reads them:
    - 1 (DeployFailed): the rollout did not succeed on every instance, or was detached. The reconcile is
      then skipped, on purpose: it cannot change the exit code, the failed instances are already named,
      and a reconcile against the release that just failed would list every rolled-back or not-started
@@ -20,6 +19,9 @@ Contract: `deploy_and_reconcile(fleet, target, groups, options, services, output
    server for a local target), with the target's engine or `engine`. Its settings are checked before
    anything is built, so a bad --reconcile-engine is exit 2 at once (`reconcile_settings`: the fab task
    calls it before it builds the services, so the check also comes before "no sandbox is running").
+
+`fab sandbox` releases through this same function (`sandbox_releases`, with reconcile=False for each
+release and one reconcile at its end): the sandbox proves the production path, record and tags included.
 
 A dry run on a local target whose sandbox is not running needs no services (`plan_without_sandbox`):
 the plan comes from the fleet file alone (waves, groups, strategies; for a deploy, the bundle is built
@@ -37,21 +39,22 @@ from typing import get_args
 
 from rich.console import Console
 
-from deploytool.aws.ec2 import Ec2Gateway
+from deploytool import targets
 from deploytool.bundle import build_release
 from deploytool.config import Fleet, Group
 from deploytool.errors import UsageError
+from deploytool.model import Revision, release_id
 from deploytool.reconcile import command as reconcile_command
 from deploytool.reconcile.pipeline import EngineName, ReconcileServices, ReconcileSettings
 from deploytool.reconcile.report import ReconcileReport
-from deploytool.reconcile.tagger import DeploymentTagger, TagStore
 from deploytool.render import Templates
 from deploytool.rollout import commands
-from deploytool.rollout.backend import Revision
-from deploytool.rollout.commands import Output, Services
 from deploytool.rollout.plan import Mode, RolloutOptions, rollout_plan
-from deploytool.rollout.record import release_id_for
+from deploytool.rollout.release import Prepared
 from deploytool.rollout.result import RolloutResult
+from deploytool.rollout.tagger import DeploymentTagger, TagStore
+from deploytool.rollout.wiring import Output, Services, say, tagger_for
+from deploytool.sandbox.session import SandboxSession
 
 
 @dataclass(frozen=True)
@@ -59,30 +62,6 @@ class Deployed:
     result: RolloutResult | None  # None for a dry run
     tagger: DeploymentTagger
     report: ReconcileReport | None = None  # None when not reconciled
-
-
-def _say(services: Services, line: str) -> None:
-    services.console.print(line, markup=False, highlight=False)
-
-
-def with_tagging(services: Services, ec2: TagStore | None = None) -> tuple[Services, DeploymentTagger]:
-    """These services plus a tagger among the reporters (a copy: the caller's services stay as they are)."""
-    tagger = DeploymentTagger(ec2 or Ec2Gateway(services.aws), services.backend, now=services.now,
-                              say=lambda line: _say(services, line))
-    return replace(services, extra_reporters=[*services.extra_reporters, tagger]), tagger
-
-
-def reconcile_services(fleet: Fleet, services: Services) -> ReconcileServices:
-    """Reconcile's gateways on the rollout's AWS session and clock."""
-    return replace(reconcile_command.services_for(fleet, session=services.aws), now=services.now)
-
-
-def tag_summary(services: Services, tagger: DeploymentTagger) -> None:
-    if tagger.count or tagger.calls:
-        _say(services, f"tags: {tagger.count} instance(s) tagged in {tagger.calls} CreateTags call(s)")
-    if tagger.warnings:
-        _say(services, f"warning: tagging failed for {len(tagger.warnings)} group(s); their instances keep their "
-                       "old tags")
 
 
 def reconcile_settings(
@@ -94,18 +73,12 @@ def reconcile_settings(
         raise UsageError(f"--reconcile-engine {engine!r}: allowed: {', '.join(get_args(EngineName))}")
     if not reconcile or dry_run:
         return None
-    return reconcile_command.settings_for(fleet, target_name, engine=engine, mirror=mirror,
-                                          groups=[g.name for g in groups])
+    return targets.settings_for(fleet, target_name, engine=engine, mirror=mirror, groups=[g.name for g in groups])
 
 
-def sandbox_running(fleet: Fleet, target_name: str) -> bool:
-    """Whether `fab sandbox-up` left a sandbox running for this local target (what attach requires)."""
-    from deploytool.sandbox.motoserver import recorded
-    from deploytool.sandbox.session import local_target, read_sandbox_info, sandbox_root
-
-    _, local = local_target(fleet, target_name)
-    root = sandbox_root(fleet, local)
-    return read_sandbox_info(root) is not None and recorded(root / "run" / "moto.pid") is not None
+def reconcile_services(fleet: Fleet, services: Services) -> ReconcileServices:
+    """Reconcile's gateways on the rollout's AWS session and clock."""
+    return replace(reconcile_command.services_for(fleet, session=services.aws), now=services.now)
 
 
 def plan_without_sandbox(
@@ -119,7 +92,7 @@ def plan_without_sandbox(
     else:
         bundle = build_release(fleet, version=version, allow_dirty=allow_dirty, out_dir=out_dir)
         revision = Revision(fleet.artifacts.bucket, "(not published: dry run)", "", bundle.version, bundle.sha256)
-        plan = rollout_plan(release_id=release_id_for(bundle.version, now()), version=bundle.version,
+        plan = rollout_plan(release_id=release_id(bundle.version, now()), version=bundle.version,
                             target=target_name, groups=groups, revision=revision, options=options)
     what = "new" if mode == "restart" else "new or resumed: not known while no sandbox runs"
     lines = commands.plan_lines(plan, {}, what)
@@ -135,24 +108,67 @@ def deploy_and_reconcile(
     output: Output, *, version: str | None, allow_dirty: bool, dry_run: bool = False, reconcile: bool = True,
     engine: str | None = None, mirror: str | None = None, templates: Templates | None = None,
     out_dir: Path | None = None, reconciling: ReconcileServices | None = None, tag_writer: TagStore | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None, on_prepared: Callable[[Prepared], None] | None = None,
 ) -> Deployed:
     """Roll out, tag, and reconcile; raises DeployFailed (exit 1) or DriftFound (exit 3), see the module doc."""
     settings = reconcile_settings(fleet, target_name, groups, engine=engine, reconcile=reconcile, dry_run=dry_run,
                                   mirror=mirror)
-    tagged, tagger = with_tagging(services, tag_writer)
-    result = commands.deploy(fleet, target_name, groups, options, tagged, output, version=version,
-                             allow_dirty=allow_dirty, dry_run=dry_run, templates=templates, out_dir=out_dir)
+    if tag_writer is not None:
+        services = replace(services, ec2=tag_writer)
+    tagger = tagger_for(services)
+    result = commands.deploy(fleet, target_name, groups, options, services, output, version=version,
+                             allow_dirty=allow_dirty, dry_run=dry_run, templates=templates, out_dir=out_dir,
+                             tagger=tagger, on_prepared=on_prepared)
     if result is None:
         return Deployed(None, tagger)
-    tag_summary(services, tagger)
     if not result.succeeded and settings is not None:
-        _say(services, "reconcile skipped: the rollout did not succeed (exit 1); `fab reconcile` shows the fleet")
+        say(services, "reconcile skipped: the rollout did not succeed (exit 1); `fab reconcile` shows the fleet")
     commands.verdict(result)
     if settings is None:
         return Deployed(result, tagger)
     report = reconcile_command.reconcile_after_deploy(
-        fleet, target_name, services.console, services=reconciling or reconcile_services(fleet, services),
-        settings=settings, env=env,
+        fleet, services.console, settings=settings, services=reconciling or reconcile_services(fleet, services),
+        env=env,
     )
     return Deployed(result, tagger, report)
+
+
+@dataclass(frozen=True)
+class SessionReleases:
+    """`fab deploy` on the sandbox this process runs: what `fab sandbox` (deploytool.sandbox.run) releases through."""
+
+    target_name: str
+    services: Services
+    reconciling: ReconcileServices
+    output: Output
+    templates: Templates | None = None
+
+    def release(self, fleet: Fleet, groups: Sequence[Group], options: RolloutOptions, *, out_dir: Path,
+                on_prepared: Callable[[Prepared], None] | None = None) -> RolloutResult:
+        """`fab deploy --no-reconcile` of the work tree's HEAD; DeployFailed (exit 1) unless it succeeded."""
+        done = deploy_and_reconcile(fleet, self.target_name, groups, options, self.services, self.output,
+                                    version=None, allow_dirty=False, reconcile=False, templates=self.templates,
+                                    out_dir=out_dir, on_prepared=on_prepared)
+        assert done.result is not None  # not a dry run
+        return done.result
+
+    def reconcile(self, fleet: Fleet, groups: Sequence[Group]) -> ReconcileReport:
+        """The reconcile `fab deploy` ends with, over these groups; DriftFound (exit 3) on drift."""
+        settings = targets.settings_for(fleet, self.target_name, groups=[g.name for g in groups])
+        return reconcile_command.reconcile_after_deploy(fleet, self.services.console, settings=settings,
+                                                        services=self.reconciling)
+
+
+def sandbox_releases(
+    console: Console, *, ci: bool, templates: Templates | None = None,
+) -> Callable[[SandboxSession], SessionReleases]:
+    """For `fab sandbox`: given its running session, `fab deploy`'s path on it (deploytool.targets.in_session).
+
+    A Ctrl-C is let through at once (on_interrupt "raise"): the session then stops everything it started."""
+    def connect(sandbox: SandboxSession) -> SessionReleases:
+        connected = targets.in_session(sandbox.config, sandbox)
+        services = replace(connected.services(sandbox.config, console, ci=ci), on_interrupt="raise")
+        return SessionReleases(connected.target.name, services, connected.reconcile_services(sandbox.config),
+                               Output(ci=ci), templates)
+
+    return connect

@@ -1,12 +1,13 @@
 """Stage 4, publish: put a bundle in S3 once, content-addressed, and record the release.
 
 Contract: `publish(bundle, fleet, session, target=..., created_by=...)`
-1. names the bundle `<prefix>/<app>/<version>/<sha256>.tgz` in artifacts.bucket (CONTRACTS.md §3);
+1. names the bundle `<prefix>/<app>/<version>/<sha256>.tgz` in artifacts.bucket (deploytool.model: the keys);
 2. sends one HEAD: when the object is there (same size) nothing is uploaded;
 3. otherwise uploads it through boto3's transfer manager (multipart above 16 MiB) with metadata
    version, sha256 and commit, SSE-KMS when artifacts.kms_key_id is set, and ExpectedBucketOwner on
    every request when artifacts.expected_bucket_owner is set;
-4. writes the release manifest, one line of JSON, to `<prefix>/<app>/releases/dt=YYYY-MM-DD/<release_id>.json`.
+4. writes the release manifest (deploytool.model.ReleaseManifest, its groups without an outcome yet), one
+   line of JSON, to `<prefix>/<app>/releases/dt=YYYY-MM-DD/<release_id>.json`.
 It returns a PublishResult; `.revision()` is what a rollout backend deploys. It does not register the
 revision with CodeDeploy (the codedeploy backend does). Where the session points (AWS, or the sandbox's
 moto server) is the caller's business. A missing bucket or denied access is one AwsError line.
@@ -15,20 +16,25 @@ moto server) is the caller's business. A missing bucket or denied access is one 
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.bundle import BundleResult
 from deploytool.config import Fleet, Group
 from deploytool.errors import AwsError
-from deploytool.rollout.backend import Revision
+from deploytool.model import (
+    ReleaseManifest,
+    Revision,
+    bundle_key,
+    iso_seconds,
+    manifest_key,
+    new_manifest,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ class PublishResult:
     release_id: str
     manifest_key: str
     uploaded: bool  # False when the object was already there
-    manifest: Mapping[str, Any]
+    manifest: ReleaseManifest
     object_version: str | None = None
 
     @property
@@ -62,22 +68,6 @@ class PublishResult:
         )
 
 
-def bundle_key(fleet: Fleet, version: str, sha256: str) -> str:
-    return f"{fleet.artifacts.prefix}/{fleet.app.name}/{version}/{sha256}.tgz"
-
-
-def release_id(created_at: datetime, version: str) -> str:
-    return f"{created_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{version}"
-
-
-def release_key(fleet: Fleet, created_at: datetime, rid: str) -> str:
-    return f"{fleet.artifacts.prefix}/{fleet.app.name}/releases/dt={created_at.astimezone(UTC):%Y-%m-%d}/{rid}.json"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def creator() -> str:
     """Who publishes: DEPLOYTOOL_USER, the CI actor, or user@host."""
     named = os.environ.get("DEPLOYTOOL_USER") or os.environ.get("GITHUB_ACTOR")
@@ -90,44 +80,13 @@ def creator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def release_manifest(
-    fleet: Fleet, bundle: BundleResult, *, bucket: str, key: str, etag: str, target: str, created_by: str,
-    created_at: datetime, groups: Sequence[Group] | None = None,
-) -> dict[str, Any]:
-    """The release record (CONTRACTS.md §3); `deployments` is filled in by the rollout.
-
-    `groups` lists only the groups this release deploys (all by default): reconcile expects the
-    release's version on exactly those."""
-    return {
-        "release_id": release_id(created_at, bundle.version),
-        "app": fleet.app.name,
-        "version": bundle.version,
-        "target": target,
-        "bundle_uri": f"s3://{bucket}/{key}",
-        "bucket": bucket,
-        "key": key,
-        "etag": etag,
-        "sha256": bundle.sha256,
-        "commit": bundle.commit,
-        "created_by": created_by,
-        "created_at": _iso(created_at),
-        "built_at": _iso(bundle.built_at),
-        "groups": [
-            {"group": g.name, "asg": g.asg, "expected_version": bundle.version, "strategy": g.strategy.label,
-             "wave": g.wave}
-            for g in (fleet.groups if groups is None else groups)
-        ],
-        "deployments": {},
-    }
-
-
 def _encryption(fleet: Fleet) -> dict[str, str]:
     kms = fleet.artifacts.kms_key_id
     return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms} if kms else {}
 
 
-def _put_manifest(gateway: S3Gateway, fleet: Fleet, key: str, manifest: Mapping[str, Any]) -> None:
-    line = json.dumps(manifest, separators=(",", ":"), sort_keys=False) + "\n"
+def _put_manifest(gateway: S3Gateway, fleet: Fleet, key: str, manifest: ReleaseManifest) -> None:
+    line = manifest.to_json_line(sort_keys=False) + "\n"
     gateway.put_bytes(
         fleet.artifacts.bucket, key, line.encode(), content_type="application/json", extra=_encryption(fleet)
     )
@@ -145,7 +104,7 @@ def publish(
 ) -> PublishResult:
     gateway = S3Gateway(session, expected_bucket_owner=fleet.artifacts.expected_bucket_owner)
     bucket = fleet.artifacts.bucket
-    key = bundle_key(fleet, bundle.version, bundle.sha256)
+    key = bundle_key(fleet.artifacts.prefix, fleet.app.name, bundle.version, bundle.sha256)
     info = gateway.head(bucket, key)
     uploaded = info is None
     if info is None:
@@ -160,15 +119,17 @@ def publish(
             "the object was changed after upload; delete it and publish again"
         )
     created_at = now()
-    manifest = release_manifest(
-        fleet, bundle, bucket=bucket, key=key, etag=info.etag, target=target, created_by=created_by,
-        created_at=created_at, groups=groups,
+    # No outcome in its groups yet: the rollout that takes this release on writes them (deploytool.rollout.record).
+    manifest = new_manifest(
+        app=fleet.app.name, target=target, groups=fleet.groups if groups is None else groups, commit=bundle.commit,
+        revision=Revision(bucket, key, info.etag, bundle.version, bundle.sha256), created_by=created_by,
+        now=created_at, outcome=None, extra={"built_at": iso_seconds(bundle.built_at)},
     )
-    manifest_key = release_key(fleet, created_at, manifest["release_id"])
-    _put_manifest(gateway, fleet, manifest_key, manifest)
+    key_of_manifest = manifest_key(fleet.artifacts.prefix, fleet.app.name, manifest.release_id)
+    _put_manifest(gateway, fleet, key_of_manifest, manifest)
     return PublishResult(
         bucket=bucket, key=key, etag=info.etag, sha256=bundle.sha256, size=bundle.size, version=bundle.version,
-        commit=bundle.commit, release_id=manifest["release_id"], manifest_key=manifest_key, uploaded=uploaded,
+        commit=bundle.commit, release_id=manifest.release_id, manifest_key=key_of_manifest, uploaded=uploaded,
         manifest=manifest, object_version=info.version_id,
     )
 

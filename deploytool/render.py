@@ -1,7 +1,7 @@
 """Bundle stage, part 1: render appspec.yml and the hook scripts from their jinja2 templates.
 
-Contract (CONTRACTS.md §1): `render_templates(fleet, version, commit, templates)` returns, in memory,
-every file of the bundle that comes from a template directory:
+Contract (the bundle's layout: deploytool.bundle): `render_templates(fleet, version, commit, templates)`
+returns, in memory, every file of the bundle that comes from a template directory:
 - `appspec.yml` from templates.appspec;
 - for each file under templates.scripts: `NAME.j2` rendered to `deploytool/hooks/NAME`, any other
   file copied as it is; executable (0755) exactly when it starts with `#!` (not from its file mode, which a
@@ -66,7 +66,7 @@ class RenderedFile:
 
 
 def template_context(fleet: Fleet, version: str, commit: str | None) -> dict[str, Any]:
-    """What every template sees (CONTRACTS.md §1)."""
+    """What every template sees (the names the templates under appspec/ and scripts/ use)."""
     app = fleet.app
     return {
         "app": {

@@ -20,10 +20,10 @@ from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.config import Fleet, Group, parse_fleet
-from deploytool.reconcile.layout import release_key
+from deploytool.model import manifest_key as release_key
 from deploytool.reconcile.pipeline import ReconcileServices
-from deploytool.reconcile.tags import FinishedDeployment
 from deploytool.rollout.backend import DeploymentSnapshot, DeployRequest, GroupState, InstanceProgress
+from deploytool.rollout.tags import FinishedDeployment
 
 REGION = "us-east-1"
 BUCKET = "acme-deploy-artifacts"

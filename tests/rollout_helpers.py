@@ -14,18 +14,19 @@ from typing import Any
 
 from rich.console import Console
 
+from deploytool import targets
 from deploytool.aws.codedeploy import CodeDeployGateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.config import CodeDeployTarget, Fleet, load_fleet, parse_fleet
+from deploytool.model import Revision
 from deploytool.rollout import commands
-from deploytool.rollout.backend import Revision
-from deploytool.rollout.commands import Output, Services
 from deploytool.rollout.events import Collect, Event, GroupStarted, Reporter
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import PriorDeployment, RolloutOptions, rollout_plan
 from deploytool.rollout.record import ReleaseStore
 from deploytool.rollout.result import RolloutResult
 from deploytool.rollout.setup import apply_setup, plan_setup
+from deploytool.rollout.wiring import Output, Services
 from tests.cdsim.env import CodeDeployEnv, codedeploy_env
 from tests.fleet_fixtures import TEMPLATES
 
@@ -138,5 +139,5 @@ def sample_world(tmp_path: Path) -> Iterator[World]:
         moment = [datetime(2025, 5, 1, 12, 0, tzinfo=UTC)]
         services = Services(env.aws, env.backend(), store, Console(file=out, width=200), clock=env.clock,
                             now=lambda: moment[0], interactive=False)
-        commands.setup(fleet, "production", env.gateway, services.console, dry_run=False)
+        commands.setup(fleet, targets.codedeploy(fleet, "production"), env.gateway, services.console, dry_run=False)
         yield World(env, fleet, services, out, tmp_path, moment)

@@ -9,6 +9,7 @@ import os
 import shutil
 import tarfile
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,14 @@ from moto import mock_aws
 from deploytool.aws.local import local_session
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
-from deploytool.config import Fleet, parse_fleet
+from deploytool.config import Fleet, load_fleet, parse_fleet
+from deploytool.model import Revision
 from deploytool.render import TOOL_ROOT, Templates
-from deploytool.rollout.backend import Revision
 from deploytool.sandbox.backend import LocalBackend
 from deploytool.sandbox.fleet import Broker, SandboxFleet
-from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile
+from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile, wait_gone
 from deploytool.sandbox.runner import Timing
+from deploytool.sandbox.session import SandboxSession, stop_sandbox
 from deploytool.sandbox.state import SandboxState
 
 # The appspec as shipped, with the small fixture hooks (no Celery worker: they flip `current`, write run/VERSION
@@ -135,3 +137,51 @@ def started_pids(root: Path) -> list[int]:
 def kill_if_alive(pid: int) -> None:
     if pid_alive(pid):
         os.kill(pid, 9)
+
+
+# A two-group fleet on the local target, the sample app beside it (`sandbox_up`).
+SANDBOX_FLEET = """\
+[app]
+name = "acme-workers"
+source = "sample_app"
+celery_app = "acme_workers.celery_app:app"
+
+[artifacts]
+bucket = "acme-deploy-artifacts"
+prefix = "deploytool"
+
+[[groups]]
+name = "email"
+asg = "acme-email-workers"
+queues = ["email"]
+strategy = "AllAtOnce"  # CodeDeploy calls it a success with one instance up: the deployment goes on
+
+[[groups]]
+name = "video"
+asg = "acme-video-workers"
+queues = ["video"]
+strategy = "OneAtATime"
+
+[targets.sandbox]
+backend = "local"
+instances_per_group = 2
+"""
+
+
+@contextmanager
+def sandbox_up(tmp_path: Path) -> Iterator[SandboxSession]:
+    """A running sandbox of SANDBOX_FLEET, as `fab sandbox-up` leaves one (its session detached: its processes
+    outlive the `with` of the session), stopped at the end as `fab sandbox-down` stops it."""
+    (tmp_path / "deploy.toml").write_text(SANDBOX_FLEET)
+    shutil.copytree(TOOL_ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
+    session = SandboxSession(load_fleet(tmp_path / "deploy.toml"), worker_stop_grace_s=1, handle_signals=False)
+    with session:
+        session.detach()
+    assert session.moto is not None
+    moto_pid = session.moto.process.pid
+    try:
+        yield session
+    finally:
+        stop_sandbox(session.root, session.config.app, grace_s=1)
+        assert wait_gone([moto_pid], 5) == []
+        kill_if_alive(moto_pid)

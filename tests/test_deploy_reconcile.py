@@ -20,12 +20,13 @@ from rich.console import Console
 from deploytool.aws.ec2 import Ec2Gateway, InstanceInfo
 from deploytool.deploy_flow import Deployed, deploy_and_reconcile, reconcile_services
 from deploytool.errors import AwsError, DeployFailed, DriftFound
-from deploytool.reconcile.command import fix_runner_for, run_reconcile, settings_for
+from deploytool.reconcile.command import fix_runner_for, run_reconcile
 from deploytool.reconcile.report import ReconcileReport
-from deploytool.reconcile.tagger import TagStore
-from deploytool.rollout.commands import Output
 from deploytool.rollout.events import Event, GroupStarted
 from deploytool.rollout.plan import RolloutOptions
+from deploytool.rollout.tagger import TagStore
+from deploytool.rollout.wiring import Output
+from deploytool.targets import settings_for
 from tests.fleet_fixtures import TEMPLATES
 from tests.rollout_helpers import ROOT, CtrlC, World, sample_world
 

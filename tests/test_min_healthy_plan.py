@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from deploytool import targets
 from deploytool.config import Strategy
 from deploytool.errors import UsageError
 from deploytool.rollout import commands
-from deploytool.rollout.commands import Output
 from deploytool.rollout.plan import RolloutOptions, check_min_healthy
+from deploytool.rollout.wiring import Output
 from tests.rollout_helpers import World, make_fleet, sample_world
 
 
@@ -53,7 +54,8 @@ def test_a_minimum_not_below_the_asg_is_refused_before_anything_is_published_or_
 
 def test_a_minimum_below_the_asg_deploys(world: World) -> None:
     fine = with_strategy(world, "reports", Strategy("HostCount", 2))
-    commands.setup(fine.fleet, "production", world.env.gateway, world.services.console, dry_run=False)
+    commands.setup(fine.fleet, targets.codedeploy(fine.fleet, "production"), world.env.gateway, world.services.console,
+                   dry_run=False)
     result = fine.deploy("v1")
     assert result is not None and result.succeeded
 

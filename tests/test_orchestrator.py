@@ -8,7 +8,7 @@ import pytest
 
 from deploytool.config import Group
 from deploytool.errors import UsageError
-from deploytool.rollout.backend import Revision
+from deploytool.model import Revision
 from deploytool.rollout.clock import SimulatedClock
 from deploytool.rollout.events import (
     Checkpoint,

@@ -20,10 +20,11 @@ from deploytool.aws.athena import AthenaGateway, parameter_literal
 from deploytool.aws.session import AwsSession
 from deploytool.errors import AwsError
 from deploytool.reconcile import grafana
-from deploytool.reconcile.command import athena_setup, settings_for
+from deploytool.reconcile.command import athena_setup
 from deploytool.reconcile.pipeline import reconcile
 from deploytool.reconcile.query import AthenaEngine
 from deploytool.reconcile.sql import TABLES, grafana_sql, load_query, load_table
+from deploytool.targets import athena_settings, settings_for
 from tests.reconcile_support import (
     APP,
     BUCKET,
@@ -192,7 +193,8 @@ def test_ddl_uses_partition_projection_and_runs_on_athena(aws: AwsSession, tmp_p
 
     mf = MotoFleet(aws)
     out = StringIO()
-    statements = athena_setup(fleet, Console(file=out, width=200), apply=True, services=mf.services())
+    statements = athena_setup(fleet, Console(file=out, width=200), athena_settings(fleet), apply=True,
+                              services=mf.services())
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS deploytool"
     names = [d["Name"] for d in boto3.client("athena", region_name=REGION).list_databases(
         CatalogName="AwsDataCatalog")["DatabaseList"]]

@@ -13,13 +13,14 @@ from rich.console import Console
 
 from deploytool.config import Fleet
 from deploytool.errors import DriftFound
-from deploytool.reconcile.command import run_reconcile, settings_for
+from deploytool.model import inventory_key
+from deploytool.reconcile.command import run_reconcile
 from deploytool.reconcile.inventory import InventoryRow, encode_rows
-from deploytool.reconcile.layout import inventory_key
 from deploytool.reconcile.pipeline import reconcile
 from deploytool.reconcile.query import DuckDbEngine
 from deploytool.reconcile.sql import load_query, to_duckdb
-from deploytool.reconcile.tags import FinishedDeployment, tag_deployments
+from deploytool.rollout.tags import FinishedDeployment, tag_deployments
+from deploytool.targets import settings_for
 from tests.reconcile_support import APP, BUCKET, PREFIX, FakeBackend, MotoFleet, fleet_for, mocked_aws
 
 
@@ -32,7 +33,8 @@ def moto_fleet(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoFleet]:
 def _deploy(mf: MotoFleet, backend: FakeBackend, fleet: Fleet, release_id: str, version: str) -> None:
     """What a release does to the fleet: a deployment per group, then tags on the succeeded instances."""
     mf.write_release(release_id, version, fleet.groups)
-    from deploytool.rollout.backend import DeployRequest, Revision
+    from deploytool.model import Revision
+    from deploytool.rollout.backend import DeployRequest
 
     finished = []
     for group in fleet.groups:
@@ -54,7 +56,8 @@ def _race_fleet(mf: MotoFleet, tmp_path: Path) -> tuple[Fleet, dict[str, str]]:
     # of the original instances fails its ApplicationStart.
     backend = FakeBackend(mf, fail=[email_ids[1]])
     mf.write_release("20240506T083000Z-2024.05.06-bbbbbbb", "2024.05.06-bbbbbbb", fleet.groups)
-    from deploytool.rollout.backend import DeployRequest, Revision
+    from deploytool.model import Revision
+    from deploytool.rollout.backend import DeployRequest
 
     finished = []
     for group in fleet.groups:
@@ -144,7 +147,7 @@ def test_untrusted_values_never_change_the_sql(moto_fleet: MotoFleet, tmp_path: 
     release_id = "20240506T080000Z-bad"
     manifest = moto_fleet.write_release(release_id, nasty_version, fleet.groups)
     manifest["groups"][0]["group"] = nasty_group
-    from deploytool.reconcile.layout import release_key
+    from deploytool.model import manifest_key as release_key
 
     moto_fleet.s3.put_bytes(BUCKET, release_key(PREFIX, APP, release_id), (json.dumps(manifest) + "\n").encode())
     stamp = "2024-05-06T09:00:00.000000Z"

@@ -17,10 +17,12 @@ from rich.console import Console
 
 from deploytool.config import Fleet
 from deploytool.errors import DriftFound, UsageError
-from deploytool.reconcile.command import run_reconcile, settings_for
+from deploytool.model import Revision
+from deploytool.reconcile.command import run_reconcile
 from deploytool.reconcile.report import ReconcileReport
-from deploytool.reconcile.tags import FinishedDeployment, tag_deployments
-from deploytool.rollout.backend import DeployRequest, Revision
+from deploytool.rollout.backend import DeployRequest
+from deploytool.rollout.tags import FinishedDeployment, tag_deployments
+from deploytool.targets import settings_for
 from tests.reconcile_support import APP, BUCKET, PREFIX, FakeBackend, MotoFleet, fleet_for, mocked_aws
 
 V1, V2, V3 = "20240506T080000Z-v1", "20240506T083000Z-v2", "20240506T084500Z-v3"

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from deploytool.reconcile.inventory import encode_rows, take_snapshot, write_snapshot
-from deploytool.reconcile.tags import FinishedDeployment, tag_deployments
 from deploytool.rollout.backend import GroupState, InstanceProgress
+from deploytool.rollout.tags import FinishedDeployment, tag_deployments
 from tests.reconcile_support import APP, BUCKET, PREFIX, T0, MotoFleet, fleet_for, mocked_aws
 
 

@@ -12,10 +12,11 @@ from moto import mock_aws
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.errors import UsageError
+from deploytool.model import ReleaseManifest, new_manifest
 from deploytool.rollout.events import Fanout
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import rollout_plan
-from deploytool.rollout.record import RecordWriter, ReleaseManifest, ReleaseStore, new_manifest
+from deploytool.rollout.record import RecordWriter, ReleaseStore, prior_deployments
 from tests.fakes import FakeBackend, InterruptingClock, Script
 from tests.test_orchestrator import REVISION, group
 
@@ -98,7 +99,7 @@ def test_deployments_are_recorded_as_they_start_and_end_and_a_rerun_resumes(stor
     assert store.history("prod")[0].outcome == "running"
 
     plan = rollout_plan(release_id=found.release_id, version="v2", target="prod", groups=groups,
-                        revision=found.revision, prior=found.prior())
+                        revision=found.revision, prior=prior_deployments(found))
     result = Orchestrator(backend, plan, reporter=Fanout([RecordWriter(store, found)]), clock=clock).run()
     assert result.succeeded
     assert [r.group.name for r in backend.starts] == ["email", "video", "reports"]  # nothing started twice

@@ -13,8 +13,8 @@ import pytest
 
 from deploytool.errors import DeployFailed
 from deploytool.rollout import commands
-from deploytool.rollout.commands import Output
 from deploytool.rollout.plan import RolloutOptions
+from deploytool.rollout.wiring import Output
 from tests.rollout_helpers import TEMPLATES, CtrlC, World, sample_world
 
 ROOT = Path(__file__).resolve().parent.parent

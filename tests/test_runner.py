@@ -13,7 +13,7 @@ import pytest
 
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
-from deploytool.rollout.backend import Revision
+from deploytool.model import Revision
 from deploytool.sandbox.instance import Instance
 from deploytool.sandbox.procs import pid_alive
 from deploytool.sandbox.runner import DeploymentSpec, LifecycleRunner, Timing

@@ -14,8 +14,8 @@ import pytest
 
 from deploytool.aws.s3 import ObjectInfo
 from deploytool.errors import UsageError
+from deploytool.model import inventory_partition
 from deploytool.owned import MARKER, fresh_owned, make_owned, remove_owned
-from deploytool.reconcile.layout import inventory_partition
 from deploytool.reconcile.mirror import mirror_tables
 from deploytool.sandbox.session import OWN_DIRS, SandboxSession
 from deploytool.sandbox.workrepo import WorkRepo

@@ -19,8 +19,11 @@ import pytest
 
 from deploytool.sandbox.procs import wait_gone
 from tests.conftest import ROOT
-from tests.sandbox_helpers import kill_if_alive, started_pids
-from tests.test_sandbox_target import FLEET  # email AllAtOnce, video OneAtATime, 2 instances each
+from tests.sandbox_helpers import (
+    SANDBOX_FLEET,  # email AllAtOnce, video OneAtATime, 2 instances each
+    kill_if_alive,
+    started_pids,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +42,7 @@ def in_application_start(root: Path) -> list[Path]:
 
 
 def test_status_after_kill_9_of_deploy_says_abandoned_and_the_same_deploy_resumes(tmp_path: Path) -> None:
-    (tmp_path / "deploy.toml").write_text(FLEET)
+    (tmp_path / "deploy.toml").write_text(SANDBOX_FLEET)
     shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
     root = tmp_path / ".sandbox"
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}

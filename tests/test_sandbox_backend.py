@@ -20,7 +20,8 @@ import pytest
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.config import Strategy
-from deploytool.rollout.backend import DeployRequest, Revision
+from deploytool.model import Revision
+from deploytool.rollout.backend import DeployRequest
 from deploytool.rollout.events import Collect
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import PriorDeployment, RolloutOptions, rollout_plan

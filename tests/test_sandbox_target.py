@@ -1,8 +1,8 @@
 """`fab deploy` and `fab reconcile [--fix]` on the sandbox target, on real data from a sandbox fleet.
 
 A SandboxSession starts a real moto server and provisions the fleet, then detaches (what `fab sandbox-up`
-does); the rollout's services attach to it exactly as the fab tasks do (deploytool.rollout.commands.services_for
--> deploytool.rollout.backends), and the real lifecycle runner deploys real bundles built from the sample app.
+does); the rollout's services attach to it exactly as the fab tasks do (deploytool.targets.connect), and the
+real lifecycle runner deploys real bundles built from the sample app.
 To keep it fast the hook scripts are the small fixtures in tests/fixtures/sandbox_scripts (they flip `current`
 and write run/VERSION; no Celery worker); tests/test_sandbox_fab_deploy.py runs `fab deploy` with the real
 hooks. `fab reconcile` runs as a user runs it (a subprocess, attaching to the same sandbox): inventory snapshot
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,49 +23,21 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from deploytool import targets
 from deploytool.aws.ec2 import Ec2Gateway
-from deploytool.config import Fleet, Group, load_fleet
+from deploytool.config import Fleet, Group
 from deploytool.deploy_flow import Deployed, deploy_and_reconcile
 from deploytool.errors import DeployFailed
-from deploytool.rollout import commands
 from deploytool.rollout.backend import DeploymentSnapshot
-from deploytool.rollout.commands import Output, Services
 from deploytool.rollout.events import Collect, Event, GroupFinished, GroupStarted, Reporter
 from deploytool.rollout.plan import RolloutOptions
+from deploytool.rollout.wiring import Output, Services
 from deploytool.sandbox.backend import LocalBackend
-from deploytool.sandbox.procs import wait_gone
-from deploytool.sandbox.session import SandboxSession, stop_sandbox
 from tests.conftest import ROOT
-from tests.sandbox_helpers import FIXTURE_TEMPLATES, kill_if_alive
+from tests.sandbox_helpers import FIXTURE_TEMPLATES, SANDBOX_FLEET, sandbox_up
 
 pytestmark = pytest.mark.slow
 
-FLEET = """\
-[app]
-name = "acme-workers"
-source = "sample_app"
-celery_app = "acme_workers.celery_app:app"
-
-[artifacts]
-bucket = "acme-deploy-artifacts"
-prefix = "deploytool"
-
-[[groups]]
-name = "email"
-asg = "acme-email-workers"
-queues = ["email"]
-strategy = "AllAtOnce"  # CodeDeploy calls it a success with one instance up: the deployment goes on
-
-[[groups]]
-name = "video"
-asg = "acme-video-workers"
-queues = ["video"]
-strategy = "OneAtATime"
-
-[targets.sandbox]
-backend = "local"
-instances_per_group = 2
-"""
 TAGS = ("deploytool:version", "deploytool:release")
 QUICK = RolloutOptions(poll_min_s=0.2, poll_max_s=0.5)
 
@@ -116,22 +87,11 @@ class Target:
 
 @pytest.fixture
 def target(tmp_path: Path) -> Iterator[Target]:
-    (tmp_path / "deploy.toml").write_text(FLEET)
-    shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
-    fleet = load_fleet(tmp_path / "deploy.toml")  # outside git: the versions are the ones given
-    session = SandboxSession(fleet, worker_stop_grace_s=1, handle_signals=False)
-    with session:
-        session.detach()  # `fab sandbox-up`
-    assert session.moto is not None
-    moto_pid = session.moto.process.pid
-    try:
+    with sandbox_up(tmp_path) as session:
+        fleet = session.config  # outside git: the versions are the ones given
         out = StringIO()
-        services = commands.services_for(fleet, "sandbox", console=Console(file=out, width=200), ci=True)
+        services = targets.connect(fleet, "sandbox").services(fleet, Console(file=out, width=200), ci=True)
         yield Target(fleet, tmp_path, services, out)
-    finally:
-        stop_sandbox(session.root, fleet.app, grace_s=1)  # `fab sandbox-down`
-        assert wait_gone([moto_pid], 5) == []
-        kill_if_alive(moto_pid)
 
 
 class LaunchDuring:
@@ -292,7 +252,7 @@ def test_ctrl_c_on_the_sandbox_target_stops_and_rolls_back_in_this_process(targe
 
 
 def test_no_running_sandbox_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    (tmp_path / "deploy.toml").write_text(FLEET)
+    (tmp_path / "deploy.toml").write_text(SANDBOX_FLEET)
     (tmp_path / "sample_app").mkdir()  # the fleet file's app source must exist
     fleet = str(tmp_path / "deploy.toml")
     for task in (["deploy"], ["reconcile"], ["reconcile", "--fix"], ["restart"], ["rollback"], ["status"]):

@@ -7,11 +7,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from deploytool.aws.ec2 import InstanceInfo
-from deploytool.reconcile.tagger import DeploymentTagger
-from deploytool.rollout.backend import Revision
+from deploytool.model import Revision
 from deploytool.rollout.clock import SimulatedClock
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import rollout_plan
+from deploytool.rollout.tagger import DeploymentTagger
 from tests.fakes import FakeBackend, Script
 from tests.rollout_helpers import make_fleet
 

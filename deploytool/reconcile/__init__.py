@@ -1,9 +1,9 @@
 """Stage reconcile: prove that every worker runs the release it should.
 
-    tags.py       after each group's deployment, tag its succeeded instances (version, release, time)
-    tagger.py     the rollout Reporter that calls tags.py as each group's deployment ends
+The S3 keys and times it reads and writes are deploytool.model's; the deploytool:* instance tags it reads
+are written by the rollout as each group ends (deploytool.rollout.tags, deploytool.rollout.tagger).
+
     inventory.py  snapshot each group's ASG + instances to S3 as gzip JSON lines (dt partitions)
-    layout.py     the S3 keys of inventory and release manifests (CONTRACTS §3)
     sql.py        athena/*.sql and *.ddl.sql: parameters, the DuckDB and Grafana forms, table columns
     mirror.py     copy the needed S3 partitions to a local directory (DuckDB in the sandbox)
     query.py      run a query on Athena (ExecutionParameters) or DuckDB (prepared parameters)

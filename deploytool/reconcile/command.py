@@ -4,9 +4,9 @@ Contract: `run_reconcile` reconciles (pipeline.py), writes the report through th
 (rich tables, or JSON with as_json), appends markdown to $GITHUB_STEP_SUMMARY when the injected env
 sets it, and with `fix` redeploys the expected revision to the drifted instances through the
 injected runner and reconciles again. It returns the final report, or raises DriftFound (exit 3)
-when any instance still drifts. `services_for` builds the gateways from one AwsSession: the one given,
-else for a local target the running sandbox's (its moto server; UsageError, exit 2, when no sandbox
-runs), else one on the fleet's region/profile (endpoint: `endpoint_url` or $DEPLOYTOOL_AWS_ENDPOINT_URL).
+when any instance still drifts. Nothing here knows target kinds: the session, the engine and the
+mirror directory of a target come from deploytool.targets (`services_for` builds the gateways on the
+session it is given; `settings` takes the target's engine and mirror directory).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import get_args
 
 from rich.console import Console
 
@@ -27,89 +27,62 @@ from deploytool.aws.autoscaling import AutoScalingGateway
 from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
-from deploytool.config import CodeDeployTarget, Fleet, LocalTarget
+from deploytool.config import Fleet
 from deploytool.errors import DriftFound, UsageError
 from deploytool.reconcile.fix import FixOutcome, FixRunner, apply_fix, load_manifest, plan_fix
+from deploytool.reconcile.fix_runner import orchestrated_runner
 from deploytool.reconcile.pipeline import EngineName, ReconcileServices, ReconcileSettings, reconcile
 from deploytool.reconcile.report import ReconcileReport, append_step_summary, rich_tables
 from deploytool.reconcile.sql import TABLES, load_table
 from deploytool.rollout.backend import Backend
-
-if TYPE_CHECKING:
-    from deploytool.rollout.commands import Services as RolloutServices
-
-ENDPOINT_ENV = "DEPLOYTOOL_AWS_ENDPOINT_URL"
+from deploytool.rollout.wiring import Services as RolloutServices
 
 
-def services_for(
-    fleet: Fleet, *, target: str | None = None, session: AwsSession | None = None, endpoint_url: str | None = None
-) -> ReconcileServices:
-    chosen = session or _session_for(fleet, target, endpoint_url)
+def services_for(fleet: Fleet, *, session: AwsSession) -> ReconcileServices:
+    """Reconcile's gateways, all on one AwsSession (the target's: deploytool.targets)."""
     return ReconcileServices(
-        s3=S3Gateway(chosen, expected_bucket_owner=fleet.artifacts.expected_bucket_owner),
-        autoscaling=AutoScalingGateway(chosen),
-        ec2=Ec2Gateway(chosen),
-        athena=AthenaGateway(chosen),
+        s3=S3Gateway(session, expected_bucket_owner=fleet.artifacts.expected_bucket_owner),
+        autoscaling=AutoScalingGateway(session),
+        ec2=Ec2Gateway(session),
+        athena=AthenaGateway(session),
         now=lambda: datetime.now(UTC),
         sleep=time.sleep,
         clock=time.monotonic,
     )
 
 
-def _session_for(fleet: Fleet, target: str | None, endpoint_url: str | None) -> AwsSession:
-    name, chosen = fleet.target(target)
-    if isinstance(chosen, LocalTarget):
-        from deploytool.sandbox.session import attach  # the sandbox package only when a local target is used
-
-        return attach(fleet, name).aws
-    return AwsSession(
-        region=fleet.aws.region, profile=fleet.aws.profile,
-        endpoint_url=endpoint_url or os.environ.get(ENDPOINT_ENV) or None,
-    )
-
-
-def settings_for(
+def settings(
     fleet: Fleet,
-    target_name: str | None = None,
+    target_name: str,
     *,
-    engine: str | None = None,
+    engine: str,
+    mirror_root: Path,
+    default_output: str | None,
     days: int = 1,
     release: str = "",
     snapshot: bool = True,
     groups: list[str] | None = None,
-    mirror: str | None = None,
     database: str | None = None,
     workgroup: str | None = None,
     output_location: str | None = None,
 ) -> ReconcileSettings:
-    """Settings from the fleet and the task's options: DuckDB for a local target, Athena for CodeDeploy."""
-    name, target = fleet.target(target_name)
-    chosen = engine or ("duckdb" if isinstance(target, LocalTarget) else "athena")
-    if chosen not in ("athena", "duckdb"):
-        raise UsageError(f"--engine {chosen!r}: allowed: athena, duckdb")
-    if mirror:
-        root = Path(mirror)
-    elif isinstance(target, LocalTarget):
-        root = fleet.root / target.root / "reconcile-mirror"
-    else:
-        root = fleet.root / ".deploytool" / "reconcile-mirror"
+    """Settings from the task's options; `engine`, `mirror_root` and `default_output` (the Athena results
+    location when none is given) are the target's (deploytool.targets.settings_for chooses them by kind)."""
+    if engine not in get_args(EngineName):
+        raise UsageError(f"--engine {engine!r}: allowed: {', '.join(get_args(EngineName))}")
     if groups:
         fleet.select_groups(groups)  # unknown names are a usage error
-    default_output = f"s3://{fleet.artifacts.bucket}/{fleet.artifacts.prefix}/athena-results/"
-    engine_name: EngineName = "athena" if chosen == "athena" else "duckdb"
     return ReconcileSettings(
-        target=name,
-        engine=engine_name,
+        target=target_name,
+        engine="athena" if engine == "athena" else "duckdb",
         days=days,
         release=release,
         snapshot=snapshot,
         groups=tuple(groups) if groups else None,
-        mirror_root=root,
+        mirror_root=mirror_root,
         database=database or os.environ.get("DEPLOYTOOL_ATHENA_DATABASE") or "deploytool",
         workgroup=workgroup or os.environ.get("DEPLOYTOOL_ATHENA_WORKGROUP") or "primary",
-        output_location=output_location or os.environ.get("DEPLOYTOOL_ATHENA_OUTPUT") or (
-            default_output if isinstance(target, CodeDeployTarget) else None
-        ),
+        output_location=output_location or os.environ.get("DEPLOYTOOL_ATHENA_OUTPUT") or default_output,
     )
 
 
@@ -189,14 +162,14 @@ _DATABASE = re.compile(r"^[a-z0-9_]{1,255}$")
 def athena_setup(
     fleet: Fleet,
     console: Console,
+    settings: ReconcileSettings,
     *,
     apply: bool = False,
-    database: str | None = None,
-    workgroup: str | None = None,
     services: ReconcileServices | None = None,
 ) -> list[str]:
-    """The DDL of both tables for this fleet's bucket and prefix; printed, or run on Athena with apply."""
-    settings = settings_for(fleet, _athena_target(fleet), engine="athena", database=database, workgroup=workgroup)
+    """The DDL of both tables for this fleet's bucket and prefix; printed, or run on Athena (`services`) with apply.
+
+    `settings` name the database, workgroup and results location (deploytool.targets.athena_settings)."""
     if not _DATABASE.fullmatch(settings.database):
         raise UsageError(f"--database {settings.database!r}: allowed: lowercase letters, digits and _")
     statements = [f"CREATE DATABASE IF NOT EXISTS {settings.database}"] + [
@@ -206,8 +179,8 @@ def athena_setup(
         for statement in statements:
             console.print(statement.rstrip() + ";\n", markup=False, highlight=False, soft_wrap=True)
         return statements
-    chosen = services or services_for(fleet, target=settings.target)
-    if chosen.athena is None:
+    chosen = services
+    if chosen is None or chosen.athena is None:
         raise UsageError("--apply needs AWS access to Athena")
     for statement in statements:
         chosen.athena.run_ddl(
@@ -219,34 +192,20 @@ def athena_setup(
     return statements
 
 
-def _athena_target(fleet: Fleet) -> str | None:
-    for name, target in fleet.targets.items():
-        if isinstance(target, CodeDeployTarget):
-            return name
-    return None
-
-
 def fix_runner_for(rollout: RolloutServices, target_name: str) -> tuple[FixRunner, Backend]:
-    """--fix deploys through the rollout orchestrator on the target's backend (the rollout tasks' services)."""
-    from deploytool.reconcile.fix_runner import orchestrated_runner
-
+    """--fix deploys through the one rollout wiring on the target's backend (the rollout tasks' services)."""
     return orchestrated_runner(rollout, target_name), rollout.backend
 
 
 def reconcile_after_deploy(
     fleet: Fleet,
-    target_name: str | None,
     console: Console,
     *,
-    groups: list[str] | None = None,
+    settings: ReconcileSettings,
+    services: ReconcileServices,
     as_json: bool = False,
-    services: ReconcileServices | None = None,
     env: Mapping[str, str] | None = None,
-    settings: ReconcileSettings | None = None,
 ) -> ReconcileReport:
-    """`fab deploy`'s last step (unless --no-reconcile): reconcile the deployed groups. DriftFound (exit 3).
-
-    `settings` (e.g. another engine) replace the target's defaults for these groups."""
-    chosen = settings or settings_for(fleet, target_name, groups=groups)
-    return run_reconcile(fleet, chosen, services or services_for(fleet, target=chosen.target), console,
-                         as_json=as_json, env=env)
+    """`fab deploy`'s last step (unless --no-reconcile): reconcile the deployed groups (`settings.groups`) on the
+    rollout's session. DriftFound (exit 3)."""
+    return run_reconcile(fleet, settings, services, console, as_json=as_json, env=env)

@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from deploytool.config import Fleet
 from deploytool.errors import AwsError, UsageError
-from deploytool.reconcile.layout import release_key
+from deploytool.model import ReleaseManifest, manifest_key
 from deploytool.reconcile.report import ReconcileReport, outcome_text
-from deploytool.reconcile.tags import FinishedDeployment, TagResult, TagWriter, tag_deployments
-from deploytool.rollout.backend import Backend, DeployRequest, Revision
+from deploytool.rollout.backend import Backend, DeployRequest
+from deploytool.rollout.tags import FinishedDeployment, TagResult, TagWriter, tag_deployments
 
 
 class ManifestReader(Protocol):
@@ -57,28 +57,18 @@ class FixOutcome:
     tags: TagResult
 
 
-def load_manifest(s3: ManifestReader, bucket: str, prefix: str, app: str, release_id: str) -> Mapping[str, Any]:
-    key = release_key(prefix, app, release_id)
+def load_manifest(s3: ManifestReader, bucket: str, prefix: str, app: str, release_id: str) -> ReleaseManifest:
+    key = manifest_key(prefix, app, release_id)
     body = s3.get_bytes(bucket, key)
     if body is None:
         raise AwsError(f"release manifest s3://{bucket}/{key} not found: cannot redeploy release {release_id}")
     data = json.loads(body)
     if not isinstance(data, dict):
         raise AwsError(f"release manifest s3://{bucket}/{key} is not a JSON object")
-    return data
+    return ReleaseManifest.from_dict(data)
 
 
-def revision_of(manifest: Mapping[str, Any]) -> Revision:
-    return Revision(
-        bucket=str(manifest["bucket"]),
-        key=str(manifest["key"]),
-        etag=str(manifest.get("etag", "")),
-        version=str(manifest["version"]),
-        sha256=str(manifest.get("sha256", "")),
-    )
-
-
-def plan_fix(report: ReconcileReport, fleet: Fleet, manifests: Mapping[str, Mapping[str, Any]]) -> FixPlan:
+def plan_fix(report: ReconcileReport, fleet: Fleet, manifests: Mapping[str, ReleaseManifest]) -> FixPlan:
     refused = [
         f"{g.group} (release {g.release_id} {outcome_text(g.expected_outcome)} there)"
         for g in report.groups
@@ -98,7 +88,7 @@ def plan_fix(report: ReconcileReport, fleet: Fleet, manifests: Mapping[str, Mapp
         if manifest is None:
             skipped.append(f"{group.group}: no manifest for release {group.release_id}")
             continue
-        revision = revision_of(manifest)
+        revision = manifest.revision
         if revision.version != group.expected_version:
             skipped.append(
                 f"{group.group}: release {group.release_id} is {revision.version}, expected {group.expected_version}"

@@ -4,7 +4,7 @@ Contract: `orchestrated_runner(services, target)` returns a FixRunner (deploytoo
 the fix's DeployRequests it builds one rollout plan per release the requests redeploy (usually one):
 that release's id and revision, the requests' groups in their waves, and `target_instances` = each
 group's drifted instances. Each plan runs through the Orchestrator with the rollout's progress display
-and Ctrl-C handling (deploytool.rollout.commands.run_plan), the group's own strategy and the
+and Ctrl-C handling of every rollout (deploytool.rollout.wiring), the group's own strategy and the
 stop-wave failure policy; it writes no release record (a fix is not a release). The backend decides
 how target_instances are deployed: CodeDeploy sends updateOutdatedInstancesOnly and picks the
 instances not on the revision itself; the sandbox deploys to exactly those instances.
@@ -17,11 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from deploytool.model import Revision
 from deploytool.reconcile.fix import FixRunner
-from deploytool.reconcile.tags import FinishedDeployment
-from deploytool.rollout.backend import DeployRequest, Revision
-from deploytool.rollout.commands import Output, Services, run_plan
+from deploytool.rollout.backend import DeployRequest
 from deploytool.rollout.plan import RolloutOptions, rollout_plan
+from deploytool.rollout.tags import FinishedDeployment
+from deploytool.rollout.wiring import Output, Services, run_rollout
 
 ENDED = ("succeeded", "failed", "stopped")
 
@@ -43,7 +44,7 @@ def orchestrated_runner(
                 target_instances={r.group.name: r.target_instances for r in batch if r.target_instances},
             )
             plan = replace(plan, description=f"deploytool reconcile --fix {release_id}")
-            result = run_plan(plan, services, output or Output())
+            result = run_rollout(plan, services, output or Output())  # no manifest: a fix is not a release
             finished += [
                 FinishedDeployment(g.group, g.deployment_id, revision.version, release_id, services.now(),
                                    rollback_deployment_id=g.rollback_deployment_id)

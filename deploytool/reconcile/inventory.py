@@ -22,8 +22,7 @@ from deploytool.aws.autoscaling import AsgInfo
 from deploytool.aws.ec2 import InstanceInfo
 from deploytool.aws.s3 import ObjectInfo
 from deploytool.config import Group
-from deploytool.reconcile.layout import day_of, inventory_key, iso_micro, iso_seconds
-from deploytool.reconcile.tags import TAG_DEPLOYED_AT, TAG_RELEASE, TAG_VERSION
+from deploytool.model import TAG_DEPLOYED_AT, TAG_RELEASE, TAG_VERSION, day_of, inventory_key, iso_micro, iso_seconds
 
 ROWS_PER_OBJECT = 50_000
 

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from deploytool.aws.s3 import ObjectInfo
 from deploytool.errors import AwsError
-from deploytool.reconcile.layout import inventory_partition, releases_prefix
+from deploytool.model import inventory_partition, releases_prefix
 
 INDEX = ".etags.json"
 

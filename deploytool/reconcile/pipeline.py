@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -21,8 +21,8 @@ from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.config import Fleet
 from deploytool.errors import UsageError
+from deploytool.model import day_of
 from deploytool.reconcile.inventory import Snapshot, take_snapshot, write_snapshot
-from deploytool.reconcile.layout import day_of, day_range, days_back
 from deploytool.reconcile.mirror import MirrorResult, mirror_tables
 from deploytool.reconcile.query import AthenaEngine, DuckDbEngine, QueryResult
 from deploytool.reconcile.report import ReconcileReport, build_report
@@ -117,3 +117,16 @@ def reconcile(fleet: Fleet, settings: ReconcileSettings, services: ReconcileServ
                           notes=notes, release=settings.release)
     return ReconcileRun(report=report, result=result, snapshot=snap, snapshot_keys=tuple(keys), mirror=mirrored,
                         notes=tuple(notes))
+
+
+def days_back(last: str, days: int) -> tuple[str, str]:
+    """The dt window [last - (days - 1), last] as text."""
+    if days < 1:
+        raise UsageError(f"--days {days}: allowed: 1 or more")
+    end = date.fromisoformat(last)
+    return (end - timedelta(days=days - 1)).isoformat(), end.isoformat()
+
+
+def day_range(first: str, last: str) -> list[str]:
+    start, end = date.fromisoformat(first), date.fromisoformat(last)
+    return [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]

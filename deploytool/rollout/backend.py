@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from deploytool.config import Group
+from deploytool.model import Revision
 
 DeploymentStatus = Literal[
     "Created", "Queued", "InProgress", "Baking", "Succeeded", "Failed", "Stopped", "Ready", "Abandoned"
@@ -32,23 +33,6 @@ LIFECYCLE_EVENTS: tuple[str, ...] = (
     "ApplicationStart",
     "ValidateService",
 )
-
-
-@dataclass(frozen=True)
-class Revision:
-    """An S3 bundle revision (CodeDeploy's S3Location)."""
-
-    bucket: str
-    key: str
-    etag: str
-    version: str  # the release version (YYYY.MM.DD-sha), not the S3 object version
-    sha256: str
-    bundle_type: str = "tgz"
-    object_version: str | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
 
 
 @dataclass(frozen=True)

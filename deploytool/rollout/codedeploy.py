@@ -22,6 +22,7 @@ from typing import Any, cast
 
 from deploytool.aws.codedeploy import CodeDeployGateway
 from deploytool.config import Group
+from deploytool.model import Revision
 from deploytool.rollout.backend import (
     DeploymentSnapshot,
     DeploymentStatus,
@@ -29,7 +30,6 @@ from deploytool.rollout.backend import (
     GroupState,
     InstanceProgress,
     InstanceStatus,
-    Revision,
 )
 
 ACTIVE = ("Created", "Queued", "InProgress", "Ready", "Baking")
@@ -45,7 +45,7 @@ def s3_revision(revision: Revision) -> dict[str, Any]:
 
 
 def version_from_key(key: str) -> str | None:
-    """The release version in a bundle key P/A/<version>/<sha256>.tgz (CONTRACTS.md §3)."""
+    """The release version in a bundle key P/A/<version>/<sha256>.tgz (deploytool.model.bundle_key)."""
     parts = key.split("/")
     return parts[-2] if len(parts) >= 3 else None
 

@@ -5,17 +5,16 @@ release store, clock, console: the seams tests replace) and returns plain data; 
 parses options and turns a failed result into exit code 1 (DeployFailed). Progress goes to the
 console as a live table on a terminal, as plain lines with --ci or without a terminal; --json-out
 and $GITHUB_STEP_SUMMARY get the result. --dry-run prints the plan and changes nothing.
-On a local target the services are those of the sandbox `fab sandbox-up` left running (deploytool.rollout.
-backends); its deployments run in this process, so a Ctrl-C there stops them (with rollback) and follows them
-to the end instead of detaching (deploytool.rollout.interrupt).
+The services of a target come from deploytool.targets (on a local target, those of the sandbox `fab
+sandbox-up` left running); every plan runs through the one rollout wiring, deploytool.rollout.wiring (progress,
+release record, tags, Ctrl-C: on a local target a Ctrl-C stops the deployments with rollback and follows them to
+the end instead of detaching).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -23,76 +22,27 @@ from rich.table import Table
 
 from deploytool.aws.autoscaling import AutoScalingGateway
 from deploytool.aws.codedeploy import CodeDeployGateway
-from deploytool.aws.s3 import S3Gateway
-from deploytool.aws.session import AwsSession
 from deploytool.config import CodeDeployTarget, Fleet, Group
 from deploytool.errors import DeployFailed, DeployToolError, UsageError
+from deploytool.model import release_id
 from deploytool.render import Templates
 from deploytool.rollout.backend import Backend, DeploymentSnapshot
-from deploytool.rollout.backends import backend_for
-from deploytool.rollout.clock import Clock, SystemClock
-from deploytool.rollout.events import Fanout, Reporter
-from deploytool.rollout.interrupt import Pausable, console_prompt, follow
-from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import PriorDeployment, RolloutOptions, RolloutPlan, check_min_healthy, rollout_plan
-from deploytool.rollout.progress import LiveTable, PlainLines, what_release_does
-from deploytool.rollout.record import RecordWriter, ReleaseManifest, ReleaseStore, release_id_for
+from deploytool.rollout.progress import what_release_does
+from deploytool.rollout.record import prior_deployments
 from deploytool.rollout.release import Prepared, prepare_deploy, prepare_rollback
 from deploytool.rollout.result import RolloutResult
 from deploytool.rollout.resume import Resolution, resolve
 from deploytool.rollout.setup import apply_setup, describe, plan_setup
-from deploytool.rollout.summary import ResultWriters, check_json_out
-
-NOTHING_RAN = ("already-deployed", "not-started")
-CODEDEPLOY_HOOK_OUTPUT = (
-    "note: CodeDeploy does not return the output of hooks that succeeded, so tasks a drain's cold shutdown "
-    "interrupted are not shown here: on each instance, grep 'deploytool: interrupted task' "
-    "/opt/codedeploy-agent/deployment-root/<deployment-group-id>/<deployment-id>/logs/scripts.log"
-)
+from deploytool.rollout.summary import check_json_out
+from deploytool.rollout.tagger import DeploymentTagger
+from deploytool.rollout.wiring import Output, Services, run_rollout
 
 
-@dataclass
-class Services:
-    aws: AwsSession
-    backend: Backend
-    store: ReleaseStore
-    console: Console
-    clock: Clock = field(default_factory=SystemClock)
-    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    interactive: bool = True
-    extra_reporters: list[Reporter] = field(default_factory=list)  # e.g. tagging after each group
-    # False when the backend's deployments run inside this process (the sandbox): never detach, stop instead
-    detachable: bool = True
-
-
-@dataclass(frozen=True)
-class Output:
-    ci: bool = False
-    json_out: str | None = None
-
-
-def services_for(fleet: Fleet, target_name: str, *, console: Console, ci: bool) -> Services:
-    """The real services: the target's AWS session and backend (deploytool.rollout.backends: CodeDeploy, or the
-    running sandbox's moto server and local backend), the S3 release record on that session."""
-    connected = backend_for(fleet, target_name)
-    aws = connected.aws
-    s3 = S3Gateway(aws, expected_bucket_owner=fleet.artifacts.expected_bucket_owner)
-    store = ReleaseStore(s3, bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name)
-    return Services(aws, connected.backend, store, console, interactive=console.is_terminal and not ci,
-                    detachable=connected.detachable)
-
-
-def codedeploy_target(fleet: Fleet, target_name: str) -> CodeDeployTarget:
-    _, target = fleet.target(target_name)
-    if not isinstance(target, CodeDeployTarget):
-        raise UsageError(f"target {target_name!r} is a local sandbox: it needs no setup (`fab setup` is for "
-                         "codedeploy targets)")
-    return target
-
-
-def setup(fleet: Fleet, target_name: str, gateway: CodeDeployGateway, console: Console, *, dry_run: bool) -> bool:
+def setup(fleet: Fleet, target: CodeDeployTarget, gateway: CodeDeployGateway, console: Console, *,
+          dry_run: bool) -> bool:
     """Plan, print, and (unless dry_run) apply. True when something changed or would change."""
-    plan = plan_setup(fleet, codedeploy_target(fleet, target_name), gateway)
+    plan = plan_setup(fleet, target, gateway)
     for line in describe(plan):
         console.print(line, markup=False, highlight=False)
     if dry_run or plan.empty:
@@ -102,48 +52,17 @@ def setup(fleet: Fleet, target_name: str, gateway: CodeDeployGateway, console: C
     return True
 
 
-def check_group_sizes(fleet: Fleet, target_name: str, groups: Sequence[Group], services: Services) -> None:
-    """On a codedeploy target, a minimum of healthy hosts not below a group's ASG is refused before anything is
+def check_group_sizes(target_name: str, groups: Sequence[Group], services: Services) -> None:
+    """On the codedeploy backend, a minimum of healthy hosts not below a group's ASG is refused before anything is
     published or started (deploytool.rollout.plan.check_min_healthy); one DescribeAutoScalingGroups call, made
-    only when a group has such a minimum."""
-    _, target = fleet.target(target_name)
+    only when a group has such a minimum. (The sandbox's backend applies the strategy to the instances it has.)"""
     chosen = [g for g in groups if g.strategy.kind in ("HostCount", "FleetPercent")]
-    if not isinstance(target, CodeDeployTarget) or not chosen:
+    if services.backend.name != "codedeploy" or not chosen:
         return
     asgs = AutoScalingGateway(services.aws).describe_groups([g.asg for g in chosen])
     sizes = {g.name: sum(i.lifecycle_state == "InService" for i in asgs[g.asg].instances)
              for g in chosen if g.asg in asgs}
     check_min_healthy(target_name, chosen, sizes)
-
-
-def _run(plan: RolloutPlan, services: Services, output: Output, manifest: ReleaseManifest | None) -> RolloutResult:
-    display: Reporter
-    pausable: Pausable | None = None
-    if output.ci or not services.console.is_terminal:
-        display = PlainLines(services.console)
-    else:
-        live = LiveTable(services.console, clock=services.clock)
-        display, pausable = live, live
-    reporters: list[Reporter] = [display, *services.extra_reporters]
-    record = RecordWriter(services.store, manifest) if manifest is not None else None
-    if record is not None:
-        reporters.append(record)
-    reporters.append(ResultWriters.from_env(output.json_out, dict(os.environ)))
-    orchestrator = Orchestrator(services.backend, plan, reporter=Fanout(reporters), clock=services.clock)
-    ask = console_prompt(services.console, interactive=services.interactive, display=pausable,
-                         detachable=services.detachable)
-    result = follow(orchestrator, ask, detachable=services.detachable)
-    if services.backend.name == "codedeploy" and any(g.outcome not in NOTHING_RAN for g in result.groups):
-        services.console.print(CODEDEPLOY_HOOK_OUTPUT, markup=False, highlight=False, soft_wrap=True)
-    if record is not None and record.errors:
-        services.console.print(f"warning: the release record could not always be written ({len(record.errors)} "
-                               f"time(s)); last: {record.errors[-1]}", markup=False, highlight=False)
-    return result
-
-
-def run_plan(plan: RolloutPlan, services: Services, output: Output) -> RolloutResult:
-    """Run a plan that is no release of its own (reconcile --fix): progress and Ctrl-C as usual, no record."""
-    return _run(plan, services, output, None)
 
 
 def show_plan(plan: RolloutPlan, services: Services, *, resumed: bool) -> list[str]:
@@ -172,42 +91,49 @@ def plan_lines(plan: RolloutPlan, found: Mapping[str, Resolution], what: str) ->
     return lines
 
 
-def _release(prepared: Prepared, fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions,
-             services: Services, output: Output, *, dry_run: bool,
+def _release(prepared: Prepared, target_name: str, groups: Sequence[Group], options: RolloutOptions,
+             services: Services, output: Output, *, dry_run: bool, tagger: DeploymentTagger | None = None,
              already: Mapping[str, PriorDeployment] | None = None) -> RolloutResult | None:
     manifest = prepared.manifest
     plan = rollout_plan(release_id=manifest.release_id, version=manifest.version, target=target_name, groups=groups,
-                        revision=prepared.revision, options=options, prior={**(already or {}), **manifest.prior()})
+                        revision=prepared.revision, options=options,
+                        prior={**(already or {}), **prior_deployments(manifest)})
     if dry_run:
         show_plan(plan, services, resumed=prepared.resumed)
         return None
-    return _run(plan, services, output, manifest)
+    return run_rollout(plan, services, output, manifest=manifest, tagger=tagger)
 
 
 def deploy(fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, services: Services,
            output: Output, *, version: str | None, allow_dirty: bool, dry_run: bool = False,
-           templates: Templates | None = None, out_dir: Path | None = None) -> RolloutResult | None:
+           templates: Templates | None = None, out_dir: Path | None = None, tagger: DeploymentTagger | None = None,
+           on_prepared: Callable[[Prepared], None] | None = None) -> RolloutResult | None:
+    """Build, publish (or resume) and roll out a release; `on_prepared` hears of it before the rollout starts."""
     if output.json_out:
         check_json_out(Path(output.json_out))
-    check_group_sizes(fleet, target_name, groups, services)
+    check_group_sizes(target_name, groups, services)
     prepared = prepare_deploy(fleet, target_name, groups, aws=services.aws, store=services.store, version=version,
                               allow_dirty=allow_dirty, dry_run=dry_run, templates=templates, out_dir=out_dir,
                               now=services.now)
-    return _release(prepared, fleet, target_name, groups, options, services, output, dry_run=dry_run)
+    if on_prepared is not None:
+        on_prepared(prepared)
+    return _release(prepared, target_name, groups, options, services, output, dry_run=dry_run, tagger=tagger)
 
 
 def rollback(fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, services: Services,
-             output: Output, *, to_version: str | None, dry_run: bool = False) -> RolloutResult | None:
+             output: Output, *, to_version: str | None, dry_run: bool = False,
+             tagger: DeploymentTagger | None = None) -> RolloutResult | None:
+    """A new release of an earlier release's revision; the instances it reaches are tagged with that version."""
     if output.json_out:
         check_json_out(Path(output.json_out))
-    check_group_sizes(fleet, target_name, groups, services)
+    check_group_sizes(target_name, groups, services)
     prepared = prepare_rollback(fleet, target_name, groups, store=services.store, to_version=to_version,
                                 dry_run=dry_run, now=services.now)
     already = already_on(services.backend, groups, prepared.manifest.version)
     for name, prior in already.items():
         services.console.print(f"{name}: skipped: already runs {prepared.manifest.version} (its last successful "
                                f"deployment {prior.deployment_id})", markup=False, highlight=False)
-    return _release(prepared, fleet, target_name, groups, options, services, output, dry_run=dry_run,
+    return _release(prepared, target_name, groups, options, services, output, dry_run=dry_run, tagger=tagger,
                     already=already)
 
 
@@ -233,16 +159,16 @@ def restart(fleet: Fleet, target_name: str, groups: Sequence[Group], options: Ro
     """A rolling restart with each group's strategy; not a release (no record: versions do not change)."""
     if output.json_out:
         check_json_out(Path(output.json_out))
-    check_group_sizes(fleet, target_name, groups, services)
+    check_group_sizes(target_name, groups, services)
     plan = restart_plan(target_name, groups, options, services.now())
     if dry_run:
         show_plan(plan, services, resumed=False)
         return None
-    return _run(plan, services, output, None)
+    return run_rollout(plan, services, output)
 
 
 def restart_plan(target_name: str, groups: Sequence[Group], options: RolloutOptions, now: datetime) -> RolloutPlan:
-    return rollout_plan(release_id=release_id_for("restart", now), version="restart", target=target_name,
+    return rollout_plan(release_id=release_id("restart", now), version="restart", target=target_name,
                         groups=groups, revision=None, options=options, mode="restart")
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from deploytool.config import Group
 from deploytool.errors import UsageError
-from deploytool.rollout.backend import Revision
+from deploytool.model import Revision
 from deploytool.strategy import health_policy
 
 OnFailure = Literal["stop-wave", "stop-all"]

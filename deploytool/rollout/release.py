@@ -22,10 +22,10 @@ from deploytool.aws.session import AwsSession
 from deploytool.bundle import build_release
 from deploytool.config import Fleet, Group
 from deploytool.errors import UsageError
+from deploytool.model import ReleaseManifest, Revision, new_manifest
 from deploytool.publish import creator, publish
 from deploytool.render import Templates
-from deploytool.rollout.backend import Revision
-from deploytool.rollout.record import ReleaseManifest, ReleaseStore, new_manifest
+from deploytool.rollout.record import ReleaseStore
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def prepare_deploy(
                                 commit=bundle.commit, created_by=creator(), now=now())
         return Prepared(manifest, revision, resumed=False)
     published = publish(bundle, fleet, aws, target=target_name, created_by=creator(), groups=groups, now=now)
-    manifest = ReleaseManifest.from_dict(published.manifest)
+    manifest = published.manifest
     store.register(manifest)
     return Prepared(manifest, published.revision(), resumed=False, uploaded=published.uploaded)
 

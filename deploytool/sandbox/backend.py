@@ -48,6 +48,7 @@ from typing import Any
 
 from deploytool.aws.s3 import S3Gateway
 from deploytool.config import App, Group
+from deploytool.model import Revision
 from deploytool.rollout.backend import (
     LIFECYCLE_EVENTS,
     DeploymentSnapshot,
@@ -56,7 +57,6 @@ from deploytool.rollout.backend import (
     GroupState,
     InstanceProgress,
     InstanceStatus,
-    Revision,
 )
 from deploytool.sandbox.appspec import FileExistsBehavior
 from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock

@@ -53,7 +53,7 @@ class Instance:
         """The sample app's task ledger (ACME_LEDGER) for this instance's worker."""
         return self.root / "ledger.log"
 
-    # --- the app's paths on this instance (CONTRACTS section 2) -------------------------------
+    # --- the app's paths on this instance (deploytool.config.App) ------------------------------
 
     def install_dir(self, app: App) -> Path:
         return self.path(app.install_path)

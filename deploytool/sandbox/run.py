@@ -1,21 +1,21 @@
 """`fab sandbox`: the whole release on one machine, as the README's main command runs it.
 
-Contract: `run_sandbox(fleet, console=...)` inside one SandboxSession (which stops every process it
-started, also on Ctrl-C or an error):
+Contract: `run_sandbox(fleet, console=..., connect=...)` inside one SandboxSession (which stops every
+process it started, also on Ctrl-C or an error):
 1. copies the app and the fleet file into a git work tree (<root>/work) and commits v1;
-2. builds v1 (deploytool.bundle) and publishes it to the sandbox's S3 (deploytool.publish), then
-   rolls it out to every group through the orchestrator (deploytool.rollout), each group with its
-   strategy and wave, with live progress;
+2. releases v1 the way `fab deploy` does: builds it (deploytool.bundle), publishes it to the sandbox's
+   S3 (deploytool.publish), then rolls it out to every group, each group with its strategy and wave, with
+   live progress, the release record and the instance tags;
 3. starts the load generator (Celery tasks to every queue, ids recorded);
 4. changes the app (RELEASE_NOTE), commits v2, builds and publishes it, rolls it out under load;
 5. stops the load, waits for the queues to drain (the sample app's ledgers), runs the reconcile
    (inventory snapshot, athena/reconcile.sql on DuckDB) and returns the report data: instances per
    version per group, tasks submitted / completed / lost / duplicated.
-Releases go through the stages' own pieces: prepare_deploy (build + publish + release manifest),
-rollout_plan, the Orchestrator with the progress renderer, the release record writer and the
-DeploymentTagger (tags each group's instances as it finishes), then reconcile_after_deploy. Unlike
-`fab deploy` there is no stop/detach question on Ctrl-C: the sandbox stops everything at once.
-It raises DeployFailed when a rollout fails; `SandboxRunResult.ok` says whether the run proved what
+Releases and the closing reconcile go through `connect(session)`, given by the caller: `fab deploy`'s own
+path on this session (deploytool.deploy_flow.sandbox_releases -> deploy_and_reconcile ->
+deploytool.rollout.wiring), so the sandbox proves the production path; this package does not import the
+layers above it. Unlike `fab deploy` there is no stop/detach question on Ctrl-C: the sandbox stops
+everything at once. It raises DeployFailed when a rollout fails; `SandboxRunResult.ok` says whether the run proved what
 it should (every instance on v2, no task lost, no task run twice) and `problems` what it did not.
 Nothing here prints except through `console`.
 """
@@ -25,23 +25,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from rich.console import Console, RenderableType
 from rich.text import Text
 
-from deploytool.aws.ec2 import Ec2Gateway
-from deploytool.config import App, Fleet
-from deploytool.errors import DeployFailed, DriftFound
-from deploytool.reconcile.command import reconcile_after_deploy, services_for
-from deploytool.reconcile.tagger import DeploymentTagger
-from deploytool.rollout.events import Fanout
-from deploytool.rollout.orchestrator import Orchestrator
-from deploytool.rollout.plan import RolloutOptions, rollout_plan
-from deploytool.rollout.progress import LiveTable, PlainLines
-from deploytool.rollout.record import RecordWriter, ReleaseStore
-from deploytool.rollout.release import prepare_deploy
+from deploytool.config import App, Fleet, Group
+from deploytool.errors import DriftFound
+from deploytool.rollout.plan import RolloutOptions
+from deploytool.rollout.release import Prepared
 from deploytool.rollout.result import RolloutResult
 from deploytool.sandbox.load import CelerySender, LoadGenerator, kinds_for
 from deploytool.sandbox.report import (
@@ -62,7 +55,6 @@ V2_NOTE = "v2: rolled out by the deploytool sandbox"
 class SandboxRunOptions:
     target: str | None = None
     groups: tuple[str, ...] | None = None
-    live: bool = True  # a rich live table; plain lines when False (CI, no TTY)
     load_per_s: float = 15.0
     drain_timeout_s: float = 90.0
     worker_stop_grace_s: float = 15.0
@@ -101,10 +93,20 @@ class SandboxRunResult:
         return not self.problems
 
 
+class Releases(Protocol):
+    """`fab deploy`'s path on a running sandbox (deploytool.deploy_flow.SessionReleases)."""
+
+    def release(self, fleet: Fleet, groups: Sequence[Group], options: RolloutOptions, *, out_dir: Path,
+                on_prepared: Callable[[Prepared], None] | None = None) -> RolloutResult: ...
+
+    def reconcile(self, fleet: Fleet, groups: Sequence[Group]) -> object: ...
+
+
 def run_sandbox(
     fleet: Fleet,
     *,
     console: Console,
+    connect: Callable[[SandboxSession], Releases],
     options: SandboxRunOptions | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> SandboxRunResult:
@@ -118,47 +120,18 @@ def run_sandbox(
         fleet, target=opts.target, groups=opts.groups, log=say, worker_stop_grace_s=opts.worker_stop_grace_s
     ) as sandbox:
         groups = sandbox.groups
-        aws = sandbox.aws
         repo = WorkRepo.create(fleet, sandbox.work_dir)
         say(f"work tree {repo.root} (git): v1 committed")
 
-        store = ReleaseStore(
-            sandbox.s3, bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name
-        )
+        releases = connect(sandbox)
+        rollout = RolloutOptions(poll_min_s=0.5, poll_max_s=1.0, rollback_grace_s=5.0)
 
         def release(label: str) -> RolloutResult:
-            prepared = prepare_deploy(
-                repo.fleet(),
-                sandbox.target_name,
-                groups,
-                aws=aws,
-                store=store,
-                version=None,
-                allow_dirty=False,
-                out_dir=sandbox.root / "dist",
-            )
-            manifest = prepared.manifest
-            say(f"{label}: built and published {manifest.version} ({prepared.revision.uri})")
-            plan = rollout_plan(
-                release_id=manifest.release_id,
-                version=manifest.version,
-                target=sandbox.target_name,
-                groups=groups,
-                revision=prepared.revision,
-                options=RolloutOptions(poll_min_s=0.5, poll_max_s=1.0, rollback_grace_s=5.0),
-            )
-            display = LiveTable(console) if opts.live else PlainLines(console)
-            tagger = DeploymentTagger(Ec2Gateway(aws), sandbox.backend, now=lambda: datetime.now(UTC), say=say)
-            reporters = Fanout([display, RecordWriter(store, manifest), tagger])
-            try:
-                result = Orchestrator(sandbox.backend, plan, reporter=reporters).run()
-            finally:
-                if isinstance(display, LiveTable):
-                    display.pause()  # stops the live display, also on Ctrl-C
-            if not result.succeeded:
-                failed = ", ".join(f"{g.group}: {g.error or g.outcome}" for g in result.groups if not g.ok)
-                raise DeployFailed(f"{label} ({manifest.version}) did not reach every instance: {failed}")
-            return result
+            def published(prepared: Prepared) -> None:
+                say(f"{label}: built and published {prepared.manifest.version} ({prepared.revision.uri})")
+
+            return releases.release(repo.fleet(), groups, rollout, out_dir=sandbox.root / "dist",
+                                    on_prepared=published)
 
         first = release("v1")
         queues = [q for g in groups for q in (g.queues or [])]
@@ -186,13 +159,7 @@ def run_sandbox(
         say("reconcile: inventory snapshot to S3, athena/reconcile.sql on DuckDB")
         drift = ""
         try:
-            reconcile_after_deploy(
-                fleet,
-                sandbox.target_name,
-                console,
-                groups=[g.name for g in groups],
-                services=services_for(fleet, session=aws),
-            )
+            releases.reconcile(fleet, groups)
         except DriftFound as exc:
             drift = str(exc)
     return SandboxRunResult(

@@ -16,7 +16,7 @@ mode "restart" (CodeDeploy's deploymentMode RESTART) runs ApplicationStop, Appli
 ValidateService from the last installed revision, without download. Each script gets its own
 timeout, and all scripts of one event share the agent's 3600 s (`Timing.event_limit_s`). Logs:
 `logs/<deployment-id>/<event>.log` and `summary.json` per deployment, `logs/deployments.log` across
-deployments. The hook environment is the agent's (plus the sandbox extras of CONTRACTS section 2)
+deployments. The hook environment is the agent's (plus the sandbox extras: `LifecycleRunner.hook_env`)
 over a minimal base (PATH, locale, HOME), as a daemonised agent has.
 """
 
@@ -37,7 +37,8 @@ from typing import Literal
 
 from deploytool.aws.s3 import S3Gateway
 from deploytool.errors import DeployToolError
-from deploytool.rollout.backend import LIFECYCLE_EVENTS, Revision
+from deploytool.model import Revision
+from deploytool.rollout.backend import LIFECYCLE_EVENTS
 from deploytool.sandbox.appspec import AppSpec, FileExistsBehavior, load_appspec
 from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.errors import SandboxError

@@ -338,7 +338,7 @@ def attach(
     rollout tasks (fab deploy / restart / rollback / status / reconcile --fix on a local target).
 
     Deployments run in the calling process (its threads run the hooks), so they cannot outlive it:
-    the rollout tasks never detach from them (deploytool.rollout.backends). The group records (last
+    the rollout tasks never detach from them (deploytool.targets). The group records (last
     successful revision, finished deployments) are on disk, so they carry over from one task to the next.
     """
     name, local = local_target(fleet, target)

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from deploytool.rollout.backend import Revision
+from deploytool.model import Revision
 
 _NAMESPACE = uuid.UUID("5d0c1b44-6a4e-4b5c-9a39-7d1f0d9e5a10")
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from deploytool import options
+from deploytool import options, targets
 from deploytool.aws.session import AwsSession
 from deploytool.bundle import build_release
 from deploytool.cli import cli_task, fleet_from, make_console
-from deploytool.config import LocalTarget
 from deploytool.errors import UsageError
 from deploytool.publish import creator
 from deploytool.publish import publish as publish_bundle
@@ -56,7 +55,7 @@ def publish(c, fleet=None, target=None, version=None, allow_dirty=False, out=Non
     loaded, version, out_dir = _build_options(fleet, version, out)
     name = options.target(loaded, target)
     endpoint_url = options.url("--endpoint-url", endpoint_url)
-    if isinstance(loaded.targets[name], LocalTarget) and not endpoint_url:
+    if targets.target(loaded, name).kind == "local" and not endpoint_url:
         raise UsageError(
             f"target {name!r} is the local sandbox: its S3 is the sandbox's moto server, which `fab sandbox` "
             "starts; pass --endpoint-url to publish to another S3-compatible endpoint"

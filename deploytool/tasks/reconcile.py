@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploytool import options
+from deploytool import options, targets
 from deploytool.cli import cli_task, fleet_from, make_console
 
 MAX_DAYS = 366
@@ -35,27 +35,26 @@ def _athena_names(database, workgroup):
 def reconcile(c, fleet=None, target=None, groups=None, json=False, fix=False, ci=False, engine=None, days=1,
               release=None, no_snapshot=False, database=None, workgroup=None, debug=False):
     """Check every instance runs its group's expected version (exit 3 on drift)."""
-    from deploytool.reconcile.command import run_reconcile, services_for, settings_for
+    from deploytool.reconcile.command import run_reconcile
 
     loaded = fleet_from(fleet)
     database, workgroup = _athena_names(database, workgroup)
-    settings = settings_for(
+    settings = targets.settings_for(
         loaded, options.target(loaded, target), engine=options.choice("--engine", engine, ENGINES),
         days=options.integer("--days", days, low=1, high=MAX_DAYS),
         release=options.release_id("--release", release) or "",
         snapshot=not no_snapshot, groups=options.group_names(loaded, groups), database=database, workgroup=workgroup,
     )
-    runner, backend, services = None, None, None
+    runner, backend = None, None
+    connected = targets.connect(loaded, settings.target)
     if fix:
         from deploytool.reconcile.command import fix_runner_for
-        from deploytool.rollout.commands import services_for as rollout_services_for
 
         # The fix deploys like `fab deploy` does; with --json its progress goes to stderr, the report to stdout.
-        rollout = rollout_services_for(loaded, settings.target, console=make_console(ci=ci, stderr=json), ci=ci)
+        rollout = connected.services(loaded, make_console(ci=ci, stderr=json), ci=ci)
         runner, backend = fix_runner_for(rollout, settings.target)
-        services = services_for(loaded, session=rollout.aws)
     run_reconcile(
-        loaded, settings, services or services_for(loaded, target=settings.target), make_console(ci=ci),
+        loaded, settings, connected.reconcile_services(loaded), make_console(ci=ci),
         as_json=json, fix=fix, runner=runner, backend=backend,
     )
 
@@ -69,7 +68,9 @@ def athena_ddl(c, fleet=None, apply=False, database=None, workgroup=None, debug=
 
     loaded = fleet_from(fleet)
     database, workgroup = _athena_names(database, workgroup)
-    athena_setup(loaded, make_console(), apply=apply, database=database, workgroup=workgroup)
+    settings = targets.athena_settings(loaded, database=database, workgroup=workgroup)
+    services = targets.connect(loaded, settings.target).reconcile_services(loaded) if apply else None
+    athena_setup(loaded, make_console(), settings, apply=apply, services=services)
 
 
 @cli_task(help={"debug": "show tracebacks"})

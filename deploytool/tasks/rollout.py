@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from deploytool import options
+from deploytool import options, targets
 from deploytool.cli import cli_task, fleet_from, make_console
-from deploytool.config import LocalTarget
 
 _ROLLOUT_HELP = {
     "fleet": "fleet file (default deploy.toml)",
@@ -22,8 +21,8 @@ _ROLLOUT_HELP = {
 
 def _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out):
     """The options every rollout task shares, checked; the services come after every check (`_services`)."""
-    from deploytool.rollout.commands import Output
     from deploytool.rollout.plan import ON_FAILURE, RolloutOptions
+    from deploytool.rollout.wiring import Output
 
     loaded = fleet_from(fleet)
     name = options.target(loaded, target)
@@ -35,16 +34,12 @@ def _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out):
 
 
 def _services(loaded, name, ci):
-    from deploytool.rollout.commands import services_for
-
-    return services_for(loaded, name, console=make_console(ci=ci), ci=ci)
+    return targets.connect(loaded, name).services(loaded, make_console(ci=ci), ci=ci)
 
 
 def _without_sandbox(loaded, name, dry_run):
     """A dry run on a local target whose sandbox is not running plans from the fleet file alone."""
-    from deploytool.deploy_flow import sandbox_running
-
-    return dry_run and isinstance(loaded.targets[name], LocalTarget) and not sandbox_running(loaded, name)
+    return dry_run and targets.sandbox_missing(loaded, name)
 
 
 @cli_task(help={"fleet": _ROLLOUT_HELP["fleet"], "target": _ROLLOUT_HELP["target"],
@@ -57,9 +52,9 @@ def setup(c, fleet=None, target=None, dry_run=False, debug=False):
 
     loaded = fleet_from(fleet)
     name = options.target(loaded, target)
-    commands.codedeploy_target(loaded, name)  # a sandbox target is refused before any AWS set-up
+    chosen = targets.codedeploy(loaded, name)  # a sandbox target is refused before any AWS set-up
     gateway = CodeDeployGateway(AwsSession(region=loaded.aws.region, profile=loaded.aws.profile))
-    commands.setup(loaded, name, gateway, make_console(), dry_run=dry_run)
+    commands.setup(loaded, chosen, gateway, make_console(), dry_run=dry_run)
 
 
 @cli_task(help={**_ROLLOUT_HELP, "version": "release version (default YYYY.MM.DD-<shortsha> of the git commit)",
@@ -89,15 +84,13 @@ def deploy(c, fleet=None, target=None, groups=None, version=None, allow_dirty=Fa
 def rollback(c, fleet=None, target=None, groups=None, to=None, max_parallel=0, on_failure="stop-wave", ci=False,
              json_out=None, dry_run=False, debug=False):
     """Redeploy an earlier release's revision, as a new release."""
-    from deploytool.deploy_flow import tag_summary, with_tagging
     from deploytool.rollout import commands
 
     loaded, name, chosen, run, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out)
     to = options.version("--to", to)
     services = _services(loaded, name, ci)  # even a dry run reads the release history: on the sandbox, or AWS
-    tagged, tagger = with_tagging(services)  # the instances it reaches are tagged with the version rolled back to
-    result = commands.rollback(loaded, name, chosen, run, tagged, output, to_version=to, dry_run=dry_run)
-    tag_summary(services, tagger)
+    # the instances it reaches are tagged with the version rolled back to (deploytool.rollout.wiring)
+    result = commands.rollback(loaded, name, chosen, run, services, output, to_version=to, dry_run=dry_run)
     commands.verdict(result)
 
 

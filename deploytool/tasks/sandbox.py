@@ -95,6 +95,7 @@ def hooks(c, event=None, bundle=None, instance=None, group=None, file_exists_beh
 )
 def sandbox(c, fleet=None, target=None, groups=None, ci=False, debug=False):
     """Run the whole release on this machine: moto, real Celery workers, v1 then v2 under load, then a report."""
+    from deploytool.deploy_flow import sandbox_releases
     from deploytool.errors import DeployFailed
     from deploytool.sandbox.run import SandboxRunOptions, log_locations, report, run_sandbox
     from deploytool.sandbox.session import local_target, sandbox_root
@@ -103,9 +104,9 @@ def sandbox(c, fleet=None, target=None, groups=None, ci=False, debug=False):
     name, local = local_target(loaded, options.target(loaded, target))
     chosen = options.group_names(loaded, groups)
     console = make_console(ci=ci)
-    run = SandboxRunOptions(target=name, groups=tuple(chosen) if chosen else None, live=console.is_terminal and not ci)
+    run = SandboxRunOptions(target=name, groups=tuple(chosen) if chosen else None)
     try:
-        result = run_sandbox(loaded, console=console, options=run)
+        result = run_sandbox(loaded, console=console, options=run, connect=sandbox_releases(console, ci=ci))
     finally:
         for line in log_locations(sandbox_root(loaded, local), loaded.app):
             console.print(line, highlight=False, markup=False)

@@ -1,11 +1,11 @@
 """Tags as the rollout goes: a Reporter that tags each group's instances when its deployment ends.
 
-Contract: `DeploymentTagger(ec2, backend, now=..., say=...)` subscribes to a release's events
-(Services.extra_reporters of deploytool.rollout.commands). ReleaseStarted gives it the release id,
-version and mode. On each GroupFinished of a deploy (never a restart: versions do not change) that
+Contract: `DeploymentTagger(ec2, backend, now=..., say=...)` subscribes to a release's events (the
+rollout wiring adds one to every release: deploytool.rollout.wiring). ReleaseStarted gives it the release
+id, version and mode. On each GroupFinished of a deploy (never a restart: versions do not change) that
 names a deployment and whose outcome is succeeded, failed, stopped or already-deployed, it calls
-reconcile.tags.tag_deployments for that one deployment: every instance the deployment succeeded on,
-and that its automatic rollback (if any) did not redeploy, gets deploytool:version,
+deploytool.rollout.tags.tag_deployments for that one deployment: every instance the deployment succeeded
+on, and that its automatic rollback (if any) did not redeploy, gets deploytool:version,
 deploytool:release and deploytool:deployed-at (= now() when the group finished). Failed instances
 keep their old tags. Detached (still running) and not-started groups are not tagged. A group a
 resumed release finds already deployed is tagged only where this release's tag is missing (an earlier
@@ -25,17 +25,17 @@ from typing import Protocol
 
 from deploytool.aws.ec2 import InstanceInfo
 from deploytool.errors import DeployToolError
-from deploytool.reconcile.tags import (
-    TAG_RELEASE,
+from deploytool.model import TAG_RELEASE
+from deploytool.rollout.backend import Backend, InstanceProgress
+from deploytool.rollout.events import Event, GroupFinished, ReleaseStarted
+from deploytool.rollout.result import GroupResult
+from deploytool.rollout.tags import (
     FinishedDeployment,
     InstanceResults,
     TagResult,
     TagWriter,
     tag_deployments,
 )
-from deploytool.rollout.backend import Backend, InstanceProgress
-from deploytool.rollout.events import Event, GroupFinished, ReleaseStarted
-from deploytool.rollout.result import GroupResult
 
 TAGGED_OUTCOMES = frozenset({"succeeded", "failed", "stopped", "already-deployed"})
 

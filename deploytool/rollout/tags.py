@@ -1,4 +1,4 @@
-"""Stage reconcile/tags: after a group's deployment, tag the instances that succeeded.
+"""Tags after a group's deployment: the instances that succeeded get the release (deploytool.model.TAG_*).
 
 Contract: `tag_deployments(ec2, backend, done)` reads each deployment's per-instance results from the
 Backend, and tags every instance whose status is Succeeded with deploytool:version,
@@ -17,12 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from deploytool.reconcile.layout import iso_seconds
+from deploytool.model import TAG_DEPLOYED_AT, TAG_RELEASE, TAG_VERSION, iso_seconds
 from deploytool.rollout.backend import InstanceProgress
-
-TAG_VERSION = "deploytool:version"
-TAG_RELEASE = "deploytool:release"
-TAG_DEPLOYED_AT = "deploytool:deployed-at"
 
 
 class TagWriter(Protocol):

@@ -1,0 +1,135 @@
+"""The one rollout wiring: every entry point that rolls something out runs its plan here.
+
+Contract: `run_rollout(plan, services, output, manifest=..., tagger=...)` builds the Orchestrator on
+`services.backend` and `services.clock` with these reporters, runs it and returns its RolloutResult:
+- progress: a rich live table on a terminal, plain lines with --ci or without one (deploytool.rollout.progress);
+- `services.extra_reporters` (what a caller or a test adds);
+- for a release (a `manifest` is given): the release record writer (deploytool.rollout.record: deployments
+  and each group's outcome into the manifest in S3, the target's history at the end) and the
+  DeploymentTagger (deploytool.rollout.tagger: each group's instances tagged as its deployment ends, on
+  `services.ec2`, else the EC2 of `services.aws`), then one line with what was tagged. A plan that is no
+  release (a restart, a reconcile --fix) writes neither: versions do not change, or the fix tags itself;
+- the result writers (--json-out, $GITHUB_STEP_SUMMARY; deploytool.rollout.summary).
+Ctrl-C (deploytool.rollout.interrupt): `services.on_interrupt` "ask" asks whether to stop (with rollback)
+or detach, and only stops when the deployments run in this process (`services.detachable` False); "raise"
+lets the KeyboardInterrupt through at once (`fab sandbox`, whose session then stops everything it started).
+Warnings (the record could not always be written, tagging failed, CodeDeploy keeps hook output) are
+one line each on `services.console`; nothing else is printed here.
+
+Its users: `fab deploy`, `fab rollback`, `fab restart` (deploytool.rollout.commands), `fab sandbox`
+(deploytool.sandbox.run, through the same commands.deploy), `reconcile --fix` (deploytool.reconcile.fix_runner)
+and the benchmarks (bench/rollout.py, bench/drain.py). The Services of a target come from deploytool.targets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from rich.console import Console
+
+from deploytool.aws.ec2 import Ec2Gateway
+from deploytool.aws.session import AwsSession
+from deploytool.model import ReleaseManifest
+from deploytool.rollout.backend import Backend
+from deploytool.rollout.clock import Clock, SystemClock
+from deploytool.rollout.events import Fanout, Reporter
+from deploytool.rollout.interrupt import Pausable, console_prompt, follow
+from deploytool.rollout.orchestrator import Orchestrator
+from deploytool.rollout.plan import RolloutPlan
+from deploytool.rollout.progress import LiveTable, PlainLines
+from deploytool.rollout.record import RecordWriter, ReleaseStore
+from deploytool.rollout.result import RolloutResult
+from deploytool.rollout.summary import ResultWriters
+from deploytool.rollout.tagger import DeploymentTagger, TagStore
+
+NOTHING_RAN = ("already-deployed", "not-started")
+CODEDEPLOY_HOOK_OUTPUT = (
+    "note: CodeDeploy does not return the output of hooks that succeeded, so tasks a drain's cold shutdown "
+    "interrupted are not shown here: on each instance, grep 'deploytool: interrupted task' "
+    "/opt/codedeploy-agent/deployment-root/<deployment-group-id>/<deployment-id>/logs/scripts.log"
+)
+
+
+@dataclass
+class Services:
+    """What a rollout runs with: the target's session and backend (deploytool.targets), and the seams tests replace."""
+
+    aws: AwsSession
+    backend: Backend
+    store: ReleaseStore
+    console: Console
+    clock: Clock = field(default_factory=SystemClock)
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    interactive: bool = True
+    extra_reporters: list[Reporter] = field(default_factory=list)
+    # False when the backend's deployments run inside this process (the sandbox): never detach, stop instead
+    detachable: bool = True
+    on_interrupt: Literal["ask", "raise"] = "ask"
+    ec2: TagStore | None = None  # where tags are written; None: the EC2 of `aws`
+
+
+@dataclass(frozen=True)
+class Output:
+    ci: bool = False
+    json_out: str | None = None
+
+
+def say(services: Services, line: str) -> None:
+    services.console.print(line, markup=False, highlight=False)
+
+
+def tagger_for(services: Services) -> DeploymentTagger:
+    return DeploymentTagger(services.ec2 or Ec2Gateway(services.aws), services.backend, now=services.now,
+                            say=lambda line: say(services, line))
+
+
+def tag_summary(services: Services, tagger: DeploymentTagger) -> None:
+    if tagger.count or tagger.calls:
+        say(services, f"tags: {tagger.count} instance(s) tagged in {tagger.calls} CreateTags call(s)")
+    if tagger.warnings:
+        say(services, f"warning: tagging failed for {len(tagger.warnings)} group(s); their instances keep their "
+                      "old tags")
+
+
+def run_rollout(
+    plan: RolloutPlan, services: Services, output: Output, *, manifest: ReleaseManifest | None = None,
+    tagger: DeploymentTagger | None = None,
+) -> RolloutResult:
+    """Run the plan with progress, Ctrl-C handling and, for a release, its record and tags (module doc)."""
+    display: Reporter
+    pausable: Pausable | None = None
+    if output.ci or not services.console.is_terminal:
+        display = PlainLines(services.console)
+    else:
+        live = LiveTable(services.console, clock=services.clock)
+        display, pausable = live, live
+    reporters: list[Reporter] = [display, *services.extra_reporters]
+    record = RecordWriter(services.store, manifest) if manifest is not None else None
+    if record is not None:
+        tagger = tagger or tagger_for(services)
+        reporters += [record, tagger]
+    reporters.append(ResultWriters.from_env(output.json_out, dict(os.environ)))
+    orchestrator = Orchestrator(services.backend, plan, reporter=Fanout(reporters), clock=services.clock)
+    try:
+        if services.on_interrupt == "raise":
+            result = orchestrator.run()
+        else:
+            ask = console_prompt(services.console, interactive=services.interactive, display=pausable,
+                                 detachable=services.detachable)
+            result = follow(orchestrator, ask, detachable=services.detachable)
+    except BaseException:
+        if pausable is not None:
+            pausable.pause()  # the live display ends with the run, also on Ctrl-C or an error
+        raise
+    if services.backend.name == "codedeploy" and any(g.outcome not in NOTHING_RAN for g in result.groups):
+        services.console.print(CODEDEPLOY_HOOK_OUTPUT, markup=False, highlight=False, soft_wrap=True)
+    if record is not None and record.errors:
+        say(services, f"warning: the release record could not always be written ({len(record.errors)} "
+                      f"time(s)); last: {record.errors[-1]}")
+    if tagger is not None and record is not None:
+        tag_summary(services, tagger)
+    return result
