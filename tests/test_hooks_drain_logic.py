@@ -275,3 +275,33 @@ def test_sigterm_before_the_consumer_started_goes_straight_to_celery() -> None:
     settle.celery_handler = lambda signum, frame: lines.append("celery warm shutdown")
     settle.on_sigterm(15, None)
     assert lines == ["celery warm shutdown"]
+
+
+class _TerminatedDuringBrokerCall:
+    """A Celery app whose remote-control request is where the agent's SIGTERM lands (the hook's SIGTERM
+    handler raises HookTerminated from inside whatever the hook is doing, most often waiting on the broker)."""
+
+    def connection_for_write(self) -> Any:
+        return self
+
+    @property
+    def control(self) -> Any:
+        return self
+
+    def inspect(self, **kwargs: Any) -> Any:
+        return self
+
+    def active(self) -> Any:
+        raise base.HookTerminated()
+
+
+def test_the_agents_sigterm_during_a_broker_call_is_not_taken_for_a_broker_error() -> None:
+    """Found under CI load: the SIGTERM at the agent's timeout landed inside `inspect active`, the broker
+    adapter's catch-all for broker errors swallowed it as "no answer", and the drain waited out the task
+    (exit 0 after the timeout) instead of handing the worker's tasks back with SIGQUIT and exiting 143."""
+    from deploytool_instance.brokers.remote import RemoteControl
+
+    control = RemoteControl(_TerminatedDuringBrokerCall(), "celery@node")
+    with pytest.raises(base.HookTerminated):
+        control.busy()
+    assert not isinstance(base.HookTerminated(), Exception)  # no `except Exception` anywhere can swallow it

@@ -24,8 +24,13 @@ class HookError(Exception):
         self.code = code
 
 
-class HookTerminated(Exception):
-    """The CodeDeploy agent (or the sandbox runner) sent SIGTERM to this hook: its timeout ran out."""
+class HookTerminated(BaseException):
+    """The CodeDeploy agent (or the sandbox runner) sent SIGTERM to this hook: its timeout ran out.
+
+    A BaseException, like KeyboardInterrupt: the signal handler raises it from wherever the hook is, most
+    often inside a broker call, and no `except Exception` (ours for broker errors, or kombu's) may take it
+    for an error of that call.
+    """
 
 
 class Clock:
