@@ -4,7 +4,10 @@ instead when DEPLOYTOOL_REQUIRE_BROKERS=1 (as on CI)."""
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,3 +50,16 @@ def rabbitmq_url() -> str:
 @pytest.fixture
 def sample_fleet_path() -> Path:
     return ROOT / "deploy.toml"
+
+
+@pytest.fixture
+def file_size_limit() -> Iterator[Callable[[int], None]]:
+    """Lets a test cap the size of any file this process writes (RLIMIT_FSIZE: a full disk, for one
+    process): a write past the cap fails with EFBIG (SIGXFSZ is ignored meanwhile). Lifted at teardown."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)

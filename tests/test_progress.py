@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,17 +64,24 @@ def test_live_table_shows_a_row_per_group_and_the_release_line() -> None:
     assert "email" in out.getvalue()  # it did draw on the console it was given
 
 
-def test_json_result_is_written_atomically(tmp_path: Path) -> None:
+def test_json_result_is_written_atomically(tmp_path: Path, file_size_limit: Callable[[int], None]) -> None:
     result = run_release(Fanout([]), SimulatedClock())
     target = tmp_path / "result.json"
-    target.write_text("old")
-    write_json(target, result)
+    target.write_text('{"old": true}\n')
+    with target.open() as reader:  # opened before the write: it reads the old file, whole
+        write_json(target, result)
+        assert reader.read() == '{"old": true}\n'
     data = json.loads(target.read_text())
     assert data["succeeded"] is False
     assert {g["group"]: g["outcome"] for g in data["groups"]} == {
         "email": "failed", "video": "succeeded", "reports": "not-started"}
     assert data["groups"][0]["instance_failures"][0]["instance_id"] == "i-email-0"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left behind
+    file_size_limit(100)  # the disk fills up in the middle of the next write
+    with pytest.raises(OSError, match="File too large"):
+        write_json(target, result)
+    assert json.loads(target.read_text()) == data  # the last complete result, not half of the new one
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
 
 def test_json_out_in_a_missing_directory_is_refused_up_front(tmp_path: Path) -> None:

@@ -48,7 +48,9 @@ def test_session_provisions_the_fleet_and_stops_everything_it_started(tmp_path: 
     )
     workers: list[int] = []
     with SandboxSession(fleet, worker_stop_grace_s=1) as sandbox:
-        assert sandbox.aws is not None
+        assert sandbox.aws.endpoint_url == sandbox.moto.url  # type: ignore[union-attr]
+        buckets = sandbox.aws.client("s3").list_buckets()["Buckets"]  # on the moto server, not AWS
+        assert [b["Name"] for b in buckets] == [fleet.artifacts.bucket]
         asgs = AutoScalingGateway(sandbox.aws).describe_groups(["asg-email", "asg-video"])
         assert {name: len(info.instances) for name, info in asgs.items()} == {"asg-email": 2, "asg-video": 3}
         video_ids = [i.instance_id for i in asgs["asg-video"].instances]
