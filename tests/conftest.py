@@ -1,5 +1,8 @@
-"""Shared fixtures. Brokers: a test marked `broker` skips when its broker is down, and fails
-instead when DEPLOYTOOL_REQUIRE_BROKERS=1 (as on CI)."""
+"""Shared fixtures and the test tiers.
+
+Brokers: a test marked `broker` skips when its broker is down, and fails instead when
+DEPLOYTOOL_REQUIRE_BROKERS=1 (as on CI); it is `slow` too, so the fast tier (`-m "not slow"`,
+`python3 dev.py test --fast`) never needs a broker."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import os
 import resource
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,6 +39,13 @@ def need_broker(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("broker") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def redis_url() -> str:
     need_broker("Redis", "127.0.0.1", 6379)
@@ -52,14 +63,16 @@ def sample_fleet_path() -> Path:
     return ROOT / "deploy.toml"
 
 
-@pytest.fixture
-def file_size_limit() -> Iterator[Callable[[int], None]]:
-    """Lets a test cap the size of any file this process writes (RLIMIT_FSIZE: a full disk, for one
-    process): a write past the cap fails with EFBIG (SIGXFSZ is ignored meanwhile). Lifted at teardown."""
+@contextmanager
+def file_size_limit(size: int) -> Iterator[None]:
+    """Inside the block, any write of this process past `size` bytes of a file fails with EFBIG (RLIMIT_FSIZE:
+    a full disk, for one process; SIGXFSZ ignored meanwhile). Keep only the code under test in the block:
+    pytest's own output to a file would hit the limit too."""
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
     try:
-        yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+        yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)

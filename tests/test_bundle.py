@@ -11,7 +11,6 @@ import random
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from deploytool.config import Fleet, load_fleet
 from deploytool.errors import BundleError
 from deploytool.render import Templates
 from deploytool.version import SourceVersion
+from tests.conftest import file_size_limit
 from tests.fleet_fixtures import APP_FILES, FIXTURE_SCRIPTS, TEMPLATES, make_fleet
 
 SOURCE = SourceVersion("2024.03.05-abc1234", "abc1234" + "0" * 33, False)
@@ -199,16 +199,13 @@ def test_a_link_out_of_the_tree_is_an_error(fleet: Fleet, tmp_path: Path, target
     assert not (tmp_path / "out").exists()  # refused while the tree is read: nothing was written
 
 
-def test_a_build_that_fails_while_writing_leaves_nothing_partial(
-    fleet: Fleet, tmp_path: Path, file_size_limit: Callable[[int], None]
-) -> None:
+def test_a_build_that_fails_while_writing_leaves_nothing_partial(fleet: Fleet, tmp_path: Path) -> None:
     (fleet.source_dir / "blob.bin").write_bytes(random.Random(0).randbytes(4 << 20))  # does not compress
     first = build(fleet, tmp_path / "out")
     before = first.path.read_bytes()
     assert len(before) > 4 << 20
     (fleet.source_dir / "blob.bin").write_bytes(random.Random(1).randbytes(4 << 20))
-    file_size_limit(1 << 20)  # the disk fills up after the first MiB of the new bundle
-    with pytest.raises(BundleError) as caught:
+    with pytest.raises(BundleError) as caught, file_size_limit(1 << 20):  # the disk fills up after 1 MiB
         build(fleet, tmp_path / "out")
     assert str(caught.value) == "writing the bundle failed: [Errno 27] File too large"
     assert [p.name for p in (tmp_path / "out").iterdir()] == [first.path.name]  # no partial or temp file

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from deploytool.rollout.plan import rollout_plan
 from deploytool.rollout.progress import LiveTable, PlainLines
 from deploytool.rollout.result import RolloutResult
 from deploytool.rollout.summary import ResultWriters, check_json_out, markdown, write_json
+from tests.conftest import file_size_limit
 from tests.fakes import FakeBackend, Script
 from tests.test_orchestrator import REVISION, group
 
@@ -64,7 +64,7 @@ def test_live_table_shows_a_row_per_group_and_the_release_line() -> None:
     assert "email" in out.getvalue()  # it did draw on the console it was given
 
 
-def test_json_result_is_written_atomically(tmp_path: Path, file_size_limit: Callable[[int], None]) -> None:
+def test_json_result_is_written_atomically(tmp_path: Path) -> None:
     result = run_release(Fanout([]), SimulatedClock())
     target = tmp_path / "result.json"
     target.write_text('{"old": true}\n')
@@ -77,8 +77,7 @@ def test_json_result_is_written_atomically(tmp_path: Path, file_size_limit: Call
         "email": "failed", "video": "succeeded", "reports": "not-started"}
     assert data["groups"][0]["instance_failures"][0]["instance_id"] == "i-email-0"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left behind
-    file_size_limit(100)  # the disk fills up in the middle of the next write
-    with pytest.raises(OSError, match="File too large"):
+    with pytest.raises(OSError, match="File too large"), file_size_limit(100):  # the disk fills up mid-write
         write_json(target, result)
     assert json.loads(target.read_text()) == data  # the last complete result, not half of the new one
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]

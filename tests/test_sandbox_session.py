@@ -24,6 +24,7 @@ from tests.sandbox_driver import WORKER
 from tests.sandbox_helpers import kill_if_alive, make_fleet, sh, upload, write_bundle
 
 
+@pytest.mark.slow
 def test_moto_server_starts_on_a_free_port_and_stops(tmp_path: Path) -> None:
     server = MotoServer(log_path=tmp_path / "moto.log", pidfile=tmp_path / "moto.pid").start()
     recorded_pid = int((tmp_path / "moto.pid").read_text().split()[0])
