@@ -27,9 +27,6 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".deploytool-installed"
-LOCK = ROOT / "requirements" / "dev.lock"
-FAST = ["-m", "not slow"]  # the fast tier: no moto server, Celery worker, sandbox, fab subprocess or broker
-PARALLEL = ["-n", "2", "--dist", "loadgroup"]  # the full suite: pytest-xdist; xdist_group marks share a process
 
 
 def run(*cmd: str | Path) -> int:
@@ -71,6 +68,11 @@ def setup() -> None:
     ):
         sys.exit("set-up failed: see pip's output above")
     STAMP.write_text(wanted)
+
+
+LOCK = ROOT / "requirements" / "dev.lock"
+FAST = ["-m", "not slow"]  # the fast tier: no moto server, Celery worker, sandbox, fab subprocess or broker
+PARALLEL = ["-n", "2", "--dist", "loadgroup"]  # the full suite: pytest-xdist; xdist_group marks share a process
 
 
 def install_stamp(root: Path) -> str:
