@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Set up and run deploytool's two entry points with nothing but Python 3.11+ and pip.
 
-    python3 dev.py sandbox [fab options]   # set up, then run the whole sandbox deploy
-    python3 dev.py test [pytest options]   # set up, then ruff, mypy and the whole test suite
+    python3 dev.py sandbox [fab options]    # set up, then run the whole sandbox deploy
+    python3 dev.py test [pytest options]    # set up, then ruff, mypy and the whole suite (2 processes)
+    python3 dev.py test --fast [options]    # the same checks, then the tests that start no real process
 
-Set-up makes .venv/ and installs deploytool with its dev extra into it; it is skipped when
-pyproject.toml has not changed since the last install. `sandbox` then becomes `fab sandbox` (exec),
-so Ctrl-C reaches fab's own cleanup; `test` waits for each check, leaving Ctrl-C to it.
+Set-up makes .venv/ and installs the tested versions into it: requirements/dev.lock (pinned by
+pip-compile from pyproject.toml's dev extra), then deploytool itself, editable and without
+dependencies. It is skipped when neither pyproject.toml nor the lock has changed since the last install.
+`sandbox` then becomes `fab sandbox` (exec), so Ctrl-C reaches fab's own cleanup; `test` waits for each
+check, leaving Ctrl-C to it.
 """
 
 from __future__ import annotations
@@ -52,19 +55,38 @@ def hand_over(*cmd: str | Path) -> NoReturn:
 def setup() -> None:
     if sys.version_info < (3, 11):
         sys.exit(f"deploytool needs Python 3.11 or newer; this is {sys.version.split()[0]}")
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    wanted = install_stamp(ROOT)
     if STAMP.exists() and STAMP.read_text() == wanted and (BIN / "fab").exists():
         return
     if not (BIN / "python").exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     pip: list[str | Path] = [BIN / "python", "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    if run(*pip, "--upgrade", "pip") != 0 or run(*pip, "-e", f"{ROOT}[dev]") != 0:
+    if (
+        run(*pip, "--upgrade", "pip") != 0
+        or run(*pip, "-r", LOCK) != 0
+        or run(*pip, "--no-deps", "-e", f"{ROOT}[dev]") != 0
+    ):
         sys.exit("set-up failed: see pip's output above")
     STAMP.write_text(wanted)
 
 
+LOCK = ROOT / "requirements" / "dev.lock"
+FAST = ["-m", "not slow"]  # the fast tier: no moto server, Celery worker, sandbox, fab subprocess or broker
+PARALLEL = ["-n", "2", "--dist", "loadgroup"]  # the full suite: pytest-xdist; xdist_group marks share a process
+
+
+def install_stamp(root: Path) -> str:
+    """What an installed .venv was made from: the sha256 of pyproject.toml and of the lock, together."""
+    digest = hashlib.sha256()
+    for path in (root / "pyproject.toml", root / LOCK.relative_to(ROOT)):
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def test(args: list[str]) -> int:
+    tier = FAST if "--fast" in args else PARALLEL
+    args = [arg for arg in args if arg != "--fast"]
     checks: list[list[str | Path]] = [
         [BIN / "ruff", "check", "."],
         [BIN / "mypy"],
@@ -77,7 +99,7 @@ def test(args: list[str]) -> int:
     for check in checks:
         if run(*check) != 0:
             return 1
-    code = run(BIN / "python", "-m", "pytest", *args)
+    code = run(BIN / "python", "-m", "pytest", *tier, *args)
     if code == 5:
         print("error: pytest collected no tests", file=sys.stderr)
         return 1

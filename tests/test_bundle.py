@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import shutil
 import subprocess
 import tarfile
@@ -21,6 +22,7 @@ from deploytool.config import Fleet, load_fleet
 from deploytool.errors import BundleError
 from deploytool.render import Templates
 from deploytool.version import SourceVersion
+from tests.conftest import file_size_limit
 from tests.fleet_fixtures import APP_FILES, FIXTURE_SCRIPTS, TEMPLATES, make_fleet
 
 SOURCE = SourceVersion("2024.03.05-abc1234", "abc1234" + "0" * 33, False)
@@ -194,7 +196,20 @@ def test_a_link_out_of_the_tree_is_an_error(fleet: Fleet, tmp_path: Path, target
         f"symlink {fleet.source_dir / 'acme' / 'bad'} -> {target} points outside the app source: it would "
         "dangle on the instance (make it relative and inside the tree, or exclude it in .deployignore)"
     )
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # refused while the tree is read: nothing was written
+
+
+def test_a_build_that_fails_while_writing_leaves_nothing_partial(fleet: Fleet, tmp_path: Path) -> None:
+    (fleet.source_dir / "blob.bin").write_bytes(random.Random(0).randbytes(4 << 20))  # does not compress
+    first = build(fleet, tmp_path / "out")
+    before = first.path.read_bytes()
+    assert len(before) > 4 << 20
+    (fleet.source_dir / "blob.bin").write_bytes(random.Random(1).randbytes(4 << 20))
+    with pytest.raises(BundleError) as caught, file_size_limit(1 << 20):  # the disk fills up after 1 MiB
+        build(fleet, tmp_path / "out")
+    assert str(caught.value) == "writing the bundle failed: [Errno 27] File too large"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [first.path.name]  # no partial or temp file
+    assert first.path.read_bytes() == before  # the bundle built before is untouched
 
 
 def test_a_link_escaping_through_another_link_is_an_error(fleet: Fleet, tmp_path: Path) -> None:

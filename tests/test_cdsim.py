@@ -119,6 +119,7 @@ def test_service_limits(client: Any, sim: CodeDeploySim) -> None:
     assert info["status"] == "Stopped" and info["deploymentOverview"]["Skipped"] == 8
 
 
+@pytest.mark.slow
 def test_throttling_share_is_exact_and_counted(sim: CodeDeploySim, client: Any) -> None:
     sim.throttle_rate = 0.5
     sim.calls.clear()

@@ -112,6 +112,7 @@ def test_resume_after_the_orchestrator_dies_creates_no_second_deployment() -> No
         assert result.group("video").attached and result.group("video").deployment_id == prior["video"].deployment_id
 
 
+@pytest.mark.slow
 def test_throttling_30_percent_of_calls_slows_but_never_fails_a_release() -> None:
     # botocore's retry backoff sleeps in real time: short lifecycles keep the number of calls (and the test) small.
     with codedeploy_env(SIZES, durations=seeded_durations(low=20, high=40)) as env:

@@ -291,6 +291,7 @@ def _fab(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([fab, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_fab_deploy_options() -> None:
     shown = _fab("deploy", "--help")
     assert "--no-reconcile" in shown.stdout and "--reconcile-engine" in shown.stdout

@@ -212,12 +212,14 @@ def test_bundle_fleet_json_holds_the_groups_worker_settings(bundle: Path) -> Non
 # --- hooks with no worker (what the agent sees on a first install or after a crash) ----------------
 
 
+@pytest.mark.slow
 def test_drain_with_no_worker_running_succeeds(bundle: Path, instance: Instance) -> None:
     run = instance.run_hook(bundle, "ApplicationStop", 30, "d-NOWORKER1")
     assert run.returncode == 0, run.output
     assert "no worker running (no pidfile at" in run.output
 
 
+@pytest.mark.slow
 def test_drain_with_a_stale_pidfile_succeeds(bundle: Path, instance: Instance) -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -228,6 +230,7 @@ def test_drain_with_a_stale_pidfile_succeeds(bundle: Path, instance: Instance) -
     assert f"pid {gone.pid} from" in run.output and "stale pidfile" in run.output
 
 
+@pytest.mark.slow
 def test_drain_leaves_a_reused_pid_alone(bundle: Path, instance: Instance) -> None:
     instance.pidfile.parent.mkdir(parents=True)
     instance.pidfile.write_text(f"{os.getpid()}\n")
@@ -236,6 +239,7 @@ def test_drain_leaves_a_reused_pid_alone(bundle: Path, instance: Instance) -> No
     assert "is not a worker of" in run.output
 
 
+@pytest.mark.slow
 def test_unknown_deployment_group_fails_with_one_clear_line(bundle: Path, instance: Instance) -> None:
     instance.group = "nope"
     run = instance.run_hook(bundle, "ApplicationStop", 30, "d-BADGROUP1")
@@ -244,18 +248,21 @@ def test_unknown_deployment_group_fails_with_one_clear_line(bundle: Path, instan
     assert "Traceback" not in run.output
 
 
+@pytest.mark.slow
 def test_validate_without_a_worker_says_it_is_not_running(bundle: Path, instance: Instance) -> None:
     run = instance.run_hook(bundle, "ValidateService", 30, "d-NOTRUNNIN")
     assert run.returncode == 1
     assert "worker is not running: no pidfile at" in run.output
 
 
+@pytest.mark.slow
 def test_start_before_install_names_the_missing_release(bundle: Path, instance: Instance) -> None:
     run = instance.run_hook(bundle, "ApplicationStart", 30, "d-NOINSTALL")
     assert run.returncode == 1
     assert "releases/v1: the new release is not installed" in run.output
 
 
+@pytest.mark.slow
 def test_start_without_env_file_says_what_it_needs(bundle: Path, instance: Instance) -> None:
     instance.env_file.unlink()
     instance.install(bundle)

@@ -43,3 +43,23 @@ def test_a_pattern_that_matches_nothing_names_its_line(tmp_path: Path) -> None:
     with pytest.raises(BundleError) as caught:
         IgnoreRules().with_deployignore(tmp_path)
     assert str(caught.value) == f"{tmp_path / '.deployignore'}:2: pattern '/' matches nothing"
+
+
+@pytest.mark.parametrize(
+    ("patterns", "path", "is_dir", "ignored"),
+    [
+        # Re-including a directory does not re-include what an earlier pattern excludes inside it (git: `*.pem`
+        # still excludes config/key.pem after `!config/`): no key or .env file ships because of a negation.
+        (["!config/"], "config", True, False),
+        (["!config/"], "config/key.pem", False, True),
+        (["!config/"], "config/.env", False, True),
+        # The whitelist idiom: exclude everything, keep every directory, re-include the .py files.
+        (["*", "!*/", "!*.py"], "pkg", True, False),
+        (["*", "!*/", "!*.py"], "pkg/sub", True, False),
+        (["*", "!*/", "!*.py"], "pkg/sub/a.py", False, False),
+        (["*", "!*/", "!*.py"], "pkg/sub/notes.txt", False, True),
+    ],
+)
+def test_negations_follow_git(patterns: list[str], path: str, is_dir: bool, ignored: bool) -> None:
+    rules = IgnoreRules().extended(patterns, origin=".deployignore")
+    assert rules.ignored(path, is_dir) is ignored

@@ -17,6 +17,7 @@ from deploytool.rollout.plan import rollout_plan
 from deploytool.rollout.progress import LiveTable, PlainLines
 from deploytool.rollout.result import RolloutResult
 from deploytool.rollout.summary import ResultWriters, check_json_out, markdown, write_json
+from tests.conftest import file_size_limit
 from tests.fakes import FakeBackend, Script
 from tests.test_orchestrator import REVISION, group
 
@@ -66,14 +67,20 @@ def test_live_table_shows_a_row_per_group_and_the_release_line() -> None:
 def test_json_result_is_written_atomically(tmp_path: Path) -> None:
     result = run_release(Fanout([]), SimulatedClock())
     target = tmp_path / "result.json"
-    target.write_text("old")
-    write_json(target, result)
+    target.write_text('{"old": true}\n')
+    with target.open() as reader:  # opened before the write: it reads the old file, whole
+        write_json(target, result)
+        assert reader.read() == '{"old": true}\n'
     data = json.loads(target.read_text())
     assert data["succeeded"] is False
     assert {g["group"]: g["outcome"] for g in data["groups"]} == {
         "email": "failed", "video": "succeeded", "reports": "not-started"}
     assert data["groups"][0]["instance_failures"][0]["instance_id"] == "i-email-0"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left behind
+    with pytest.raises(OSError, match="File too large"), file_size_limit(100):  # the disk fills up mid-write
+        write_json(target, result)
+    assert json.loads(target.read_text()) == data  # the last complete result, not half of the new one
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
 
 def test_json_out_in_a_missing_directory_is_refused_up_front(tmp_path: Path) -> None:

@@ -73,6 +73,7 @@ def _tags(mf: MotoFleet, ids: list[str]) -> dict[str, dict[str, str]]:
     return {i.instance_id: dict(i.tags) for i in mf.ec2.describe_instances(ids)}
 
 
+@pytest.mark.slow
 def test_succeeded_instances_are_tagged_in_one_call_per_tag_set_per_1000(mf: MotoFleet) -> None:
     ids = _run(mf, 1205)
     big, small, failed = ids[:1190], ids[1190:1200], ids[1200:]

@@ -165,6 +165,7 @@ def test_a_failed_release_raises_deploy_failed_naming_the_groups(world: World) -
     (["restart", "--target", "production", "--groups", "email,nope"], "no group named 'nope'"),
     (["setup", "--target", "sandbox"], "it needs no setup"),
 ])
+@pytest.mark.slow
 def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str) -> None:
     fab = str(Path(sys.executable).with_name("fab"))
     done = subprocess.run([fab, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)

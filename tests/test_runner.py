@@ -21,6 +21,8 @@ from tests.sandbox_helpers import FAST, appspec, aws, kill_if_alive, sh, upload,
 
 __all__ = ["aws"]  # the fixture
 
+pytestmark = pytest.mark.slow  # every test runs hook scripts as real processes
+
 GROUP_ID = "0b7c4a4e-1111-4222-8333-944455556666"
 JOURNAL = 'echo "$LIFECYCLE_EVENT {tag} $DEPLOYMENT_ID" >> "$DEPLOYTOOL_INSTANCE_ROOT/journal"'
 EVENTS = ("ApplicationStop", "BeforeInstall", "AfterInstall", "ApplicationStart", "ValidateService")

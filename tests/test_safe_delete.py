@@ -60,6 +60,7 @@ def fleet_dir(tmp_path: Path, root: str | None = None) -> Path:
 
 
 @pytest.mark.parametrize("root", [".", "..", "/", "~", "/tmp/x", "a/../..", "link-outside"])
+@pytest.mark.slow
 def test_fab_check_refuses_a_root_that_could_delete_the_users_files(tmp_path: Path, root: str) -> None:
     repo = fleet_dir(tmp_path, root)
     (repo / "link-outside").symlink_to(tmp_path)
@@ -73,6 +74,7 @@ def test_fab_check_refuses_a_root_that_could_delete_the_users_files(tmp_path: Pa
     assert sorted(p.name for p in (repo / "logs").iterdir()) == ["mine.txt"]  # nothing was deleted
 
 
+@pytest.mark.slow
 def test_fab_sandbox_up_refuses_a_root_whose_directories_it_did_not_create(tmp_path: Path) -> None:
     repo = fleet_dir(tmp_path, "sb")
     (repo / "sb" / "logs").mkdir(parents=True)

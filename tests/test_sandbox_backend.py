@@ -211,6 +211,7 @@ def test_one_failure_within_the_minimum_keeps_the_group_and_does_not_roll_back(t
     assert not snap.all_succeeded  # deploytool's own verdict
 
 
+@pytest.mark.slow
 def test_no_rollback_without_an_earlier_success(tmp_path: Path, aws: AwsSession) -> None:
     setup = Setup(tmp_path, aws, "OneAtATime", 1)
     setup.fail([0])

@@ -5,7 +5,6 @@ every process it started is gone afterwards (checked by pid)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from deploytool.sandbox.procs import pid_alive, process_group, signal_group, wait_gone
+from dev import install_stamp
 from tests.conftest import ROOT
 from tests.sandbox_helpers import fleet_copy, started_pids
 
@@ -101,16 +101,15 @@ def test_ctrl_c_in_the_middle_of_fab_sandbox_leaves_no_process_behind(tmp_path: 
 
 
 def dev_py_checkout(tmp_path: Path) -> Path:
-    """A checkout for dev.py: its dev.py, pyproject.toml, fabfile.py and the sample fleet, with .venv the
-    venv running these tests, which dev.py set up for this pyproject.toml (so it installs nothing)."""
+    """A checkout for dev.py: its dev.py, pyproject.toml, lock, fabfile.py and the sample fleet, with .venv the
+    venv running these tests, which dev.py set up for this pyproject.toml and lock (so it installs nothing)."""
     venv = Path(sys.prefix)
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     stamp = venv / ".deploytool-installed"
-    if not (stamp.exists() and stamp.read_text() == wanted and (venv / "bin" / "fab").exists()):
-        pytest.skip(f"{venv} was not set up by `python3 dev.py` for this pyproject.toml (dev.py would install)")
+    if not (stamp.exists() and stamp.read_text() == install_stamp(ROOT) and (venv / "bin" / "fab").exists()):
+        pytest.skip(f"{venv} was not set up by `python3 dev.py` for this pyproject.toml and lock (it would install)")
     checkout = tmp_path / "checkout"
-    checkout.mkdir()
-    for name in ("dev.py", "pyproject.toml", "fabfile.py"):
+    (checkout / "requirements").mkdir(parents=True)
+    for name in ("dev.py", "pyproject.toml", "requirements/dev.lock", "fabfile.py"):
         shutil.copy(ROOT / name, checkout / name)
     (checkout / ".venv").symlink_to(venv)
     fleet_copy(checkout)

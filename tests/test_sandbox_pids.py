@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.rollout.backend import DeployRequest
@@ -13,6 +15,8 @@ from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile
 from tests.sandbox_helpers import appspec, aws, kill_if_alive, make_backend, make_fleet, sh, upload, write_bundle
 
 __all__ = ["aws"]
+
+pytestmark = pytest.mark.slow  # hooks start real worker processes
 
 PIDFILE = '"$DEPLOYTOOL_INSTANCE_ROOT/opt/fixture/run/worker.pid"'
 

@@ -24,6 +24,7 @@ from tests.sandbox_driver import WORKER
 from tests.sandbox_helpers import kill_if_alive, make_fleet, sh, upload, write_bundle
 
 
+@pytest.mark.slow
 def test_moto_server_starts_on_a_free_port_and_stops(tmp_path: Path) -> None:
     server = MotoServer(log_path=tmp_path / "moto.log", pidfile=tmp_path / "moto.pid").start()
     recorded_pid = int((tmp_path / "moto.pid").read_text().split()[0])
@@ -48,7 +49,9 @@ def test_session_provisions_the_fleet_and_stops_everything_it_started(tmp_path: 
     )
     workers: list[int] = []
     with SandboxSession(fleet, worker_stop_grace_s=1) as sandbox:
-        assert sandbox.aws is not None
+        assert sandbox.aws.endpoint_url == sandbox.moto.url  # type: ignore[union-attr]
+        buckets = sandbox.aws.client("s3").list_buckets()["Buckets"]  # on the moto server, not AWS
+        assert [b["Name"] for b in buckets] == [fleet.artifacts.bucket]
         asgs = AutoScalingGateway(sandbox.aws).describe_groups(["asg-email", "asg-video"])
         assert {name: len(info.instances) for name, info in asgs.items()} == {"asg-email": 2, "asg-video": 3}
         video_ids = [i.instance_id for i in asgs["asg-video"].instances]
