@@ -89,6 +89,7 @@ def test(args: list[str]) -> int:
     args = [arg for arg in args if arg != "--fast"]
     checks: list[list[str | Path]] = [
         [BIN / "ruff", "check", "."],
+        [BIN / "ruff", "format", "--check", "."],
         [BIN / "mypy"],
         # The instance-side code (scripts/): Python 3.9 (vermin; mypy 2 targets 3.10 at the lowest), the fence.
         [BIN / "vermin", "-t=3.9-", "--no-tips", "--violations", "-q", *INSTANCE_CODE],

@@ -78,8 +78,7 @@ def generate(tree: Path, files: int, total: int) -> None:
         return
     fresh_owned(tree, "bench/build.py's generated app tree")
     rng = random.Random(20240101)
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(rng.randint(2, 12)))
-             for _ in range(4000)]
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(rng.randint(2, 12))) for _ in range(4000)]
     binaries = max(1, files // 25)
     texts = files - binaries
     text_size = int(total * (1 - BINARY_SHARE)) // texts
@@ -196,8 +195,19 @@ def main() -> int:
             def baseline() -> None:
                 archive = out / "baseline.tgz"
                 subprocess.run(["tar", "-czf", str(archive), "-C", str(project / "app"), "."], check=True)
-                subprocess.run([*aws, "s3", "cp", str(archive), f"s3://{BUCKET}/baseline/app.tgz",
-                                "--endpoint-url", endpoint, "--only-show-errors"], check=True)
+                subprocess.run(
+                    [
+                        *aws,
+                        "s3",
+                        "cp",
+                        str(archive),
+                        f"s3://{BUCKET}/baseline/app.tgz",
+                        "--endpoint-url",
+                        endpoint,
+                        "--only-show-errors",
+                    ],
+                    check=True,
+                )
 
             ours_times, base_times, again_times, shas = [], [], [], set()
             first, again = ByteCounter(), ByteCounter()
@@ -218,20 +228,24 @@ def main() -> int:
         remove_owned(out)
 
     ours_s, base_s = statistics.median(ours_times), statistics.median(base_times)
-    print(json.dumps({
-        "files": files,
-        "bytes": size,
-        "ours_s": round(ours_s, 3),
-        "tar_gzip_cli_s": round(base_s, 3),
-        "ratio": round(ours_s / base_s, 3),
-        "reproducible": len(shas) == 1,
-        "reupload_bytes": again.sent,
-        "republish_s": round(statistics.median(again_times), 3),
-        "bundle_bytes": bundle.size,
-        "upload_bytes_per_first_publish": first.sent // args.runs,
-        "tar_gz_bytes": tar_gz_bytes,
-        "runs": args.runs,
-    }))
+    print(
+        json.dumps(
+            {
+                "files": files,
+                "bytes": size,
+                "ours_s": round(ours_s, 3),
+                "tar_gzip_cli_s": round(base_s, 3),
+                "ratio": round(ours_s / base_s, 3),
+                "reproducible": len(shas) == 1,
+                "reupload_bytes": again.sent,
+                "republish_s": round(statistics.median(again_times), 3),
+                "bundle_bytes": bundle.size,
+                "upload_bytes_per_first_publish": first.sent // args.runs,
+                "tar_gz_bytes": tar_gz_bytes,
+                "runs": args.runs,
+            }
+        )
+    )
     return 0
 
 

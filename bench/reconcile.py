@@ -62,10 +62,24 @@ def generate(root: Path) -> None:
         path = root / manifest_key(PREFIX, APP, release_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         manifest = {
-            "release_id": release_id, "app": APP, "version": version, "target": TARGET,
-            "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"), "bucket": "b", "key": f"{version}.tgz",
-            "groups": [{"group": f"group-{g:02d}", "asg": f"asg-{g:02d}", "expected_version": version,
-                        "strategy": "OneAtATime", "wave": g % 3, "outcome": "succeeded"} for g in range(GROUPS)],
+            "release_id": release_id,
+            "app": APP,
+            "version": version,
+            "target": TARGET,
+            "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "bucket": "b",
+            "key": f"{version}.tgz",
+            "groups": [
+                {
+                    "group": f"group-{g:02d}",
+                    "asg": f"asg-{g:02d}",
+                    "expected_version": version,
+                    "strategy": "OneAtATime",
+                    "wave": g % 3,
+                    "outcome": "succeeded",
+                }
+                for g in range(GROUPS)
+            ],
             "deployments": {},
         }
         path.write_text(json.dumps(manifest, separators=(",", ":")) + "\n")
@@ -89,12 +103,23 @@ def generate(root: Path) -> None:
                     release = release_id
                 if serial % 53 == 0 and generation > 0:
                     version = release = None  # replacement launched after the deployment: untagged
-                rows.append(InventoryRow(
-                    snapshot_at=snapshot_at, app=APP, instance_id=instance_id, asg=f"asg-{g:02d}",
-                    group=f"group-{g:02d}", az=f"us-east-1{'abc'[i % 3]}", lifecycle_state="InService",
-                    health="Healthy", state="running", market="spot" if i % 4 == 0 else "on-demand",
-                    launch_time="2024-04-01T00:00:00Z", version=version, release=release,
-                ))
+                rows.append(
+                    InventoryRow(
+                        snapshot_at=snapshot_at,
+                        app=APP,
+                        instance_id=instance_id,
+                        asg=f"asg-{g:02d}",
+                        group=f"group-{g:02d}",
+                        az=f"us-east-1{'abc'[i % 3]}",
+                        lifecycle_state="InService",
+                        health="Healthy",
+                        state="running",
+                        market="spot" if i % 4 == 0 else "on-demand",
+                        launch_time="2024-04-01T00:00:00Z",
+                        version=version,
+                        release=release,
+                    )
+                )
         path = root / inventory_key(PREFIX, APP, at, 0)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(encode_rows(rows))
@@ -128,22 +153,26 @@ def main() -> None:
     _, full = run_once(root, first, last, measure=True)
 
     rows = measured.rows  # type: ignore[attr-defined]
-    print(json.dumps({
-        "rows": SNAPSHOTS * GROUPS * PER_GROUP,
-        "partitions": len(partitions),
-        "partitions_read": len(measured.partitions_read["inventory"]),  # type: ignore[attr-defined]
-        "duckdb_s": round(statistics.median(timings), 4),
-        "files": len(files),
-        "files_read": measured.files_read,  # type: ignore[attr-defined]
-        "groups": GROUPS,
-        "releases": DAYS,
-        "drifted": sum(1 for r in rows if r["status"] == "drift"),
-        "untagged": sum(1 for r in rows if r["status"] == "untagged"),
-        "format": "gzip JSON lines (deploytool encode_rows), one object per snapshot",
-        "baseline_full_window_s": round(statistics.median(baseline), 4),
-        "baseline_partitions_read": len(full.partitions_read["inventory"]),  # type: ignore[attr-defined]
-        "runs": args.runs,
-    }))
+    print(
+        json.dumps(
+            {
+                "rows": SNAPSHOTS * GROUPS * PER_GROUP,
+                "partitions": len(partitions),
+                "partitions_read": len(measured.partitions_read["inventory"]),  # type: ignore[attr-defined]
+                "duckdb_s": round(statistics.median(timings), 4),
+                "files": len(files),
+                "files_read": measured.files_read,  # type: ignore[attr-defined]
+                "groups": GROUPS,
+                "releases": DAYS,
+                "drifted": sum(1 for r in rows if r["status"] == "drift"),
+                "untagged": sum(1 for r in rows if r["status"] == "untagged"),
+                "format": "gzip JSON lines (deploytool encode_rows), one object per snapshot",
+                "baseline_full_window_s": round(statistics.median(baseline), 4),
+                "baseline_partitions_read": len(full.partitions_read["inventory"]),  # type: ignore[attr-defined]
+                "runs": args.runs,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,13 @@ from tests.cdsim import CodeDeploySim, install, seeded_durations  # noqa: E402
 from tests.cdsim.env import CREDENTIALS, MOTO_CONFIG, REGION, create_asgs  # noqa: E402
 from tests.rollout_helpers import make_fleet, revision, set_up  # noqa: E402
 
-STRATEGIES: list[Any] = ["AllAtOnce", "HalfAtATime", "OneAtATime", {"min_healthy_hosts": 2},
-                         {"min_healthy_percent": 50}]
+STRATEGIES: list[Any] = [
+    "AllAtOnce",
+    "HalfAtATime",
+    "OneAtATime",
+    {"min_healthy_hosts": 2},
+    {"min_healthy_percent": 50},
+]
 APP = "acme-workers"
 
 
@@ -69,8 +74,11 @@ class Run:
         return sum(self.sim.calls.values())
 
     def group_times(self) -> list[float]:
-        return [d.completed_at - d.created_at for d in self.sim.deployments.values()
-                if d.completed_at is not None and d.creator == "user"]
+        return [
+            d.completed_at - d.created_at
+            for d in self.sim.deployments.values()
+            if d.completed_at is not None and d.creator == "user"
+        ]
 
 
 def fresh_run(fleet: Fleet, instances: dict[str, list[str]], seed: int) -> Run:
@@ -97,12 +105,24 @@ def fresh_run(fleet: Fleet, instances: dict[str, list[str]], seed: int) -> Run:
 
 
 def ours(run: Run, fleet: Fleet) -> float:
-    plan = rollout_plan(release_id="20250101T000000Z-v1", version="v1", target="production", groups=fleet.groups,
-                        revision=revision("v1"))
-    store = ReleaseStore(S3Gateway(run.aws), bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix,
-                         app=fleet.app.name)  # not written to: a plan with no manifest has no record
-    services = Services(run.aws, CodeDeployBackend(run.gateway, application=APP), store, Console(quiet=True),
-                        clock=run.clock, interactive=False)
+    plan = rollout_plan(
+        release_id="20250101T000000Z-v1",
+        version="v1",
+        target="production",
+        groups=fleet.groups,
+        revision=revision("v1"),
+    )
+    store = ReleaseStore(
+        S3Gateway(run.aws), bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name
+    )  # not written to: a plan with no manifest has no record
+    services = Services(
+        run.aws,
+        CodeDeployBackend(run.gateway, application=APP),
+        store,
+        Console(quiet=True),
+        clock=run.clock,
+        interactive=False,
+    )
     result = run_rollout(plan, services, Output(ci=True))  # the one rollout wiring, as `fab deploy` runs it
     if not result.succeeded:
         raise SystemExit(f"ours: the release failed: {result.counts()}")
@@ -116,8 +136,11 @@ def waiter_config(client: Any) -> tuple[float, int]:
 
 def create(run: Run, group_name: str, fleet: Fleet) -> str:
     request = DeployRequest(group=fleet.group(group_name), revision=revision("v1"), release_id="baseline")
-    return str(run.client.create_deployment(applicationName=APP, deploymentGroupName=group_name,
-                                            **create_params(request))["deploymentId"])
+    return str(
+        run.client.create_deployment(applicationName=APP, deploymentGroupName=group_name, **create_params(request))[
+            "deploymentId"
+        ]
+    )
 
 
 def waiters(run: Run, fleet: Fleet, groups: list[str]) -> float:
@@ -169,11 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances-per-group", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    fleet = make_fleet([{"name": f"g{n:03d}", "strategy": STRATEGIES[n % len(STRATEGIES)], "wave": 0}
-                        for n in range(args.groups)])
+    fleet = make_fleet(
+        [{"name": f"g{n:03d}", "strategy": STRATEGIES[n % len(STRATEGIES)], "wave": 0} for n in range(args.groups)]
+    )
     with simulated_aws():
-        instances = create_asgs(boto3.Session(region_name=REGION),
-                                {g.asg: args.instances_per_group for g in fleet.groups})
+        instances = create_asgs(
+            boto3.Session(region_name=REGION), {g.asg: args.instances_per_group for g in fleet.groups}
+        )
 
         run = fresh_run(fleet, instances, args.seed)
         ours_s = ours(run, fleet)
@@ -187,17 +212,21 @@ def main(argv: list[str] | None = None) -> int:
         waiter_s = waiters(run, fleet, [g.name for g in fleet.groups])
         waiter_calls = run.calls()
 
-    print(json.dumps({
-        "groups": len(fleet.groups),
-        "instances": sum(len(ids) for ids in instances.values()),
-        "critical_path_s": round(critical, 1),
-        "ours_s": round(ours_s, 1),
-        "overhead_ratio": round(ours_s / critical, 4),
-        "ours_calls_per_min": per_min(ours_calls, ours_s),
-        "sequential_s": round(sequential_s, 1),
-        "waiter_s": round(waiter_s, 1),
-        "waiter_calls_per_min": per_min(waiter_calls, waiter_s),
-    }))
+    print(
+        json.dumps(
+            {
+                "groups": len(fleet.groups),
+                "instances": sum(len(ids) for ids in instances.values()),
+                "critical_path_s": round(critical, 1),
+                "ours_s": round(ours_s, 1),
+                "overhead_ratio": round(ours_s / critical, 4),
+                "ours_calls_per_min": per_min(ours_calls, ours_s),
+                "sequential_s": round(sequential_s, 1),
+                "waiter_s": round(waiter_s, 1),
+                "waiter_calls_per_min": per_min(waiter_calls, waiter_s),
+            }
+        )
+    )
     return 0
 
 

@@ -147,9 +147,7 @@ def _manifest(version: str, commit: str | None, files: dict[str, str], links: di
     return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
 
 
-def _write(
-    out: Path, entries: list[_Entry], hooks: set[str], source: SourceVersion, level: int
-) -> tuple[int, str]:
+def _write(out: Path, entries: list[_Entry], hooks: set[str], source: SourceVersion, level: int) -> tuple[int, str]:
     files: dict[str, str] = {}
     links: dict[str, str] = {}
     with out.open("wb") as stream, ReproducibleTarGz(stream, level=level) as tgz:
@@ -191,8 +189,10 @@ def build_bundle(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BundleError(f"cannot create the output directory {out_dir} ({exc.strerror or exc}); allowed: a "
-                          "writable directory, or a path to create one") from None
+        raise BundleError(
+            f"cannot create the output directory {out_dir} ({exc.strerror or exc}); allowed: a "
+            "writable directory, or a path to create one"
+        ) from None
     final = out_dir / bundle_name(fleet.app.name, source.version)
     temp = out_dir / f".{final.name}.{os.getpid()}.tmp"
     try:
@@ -204,7 +204,11 @@ def build_bundle(
 
 
 def build_release(
-    fleet: Fleet, *, version: str | None = None, allow_dirty: bool = False, out_dir: Path | None = None,
+    fleet: Fleet,
+    *,
+    version: str | None = None,
+    allow_dirty: bool = False,
+    out_dir: Path | None = None,
     templates: Templates | None = None,
 ) -> BundleResult:
     """Name the release from git (or `version`), refusing a dirty tree unless allowed, and build it."""

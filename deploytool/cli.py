@@ -63,8 +63,10 @@ def fail(exc: BaseException, *, debug: bool, stream: Any = None) -> Exit:
     if isinstance(exc, KeyboardInterrupt):
         print("interrupted", file=out)
         return Exit(code=130)
-    print(f"error: unexpected {type(exc).__name__}: {one_line(str(exc))} (run again with --debug for the traceback)",
-          file=out)
+    print(
+        f"error: unexpected {type(exc).__name__}: {one_line(str(exc))} (run again with --debug for the traceback)",
+        file=out,
+    )
     return Exit(code=1)
 
 
@@ -186,8 +188,9 @@ def adapt_invoke_parser() -> None:
             if flag is None:
                 raise
             kind = "a whole number" if flag.kind is int else f"a {getattr(flag.kind, '__name__', 'value')}"
-            raise ParseError(f"{_flag(flag.name)} {options.shown(value)} is not allowed; allowed: {kind}",
-                             self.context) from None
+            raise ParseError(
+                f"{_flag(flag.name)} {options.shown(value)} is not allowed; allowed: {kind}", self.context
+            ) from None
 
     def checked_parse_argv(self: Parser, argv: list[str]) -> ParseResult:
         try:

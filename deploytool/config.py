@@ -180,9 +180,7 @@ class GroupSettings(_Model):
     prefetch_multiplier: Annotated[int, Field(ge=1, le=1024)] = 1
     acks_late: bool = True
     max_tasks_per_child: Annotated[int, Field(ge=1)] | None = None
-    autoscale: Annotated[list[Annotated[int, Field(ge=0, le=512)]], Field(min_length=2, max_length=2)] | None = (
-        None
-    )
+    autoscale: Annotated[list[Annotated[int, Field(ge=0, le=512)]], Field(min_length=2, max_length=2)] | None = None
     task_time_limit: Annotated[int, Field(ge=1, le=86400)] = 300
     task_soft_time_limit: Annotated[int, Field(ge=1, le=86400)] | None = None
     visibility_timeout: Annotated[int, Field(ge=1, le=43200)] = 3600
@@ -501,11 +499,15 @@ def check_paths(fleet: Fleet, shown: str) -> None:
         root = _resolved(base, target.root)
         if root is None or root == base or not root.is_relative_to(base):
             where = f"it leads to {root}" if root is not None else "it is no usable path"
-            raise ConfigError(f"got {target.root!r}, but {where}; {ROOT_ALLOWED}", path=shown,
-                              key=key_path(["targets", name, "root"]))
+            raise ConfigError(
+                f"got {target.root!r}, but {where}; {ROOT_ALLOWED}", path=shown, key=key_path(["targets", name, "root"])
+            )
         if os.path.lexists(root) and not root.is_dir():
-            raise ConfigError(f"got {target.root!r}, which is a file, not a directory; {ROOT_ALLOWED}",
-                              path=shown, key=key_path(["targets", name, "root"]))
+            raise ConfigError(
+                f"got {target.root!r}, which is a file, not a directory; {ROOT_ALLOWED}",
+                path=shown,
+                key=key_path(["targets", name, "root"]),
+            )
 
 
 def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -> Fleet:
@@ -528,9 +530,7 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
 
     groups_raw = data["groups"]
     if not isinstance(groups_raw, list) or not groups_raw:
-        raise ConfigError(
-            f"got {groups_raw!r}; allowed: at least one [[groups]] table", path=path, key="groups"
-        )
+        raise ConfigError(f"got {groups_raw!r}; allowed: at least one [[groups]] table", path=path, key="groups")
     groups: list[Group] = []
     group_fields = ["name", "asg", *settings_fields]
     for index, raw in enumerate(groups_raw):
@@ -607,9 +607,7 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
     )
 
 
-def _lint_group(
-    path: str, index: int, group: Group, table: Mapping[str, Any], defaults: Mapping[str, Any]
-) -> None:
+def _lint_group(path: str, index: int, group: Group, table: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
     """Cross-field rules from production Celery practice. An error names where the value was set:
     the group, or [defaults] when the group inherits it from there."""
 
@@ -675,8 +673,11 @@ def _check_min_healthy(
         if policy.error is None:
             continue  # AllAtOnce, HalfAtATime and OneAtATime fit any size
         minimum = policy.min_healthy
-        sized_by = ["targets", name, "instances", group.name] if group.name in target.instances else [
-            "targets", name, "instances_per_group"]
+        sized_by = (
+            ["targets", name, "instances", group.name]
+            if group.name in target.instances
+            else ["targets", name, "instances_per_group"]
+        )
         inherited = "strategy" in defaults and "strategy" not in tables[index]
         raise ConfigError(
             f"{group.strategy.label} needs {minimum} healthy host(s), not below the {size} instance(s) of group "

@@ -65,8 +65,14 @@ class Deployed:
 
 
 def reconcile_settings(
-    fleet: Fleet, target_name: str, groups: Sequence[Group], *, engine: str | None, reconcile: bool = True,
-    dry_run: bool = False, mirror: str | None = None,
+    fleet: Fleet,
+    target_name: str,
+    groups: Sequence[Group],
+    *,
+    engine: str | None,
+    reconcile: bool = True,
+    dry_run: bool = False,
+    mirror: str | None = None,
 ) -> ReconcileSettings | None:
     """The final reconcile's settings (None when there is none); UsageError (exit 2) for a bad engine."""
     if engine is not None and engine not in get_args(EngineName):
@@ -82,8 +88,16 @@ def reconcile_services(fleet: Fleet, services: Services) -> ReconcileServices:
 
 
 def plan_without_sandbox(
-    fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, console: Console, *,
-    mode: Mode, version: str | None = None, allow_dirty: bool = False, out_dir: Path | None = None,
+    fleet: Fleet,
+    target_name: str,
+    groups: Sequence[Group],
+    options: RolloutOptions,
+    console: Console,
+    *,
+    mode: Mode,
+    version: str | None = None,
+    allow_dirty: bool = False,
+    out_dir: Path | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[str]:
     """--dry-run of `fab deploy` or `fab restart` on a local target with no sandbox running: print the plan."""
@@ -92,33 +106,68 @@ def plan_without_sandbox(
     else:
         bundle = build_release(fleet, version=version, allow_dirty=allow_dirty, out_dir=out_dir)
         revision = Revision(fleet.artifacts.bucket, "(not published: dry run)", "", bundle.version, bundle.sha256)
-        plan = rollout_plan(release_id=release_id(bundle.version, now()), version=bundle.version,
-                            target=target_name, groups=groups, revision=revision, options=options)
+        plan = rollout_plan(
+            release_id=release_id(bundle.version, now()),
+            version=bundle.version,
+            target=target_name,
+            groups=groups,
+            revision=revision,
+            options=options,
+        )
     what = "new" if mode == "restart" else "new or resumed: not known while no sandbox runs"
     lines = commands.plan_lines(plan, {}, what)
-    lines.append(f"(no sandbox is running for target {target_name!r}: nothing was checked against it; "
-                 "`fab sandbox-up` starts one)")
+    lines.append(
+        f"(no sandbox is running for target {target_name!r}: nothing was checked against it; "
+        "`fab sandbox-up` starts one)"
+    )
     for line in lines:
         console.print(line, markup=False, highlight=False)
     return lines
 
 
 def deploy_and_reconcile(
-    fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, services: Services,
-    output: Output, *, version: str | None, allow_dirty: bool, dry_run: bool = False, reconcile: bool = True,
-    engine: str | None = None, mirror: str | None = None, templates: Templates | None = None,
-    out_dir: Path | None = None, reconciling: ReconcileServices | None = None, tag_writer: TagStore | None = None,
-    env: Mapping[str, str] | None = None, on_prepared: Callable[[Prepared], None] | None = None,
+    fleet: Fleet,
+    target_name: str,
+    groups: Sequence[Group],
+    options: RolloutOptions,
+    services: Services,
+    output: Output,
+    *,
+    version: str | None,
+    allow_dirty: bool,
+    dry_run: bool = False,
+    reconcile: bool = True,
+    engine: str | None = None,
+    mirror: str | None = None,
+    templates: Templates | None = None,
+    out_dir: Path | None = None,
+    reconciling: ReconcileServices | None = None,
+    tag_writer: TagStore | None = None,
+    env: Mapping[str, str] | None = None,
+    on_prepared: Callable[[Prepared], None] | None = None,
 ) -> Deployed:
     """Roll out, tag, and reconcile; raises DeployFailed (exit 1) or DriftFound (exit 3), see the module doc."""
-    settings = reconcile_settings(fleet, target_name, groups, engine=engine, reconcile=reconcile, dry_run=dry_run,
-                                  mirror=mirror)
+    settings = reconcile_settings(
+        fleet, target_name, groups, engine=engine, reconcile=reconcile, dry_run=dry_run, mirror=mirror
+    )
     if tag_writer is not None:
         services = replace(services, ec2=tag_writer)
     tagger = tagger_for(services)
-    result = commands.deploy(fleet, target_name, groups, options, services, output, version=version,
-                             allow_dirty=allow_dirty, dry_run=dry_run, templates=templates, out_dir=out_dir,
-                             tagger=tagger, on_prepared=on_prepared)
+    result = commands.deploy(
+        fleet,
+        target_name,
+        groups,
+        options,
+        services,
+        output,
+        version=version,
+        allow_dirty=allow_dirty,
+        dry_run=dry_run,
+        templates=templates,
+        out_dir=out_dir,
+        tagger=tagger,
+        on_prepared=on_prepared,
+    )
     if result is None:
         return Deployed(None, tagger)
     if not result.succeeded and settings is not None:
@@ -127,7 +176,10 @@ def deploy_and_reconcile(
     if settings is None:
         return Deployed(result, tagger)
     report = reconcile_command.reconcile_after_deploy(
-        fleet, services.console, settings=settings, services=reconciling or reconcile_services(fleet, services),
+        fleet,
+        services.console,
+        settings=settings,
+        services=reconciling or reconcile_services(fleet, services),
         env=env,
     )
     return Deployed(result, tagger, report)
@@ -143,32 +195,56 @@ class SessionReleases:
     output: Output
     templates: Templates | None = None
 
-    def release(self, fleet: Fleet, groups: Sequence[Group], options: RolloutOptions, *, out_dir: Path,
-                on_prepared: Callable[[Prepared], None] | None = None) -> RolloutResult:
+    def release(
+        self,
+        fleet: Fleet,
+        groups: Sequence[Group],
+        options: RolloutOptions,
+        *,
+        out_dir: Path,
+        on_prepared: Callable[[Prepared], None] | None = None,
+    ) -> RolloutResult:
         """`fab deploy --no-reconcile` of the work tree's HEAD; DeployFailed (exit 1) unless it succeeded."""
-        done = deploy_and_reconcile(fleet, self.target_name, groups, options, self.services, self.output,
-                                    version=None, allow_dirty=False, reconcile=False, templates=self.templates,
-                                    out_dir=out_dir, on_prepared=on_prepared)
+        done = deploy_and_reconcile(
+            fleet,
+            self.target_name,
+            groups,
+            options,
+            self.services,
+            self.output,
+            version=None,
+            allow_dirty=False,
+            reconcile=False,
+            templates=self.templates,
+            out_dir=out_dir,
+            on_prepared=on_prepared,
+        )
         assert done.result is not None  # not a dry run
         return done.result
 
     def reconcile(self, fleet: Fleet, groups: Sequence[Group]) -> ReconcileReport:
         """The reconcile `fab deploy` ends with, over these groups; DriftFound (exit 3) on drift."""
         settings = targets.settings_for(fleet, self.target_name, groups=[g.name for g in groups])
-        return reconcile_command.reconcile_after_deploy(fleet, self.services.console, settings=settings,
-                                                        services=self.reconciling)
+        return reconcile_command.reconcile_after_deploy(
+            fleet, self.services.console, settings=settings, services=self.reconciling
+        )
 
 
 def sandbox_releases(
-    console: Console, *, ci: bool, templates: Templates | None = None,
+    console: Console,
+    *,
+    ci: bool,
+    templates: Templates | None = None,
 ) -> Callable[[SandboxSession], SessionReleases]:
     """For `fab sandbox`: given its running session, `fab deploy`'s path on it (deploytool.targets.in_session).
 
     A Ctrl-C is let through at once (on_interrupt "raise"): the session then stops everything it started."""
+
     def connect(sandbox: SandboxSession) -> SessionReleases:
         connected = targets.in_session(sandbox.config, sandbox)
         services = replace(connected.services(sandbox.config, console, ci=ci), on_interrupt="raise")
-        return SessionReleases(connected.target.name, services, connected.reconcile_services(sandbox.config),
-                               Output(ci=ci), templates)
+        return SessionReleases(
+            connected.target.name, services, connected.reconcile_services(sandbox.config), Output(ci=ci), templates
+        )
 
     return connect

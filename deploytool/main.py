@@ -26,5 +26,12 @@ class Program(Fab):  # type: ignore[misc]
         return command_parser(super()._make_parser(), COMMAND)
 
 
-program = Program(name=COMMAND, binary=COMMAND, binary_names=[COMMAND], version=__version__, namespace=ns,
-                  executor_class=Executor, config_class=Config)
+program = Program(
+    name=COMMAND,
+    binary=COMMAND,
+    binary_names=[COMMAND],
+    version=__version__,
+    namespace=ns,
+    executor_class=Executor,
+    config_class=Config,
+)

@@ -145,8 +145,13 @@ def inventory_key(prefix: str, app: str, snapshot_at: datetime, n: int) -> str:
 
 def group_entry(group: Group, version: str, *, outcome: str | None = "pending") -> dict[str, Any]:
     """A manifest's `groups` entry; `outcome=None` leaves the outcome out (a release no rollout owns yet)."""
-    entry: dict[str, Any] = {"group": group.name, "asg": group.asg, "expected_version": version,
-                             "strategy": group.strategy.label, "wave": group.wave}
+    entry: dict[str, Any] = {
+        "group": group.name,
+        "asg": group.asg,
+        "expected_version": version,
+        "strategy": group.strategy.label,
+        "wave": group.wave,
+    }
     if outcome is not None:
         entry["outcome"] = outcome
     return entry
@@ -180,10 +185,19 @@ class ReleaseManifest:
     def to_dict(self) -> dict[str, Any]:
         """The fields in reading order: identity, bundle, provenance, the extra fields, groups, deployments."""
         return {
-            "release_id": self.release_id, "app": self.app, "version": self.version, "target": self.target,
-            "bundle_uri": self.bundle_uri, "bucket": self.bucket, "key": self.key, "etag": self.etag,
-            "sha256": self.sha256, "commit": self.commit, "created_by": self.created_by,
-            "created_at": self.created_at, **self.extra,
+            "release_id": self.release_id,
+            "app": self.app,
+            "version": self.version,
+            "target": self.target,
+            "bundle_uri": self.bundle_uri,
+            "bucket": self.bucket,
+            "key": self.key,
+            "etag": self.etag,
+            "sha256": self.sha256,
+            "commit": self.commit,
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+            **self.extra,
             "groups": [dict(g) for g in self.groups],
             "deployments": {k: dict(v) for k, v in self.deployments.items()},
         }
@@ -213,8 +227,16 @@ class ReleaseManifest:
 
 
 def new_manifest(
-    *, app: str, target: str, revision: Revision, groups: Sequence[Group], commit: str | None,
-    created_by: str, now: datetime, outcome: str | None = "pending", extra: Mapping[str, Any] | None = None,
+    *,
+    app: str,
+    target: str,
+    revision: Revision,
+    groups: Sequence[Group],
+    commit: str | None,
+    created_by: str,
+    now: datetime,
+    outcome: str | None = "pending",
+    extra: Mapping[str, Any] | None = None,
 ) -> ReleaseManifest:
     """A release of `revision` to `groups`, made `now`; `outcome` is each group entry's (None: no outcome)."""
     return ReleaseManifest(

@@ -32,7 +32,7 @@ MAX_SHOWN = 80
 def shown(value: object) -> str:
     """repr of a value for an error line, cut so that a 10,000-character value stays one readable line."""
     text = repr(value)
-    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN - 3]}...'"
+    return text if len(text) <= MAX_SHOWN else f"{text[: MAX_SHOWN - 3]}...'"
 
 
 def did_you_mean(value: str, allowed: Sequence[str]) -> str:
@@ -50,8 +50,9 @@ def choice(option: str, value: str | None, allowed: Sequence[str]) -> str | None
     if _given(option, value) is None:
         return None
     if value not in allowed:
-        raise UsageError(f"{option} {shown(value)} is not allowed{did_you_mean(str(value), allowed)}; "
-                         f"allowed: {', '.join(allowed)}")
+        raise UsageError(
+            f"{option} {shown(value)} is not allowed{did_you_mean(str(value), allowed)}; allowed: {', '.join(allowed)}"
+        )
     return value
 
 
@@ -72,8 +73,10 @@ def target(fleet: Fleet, value: str | None) -> str:
         return fleet.target(None)[0]
     if value not in fleet.targets:
         names = list(fleet.targets)
-        raise UsageError(f"--target {shown(value)}: no such target in {fleet.path}{did_you_mean(str(value), names)}; "
-                         f"allowed: {', '.join(names)}")
+        raise UsageError(
+            f"--target {shown(value)}: no such target in {fleet.path}{did_you_mean(str(value), names)}; "
+            f"allowed: {', '.join(names)}"
+        )
     return str(value)
 
 
@@ -83,12 +86,16 @@ def names(option: str, value: str | None, allowed: Sequence[str], *, what: str, 
         return None
     found = [part.strip() for part in str(value).split(",") if part.strip()]
     if not found:
-        raise UsageError(f"{option} {shown(value)} names no {what}: give comma-separated names of "
-                         f"{', '.join(allowed)}, or leave {option} out for its default")
+        raise UsageError(
+            f"{option} {shown(value)} names no {what}: give comma-separated names of "
+            f"{', '.join(allowed)}, or leave {option} out for its default"
+        )
     for name in found:
         if name not in allowed:
-            raise UsageError(f"{option} {shown(value)}: no {what} named {shown(name)}{where}"
-                             f"{did_you_mean(name, allowed)}; allowed: {', '.join(allowed)}")
+            raise UsageError(
+                f"{option} {shown(value)}: no {what} named {shown(name)}{where}"
+                f"{did_you_mean(name, allowed)}; allowed: {', '.join(allowed)}"
+            )
     return found
 
 
@@ -123,8 +130,10 @@ def release_id(option: str, value: str | None) -> str | None:
         except ValueError:
             ok = False
     if not ok:
-        raise UsageError(f"{option} {shown(value)} is not a release id; allowed: <yyyymmddThhmmssZ>-<version>, "
-                         "as `fab deploy` and `fab status` print them")
+        raise UsageError(
+            f"{option} {shown(value)} is not a release id; allowed: <yyyymmddThhmmssZ>-<version>, "
+            "as `fab deploy` and `fab status` print them"
+        )
     return str(value)
 
 
@@ -160,8 +169,10 @@ def out_dir(value: str | None) -> Path | None:
         shutil.rmtree(tempfile.mkdtemp(prefix=".deploytool-out.", dir=parent))
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise UsageError(f"--out {shown(value)}: cannot create a directory under {parent} ({reason}); allowed: a "
-                         "writable directory, or a path to create one") from None
+        raise UsageError(
+            f"--out {shown(value)}: cannot create a directory under {parent} ({reason}); allowed: a "
+            "writable directory, or a path to create one"
+        ) from None
     return path
 
 

@@ -31,9 +31,7 @@ def check_owned(path: Path, *, hint: str = "move it away") -> None:
     """Refuse (UsageError) unless `path` does not exist or is a directory deploytool created."""
     if not os.path.lexists(path) or is_owned(path):
         return
-    raise UsageError(
-        f"refusing to delete {path}: it was not created by deploytool (no {MARKER} file); {hint}"
-    )
+    raise UsageError(f"refusing to delete {path}: it was not created by deploytool (no {MARKER} file); {hint}")
 
 
 def remove_owned(path: Path, *, hint: str = "move it away") -> None:

@@ -121,15 +121,29 @@ def publish(
     created_at = now()
     # No outcome in its groups yet: the rollout that takes this release on writes them (deploytool.rollout.record).
     manifest = new_manifest(
-        app=fleet.app.name, target=target, groups=fleet.groups if groups is None else groups, commit=bundle.commit,
-        revision=Revision(bucket, key, info.etag, bundle.version, bundle.sha256), created_by=created_by,
-        now=created_at, outcome=None, extra={"built_at": iso_seconds(bundle.built_at)},
+        app=fleet.app.name,
+        target=target,
+        groups=fleet.groups if groups is None else groups,
+        commit=bundle.commit,
+        revision=Revision(bucket, key, info.etag, bundle.version, bundle.sha256),
+        created_by=created_by,
+        now=created_at,
+        outcome=None,
+        extra={"built_at": iso_seconds(bundle.built_at)},
     )
     key_of_manifest = manifest_key(fleet.artifacts.prefix, fleet.app.name, manifest.release_id)
     _put_manifest(gateway, fleet, key_of_manifest, manifest)
     return PublishResult(
-        bucket=bucket, key=key, etag=info.etag, sha256=bundle.sha256, size=bundle.size, version=bundle.version,
-        commit=bundle.commit, release_id=manifest.release_id, manifest_key=key_of_manifest, uploaded=uploaded,
-        manifest=manifest, object_version=info.version_id,
+        bucket=bucket,
+        key=key,
+        etag=info.etag,
+        sha256=bundle.sha256,
+        size=bundle.size,
+        version=bundle.version,
+        commit=bundle.commit,
+        release_id=manifest.release_id,
+        manifest_key=key_of_manifest,
+        uploaded=uploaded,
+        manifest=manifest,
+        object_version=info.version_id,
     )
-

@@ -39,8 +39,15 @@ VALIDATE_TIMEOUT = 300
 EVENT_LIMIT = 3600  # CodeDeploy: all scripts of one lifecycle event together
 # In-place EC2 deployments: the events that may have scripts (DownloadBundle and Install may not).
 HOOK_EVENTS = (
-    "ApplicationStop", "BeforeInstall", "AfterInstall", "ApplicationStart", "ValidateService",
-    "BeforeBlockTraffic", "AfterBlockTraffic", "BeforeAllowTraffic", "AfterAllowTraffic",
+    "ApplicationStop",
+    "BeforeInstall",
+    "AfterInstall",
+    "ApplicationStart",
+    "ValidateService",
+    "BeforeBlockTraffic",
+    "AfterBlockTraffic",
+    "BeforeAllowTraffic",
+    "AfterAllowTraffic",
 )
 _SKIP = IgnoreRules((*DEFAULT_EXCLUDES, ".gitkeep"))
 
@@ -192,8 +199,11 @@ def check_appspec(text: bytes, entries: Collection[str], *, origin: str = APPSPE
     if spec.get("os") != "linux":
         raise bad(f"os must be linux, got {spec.get('os')!r}")
     for index, item in enumerate(spec.get("files") or []):
-        if not (isinstance(item, dict) and isinstance(item.get("source"), str)
-                and str(item.get("destination", "")).startswith("/")):
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("source"), str)
+            and str(item.get("destination", "")).startswith("/")
+        ):
             raise bad(f"files[{index}] needs a source and an absolute destination, got {item!r}")
     hooks = spec.get("hooks") or {}
     if not isinstance(hooks, dict):

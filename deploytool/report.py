@@ -10,8 +10,18 @@ from deploytool.strategy import batches
 
 def fleet_table(fleet: Fleet) -> Table:
     table = Table(title=f"{fleet.app.name}: {len(fleet.groups)} groups ({fleet.path.name})")
-    for column in ("wave", "group", "asg", "queues", "concurrency", "prefetch", "time limit",
-                   "visibility", "drain", "strategy"):
+    for column in (
+        "wave",
+        "group",
+        "asg",
+        "queues",
+        "concurrency",
+        "prefetch",
+        "time limit",
+        "visibility",
+        "drain",
+        "strategy",
+    ):
         table.add_column(
             column, justify="right" if column in ("wave", "concurrency", "prefetch") else "left", overflow="fold"
         )

@@ -109,15 +109,21 @@ def app_queues(repo: Path, source: str, celery_app: str) -> tuple[list[str] | No
     when the app could not be imported or read."""
     path = os.pathsep.join([str((repo / source).resolve()), str(repo.resolve()), os.environ.get("PYTHONPATH", "")])
     try:
-        done = subprocess.run([sys.executable, "-c", _READ_QUEUES, celery_app], cwd=repo, capture_output=True,
-                              text=True, timeout=IMPORT_TIMEOUT_S, env={**os.environ, "PYTHONPATH": path})
+        done = subprocess.run(
+            [sys.executable, "-c", _READ_QUEUES, celery_app],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=IMPORT_TIMEOUT_S,
+            env={**os.environ, "PYTHONPATH": path},
+        )
     except subprocess.TimeoutExpired:
         return None, f"importing {celery_app} took over {IMPORT_TIMEOUT_S} s"
     lines = [line for line in done.stdout.splitlines() if line.startswith(_MARK)]
     if done.returncode != 0 or not lines:
         errors = [line for line in done.stderr.strip().splitlines() if line.strip()]
         return None, f"could not import {celery_app}: {errors[-1] if errors else f'exit {done.returncode}'}"
-    return [str(q) for q in json.loads(lines[-1][len(_MARK):])], f"queues from {celery_app}'s task routes"
+    return [str(q) for q in json.loads(lines[-1][len(_MARK) :])], f"queues from {celery_app}'s task routes"
 
 
 def _name(answers: Answers, repo: Path) -> str:
@@ -135,7 +141,7 @@ def fleet_text(answers: Answers, name: str, source: str, queues: list[str], note
     q = json.dumps
     lines = [
         "# The fleet file of this repository, written by `deploytool init`: check it with `fab check`.",
-        "# Reference: deploytool's README, \"Fleet file\". Edit the bucket, the ASG names and the role ARN.",
+        '# Reference: deploytool\'s README, "Fleet file". Edit the bucket, the ASG names and the role ARN.',
         f"# Groups: {note}.",
         "",
         "[app]",
@@ -175,13 +181,18 @@ def init_repository(repo: Path, answers: Answers) -> Scaffold:
     files = {repo / "deploy.toml": "", repo / "fabfile.py": FABFILE, repo / source / ".deployignore": DEPLOYIGNORE}
     existing = [str(path.relative_to(repo)) for path in files if path.exists() or path.is_symlink()]
     if existing:
-        raise UsageError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''} in {repo}: "
-                         "init writes only new files, and wrote none (move them away, or edit them)")
+        raise UsageError(
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''} in {repo}: "
+            "init writes only new files, and wrote none (move them away, or edit them)"
+        )
     found, note = app_queues(repo, source, answers.celery_app)
     queues = [queue for queue in found or () if QUEUE.match(queue)]
     if not queues:
-        note = f"{note}; one group on Celery's default queue {DEFAULT_QUEUE!r}" if found is None else (
-            f"{answers.celery_app} names no usable queue; one group on Celery's default queue {DEFAULT_QUEUE!r}")
+        note = (
+            f"{note}; one group on Celery's default queue {DEFAULT_QUEUE!r}"
+            if found is None
+            else (f"{answers.celery_app} names no usable queue; one group on Celery's default queue {DEFAULT_QUEUE!r}")
+        )
         queues = [DEFAULT_QUEUE]
     name = answers.name or _name(answers, repo)
     files[repo / "deploy.toml"] = fleet_text(answers, name, source, queues, note)

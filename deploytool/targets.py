@@ -63,19 +63,33 @@ class Target:
 def target(fleet: Fleet, name: str | None) -> Target:
     chosen, config = fleet.target(name)
     if isinstance(config, LocalTarget):
-        return Target(chosen, "local", config, detachable=False, engine="duckdb",
-                      mirror_root=fleet.root / config.root / "reconcile-mirror", athena_output=None)
-    return Target(chosen, "codedeploy", config, detachable=True, engine="athena",
-                  mirror_root=fleet.root / ".deploytool" / "reconcile-mirror",
-                  athena_output=f"s3://{fleet.artifacts.bucket}/{fleet.artifacts.prefix}/athena-results/")
+        return Target(
+            chosen,
+            "local",
+            config,
+            detachable=False,
+            engine="duckdb",
+            mirror_root=fleet.root / config.root / "reconcile-mirror",
+            athena_output=None,
+        )
+    return Target(
+        chosen,
+        "codedeploy",
+        config,
+        detachable=True,
+        engine="athena",
+        mirror_root=fleet.root / ".deploytool" / "reconcile-mirror",
+        athena_output=f"s3://{fleet.artifacts.bucket}/{fleet.artifacts.prefix}/athena-results/",
+    )
 
 
 def codedeploy(fleet: Fleet, name: str | None) -> CodeDeployTarget:
     """The target's CodeDeploy settings (`fab setup`); a sandbox target is refused before any AWS call."""
     chosen = target(fleet, name)
     if not isinstance(chosen.config, CodeDeployTarget):
-        raise UsageError(f"target {chosen.name!r} is a local sandbox: it needs no setup (`fab setup` is for "
-                         "codedeploy targets)")
+        raise UsageError(
+            f"target {chosen.name!r} is a local sandbox: it needs no setup (`fab setup` is for codedeploy targets)"
+        )
     return chosen.config
 
 
@@ -98,8 +112,14 @@ class Connected:
     def services(self, fleet: Fleet, console: Console, *, ci: bool) -> Services:
         s3 = S3Gateway(self.aws, expected_bucket_owner=fleet.artifacts.expected_bucket_owner)
         store = ReleaseStore(s3, bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name)
-        return Services(self.aws, self.backend, store, console, interactive=console.is_terminal and not ci,
-                        detachable=self.target.detachable)
+        return Services(
+            self.aws,
+            self.backend,
+            store,
+            console,
+            interactive=console.is_terminal and not ci,
+            detachable=self.target.detachable,
+        )
 
     def reconcile_services(self, fleet: Fleet) -> ReconcileServices:
         return reconcile_command.services_for(fleet, session=self.aws)
@@ -111,8 +131,11 @@ def connect(fleet: Fleet, name: str | None, *, endpoint_url: str | None = None) 
         attached = attach(fleet, chosen.name)
         atexit.register(attached.backend.shutdown)  # no deployment thread is silently cut off at exit
         return Connected(chosen, attached.aws, attached.backend)
-    aws = AwsSession(region=fleet.aws.region, profile=fleet.aws.profile,
-                     endpoint_url=endpoint_url or os.environ.get(ENDPOINT_ENV) or None)
+    aws = AwsSession(
+        region=fleet.aws.region,
+        profile=fleet.aws.profile,
+        endpoint_url=endpoint_url or os.environ.get(ENDPOINT_ENV) or None,
+    )
     backend = CodeDeployBackend(CodeDeployGateway(aws), application=application_name(fleet, chosen.config))
     return Connected(chosen, aws, backend)
 
@@ -123,16 +146,34 @@ def in_session(fleet: Fleet, sandbox: SandboxSession) -> Connected:
 
 
 def settings_for(
-    fleet: Fleet, name: str | None, *, engine: str | None = None, mirror: str | None = None, days: int = 1,
-    release: str = "", snapshot: bool = True, groups: list[str] | None = None, database: str | None = None,
-    workgroup: str | None = None, output_location: str | None = None,
+    fleet: Fleet,
+    name: str | None,
+    *,
+    engine: str | None = None,
+    mirror: str | None = None,
+    days: int = 1,
+    release: str = "",
+    snapshot: bool = True,
+    groups: list[str] | None = None,
+    database: str | None = None,
+    workgroup: str | None = None,
+    output_location: str | None = None,
 ) -> ReconcileSettings:
     """Reconcile settings from the task's options, with the target's engine and mirror unless given."""
     chosen = target(fleet, name)
     return reconcile_command.settings(
-        fleet, chosen.name, engine=engine or chosen.engine, mirror_root=Path(mirror) if mirror else chosen.mirror_root,
-        default_output=chosen.athena_output, days=days, release=release, snapshot=snapshot, groups=groups,
-        database=database, workgroup=workgroup, output_location=output_location,
+        fleet,
+        chosen.name,
+        engine=engine or chosen.engine,
+        mirror_root=Path(mirror) if mirror else chosen.mirror_root,
+        default_output=chosen.athena_output,
+        days=days,
+        release=release,
+        snapshot=snapshot,
+        groups=groups,
+        database=database,
+        workgroup=workgroup,
+        output_location=output_location,
     )
 
 

@@ -101,9 +101,7 @@ class ReproducibleTarGz:
     def __enter__(self) -> ReproducibleTarGz:
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc is not None:
             self._deflater.stop()
 

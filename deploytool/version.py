@@ -36,9 +36,7 @@ def validate_version(version: str, *, what: str = "version") -> str:
 
 def _git(repo: Path, *args: str) -> str:
     try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False, timeout=30
-        )
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False, timeout=30)
     except FileNotFoundError:
         raise VersionError("git is not installed: pass --version to name the release") from None
     except subprocess.TimeoutExpired:
@@ -49,9 +47,7 @@ def _git(repo: Path, *args: str) -> str:
     return done.stdout
 
 
-def source_version(
-    repo: Path, *, explicit: str | None = None, allow_dirty: bool = False
-) -> SourceVersion:
+def source_version(repo: Path, *, explicit: str | None = None, allow_dirty: bool = False) -> SourceVersion:
     """The version to release from the work tree at `repo`.
 
     A dirty work tree (changes or untracked files that git does not ignore) is refused unless

@@ -17,8 +17,13 @@ FAB = str(Path(sys.executable).with_name("fab"))
 
 def copy_repo(copy: Path) -> Path:
     """This repository's files (as git sees them) in a fresh git repo with one commit, at `copy`."""
-    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():

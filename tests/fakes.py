@@ -138,22 +138,39 @@ class FakeBackend:
             done = min(n - 1, int(progress * n))
             event = LIFECYCLE_EVENTS[min(len(LIFECYCLE_EVENTS) - 1, int(progress * len(LIFECYCLE_EVENTS)))]
             return DeploymentSnapshot(
-                d.deployment_id, d.group, "InProgress", pending=n - done - 1, in_progress=1,
-                succeeded=done, current_event=event, creator=creator,
+                d.deployment_id,
+                d.group,
+                "InProgress",
+                pending=n - done - 1,
+                in_progress=1,
+                succeeded=done,
+                current_event=event,
+                creator=creator,
             )
         if d.stopped_at is not None:
             if d.stop_rollback and d.rollback_id is None and s.rollback_s is not None:
                 d.rollback_id = self._start_rollback(d, d.stopped_at)
             return DeploymentSnapshot(
-                d.deployment_id, d.group, "Stopped", skipped=n, error="stopped on request",
-                rollback_deployment_id=d.rollback_id, creator=creator,
+                d.deployment_id,
+                d.group,
+                "Stopped",
+                skipped=n,
+                error="stopped on request",
+                rollback_deployment_id=d.rollback_id,
+                creator=creator,
             )
         if s.fail and s.fail_status == "Failed":
             if d.rollback_id is None and s.rollback_s is not None and not d.rollback_of:
                 d.rollback_id = self._start_rollback(d, d.end())
             return DeploymentSnapshot(
-                d.deployment_id, d.group, "Failed", succeeded=n - s.fail, failed=s.fail,
-                error=f"{s.fail} instance(s) failed", rollback_deployment_id=d.rollback_id, creator=creator,
+                d.deployment_id,
+                d.group,
+                "Failed",
+                succeeded=n - s.fail,
+                failed=s.fail,
+                error=f"{s.fail} instance(s) failed",
+                rollback_deployment_id=d.rollback_id,
+                creator=creator,
             )
         if d.version and not d.rollback_of and d.ended_at is None:
             d.ended_at = d.end()

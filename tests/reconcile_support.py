@@ -35,8 +35,11 @@ T0 = datetime(2024, 5, 6, 9, 0, 0, tzinfo=UTC)
 @contextlib.contextmanager
 def mocked_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsSession]:
     """moto for every AWS service, with fake credentials; yields the one AwsSession."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
@@ -45,8 +48,9 @@ def mocked_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsSession]:
 
 def stubbed_session() -> AwsSession:
     """A session whose clients talk to nothing (for botocore's Stubber)."""
-    return AwsSession(region=REGION, boto_session=boto3.Session(
-        aws_access_key_id="x", aws_secret_access_key="x", region_name=REGION))
+    return AwsSession(
+        region=REGION, boto_session=boto3.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name=REGION)
+    )
 
 
 def fleet_for(root: Path, groups: Mapping[str, str]) -> Fleet:
@@ -105,13 +109,21 @@ class MotoFleet:
         from deploytool.aws.athena import AthenaGateway
 
         return ReconcileServices(
-            s3=self.s3, autoscaling=self.asg, ec2=self.ec2, athena=AthenaGateway(self.session),
-            now=self.clock.now, sleep=self.clock.sleep, clock=self.clock.monotonic,
+            s3=self.s3,
+            autoscaling=self.asg,
+            ec2=self.ec2,
+            athena=AthenaGateway(self.session),
+            now=self.clock.now,
+            sleep=self.clock.sleep,
+            clock=self.clock.monotonic,
         )
 
     def create_group(self, group: Group, size: int) -> list[str]:
         self.asg.create_group(
-            group.asg, launch_template_id=self.template, size=size, zones=[f"{REGION}a", f"{REGION}b"],
+            group.asg,
+            launch_template_id=self.template,
+            size=size,
+            zones=[f"{REGION}a", f"{REGION}b"],
             tags={"deploytool:group": group.name},
         )
         return self.instance_ids(group)
@@ -127,8 +139,14 @@ class MotoFleet:
         return sorted(set(self.instance_ids(group)) - before)
 
     def write_release(
-        self, release_id: str, version: str, groups: Sequence[Group], *, target: str = "sandbox",
-        pretty: bool = False, outcomes: Mapping[str, str | None] | None = None,
+        self,
+        release_id: str,
+        version: str,
+        groups: Sequence[Group],
+        *,
+        target: str = "sandbox",
+        pretty: bool = False,
+        outcomes: Mapping[str, str | None] | None = None,
         deployments: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """A release manifest as the rollout leaves it: each group's `outcome` is "succeeded" unless
@@ -149,8 +167,13 @@ class MotoFleet:
             "created_by": "tests",
             "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "groups": [
-                {"group": g.name, "asg": g.asg, "expected_version": version, "strategy": g.strategy.label,
-                 "wave": g.wave}
+                {
+                    "group": g.name,
+                    "asg": g.asg,
+                    "expected_version": version,
+                    "strategy": g.strategy.label,
+                    "wave": g.wave,
+                }
                 | ({} if (outcome := (outcomes or {}).get(g.name, "succeeded")) is None else {"outcome": outcome})
                 for g in groups
             ],
@@ -187,8 +210,11 @@ class FakeBackend:
             results = self.instance_results(deployment_id)
             failed = sum(1 for r in results if r.status == "Failed")
             out[deployment_id] = DeploymentSnapshot(
-                deployment_id, self.requests[deployment_id].group.name, "Failed" if failed else "Succeeded",
-                succeeded=len(results) - failed, failed=failed,
+                deployment_id,
+                self.requests[deployment_id].group.name,
+                "Failed" if failed else "Succeeded",
+                succeeded=len(results) - failed,
+                failed=failed,
             )
         return out
 
@@ -197,8 +223,9 @@ class FakeBackend:
 
     def instance_results(self, deployment_id: str) -> list[InstanceProgress]:
         return [
-            InstanceProgress(i, "Failed" if i in self.fail else "Succeeded", "ApplicationStart" if i in self.fail
-                             else None)
+            InstanceProgress(
+                i, "Failed" if i in self.fail else "Succeeded", "ApplicationStart" if i in self.fail else None
+            )
             for i in self._targets(self.requests[deployment_id])
         ]
 
@@ -212,7 +239,12 @@ class FakeBackend:
             deployment_id = self.start(request)
             assert request.revision is not None
             finished.append(
-                FinishedDeployment(request.group.name, deployment_id, request.revision.version, request.release_id,
-                                   self.fleet.clock.now())
+                FinishedDeployment(
+                    request.group.name,
+                    deployment_id,
+                    request.revision.version,
+                    request.release_id,
+                    self.fleet.clock.now(),
+                )
             )
         return finished

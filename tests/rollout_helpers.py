@@ -49,8 +49,9 @@ def make_fleet(groups: list[dict[str, Any]]) -> Fleet:
 
 
 def revision(version: str) -> Revision:
-    return Revision(BUCKET, f"deploytool/acme-workers/{version}/{version}sha.tgz", f'"etag-{version}"', version,
-                    f"{version}sha")
+    return Revision(
+        BUCKET, f"deploytool/acme-workers/{version}/{version}sha.tgz", f'"etag-{version}"', version, f"{version}sha"
+    )
 
 
 def set_up(gateway: CodeDeployGateway, fleet: Fleet) -> None:
@@ -60,15 +61,27 @@ def set_up(gateway: CodeDeployGateway, fleet: Fleet) -> None:
 
 
 def orchestrator(
-    env: CodeDeployEnv, fleet: Fleet, version: str, *, reporter: Reporter | None = None,
-    prior: dict[str, PriorDeployment] | None = None, mode: str = "deploy", groups: list[str] | None = None,
-    target_instances: dict[str, tuple[str, ...]] | None = None, **options: Any,
+    env: CodeDeployEnv,
+    fleet: Fleet,
+    version: str,
+    *,
+    reporter: Reporter | None = None,
+    prior: dict[str, PriorDeployment] | None = None,
+    mode: str = "deploy",
+    groups: list[str] | None = None,
+    target_instances: dict[str, tuple[str, ...]] | None = None,
+    **options: Any,
 ) -> Orchestrator:
     plan = rollout_plan(
-        release_id=f"20250101T000000Z-{version}", version=version, target="production",
-        groups=fleet.select_groups(groups), revision=revision(version), options=RolloutOptions(**options),
+        release_id=f"20250101T000000Z-{version}",
+        version=version,
+        target="production",
+        groups=fleet.select_groups(groups),
+        revision=revision(version),
+        options=RolloutOptions(**options),
         mode=mode,  # type: ignore[arg-type]
-        prior=prior, target_instances=target_instances,
+        prior=prior,
+        target_instances=target_instances,
     )
     return Orchestrator(env.backend(), plan, reporter=reporter or Collect(), clock=env.clock)
 
@@ -120,9 +133,19 @@ class World:
 
     def deploy(self, version: str, **kwargs: Any) -> Any:
         self.later()
-        return commands.deploy(self.fleet, "production", self.fleet.groups, RolloutOptions(), self.services,
-                               Output(ci=True, json_out=kwargs.pop("json_out", None)), version=version,
-                               allow_dirty=False, templates=TEMPLATES, out_dir=self.tmp / "dist", **kwargs)
+        return commands.deploy(
+            self.fleet,
+            "production",
+            self.fleet.groups,
+            RolloutOptions(),
+            self.services,
+            Output(ci=True, json_out=kwargs.pop("json_out", None)),
+            version=version,
+            allow_dirty=False,
+            templates=TEMPLATES,
+            out_dir=self.tmp / "dist",
+            **kwargs,
+        )
 
 
 @contextmanager
@@ -137,7 +160,14 @@ def sample_world(tmp_path: Path) -> Iterator[World]:
         store = ReleaseStore(s3, bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name)
         out = io.StringIO()
         moment = [datetime(2025, 5, 1, 12, 0, tzinfo=UTC)]
-        services = Services(env.aws, env.backend(), store, Console(file=out, width=200), clock=env.clock,
-                            now=lambda: moment[0], interactive=False)
+        services = Services(
+            env.aws,
+            env.backend(),
+            store,
+            Console(file=out, width=200),
+            clock=env.clock,
+            now=lambda: moment[0],
+            interactive=False,
+        )
         commands.setup(fleet, targets.codedeploy(fleet, "production"), env.gateway, services.console, dry_run=False)
         yield World(env, fleet, services, out, tmp_path, moment)

@@ -88,9 +88,7 @@ def make_fleet(
         "app": {"name": "fixture-app", "source": "app", "celery_app": "fixture:app", "install_dir": "/opt/fixture"},
         "artifacts": {"bucket": BUCKET},
         "groups": [{"queues": [g["name"]], "asg": f"asg-{g['name']}", **g} for g in groups],
-        "targets": {
-            "sandbox": {"backend": "local", "instances": dict(instances), "root": relative_root}
-        },
+        "targets": {"sandbox": {"backend": "local", "instances": dict(instances), "root": relative_root}},
     }
     return parse_fleet(data, tmp_path / "deploy.toml")
 

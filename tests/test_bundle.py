@@ -55,11 +55,25 @@ def test_layout_per_contract(fleet: Fleet, tmp_path: Path) -> None:
     assert names == sorted(names, key=lambda n: n.split("/"))
     assert names[-1] == "deploytool/manifest.json"
     assert set(names) == {
-        "app", "app/README.md", "app/acme", "app/acme/__init__.py", "app/acme/app.py", "app/acme/tasks.py",
-        "app/bin", "app/bin/run.sh", "appspec.yml", "deploytool", "deploytool/fleet.json", "deploytool/hooks",
-        "deploytool/hooks/application_start.sh", "deploytool/hooks/application_stop.sh",
-        "deploytool/hooks/celery_hooks.py", "deploytool/hooks/systemd", "deploytool/hooks/systemd/email.service",
-        "deploytool/hooks/systemd/video.service", "deploytool/hooks/validate_service.sh",
+        "app",
+        "app/README.md",
+        "app/acme",
+        "app/acme/__init__.py",
+        "app/acme/app.py",
+        "app/acme/tasks.py",
+        "app/bin",
+        "app/bin/run.sh",
+        "appspec.yml",
+        "deploytool",
+        "deploytool/fleet.json",
+        "deploytool/hooks",
+        "deploytool/hooks/application_start.sh",
+        "deploytool/hooks/application_stop.sh",
+        "deploytool/hooks/celery_hooks.py",
+        "deploytool/hooks/systemd",
+        "deploytool/hooks/systemd/email.service",
+        "deploytool/hooks/systemd/video.service",
+        "deploytool/hooks/validate_service.sh",
         "deploytool/manifest.json",
     }
     assert result.path == tmp_path / "out" / "acme-2024.03.05-abc1234.tgz"
@@ -164,15 +178,31 @@ def test_two_builds_from_different_copies_are_byte_identical(tmp_path: Path) -> 
 
 def test_excludes_and_deployignore(fleet: Fleet, tmp_path: Path) -> None:
     src = fleet.source_dir
-    for name in (".git/config", "acme/__pycache__/app.cpython-311.pyc", "acme/old.pyc", ".env", ".env.local",
-                 "acme/.envrc", "certs/key.pem", "logs/a.log", "logs/keep.log", "notes.log", "docs/x.md"):
+    for name in (
+        ".git/config",
+        "acme/__pycache__/app.cpython-311.pyc",
+        "acme/old.pyc",
+        ".env",
+        ".env.local",
+        "acme/.envrc",
+        "certs/key.pem",
+        "logs/a.log",
+        "logs/keep.log",
+        "notes.log",
+        "docs/x.md",
+    ):
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_text("secret")
     (src / ".deployignore").write_text("# local junk\n*.log\n!keep.log\ndocs/\n")
     names = set(members(build(fleet, tmp_path / "out")))
     kept = {n for n in names if n.startswith("app/")}
     assert kept == {"app/" + n for n in APP_FILES} | {
-        "app/acme", "app/bin", "app/.deployignore", "app/certs", "app/logs", "app/logs/keep.log"
+        "app/acme",
+        "app/bin",
+        "app/.deployignore",
+        "app/certs",
+        "app/logs",
+        "app/logs/keep.log",
     }
 
 

@@ -14,8 +14,7 @@ from deploytool.rollout.clock import SimulatedClock
 from tests.cdsim import CodeDeploySim, install
 
 ROLE = "arn:aws:iam::123456789012:role/CodeDeploy"
-REV = {"revisionType": "S3", "s3Location": {"bucket": "b", "key": "p/app/v1/x.tgz", "bundleType": "tgz",
-                                            "eTag": "e1"}}
+REV = {"revisionType": "S3", "s3Location": {"bucket": "b", "key": "p/app/v1/x.tgz", "bundleType": "tgz", "eTag": "e1"}}
 
 
 def even(seconds: float) -> Any:
@@ -24,8 +23,12 @@ def even(seconds: float) -> Any:
 
 @pytest.fixture
 def sim() -> CodeDeploySim:
-    return CodeDeploySim(SimulatedClock(), fleet={"asg-9": [f"i-{n}" for n in range(9)], "asg-1": ["i-solo"]},
-                         durations=even(70), start_delay_s=0)
+    return CodeDeploySim(
+        SimulatedClock(),
+        fleet={"asg-9": [f"i-{n}" for n in range(9)], "asg-1": ["i-solo"]},
+        durations=even(70),
+        start_delay_s=0,
+    )
 
 
 @pytest.fixture
@@ -38,8 +41,13 @@ def client(sim: CodeDeploySim) -> Iterator[Any]:
 
 
 def group(client: Any, config: str, asg: str = "asg-9", name: str = "g") -> None:
-    client.create_deployment_group(applicationName="app", deploymentGroupName=name, serviceRoleArn=ROLE,
-                                   autoScalingGroups=[asg], deploymentConfigName=config)
+    client.create_deployment_group(
+        applicationName="app",
+        deploymentGroupName=name,
+        serviceRoleArn=ROLE,
+        autoScalingGroups=[asg],
+        deploymentConfigName=config,
+    )
 
 
 def in_flight_over_time(client: Any, sim: CodeDeploySim, deployment_id: str) -> list[int]:
@@ -52,13 +60,16 @@ def in_flight_over_time(client: Any, sim: CodeDeploySim, deployment_id: str) -> 
         sim.clock.sleep(60)  # an instance's time on a first install: 70 s less ApplicationStop's 10
 
 
-@pytest.mark.parametrize("config, hosts, batches", [
-    ("CodeDeployDefault.AllAtOnce", None, [9]),
-    ("CodeDeployDefault.HalfAtATime", None, [4, 4, 1]),
-    ("CodeDeployDefault.OneAtATime", None, [1] * 9),
-    ("custom-hosts-6", {"type": "HOST_COUNT", "value": 6}, [3, 3, 3]),  # the API reference's example
-    ("custom-percent-40", {"type": "FLEET_PERCENT", "value": 40}, [5, 4]),  # ceil(3.6) = 4 healthy: 5 at a time
-])
+@pytest.mark.parametrize(
+    "config, hosts, batches",
+    [
+        ("CodeDeployDefault.AllAtOnce", None, [9]),
+        ("CodeDeployDefault.HalfAtATime", None, [4, 4, 1]),
+        ("CodeDeployDefault.OneAtATime", None, [1] * 9),
+        ("custom-hosts-6", {"type": "HOST_COUNT", "value": 6}, [3, 3, 3]),  # the API reference's example
+        ("custom-percent-40", {"type": "FLEET_PERCENT", "value": 40}, [5, 4]),  # ceil(3.6) = 4 healthy: 5 at a time
+    ],
+)
 def test_instances_go_in_batches_per_deployment_config(
     client: Any, sim: CodeDeploySim, config: str, hosts: dict[str, Any] | None, batches: list[int]
 ) -> None:
@@ -66,7 +77,8 @@ def test_instances_go_in_batches_per_deployment_config(
         client.create_deployment_config(deploymentConfigName=config, minimumHealthyHosts=hosts)
     group(client, config)
     deployment_id = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)[
-        "deploymentId"]
+        "deploymentId"
+    ]
     assert in_flight_over_time(client, sim, deployment_id) == batches
     assert client.get_deployment(deploymentId=deployment_id)["deploymentInfo"]["status"] == "Succeeded"
 
@@ -75,7 +87,8 @@ def test_a_minimum_at_or_above_the_fleet_fails_at_once(client: Any, sim: CodeDep
     client.create_deployment_config(deploymentConfigName="c", minimumHealthyHosts={"type": "HOST_COUNT", "value": 9})
     group(client, "c")
     deployment_id = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)[
-        "deploymentId"]
+        "deploymentId"
+    ]
     info = client.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
     assert info["status"] == "Failed" and info["errorInformation"]["code"] == "HEALTH_CONSTRAINTS_INVALID"
 
@@ -96,8 +109,15 @@ def test_lifecycle_events_in_agent_order_and_no_application_stop_on_first_instal
     target = client.batch_get_deployment_targets(deploymentId=first, targetIds=["i-solo"])["deploymentTargets"][0]
     events = target["instanceTarget"]["lifecycleEvents"]
     assert [e["lifecycleEventName"] for e in events] == list(LIFECYCLE_EVENTS)
-    assert [e["status"] for e in events] == ["Skipped", "Succeeded", "Succeeded", "Succeeded", "InProgress",
-                                             "Pending", "Pending"]
+    assert [e["status"] for e in events] == [
+        "Skipped",
+        "Succeeded",
+        "Succeeded",
+        "Succeeded",
+        "InProgress",
+        "Pending",
+        "Pending",
+    ]
     sim.clock.sleep(100)
     second = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)["deploymentId"]
     sim.clock.sleep(5)

@@ -35,12 +35,32 @@ GROUP = "transactional-email-notifications"
 
 def drift_report() -> ReconcileReport:
     drifted = tuple(
-        InstanceState(iid, "drift", OLD, f"20261129T230000Z-{OLD}", "InService", "Healthy", "eu-central-1a",
-                      "on-demand", "2026-11-30T01:02:03.456789+00:00")
+        InstanceState(
+            iid,
+            "drift",
+            OLD,
+            f"20261129T230000Z-{OLD}",
+            "InService",
+            "Healthy",
+            "eu-central-1a",
+            "on-demand",
+            "2026-11-30T01:02:03.456789+00:00",
+        )
         for iid in IDS[:2]
     )
-    untagged = (InstanceState(IDS[2], "untagged", None, None, "Pending:Wait", "Healthy", "eu-central-1b", "spot",
-                              "2026-11-30T01:05:00.000000+00:00"),)
+    untagged = (
+        InstanceState(
+            IDS[2],
+            "untagged",
+            None,
+            None,
+            "Pending:Wait",
+            "Healthy",
+            "eu-central-1b",
+            "spot",
+            "2026-11-30T01:05:00.000000+00:00",
+        ),
+    )
     group = GroupReport(GROUP, VERSION, RELEASE, "2026-11-30T01:10:00+00:00", 5, 2, drifted, untagged)
     return ReconcileReport("acme-workers", "production", "athena", (group,), ("2026-11-29", "2026-11-30"))
 
@@ -66,8 +86,18 @@ def no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_reconcile_tables_in_ci_show_every_id_version_and_release_whole() -> None:
     text = printed(make_console(ci=True), rich_tables(drift_report()))
-    assert_whole(text, *IDS, VERSION, OLD, RELEASE, f"20261129T230000Z-{OLD}", GROUP,
-                 "2026-11-30T01:02:03.456789+00:00", "eu-central-1a", "Pending:Wait")
+    assert_whole(
+        text,
+        *IDS,
+        VERSION,
+        OLD,
+        RELEASE,
+        f"20261129T230000Z-{OLD}",
+        GROUP,
+        "2026-11-30T01:02:03.456789+00:00",
+        "eu-central-1a",
+        "Pending:Wait",
+    )
     assert "drift: 3 instance(s) not on the expected version" in text
 
 
@@ -86,8 +116,23 @@ def release_events() -> list[object]:
         InstanceProgress(iid, "Failed", "ValidateService", f"script deploytool/hooks/validate exited with 1 on {iid}")
         for iid in IDS
     )
-    result = GroupResult(GROUP, 0, "OneAtATime", "failed", "d-0123456789", "Failed", 2, 3, 0, 5,
-                         "d-9876543210", "Succeeded", "3 of 5 instances failed", failures, 95.0)
+    result = GroupResult(
+        GROUP,
+        0,
+        "OneAtATime",
+        "failed",
+        "d-0123456789",
+        "Failed",
+        2,
+        3,
+        0,
+        5,
+        "d-9876543210",
+        "Succeeded",
+        "3 of 5 instances failed",
+        failures,
+        95.0,
+    )
     return [
         ReleaseStarted(RELEASE, VERSION, "production", "deploy", (PlannedGroup(GROUP, 0, "OneAtATime", "asg"),), 0.0),
         GroupStarted(GROUP, 0, "d-0123456789", False, 1.0),
@@ -117,8 +162,11 @@ def test_the_progress_table_in_ci_shows_the_release_line_and_groups_whole() -> N
     for event in [*release_events()[:-1], PollFailed(error, 99.0)]:  # still running: the line shows the note
         table.board.apply(event)  # type: ignore[arg-type]
     text = printed(make_console(ci=True), table.render())
-    assert_whole(text, GROUP, f"release {RELEASE} ({VERSION} -> production): 1m40s, 1/1 groups done  "
-                              f"[polling failed, retrying: {error}]\n")
+    assert_whole(
+        text,
+        GROUP,
+        f"release {RELEASE} ({VERSION} -> production): 1m40s, 1/1 groups done  [polling failed, retrying: {error}]\n",
+    )
 
 
 def test_the_sandbox_table_of_instances_in_ci_shows_every_id_whole() -> None:

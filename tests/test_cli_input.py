@@ -67,11 +67,13 @@ def test_parse_errors_are_one_line_and_exit_2(repo: Path, args: list[str], needl
 
 @PARSE_ERRORS
 def test_the_deploytool_command_answers_parse_errors_the_same_way(
-        repo: Path, args: list[str], needles: list[str]) -> None:
+    repo: Path, args: list[str], needles: list[str]
+) -> None:
     one_line(deploytool(repo, *args), *(needle.replace("fab ", "deploytool ") for needle in needles))
 
 
 # the output directory ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("out", ["/proc/deploytool-out", "{file}/sub", "{file}"])
 def test_an_output_directory_that_cannot_be_created(repo: Path, a_file: Path, out: str) -> None:
@@ -95,16 +97,20 @@ def test_an_empty_or_blank_groups_is_an_error_not_every_group(repo: Path, task: 
 
 @pytest.mark.parametrize("task", GROUPS_TASKS)
 def test_an_unknown_group_is_named_with_did_you_mean(repo: Path, task: str) -> None:
-    one_line(fab(repo, task, "--groups", "video,emial"), "--groups 'video,emial'", "no group named 'emial'",
-             "did you mean 'email'?", "allowed: email, reports, video")
+    one_line(
+        fab(repo, task, "--groups", "video,emial"),
+        "--groups 'video,emial'",
+        "no group named 'emial'",
+        "did you mean 'email'?",
+        "allowed: email, reports, video",
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
         (["deploy", "--version", "1.0 beta"], ["--version '1.0 beta' is not allowed"]),
-        (["deploy", "--json-out", "no-such-dir/result.json"], ["--json-out no-such-dir/result.json",
-                                                               "does not exist"]),
+        (["deploy", "--json-out", "no-such-dir/result.json"], ["--json-out no-such-dir/result.json", "does not exist"]),
         (["deploy", "--json-out", "."], ["--json-out .", "is a directory"]),
         (["restart", "--json-out", "/proc/result.json"], ["--json-out /proc/result.json", "cannot write"]),
         (["deploy", "--reconcile-engine", "sqlite"], ["--reconcile-engine 'sqlite'", "athena, duckdb"]),
@@ -137,13 +143,16 @@ def test_every_option_is_checked_before_the_sandbox(repo: Path, args: list[str],
     one_line(fab(repo, *args), *needles)
 
 
-@pytest.mark.parametrize("args", [
-    ["deploy", "--on-failure", "bogus"],
-    ["deploy", "--max-parallel", "-1"],
-    ["reconcile", "--engine", "sqlite"],
-    ["hooks", "--event", "Bogus"],
-    ["hooks", "--event", "ApplicationStart", "--file-exists-behavior", "x"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["deploy", "--on-failure", "bogus"],
+        ["deploy", "--max-parallel", "-1"],
+        ["reconcile", "--engine", "sqlite"],
+        ["hooks", "--event", "Bogus"],
+        ["hooks", "--event", "ApplicationStart", "--file-exists-behavior", "x"],
+    ],
+)
 def test_options_that_were_already_one_line_stay_so(repo: Path, args: list[str]) -> None:
     """Found right before this change (a regression guard, not a fix): one line naming the option, exit 2."""
     one_line(fab(repo, *args), args[-2])
@@ -151,14 +160,19 @@ def test_options_that_were_already_one_line_stay_so(repo: Path, args: list[str])
 
 # a dry run on a local target needs no sandbox ----------------------------------------------------
 
+
 def test_deploy_dry_run_prints_the_plan_without_a_sandbox(repo: Path) -> None:
     done = fab(repo, "deploy", "--dry-run", "--ci", "--groups", "video,email", "--max-parallel", "2")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "to sandbox, 2 groups, max-parallel 2, on failure stop-wave" in lines[0]
     assert "not known while no sandbox runs" in lines[0]
-    assert lines[1:5] == ["wave 0:", "  email: AllAtOnce (CodeDeployDefault.AllAtOnce): start a deployment",
-                          "wave 1:", "  video: HalfAtATime (CodeDeployDefault.HalfAtATime): start a deployment"]
+    assert lines[1:5] == [
+        "wave 0:",
+        "  email: AllAtOnce (CodeDeployDefault.AllAtOnce): start a deployment",
+        "wave 1:",
+        "  video: HalfAtATime (CodeDeployDefault.HalfAtATime): start a deployment",
+    ]
     assert "no sandbox is running for target 'sandbox'" in lines[-1]
     assert not (repo / ".sandbox").exists()
 

@@ -22,9 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def parser() -> Parser:
-    deploy = ParserContext("deploy", args=[Argument(names=("max_parallel", "m"), kind=int, default=0),
-                                           Argument(names=("target", "t"), kind=str),
-                                           Argument(names=("dry_run", "d"), kind=bool, default=False)])
+    deploy = ParserContext(
+        "deploy",
+        args=[
+            Argument(names=("max_parallel", "m"), kind=int, default=0),
+            Argument(names=("target", "t"), kind=str),
+            Argument(names=("dry_run", "d"), kind=bool, default=False),
+        ],
+    )
     hooks = ParserContext("hooks", args=[Argument(names=("event",), kind=str, positional=True)])
     return Parser(initial=ParserContext(), contexts=[deploy, hooks])
 
@@ -44,17 +49,26 @@ def test_the_two_seams_are_wrapped() -> None:
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
-        (["deploy", "--max-parallel", "x"],
-         "error: --max-parallel 'x' is not allowed; allowed: a whole number; see `fab --help deploy`"),
-        (["deploy", "-m", "1.5"],
-         "error: --max-parallel '1.5' is not allowed; allowed: a whole number; see `fab --help deploy`"),
-        (["deploy", "--dry-runn"],
-         "error: fab deploy: unknown option '--dry-runn' (did you mean '--dry-run'?); see `fab --help deploy`"),
+        (
+            ["deploy", "--max-parallel", "x"],
+            "error: --max-parallel 'x' is not allowed; allowed: a whole number; see `fab --help deploy`",
+        ),
+        (
+            ["deploy", "-m", "1.5"],
+            "error: --max-parallel '1.5' is not allowed; allowed: a whole number; see `fab --help deploy`",
+        ),
+        (
+            ["deploy", "--dry-runn"],
+            "error: fab deploy: unknown option '--dry-runn' (did you mean '--dry-run'?); see `fab --help deploy`",
+        ),
         (["deplyo"], "error: unknown task 'deplyo' (did you mean 'deploy'?); `fab --list` lists the tasks"),
         (["deploy", "--target"], "error: --target needs a value; see `fab --help deploy`"),
         (["hooks"], "error: fab hooks needs --event; see `fab --help hooks`"),
-        (["deploy", "--target", " "], "error: --target ' ' is empty: give a value, or leave --target out for its "
-                                      "default; see `fab --help deploy`"),
+        (
+            ["deploy", "--target", " "],
+            "error: --target ' ' is empty: give a value, or leave --target out for its "
+            "default; see `fab --help deploy`",
+        ),
     ],
 )
 def test_invoke_parse_errors_become_deploytools_one_line(argv: list[str], line: str) -> None:
@@ -73,24 +87,34 @@ def test_fabs_program_parses_its_tasks_through_the_adapted_parser(monkeypatch: p
     with redirect_stdout(io.StringIO()), redirect_stderr(err), pytest.raises(SystemExit) as raised:
         make_program().run(["fab", "deploy", "--max-parallel", "x"])
     assert raised.value.code == 2
-    assert err.getvalue() == ("error: --max-parallel 'x' is not allowed; allowed: a whole number; "
-                              "see `fab --help deploy`\n")
+    assert err.getvalue() == (
+        "error: --max-parallel 'x' is not allowed; allowed: a whole number; see `fab --help deploy`\n"
+    )
 
 
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
-        (["deploy", "--max-parallel", "x"],
-         "error: --max-parallel 'x' is not allowed; allowed: a whole number; see `deploytool --help deploy`"),
+        (
+            ["deploy", "--max-parallel", "x"],
+            "error: --max-parallel 'x' is not allowed; allowed: a whole number; see `deploytool --help deploy`",
+        ),
         (["deplyo"], "error: unknown task 'deplyo' (did you mean 'deploy'?); `deploytool --list` lists the tasks"),
-        (["deploy", "--dry-runn"], "error: deploytool deploy: unknown option '--dry-runn' (did you mean "
-                                   "'--dry-run'?); see `deploytool --help deploy`"),
-        (["deploy", "--groups", ""], "error: --groups '' is empty: give a value, or leave --groups out for its "
-                                     "default; see `deploytool --help deploy`"),
+        (
+            ["deploy", "--dry-runn"],
+            "error: deploytool deploy: unknown option '--dry-runn' (did you mean "
+            "'--dry-run'?); see `deploytool --help deploy`",
+        ),
+        (
+            ["deploy", "--groups", ""],
+            "error: --groups '' is empty: give a value, or leave --groups out for its "
+            "default; see `deploytool --help deploy`",
+        ),
     ],
 )
 def test_the_deploytool_command_answers_parse_errors_in_one_line_naming_itself(
-        argv: list[str], line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv: list[str], line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from deploytool.main import program
 
     monkeypatch.chdir(tmp_path)  # no fabfile here: the command carries its tasks

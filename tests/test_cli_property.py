@@ -33,9 +33,13 @@ EXAMPLES = 1000
 GROUPS = ("email", "reports", "video")
 TARGETS = ("sandbox", "production")
 OFFLINE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "DEPLOYTOOL_AWS_ENDPOINT_URL": "http://127.0.0.1:9",
-    "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    "DEPLOYTOOL_AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/nonexistent",
     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
 }
 
@@ -43,8 +47,29 @@ OFFLINE_AWS = {
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=24)
 ODD = st.one_of(
-    st.sampled_from(["", " ", "  ", ",", " , ", ",,", "-1", "-", "--", "0", "x", "é", "中文", "\t", "a\nb", "1e3",
-                     "../..", "/", "~"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "  ",
+            ",",
+            " , ",
+            ",,",
+            "-1",
+            "-",
+            "--",
+            "0",
+            "x",
+            "é",
+            "中文",
+            "\t",
+            "a\nb",
+            "1e3",
+            "../..",
+            "/",
+            "~",
+        ]
+    ),
     st.sampled_from([300, 5000]).map(lambda n: "x" * n),  # too long for a file name; more digits than int() takes
     st.sampled_from([300, 5000]).map(lambda n: "9" * n),
     TEXT,
@@ -74,6 +99,7 @@ def names_outside(allowed: tuple[str, ...], *, one: bool = False):  # type: igno
     def bad(value: str) -> bool:
         names = [p.strip() for p in value.split(",") if p.strip()]
         return not names or any(n not in allowed for n in names) or (one and len(names) != 1)
+
     return ODD.filter(bad)
 
 
@@ -81,8 +107,12 @@ def int_outside(low: int, high: int | None):  # type: ignore[no-untyped-def]
     def bad(value: str) -> bool:
         number = whole(value)
         return number is None or number < low or (high is not None and number > high)
-    return st.one_of(ODD, st.integers(max_value=low - 1).map(str),
-                     *([st.integers(min_value=high + 1).map(str)] if high is not None else [])).filter(bad)
+
+    return st.one_of(
+        ODD,
+        st.integers(max_value=low - 1).map(str),
+        *([st.integers(min_value=high + 1).map(str)] if high is not None else []),
+    ).filter(bad)
 
 
 def unmatched(pattern: str):  # type: ignore[no-untyped-def]
@@ -110,14 +140,22 @@ def options_for(tmp: Path, afile: Path) -> dict[str, dict[str, Option]]:
     local_only = Option(st.just("sandbox"), outside(("sandbox",)))
     groups = Option(st.lists(st.sampled_from(GROUPS), min_size=1, unique=True).map(",".join), names_outside(GROUPS))
     rollout = {
-        "fleet": fleet, "target": target, "groups": groups, "ci": flag(), "dry-run": flag(),
+        "fleet": fleet,
+        "target": target,
+        "groups": groups,
+        "ci": flag(),
+        "dry-run": flag(),
         "max-parallel": Option(st.integers(0, 50).map(str), int_outside(0, None)),
         "on-failure": Option(st.sampled_from(["stop-wave", "stop-all"]), outside(("stop-wave", "stop-all"))),
-        "json-out": Option(st.just(str(tmp / "result.json")),
-                           st.sampled_from(["", " ", f"{MISSING}.json", "/proc/x.json", str(tmp), "j" * 300])),
+        "json-out": Option(
+            st.just(str(tmp / "result.json")),
+            st.sampled_from(["", " ", f"{MISSING}.json", "/proc/x.json", str(tmp), "j" * 300]),
+        ),
     }
     build = {
-        "fleet": fleet, "version": VERSION, "allow-dirty": flag(),
+        "fleet": fleet,
+        "version": VERSION,
+        "allow-dirty": flag(),
         "out": Option(st.just(str(tmp / "out")), st.sampled_from(["", " ", "/proc/x", f"{afile}/x", str(afile)])),
     }
     athena = {
@@ -127,34 +165,56 @@ def options_for(tmp: Path, afile: Path) -> dict[str, dict[str, Option]]:
     return {
         "check": {"fleet": fleet},
         "build": build,
-        "publish": {**build, "target": Option(st.just("production"), outside(TARGETS)),
-                    "endpoint-url": Option(st.just("http://127.0.0.1:9"),
-                                           ODD.filter(lambda v: not v.startswith(("http://", "https://"))))},
-        "reconcile": {"fleet": fleet, "target": target, "groups": groups, "json": flag(), "fix": flag(), "ci": flag(),
-                      "engine": Option(st.sampled_from(["athena", "duckdb"]), outside(("athena", "duckdb"))),
-                      "days": Option(st.integers(1, 366).map(str), int_outside(1, 366)),
-                      "release": Option(st.just("20240506T083000Z-2024.05.06-bbbbbbb"),
-                                        unmatched(r"\d{8}T\d{6}Z-.+")),
-                      "no-snapshot": flag(), **athena},
+        "publish": {
+            **build,
+            "target": Option(st.just("production"), outside(TARGETS)),
+            "endpoint-url": Option(
+                st.just("http://127.0.0.1:9"), ODD.filter(lambda v: not v.startswith(("http://", "https://")))
+            ),
+        },
+        "reconcile": {
+            "fleet": fleet,
+            "target": target,
+            "groups": groups,
+            "json": flag(),
+            "fix": flag(),
+            "ci": flag(),
+            "engine": Option(st.sampled_from(["athena", "duckdb"]), outside(("athena", "duckdb"))),
+            "days": Option(st.integers(1, 366).map(str), int_outside(1, 366)),
+            "release": Option(st.just("20240506T083000Z-2024.05.06-bbbbbbb"), unmatched(r"\d{8}T\d{6}Z-.+")),
+            "no-snapshot": flag(),
+            **athena,
+        },
         "athena-ddl": {"fleet": fleet, "apply": flag(), **athena},
-        "setup": {"fleet": fleet, "target": Option(st.just("production"), outside(("production",))),
-                  "dry-run": flag()},
-        "deploy": {**rollout, "version": VERSION, "allow-dirty": flag(), "no-reconcile": flag(),
-                   "reconcile-engine": Option(st.sampled_from(["athena", "duckdb"]), outside(("athena", "duckdb")))},
+        "setup": {"fleet": fleet, "target": Option(st.just("production"), outside(("production",))), "dry-run": flag()},
+        "deploy": {
+            **rollout,
+            "version": VERSION,
+            "allow-dirty": flag(),
+            "no-reconcile": flag(),
+            "reconcile-engine": Option(st.sampled_from(["athena", "duckdb"]), outside(("athena", "duckdb"))),
+        },
         "rollback": {**rollout, "to": VERSION},
         "restart": rollout,
-        "status": {"fleet": fleet, "target": target, "ci": flag(),
-                   "release": Option(st.just("20240506T083000Z-2024.05.06-bbbbbbb"), unmatched(r"\d{8}T\d{6}Z-.+"))},
+        "status": {
+            "fleet": fleet,
+            "target": target,
+            "ci": flag(),
+            "release": Option(st.just("20240506T083000Z-2024.05.06-bbbbbbb"), unmatched(r"\d{8}T\d{6}Z-.+")),
+        },
         "sandbox-up": {"fleet": fleet, "target": local_only},
         "sandbox-down": {"fleet": fleet, "target": local_only},
-        "hooks": {"fleet": fleet, "target": local_only,
-                  "event": Option(st.sampled_from(LIFECYCLE_EVENTS[-2:]), names_outside(LIFECYCLE_EVENTS),
-                                  required=True),
-                  "group": Option(st.sampled_from(GROUPS), names_outside(GROUPS, one=True)),
-                  "instance": Option(st.just("i-0123456789abcdef0"), st.sampled_from(["", " ", "\t"])),
-                  "bundle": Option(None, ODD.filter(missing)),
-                  "file-exists-behavior": Option(st.sampled_from(["DISALLOW", "OVERWRITE", "RETAIN"]),
-                                                 outside(("DISALLOW", "OVERWRITE", "RETAIN")))},
+        "hooks": {
+            "fleet": fleet,
+            "target": local_only,
+            "event": Option(st.sampled_from(LIFECYCLE_EVENTS[-2:]), names_outside(LIFECYCLE_EVENTS), required=True),
+            "group": Option(st.sampled_from(GROUPS), names_outside(GROUPS, one=True)),
+            "instance": Option(st.just("i-0123456789abcdef0"), st.sampled_from(["", " ", "\t"])),
+            "bundle": Option(None, ODD.filter(missing)),
+            "file-exists-behavior": Option(
+                st.sampled_from(["DISALLOW", "OVERWRITE", "RETAIN"]), outside(("DISALLOW", "OVERWRITE", "RETAIN"))
+            ),
+        },
         "sandbox": {"fleet": fleet, "target": local_only, "groups": groups, "ci": flag()},
         "grafana-dashboard": {},
     }
@@ -187,11 +247,16 @@ def cases(draw: st.DrawFn, table: dict[str, dict[str, Option]]) -> Case:
         parts.append([f"--{name}", draw(source)])
         if how == "bad":
             named.append(name)
-    extra = draw(st.sampled_from(["none", "option", "task", "task-instead"] if named else
-                                 ["option", "task", "task-instead"]))
+    extra = draw(
+        st.sampled_from(["none", "option", "task", "task-instead"] if named else ["option", "task", "task-instead"])
+    )
     if extra == "option":
-        unknown = draw(st.one_of(st.from_regex(r"--zz[a-z-]{0,12}", fullmatch=True),
-                                 st.sampled_from([f"--{n}x" for n in table[task]] or ["--x"])))
+        unknown = draw(
+            st.one_of(
+                st.from_regex(r"--zz[a-z-]{0,12}", fullmatch=True),
+                st.sampled_from([f"--{n}x" for n in table[task]] or ["--x"]),
+            )
+        )
         parts.insert(draw(st.integers(0, len(parts))), [unknown])
         named.append(unknown)
     elif extra == "task":
@@ -204,6 +269,7 @@ def cases(draw: st.DrawFn, table: dict[str, dict[str, Option]]) -> Case:
 
 
 # --- running fab in this process -----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
@@ -252,9 +318,13 @@ def assert_refused(case: Case, code: int, stderr: str) -> None:
     assert any(n in line for n in shown), (case.argv, case.named, line)
 
 
-PROPERTY = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                           HealthCheck.data_too_large])
+PROPERTY = settings(
+    max_examples=EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 
 
 @PROPERTY

@@ -10,11 +10,13 @@ from tests.cdsim import seeded_durations
 from tests.cdsim.env import codedeploy_env
 from tests.rollout_helpers import DieAt, make_fleet, orchestrator, release, set_up
 
-FLEET = make_fleet([
-    {"name": "email", "strategy": "AllAtOnce", "wave": 0},
-    {"name": "reports", "strategy": {"min_healthy_percent": 50}, "wave": 1, "suspend_terminate": True},
-    {"name": "video", "strategy": "OneAtATime", "wave": 1},
-])
+FLEET = make_fleet(
+    [
+        {"name": "email", "strategy": "AllAtOnce", "wave": 0},
+        {"name": "reports", "strategy": {"min_healthy_percent": 50}, "wave": 1, "suspend_terminate": True},
+        {"name": "video", "strategy": "OneAtATime", "wave": 1},
+    ]
+)
 SIZES = {"asg-email": 2, "asg-reports": 3, "asg-video": 3}
 
 
@@ -29,19 +31,30 @@ def test_a_release_goes_out_wave_by_wave_with_each_groups_config() -> None:
         assert reports.created_at == video.created_at  # one wave: in parallel
         assert reports.config_name == "deploytool-min-healthy-percent-50"
         assert video.config_name == "CodeDeployDefault.OneAtATime"
-        assert reports.request["revision"] == {"revisionType": "S3", "s3Location": {
-            "bucket": "acme-deploy-artifacts", "key": "deploytool/acme-workers/v1/v1sha.tgz", "bundleType": "tgz",
-            "eTag": "etag-v1"}}
+        assert reports.request["revision"] == {
+            "revisionType": "S3",
+            "s3Location": {
+                "bucket": "acme-deploy-artifacts",
+                "key": "deploytool/acme-workers/v1/v1sha.tgz",
+                "bundleType": "tgz",
+                "eTag": "etag-v1",
+            },
+        }
         assert reports.request["ec2DeploymentOptions"] == {
-            "autoScalingGroupProcessesToSuspend": ["AZRebalance", "ScheduledActions", "Terminate"]}
+            "autoScalingGroupProcessesToSuspend": ["AZRebalance", "ScheduledActions", "Terminate"]
+        }
         assert video.request["ec2DeploymentOptions"] == {
-            "autoScalingGroupProcessesToSuspend": ["AZRebalance", "ScheduledActions"]}
+            "autoScalingGroupProcessesToSuspend": ["AZRebalance", "ScheduledActions"]
+        }
         assert env.sim.calls["RegisterApplicationRevision"] == 1
         assert env.sim.calls["GetDeployment"] == 0  # never a per-deployment waiter
         on_v1 = {i for i, key in env.sim.instance_revision.items() if "/v1/" in key}
         assert on_v1 == {i for ids in env.asg_instances.values() for i in ids}
         assert {g.group: (g.succeeded, g.total) for g in result.groups} == {
-            "email": (2, 2), "reports": (3, 3), "video": (3, 3)}
+            "email": (2, 2),
+            "reports": (3, 3),
+            "video": (3, 3),
+        }
         assert env.backend().group_state(FLEET.group("video")).last_successful_version == "v1"
 
 
@@ -93,16 +106,23 @@ def test_stop_all_stops_the_other_deployments_with_rollback() -> None:
 
 
 def test_resume_after_the_orchestrator_dies_creates_no_second_deployment() -> None:
-    fleet = make_fleet([{"name": "email", "strategy": "AllAtOnce", "wave": 0},
-                        {"name": "reports", "wave": 1}, {"name": "video", "wave": 1}, {"name": "last", "wave": 2}])
+    fleet = make_fleet(
+        [
+            {"name": "email", "strategy": "AllAtOnce", "wave": 0},
+            {"name": "reports", "wave": 1},
+            {"name": "video", "wave": 1},
+            {"name": "last", "wave": 2},
+        ]
+    )
     with codedeploy_env({"asg-email": 1, "asg-reports": 2, "asg-video": 4, "asg-last": 1}) as env:
         set_up(env.gateway, fleet)
         dying = DieAt(GroupFinished, nth=2)  # email done, reports done, video still running
         with pytest.raises(KeyboardInterrupt):
             release(env, fleet, "v1", reporter=dying)
         last = [e for e in dying.events.events if isinstance(e, Checkpoint)][-1]
-        prior = {g: PriorDeployment(r.deployment_id, r.status, r.rollback_deployment_id)
-                 for g, r in last.deployments.items()}
+        prior = {
+            g: PriorDeployment(r.deployment_id, r.status, r.rollback_deployment_id) for g, r in last.deployments.items()
+        }
         assert set(prior) == {"email", "reports", "video"}
         created = env.sim.calls["CreateDeployment"]
         result = release(env, fleet, "v1", prior=prior)
@@ -150,7 +170,10 @@ def test_restart_uses_restart_mode_without_a_revision() -> None:
         assert restart.mode == "RESTART" and "revision" not in restart.request
         assert restart.revision is not None and "/v1/" in restart.revision["s3Location"]["key"]
         assert [name for name, _ in next(iter(restart.instances.values())).plan] == [
-            "ApplicationStop", "ApplicationStart", "ValidateService"]
+            "ApplicationStop",
+            "ApplicationStart",
+            "ValidateService",
+        ]
 
 
 def test_redeploy_to_some_instances_updates_only_the_outdated_ones() -> None:

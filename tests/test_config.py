@@ -18,8 +18,16 @@ VIDEO = '[[groups]]\nname = "video"\nasg = "asg-video"\nqueues = ["video"]\nstra
 TARGETS = '[targets.sandbox]\nbackend = "local"\n'
 
 
-def doc(*, app: str = APP, artifacts: str = ARTIFACTS, defaults: str = DEFAULTS, email: str = EMAIL,
-        video: str = VIDEO, targets: str = TARGETS, extra: str = "") -> str:
+def doc(
+    *,
+    app: str = APP,
+    artifacts: str = ARTIFACTS,
+    defaults: str = DEFAULTS,
+    email: str = EMAIL,
+    video: str = VIDEO,
+    targets: str = TARGETS,
+    extra: str = "",
+) -> str:
     return "\n".join((extra + app, artifacts, defaults, email, video, targets))
 
 
@@ -33,14 +41,25 @@ def write(tmp_path: Path, text: str) -> Path:
 
 GOOD = [
     ("minimal", doc(), {"video": Strategy("HalfAtATime"), "email": Strategy("OneAtATime")}),
-    ("host count", doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = 2 }"),
-                       targets=TARGETS + "instances = { video = 3 }\n"),
-     {"video": Strategy("HostCount", 2)}),
-    ("percent 49", doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 49 }")),
-     {"video": Strategy("FleetPercent", 49)}),
+    (
+        "host count",
+        doc(
+            video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = 2 }"),
+            targets=TARGETS + "instances = { video = 3 }\n",
+        ),
+        {"video": Strategy("HostCount", 2)},
+    ),
+    (
+        "percent 49",
+        doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 49 }")),
+        {"video": Strategy("FleetPercent", 49)},
+    ),
     ("defaults strategy", doc(defaults=DEFAULTS + 'strategy = "AllAtOnce"\n'), {"email": Strategy("AllAtOnce")}),
-    ("drain at the limit", doc(video=VIDEO + "drain_timeout = 3540\ntask_time_limit = 3000\n"
-                               "visibility_timeout = 7200\n"), {"video": Strategy("HalfAtATime")}),
+    (
+        "drain at the limit",
+        doc(video=VIDEO + "drain_timeout = 3540\ntask_time_limit = 3000\nvisibility_timeout = 7200\n"),
+        {"video": Strategy("HalfAtATime")},
+    ),
 ]
 
 
@@ -54,146 +73,277 @@ def test_good_fleet_files_load(tmp_path: Path, text: str, strategies: dict[str, 
 
 
 BAD = [
-    ('unknown top key', doc(extra='[artefacts]\nbucket = "x"\n'),
-     "artefacts: unknown key (did you mean 'artifacts'?); allowed: app, artifacts, aws, defaults, "
-     'groups, targets, default_target'),
-    ('unknown group key', doc(video=VIDEO + "concurency = 3\n"),
-     "groups[1].concurency: unknown key (did you mean 'concurrency'?); allowed: name, asg, queues, "
-     'concurrency, prefetch_multiplier, acks_late, max_tasks_per_child, autoscale, task_time_limit, '
-     'task_soft_time_limit, visibility_timeout, drain_timeout, strategy, wave, suspend_terminate, '
-     'alarms'),
-    ('unknown app key', doc(app=APP + 'celery = "x"\n'),
-     "app.celery: unknown key (did you mean 'celery_app'?); allowed: name, source, celery_app, "
-     'install_dir, python, env_file, user'),
-    ('unknown default key', doc(defaults=DEFAULTS + "prefetch = 4\n"),
-     'defaults.prefetch: unknown key; allowed: queues, concurrency, prefetch_multiplier, acks_late, '
-     'max_tasks_per_child, autoscale, task_time_limit, task_soft_time_limit, visibility_timeout, '
-     'drain_timeout, strategy, wave, suspend_terminate, alarms'),
-    ('unknown target key', doc(targets=TARGETS + "instances_per_grup = 3\n"),
-     "targets.sandbox.instances_per_grup: unknown key (did you mean 'instances_per_group'?); "
-     'allowed: backend, instances_per_group, instances, broker, root'),
-    ('bad strategy', doc(video=VIDEO.replace('"HalfAtATime"', '"HalfAtTime"')),
-     "groups[1].strategy: unknown strategy 'HalfAtTime' (did you mean 'HalfAtATime'?); allowed: "
-     'AllAtOnce, HalfAtATime, OneAtATime, {min_healthy_hosts = N} (N >= 0) or {min_healthy_percent = '
-     'P} (0 <= P < 100)'),
-    ('percent 100', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 100 }")),
-     'groups[1].strategy: min_healthy_percent must be >= 0 and < 100, got 100 (CodeDeploy needs at '
-     'least one instance it may take out of service)'),
-    ('strategy table two keys', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 10, "
-                                                                "min_healthy_hosts = 1 }")),
-     "groups[1].strategy: strategy table {'min_healthy_percent': 10, 'min_healthy_hosts': 1} must "
-     'have exactly one key; allowed: AllAtOnce, HalfAtATime, OneAtATime, {min_healthy_hosts = N} (N '
-     '>= 0) or {min_healthy_percent = P} (0 <= P < 100)'),
-    ('negative hosts', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = -1 }")),
-     'groups[1].strategy: min_healthy_hosts must be >= 0, got -1'),
-    ('duplicate name', doc(video=VIDEO.replace('"video"', '"email"', 1)),
-     "groups[1].name: duplicate group name 'email' (also groups[0])"),
-    ('duplicate asg', doc(video=VIDEO.replace('"asg-video"', '"asg-email"')),
-     "groups[1].asg: ASG 'asg-email' already belongs to groups[0]; CodeDeploy needs one deployment "
-     'group per ASG (two cause lifecycle hook timeouts)'),
-    ('visibility too short', doc(video=VIDEO + "task_time_limit = 1700\n"),
-     'defaults.visibility_timeout: got 1800; must exceed task_time_limit + 120 s = 1820 (else the '
-     "broker redelivers running tasks and they run twice) (inherited by groups[1], 'video')"),
-    ('visibility in defaults', doc(defaults="[defaults]\ntask_time_limit = 3500\n"),
-     'groups[0].visibility_timeout: got 3600; must exceed task_time_limit + 120 s = 3620 (else the '
-     'broker redelivers running tasks and they run twice)'),
-    ('drain over limit', doc(video=VIDEO + "drain_timeout = 3541\n"),
-     'groups[1].drain_timeout: got 3541; allowed: at most 3540 s (CodeDeploy gives a lifecycle event '
-     '3600 s; 60 s are kept for the cold shutdown)'),
-    ('bad type concurrency', doc(video=VIDEO + 'concurrency = "4"\n'),
-     "groups[1].concurrency: got '4'; allowed: a whole number"),
-    ('bool for int', doc(video=VIDEO + 'concurrency = true\n'),
-     'groups[1].concurrency: got True; allowed: a whole number'),
-    ('float for int', doc(video=VIDEO + 'task_time_limit = 1.5\n'),
-     'groups[1].task_time_limit: got 1.5; allowed: a whole number'),
-    ('concurrency zero', doc(video=VIDEO + 'concurrency = 0\n'),
-     'groups[1].concurrency: got 0; allowed: a number >= 1'),
-    ('missing asg', doc(video=VIDEO.replace('asg = "asg-video"\n', '')),
-     'groups[1].asg: is required'),
-    ('missing queues', doc(video=VIDEO.replace('queues = ["video"]\n', '')),
-     "groups[1].queues: is required: the queues this group's workers consume"),
-    ('empty queues', doc(video=VIDEO.replace('queues = ["video"]', 'queues = []')),
-     'groups[1].queues: got []; allowed: at least 1 item(s)'),
-    ('bad queue name', doc(video=VIDEO.replace('queues = ["video"]', 'queues = ["video", "bad queue"]')),
-     "groups[1].queues[1]: got 'bad queue'; allowed: letters, digits, '_', '.' and '-' (at most 80, "
-     'starting with a letter or digit)'),
-    ('dup queue', doc(video=VIDEO.replace('queues = ["video"]', 'queues = ["video", "video"]')),
-     "groups[1].queues: got ['video', 'video']; a queue may be listed once"),
-    ('soft >= hard', doc(video=VIDEO + 'task_soft_time_limit = 300\n'),
-     'groups[1].task_soft_time_limit: got 300; must be below task_time_limit (300)'),
-    ('autoscale order', doc(video=VIDEO + 'autoscale = [2, 4]\n'),
-     'groups[1].autoscale: got [2, 4]; allowed: [max, min] with max >= 1 and min <= max'),
-    ('bad app name', doc(app=APP.replace('"acme"', '"Acme_Workers"')),
-     "app.name: got 'Acme_Workers'; allowed: lowercase letters, digits and '-' (at most 63, starting "
-     'with a letter or digit)'),
-    ('relative install_dir', doc(app=APP + 'install_dir = "opt/acme"\n'),
-     "app.install_dir: got 'opt/acme'; allowed: an absolute path of letters, digits and _ . @ + - "
-     "(no spaces, no trailing '/')"),
-    ('missing app', doc(app=""),
-     'app: is required'),
-    ('app not table', doc(app='app = "acme"\n'),
-     "app: got 'acme'; allowed: a table"),
-    ('no groups', doc(email="", video=""),
-     'groups: is required'),
-    ('bad backend', doc(targets='[targets.sandbox]\nbackend = "ecs"\n'),
-     "targets.sandbox.backend: got 'ecs'; allowed: 'local', 'codedeploy'"),
-    ('bad role', doc(targets='[targets.prod]\nbackend = "codedeploy"\nservice_role_arn = "role"\n'),
-     "targets.prod.service_role_arn: got 'role'; allowed: an IAM role ARN like "
-     "'arn:aws:iam::123456789012:role/Name'"),
-    ('instances unknown group', doc(targets=TARGETS + "instances = { vidoe = 3 }\n"),
-     "targets.sandbox.instances.vidoe: no group named 'vidoe'; groups are: email, video"),
-    ('bad target name', doc(targets=TARGETS.replace("sandbox", '"a\\nb"')),
-     "targets.\"a\\nb\": got 'a\\nb' as a target name; allowed: letters, digits, '_', '.' and '-' (at most 100, "
-     "starting with a letter or digit)"),
-    ('default target', doc(extra='default_target = "prod"\n'),
-     "default_target: got 'prod'; allowed: one of the targets (sandbox)"),
-    ('bad bucket', doc(artifacts='[artifacts]\nbucket = "Acme_Artifacts"\n'),
-     "artifacts.bucket: got 'Acme_Artifacts'; allowed: an S3 bucket name (3-63 lowercase letters, "
-     "digits, '.' and '-')"),
-    ('bad region', doc(extra='[aws]\nregion = "useast1"\n'),
-     "aws.region: got 'useast1'; allowed: an AWS region like 'us-east-1'"),
-    ('bad owner', doc(artifacts=ARTIFACTS + 'expected_bucket_owner = "12345"\n'),
-     "artifacts.expected_bucket_owner: got '12345'; allowed: a 12-digit AWS account id"),
-    ('malformed', "[app\nname = 1\n",
-     "malformed TOML: Expected ']' at the end of a table declaration (at line 1, column 5)"),
-    ('wave negative', doc(video=VIDEO + 'wave = -1\n'),
-     'groups[1].wave: got -1; allowed: a number >= 0'),
+    (
+        "unknown top key",
+        doc(extra='[artefacts]\nbucket = "x"\n'),
+        "artefacts: unknown key (did you mean 'artifacts'?); allowed: app, artifacts, aws, defaults, "
+        "groups, targets, default_target",
+    ),
+    (
+        "unknown group key",
+        doc(video=VIDEO + "concurency = 3\n"),
+        "groups[1].concurency: unknown key (did you mean 'concurrency'?); allowed: name, asg, queues, "
+        "concurrency, prefetch_multiplier, acks_late, max_tasks_per_child, autoscale, task_time_limit, "
+        "task_soft_time_limit, visibility_timeout, drain_timeout, strategy, wave, suspend_terminate, "
+        "alarms",
+    ),
+    (
+        "unknown app key",
+        doc(app=APP + 'celery = "x"\n'),
+        "app.celery: unknown key (did you mean 'celery_app'?); allowed: name, source, celery_app, "
+        "install_dir, python, env_file, user",
+    ),
+    (
+        "unknown default key",
+        doc(defaults=DEFAULTS + "prefetch = 4\n"),
+        "defaults.prefetch: unknown key; allowed: queues, concurrency, prefetch_multiplier, acks_late, "
+        "max_tasks_per_child, autoscale, task_time_limit, task_soft_time_limit, visibility_timeout, "
+        "drain_timeout, strategy, wave, suspend_terminate, alarms",
+    ),
+    (
+        "unknown target key",
+        doc(targets=TARGETS + "instances_per_grup = 3\n"),
+        "targets.sandbox.instances_per_grup: unknown key (did you mean 'instances_per_group'?); "
+        "allowed: backend, instances_per_group, instances, broker, root",
+    ),
+    (
+        "bad strategy",
+        doc(video=VIDEO.replace('"HalfAtATime"', '"HalfAtTime"')),
+        "groups[1].strategy: unknown strategy 'HalfAtTime' (did you mean 'HalfAtATime'?); allowed: "
+        "AllAtOnce, HalfAtATime, OneAtATime, {min_healthy_hosts = N} (N >= 0) or {min_healthy_percent = "
+        "P} (0 <= P < 100)",
+    ),
+    (
+        "percent 100",
+        doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 100 }")),
+        "groups[1].strategy: min_healthy_percent must be >= 0 and < 100, got 100 (CodeDeploy needs at "
+        "least one instance it may take out of service)",
+    ),
+    (
+        "strategy table two keys",
+        doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 10, min_healthy_hosts = 1 }")),
+        "groups[1].strategy: strategy table {'min_healthy_percent': 10, 'min_healthy_hosts': 1} must "
+        "have exactly one key; allowed: AllAtOnce, HalfAtATime, OneAtATime, {min_healthy_hosts = N} (N "
+        ">= 0) or {min_healthy_percent = P} (0 <= P < 100)",
+    ),
+    (
+        "negative hosts",
+        doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = -1 }")),
+        "groups[1].strategy: min_healthy_hosts must be >= 0, got -1",
+    ),
+    (
+        "duplicate name",
+        doc(video=VIDEO.replace('"video"', '"email"', 1)),
+        "groups[1].name: duplicate group name 'email' (also groups[0])",
+    ),
+    (
+        "duplicate asg",
+        doc(video=VIDEO.replace('"asg-video"', '"asg-email"')),
+        "groups[1].asg: ASG 'asg-email' already belongs to groups[0]; CodeDeploy needs one deployment "
+        "group per ASG (two cause lifecycle hook timeouts)",
+    ),
+    (
+        "visibility too short",
+        doc(video=VIDEO + "task_time_limit = 1700\n"),
+        "defaults.visibility_timeout: got 1800; must exceed task_time_limit + 120 s = 1820 (else the "
+        "broker redelivers running tasks and they run twice) (inherited by groups[1], 'video')",
+    ),
+    (
+        "visibility in defaults",
+        doc(defaults="[defaults]\ntask_time_limit = 3500\n"),
+        "groups[0].visibility_timeout: got 3600; must exceed task_time_limit + 120 s = 3620 (else the "
+        "broker redelivers running tasks and they run twice)",
+    ),
+    (
+        "drain over limit",
+        doc(video=VIDEO + "drain_timeout = 3541\n"),
+        "groups[1].drain_timeout: got 3541; allowed: at most 3540 s (CodeDeploy gives a lifecycle event "
+        "3600 s; 60 s are kept for the cold shutdown)",
+    ),
+    (
+        "bad type concurrency",
+        doc(video=VIDEO + 'concurrency = "4"\n'),
+        "groups[1].concurrency: got '4'; allowed: a whole number",
+    ),
+    (
+        "bool for int",
+        doc(video=VIDEO + "concurrency = true\n"),
+        "groups[1].concurrency: got True; allowed: a whole number",
+    ),
+    (
+        "float for int",
+        doc(video=VIDEO + "task_time_limit = 1.5\n"),
+        "groups[1].task_time_limit: got 1.5; allowed: a whole number",
+    ),
+    (
+        "concurrency zero",
+        doc(video=VIDEO + "concurrency = 0\n"),
+        "groups[1].concurrency: got 0; allowed: a number >= 1",
+    ),
+    ("missing asg", doc(video=VIDEO.replace('asg = "asg-video"\n', "")), "groups[1].asg: is required"),
+    (
+        "missing queues",
+        doc(video=VIDEO.replace('queues = ["video"]\n', "")),
+        "groups[1].queues: is required: the queues this group's workers consume",
+    ),
+    (
+        "empty queues",
+        doc(video=VIDEO.replace('queues = ["video"]', "queues = []")),
+        "groups[1].queues: got []; allowed: at least 1 item(s)",
+    ),
+    (
+        "bad queue name",
+        doc(video=VIDEO.replace('queues = ["video"]', 'queues = ["video", "bad queue"]')),
+        "groups[1].queues[1]: got 'bad queue'; allowed: letters, digits, '_', '.' and '-' (at most 80, "
+        "starting with a letter or digit)",
+    ),
+    (
+        "dup queue",
+        doc(video=VIDEO.replace('queues = ["video"]', 'queues = ["video", "video"]')),
+        "groups[1].queues: got ['video', 'video']; a queue may be listed once",
+    ),
+    (
+        "soft >= hard",
+        doc(video=VIDEO + "task_soft_time_limit = 300\n"),
+        "groups[1].task_soft_time_limit: got 300; must be below task_time_limit (300)",
+    ),
+    (
+        "autoscale order",
+        doc(video=VIDEO + "autoscale = [2, 4]\n"),
+        "groups[1].autoscale: got [2, 4]; allowed: [max, min] with max >= 1 and min <= max",
+    ),
+    (
+        "bad app name",
+        doc(app=APP.replace('"acme"', '"Acme_Workers"')),
+        "app.name: got 'Acme_Workers'; allowed: lowercase letters, digits and '-' (at most 63, starting "
+        "with a letter or digit)",
+    ),
+    (
+        "relative install_dir",
+        doc(app=APP + 'install_dir = "opt/acme"\n'),
+        "app.install_dir: got 'opt/acme'; allowed: an absolute path of letters, digits and _ . @ + - "
+        "(no spaces, no trailing '/')",
+    ),
+    ("missing app", doc(app=""), "app: is required"),
+    ("app not table", doc(app='app = "acme"\n'), "app: got 'acme'; allowed: a table"),
+    ("no groups", doc(email="", video=""), "groups: is required"),
+    (
+        "bad backend",
+        doc(targets='[targets.sandbox]\nbackend = "ecs"\n'),
+        "targets.sandbox.backend: got 'ecs'; allowed: 'local', 'codedeploy'",
+    ),
+    (
+        "bad role",
+        doc(targets='[targets.prod]\nbackend = "codedeploy"\nservice_role_arn = "role"\n'),
+        "targets.prod.service_role_arn: got 'role'; allowed: an IAM role ARN like "
+        "'arn:aws:iam::123456789012:role/Name'",
+    ),
+    (
+        "instances unknown group",
+        doc(targets=TARGETS + "instances = { vidoe = 3 }\n"),
+        "targets.sandbox.instances.vidoe: no group named 'vidoe'; groups are: email, video",
+    ),
+    (
+        "bad target name",
+        doc(targets=TARGETS.replace("sandbox", '"a\\nb"')),
+        "targets.\"a\\nb\": got 'a\\nb' as a target name; allowed: letters, digits, '_', '.' and '-' (at most 100, "
+        "starting with a letter or digit)",
+    ),
+    (
+        "default target",
+        doc(extra='default_target = "prod"\n'),
+        "default_target: got 'prod'; allowed: one of the targets (sandbox)",
+    ),
+    (
+        "bad bucket",
+        doc(artifacts='[artifacts]\nbucket = "Acme_Artifacts"\n'),
+        "artifacts.bucket: got 'Acme_Artifacts'; allowed: an S3 bucket name (3-63 lowercase letters, "
+        "digits, '.' and '-')",
+    ),
+    (
+        "bad region",
+        doc(extra='[aws]\nregion = "useast1"\n'),
+        "aws.region: got 'useast1'; allowed: an AWS region like 'us-east-1'",
+    ),
+    (
+        "bad owner",
+        doc(artifacts=ARTIFACTS + 'expected_bucket_owner = "12345"\n'),
+        "artifacts.expected_bucket_owner: got '12345'; allowed: a 12-digit AWS account id",
+    ),
+    (
+        "malformed",
+        "[app\nname = 1\n",
+        "malformed TOML: Expected ']' at the end of a table declaration (at line 1, column 5)",
+    ),
+    ("wave negative", doc(video=VIDEO + "wave = -1\n"), "groups[1].wave: got -1; allowed: a number >= 0"),
     # issue 9: fleets certain to fail, and typos inside a strategy table
-    ('strategy table typo', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_host = 1 }")),
-     "groups[1].strategy.min_healthy_host: unknown key (did you mean 'min_healthy_hosts'?); allowed: "
-     "min_healthy_hosts, min_healthy_percent"),
-    ('defaults strategy typo', doc(defaults=DEFAULTS + "strategy = { min_healthy_procent = 10 }\n"),
-     "defaults.strategy.min_healthy_procent: unknown key (did you mean 'min_healthy_percent'?); allowed: "
-     "min_healthy_hosts, min_healthy_percent"),
-    ('min hosts = instances', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = 2 }")),
-     "groups[1].strategy: min 2 hosts needs 2 healthy host(s), not below the 2 instance(s) of group 'video' "
-     "on target 'sandbox' (targets.sandbox.instances_per_group): CodeDeploy fails every deployment of it at "
-     "once; allowed: a minimum below 2, HalfAtATime or OneAtATime"),
-    ('min hosts > per-group count', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = 3 }"),
-                                        targets=TARGETS + "instances_per_group = 5\ninstances = { video = 3 }\n"),
-     "groups[1].strategy: min 3 hosts needs 3 healthy host(s), not below the 3 instance(s) of group 'video' "
-     "on target 'sandbox' (targets.sandbox.instances.video): CodeDeploy fails every deployment of it at "
-     "once; allowed: a minimum below 3, HalfAtATime or OneAtATime"),
-    ('percent rounds up to the fleet', doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 51 }")),
-     "groups[1].strategy: min 51% needs 2 healthy host(s), not below the 2 instance(s) of group 'video' "
-     "on target 'sandbox' (targets.sandbox.instances_per_group): CodeDeploy fails every deployment of it at "
-     "once; allowed: a minimum below 2, HalfAtATime or OneAtATime"),
-    ('min hosts from defaults', doc(defaults=DEFAULTS + "strategy = { min_healthy_hosts = 2 }\n"),
-     "defaults.strategy: min 2 hosts needs 2 healthy host(s), not below the 2 instance(s) of group 'email' "
-     "on target 'sandbox' (targets.sandbox.instances_per_group): CodeDeploy fails every deployment of it at "
-     "once; allowed: a minimum below 2, HalfAtATime or OneAtATime"),
-    ('source missing', doc(app=APP + 'source = "nope"\n'),
-     "app.source: got 'nope', which does not exist; allowed: the app's directory, relative to the fleet "
-     "file's directory and inside it"),
-    ('source is a file', doc(app=APP + 'source = "deploy.toml"\n'),
-     "app.source: got 'deploy.toml', which is not a directory; allowed: the app's directory, relative to "
-     "the fleet file's directory and inside it"),
-    ('source outside', doc(app=APP + 'source = "../app"\n'),
-     "app.source: got '../app', which is outside the fleet file's directory {dir}; allowed: the app's "
-     "directory, relative to the fleet file's directory and inside it"),
-    ('source absolute outside', doc(app=APP + 'source = "/usr"\n'),
-     "app.source: got '/usr', which is outside the fleet file's directory {dir}; allowed: the app's "
-     "directory, relative to the fleet file's directory and inside it"),
+    (
+        "strategy table typo",
+        doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_host = 1 }")),
+        "groups[1].strategy.min_healthy_host: unknown key (did you mean 'min_healthy_hosts'?); allowed: "
+        "min_healthy_hosts, min_healthy_percent",
+    ),
+    (
+        "defaults strategy typo",
+        doc(defaults=DEFAULTS + "strategy = { min_healthy_procent = 10 }\n"),
+        "defaults.strategy.min_healthy_procent: unknown key (did you mean 'min_healthy_percent'?); allowed: "
+        "min_healthy_hosts, min_healthy_percent",
+    ),
+    (
+        "min hosts = instances",
+        doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = 2 }")),
+        "groups[1].strategy: min 2 hosts needs 2 healthy host(s), not below the 2 instance(s) of group 'video' "
+        "on target 'sandbox' (targets.sandbox.instances_per_group): CodeDeploy fails every deployment of it at "
+        "once; allowed: a minimum below 2, HalfAtATime or OneAtATime",
+    ),
+    (
+        "min hosts > per-group count",
+        doc(
+            video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_hosts = 3 }"),
+            targets=TARGETS + "instances_per_group = 5\ninstances = { video = 3 }\n",
+        ),
+        "groups[1].strategy: min 3 hosts needs 3 healthy host(s), not below the 3 instance(s) of group 'video' "
+        "on target 'sandbox' (targets.sandbox.instances.video): CodeDeploy fails every deployment of it at "
+        "once; allowed: a minimum below 3, HalfAtATime or OneAtATime",
+    ),
+    (
+        "percent rounds up to the fleet",
+        doc(video=VIDEO.replace('"HalfAtATime"', "{ min_healthy_percent = 51 }")),
+        "groups[1].strategy: min 51% needs 2 healthy host(s), not below the 2 instance(s) of group 'video' "
+        "on target 'sandbox' (targets.sandbox.instances_per_group): CodeDeploy fails every deployment of it at "
+        "once; allowed: a minimum below 2, HalfAtATime or OneAtATime",
+    ),
+    (
+        "min hosts from defaults",
+        doc(defaults=DEFAULTS + "strategy = { min_healthy_hosts = 2 }\n"),
+        "defaults.strategy: min 2 hosts needs 2 healthy host(s), not below the 2 instance(s) of group 'email' "
+        "on target 'sandbox' (targets.sandbox.instances_per_group): CodeDeploy fails every deployment of it at "
+        "once; allowed: a minimum below 2, HalfAtATime or OneAtATime",
+    ),
+    (
+        "source missing",
+        doc(app=APP + 'source = "nope"\n'),
+        "app.source: got 'nope', which does not exist; allowed: the app's directory, relative to the fleet "
+        "file's directory and inside it",
+    ),
+    (
+        "source is a file",
+        doc(app=APP + 'source = "deploy.toml"\n'),
+        "app.source: got 'deploy.toml', which is not a directory; allowed: the app's directory, relative to "
+        "the fleet file's directory and inside it",
+    ),
+    (
+        "source outside",
+        doc(app=APP + 'source = "../app"\n'),
+        "app.source: got '../app', which is outside the fleet file's directory {dir}; allowed: the app's "
+        "directory, relative to the fleet file's directory and inside it",
+    ),
+    (
+        "source absolute outside",
+        doc(app=APP + 'source = "/usr"\n'),
+        "app.source: got '/usr', which is outside the fleet file's directory {dir}; allowed: the app's "
+        "directory, relative to the fleet file's directory and inside it",
+    ),
 ]
 
 
@@ -217,8 +367,7 @@ def test_drain_shorter_than_time_limit_is_a_warning_not_an_error(tmp_path: Path)
 
 
 def test_defaults_fill_what_a_group_leaves_out(tmp_path: Path) -> None:
-    fleet = load_fleet(write(tmp_path, doc(defaults=DEFAULTS + "concurrency = 6\n",
-                                           video=VIDEO + "concurrency = 1\n")))
+    fleet = load_fleet(write(tmp_path, doc(defaults=DEFAULTS + "concurrency = 6\n", video=VIDEO + "concurrency = 1\n")))
     assert fleet.group("email").concurrency == 6
     assert fleet.group("video").concurrency == 1
     assert fleet.group("email").visibility_timeout == 1800
@@ -241,12 +390,15 @@ def test_sample_fleet_is_valid(sample_fleet_path: Path) -> None:
     assert fleet.warnings == ()
 
 
-ROOT_ALLOWED = ("allowed: a relative path inside the fleet file's directory, not that directory itself (e.g. "
-                "'.sandbox'; the sandbox deletes and re-creates its subdirectories)")
+ROOT_ALLOWED = (
+    "allowed: a relative path inside the fleet file's directory, not that directory itself (e.g. "
+    "'.sandbox'; the sandbox deletes and re-creates its subdirectories)"
+)
 
 
-@pytest.mark.parametrize("root", [".", "./", "..", "/", "~", "~/sandbox", "/tmp/x", "a/../..", "a/..", "", "sb\0x",
-                                  "sb\nx"])
+@pytest.mark.parametrize(
+    "root", [".", "./", "..", "/", "~", "~/sandbox", "/tmp/x", "a/../..", "a/..", "", "sb\0x", "sb\nx"]
+)
 def test_a_sandbox_root_outside_or_at_the_fleet_directory_is_refused(tmp_path: Path, root: str) -> None:
     """The sandbox deletes subdirectories of its root: a root that is the clone itself or elsewhere is an error."""
     text = doc(targets=TARGETS + f"root = {json.dumps(root)}\n")
@@ -272,8 +424,9 @@ def test_a_sandbox_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, doc(targets=TARGETS + 'root = "deploy.toml"\n'))
     with pytest.raises(ConfigError) as caught:
         load_fleet(path)
-    assert str(caught.value) == (f"{path}: targets.sandbox.root: got 'deploy.toml', which is a file, not a directory; "
-                                 f"{ROOT_ALLOWED}")
+    assert str(caught.value) == (
+        f"{path}: targets.sandbox.root: got 'deploy.toml', which is a file, not a directory; {ROOT_ALLOWED}"
+    )
 
 
 @pytest.mark.parametrize("root", [".sandbox", "build/sandbox", "sb-link"])
@@ -288,8 +441,10 @@ def test_unusual_keys_are_quoted_so_the_error_stays_one_line(tmp_path: Path) -> 
     path = write(tmp_path, doc(targets=TARGETS + '"a\\nb" = 1\n'))
     with pytest.raises(ConfigError) as caught:
         load_fleet(path)
-    assert str(caught.value) == f'{path}: targets.sandbox."a\\nb": unknown key; allowed: backend, ' \
+    assert (
+        str(caught.value) == f'{path}: targets.sandbox."a\\nb": unknown key; allowed: backend, '
         "instances_per_group, instances, broker, root"
+    )
 
 
 def test_a_source_is_judged_as_written_so_a_linked_in_app_is_fine(tmp_path: Path) -> None:

@@ -41,14 +41,33 @@ class Flow:
     world: World
     mirror: Path
 
-    def deploy(self, version: str, *, groups: list[str] | None = None, reconcile: bool = True,
-               tag_writer: TagStore | None = None, env: Mapping[str, str] | None = None) -> Deployed:
+    def deploy(
+        self,
+        version: str,
+        *,
+        groups: list[str] | None = None,
+        reconcile: bool = True,
+        tag_writer: TagStore | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Deployed:
         w = self.world
         w.later()
         return deploy_and_reconcile(
-            w.fleet, "production", w.fleet.select_groups(groups), RolloutOptions(), w.services, Output(ci=True),
-            version=version, allow_dirty=False, reconcile=reconcile, engine="duckdb", mirror=str(self.mirror),
-            templates=TEMPLATES, out_dir=w.tmp / "dist", tag_writer=tag_writer, env=env or {},
+            w.fleet,
+            "production",
+            w.fleet.select_groups(groups),
+            RolloutOptions(),
+            w.services,
+            Output(ci=True),
+            version=version,
+            allow_dirty=False,
+            reconcile=reconcile,
+            engine="duckdb",
+            mirror=str(self.mirror),
+            templates=TEMPLATES,
+            out_dir=w.tmp / "dist",
+            tag_writer=tag_writer,
+            env=env or {},
         )
 
     def reconcile(self, *, fix: bool = False) -> tuple[ReconcileReport | None, dict[str, Any], int]:
@@ -59,9 +78,17 @@ class Flow:
         runner, backend = fix_runner_for(w.services, "production") if fix else (None, None)
         out = StringIO()
         try:
-            report = run_reconcile(w.fleet, settings, reconcile_services(w.fleet, w.services),
-                                   Console(file=out, width=200), as_json=True, env={}, fix=fix, runner=runner,
-                                   backend=backend)
+            report = run_reconcile(
+                w.fleet,
+                settings,
+                reconcile_services(w.fleet, w.services),
+                Console(file=out, width=200),
+                as_json=True,
+                env={},
+                fix=fix,
+                runner=runner,
+                backend=backend,
+            )
         except DriftFound as exc:
             return None, json.loads(out.getvalue()), exc.exit_code
         return report, json.loads(out.getvalue()), 0
@@ -104,7 +131,10 @@ def test_fab_deploy_tags_every_instance_and_ends_with_a_clean_reconcile(flow: Fl
     assert done.tagger.calls == 3  # one CreateTags per group, each as its deployment ended
     assert done.report is not None and done.report.engine == "duckdb" and not done.report.has_drift
     assert {g.group: (g.expected_version, g.instances, g.on_expected) for g in done.report.groups} == {
-        "email": ("v1", 2, 2), "reports": ("v1", 3, 3), "video": ("v1", 2, 2)}
+        "email": ("v1", 2, 2),
+        "reports": ("v1", 3, 3),
+        "video": ("v1", 2, 2),
+    }
     text = flow.world.out.getvalue()
     assert "tags: email: 2 instance(s) tagged deploytool:version=v1" in text
     assert "tags: 7 instance(s) tagged in 3 CreateTags call(s)" in text
@@ -152,7 +182,11 @@ def test_after_a_failed_release_reconcile_expects_the_last_good_one_and_fix_rest
     assert code == 3 and report is None
     email = group(data, "email")
     assert (email["expected_version"], email["release_id"], email["latest_release_id"], email["latest_outcome"]) == (
-        "v1", v1.release_id, v2, "failed")
+        "v1",
+        v1.release_id,
+        v2,
+        "failed",
+    )
     assert email["remark"] == f"latest release {v2} failed; expected = last good release {v1.release_id}"
     assert [(d["instance_id"], d["version"]) for d in email["drifted"]] == [(ok, "v2")]
     assert group(data, "video")["status"] == group(data, "reports")["status"] == "ok"
@@ -171,7 +205,10 @@ def test_after_a_failed_release_reconcile_expects_the_last_good_one_and_fix_rest
     report, _, code = flow.reconcile()
     assert code == 0 and report is not None
     assert {g.group: (g.expected_version, g.instances, g.on_expected) for g in report.groups} == {
-        "email": ("v1", 2, 2), "reports": ("v1", 3, 3), "video": ("v1", 2, 2)}
+        "email": ("v1", 2, 2),
+        "reports": ("v1", 3, 3),
+        "video": ("v1", 2, 2),
+    }
 
 
 class ScaleOut:
@@ -225,7 +262,10 @@ def test_a_group_rolled_back_keeps_its_old_tags(flow: Flow) -> None:
     reports = [d for d in sim.deployments.values() if d.group == "reports"]
     assert [(d.creator, d.status) for d in reports][-2:] == [("user", "Failed"), ("codeDeployRollback", "Succeeded")]
     assert {i: run.status for i, run in reports[-2].instances.items()} == {
-        first: "Succeeded", second: "Failed", third: "Skipped"}
+        first: "Succeeded",
+        second: "Failed",
+        third: "Skipped",
+    }
     assert "/v1/" in sim.instance_revision[first]  # it ran v2, then the rollback put v1 back
     assert flow.versions(REPORTS) == ["v1", "v1", "v1"]
     assert set(flow.versions(EMAIL) + flow.versions(VIDEO)) == {"v2"}
@@ -253,7 +293,10 @@ def test_a_tagging_failure_is_a_warning_and_never_stops_the_release(flow: Flow) 
     assert denied.attempts == 3
     sim = flow.world.env.sim
     assert sorted((d.group, d.status) for d in sim.deployments.values()) == [
-        ("email", "Succeeded"), ("reports", "Succeeded"), ("video", "Succeeded")]
+        ("email", "Succeeded"),
+        ("reports", "Succeeded"),
+        ("video", "Succeeded"),
+    ]
     assert flow.world.services.store.history("production")[0].outcome == "succeeded"
     text = flow.world.out.getvalue()
     assert text.count("warning: tagging ") == 4  # one per group, and the summary

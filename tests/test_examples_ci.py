@@ -48,8 +48,12 @@ def test_the_pipeline_keeps_its_promises() -> None:
     assert flow["permissions"] == {"id-token": "write", "contents": "read"}
     steps = flow["jobs"]["release"]["steps"]
     uses = [step["uses"] for step in steps if "uses" in step]
-    assert {u.split("@")[0] for u in uses} == {"actions/checkout", "actions/setup-python",
-                                               "aws-actions/configure-aws-credentials", "actions/upload-artifact"}
+    assert {u.split("@")[0] for u in uses} == {
+        "actions/checkout",
+        "actions/setup-python",
+        "aws-actions/configure-aws-credentials",
+        "actions/upload-artifact",
+    }
     for use in uses:  # a full commit SHA, and the tag it is in a comment on the same line
         assert re.search(rf"{re.escape(use)}  # v\d+\.\d+\.\d+$", text, re.MULTILINE), use
         assert re.fullmatch(r"[\w-]+/[\w-]+@[0-9a-f]{40}", use), use
@@ -62,5 +66,8 @@ def test_the_pipeline_keeps_its_promises() -> None:
     for code, title in (("0", None), ("3", "drift"), ("1", "rollout failed"), ("2", "bad input")):
         branch = re.search(rf"^\s+{code}\) (.*?);;", result["run"], re.MULTILINE | re.DOTALL)
         assert branch, code
-        assert (f"::error title={title}::" in branch.group(1) and f"exit {code}" in branch.group(1)) if title \
+        assert (
+            (f"::error title={title}::" in branch.group(1) and f"exit {code}" in branch.group(1))
+            if title
             else "exit" not in branch.group(1)
+        )

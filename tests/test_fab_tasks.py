@@ -46,7 +46,7 @@ def test_build_prints_path_size_count_and_sha(repo: Path, tmp_path: Path) -> Non
     assert out["sha256"] == hashlib.sha256(data).hexdigest()
     assert out["size"].startswith(f"{len(data)} bytes (")
     assert int(out["files"]) > 10
-    assert out["version"] == f"{path.name[len('acme-workers-'):-4]} (commit {sha})"
+    assert out["version"] == f"{path.name[len('acme-workers-') : -4]} (commit {sha})"
     again = fields(fab(repo, "build", "--out", str(tmp_path)).stdout)
     assert again["sha256"] == out["sha256"]  # reproducible: same commit, same bytes
     assert Path(again["bundle"]).parent == tmp_path
@@ -77,26 +77,40 @@ def test_a_dirty_tree_is_refused_unless_allowed(dirty: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["check", "--fleet", "bad.toml"],
-         "error: bad.toml: groups[0].strategy: unknown strategy 'AllAtOnec' (did you mean 'AllAtOnce'?); allowed: "
-         "AllAtOnce, HalfAtATime, OneAtATime, {min_healthy_hosts = N} (N >= 0) or {min_healthy_percent = P} "
-         "(0 <= P < 100)"),
-        (["build", "--fleet", "bad.toml"],
-         "error: bad.toml: groups[0].strategy: unknown strategy 'AllAtOnec' (did you mean 'AllAtOnce'?); allowed: "
-         "AllAtOnce, HalfAtATime, OneAtATime, {min_healthy_hosts = N} (N >= 0) or {min_healthy_percent = P} "
-         "(0 <= P < 100)"),
-        (["check", "--fleet", "missing.toml"],
-         "error: missing.toml: fleet file not found (pass --fleet PATH or create deploy.toml)"),
-        (["check", "--fleet", "broken.toml"],
-         "error: broken.toml: malformed TOML: Expected '=' after a key in a key/value pair (at line 1, column 5)"),
-        (["build", "--version", "1.0 beta"],
-         "error: --version '1.0 beta' is not allowed: use 1-64 letters, digits, '.', '_' or '-', starting with a "
-         "letter or digit (it becomes part of S3 keys and EC2 tags)"),
-        (["publish", "--target", "sandbox"],
-         "error: target 'sandbox' is the local sandbox: its S3 is the sandbox's moto server, which `fab sandbox` "
-         "starts; pass --endpoint-url to publish to another S3-compatible endpoint"),
-        (["publish", "--target", "staging"], "error: --target 'staging': no such target in REPO/deploy.toml; "
-         "allowed: sandbox, production"),
+        (
+            ["check", "--fleet", "bad.toml"],
+            "error: bad.toml: groups[0].strategy: unknown strategy 'AllAtOnec' (did you mean 'AllAtOnce'?); allowed: "
+            "AllAtOnce, HalfAtATime, OneAtATime, {min_healthy_hosts = N} (N >= 0) or {min_healthy_percent = P} "
+            "(0 <= P < 100)",
+        ),
+        (
+            ["build", "--fleet", "bad.toml"],
+            "error: bad.toml: groups[0].strategy: unknown strategy 'AllAtOnec' (did you mean 'AllAtOnce'?); allowed: "
+            "AllAtOnce, HalfAtATime, OneAtATime, {min_healthy_hosts = N} (N >= 0) or {min_healthy_percent = P} "
+            "(0 <= P < 100)",
+        ),
+        (
+            ["check", "--fleet", "missing.toml"],
+            "error: missing.toml: fleet file not found (pass --fleet PATH or create deploy.toml)",
+        ),
+        (
+            ["check", "--fleet", "broken.toml"],
+            "error: broken.toml: malformed TOML: Expected '=' after a key in a key/value pair (at line 1, column 5)",
+        ),
+        (
+            ["build", "--version", "1.0 beta"],
+            "error: --version '1.0 beta' is not allowed: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit (it becomes part of S3 keys and EC2 tags)",
+        ),
+        (
+            ["publish", "--target", "sandbox"],
+            "error: target 'sandbox' is the local sandbox: its S3 is the sandbox's moto server, which `fab sandbox` "
+            "starts; pass --endpoint-url to publish to another S3-compatible endpoint",
+        ),
+        (
+            ["publish", "--target", "staging"],
+            "error: --target 'staging': no such target in REPO/deploy.toml; allowed: sandbox, production",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, repo: Path, args: list[str], message: str) -> None:
@@ -123,8 +137,13 @@ def test_debug_shows_the_traceback(repo: Path) -> None:
 def test_publish_to_an_s3_endpoint(repo: Path) -> None:
     with moto_endpoint() as endpoint:
         creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "DEPLOYTOOL_USER": "tester"}
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         s3.create_bucket(Bucket="acme-deploy-artifacts")
         first = fab(repo, "publish", "--endpoint-url", endpoint, env=creds)
         assert first.returncode == 0, first.stderr

@@ -32,6 +32,7 @@ FAB = str(Path(sys.executable).with_name("fab"))
 
 # --- writing TOML (inline tables and arrays are enough for any document) ----------------------------------------
 
+
 def _string(text: str) -> str:
     """A TOML basic string: JSON's escapes are TOML's (control characters as \\uXXXX, DEL too)."""
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
@@ -69,28 +70,78 @@ SCALARS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
     st.text(max_size=20),
-    st.sampled_from(["", " ", "..", "/", "~", ".", "a/../..", "/tmp/x", "x\ny", "AllAtOnce", "HalfAtTime",
-                     "arn:aws:iam::1:role/x", "redis://", "sqs", "local", "codedeploy", "\u2028", "é"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "..",
+            "/",
+            "~",
+            ".",
+            "a/../..",
+            "/tmp/x",
+            "x\ny",
+            "AllAtOnce",
+            "HalfAtTime",
+            "arn:aws:iam::1:role/x",
+            "redis://",
+            "sqs",
+            "local",
+            "codedeploy",
+            "\u2028",
+            "é",
+        ]
+    ),
 )
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)), max_leaves=6)
-KEYS = st.one_of(st.text(min_size=0, max_size=12), st.sampled_from(
-    ["min_healthy_host", "min_healthy_percent", "concurency", "instances_per_grup", "roots", "sorce", "name",
-     "backend", "strategy", "groups", "a\nb", "a.b", "\u2028", ""]))
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=6,
+)
+KEYS = st.one_of(
+    st.text(min_size=0, max_size=12),
+    st.sampled_from(
+        [
+            "min_healthy_host",
+            "min_healthy_percent",
+            "concurency",
+            "instances_per_grup",
+            "roots",
+            "sorce",
+            "name",
+            "backend",
+            "strategy",
+            "groups",
+            "a\nb",
+            "a.b",
+            "\u2028",
+            "",
+        ]
+    ),
+)
 STRATEGIES = st.one_of(
-    st.dictionaries(st.sampled_from(["min_healthy_hosts", "min_healthy_percent", "min_healthy_host", "x"]),
-                    st.one_of(st.integers(-5, 200), SCALARS), max_size=3),
-    st.sampled_from(["AllAtOnce", "HalfAtATime", "OneAtATime", "allatonce", ""]), SCALARS,
+    st.dictionaries(
+        st.sampled_from(["min_healthy_hosts", "min_healthy_percent", "min_healthy_host", "x"]),
+        st.one_of(st.integers(-5, 200), SCALARS),
+        max_size=3,
+    ),
+    st.sampled_from(["AllAtOnce", "HalfAtATime", "OneAtATime", "allatonce", ""]),
+    SCALARS,
 )
-ROOTS = st.one_of(st.sampled_from([".", "..", "/", "~", "/tmp/x", "a/../..", "./", "", "app", "deploy.toml",
-                                   "link-out", "sb\x00", "sb/../../x"]), st.text(max_size=10))
+ROOTS = st.one_of(
+    st.sampled_from(
+        [".", "..", "/", "~", "/tmp/x", "a/../..", "./", "", "app", "deploy.toml", "link-out", "sb\x00", "sb/../../x"]
+    ),
+    st.text(max_size=10),
+)
 
 
 def _containers(document: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Every table and array in the document, by path."""
     found = [path] if isinstance(document, dict | list) else []
-    children = document.items() if isinstance(document, dict) else enumerate(document) if isinstance(
-        document, list) else []
+    children = (
+        document.items() if isinstance(document, dict) else enumerate(document) if isinstance(document, list) else []
+    )
     for key, child in children:
         found += _containers(child, (*path, key))
     return found
@@ -154,11 +205,12 @@ def damaged(text: str, damage: tuple[Any, ...]) -> bytes:
     if damage[0] == "cut":
         return text[: damage[1]].encode()
     if damage[0] == "insert":
-        return (text[: damage[1]] + damage[2] + text[damage[1]:]).encode()
+        return (text[: damage[1]] + damage[2] + text[damage[1] :]).encode()
     return text.encode() + damage[1]
 
 
 # --- the properties ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def fleet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -195,8 +247,13 @@ def test_the_sample_fleet_file_written_back_loads(fleet_dir: Path) -> None:
     assert [g.name for g in load_fleet(path).groups] == ["email", "reports", "video"]
 
 
-@settings(max_examples=300, derandomize=True, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=300,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(document=broken_documents())
 def test_a_broken_fleet_file_is_one_line_naming_file_and_key(fleet_dir: Path, document: dict[str, Any]) -> None:
     path = fleet_dir / "deploy.toml"
@@ -204,8 +261,9 @@ def test_a_broken_fleet_file_is_one_line_naming_file_and_key(fleet_dir: Path, do
     assert_one_line_error(path, parsed=True)
 
 
-@settings(max_examples=150, derandomize=True, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(document=broken_documents(), damage=TEXT_DAMAGE)
 def test_broken_toml_text_is_one_line(fleet_dir: Path, document: dict[str, Any], damage: tuple[Any, ...]) -> None:
     path = fleet_dir / "deploy.toml"
@@ -219,16 +277,21 @@ def test_broken_toml_text_is_one_line(fleet_dir: Path, document: dict[str, Any],
 
 
 @pytest.mark.slow
-@settings(max_examples=6, derandomize=True, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=broken_documents())
 def test_fab_check_on_a_broken_fleet_file_exits_2_with_one_line(fleet_dir: Path, document: dict[str, Any]) -> None:
     path = fleet_dir / "deploy.toml"
     path.write_text(to_toml(document))
     expected = assert_one_line_error(path, parsed=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYTOOL_", "AWS_"))}
-    done = subprocess.run([FAB, "check", "--fleet", str(path)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**env, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [FAB, "check", "--fleet", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(ROOT)},
+    )
     if expected is None:
         assert done.returncode == 0, done.stderr
         return

@@ -43,8 +43,10 @@ def test_groups_come_from_the_apps_task_routes(repo: Path, monkeypatch: pytest.M
     assert "groups: video, email, reports (queues from acme_workers.celery_app:app's task routes)" in out
     fleet = load_fleet(repo / "deploy.toml")  # what `fab check` loads: the written file is valid as it is
     assert [(g.name, g.asg, list(g.queues)) for g in fleet.groups] == [
-        ("video", "acme-workers-video", ["video"]), ("email", "acme-workers-email", ["email"]),
-        ("reports", "acme-workers-reports", ["reports"])]
+        ("video", "acme-workers-video", ["video"]),
+        ("email", "acme-workers-email", ["email"]),
+        ("reports", "acme-workers-reports", ["reports"]),
+    ]
     assert (fleet.app.name, fleet.app.celery_app, fleet.artifacts.bucket) == ("acme-workers", SAMPLE, "my-bucket")
     assert fleet.source_dir == repo / "sample_app"
     assert (repo / "fabfile.py").read_text() == FABFILE == (ROOT / "fabfile.py").read_text()
@@ -52,12 +54,15 @@ def test_groups_come_from_the_apps_task_routes(repo: Path, monkeypatch: pytest.M
 
 
 def test_an_app_that_cannot_be_imported_gets_one_group_on_the_default_queue(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "broken.py").write_text("raise RuntimeError('no broker settings')\nfrom celery import Celery\n")
     code, out, err = init(tmp_path, "--celery-app", "broken:app", "--name", "billing", monkeypatch=monkeypatch)
     assert (code, err) == (0, "")
-    assert ("groups: celery (could not import broken:app: RuntimeError: no broker settings; one group on Celery's "
-            "default queue 'celery')") in out
+    assert (
+        "groups: celery (could not import broken:app: RuntimeError: no broker settings; one group on Celery's "
+        "default queue 'celery')"
+    ) in out
     fleet = load_fleet(tmp_path / "deploy.toml")
     assert [(g.name, g.asg, list(g.queues)) for g in fleet.groups] == [("celery", "billing-celery", ["celery"])]
     assert fleet.source_dir == tmp_path and (tmp_path / ".deployignore").is_file()
@@ -65,12 +70,15 @@ def test_an_app_that_cannot_be_imported_gets_one_group_on_the_default_queue(
 
 @pytest.mark.parametrize("existing", ["deploy.toml", "fabfile.py", "sample_app/.deployignore"])
 def test_an_existing_file_is_never_overwritten_and_nothing_is_written(
-        repo: Path, existing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo: Path, existing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (repo / existing).write_text("mine\n")
     code, out, err = init(repo, "--celery-app", SAMPLE, monkeypatch=monkeypatch)
     assert code == 2 and out == ""
-    assert err == (f"error: {existing} already exists in {repo}: init writes only new files, and wrote none "
-                   "(move them away, or edit them)\n")
+    assert err == (
+        f"error: {existing} already exists in {repo}: init writes only new files, and wrote none "
+        "(move them away, or edit them)\n"
+    )
     assert (repo / existing).read_text() == "mine\n"
     written = {"deploy.toml", "fabfile.py", "sample_app/.deployignore"} - {existing}
     assert not [name for name in written if (repo / name).exists()]
@@ -80,16 +88,23 @@ def test_an_existing_file_is_never_overwritten_and_nothing_is_written(
     ("args", "line"),
     [
         ([], "error: init needs --celery-app package.module:app (your Celery app)"),
-        (["--celery-app", "acme_workers.celery_app"],
-         "error: --celery-app 'acme_workers.celery_app' is not allowed; allowed: package.module:app (Python names)"),
-        (["--celery-app", SAMPLE, "--name", "Acme"],
-         "error: --name 'Acme' is not allowed; allowed: lowercase letters, digits, '-' (at most 63)"),
-        (["--celery-app", SAMPLE, "--source", "../elsewhere"],
-         "error: --source '../elsewhere' is not allowed; allowed: a directory inside {repo}"),
+        (
+            ["--celery-app", "acme_workers.celery_app"],
+            "error: --celery-app 'acme_workers.celery_app' is not allowed; allowed: package.module:app (Python names)",
+        ),
+        (
+            ["--celery-app", SAMPLE, "--name", "Acme"],
+            "error: --name 'Acme' is not allowed; allowed: lowercase letters, digits, '-' (at most 63)",
+        ),
+        (
+            ["--celery-app", SAMPLE, "--source", "../elsewhere"],
+            "error: --source '../elsewhere' is not allowed; allowed: a directory inside {repo}",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(
-        repo: Path, args: list[str], line: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo: Path, args: list[str], line: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, _, err = init(repo, *args, monkeypatch=monkeypatch)
     assert (code, err) == (2, line.format(repo=repo) + "\n")
     assert sorted(p.name for p in repo.iterdir()) == ["sample_app"]

@@ -36,16 +36,22 @@ WHERE = (
 
 
 def run(cmd: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith(("DEPLOYTOOL_", "AWS_", "PYTHON", "VIRTUAL_ENV")) and k != "CI"}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DEPLOYTOOL_", "AWS_", "PYTHON", "VIRTUAL_ENV")) and k != "CI"
+    }
     environ.update({"COLUMNS": "200", **(env or {})})
     return subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, env=environ, timeout=300)
 
 
 def listed(directory: str) -> list[str]:
     """The files git lists under `directory` of this tree (tracked, and untracked but not ignored)."""
-    out = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z", "--", directory],
-                         capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z", "--", directory],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     return sorted(name for name in out.split("\0") if name and (ROOT / name).is_file())
 
 
@@ -69,8 +75,14 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(target)], check=True)
     python = target / "bin" / "python"
-    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     done = run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "-q", wheel], cwd=target)
     assert done.returncode == 0, done.stderr
@@ -129,8 +141,10 @@ def test_fab_and_deploytool_check_in_an_app_repository(venv: Path, app_repo: Pat
 
 def test_deploytool_parse_errors_are_one_line(venv: Path, app_repo: Path) -> None:
     done = run([venv / "bin" / "deploytool", "deploy", "--max-parallel", "x"], cwd=app_repo)
-    assert (done.returncode, done.stderr) == (2, "error: --max-parallel 'x' is not allowed; allowed: a whole number; "
-                                                 "see `deploytool --help deploy`\n")
+    assert (done.returncode, done.stderr) == (
+        2,
+        "error: --max-parallel 'x' is not allowed; allowed: a whole number; see `deploytool --help deploy`\n",
+    )
 
 
 def test_fab_build_in_an_app_repository(venv: Path, app_repo: Path, tmp_path: Path) -> None:
@@ -141,14 +155,19 @@ def test_fab_build_in_an_app_repository(venv: Path, app_repo: Path, tmp_path: Pa
     with tarfile.open(bundle) as archive:
         names = archive.getnames()
     hooks = {name.removesuffix(".j2") for name in listed("scripts") if name.count("/") == 1}
-    expected = {"appspec.yml", "deploytool/fleet.json", "deploytool/manifest.json",
-                *(f"deploytool/hooks/{name.removeprefix('scripts/')}" for name in hooks)}
+    expected = {
+        "appspec.yml",
+        "deploytool/fleet.json",
+        "deploytool/manifest.json",
+        *(f"deploytool/hooks/{name.removeprefix('scripts/')}" for name in hooks),
+    }
     assert expected <= set(names), expected - set(names)
     assert "app/acme_workers/celery_app.py" in names
     assert git(app_repo, "status", "--porcelain") == ""
     # byte for byte the bundle this source tree builds from the same commit: the installed data is the source's
-    here = run([Path(sys.executable).with_name("fab"), "build", "--out", tmp_path], cwd=app_repo,
-               env={"PYTHONPATH": str(ROOT)})
+    here = run(
+        [Path(sys.executable).with_name("fab"), "build", "--out", tmp_path], cwd=app_repo, env={"PYTHONPATH": str(ROOT)}
+    )
     assert here.returncode == 0, here.stderr
     assert (tmp_path / bundle.name).read_bytes() == bundle.read_bytes()
 

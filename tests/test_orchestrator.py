@@ -45,8 +45,13 @@ def orchestrate(
     clock = clock or SimulatedClock()
     backend = backend or FakeBackend(clock, scripts or {})
     plan = rollout_plan(
-        release_id="20250101T000000Z-v2", version="v2", target="prod", groups=groups, revision=REVISION,
-        options=RolloutOptions(**options), prior=prior,
+        release_id="20250101T000000Z-v2",
+        version="v2",
+        target="prod",
+        groups=groups,
+        revision=REVISION,
+        options=RolloutOptions(**options),
+        prior=prior,
     )
     events = Collect()
     return Orchestrator(backend, plan, reporter=events, clock=clock), backend, events
@@ -109,14 +114,17 @@ def test_failed_group_rolls_back_and_later_waves_do_not_start() -> None:
     assert c.outcome == "not-started" and backend.created("c") == []
     assert backend.results_asked == [a.deployment_id]  # instance detail only for the failing group
     rollback = backend.deployments[a.rollback_deployment_id]
-    assert any(isinstance(e, GroupProgressed) and e.rollback and e.snapshot.deployment_id == rollback.deployment_id
-               for e in events.events)
+    assert any(
+        isinstance(e, GroupProgressed) and e.rollback and e.snapshot.deployment_id == rollback.deployment_id
+        for e in events.events
+    )
     assert [e.succeeded for e in events.events if isinstance(e, WaveFinished)] == [False]
 
 
 def test_failure_stops_starting_the_rest_of_its_wave_under_max_parallel() -> None:
     orch, backend, _ = orchestrate(
-        [group("a"), group("b"), group("c")], {"a": Script(duration=30, fail=1), "b": Script(duration=100)},
+        [group("a"), group("b"), group("c")],
+        {"a": Script(duration=30, fail=1), "b": Script(duration=100)},
         max_parallel=2,
     )
     result = orch.run()
@@ -173,6 +181,7 @@ def test_throttled_polls_slow_the_release_but_do_not_fail_it() -> None:
 def test_events_of_a_two_wave_release_in_order() -> None:
     orch, _, events = orchestrate([group("a", 0), group("b", 1)], {"a": Script(duration=5), "b": Script(duration=5)})
     orch.run()
+
     def name(e: object) -> str | None:
         if isinstance(e, GroupStarted):
             return e.group
@@ -255,8 +264,9 @@ def test_ctrl_c_then_stop_all_stops_and_rolls_back_everything_in_flight() -> Non
     orch.stop_all()
     result = orch.run()
     assert result.stopped and not result.succeeded
-    assert sorted(backend.stops) == sorted((d.deployment_id, True) for d in backend.deployments.values()
-                                           if d.rollback_of is None)
+    assert sorted(backend.stops) == sorted(
+        (d.deployment_id, True) for d in backend.deployments.values() if d.rollback_of is None
+    )
     assert {g.group: g.outcome for g in result.groups} == {"a": "stopped", "b": "stopped", "c": "not-started"}
     assert result.group("a").rollback_status == "Succeeded"
 
@@ -284,8 +294,9 @@ def test_ctrl_c_then_run_again_keeps_following() -> None:
 def test_restart_mode_sends_no_revision() -> None:
     clock = SimulatedClock()
     backend = FakeBackend(clock)
-    plan = rollout_plan(release_id="r", version="v2", target="prod", groups=[group("a")], revision=REVISION,
-                        mode="restart")
+    plan = rollout_plan(
+        release_id="r", version="v2", target="prod", groups=[group("a")], revision=REVISION, mode="restart"
+    )
     Orchestrator(backend, plan, clock=clock).run()
     assert backend.starts[0].mode == "restart" and backend.starts[0].revision is None
 

@@ -47,4 +47,6 @@ def test_a_hook_is_executable_when_it_starts_with_a_shebang_whatever_its_mode(tm
     (tmp_path / "notes.txt").write_text("not a script\n")
     (tmp_path / "notes.txt").chmod(0o755)
     assert [(name, executable) for name, _, executable in _script_files(tmp_path)] == [
-        ("launcher.py", True), ("notes.txt", False)]
+        ("launcher.py", True),
+        ("notes.txt", False),
+    ]

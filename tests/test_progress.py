@@ -27,7 +27,10 @@ def run_release(reporter: object, clock: SimulatedClock) -> RolloutResult:
         clock, {"email": Script(duration=90, instances=3, fail=1, rollback_s=40), "video": Script(duration=100)}
     )
     plan = rollout_plan(
-        release_id="20250101T000000Z-v2", version="v2", target="prod", revision=REVISION,
+        release_id="20250101T000000Z-v2",
+        version="v2",
+        target="prod",
+        revision=REVISION,
         groups=[group("email", 0, "AllAtOnce"), group("video", 0, "HalfAtATime"), group("reports", 1)],
     )
     return Orchestrator(backend, plan, reporter=reporter, clock=clock).run()  # type: ignore[arg-type]
@@ -58,8 +61,18 @@ def test_live_table_shows_a_row_per_group_and_the_release_line() -> None:
     with final.capture() as capture:
         final.print(table.render())
     text = capture.get()
-    for expected in ("email", "AllAtOnce", "2/1/3", "failed", "video", "HalfAtATime", "succeeded",
-                     "reports", "not-started", "3/3 groups done"):
+    for expected in (
+        "email",
+        "AllAtOnce",
+        "2/1/3",
+        "failed",
+        "video",
+        "HalfAtATime",
+        "succeeded",
+        "reports",
+        "not-started",
+        "3/3 groups done",
+    ):
         assert expected in text
     assert "email" in out.getvalue()  # it did draw on the console it was given
 
@@ -74,7 +87,10 @@ def test_json_result_is_written_atomically(tmp_path: Path) -> None:
     data = json.loads(target.read_text())
     assert data["succeeded"] is False
     assert {g["group"]: g["outcome"] for g in data["groups"]} == {
-        "email": "failed", "video": "succeeded", "reports": "not-started"}
+        "email": "failed",
+        "video": "succeeded",
+        "reports": "not-started",
+    }
     assert data["groups"][0]["instance_failures"][0]["instance_id"] == "i-email-0"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left behind
     with pytest.raises(OSError, match="File too large"), file_size_limit(100):  # the disk fills up mid-write

@@ -114,28 +114,41 @@ def test_first_publish_uploads_with_metadata_and_records_the_release(
         "created_at": "2024-03-06T07:08:09Z",
         "built_at": "2024-03-06T07:08:09Z",
         "groups": [
-            {"group": "email", "asg": "asg-email", "expected_version": SOURCE.version, "strategy": "OneAtATime",
-             "wave": 0},
-            {"group": "video", "asg": "asg-video", "expected_version": SOURCE.version, "strategy": "min 50%",
-             "wave": 1},
+            {
+                "group": "email",
+                "asg": "asg-email",
+                "expected_version": SOURCE.version,
+                "strategy": "OneAtATime",
+                "wave": 0,
+            },
+            {
+                "group": "video",
+                "asg": "asg-video",
+                "expected_version": SOURCE.version,
+                "strategy": "min 50%",
+                "wave": 1,
+            },
         ],
         "deployments": {},
     }
     revision = result.revision()
     assert (revision.bucket, revision.key, revision.etag, revision.bundle_type) == (
-        result.bucket, key, result.etag, "tgz")
+        result.bucket,
+        key,
+        result.etag,
+        "tgz",
+    )
     assert revision.version == SOURCE.version and revision.uri == result.bundle_uri
 
 
-def test_publishing_again_sends_one_head_and_uploads_nothing(
-    tmp_path: Path, session: AwsSession, wire: Wire
-) -> None:
+def test_publishing_again_sends_one_head_and_uploads_nothing(tmp_path: Path, session: AwsSession, wire: Wire) -> None:
     fleet = setup_fleet(tmp_path, session)
     bundle = build(fleet, tmp_path)
     first = run_publish(fleet, bundle, session)
     wire.requests.clear()
-    again = publish(bundle, fleet, session, target="sandbox", created_by="ci@test",
-                    now=lambda: datetime(2024, 3, 7, tzinfo=UTC))
+    again = publish(
+        bundle, fleet, session, target="sandbox", created_by="ci@test", now=lambda: datetime(2024, 3, 7, tzinfo=UTC)
+    )
     assert again.uploaded is False
     assert (again.key, again.etag) == (first.key, first.etag)
     calls = wire.calls()
@@ -204,7 +217,12 @@ def test_a_release_of_some_groups_expects_its_version_on_those_only(tmp_path: Pa
     fleet = setup_fleet(tmp_path, session)
     bundle = build(fleet, tmp_path)
     result = publish(
-        bundle, fleet, session, target="sandbox", created_by="ci@test", now=lambda: NOW,
+        bundle,
+        fleet,
+        session,
+        target="sandbox",
+        created_by="ci@test",
+        now=lambda: NOW,
         groups=fleet.select_groups(["video"]),
     )
     stored = json.loads(session.client("s3").get_object(Bucket=result.bucket, Key=result.manifest_key)["Body"].read())

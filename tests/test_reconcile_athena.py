@@ -37,10 +37,28 @@ from tests.reconcile_support import (
     stubbed_session,
 )
 
-COLUMNS = ["group", "release_id", "expected_version", "expected_outcome", "latest_release_id", "latest_outcome",
-           "snapshot_at", "instances", "on_expected", "drifted",
-           "untagged", "status", "instance_id", "version", "release", "lifecycle_state", "health", "az", "market",
-           "launch_time"]
+COLUMNS = [
+    "group",
+    "release_id",
+    "expected_version",
+    "expected_outcome",
+    "latest_release_id",
+    "latest_outcome",
+    "snapshot_at",
+    "instances",
+    "on_expected",
+    "drifted",
+    "untagged",
+    "status",
+    "instance_id",
+    "version",
+    "release",
+    "lifecycle_state",
+    "health",
+    "az",
+    "market",
+    "launch_time",
+]
 TYPES = {"instances": "bigint", "on_expected": "bigint", "drifted": "bigint", "untagged": "bigint"}
 
 
@@ -56,26 +74,94 @@ def _row(values: list[Any]) -> dict[str, Any]:
 
 def inject(rows: list[list[Any]]) -> None:
     """Queue one result for moto's Athena, laid out as Athena returns a SELECT (header row first)."""
-    column_info = [{"Name": c, "Label": c, "Type": TYPES.get(c, "varchar"), "CatalogName": "hive",
-                    "SchemaName": "", "TableName": "", "Nullable": "UNKNOWN", "CaseSensitive": True}
-                   for c in COLUMNS]
-    body = {"region": REGION, "results": [{"rows": [_row(list(COLUMNS)), *[_row(r) for r in rows]],
-                                            "column_info": column_info}]}
-    response = requests.post("http://motoapi.amazonaws.com/moto-api/static/athena/query-results", json=body,
-                             timeout=10)
+    column_info = [
+        {
+            "Name": c,
+            "Label": c,
+            "Type": TYPES.get(c, "varchar"),
+            "CatalogName": "hive",
+            "SchemaName": "",
+            "TableName": "",
+            "Nullable": "UNKNOWN",
+            "CaseSensitive": True,
+        }
+        for c in COLUMNS
+    ]
+    body = {
+        "region": REGION,
+        "results": [{"rows": [_row(list(COLUMNS)), *[_row(r) for r in rows]], "column_info": column_info}],
+    }
+    response = requests.post("http://motoapi.amazonaws.com/moto-api/static/athena/query-results", json=body, timeout=10)
     assert response.status_code == 201
 
 
 DRIFT_ROWS = [
-    ["email", "20240506T083000Z-v2", "v2", "succeeded", "20240506T090000Z-v3", "rolled_back",
-     "2024-05-06T09:35:00.000000Z", 4, 2, 1, 1, "drift", "i-0aaa", "v1",
-     "20240506T080000Z-v1", "InService", "Healthy", "us-east-1a", "on-demand", "2024-05-06T08:00:00Z"],
-    ["email", "20240506T083000Z-v2", "v2", "succeeded", "20240506T090000Z-v3", "rolled_back",
-     "2024-05-06T09:35:00.000000Z", 4, 2, 1, 1, "untagged", "i-0bbb", None,
-     None, "InService", "Healthy", "us-east-1b", "spot", "2024-05-06T08:31:00Z"],
-    ["reports", "20240506T083000Z-v2", "v2", "succeeded", "20240506T083000Z-v2", "succeeded",
-     "2024-05-06T09:35:00.000000Z", 2, 2, 0, 0, "ok", "i-0ccc", "v2",
-     "20240506T083000Z-v2", "InService", "Healthy", "us-east-1a", "on-demand", "2024-05-06T07:00:00Z"],
+    [
+        "email",
+        "20240506T083000Z-v2",
+        "v2",
+        "succeeded",
+        "20240506T090000Z-v3",
+        "rolled_back",
+        "2024-05-06T09:35:00.000000Z",
+        4,
+        2,
+        1,
+        1,
+        "drift",
+        "i-0aaa",
+        "v1",
+        "20240506T080000Z-v1",
+        "InService",
+        "Healthy",
+        "us-east-1a",
+        "on-demand",
+        "2024-05-06T08:00:00Z",
+    ],
+    [
+        "email",
+        "20240506T083000Z-v2",
+        "v2",
+        "succeeded",
+        "20240506T090000Z-v3",
+        "rolled_back",
+        "2024-05-06T09:35:00.000000Z",
+        4,
+        2,
+        1,
+        1,
+        "untagged",
+        "i-0bbb",
+        None,
+        None,
+        "InService",
+        "Healthy",
+        "us-east-1b",
+        "spot",
+        "2024-05-06T08:31:00Z",
+    ],
+    [
+        "reports",
+        "20240506T083000Z-v2",
+        "v2",
+        "succeeded",
+        "20240506T083000Z-v2",
+        "succeeded",
+        "2024-05-06T09:35:00.000000Z",
+        2,
+        2,
+        0,
+        0,
+        "ok",
+        "i-0ccc",
+        "v2",
+        "20240506T083000Z-v2",
+        "InService",
+        "Healthy",
+        "us-east-1a",
+        "on-demand",
+        "2024-05-06T07:00:00Z",
+    ],
 ]
 
 
@@ -92,11 +178,18 @@ def test_reconcile_on_athena_sends_the_file_text_and_parameters(aws: AwsSession,
     finally:
         state_manager.unset_transition("athena::execution")
 
-    sent = boto3.client("athena", region_name=REGION).get_query_execution(
-        QueryExecutionId=run.result.query_id)["QueryExecution"]
+    sent = boto3.client("athena", region_name=REGION).get_query_execution(QueryExecutionId=run.result.query_id)[
+        "QueryExecution"
+    ]
     assert sent["Query"] == (Path(__file__).parent.parent / "athena" / "reconcile.sql").read_text()
     assert sent["ExecutionParameters"] == [
-        f"'{APP}'", "'production'", "''", "''", f"'{APP}'", "'2024-05-06'", "'2024-05-06'"
+        f"'{APP}'",
+        "'production'",
+        "''",
+        "''",
+        f"'{APP}'",
+        "'2024-05-06'",
+        "'2024-05-06'",
     ]
     assert sent["QueryExecutionContext"] == {"Database": "deploytool"}
     assert sent["ResultConfiguration"]["OutputLocation"].startswith(f"s3://{BUCKET}/{PREFIX}/athena-results/")
@@ -110,26 +203,36 @@ def test_reconcile_on_athena_sends_the_file_text_and_parameters(aws: AwsSession,
     assert [(i.instance_id, i.market) for i in email.untagged] == [("i-0bbb", "spot")]
     assert (reports.instances, reports.on_expected, reports.status) == (2, 2, "ok")
     assert report.drift_count == 2
-    assert email.remark == ("latest release 20240506T090000Z-v3 failed (rolled back); "
-                            "expected = last good release 20240506T083000Z-v2")
+    assert email.remark == (
+        "latest release 20240506T090000Z-v3 failed (rolled back); expected = last good release 20240506T083000Z-v2"
+    )
     assert reports.remark is None
 
 
 def test_untrusted_values_are_quoted_parameters_not_sql(aws: AwsSession) -> None:
     clock = Clock()
-    engine = AthenaEngine(AthenaGateway(aws), database="deploytool", workgroup="primary", output_location=None,
-                          sleep=clock.sleep, clock=clock.monotonic)
+    engine = AthenaEngine(
+        AthenaGateway(aws),
+        database="deploytool",
+        workgroup="primary",
+        output_location=None,
+        sleep=clock.sleep,
+        clock=clock.monotonic,
+    )
     query = load_query("reconcile")
     nasty = "x'; DROP TABLE inventory; --"
     inject([])
-    benign = engine.run(query, {"app": "a", "target": "t", "release": "", "dt_from": "2024-01-01",
-                                "dt_to": "2024-01-02"})
+    benign = engine.run(
+        query, {"app": "a", "target": "t", "release": "", "dt_from": "2024-01-01", "dt_to": "2024-01-02"}
+    )
     inject([])
-    hostile = engine.run(query, {"app": "a", "target": nasty, "release": nasty, "dt_from": "2024-01-01",
-                                 "dt_to": "2024-01-02"})
+    hostile = engine.run(
+        query, {"app": "a", "target": nasty, "release": nasty, "dt_from": "2024-01-01", "dt_to": "2024-01-02"}
+    )
     client = boto3.client("athena", region_name=REGION)
-    first, second = (client.get_query_execution(QueryExecutionId=r.query_id)["QueryExecution"]
-                     for r in (benign, hostile))
+    first, second = (
+        client.get_query_execution(QueryExecutionId=r.query_id)["QueryExecution"] for r in (benign, hostile)
+    )
     assert first["Query"] == second["Query"] == query.text
     assert second["ExecutionParameters"][1:4] == ["'x''; DROP TABLE inventory; --'"] * 3
     assert hostile.rows == ()
@@ -140,8 +243,9 @@ def _page(rows: list[list[Any]], *, header: bool, token: str | None) -> dict[str
     page: dict[str, Any] = {
         "ResultSet": {
             "Rows": ([_row(["group", "instances"])] if header else []) + [_row(r) for r in rows],
-            "ResultSetMetadata": {"ColumnInfo": [{"Name": "group", "Type": "varchar"},
-                                                 {"Name": "instances", "Type": "bigint"}]},
+            "ResultSetMetadata": {
+                "ColumnInfo": [{"Name": "group", "Type": "varchar"}, {"Name": "instances", "Type": "bigint"}]
+            },
         }
     }
     if token:
@@ -155,17 +259,29 @@ def test_results_are_paginated_and_bytes_scanned_reported() -> None:
     with Stubber(gateway.client) as stub:
         stub.add_response("start_query_execution", {"QueryExecutionId": "q-1"})
         stub.add_response("get_query_execution", {"QueryExecution": {"Status": {"State": "RUNNING"}}})
-        stub.add_response("get_query_execution", {"QueryExecution": {
-            "Status": {"State": "SUCCEEDED"}, "Statistics": {"DataScannedInBytes": 123456}}})
-        stub.add_response("get_query_results", _page([["a", 1], ["b", 2]], header=True, token="t1"),
-                          {"QueryExecutionId": "q-1", "MaxResults": 1000})
-        stub.add_response("get_query_results", _page([["c", None]], header=False, token=None),
-                          {"QueryExecutionId": "q-1", "MaxResults": 1000, "NextToken": "t1"})
-        engine = AthenaEngine(gateway, database="db", workgroup="wg", output_location=None, sleep=clock.sleep,
-                              clock=clock.monotonic)
+        stub.add_response(
+            "get_query_execution",
+            {"QueryExecution": {"Status": {"State": "SUCCEEDED"}, "Statistics": {"DataScannedInBytes": 123456}}},
+        )
+        stub.add_response(
+            "get_query_results",
+            _page([["a", 1], ["b", 2]], header=True, token="t1"),
+            {"QueryExecutionId": "q-1", "MaxResults": 1000},
+        )
+        stub.add_response(
+            "get_query_results",
+            _page([["c", None]], header=False, token=None),
+            {"QueryExecutionId": "q-1", "MaxResults": 1000, "NextToken": "t1"},
+        )
+        engine = AthenaEngine(
+            gateway, database="db", workgroup="wg", output_location=None, sleep=clock.sleep, clock=clock.monotonic
+        )
         result = engine.run(load_query("rollout_timeline"), {"app": "a", "dt_from": "d1", "dt_to": "d2"})
-    assert result.rows == ({"group": "a", "instances": 1}, {"group": "b", "instances": 2},
-                           {"group": "c", "instances": None})
+    assert result.rows == (
+        {"group": "a", "instances": 1},
+        {"group": "b", "instances": 2},
+        {"group": "c", "instances": None},
+    )
     assert result.bytes_scanned == 123456
     assert clock.slept == [0.25]
 
@@ -174,8 +290,17 @@ def test_failed_query_is_one_clear_error() -> None:
     gateway = AthenaGateway(stubbed_session())
     clock = Clock()
     with Stubber(gateway.client) as stub:
-        stub.add_response("get_query_execution", {"QueryExecution": {"Status": {
-            "State": "FAILED", "StateChangeReason": "TABLE_NOT_FOUND: line 1:15: Table inventory does not exist"}}})
+        stub.add_response(
+            "get_query_execution",
+            {
+                "QueryExecution": {
+                    "Status": {
+                        "State": "FAILED",
+                        "StateChangeReason": "TABLE_NOT_FOUND: line 1:15: Table inventory does not exist",
+                    }
+                }
+            },
+        )
         with pytest.raises(AwsError, match="q-9 FAILED: TABLE_NOT_FOUND"):
             gateway.wait("q-9", sleep=clock.sleep, clock=clock.monotonic)
 
@@ -193,11 +318,14 @@ def test_ddl_uses_partition_projection_and_runs_on_athena(aws: AwsSession, tmp_p
 
     mf = MotoFleet(aws)
     out = StringIO()
-    statements = athena_setup(fleet, Console(file=out, width=200), athena_settings(fleet), apply=True,
-                              services=mf.services())
+    statements = athena_setup(
+        fleet, Console(file=out, width=200), athena_settings(fleet), apply=True, services=mf.services()
+    )
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS deploytool"
-    names = [d["Name"] for d in boto3.client("athena", region_name=REGION).list_databases(
-        CatalogName="AwsDataCatalog")["DatabaseList"]]
+    names = [
+        d["Name"]
+        for d in boto3.client("athena", region_name=REGION).list_databases(CatalogName="AwsDataCatalog")["DatabaseList"]
+    ]
     assert "deploytool" in names
     assert "ran: CREATE EXTERNAL TABLE IF NOT EXISTS releases" in out.getvalue()
 
@@ -208,7 +336,7 @@ def test_grafana_dashboard_is_built_from_the_query_files() -> None:
     table, timeline = committed["panels"]
     sql = table["targets"][0]["rawSQL"]
     assert sql == grafana_sql(load_query("reconcile"))
-    body = sql[sql.index("WITH release_entries"):]
+    body = sql[sql.index("WITH release_entries") :]
     assert "?" not in body  # every placeholder became a Grafana variable or macro
     assert "r.target = ${target:sqlstring}" in sql
     assert "i.dt BETWEEN $__rawTimeFrom('yyyy-MM-dd') AND $__rawTimeTo('yyyy-MM-dd')" in sql

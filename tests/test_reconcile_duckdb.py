@@ -63,11 +63,18 @@ def _race_fleet(mf: MotoFleet, tmp_path: Path) -> tuple[Fleet, dict[str, str]]:
     for group in fleet.groups:
         revision = Revision(BUCKET, f"{PREFIX}/{APP}/v2/x.tgz", '"e"', "2024.05.06-bbbbbbb", "0" * 64)
         deployment_id = backend.start(
-            DeployRequest(group=group, revision=revision, release_id="20240506T083000Z-2024.05.06-bbbbbbb",
-                          target_instances=tuple(mf.instance_ids(group)))
+            DeployRequest(
+                group=group,
+                revision=revision,
+                release_id="20240506T083000Z-2024.05.06-bbbbbbb",
+                target_instances=tuple(mf.instance_ids(group)),
+            )
         )
-        finished.append(FinishedDeployment(group.name, deployment_id, "2024.05.06-bbbbbbb",
-                                           "20240506T083000Z-2024.05.06-bbbbbbb", mf.clock.now()))
+        finished.append(
+            FinishedDeployment(
+                group.name, deployment_id, "2024.05.06-bbbbbbb", "20240506T083000Z-2024.05.06-bbbbbbb", mf.clock.now()
+            )
+        )
     (launched,) = mf.scale(email, 4)
     tag_deployments(mf.ec2, backend, finished)
     mf.clock.advance(minutes=5)
@@ -83,9 +90,7 @@ def test_scale_out_race_and_failed_instance_are_drift_with_their_versions(
     report = run.report
 
     assert run.result.engine == "duckdb"
-    assert run.snapshot_keys == (
-        f"{PREFIX}/{APP}/inventory/dt=2024-05-06/20240506T093500.000000Z-0.json.gz",
-    )
+    assert run.snapshot_keys == (f"{PREFIX}/{APP}/inventory/dt=2024-05-06/20240506T093500.000000Z-0.json.gz",)
     by_group = {g.group: g for g in report.groups}
     email, reports = by_group["email"], by_group["reports"]
     assert (email.expected_version, email.instances, email.on_expected) == ("2024.05.06-bbbbbbb", 4, 2)
@@ -106,8 +111,9 @@ def test_fab_reconcile_exits_3_and_fix_converges(moto_fleet: MotoFleet, tmp_path
     out = StringIO()
     console = Console(file=out, width=160, force_terminal=False)
     with pytest.raises(DriftFound) as caught:
-        run_reconcile(fleet, settings, moto_fleet.services(), console, as_json=True,
-                      env={"GITHUB_STEP_SUMMARY": str(summary)})
+        run_reconcile(
+            fleet, settings, moto_fleet.services(), console, as_json=True, env={"GITHUB_STEP_SUMMARY": str(summary)}
+        )
     assert caught.value.exit_code == 3
     data = json.loads(out.getvalue())
     email = next(g for g in data["groups"] if g["group"] == "email")
@@ -121,8 +127,16 @@ def test_fab_reconcile_exits_3_and_fix_converges(moto_fleet: MotoFleet, tmp_path
     backend = FakeBackend(moto_fleet)
     moto_fleet.clock.advance(minutes=10)
     out = StringIO()
-    report = run_reconcile(fleet, settings, moto_fleet.services(), Console(file=out, width=160), fix=True,
-                           runner=backend.run, backend=backend, env={})
+    report = run_reconcile(
+        fleet,
+        settings,
+        moto_fleet.services(),
+        Console(file=out, width=160),
+        fix=True,
+        runner=backend.run,
+        backend=backend,
+        env={},
+    )
     (request,) = backend.requests.values()
     assert request.group.name == "email"
     assert request.target_instances == tuple(sorted([odd["failed"], odd["launched"]]))
@@ -151,10 +165,14 @@ def test_untrusted_values_never_change_the_sql(moto_fleet: MotoFleet, tmp_path: 
 
     moto_fleet.s3.put_bytes(BUCKET, release_key(PREFIX, APP, release_id), (json.dumps(manifest) + "\n").encode())
     stamp = "2024-05-06T09:00:00.000000Z"
-    _write_rows(moto_fleet, [
-        InventoryRow(stamp, APP, "i-0000000000000000a", "asg", nasty_group, version=nasty_version),
-        InventoryRow(stamp, APP, "i-0000000000000000b", "asg", nasty_group, version="v1'"),
-    ], stamp)
+    _write_rows(
+        moto_fleet,
+        [
+            InventoryRow(stamp, APP, "i-0000000000000000a", "asg", nasty_group, version=nasty_version),
+            InventoryRow(stamp, APP, "i-0000000000000000b", "asg", nasty_group, version="v1'"),
+        ],
+        stamp,
+    )
     from deploytool.reconcile.mirror import mirror_tables
 
     mirror_tables(moto_fleet.s3, BUCKET, prefix=PREFIX, app=APP, root=root, days=["2024-05-06"])
@@ -168,9 +186,7 @@ def test_untrusted_values_never_change_the_sql(moto_fleet: MotoFleet, tmp_path: 
     assert "DROP" not in benign.sql and "?" in benign.sql
     # The values round-trip as data: the group and the versions come back exactly.
     rows = [r for r in benign.rows if r["status"] in ("drift", "untagged")]
-    assert [(r["group"], r["expected_version"], r["version"]) for r in rows] == [
-        (nasty_group, nasty_version, "v1'")
-    ]
+    assert [(r["group"], r["expected_version"], r["version"]) for r in rows] == [(nasty_group, nasty_version, "v1'")]
     assert benign.rows[0]["on_expected"] == 1
     # A quoted release id is a value that matches nothing, not SQL that matches everything.
     assert {r["status"] for r in hostile.rows} == {"no-release"}
@@ -183,30 +199,37 @@ def test_partitions_outside_the_window_are_not_read(moto_fleet: MotoFleet, tmp_p
     moto_fleet.write_release("20240501T000000Z-v1", "v1", fleet.groups)
     for day, version in (("01", "v0"), ("02", "v1"), ("03", "v1")):
         stamp = f"2024-05-{day}T12:00:00.000000Z"
-        _write_rows(moto_fleet, [InventoryRow(stamp, APP, "i-1", "acme-email-workers", "email", version=version)],
-                    stamp)
+        _write_rows(
+            moto_fleet, [InventoryRow(stamp, APP, "i-1", "acme-email-workers", "email", version=version)], stamp
+        )
     root = tmp_path / "mirror"
     from deploytool.reconcile.mirror import mirror_tables
 
-    mirrored = mirror_tables(moto_fleet.s3, BUCKET, prefix=PREFIX, app=APP, root=root,
-                             days=["2024-05-01", "2024-05-02", "2024-05-03"])
+    mirrored = mirror_tables(
+        moto_fleet.s3, BUCKET, prefix=PREFIX, app=APP, root=root, days=["2024-05-01", "2024-05-02", "2024-05-03"]
+    )
     assert (mirrored.downloaded, mirrored.kept) == (4, 0)
     again = mirror_tables(moto_fleet.s3, BUCKET, prefix=PREFIX, app=APP, root=root, days=["2024-05-03"])
     assert (again.downloaded, again.kept) == (0, 2)
     values = {"app": APP, "target": "sandbox", "release": ""}
     with DuckDbEngine(root, PREFIX) as duck:
-        latest = duck.run(load_query("reconcile"), {**values, "dt_from": "2024-05-03", "dt_to": "2024-05-03"},
-                          measure=True)
-        old = duck.run(load_query("reconcile"), {**values, "dt_from": "2024-05-01", "dt_to": "2024-05-01"},
-                       measure=True)
-        timeline = duck.run(load_query("rollout_timeline"),
-                            {"app": APP, "dt_from": "2024-05-01", "dt_to": "2024-05-03"}, measure=True)
+        latest = duck.run(
+            load_query("reconcile"), {**values, "dt_from": "2024-05-03", "dt_to": "2024-05-03"}, measure=True
+        )
+        old = duck.run(
+            load_query("reconcile"), {**values, "dt_from": "2024-05-01", "dt_to": "2024-05-01"}, measure=True
+        )
+        timeline = duck.run(
+            load_query("rollout_timeline"), {"app": APP, "dt_from": "2024-05-01", "dt_to": "2024-05-03"}, measure=True
+        )
     assert latest.partitions_read == {"inventory": ("2024-05-03",), "releases": ("2024-05-01",)}
     assert [r["status"] for r in latest.rows] == ["ok"]
     assert old.partitions_read is not None and old.partitions_read["inventory"] == ("2024-05-01",)
     assert [(r["status"], r["version"]) for r in old.rows] == [("drift", "v0")]
     assert [(r["time"][:10], r["version"], r["instances"]) for r in timeline.rows] == [
-        ("2024-05-01", "v0", 1), ("2024-05-02", "v1", 1), ("2024-05-03", "v1", 1)
+        ("2024-05-01", "v0", 1),
+        ("2024-05-02", "v1", 1),
+        ("2024-05-03", "v1", 1),
     ]
     assert timeline.partitions_read == {"inventory": ("2024-05-01", "2024-05-02", "2024-05-03")}
 

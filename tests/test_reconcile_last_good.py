@@ -35,15 +35,17 @@ def mf(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoFleet]:
 
 
 def three_groups(mf: MotoFleet, tmp_path: Path) -> Fleet:
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers", "video": "acme-video-workers",
-                                 "reports": "acme-reports-workers"})
+    fleet = fleet_for(
+        tmp_path, {"email": "acme-email-workers", "video": "acme-video-workers", "reports": "acme-reports-workers"}
+    )
     for group, size in zip(fleet.groups, (2, 2, 1), strict=True):
         mf.create_group(group, size)
     return fleet
 
 
-def release(mf: MotoFleet, fleet: Fleet, release_id: str, outcomes: Mapping[str, str | None] | None = None,
-            **manifest: Any) -> None:
+def release(
+    mf: MotoFleet, fleet: Fleet, release_id: str, outcomes: Mapping[str, str | None] | None = None, **manifest: Any
+) -> None:
     """A release as the rollout leaves it: the manifest with each group's outcome (default succeeded), and the
     version tags on the instances of the groups it succeeded for (a failed or rolled-back group keeps its old
     tags and revision). An outcome of None writes none (a manifest from before the field) and tags the group."""
@@ -61,8 +63,14 @@ def release(mf: MotoFleet, fleet: Fleet, release_id: str, outcomes: Mapping[str,
     mf.clock.advance(minutes=10)
 
 
-def fab_reconcile(mf: MotoFleet, fleet: Fleet, tmp_path: Path, *, release: str = "", fix: FakeBackend | None = None,
-                  ) -> tuple[int, dict[str, Any], str, ReconcileReport | None]:
+def fab_reconcile(
+    mf: MotoFleet,
+    fleet: Fleet,
+    tmp_path: Path,
+    *,
+    release: str = "",
+    fix: FakeBackend | None = None,
+) -> tuple[int, dict[str, Any], str, ReconcileReport | None]:
     """`fab reconcile --json [--release R] [--fix]`: (exit code, the JSON printed, the step summary, report)."""
     summary = tmp_path / "summary.md"
     summary.write_text("")
@@ -70,9 +78,17 @@ def fab_reconcile(mf: MotoFleet, fleet: Fleet, tmp_path: Path, *, release: str =
     out = StringIO()
     code, report = 0, None
     try:
-        report = run_reconcile(fleet, settings, mf.services(), Console(file=out, width=300), as_json=True,
-                               env={"GITHUB_STEP_SUMMARY": str(summary)}, fix=fix is not None,
-                               runner=fix.run if fix else None, backend=fix)
+        report = run_reconcile(
+            fleet,
+            settings,
+            mf.services(),
+            Console(file=out, width=300),
+            as_json=True,
+            env={"GITHUB_STEP_SUMMARY": str(summary)},
+            fix=fix is not None,
+            runner=fix.run if fix else None,
+            backend=fix,
+        )
     except DriftFound as exc:
         code = exc.exit_code
     return code, json.loads(out.getvalue()), summary.read_text(), report
@@ -112,12 +128,17 @@ def test_outcomes_count_per_group(mf: MotoFleet, tmp_path: Path) -> None:
     assert code == 0, data
     by_group = groups_of(data)
     assert {n: (g["expected_version"], g["on_expected"], g["status"]) for n, g in by_group.items()} == {
-        "email": ("v2", 2, "ok"), "video": ("v1", 2, "ok"), "reports": ("v1", 1, "ok")}
+        "email": ("v2", 2, "ok"),
+        "video": ("v1", 2, "ok"),
+        "reports": ("v1", 1, "ok"),
+    }
     assert by_group["email"]["remark"] == (
-        f"latest release {V3} has not finished (running, detached or interrupted); expected = last good release {V2}")
+        f"latest release {V3} has not finished (running, detached or interrupted); expected = last good release {V2}"
+    )
     assert by_group["video"]["remark"] == f"latest release {V3} was stopped; expected = last good release {V1}"
     assert by_group["reports"]["remark"] == (
-        f"latest release {V3} never started for this group; expected = last good release {V1}")
+        f"latest release {V3} never started for this group; expected = last good release {V1}"
+    )
 
 
 def test_fix_after_a_failed_release_redeploys_the_last_good_revision_never_the_failed_one(
@@ -157,13 +178,12 @@ def test_fix_refuses_a_release_given_that_failed_for_the_group(mf: MotoFleet, tm
     assert str(refused.value) == (
         f"--fix: refusing to redeploy a release that did not succeed for the group: email (release {V2} failed "
         f"(rolled back) there); reports (release {V2} failed there); without --release each group's last good "
-        "release is expected")
+        "release is expected"
+    )
     assert backend.requests == {}  # nothing was deployed
 
 
-def test_no_release_at_all_is_nothing_to_check_not_every_instance_on_its_version(
-    mf: MotoFleet, tmp_path: Path
-) -> None:
+def test_no_release_at_all_is_nothing_to_check_not_every_instance_on_its_version(mf: MotoFleet, tmp_path: Path) -> None:
     fleet = three_groups(mf, tmp_path)
     code, data, summary, _ = fab_reconcile(mf, fleet, tmp_path)
     assert code == 0 and data["status"] == "nothing-to-check"
@@ -175,10 +195,13 @@ def test_no_release_at_all_is_nothing_to_check_not_every_instance_on_its_version
     release(mf, fleet, V1, {"email": "failed", "video": "succeeded", "reports": "failed"})
     code, data, _, _ = fab_reconcile(mf, fleet, tmp_path)
     assert code == 0 and data["status"] == "ok"
-    assert data["verdict"] == ("every instance runs its expected version in video; not checked: "
-                               "email (no release has succeeded for it), reports (no release has succeeded for it)")
+    assert data["verdict"] == (
+        "every instance runs its expected version in video; not checked: "
+        "email (no release has succeeded for it), reports (no release has succeeded for it)"
+    )
     assert groups_of(data)["email"]["remark"] == (
-        f"no release has succeeded for this group on target sandbox yet; latest release {V1} failed")
+        f"no release has succeeded for this group on target sandbox yet; latest release {V1} failed"
+    )
 
 
 def test_manifests_without_outcomes_count_by_their_recorded_deployment(mf: MotoFleet, tmp_path: Path) -> None:
@@ -186,19 +209,35 @@ def test_manifests_without_outcomes_count_by_their_recorded_deployment(mf: MotoF
     Succeeded; Failed is failed; with no deployment recorded the outcome is unknown, and not expected."""
     fleet = three_groups(mf, tmp_path)
     legacy = dict.fromkeys(("email", "video", "reports"), None)
-    release(mf, fleet, V1, legacy, deployments={
-        name: {"deployment_id": f"d-{name}", "status": "Succeeded", "rollback_deployment_id": None}
-        for name in ("email", "video", "reports")})
-    mf.write_release(V2, "v2", fleet.groups, outcomes=legacy, deployments={
-        "email": {"deployment_id": "d-e2", "status": "Failed", "rollback_deployment_id": "d-e3"}})
+    release(
+        mf,
+        fleet,
+        V1,
+        legacy,
+        deployments={
+            name: {"deployment_id": f"d-{name}", "status": "Succeeded", "rollback_deployment_id": None}
+            for name in ("email", "video", "reports")
+        },
+    )
+    mf.write_release(
+        V2,
+        "v2",
+        fleet.groups,
+        outcomes=legacy,
+        deployments={"email": {"deployment_id": "d-e2", "status": "Failed", "rollback_deployment_id": "d-e3"}},
+    )
 
     code, data, _, _ = fab_reconcile(mf, fleet, tmp_path)
     assert code == 0, data
     by_group = groups_of(data)
     assert {n: (g["expected_version"], g["latest_outcome"]) for n, g in by_group.items()} == {
-        "email": ("v1", "failed"), "video": ("v1", None), "reports": ("v1", None)}
-    assert by_group["video"]["remark"] == f"latest release {V2} has no recorded outcome; expected = last good " \
-                                          f"release {V1}"
+        "email": ("v1", "failed"),
+        "video": ("v1", None),
+        "reports": ("v1", None),
+    }
+    assert (
+        by_group["video"]["remark"] == f"latest release {V2} has no recorded outcome; expected = last good release {V1}"
+    )
 
 
 def test_the_terminal_report_says_which_release_failed_and_what_was_checked(mf: MotoFleet, tmp_path: Path) -> None:

@@ -30,8 +30,7 @@ def count_calls(client: Any, operation: str) -> list[dict[str, Any]]:
     def record(params: dict[str, Any], **_: Any) -> None:
         seen.append(params)
 
-    client.meta.events.register(f"provide-client-params.{client.meta.service_model.service_name}.{operation}",
-                                record)
+    client.meta.events.register(f"provide-client-params.{client.meta.service_model.service_name}.{operation}", record)
     return seen
 
 
@@ -78,15 +77,19 @@ def test_succeeded_instances_are_tagged_in_one_call_per_tag_set_per_1000(mf: Mot
     ids = _run(mf, 1205)
     big, small, failed = ids[:1190], ids[1190:1200], ids[1200:]
     mf.ec2.create_tags(failed, {"deploytool:version": "v1"})  # what they ran before
-    backend = ResultsBackend({
-        "d-AAAAAAAAA": [InstanceProgress(i, "Succeeded") for i in big]
-        + [InstanceProgress(i, "Failed", "ApplicationStart") for i in failed],
-        "d-BBBBBBBBB": [InstanceProgress(i, "Succeeded") for i in small]
-        + [InstanceProgress("i-pending", "Pending")],
-    })
+    backend = ResultsBackend(
+        {
+            "d-AAAAAAAAA": [InstanceProgress(i, "Succeeded") for i in big]
+            + [InstanceProgress(i, "Failed", "ApplicationStart") for i in failed],
+            "d-BBBBBBBBB": [InstanceProgress(i, "Succeeded") for i in small]
+            + [InstanceProgress("i-pending", "Pending")],
+        }
+    )
     calls = count_calls(mf.ec2.client, "CreateTags")
-    same_time = [FinishedDeployment("video", "d-AAAAAAAAA", "v2", "20240506T090000Z-v2", T0),
-                 FinishedDeployment("email", "d-BBBBBBBBB", "v2", "20240506T090000Z-v2", T0)]
+    same_time = [
+        FinishedDeployment("video", "d-AAAAAAAAA", "v2", "20240506T090000Z-v2", T0),
+        FinishedDeployment("email", "d-BBBBBBBBB", "v2", "20240506T090000Z-v2", T0),
+    ]
     result = tag_deployments(mf.ec2, backend, same_time)
 
     # 1200 instances share one tag set: ceil(1200 / 1000) = 2 calls, whatever the groups.
@@ -94,30 +97,45 @@ def test_succeeded_instances_are_tagged_in_one_call_per_tag_set_per_1000(mf: Mot
     assert sorted(len(c["Resources"]) for c in calls) == [200, 1000]
     assert result.count == 1200 and result.tagged["email"] == tuple(sorted(small))
     tags = _tags(mf, ids)
-    expected = {"deploytool:version": "v2", "deploytool:release": "20240506T090000Z-v2",
-                "deploytool:deployed-at": "2024-05-06T09:00:00Z"}
+    expected = {
+        "deploytool:version": "v2",
+        "deploytool:release": "20240506T090000Z-v2",
+        "deploytool:deployed-at": "2024-05-06T09:00:00Z",
+    }
     assert all(tags[i] == expected for i in big + small)
     assert all(tags[i] == {"deploytool:version": "v1"} for i in failed)
 
     # Groups finishing at different times are different tag sets: one more call.
     calls.clear()
-    later = [FinishedDeployment("video", "d-AAAAAAAAA", "v3", "r3", T0),
-             FinishedDeployment("email", "d-BBBBBBBBB", "v3", "r3", T0.replace(minute=5))]
+    later = [
+        FinishedDeployment("video", "d-AAAAAAAAA", "v3", "r3", T0),
+        FinishedDeployment("email", "d-BBBBBBBBB", "v3", "r3", T0.replace(minute=5)),
+    ]
     assert tag_deployments(mf.ec2, backend, later).calls == len(calls) == 3
 
 
 def test_snapshot_rows_and_s3_objects(mf: MotoFleet, tmp_path: Path) -> None:
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers", "video": "acme-video-workers",
-                                 "idle": "acme-idle-workers", "gone": "acme-gone-workers"})
+    fleet = fleet_for(
+        tmp_path,
+        {
+            "email": "acme-email-workers",
+            "video": "acme-video-workers",
+            "idle": "acme-idle-workers",
+            "gone": "acme-gone-workers",
+        },
+    )
     email, video, idle, _ = fleet.groups
     email_ids = mf.create_group(email, 2)
     mf.create_group(video, 1)
     mf.create_group(idle, 0)
-    spot = mf.ec2.client.run_instances(ImageId=mf.ec2.any_image_id(), MinCount=1, MaxCount=1,
-                                       InstanceMarketOptions={"MarketType": "spot"})["Instances"][0]["InstanceId"]
+    spot = mf.ec2.client.run_instances(
+        ImageId=mf.ec2.any_image_id(), MinCount=1, MaxCount=1, InstanceMarketOptions={"MarketType": "spot"}
+    )["Instances"][0]["InstanceId"]
     mf.asg.client.attach_instances(InstanceIds=[spot], AutoScalingGroupName=video.asg)
-    mf.ec2.create_tags(email_ids, {"deploytool:version": "v7", "deploytool:release": "r7",
-                                   "deploytool:deployed-at": "2024-05-06T08:00:00Z"})
+    mf.ec2.create_tags(
+        email_ids,
+        {"deploytool:version": "v7", "deploytool:release": "r7", "deploytool:deployed-at": "2024-05-06T08:00:00Z"},
+    )
     asg_calls = count_calls(mf.asg.client, "DescribeAutoScalingGroups")
     ec2_calls = count_calls(mf.ec2.client, "DescribeInstances")
 
@@ -131,7 +149,11 @@ def test_snapshot_rows_and_s3_objects(mf: MotoFleet, tmp_path: Path) -> None:
     tagged = rows[("email", email_ids[0])]
     assert (tagged.version, tagged.release, tagged.deployed_at) == ("v7", "r7", "2024-05-06T08:00:00Z")
     assert (tagged.lifecycle_state, tagged.health, tagged.state, tagged.market) == (
-        "InService", "Healthy", "running", "on-demand")
+        "InService",
+        "Healthy",
+        "running",
+        "on-demand",
+    )
     assert tagged.az in ("us-east-1a", "us-east-1b") and tagged.launch_time is not None
     assert rows[("video", spot)].market == "spot" and rows[("video", spot)].version is None
     assert {r.snapshot_at for r in snap.rows} == {"2024-05-06T09:00:00.000000Z"}
@@ -142,8 +164,22 @@ def test_snapshot_rows_and_s3_objects(mf: MotoFleet, tmp_path: Path) -> None:
     assert body is not None and body == encode_rows(snap.rows)  # byte-reproducible
     lines = [json.loads(line) for line in gzip.decompress(body).decode().splitlines()]
     assert len(lines) == len(snap.rows) == 6
-    assert set(lines[0]) == {"snapshot_at", "app", "instance_id", "asg", "group", "az", "lifecycle_state", "health",
-                             "state", "market", "launch_time", "version", "release", "deployed_at"}
+    assert set(lines[0]) == {
+        "snapshot_at",
+        "app",
+        "instance_id",
+        "asg",
+        "group",
+        "az",
+        "lifecycle_state",
+        "health",
+        "state",
+        "market",
+        "launch_time",
+        "version",
+        "release",
+        "deployed_at",
+    }
 
 
 def test_more_than_50_groups_take_two_describe_calls(mf: MotoFleet, tmp_path: Path) -> None:

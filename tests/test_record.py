@@ -26,8 +26,11 @@ NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseStore]:
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
         monkeypatch.setenv(name, value)
     with mock_aws():
         s3 = S3Gateway(AwsSession(region="us-east-1"))
@@ -36,8 +39,15 @@ def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseStore]:
 
 
 def manifest(groups: list[str]) -> ReleaseManifest:
-    return new_manifest(app="acme-workers", target="prod", revision=REVISION, groups=[group(g) for g in groups],
-                        commit="abc123", created_by="alice", now=NOW)
+    return new_manifest(
+        app="acme-workers",
+        target="prod",
+        revision=REVISION,
+        groups=[group(g) for g in groups],
+        commit="abc123",
+        created_by="alice",
+        now=NOW,
+    )
 
 
 def test_manifest_is_one_line_of_json_under_its_day(store: ReleaseStore) -> None:
@@ -49,8 +59,16 @@ def test_manifest_is_one_line_of_json_under_its_day(store: ReleaseStore) -> None
     data = json.loads(body)
     assert data["release_id"] == "20250304T050607Z-v2" and data["created_at"] == "2025-03-04T05:06:07Z"
     assert data["bundle_uri"] == f"s3://{REVISION.bucket}/{REVISION.key}"
-    assert data["groups"] == [{"group": "email", "asg": "asg-email", "expected_version": "v2",
-                               "strategy": "OneAtATime", "wave": 0, "outcome": "pending"}]
+    assert data["groups"] == [
+        {
+            "group": "email",
+            "asg": "asg-email",
+            "expected_version": "v2",
+            "strategy": "OneAtATime",
+            "wave": 0,
+            "outcome": "pending",
+        }
+    ]
     assert store.load(m.release_id) == m
 
 
@@ -67,8 +85,15 @@ def test_release_index_finds_a_version_and_keeps_history(store: ReleaseStore) ->
     store.register(first)
     assert store.find("prod", "v2") == first
     assert store.find("prod", "v3") is None and store.find("staging", "v2") is None
-    later = new_manifest(app="acme-workers", target="prod", revision=REVISION, groups=[group("email")],
-                         commit=None, created_by="bob", now=datetime(2025, 3, 5, tzinfo=UTC))
+    later = new_manifest(
+        app="acme-workers",
+        target="prod",
+        revision=REVISION,
+        groups=[group("email")],
+        commit=None,
+        created_by="bob",
+        now=datetime(2025, 3, 5, tzinfo=UTC),
+    )
     store.register(later)
     assert [r.release_id for r in store.history("prod")] == [later.release_id, first.release_id]
 
@@ -82,8 +107,9 @@ def test_bad_or_unknown_release_ids_are_one_clear_line(store: ReleaseStore) -> N
 
 def test_deployments_are_recorded_as_they_start_and_end_and_a_rerun_resumes(store: ReleaseStore) -> None:
     clock = InterruptingClock(at=100)
-    backend = FakeBackend(clock, {"email": Script(duration=60), "video": Script(duration=400),
-                                  "reports": Script(duration=30)})
+    backend = FakeBackend(
+        clock, {"email": Script(duration=60), "video": Script(duration=400), "reports": Script(duration=30)}
+    )
     groups = [group("email", 0), group("video", 0), group("reports", 1)]
     m = manifest([g.name for g in groups])
     store.save(m)
@@ -98,14 +124,23 @@ def test_deployments_are_recorded_as_they_start_and_end_and_a_rerun_resumes(stor
     assert {k: v["status"] for k, v in found.deployments.items()} == {"email": "Succeeded", "video": "InProgress"}
     assert store.history("prod")[0].outcome == "running"
 
-    plan = rollout_plan(release_id=found.release_id, version="v2", target="prod", groups=groups,
-                        revision=found.revision, prior=prior_deployments(found))
+    plan = rollout_plan(
+        release_id=found.release_id,
+        version="v2",
+        target="prod",
+        groups=groups,
+        revision=found.revision,
+        prior=prior_deployments(found),
+    )
     result = Orchestrator(backend, plan, reporter=Fanout([RecordWriter(store, found)]), clock=clock).run()
     assert result.succeeded
     assert [r.group.name for r in backend.starts] == ["email", "video", "reports"]  # nothing started twice
     final = store.load(m.release_id)
     assert {k: v["status"] for k, v in final.deployments.items()} == {
-        "email": "Succeeded", "video": "Succeeded", "reports": "Succeeded"}
+        "email": "Succeeded",
+        "video": "Succeeded",
+        "reports": "Succeeded",
+    }
     assert store.history("prod")[0].outcome == "succeeded"
 
 
@@ -115,7 +150,8 @@ def test_a_record_that_cannot_be_written_does_not_stop_the_rollout(store: Releas
     backend = FakeBackend(clock, {"email": Script(duration=30)})
     m = manifest(["email"])
     writer = RecordWriter(missing, m)
-    plan = rollout_plan(release_id=m.release_id, version="v2", target="prod", groups=[group("email")],
-                        revision=REVISION)
+    plan = rollout_plan(
+        release_id=m.release_id, version="v2", target="prod", groups=[group("email")], revision=REVISION
+    )
     assert Orchestrator(backend, plan, reporter=writer, clock=clock).run().succeeded
     assert writer.errors and "no-such-bucket-here" in writer.errors[0] and "does not exist" in writer.errors[0]

@@ -33,14 +33,22 @@ def run(store: ReleaseStore, scripts: dict[str, Script], waves: dict[str, int]) 
 
 
 def test_each_group_s_outcome_is_written_as_it_ends(store: ReleaseStore) -> None:
-    release_id = run(store, {
-        "email": Script(duration=30),
-        "video": Script(duration=60, fail=1),  # fails; its automatic rollback succeeds
-        "pdf": Script(duration=60, fail=1, fail_status="Succeeded"),  # the backend says Succeeded, one failed
-        "reports": Script(duration=30),  # next wave: never starts after a failure
-    }, {"email": 0, "video": 0, "pdf": 0, "reports": 1})
+    release_id = run(
+        store,
+        {
+            "email": Script(duration=30),
+            "video": Script(duration=60, fail=1),  # fails; its automatic rollback succeeds
+            "pdf": Script(duration=60, fail=1, fail_status="Succeeded"),  # the backend says Succeeded, one failed
+            "reports": Script(duration=30),  # next wave: never starts after a failure
+        },
+        {"email": 0, "video": 0, "pdf": 0, "reports": 1},
+    )
     assert outcomes(store, release_id) == {
-        "email": "succeeded", "video": "rolled_back", "pdf": "failed", "reports": "not_started"}
+        "email": "succeeded",
+        "video": "rolled_back",
+        "pdf": "failed",
+        "reports": "not_started",
+    }
     assert store.history("prod")[0].outcome == "failed"
 
 

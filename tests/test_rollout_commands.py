@@ -26,8 +26,9 @@ def world(tmp_path: Path) -> Iterator[World]:
         yield built
 
 
-def test_deploy_publishes_rolls_out_and_records_the_release(world: World, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deploy_publishes_rolls_out_and_records_the_release(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     result = world.deploy("v1", json_out=str(tmp_path / "result.json"))
@@ -35,7 +36,10 @@ def test_deploy_publishes_rolls_out_and_records_the_release(world: World, tmp_pa
     manifest = world.services.store.find("production", "v1")
     assert manifest is not None and manifest.release_id == "20250501T120500Z-v1"
     assert {g: d["status"] for g, d in manifest.deployments.items()} == {
-        "email": "Succeeded", "reports": "Succeeded", "video": "Succeeded"}
+        "email": "Succeeded",
+        "reports": "Succeeded",
+        "video": "Succeeded",
+    }
     assert world.services.store.history("production")[0].outcome == "succeeded"
     head = world.services.store.s3.head(manifest.bucket, manifest.key)
     assert head is not None and manifest.key.startswith("deploytool/acme-workers/v1/")
@@ -43,9 +47,11 @@ def test_deploy_publishes_rolls_out_and_records_the_release(world: World, tmp_pa
     assert "deploytool deploy `v1` to `production`: succeeded" in summary.read_text()
     lines = world.out.getvalue()
     assert "wave 0 started: email" in lines and "wave 1 started: reports, video" in lines
-    assert ("note: CodeDeploy does not return the output of hooks that succeeded, so tasks a drain's cold shutdown "
-            "interrupted are not shown here: on each instance, grep 'deploytool: interrupted task' "
-            "/opt/codedeploy-agent/deployment-root/<deployment-group-id>/<deployment-id>/logs/scripts.log") in lines
+    assert (
+        "note: CodeDeploy does not return the output of hooks that succeeded, so tasks a drain's cold shutdown "
+        "interrupted are not shown here: on each instance, grep 'deploytool: interrupted task' "
+        "/opt/codedeploy-agent/deployment-root/<deployment-group-id>/<deployment-id>/logs/scripts.log"
+    ) in lines
     commands.verdict(result)  # type: ignore[arg-type]  # no exception: exit 0
 
 
@@ -72,8 +78,15 @@ def test_rollback_redeploys_the_previous_good_version_as_a_new_release(world: Wo
     world.deploy("v1")
     world.deploy("v2")
     world.moment[0] += timedelta(minutes=5)
-    result = commands.rollback(world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services,
-                               Output(ci=True), to_version=None)
+    result = commands.rollback(
+        world.fleet,
+        "production",
+        world.fleet.groups,
+        RolloutOptions(),
+        world.services,
+        Output(ci=True),
+        to_version=None,
+    )
     assert result is not None and result.succeeded and result.version == "v1"
     every = [i for ids in world.env.asg_instances.values() for i in ids]
     assert all("/v1/" in world.env.sim.instance_revision[i] for i in every)
@@ -87,16 +100,36 @@ def test_rollback_skips_the_groups_that_never_left_the_version(world: World, tmp
     world.deploy("v1")
     world.later()
     email = [world.fleet.group("email")]
-    commands.deploy(world.fleet, "production", email, RolloutOptions(), world.services, Output(ci=True),
-                    version="v2", allow_dirty=False, templates=TEMPLATES, out_dir=world.tmp / "dist")
+    commands.deploy(
+        world.fleet,
+        "production",
+        email,
+        RolloutOptions(),
+        world.services,
+        Output(ci=True),
+        version="v2",
+        allow_dirty=False,
+        templates=TEMPLATES,
+        out_dir=world.tmp / "dist",
+    )
     created = world.env.sim.calls["CreateDeployment"]
     world.later()
-    result = commands.rollback(world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services,
-                               Output(ci=True, json_out=str(tmp_path / "back.json")), to_version="v1")
+    result = commands.rollback(
+        world.fleet,
+        "production",
+        world.fleet.groups,
+        RolloutOptions(),
+        world.services,
+        Output(ci=True, json_out=str(tmp_path / "back.json")),
+        to_version="v1",
+    )
     assert result is not None and result.succeeded and result.version == "v1"
     assert world.env.sim.calls["CreateDeployment"] == created + 1  # email only
     assert {g.group: g.outcome for g in result.groups} == {
-        "email": "succeeded", "reports": "already-deployed", "video": "already-deployed"}
+        "email": "succeeded",
+        "reports": "already-deployed",
+        "video": "already-deployed",
+    }
     text = world.out.getvalue()
     assert "reports: skipped: already runs v1 (its last successful deployment d-" in text
     assert "video: skipped: already runs v1" in text and "email: skipped" not in text
@@ -108,8 +141,9 @@ def test_rollback_skips_the_groups_that_never_left_the_version(world: World, tmp
 
 def test_restart_and_status(world: World) -> None:
     world.deploy("v1")
-    result = commands.restart(world.fleet, "production", world.fleet.groups, RolloutOptions(max_parallel=1),
-                              world.services, Output(ci=True))
+    result = commands.restart(
+        world.fleet, "production", world.fleet.groups, RolloutOptions(max_parallel=1), world.services, Output(ci=True)
+    )
     assert result is not None and result.succeeded
     restarts = [d for d in world.env.sim.deployments.values() if d.mode == "RESTART"]
     assert len(restarts) == 3
@@ -126,10 +160,12 @@ def test_restart_says_what_it_does_once(world: World, tmp_path: Path, monkeypatc
     world.deploy("v1")
     world.out.truncate(0)
     world.out.seek(0)
-    commands.restart(world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services, Output(ci=True),
-                     dry_run=True)
-    result = commands.restart(world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services,
-                              Output(ci=True))
+    commands.restart(
+        world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services, Output(ci=True), dry_run=True
+    )
+    result = commands.restart(
+        world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services, Output(ci=True)
+    )
     assert result is not None and result.succeeded
     text = world.out.getvalue() + summary.read_text()
     assert "restart restart" not in text and "`restart` to" not in text
@@ -159,12 +195,15 @@ def test_a_failed_release_raises_deploy_failed_naming_the_groups(world: World) -
         commands.verdict(result)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["deploy", "--target", "production", "--on-failure", "explode"], "--on-failure 'explode' is not allowed"),
-    (["deploy", "--target", "production", "--max-parallel", "-2"], "--max-parallel must be 0"),
-    (["restart", "--target", "production", "--groups", "email,nope"], "no group named 'nope'"),
-    (["setup", "--target", "sandbox"], "it needs no setup"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["deploy", "--target", "production", "--on-failure", "explode"], "--on-failure 'explode' is not allowed"),
+        (["deploy", "--target", "production", "--max-parallel", "-2"], "--max-parallel must be 0"),
+        (["restart", "--target", "production", "--groups", "email,nope"], "no group named 'nope'"),
+        (["setup", "--target", "sandbox"], "it needs no setup"),
+    ],
+)
 @pytest.mark.slow
 def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str) -> None:
     fab = str(Path(sys.executable).with_name("fab"))

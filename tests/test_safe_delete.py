@@ -44,8 +44,14 @@ backend = "local"
 
 def fab(fleet_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYTOOL_", "AWS_"))}
-    return subprocess.run([FAB, *args, "--fleet", str(fleet_dir / "deploy.toml")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={**env, "PYTHONPATH": str(ROOT), "COLUMNS": "200"})
+    return subprocess.run(
+        [FAB, *args, "--fleet", str(fleet_dir / "deploy.toml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+    )
 
 
 def fleet_dir(tmp_path: Path, root: str | None = None) -> Path:
@@ -81,8 +87,10 @@ def test_fab_sandbox_up_refuses_a_root_whose_directories_it_did_not_create(tmp_p
     (repo / "sb" / "logs" / "notes.txt").write_text("keep me\n")
     done = fab(repo, "sandbox-up")
     assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stderr == (f"error: refusing to delete {repo / 'sb' / 'logs'}: it was not created by deploytool "
-                           f"(no {MARKER} file); move it away or choose another targets.sandbox.root\n")
+    assert done.stderr == (
+        f"error: refusing to delete {repo / 'sb' / 'logs'}: it was not created by deploytool "
+        f"(no {MARKER} file); move it away or choose another targets.sandbox.root\n"
+    )
     assert (repo / "sb" / "logs" / "notes.txt").read_text() == "keep me\n"
     assert sorted(p.name for p in (repo / "sb").iterdir()) == ["logs"]  # nothing made, nothing started
 
@@ -96,8 +104,10 @@ def test_a_session_checks_every_directory_before_deleting_any(tmp_path: Path) ->
     (sb / "work" / "draft.py").write_text("print('mine')\n")
     with pytest.raises(UsageError) as refused, SandboxSession(fleet, handle_signals=False):
         pass
-    assert str(refused.value) == (f"refusing to delete {sb / 'work'}: it was not created by deploytool (no {MARKER} "
-                                  "file); move it away or choose another targets.sandbox.root")
+    assert str(refused.value) == (
+        f"refusing to delete {sb / 'work'}: it was not created by deploytool (no {MARKER} "
+        "file); move it away or choose another targets.sandbox.root"
+    )
     assert (sb / "work" / "draft.py").exists() and (sb / "instances" / "kept.txt").exists()
     assert sorted(p.name for p in sb.iterdir()) == ["instances", "work"]
 
@@ -125,8 +135,9 @@ def test_the_work_tree_is_only_replaced_when_the_tool_made_it(tmp_path: Path) ->
     fleet = load_fleet(repo / "deploy.toml")
     with pytest.raises(UsageError) as refused:
         WorkRepo.create(fleet, repo / "work")
-    assert str(refused.value) == (f"refusing to delete {repo / 'work'}: it was not created by deploytool (no "
-                                  f"{MARKER} file); move it away")
+    assert str(refused.value) == (
+        f"refusing to delete {repo / 'work'}: it was not created by deploytool (no {MARKER} file); move it away"
+    )
     assert (repo / "work" / "mine.txt").exists()
     made = WorkRepo.create(fleet, tmp_path / "work")
     again = WorkRepo.create(fleet, tmp_path / "work")  # its own: replaced

@@ -59,8 +59,14 @@ def test_status_after_kill_9_of_deploy_says_abandoned_and_the_same_deploy_resume
     killed: subprocess.Popen[str] | None = None
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        killed = subprocess.Popen(command("deploy", "--version", "1.0.0"), cwd=ROOT, env=env, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        killed = subprocess.Popen(
+            command("deploy", "--version", "1.0.0"),
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 120
         while not in_application_start(root) and killed.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -74,12 +80,15 @@ def test_status_after_kill_9_of_deploy_says_abandoned_and_the_same_deploy_resume
         status = fab("status")
         assert status.returncode == 0, status.stdout + status.stderr
         rows = re.findall(r"│ (\w+)\s+│ [^│]+│ (d-[A-Z0-9]{9}) │ (\w+)\s+│", status.stdout)
-        assert {(group, state) for group, _d, state in rows} == {("email", "Abandoned"), ("video", "Abandoned")}, \
+        assert {(group, state) for group, _d, state in rows} == {("email", "Abandoned"), ("video", "Abandoned")}, (
             status.stdout
+        )
         gone = f"the process that ran it (pid {killed.pid} on host {socket.gethostname()}) is gone"
         for group, deployment, _ in rows:
-            assert (f"{group}: {deployment} is abandoned: {gone}: `fab deploy --version 1.0.0` resumes the release; "
-                    "`fab sandbox-down` stops what it left") in status.stdout, status.stdout
+            assert (
+                f"{group}: {deployment} is abandoned: {gone}: `fab deploy --version 1.0.0` resumes the release; "
+                "`fab sandbox-down` stops what it left"
+            ) in status.stdout, status.stdout
         release_id = re.search(r"release (\S+-1\.0\.0): 1\.0\.0 on sandbox", status.stdout)
         assert release_id, status.stdout
 

@@ -193,12 +193,14 @@ def test_a_failing_validate_service_fails_the_group_per_its_minimum_and_rolls_ba
     assert "hooks/end.sh failed with exit code 1" in details[bad].message
 
     # The next fab task (another process) attaches anew: it reads these finished deployments from the records.
-    later = LocalBackend(setup.backend.fleet, SandboxState(tmp_path / "sb/state", "fixture-app"), s3=setup.s3,
-                         app=setup.fleet.app)
+    later = LocalBackend(
+        setup.backend.fleet, SandboxState(tmp_path / "sb/state", "fixture-app"), s3=setup.s3, app=setup.fleet.app
+    )
     ids = [failed_id, rollback.deployment_id]
     assert later.poll([*ids, "d-UNKNOWN00"]) == setup.backend.poll(ids)
     assert [(p.instance_id, p.status) for p in later.instance_results(failed_id)] == [
-        (p.instance_id, p.status) for p in setup.backend.instance_results(failed_id)]
+        (p.instance_id, p.status) for p in setup.backend.instance_results(failed_id)
+    ]
 
 
 @pytest.mark.slow
@@ -264,8 +266,18 @@ def test_restart_target_instances_and_scale_out(tmp_path: Path, aws: AwsSession)
 
 def _in_flight_elsewhere(setup: Setup, deployment_id: str, owner: Owner) -> None:
     """What `fab deploy` in another process records when it starts a deployment of the group."""
-    setup.backend.state.started("web", {"deployment_id": deployment_id, "owner": owner.to_dict(), "creator": "user",
-                                        "mode": "deploy", "version": "v1", "release_id": "r-v1", "exclusive": True})
+    setup.backend.state.started(
+        "web",
+        {
+            "deployment_id": deployment_id,
+            "owner": owner.to_dict(),
+            "creator": "user",
+            "mode": "deploy",
+            "version": "v1",
+            "release_id": "r-v1",
+            "exclusive": True,
+        },
+    )
 
 
 @pytest.mark.slow
@@ -292,9 +304,15 @@ def test_a_deployment_whose_process_is_gone_is_abandoned_and_a_resume_deploys_th
     _in_flight_elsewhere(setup, "d-REUSED001", Owner(host, me.pid, (me.started or 0) + 1))  # pid since reused
     assert setup.backend.poll(["d-REUSED001"])["d-REUSED001"].status == "Abandoned"
 
-    plan = rollout_plan(release_id="20250101T000000Z-v1", version="v1", target="sandbox", groups=[setup.group],
-                        revision=revision, options=RolloutOptions(poll_min_s=0.1, poll_max_s=0.2),
-                        prior={"web": PriorDeployment("d-LIVE00001", "InProgress")})
+    plan = rollout_plan(
+        release_id="20250101T000000Z-v1",
+        version="v1",
+        target="sandbox",
+        groups=[setup.group],
+        revision=revision,
+        options=RolloutOptions(poll_min_s=0.1, poll_max_s=0.2),
+        prior={"web": PriorDeployment("d-LIVE00001", "InProgress")},
+    )
     assert resolve(setup.backend, plan) == {}  # neither followed nor done: deployed again
     result = Orchestrator(setup.backend, plan, reporter=Collect()).run()
     [group] = result.groups

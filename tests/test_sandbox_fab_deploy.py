@@ -30,8 +30,12 @@ def test_fab_deploy_reconcile_restart_rollback_status_on_the_sandbox_target(tmp_
 
     def fab(*args: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [sys.executable, "-m", "fabric", *args, "--fleet", str(fleet_file)], cwd=ROOT, capture_output=True,
-            text=True, timeout=180, env={**env, "PYTHONPATH": str(ROOT), "CI": "1"},
+            [sys.executable, "-m", "fabric", *args, "--fleet", str(fleet_file)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**env, "PYTHONPATH": str(ROOT), "CI": "1"},
         )
         return done
 
@@ -90,7 +94,10 @@ def test_fab_deploy_reconcile_restart_rollback_status_on_the_sandbox_target(tmp_
         assert re.search(r"release \S+-1\.0\.0: 1\.0\.0 on sandbox", status.stdout), status.stdout
         rows = re.findall(r"│ (\w+)\s+│ [^│]+│ (d-[A-Z0-9]{9}) │ (\w+)\s+│ (\S+)", status.stdout)
         assert sorted((g, s, n) for g, _d, s, n in rows) == [
-            ("email", "Succeeded", "2/0/2"), ("reports", "Succeeded", "2/0/2"), ("video", "Succeeded", "2/0/2")]
+            ("email", "Succeeded", "2/0/2"),
+            ("reports", "Succeeded", "2/0/2"),
+            ("video", "Succeeded", "2/0/2"),
+        ]
 
         after = fab("reconcile")  # the rollback is a release of its own: 1.0.0 is expected again
         assert after.returncode == 0, after.stdout + after.stderr

@@ -26,9 +26,9 @@ def worker_bundle(path: Path) -> Path:
     return write_bundle(
         path,
         {
-            "hooks/stop.sh": sh(f"[ -f {PIDFILE} ] && kill \"$(cat {PIDFILE})\"\nrm -f {PIDFILE}\nexit 0"),
+            "hooks/stop.sh": sh(f'[ -f {PIDFILE} ] && kill "$(cat {PIDFILE})"\nrm -f {PIDFILE}\nexit 0'),
             "hooks/start.sh": sh(
-                f"mkdir -p \"$(dirname {PIDFILE})\"\nsetsid sleep 300 </dev/null >/dev/null 2>&1 &\necho $! > {PIDFILE}"
+                f'mkdir -p "$(dirname {PIDFILE})"\nsetsid sleep 300 </dev/null >/dev/null 2>&1 &\necho $! > {PIDFILE}'
             ),
             "appspec.yml": appspec({"ApplicationStop": "hooks/stop.sh", "ApplicationStart": "hooks/start.sh"}),
         },

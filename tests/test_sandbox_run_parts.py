@@ -183,14 +183,25 @@ def run_result(tmp_path: Path, tasks: TaskTally) -> SandboxRunResult:
     """A finished sandbox run: v2 rolled out and running on both instances of one group, no drift."""
     v1, v2 = "2026.11.30-aaaaaaa", "2026.11.30-bbbbbbb"
     rollouts = tuple(
-        RolloutResult(f"20261130T01020{n}Z-{v}", v, "sandbox", "deploy",
-                      (GroupResult("email", 1, "OneAtATime", "succeeded", total=2, succeeded=2),), 5.0)
+        RolloutResult(
+            f"20261130T01020{n}Z-{v}",
+            v,
+            "sandbox",
+            "deploy",
+            (GroupResult("email", 1, "OneAtATime", "succeeded", total=2, succeeded=2),),
+            5.0,
+        )
         for n, v in enumerate((v1, v2))
     )
     return SandboxRunResult(
-        root=tmp_path, versions=(v1, v2), rollouts=(rollouts[0], rollouts[1]),
-        instances={"email": {v2: ["i-0123456789abcdef0", "i-0123456789abcdef1"]}}, tasks=tasks,
-        load_errors=0, last_load_error="", elapsed_s=31.0,
+        root=tmp_path,
+        versions=(v1, v2),
+        rollouts=(rollouts[0], rollouts[1]),
+        instances={"email": {v2: ["i-0123456789abcdef0", "i-0123456789abcdef1"]}},
+        tasks=tasks,
+        load_errors=0,
+        last_load_error="",
+        elapsed_s=31.0,
     )
 
 

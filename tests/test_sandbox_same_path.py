@@ -44,28 +44,36 @@ def sandbox(tmp_path: Path) -> Iterator[SandboxSession]:
 
 def record(fleet: Fleet, session: SandboxSession, version: str) -> dict[str, Any]:
     """What a release left in S3 and on the instances, with the values that name the release masked."""
-    store = ReleaseStore(S3Gateway(session.aws), bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix,
-                         app=fleet.app.name)
+    store = ReleaseStore(
+        S3Gateway(session.aws), bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name
+    )
     manifest = store.find("sandbox", version)
     assert manifest is not None, f"no release index entry for {version}"
     history = {ref.version: ref.outcome for ref in store.history("sandbox")}
     ids = [i.instance_id for g in fleet.groups for i in session.fleet.instances(g)]
     tags = {(i.tags.get(TAG_VERSION), i.tags.get(TAG_RELEASE)) for i in Ec2Gateway(session.aws).describe_instances(ids)}
-    return {"manifest": masked(manifest), "history": history[version], "tags": tags == {(version, manifest.release_id)},
-            "stored": store.load(manifest.release_id) == manifest, "instances": len(ids)}
+    return {
+        "manifest": masked(manifest),
+        "history": history[version],
+        "tags": tags == {(version, manifest.release_id)},
+        "stored": store.load(manifest.release_id) == manifest,
+        "instances": len(ids),
+    }
 
 
 def masked(manifest: ReleaseManifest) -> Mapping[str, Any]:
     named = {"release_id", "version", "bundle_uri", "key", "etag", "sha256", "commit", "created_at", "built_at"}
     data = {k: ("<release>" if k in named else v) for k, v in manifest.to_dict().items()}
     data["groups"] = [{**g, "expected_version": g["expected_version"] == manifest.version} for g in data["groups"]]
-    data["deployments"] = {name: {**d, "deployment_id": bool(d["deployment_id"])}
-                           for name, d in data["deployments"].items()}
+    data["deployments"] = {
+        name: {**d, "deployment_id": bool(d["deployment_id"])} for name, d in data["deployments"].items()
+    }
     return data
 
 
-def test_fab_sandbox_writes_the_release_record_and_tags_fab_deploy_writes(sandbox: SandboxSession,
-                                                                          tmp_path: Path) -> None:
+def test_fab_sandbox_writes_the_release_record_and_tags_fab_deploy_writes(
+    sandbox: SandboxSession, tmp_path: Path
+) -> None:
     out = StringIO()
     console = Console(file=out, width=200)
     repo = WorkRepo.create(sandbox.config, sandbox.work_dir)  # v1 committed, as `fab sandbox` starts
@@ -80,9 +88,20 @@ def test_fab_sandbox_writes_the_release_record_and_tags_fab_deploy_writes(sandbo
     # `fab deploy --no-reconcile` to the same sandbox: the services its fab task attaches
     repo.change_release_note("v2: deployed by fab deploy")
     services = targets.connect(sandbox.config, "sandbox").services(sandbox.config, console, ci=True)
-    done = deploy_and_reconcile(fleet, "sandbox", fleet.groups, QUICK, services, Output(ci=True), version=None,
-                                allow_dirty=False, reconcile=False, templates=FIXTURE_TEMPLATES,
-                                out_dir=tmp_path / "dist", env={})
+    done = deploy_and_reconcile(
+        fleet,
+        "sandbox",
+        fleet.groups,
+        QUICK,
+        services,
+        Output(ci=True),
+        version=None,
+        allow_dirty=False,
+        reconcile=False,
+        templates=FIXTURE_TEMPLATES,
+        out_dir=tmp_path / "dist",
+        env={},
+    )
     assert done.result is not None and done.result.succeeded, out.getvalue()
     by_fab_deploy = record(fleet, sandbox, done.result.version)
 

@@ -60,15 +60,28 @@ class Target:
         """`fab deploy --version VERSION` (with the fixture hooks), ending with its reconcile."""
         self.services.extra_reporters[:] = list(reporters)
         return deploy_and_reconcile(
-            self.fleet, "sandbox", self.fleet.groups, QUICK, self.services, Output(ci=True), version=version,
-            allow_dirty=False, templates=FIXTURE_TEMPLATES, out_dir=self.tmp / "dist", env={},
+            self.fleet,
+            "sandbox",
+            self.fleet.groups,
+            QUICK,
+            self.services,
+            Output(ci=True),
+            version=version,
+            allow_dirty=False,
+            templates=FIXTURE_TEMPLATES,
+            out_dir=self.tmp / "dist",
+            env={},
         )
 
     def fab(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
         return subprocess.run(
-            [sys.executable, "-m", "fabric", *args, "--fleet", str(self.fleet.path)], cwd=ROOT, capture_output=True,
-            text=True, timeout=120, env={**env, "PYTHONPATH": str(ROOT), "CI": "1"},
+            [sys.executable, "-m", "fabric", *args, "--fleet", str(self.fleet.path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**env, "PYTHONPATH": str(ROOT), "CI": "1"},
         )
 
     def reconcile(self, *args: str) -> tuple[int, dict[str, Any], str]:
@@ -78,8 +91,10 @@ class Target:
 
     def tags(self, group: Group) -> dict[str, tuple[str, ...]]:
         ids = [i.instance_id for i in self.backend.fleet.instances(group)]
-        return {i.instance_id: tuple(i.tags.get(t, "") for t in TAGS) for i in Ec2Gateway(self.services.aws)
-                .describe_instances(ids)}
+        return {
+            i.instance_id: tuple(i.tags.get(t, "") for t in TAGS)
+            for i in Ec2Gateway(self.services.aws).describe_instances(ids)
+        }
 
     def running(self, instance_id: str) -> str | None:
         return self.backend.fleet.find(instance_id).running_version(self.fleet.app)
@@ -152,7 +167,11 @@ def test_scale_out_race_and_a_failed_validate_are_drift_on_duckdb_and_fix_conver
     assert (data["engine"], data["drifted_instances"]) == ("duckdb", 2)
     mail = group(data, "email")
     assert (mail["expected_version"], mail["release_id"], mail["instances"], mail["on_expected"]) == (
-        "v1", v1_release, 2, 1)
+        "v1",
+        v1_release,
+        2,
+        1,
+    )
     assert mail["remark"] == f"latest release {v2_release} failed; expected = last good release {v1_release}"
     assert [(d["instance_id"], d["version"], d["release"]) for d in mail["drifted"]] == [(good, "v2", v2_release)]
     assert mail["untagged"] == []
@@ -176,8 +195,9 @@ def test_scale_out_race_and_a_failed_validate_are_drift_on_duckdb_and_fix_conver
 
     code, data, stderr = target.reconcile()
     assert code == 0, stderr
-    assert {g["group"]: (g["expected_version"], g["instances"], g["on_expected"], g["status"])
-            for g in data["groups"]} == {"email": ("v1", 2, 2, "ok"), "video": ("v2", 3, 3, "ok")}
+    assert {
+        g["group"]: (g["expected_version"], g["instances"], g["on_expected"], g["status"]) for g in data["groups"]
+    } == {"email": ("v1", 2, 2, "ok"), "video": ("v2", 3, 3, "ok")}
     assert target.tags(video)[launched] == ("v2", v2_release)
     assert target.tags(email)[good] == ("v1", v1_release)
 
@@ -207,18 +227,25 @@ def test_a_release_that_failed_and_rolled_back_is_not_expected_and_fix_deploys_n
     assert data["status"] == "ok" and data["drift"] is False
     vid, mail = group(data, "video"), group(data, "email")
     assert (vid["expected_version"], vid["release_id"], vid["on_expected"], vid["status"]) == (
-        "v1", v1_release, 2, "ok")
+        "v1",
+        v1_release,
+        2,
+        "ok",
+    )
     assert vid["remark"] == (
-        f"latest release {v2_release} failed (rolled back); expected = last good release {v1_release}")
+        f"latest release {v2_release} failed (rolled back); expected = last good release {v1_release}"
+    )
     assert (mail["expected_version"], mail["on_expected"], mail["remark"]) == ("v2", 2, None)
 
-    journals = {i.instance_id: (i.root / "journal").read_text() for g in (email, video)
-                for i in backend.fleet.instances(g)}
+    journals = {
+        i.instance_id: (i.root / "journal").read_text() for g in (email, video) for i in backend.fleet.instances(g)
+    }
     code, data, stderr = target.reconcile("--fix")
     assert code == 0, stderr
     assert "fix" not in data  # nothing drifts: no deployment
-    assert {i.instance_id: (i.root / "journal").read_text() for g in (email, video)
-            for i in backend.fleet.instances(g)} == journals  # no worker was stopped or started
+    assert {
+        i.instance_id: (i.root / "journal").read_text() for g in (email, video) for i in backend.fleet.instances(g)
+    } == journals  # no worker was stopped or started
     assert {target.running(i.instance_id) for i in backend.fleet.instances(video)} == {"v1"}
 
 
@@ -257,8 +284,12 @@ def test_no_running_sandbox_is_one_line_and_exit_2(tmp_path: Path) -> None:
     fleet = str(tmp_path / "deploy.toml")
     for task in (["deploy"], ["reconcile"], ["reconcile", "--fix"], ["restart"], ["rollback"], ["status"]):
         done = subprocess.run(
-            [sys.executable, "-m", "fabric", *task, "--fleet", fleet], cwd=ROOT, capture_output=True, text=True,
-            timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), "CI": "1"},
+            [sys.executable, "-m", "fabric", *task, "--fleet", fleet],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "CI": "1"},
         )
         assert (done.returncode, done.stdout) == (2, ""), task
         assert done.stderr == "error: no sandbox is running for target 'sandbox': run `fab sandbox-up` first\n", task

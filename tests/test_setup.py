@@ -54,8 +54,10 @@ def test_apply_creates_groups_as_planned_and_a_second_run_plans_nothing(env: Cod
     assert video is not None
     assert video["deploymentConfigName"] == "CodeDeployDefault.HalfAtATime"
     assert [a["name"] for a in video["autoScalingGroups"]] == ["acme-video-workers"]
-    assert video["autoRollbackConfiguration"] == {"enabled": True,
-                                                  "events": ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_REQUEST"]}
+    assert video["autoRollbackConfiguration"] == {
+        "enabled": True,
+        "events": ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_REQUEST"],
+    }
     assert video["outdatedInstancesStrategy"] == "UPDATE" and video["terminationHookEnabled"] is True
     assert video["serviceRoleArn"] == target.service_role_arn
     config = env.gateway.get_deployment_config("deploytool-min-healthy-percent-50")
@@ -90,8 +92,11 @@ def test_another_group_on_the_same_asg_is_a_conflict(env: CodeDeployEnv) -> None
     fleet = load_fleet(ROOT / "deploy.toml")
     target = production(fleet)
     env.gateway.create_application("acme-workers")
-    env.gateway.create_deployment_group("acme-workers", "legacy-video", {
-        "serviceRoleArn": target.service_role_arn, "autoScalingGroups": ["acme-video-workers"]})
+    env.gateway.create_deployment_group(
+        "acme-workers",
+        "legacy-video",
+        {"serviceRoleArn": target.service_role_arn, "autoScalingGroups": ["acme-video-workers"]},
+    )
     expected = "ASG acme-video-workers (group video) already belongs to deployment group legacy-video of application"
     with pytest.raises(SetupConflict, match=re.escape(expected)):
         plan_setup(fleet, target, env.gateway)

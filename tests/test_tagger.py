@@ -15,8 +15,9 @@ from deploytool.rollout.tagger import DeploymentTagger
 from tests.fakes import FakeBackend, Script
 from tests.rollout_helpers import make_fleet
 
-FLEET = make_fleet([{"name": "ok", "wave": 0}, {"name": "partial", "strategy": "AllAtOnce", "wave": 0},
-                    {"name": "rolled", "wave": 0}])
+FLEET = make_fleet(
+    [{"name": "ok", "wave": 0}, {"name": "partial", "strategy": "AllAtOnce", "wave": 0}, {"name": "rolled", "wave": 0}]
+)
 WHEN = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
 
 
@@ -40,16 +41,25 @@ class MemoryTags:
 
 def run(mode: str = "deploy") -> tuple[MemoryTags, DeploymentTagger, list[str]]:
     clock = SimulatedClock()
-    backend = FakeBackend(clock, scripts={
-        "ok": Script(instances=3),
-        "partial": Script(instances=3, fail=1, fail_status="Succeeded"),  # what CodeDeploy calls a success
-        "rolled": Script(instances=2, fail=1, rollback_s=30),
-    })
+    backend = FakeBackend(
+        clock,
+        scripts={
+            "ok": Script(instances=3),
+            "partial": Script(instances=3, fail=1, fail_status="Succeeded"),  # what CodeDeploy calls a success
+            "rolled": Script(instances=2, fail=1, rollback_s=30),
+        },
+    )
     ec2, said = MemoryTags(), []
     tagger = DeploymentTagger(ec2, backend, now=lambda: WHEN, say=said.append)
     revision = Revision("b", "k/v2/x.tgz", '"e"', "v2", "x")
-    plan = rollout_plan(release_id="20250501T120000Z-v2", version="v2", target="production", groups=FLEET.groups,
-                        revision=revision if mode == "deploy" else None, mode=mode)  # type: ignore[arg-type]
+    plan = rollout_plan(
+        release_id="20250501T120000Z-v2",
+        version="v2",
+        target="production",
+        groups=FLEET.groups,
+        revision=revision if mode == "deploy" else None,
+        mode=mode,
+    )  # type: ignore[arg-type]
     result = Orchestrator(backend, plan, reporter=tagger, clock=clock).run()
     assert {g.group: g.outcome for g in result.groups} == {"ok": "succeeded", "partial": "failed", "rolled": "failed"}
     return ec2, tagger, said
@@ -57,13 +67,18 @@ def run(mode: str = "deploy") -> tuple[MemoryTags, DeploymentTagger, list[str]]:
 
 def test_any_backend_succeeded_instances_are_tagged_failed_and_rolled_back_ones_are_not() -> None:
     ec2, tagger, said = run()
-    expected = {"deploytool:version": "v2", "deploytool:release": "20250501T120000Z-v2",
-                "deploytool:deployed-at": "2025-05-01T12:00:00Z"}
+    expected = {
+        "deploytool:version": "v2",
+        "deploytool:release": "20250501T120000Z-v2",
+        "deploytool:deployed-at": "2025-05-01T12:00:00Z",
+    }
     assert ec2.tags == {i: expected for i in ("i-ok-0", "i-ok-1", "i-ok-2", "i-partial-1", "i-partial-2")}
     assert tagger.tagged == {"ok": ("i-ok-0", "i-ok-1", "i-ok-2"), "partial": ("i-partial-1", "i-partial-2")}
     assert len(ec2.calls) == 2 and tagger.calls == 2  # one per tagged group; the rolled-back group needs none
-    assert said == ["tags: ok: 3 instance(s) tagged deploytool:version=v2",
-                    "tags: partial: 2 instance(s) tagged deploytool:version=v2"]
+    assert said == [
+        "tags: ok: 3 instance(s) tagged deploytool:version=v2",
+        "tags: partial: 2 instance(s) tagged deploytool:version=v2",
+    ]
 
 
 def test_a_restart_changes_no_version_and_tags_nothing() -> None:

@@ -41,8 +41,13 @@ def test_what_each_kind_decides(repo: Path) -> None:
 @pytest.mark.slow
 def test_status_of_a_codedeploy_target_reads_the_release_history_where_reconcile_does(repo: Path) -> None:
     with moto_endpoint() as endpoint:
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         s3.create_bucket(Bucket="acme-deploy-artifacts")
         done = fab(repo, "status", "--target", "production", env={**CREDS, "DEPLOYTOOL_AWS_ENDPOINT_URL": endpoint})
     assert done.returncode == 2, done.stderr

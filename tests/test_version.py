@@ -71,9 +71,7 @@ def test_explicit_version_outside_git(tmp_path: Path) -> None:
         source_version(tmp_path)
 
 
-@pytest.mark.parametrize(
-    "bad", ["", "-rc1", "1.0 beta", "1/2", "../etc", "a..b", "v1;rm", "ü1", "x" * 65, "1.0\n"]
-)
+@pytest.mark.parametrize("bad", ["", "-rc1", "1.0 beta", "1/2", "../etc", "a..b", "v1;rm", "ü1", "x" * 65, "1.0\n"])
 def test_bad_explicit_versions(repo: tuple[Path, str], bad: str) -> None:
     with pytest.raises(VersionError) as caught:
         source_version(repo[0], explicit=bad)

@@ -164,7 +164,15 @@ class AthenaGateway:
                 rows.append(tuple(_value(cell, kind) for cell, kind in zip(data, types, strict=False)))
         return ResultSet(columns=columns, types=types, rows=tuple(rows))
 
-    def run_ddl(self, sql: str, *, database: str, workgroup: str, output_location: str | None,
-                sleep: Callable[[float], None], clock: Callable[[], float]) -> QueryExecution:
+    def run_ddl(
+        self,
+        sql: str,
+        *,
+        database: str,
+        workgroup: str,
+        output_location: str | None,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+    ) -> QueryExecution:
         query_id = self.start(sql, (), database=database, workgroup=workgroup, output_location=output_location)
         return self.wait(query_id, sleep=sleep, clock=clock)

@@ -39,8 +39,9 @@ def _asg(raw: Mapping[str, Any]) -> AsgInfo:
         minimum=raw.get("MinSize", 0),
         maximum=raw.get("MaxSize", 0),
         instances=tuple(
-            AsgInstance(i["InstanceId"], i.get("AvailabilityZone", ""), i.get("LifecycleState", ""),
-                        i.get("HealthStatus", ""))
+            AsgInstance(
+                i["InstanceId"], i.get("AvailabilityZone", ""), i.get("LifecycleState", ""), i.get("HealthStatus", "")
+            )
             for i in raw.get("Instances", [])
         ),
         tags={t["Key"]: t["Value"] for t in raw.get("Tags", [])},
@@ -81,8 +82,13 @@ class AutoScalingGateway:
                 DesiredCapacity=size,
                 AvailabilityZones=list(zones),
                 Tags=[
-                    {"Key": k, "Value": v, "PropagateAtLaunch": True, "ResourceId": name,
-                     "ResourceType": "auto-scaling-group"}
+                    {
+                        "Key": k,
+                        "Value": v,
+                        "PropagateAtLaunch": True,
+                        "ResourceId": name,
+                        "ResourceType": "auto-scaling-group",
+                    }
                     for k, v in sorted(tags.items())
                 ],
             )

@@ -72,58 +72,106 @@ class CodeDeployGateway:
     # -- applications, groups, configs, revisions ---------------------------------------------------
 
     def get_application(self, name: str) -> Json | None:
-        found = self._get("get_application", f"GetApplication {name}", "ApplicationDoesNotExistException",
-                          applicationName=name)
+        found = self._get(
+            "get_application", f"GetApplication {name}", "ApplicationDoesNotExistException", applicationName=name
+        )
         return None if found is None else dict(found["application"])
 
     def create_application(self, name: str) -> str:
-        return str(self._call("create_application", f"CreateApplication {name}", applicationName=name,
-                              computePlatform="Server")["applicationId"])
+        return str(
+            self._call(
+                "create_application", f"CreateApplication {name}", applicationName=name, computePlatform="Server"
+            )["applicationId"]
+        )
 
     def list_deployment_groups(self, app: str) -> list[str]:
-        return self._pages("list_deployment_groups", f"ListDeploymentGroups {app}", "deploymentGroups",
-                           {"applicationName": app})
+        return self._pages(
+            "list_deployment_groups", f"ListDeploymentGroups {app}", "deploymentGroups", {"applicationName": app}
+        )
 
     def get_deployment_groups(self, app: str, names: Sequence[str]) -> list[Json]:
         out: list[Json] = []
         for chunk in chunks(list(names), BATCH_GROUPS):
-            page = self._call("batch_get_deployment_groups", f"BatchGetDeploymentGroups {app}",
-                              applicationName=app, deploymentGroupNames=list(chunk))
+            page = self._call(
+                "batch_get_deployment_groups",
+                f"BatchGetDeploymentGroups {app}",
+                applicationName=app,
+                deploymentGroupNames=list(chunk),
+            )
             out += page.get("deploymentGroupsInfo", [])
         return out
 
     def get_deployment_group(self, app: str, name: str) -> Json | None:
-        found = self._get("get_deployment_group", f"GetDeploymentGroup {app}/{name}",
-                          "DeploymentGroupDoesNotExistException", applicationName=app, deploymentGroupName=name)
+        found = self._get(
+            "get_deployment_group",
+            f"GetDeploymentGroup {app}/{name}",
+            "DeploymentGroupDoesNotExistException",
+            applicationName=app,
+            deploymentGroupName=name,
+        )
         return None if found is None else dict(found["deploymentGroupInfo"])
 
     def create_deployment_group(self, app: str, name: str, settings: Mapping[str, Any]) -> str:
-        return str(self._call("create_deployment_group", f"CreateDeploymentGroup {app}/{name}",
-                              applicationName=app, deploymentGroupName=name, **settings)["deploymentGroupId"])
+        return str(
+            self._call(
+                "create_deployment_group",
+                f"CreateDeploymentGroup {app}/{name}",
+                applicationName=app,
+                deploymentGroupName=name,
+                **settings,
+            )["deploymentGroupId"]
+        )
 
     def update_deployment_group(self, app: str, name: str, settings: Mapping[str, Any]) -> None:
-        self._call("update_deployment_group", f"UpdateDeploymentGroup {app}/{name}",
-                   applicationName=app, currentDeploymentGroupName=name, **settings)
+        self._call(
+            "update_deployment_group",
+            f"UpdateDeploymentGroup {app}/{name}",
+            applicationName=app,
+            currentDeploymentGroupName=name,
+            **settings,
+        )
 
     def get_deployment_config(self, name: str) -> Json | None:
-        found = self._get("get_deployment_config", f"GetDeploymentConfig {name}",
-                          "DeploymentConfigDoesNotExistException", deploymentConfigName=name)
+        found = self._get(
+            "get_deployment_config",
+            f"GetDeploymentConfig {name}",
+            "DeploymentConfigDoesNotExistException",
+            deploymentConfigName=name,
+        )
         return None if found is None else dict(found["deploymentConfigInfo"])
 
     def create_deployment_config(self, name: str, minimum_healthy_hosts: Mapping[str, Any]) -> str:
-        return str(self._call("create_deployment_config", f"CreateDeploymentConfig {name}",
-                              deploymentConfigName=name, minimumHealthyHosts=dict(minimum_healthy_hosts),
-                              computePlatform="Server")["deploymentConfigId"])
+        return str(
+            self._call(
+                "create_deployment_config",
+                f"CreateDeploymentConfig {name}",
+                deploymentConfigName=name,
+                minimumHealthyHosts=dict(minimum_healthy_hosts),
+                computePlatform="Server",
+            )["deploymentConfigId"]
+        )
 
     def register_revision(self, app: str, revision: Mapping[str, Any], description: str) -> None:
-        self._call("register_application_revision", f"RegisterApplicationRevision {app}",
-                   applicationName=app, revision=dict(revision), description=description)
+        self._call(
+            "register_application_revision",
+            f"RegisterApplicationRevision {app}",
+            applicationName=app,
+            revision=dict(revision),
+            description=description,
+        )
 
     # -- deployments ------------------------------------------------------------------------------
 
     def create_deployment(self, app: str, group: str, params: Mapping[str, Any]) -> str:
-        return str(self._call("create_deployment", f"CreateDeployment {app}/{group}",
-                              applicationName=app, deploymentGroupName=group, **params)["deploymentId"])
+        return str(
+            self._call(
+                "create_deployment",
+                f"CreateDeployment {app}/{group}",
+                applicationName=app,
+                deploymentGroupName=group,
+                **params,
+            )["deploymentId"]
+        )
 
     def get_deployments(self, deployment_ids: Sequence[str]) -> dict[str, Json]:
         """DeploymentInfo by id, 25 ids a BatchGetDeployments call."""
@@ -140,8 +188,12 @@ class CodeDeployGateway:
 
     def stop_deployment(self, deployment_id: str, *, rollback: bool) -> str:
         try:
-            page = self._call("stop_deployment", f"StopDeployment {deployment_id}", deploymentId=deployment_id,
-                              autoRollbackEnabled=rollback)
+            page = self._call(
+                "stop_deployment",
+                f"StopDeployment {deployment_id}",
+                deploymentId=deployment_id,
+                autoRollbackEnabled=rollback,
+            )
         except AwsError as exc:
             if error_code(exc.__cause__ or exc) == "DeploymentAlreadyCompletedException":
                 return "AlreadyCompleted"
@@ -157,7 +209,11 @@ class CodeDeployGateway:
     def get_targets(self, deployment_id: str, target_ids: Sequence[str]) -> list[Json]:
         out: list[Json] = []
         for chunk in chunks(list(target_ids), BATCH_TARGETS):
-            page = self._call("batch_get_deployment_targets", f"BatchGetDeploymentTargets {deployment_id}",
-                              deploymentId=deployment_id, targetIds=list(chunk))
+            page = self._call(
+                "batch_get_deployment_targets",
+                f"BatchGetDeploymentTargets {deployment_id}",
+                deploymentId=deployment_id,
+                targetIds=list(chunk),
+            )
             out += page.get("deploymentTargets", [])
         return out

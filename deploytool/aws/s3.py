@@ -83,9 +83,7 @@ class S3Gateway:
             if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise self._fail(exc, f"create bucket {bucket!r}", bucket) from exc
 
-    def upload_file(
-        self, path: Path, bucket: str, key: str, *, extra: Mapping[str, Any] | None = None
-    ) -> ObjectInfo:
+    def upload_file(self, path: Path, bucket: str, key: str, *, extra: Mapping[str, Any] | None = None) -> ObjectInfo:
         """Upload through boto3's transfer manager (multipart above 16 MiB), then HEAD it."""
         args = dict(extra or {})
         args.update(self._owner())
@@ -105,7 +103,12 @@ class S3Gateway:
         return info
 
     def put_bytes(
-        self, bucket: str, key: str, body: bytes, *, content_type: str = "application/octet-stream",
+        self,
+        bucket: str,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str = "application/octet-stream",
         extra: Mapping[str, Any] | None = None,
     ) -> ObjectInfo:
         args = dict(extra or {})

@@ -184,8 +184,12 @@ def athena_setup(
         raise UsageError("--apply needs AWS access to Athena")
     for statement in statements:
         chosen.athena.run_ddl(
-            statement, database=settings.database, workgroup=settings.workgroup,
-            output_location=settings.output_location, sleep=chosen.sleep, clock=chosen.clock,
+            statement,
+            database=settings.database,
+            workgroup=settings.workgroup,
+            output_location=settings.output_location,
+            sleep=chosen.sleep,
+            clock=chosen.clock,
         )
         first = next(line for line in statement.splitlines() if line.startswith("CREATE"))
         console.print(f"ran: {first.rstrip(' (')}", markup=False)

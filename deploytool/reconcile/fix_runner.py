@@ -28,7 +28,11 @@ ENDED = ("succeeded", "failed", "stopped")
 
 
 def orchestrated_runner(
-    services: Services, target: str, *, options: RolloutOptions | None = None, output: Output | None = None,
+    services: Services,
+    target: str,
+    *,
+    options: RolloutOptions | None = None,
+    output: Output | None = None,
 ) -> FixRunner:
     def run(requests: Sequence[DeployRequest]) -> Sequence[FinishedDeployment]:
         by_release: dict[tuple[str, Revision], list[DeployRequest]] = {}
@@ -39,16 +43,27 @@ def orchestrated_runner(
         finished: list[FinishedDeployment] = []
         for (release_id, revision), batch in by_release.items():
             plan = rollout_plan(
-                release_id=release_id, version=revision.version, target=target, groups=[r.group for r in batch],
-                revision=revision, options=options,
+                release_id=release_id,
+                version=revision.version,
+                target=target,
+                groups=[r.group for r in batch],
+                revision=revision,
+                options=options,
                 target_instances={r.group.name: r.target_instances for r in batch if r.target_instances},
             )
             plan = replace(plan, description=f"deploytool reconcile --fix {release_id}")
             result = run_rollout(plan, services, output or Output())  # no manifest: a fix is not a release
             finished += [
-                FinishedDeployment(g.group, g.deployment_id, revision.version, release_id, services.now(),
-                                   rollback_deployment_id=g.rollback_deployment_id)
-                for g in result.groups if g.deployment_id and g.outcome in ENDED
+                FinishedDeployment(
+                    g.group,
+                    g.deployment_id,
+                    revision.version,
+                    release_id,
+                    services.now(),
+                    rollback_deployment_id=g.rollback_deployment_id,
+                )
+                for g in result.groups
+                if g.deployment_id and g.outcome in ENDED
             ]
         return finished
 

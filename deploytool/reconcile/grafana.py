@@ -109,8 +109,10 @@ def dashboard() -> dict[str, Any]:
                 "datasource": {"type": PLUGIN, "uid": "${datasource}"},
                 "gridPos": {"h": 10, "w": 24, "x": 0, "y": 12},
                 "targets": [_target("rollout_timeline", FORMAT_TIME_SERIES)],
-                "fieldConfig": {"defaults": {"custom": {"drawStyle": "line", "stacking": {"mode": "normal"}}},
-                                "overrides": []},
+                "fieldConfig": {
+                    "defaults": {"custom": {"drawStyle": "line", "stacking": {"mode": "normal"}}},
+                    "overrides": [],
+                },
             },
         ],
     }

@@ -79,9 +79,7 @@ class Snapshot:
         return sum(1 for row in self.rows if row.instance_id is not None)
 
 
-def _row(
-    snapshot_at: str, app: str, group: Group, asg_instance: Any, info: InstanceInfo | None
-) -> InventoryRow:
+def _row(snapshot_at: str, app: str, group: Group, asg_instance: Any, info: InstanceInfo | None) -> InventoryRow:
     tags = info.tags if info else {}
     return InventoryRow(
         snapshot_at=snapshot_at,

@@ -99,24 +99,40 @@ def reconcile(fleet: Fleet, settings: ReconcileSettings, services: ReconcileServ
         if services.athena is None:
             raise UsageError("the athena engine needs an Athena gateway (AWS credentials and region)")
         engine = AthenaEngine(
-            services.athena, database=settings.database, workgroup=settings.workgroup,
-            output_location=settings.output_location, sleep=services.sleep, clock=services.clock,
+            services.athena,
+            database=settings.database,
+            workgroup=settings.workgroup,
+            output_location=settings.output_location,
+            sleep=services.sleep,
+            clock=services.clock,
         )
         result = engine.run(query, values)
     else:
         if settings.mirror_root is None:
             raise UsageError("the duckdb engine needs a mirror directory")
         mirrored = mirror_tables(
-            services.s3, fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name,
-            root=settings.mirror_root, days=day_range(*window),
+            services.s3,
+            fleet.artifacts.bucket,
+            prefix=fleet.artifacts.prefix,
+            app=fleet.app.name,
+            root=settings.mirror_root,
+            days=day_range(*window),
         )
         with DuckDbEngine(settings.mirror_root, fleet.artifacts.prefix) as duck:
             result = duck.run(query, values, measure=True)
     names = [g.name for g in fleet.select_groups(list(settings.groups) if settings.groups else None)]
-    report = build_report(result, app=fleet.app.name, target=settings.target, window=window, groups=names,
-                          notes=notes, release=settings.release)
-    return ReconcileRun(report=report, result=result, snapshot=snap, snapshot_keys=tuple(keys), mirror=mirrored,
-                        notes=tuple(notes))
+    report = build_report(
+        result,
+        app=fleet.app.name,
+        target=settings.target,
+        window=window,
+        groups=names,
+        notes=notes,
+        release=settings.release,
+    )
+    return ReconcileRun(
+        report=report, result=result, snapshot=snap, snapshot_keys=tuple(keys), mirror=mirrored, notes=tuple(notes)
+    )
 
 
 def days_back(last: str, days: int) -> tuple[str, str]:

@@ -79,7 +79,10 @@ class AthenaEngine:
     def run(self, query: Query, values: Mapping[str, str]) -> QueryResult:
         params = query.values(values)
         query_id = self.gateway.start(
-            query.text, params, database=self.database, workgroup=self.workgroup,
+            query.text,
+            params,
+            database=self.database,
+            workgroup=self.workgroup,
             output_location=self.output_location,
         )
         execution = self.gateway.wait(
@@ -88,8 +91,13 @@ class AthenaEngine:
         result = self.gateway.results(query_id)
         rows = tuple(dict(zip(result.columns, row, strict=False)) for row in result.rows)
         return QueryResult(
-            engine=self.name, columns=result.columns, rows=rows, sql=query.text, parameters=tuple(params),
-            bytes_scanned=execution.bytes_scanned, query_id=query_id,
+            engine=self.name,
+            columns=result.columns,
+            rows=rows,
+            sql=query.text,
+            parameters=tuple(params),
+            bytes_scanned=execution.bytes_scanned,
+            query_id=query_id,
         )
 
 
@@ -154,11 +162,14 @@ class DuckDbEngine:
             columns = tuple(relation.columns)
             # Time-zone-aware timestamps come back as ISO 8601 UTC text (no pytz needed, same as Athena).
             if any(str(t) == "TIMESTAMP WITH TIME ZONE" for t in relation.types):
-                relation = relation.project(", ".join(
-                    f"strftime(CAST({_quote(c)} AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%fZ') AS {_quote(c)}"
-                    if str(t) == "TIMESTAMP WITH TIME ZONE" else _quote(c)
-                    for c, t in zip(columns, relation.types, strict=True)
-                ))
+                relation = relation.project(
+                    ", ".join(
+                        f"strftime(CAST({_quote(c)} AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%fZ') AS {_quote(c)}"
+                        if str(t) == "TIMESTAMP WITH TIME ZONE"
+                        else _quote(c)
+                        for c, t in zip(columns, relation.types, strict=True)
+                    )
+                )
             raw = relation.fetchall()
         except duckdb.Error as exc:
             raise DeployToolError(f"DuckDB could not run {query.name}.sql: {exc}") from exc
@@ -176,14 +187,17 @@ class DuckDbEngine:
                     found.setdefault(match.group(1), set()).add(match.group(2))
             partitions = {table: tuple(sorted(days)) for table, days in sorted(found.items())}
         return QueryResult(
-            engine=self.name, columns=columns, rows=rows, sql=sql, parameters=tuple(params),
-            files_read=len(files) if files is not None else None, partitions_read=partitions,
+            engine=self.name,
+            columns=columns,
+            rows=rows,
+            sql=sql,
+            parameters=tuple(params),
+            files_read=len(files) if files is not None else None,
+            partitions_read=partitions,
         )
 
     def _opened_files(self) -> tuple[str, ...]:
-        messages = self.con.execute(
-            "SELECT message FROM duckdb_logs WHERE type = 'FileSystem'"
-        ).fetchall()
+        messages = self.con.execute("SELECT message FROM duckdb_logs WHERE type = 'FileSystem'").fetchall()
         opened: set[str] = set()
         for (message,) in messages:
             entry = json.loads(message)

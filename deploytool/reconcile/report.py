@@ -132,15 +132,21 @@ class ReconcileReport:
             return f"nothing to check: no release has succeeded on target {self.target} yet"
         if not self.checked:
             return "nothing to check: no instances in " + ", ".join(
-                g.group for g in self.groups if g.expected_version is not None)
+                g.group for g in self.groups if g.expected_version is not None
+            )
         checked = self.checked
         if len(checked) == len(self.groups):
             return "every instance runs its expected version"
         why = f"not in release {self.release}" if self.release else "no release has succeeded for it"
-        skipped = [f"{g.group} ({why})" if g.expected_version is None else f"{g.group} (no instances)"
-                   for g in self.groups if g not in checked]
-        return (f"every instance runs its expected version in {', '.join(g.group for g in checked)}; "
-                f"not checked: {', '.join(skipped)}")
+        skipped = [
+            f"{g.group} ({why})" if g.expected_version is None else f"{g.group} (no instances)"
+            for g in self.groups
+            if g not in checked
+        ]
+        return (
+            f"every instance runs its expected version in {', '.join(g.group for g in checked)}; "
+            f"not checked: {', '.join(skipped)}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -225,9 +231,15 @@ def build_report(
         states = {
             status: tuple(
                 InstanceState(
-                    instance_id=str(r["instance_id"]), status=status, version=r.get("version"),
-                    release=r.get("release"), lifecycle_state=r.get("lifecycle_state"), health=r.get("health"),
-                    az=r.get("az"), market=r.get("market"), launch_time=r.get("launch_time"),
+                    instance_id=str(r["instance_id"]),
+                    status=status,
+                    version=r.get("version"),
+                    release=r.get("release"),
+                    lifecycle_state=r.get("lifecycle_state"),
+                    health=r.get("health"),
+                    az=r.get("az"),
+                    market=r.get("market"),
+                    launch_time=r.get("launch_time"),
                 )
                 for r in rows
                 if r.get("status") == status and r.get("instance_id")
@@ -249,9 +261,16 @@ def build_report(
         )
         reports.append(replace(report, remark=_remark(report, target, release)))
     return ReconcileReport(
-        app=app, target=target, engine=result.engine, groups=tuple(reports), window=window,
-        bytes_scanned=result.bytes_scanned, files_read=result.files_read, partitions_read=result.partitions_read,
-        notes=tuple(notes), release=release,
+        app=app,
+        target=target,
+        engine=result.engine,
+        groups=tuple(reports),
+        window=window,
+        bytes_scanned=result.bytes_scanned,
+        files_read=result.files_read,
+        partitions_read=result.partitions_read,
+        notes=tuple(notes),
+        release=release,
     )
 
 
@@ -270,19 +289,27 @@ def _cost(report: ReconcileReport) -> str:
 
 
 _VERDICT_STYLE = {"drift": "bold red", "ok": "green", "nothing-to-check": "yellow"}
-_STYLE = {"ok": "green", "drift": "bold red", "no release": "yellow", "no instances": "yellow",
-          "no snapshot": "yellow"}
+_STYLE = {"ok": "green", "drift": "bold red", "no release": "yellow", "no instances": "yellow", "no snapshot": "yellow"}
 
 
 def rich_tables(report: ReconcileReport) -> RenderableType:
     summary = Table(title=f"{report.app} on {report.target}: deployed vs expected")
     for column in ("group", "expected", "release", "instances", "on expected", "drifted", "untagged", "status"):
-        summary.add_column(column, justify="right" if column in ("instances", "on expected", "drifted",
-                                                                   "untagged") else "left", overflow="fold")
+        summary.add_column(
+            column,
+            justify="right" if column in ("instances", "on expected", "drifted", "untagged") else "left",
+            overflow="fold",
+        )
     for g in report.groups:
         summary.add_row(
-            g.group, g.expected_version or "-", g.release_id or "-", str(g.instances), str(g.on_expected),
-            str(len(g.drifted)), str(len(g.untagged)), Text(g.status, style=_STYLE.get(g.status, "")),
+            g.group,
+            g.expected_version or "-",
+            g.release_id or "-",
+            str(g.instances),
+            str(g.on_expected),
+            str(len(g.drifted)),
+            str(len(g.untagged)),
+            Text(g.status, style=_STYLE.get(g.status, "")),
         )
     parts: list[RenderableType] = [summary]
     for g in report.groups:
@@ -293,8 +320,14 @@ def rich_tables(report: ReconcileReport) -> RenderableType:
             detail.add_column(column, overflow="fold")
         for i in g.problems:
             detail.add_row(
-                i.instance_id, Text(i.version or "untagged", style="red"), i.release or "-",
-                i.lifecycle_state or "-", i.health or "-", i.az or "-", i.market or "-", i.launch_time or "-",
+                i.instance_id,
+                Text(i.version or "untagged", style="red"),
+                i.release or "-",
+                i.lifecycle_state or "-",
+                i.health or "-",
+                i.az or "-",
+                i.market or "-",
+                i.launch_time or "-",
             )
         parts.append(detail)
     parts.extend(Text(f"{g.group}: {g.remark}", style="yellow") for g in report.groups if g.remark)
@@ -329,8 +362,15 @@ def markdown(report: ReconcileReport) -> str:
                 for i in g.problems
             ]
     remarks = [f"> {_cell(g.group)}: {_cell(g.remark)}" for g in report.groups if g.remark]
-    lines += ["", *remarks, *[f"> {_cell(n)}" for n in report.notes], f"**{_cell(report.verdict)}**", "",
-              f"_{_cost(report)}_", ""]
+    lines += [
+        "",
+        *remarks,
+        *[f"> {_cell(n)}" for n in report.notes],
+        f"**{_cell(report.verdict)}**",
+        "",
+        f"_{_cost(report)}_",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -59,9 +59,7 @@ def load_query(name: str, directory: Path = ATHENA_DIR) -> Query:
     parameters = tuple(p.strip() for p in declared.group(1).split(",") if p.strip()) if declared else ()
     found = len(_placeholder_spans(text))
     if found != len(parameters):
-        raise UsageError(
-            f"{path}: {found} `?` placeholders but the `-- parameters:` line names {len(parameters)}"
-        )
+        raise UsageError(f"{path}: {found} `?` placeholders but the `-- parameters:` line names {len(parameters)}")
     return Query(name=name, text=text, parameters=parameters)
 
 

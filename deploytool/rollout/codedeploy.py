@@ -37,8 +37,12 @@ ALWAYS_SUSPENDED = ("AZRebalance", "ScheduledActions")
 
 
 def s3_revision(revision: Revision) -> dict[str, Any]:
-    location: dict[str, Any] = {"bucket": revision.bucket, "key": revision.key, "bundleType": revision.bundle_type,
-                                "eTag": revision.etag.strip('"')}
+    location: dict[str, Any] = {
+        "bucket": revision.bucket,
+        "key": revision.key,
+        "bundleType": revision.bundle_type,
+        "eTag": revision.etag.strip('"'),
+    }
     if revision.object_version:
         location["version"] = revision.object_version
     return {"revisionType": "S3", "s3Location": location}
@@ -127,8 +131,9 @@ class CodeDeployBackend:
         with self._lock:
             if revision.uri in self._registered:
                 return
-            self.gateway.register_revision(self.application, s3_revision(revision),
-                                           f"deploytool {revision.version} sha256 {revision.sha256}")
+            self.gateway.register_revision(
+                self.application, s3_revision(revision), f"deploytool {revision.version} sha256 {revision.sha256}"
+            )
             self._registered.add(revision.uri)
 
     def start(self, request: DeployRequest) -> str:
@@ -158,6 +163,8 @@ class CodeDeployBackend:
             exists=True,
             active_deployment_id=active[0] if active else None,
             last_successful_version=version_from_key(str(target["key"])) if target.get("key") else None,
-            extra={"deployment_group_id": str(info.get("deploymentGroupId", "")),
-                   "last_successful_deployment_id": str(last.get("deploymentId", ""))},
+            extra={
+                "deployment_group_id": str(info.get("deploymentGroupId", "")),
+                "last_successful_deployment_id": str(last.get("deploymentId", "")),
+            },
         )

@@ -39,8 +39,9 @@ from deploytool.rollout.tagger import DeploymentTagger
 from deploytool.rollout.wiring import Output, Services, run_rollout
 
 
-def setup(fleet: Fleet, target: CodeDeployTarget, gateway: CodeDeployGateway, console: Console, *,
-          dry_run: bool) -> bool:
+def setup(
+    fleet: Fleet, target: CodeDeployTarget, gateway: CodeDeployGateway, console: Console, *, dry_run: bool
+) -> bool:
     """Plan, print, and (unless dry_run) apply. True when something changed or would change."""
     plan = plan_setup(fleet, target, gateway)
     for line in describe(plan):
@@ -60,8 +61,9 @@ def check_group_sizes(target_name: str, groups: Sequence[Group], services: Servi
     if services.backend.name != "codedeploy" or not chosen:
         return
     asgs = AutoScalingGateway(services.aws).describe_groups([g.asg for g in chosen])
-    sizes = {g.name: sum(i.lifecycle_state == "InService" for i in asgs[g.asg].instances)
-             for g in chosen if g.asg in asgs}
+    sizes = {
+        g.name: sum(i.lifecycle_state == "InService" for i in asgs[g.asg].instances) for g in chosen if g.asg in asgs
+    }
     check_min_healthy(target_name, chosen, sizes)
 
 
@@ -77,9 +79,11 @@ def show_plan(plan: RolloutPlan, services: Services, *, resumed: bool) -> list[s
 def plan_lines(plan: RolloutPlan, found: Mapping[str, Resolution], what: str) -> list[str]:
     """The plan as --dry-run prints it; `found` is what each group's prior deployment turned out to be, `what`
     says whether the release is new, resumed, or not known to be either."""
-    lines = [f"release {plan.release_id} ({what}): {what_release_does(plan.mode, plan.version, plan.target)}, "
-             f"{len(plan.groups)} groups, max-parallel {plan.options.max_parallel or 'unlimited'}, "
-             f"on failure {plan.options.on_failure}"]
+    lines = [
+        f"release {plan.release_id} ({what}): {what_release_does(plan.mode, plan.version, plan.target)}, "
+        f"{len(plan.groups)} groups, max-parallel {plan.options.max_parallel or 'unlimited'}, "
+        f"on failure {plan.options.on_failure}"
+    ]
     for wave in plan.waves:
         lines.append(f"wave {wave.number}:")
         for group in wave.groups:
@@ -91,50 +95,102 @@ def plan_lines(plan: RolloutPlan, found: Mapping[str, Resolution], what: str) ->
     return lines
 
 
-def _release(prepared: Prepared, target_name: str, groups: Sequence[Group], options: RolloutOptions,
-             services: Services, output: Output, *, dry_run: bool, tagger: DeploymentTagger | None = None,
-             already: Mapping[str, PriorDeployment] | None = None) -> RolloutResult | None:
+def _release(
+    prepared: Prepared,
+    target_name: str,
+    groups: Sequence[Group],
+    options: RolloutOptions,
+    services: Services,
+    output: Output,
+    *,
+    dry_run: bool,
+    tagger: DeploymentTagger | None = None,
+    already: Mapping[str, PriorDeployment] | None = None,
+) -> RolloutResult | None:
     manifest = prepared.manifest
-    plan = rollout_plan(release_id=manifest.release_id, version=manifest.version, target=target_name, groups=groups,
-                        revision=prepared.revision, options=options,
-                        prior={**(already or {}), **prior_deployments(manifest)})
+    plan = rollout_plan(
+        release_id=manifest.release_id,
+        version=manifest.version,
+        target=target_name,
+        groups=groups,
+        revision=prepared.revision,
+        options=options,
+        prior={**(already or {}), **prior_deployments(manifest)},
+    )
     if dry_run:
         show_plan(plan, services, resumed=prepared.resumed)
         return None
     return run_rollout(plan, services, output, manifest=manifest, tagger=tagger)
 
 
-def deploy(fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, services: Services,
-           output: Output, *, version: str | None, allow_dirty: bool, dry_run: bool = False,
-           templates: Templates | None = None, out_dir: Path | None = None, tagger: DeploymentTagger | None = None,
-           on_prepared: Callable[[Prepared], None] | None = None) -> RolloutResult | None:
+def deploy(
+    fleet: Fleet,
+    target_name: str,
+    groups: Sequence[Group],
+    options: RolloutOptions,
+    services: Services,
+    output: Output,
+    *,
+    version: str | None,
+    allow_dirty: bool,
+    dry_run: bool = False,
+    templates: Templates | None = None,
+    out_dir: Path | None = None,
+    tagger: DeploymentTagger | None = None,
+    on_prepared: Callable[[Prepared], None] | None = None,
+) -> RolloutResult | None:
     """Build, publish (or resume) and roll out a release; `on_prepared` hears of it before the rollout starts."""
     if output.json_out:
         check_json_out(Path(output.json_out))
     check_group_sizes(target_name, groups, services)
-    prepared = prepare_deploy(fleet, target_name, groups, aws=services.aws, store=services.store, version=version,
-                              allow_dirty=allow_dirty, dry_run=dry_run, templates=templates, out_dir=out_dir,
-                              now=services.now)
+    prepared = prepare_deploy(
+        fleet,
+        target_name,
+        groups,
+        aws=services.aws,
+        store=services.store,
+        version=version,
+        allow_dirty=allow_dirty,
+        dry_run=dry_run,
+        templates=templates,
+        out_dir=out_dir,
+        now=services.now,
+    )
     if on_prepared is not None:
         on_prepared(prepared)
     return _release(prepared, target_name, groups, options, services, output, dry_run=dry_run, tagger=tagger)
 
 
-def rollback(fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, services: Services,
-             output: Output, *, to_version: str | None, dry_run: bool = False,
-             tagger: DeploymentTagger | None = None) -> RolloutResult | None:
+def rollback(
+    fleet: Fleet,
+    target_name: str,
+    groups: Sequence[Group],
+    options: RolloutOptions,
+    services: Services,
+    output: Output,
+    *,
+    to_version: str | None,
+    dry_run: bool = False,
+    tagger: DeploymentTagger | None = None,
+) -> RolloutResult | None:
     """A new release of an earlier release's revision; the instances it reaches are tagged with that version."""
     if output.json_out:
         check_json_out(Path(output.json_out))
     check_group_sizes(target_name, groups, services)
-    prepared = prepare_rollback(fleet, target_name, groups, store=services.store, to_version=to_version,
-                                dry_run=dry_run, now=services.now)
+    prepared = prepare_rollback(
+        fleet, target_name, groups, store=services.store, to_version=to_version, dry_run=dry_run, now=services.now
+    )
     already = already_on(services.backend, groups, prepared.manifest.version)
     for name, prior in already.items():
-        services.console.print(f"{name}: skipped: already runs {prepared.manifest.version} (its last successful "
-                               f"deployment {prior.deployment_id})", markup=False, highlight=False)
-    return _release(prepared, target_name, groups, options, services, output, dry_run=dry_run, tagger=tagger,
-                    already=already)
+        services.console.print(
+            f"{name}: skipped: already runs {prepared.manifest.version} (its last successful "
+            f"deployment {prior.deployment_id})",
+            markup=False,
+            highlight=False,
+        )
+    return _release(
+        prepared, target_name, groups, options, services, output, dry_run=dry_run, tagger=tagger, already=already
+    )
 
 
 def already_on(backend: Backend, groups: Sequence[Group], version: str) -> dict[str, PriorDeployment]:
@@ -150,12 +206,23 @@ def already_on(backend: Backend, groups: Sequence[Group], version: str) -> dict[
         if state.last_successful_version == version and deployment_id:
             last[group.name] = deployment_id
     snapshots = backend.poll(list(last.values())) if last else {}
-    return {name: PriorDeployment(d, "Succeeded") for name, d in last.items()
-            if (snap := snapshots.get(d)) is not None and snap.all_succeeded}
+    return {
+        name: PriorDeployment(d, "Succeeded")
+        for name, d in last.items()
+        if (snap := snapshots.get(d)) is not None and snap.all_succeeded
+    }
 
 
-def restart(fleet: Fleet, target_name: str, groups: Sequence[Group], options: RolloutOptions, services: Services,
-            output: Output, *, dry_run: bool = False) -> RolloutResult | None:
+def restart(
+    fleet: Fleet,
+    target_name: str,
+    groups: Sequence[Group],
+    options: RolloutOptions,
+    services: Services,
+    output: Output,
+    *,
+    dry_run: bool = False,
+) -> RolloutResult | None:
     """A rolling restart with each group's strategy; not a release (no record: versions do not change)."""
     if output.json_out:
         check_json_out(Path(output.json_out))
@@ -168,8 +235,15 @@ def restart(fleet: Fleet, target_name: str, groups: Sequence[Group], options: Ro
 
 
 def restart_plan(target_name: str, groups: Sequence[Group], options: RolloutOptions, now: datetime) -> RolloutPlan:
-    return rollout_plan(release_id=release_id("restart", now), version="restart", target=target_name,
-                        groups=groups, revision=None, options=options, mode="restart")
+    return rollout_plan(
+        release_id=release_id("restart", now),
+        version="restart",
+        target=target_name,
+        groups=groups,
+        revision=None,
+        options=options,
+        mode="restart",
+    )
 
 
 def status(fleet: Fleet, target_name: str, services: Services, release_id: str | None) -> Table:
@@ -183,8 +257,9 @@ def status(fleet: Fleet, target_name: str, services: Services, release_id: str |
         if not history:
             raise UsageError(f"no releases on target {target_name!r} yet")
         manifest = store.load(history[0].release_id)
-    ids = [i for d in manifest.deployments.values() for i in (d.get("deployment_id"), d.get("rollback_deployment_id"))
-           if i]
+    ids = [
+        i for d in manifest.deployments.values() for i in (d.get("deployment_id"), d.get("rollback_deployment_id")) if i
+    ]
     snapshots = services.backend.poll(ids) if ids else {}
     abandoned: list[tuple[str, DeploymentSnapshot]] = []
     table = Table(title=f"release {manifest.release_id}: {manifest.version} on {manifest.target}")
@@ -198,7 +273,10 @@ def status(fleet: Fleet, target_name: str, services: Services, release_id: str |
         rollback = snapshots.get(str(rollback_id)) if rollback_id else None
         abandoned += [(name, s) for s in (snap, rollback) if s is not None and s.status == "Abandoned"]
         table.add_row(
-            str(entry.get("wave", "")), name, str(entry.get("strategy", "")), str(record.get("deployment_id") or "-"),
+            str(entry.get("wave", "")),
+            name,
+            str(entry.get("strategy", "")),
+            str(record.get("deployment_id") or "-"),
             snap.status if snap else str(record.get("status") or "not started"),
             f"{snap.succeeded}/{snap.failed}/{snap.total}" if snap and snap.total else "",
             f"{rollback_id} {rollback.status if rollback else ''}".strip() if rollback_id else "",
@@ -209,7 +287,10 @@ def status(fleet: Fleet, target_name: str, services: Services, release_id: str |
         services.console.print(
             f"{name}: {snap.deployment_id} is abandoned: {snap.error}: `fab deploy --version {manifest.version}"
             f"{target}` resumes the release; `fab sandbox-down{target}` stops what it left",
-            markup=False, highlight=False, soft_wrap=True)
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     return table
 
 
@@ -219,8 +300,11 @@ def verdict(result: RolloutResult | None) -> None:
         return
     counts = ", ".join(f"{n} {k}" for k, n in result.counts().items())
     if result.detached:
-        raise DeployFailed(f"detached from release {result.release_id} ({counts}); its deployments keep running: "
-                           "`fab status` shows them, `fab deploy` of the same version follows them")
+        raise DeployFailed(
+            f"detached from release {result.release_id} ({counts}); its deployments keep running: "
+            "`fab status` shows them, `fab deploy` of the same version follows them"
+        )
     failed = [g.group for g in result.groups if not g.ok]
-    raise DeployFailed(f"release {result.release_id} did not succeed on every instance ({counts}); "
-                       f"groups: {', '.join(failed)}")
+    raise DeployFailed(
+        f"release {result.release_id} did not succeed on every instance ({counts}); groups: {', '.join(failed)}"
+    )

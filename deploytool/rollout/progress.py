@@ -119,8 +119,11 @@ class Board:
         done = sum(1 for r in self.rows.values() if r.done)
         end = self.finished_at if self.finished_at is not None else now
         elapsed = _duration(end - self.started_at) if self.started_at is not None else "0s"
-        what = f"{self.version} -> {self.target}" if self.mode != "restart" else what_release_does(
-            self.mode, self.version, self.target)
+        what = (
+            f"{self.version} -> {self.target}"
+            if self.mode != "restart"
+            else what_release_does(self.mode, self.version, self.target)
+        )
         line = f"release {self.release_id} ({what}): {elapsed}, "
         line += f"{done}/{len(self.rows)} groups done"
         return f"{line}  [{self.note}]" if self.note and self.finished_at is None else line
@@ -143,9 +146,7 @@ class LiveTable:
         self.console = console
         self.clock = clock or SystemClock()
         self.board = Board()
-        self._live = Live(
-            console=console, auto_refresh=auto_refresh, refresh_per_second=2, get_renderable=self.render
-        )
+        self._live = Live(console=console, auto_refresh=auto_refresh, refresh_per_second=2, get_renderable=self.render)
 
     def render(self) -> Any:
         now = self.clock.now()
@@ -157,8 +158,13 @@ class LiveTable:
         for row in self.board.rows.values():
             counts = f"{row.succeeded}/{row.failed}/{row.total}" if row.total else ""
             table.add_row(
-                str(row.wave), row.group, row.strategy, counts, row.event,
-                Text(row.status, style=STYLE.get(row.status, "")), self.board.elapsed(row, now),
+                str(row.wave),
+                row.group,
+                row.strategy,
+                counts,
+                row.event,
+                Text(row.status, style=STYLE.get(row.status, "")),
+                self.board.elapsed(row, now),
             )
         warnings = [Text(f"warning: {w}", style="yellow") for w in self.board.warnings]
         return Group(table, Text(self.board.release_line(now)), *warnings)
@@ -196,7 +202,7 @@ class PlainLines:
     def publish(self, event: Event) -> None:
         self.board.apply(event)
         self._publish(event)
-        for warning in self.board.warnings[self._warned:]:
+        for warning in self.board.warnings[self._warned :]:
             self._say(event.at, f"warning: {warning}")
         self._warned = len(self.board.warnings)
 

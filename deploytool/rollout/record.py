@@ -136,8 +136,11 @@ class RecordWriter:
         elif isinstance(event, Checkpoint):
             deployments = dict(self.manifest.deployments)
             for name, ref in event.deployments.items():
-                deployments[name] = {"deployment_id": ref.deployment_id, "status": ref.status,
-                                     "rollback_deployment_id": ref.rollback_deployment_id}
+                deployments[name] = {
+                    "deployment_id": ref.deployment_id,
+                    "status": ref.status,
+                    "rollback_deployment_id": ref.rollback_deployment_id,
+                }
             self.manifest = replace(self.manifest, deployments=deployments)
             self._save()
         elif isinstance(event, ReleaseFinished):

@@ -37,9 +37,18 @@ class Prepared:
 
 
 def prepare_deploy(
-    fleet: Fleet, target_name: str, groups: Sequence[Group], *, aws: AwsSession, store: ReleaseStore,
-    version: str | None, allow_dirty: bool, dry_run: bool = False, templates: Templates | None = None,
-    out_dir: Path | None = None, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    fleet: Fleet,
+    target_name: str,
+    groups: Sequence[Group],
+    *,
+    aws: AwsSession,
+    store: ReleaseStore,
+    version: str | None,
+    allow_dirty: bool,
+    dry_run: bool = False,
+    templates: Templates | None = None,
+    out_dir: Path | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Prepared:
     bundle = build_release(fleet, version=version, allow_dirty=allow_dirty, templates=templates, out_dir=out_dir)
     prior = store.find(target_name, bundle.version)
@@ -50,8 +59,15 @@ def prepare_deploy(
         return Prepared(manifest, manifest.revision, resumed=True)
     if dry_run:
         revision = Revision(fleet.artifacts.bucket, "(not published: dry run)", "", bundle.version, bundle.sha256)
-        manifest = new_manifest(app=fleet.app.name, target=target_name, revision=revision, groups=groups,
-                                commit=bundle.commit, created_by=creator(), now=now())
+        manifest = new_manifest(
+            app=fleet.app.name,
+            target=target_name,
+            revision=revision,
+            groups=groups,
+            commit=bundle.commit,
+            created_by=creator(),
+            now=now(),
+        )
         return Prepared(manifest, revision, resumed=False)
     published = publish(bundle, fleet, aws, target=target_name, created_by=creator(), groups=groups, now=now)
     manifest = published.manifest
@@ -78,12 +94,25 @@ def rollback_source(store: ReleaseStore, target_name: str, to_version: str | Non
 
 
 def prepare_rollback(
-    fleet: Fleet, target_name: str, groups: Sequence[Group], *, store: ReleaseStore, to_version: str | None,
-    dry_run: bool = False, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    fleet: Fleet,
+    target_name: str,
+    groups: Sequence[Group],
+    *,
+    store: ReleaseStore,
+    to_version: str | None,
+    dry_run: bool = False,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Prepared:
     source = rollback_source(store, target_name, to_version)
-    manifest = new_manifest(app=fleet.app.name, target=target_name, revision=source.revision, groups=groups,
-                            commit=source.commit, created_by=creator(), now=now())
+    manifest = new_manifest(
+        app=fleet.app.name,
+        target=target_name,
+        revision=source.revision,
+        groups=groups,
+        commit=source.commit,
+        created_by=creator(),
+        now=now(),
+    )
     if not dry_run:
         store.save(manifest)
         store.register(manifest)

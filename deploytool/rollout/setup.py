@@ -41,8 +41,11 @@ class Action:
     def line(self) -> str:
         if self.kind == "update-group":
             return f"update deployment group {self.name}: {', '.join(self.changes)}"
-        what = {"create-application": "application", "create-config": "deployment config",
-                "create-group": "deployment group"}[self.kind]
+        what = {
+            "create-application": "application",
+            "create-config": "deployment config",
+            "create-group": "deployment group",
+        }[self.kind]
         return f"create {what} {self.name}"
 
 
@@ -81,8 +84,11 @@ def desired_group(group: Group, target: CodeDeployTarget) -> dict[str, Any]:
         "outdatedInstancesStrategy": target.outdated_instances,
         "terminationHookEnabled": target.termination_hook,
         "deploymentStyle": {"deploymentType": "IN_PLACE", "deploymentOption": "WITHOUT_TRAFFIC_CONTROL"},
-        "alarmConfiguration": {"enabled": bool(group.alarms), "ignorePollAlarmFailure": False,
-                               "alarms": [{"name": a} for a in group.alarms]},
+        "alarmConfiguration": {
+            "enabled": bool(group.alarms),
+            "ignorePollAlarmFailure": False,
+            "alarms": [{"name": a} for a in group.alarms],
+        },
     }
 
 
@@ -99,14 +105,17 @@ def _comparable(settings: Mapping[str, Any]) -> dict[str, Any]:
         "autoRollbackConfiguration": (bool(rollback.get("enabled")), sorted(rollback.get("events") or [])),
         "outdatedInstancesStrategy": settings.get("outdatedInstancesStrategy") or "UPDATE",
         "terminationHookEnabled": bool(settings.get("terminationHookEnabled")),
-        "deploymentStyle": (style.get("deploymentType", "IN_PLACE"),
-                            style.get("deploymentOption", "WITHOUT_TRAFFIC_CONTROL")),
+        "deploymentStyle": (
+            style.get("deploymentType", "IN_PLACE"),
+            style.get("deploymentOption", "WITHOUT_TRAFFIC_CONTROL"),
+        ),
         "alarmConfiguration": (bool(alarms.get("enabled")), sorted(a["name"] for a in alarms.get("alarms") or [])),
     }
 
 
-def plan_setup(fleet: Fleet, target: CodeDeployTarget, gateway: CodeDeployGateway,
-               groups: Sequence[Group] | None = None) -> SetupPlan:
+def plan_setup(
+    fleet: Fleet, target: CodeDeployTarget, gateway: CodeDeployGateway, groups: Sequence[Group] | None = None
+) -> SetupPlan:
     app = application_name(fleet, target)
     chosen = list(groups if groups is not None else fleet.groups)
     actions: list[Action] = []
@@ -155,8 +164,7 @@ def plan_setup(fleet: Fleet, target: CodeDeployTarget, gateway: CodeDeployGatewa
     return SetupPlan(app, tuple(actions))
 
 
-def apply_setup(plan: SetupPlan, gateway: CodeDeployGateway,
-                on_action: Callable[[Action], None] | None = None) -> None:
+def apply_setup(plan: SetupPlan, gateway: CodeDeployGateway, on_action: Callable[[Action], None] | None = None) -> None:
     for action in plan.actions:
         if on_action is not None:
             on_action(action)
@@ -173,6 +181,4 @@ def apply_setup(plan: SetupPlan, gateway: CodeDeployGateway,
 def describe(plan: SetupPlan) -> list[str]:
     if plan.empty:
         return [f"application {plan.application}: everything is set up; nothing to do"]
-    return [f"application {plan.application}: {len(plan.actions)} change(s)"] + [
-        f"  {a.line()}" for a in plan.actions
-    ]
+    return [f"application {plan.application}: {len(plan.actions)} change(s)"] + [f"  {a.line()}" for a in plan.actions]

@@ -17,8 +17,14 @@ from deploytool.errors import UsageError
 from deploytool.rollout.events import Event, ReleaseFinished
 from deploytool.rollout.result import RolloutResult
 
-ICON = {"succeeded": "✅", "already-deployed": "✅", "failed": "❌", "stopped": "⏹", "not-started": "⏸",
-        "detached": "↗"}
+ICON = {
+    "succeeded": "✅",
+    "already-deployed": "✅",
+    "failed": "❌",
+    "stopped": "⏹",
+    "not-started": "⏸",
+    "detached": "↗",
+}
 
 
 def check_json_out(path: Path) -> None:
@@ -26,8 +32,9 @@ def check_json_out(path: Path) -> None:
     take a file (tried, as write_json does: a temp file made and removed), the path must not be a directory."""
     parent = Path(path).parent
     if not parent.is_dir():
-        raise UsageError(f"--json-out {path}: directory {parent} does not exist; allowed: a file in an existing, "
-                         "writable directory")
+        raise UsageError(
+            f"--json-out {path}: directory {parent} does not exist; allowed: a file in an existing, writable directory"
+        )
     if Path(path).is_dir():
         raise UsageError(f"--json-out {path}: is a directory; allowed: a file name")
     try:
@@ -35,8 +42,10 @@ def check_json_out(path: Path) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
-        raise UsageError(f"--json-out {path}: cannot write in {parent} ({exc.strerror or exc}); allowed: a file in "
-                         "an existing, writable directory") from None
+        raise UsageError(
+            f"--json-out {path}: cannot write in {parent} ({exc.strerror or exc}); allowed: a file in "
+            "an existing, writable directory"
+        ) from None
 
 
 def write_json(path: Path, result: RolloutResult) -> None:

@@ -52,14 +52,22 @@ class _Untagged:
 
     def instance_results(self, deployment_id: str) -> Sequence[InstanceProgress]:
         results = self.backend.instance_results(deployment_id)
-        done = {i.instance_id for i in self.ec2.describe_instances([r.instance_id for r in results])
-                if i.tags.get(TAG_RELEASE) == self.release_id}
+        done = {
+            i.instance_id
+            for i in self.ec2.describe_instances([r.instance_id for r in results])
+            if i.tags.get(TAG_RELEASE) == self.release_id
+        }
         return [r for r in results if r.instance_id not in done]
 
 
 class DeploymentTagger:
     def __init__(
-        self, ec2: TagStore, backend: Backend, *, now: Callable[[], datetime], say: Callable[[str], None],
+        self,
+        ec2: TagStore,
+        backend: Backend,
+        *,
+        now: Callable[[], datetime],
+        say: Callable[[str], None],
     ) -> None:
         self.ec2 = ec2
         self.backend = backend
@@ -82,8 +90,14 @@ class DeploymentTagger:
             return
         if not result.deployment_id:
             return
-        done = FinishedDeployment(result.group, result.deployment_id, release.version, release.release_id,
-                                  self.now(), rollback_deployment_id=result.rollback_deployment_id)
+        done = FinishedDeployment(
+            result.group,
+            result.deployment_id,
+            release.version,
+            release.release_id,
+            self.now(),
+            rollback_deployment_id=result.rollback_deployment_id,
+        )
         try:
             source: InstanceResults = self.backend
             if result.outcome == "already-deployed":
@@ -91,8 +105,10 @@ class DeploymentTagger:
             tags = tag_deployments(self.ec2, source, [done])
         except Exception as exc:  # tagging must never stop a release, whatever went wrong
             why = str(exc) if isinstance(exc, DeployToolError) else f"{type(exc).__name__}: {exc}"
-            line = (f"warning: tagging {result.group} ({result.deployment_id}) failed: {why}; its instances keep "
-                    "their old tags (reconcile reports them; `fab deploy` of the same version writes the missing tags)")
+            line = (
+                f"warning: tagging {result.group} ({result.deployment_id}) failed: {why}; its instances keep "
+                "their old tags (reconcile reports them; `fab deploy` of the same version writes the missing tags)"
+            )
             self.warnings.append(line)
             self.say(line)
             return
@@ -108,4 +124,3 @@ class DeploymentTagger:
     @property
     def count(self) -> int:
         return sum(len(ids) for ids in self.tagged.values())
-

@@ -83,20 +83,30 @@ def say(services: Services, line: str) -> None:
 
 
 def tagger_for(services: Services) -> DeploymentTagger:
-    return DeploymentTagger(services.ec2 or Ec2Gateway(services.aws), services.backend, now=services.now,
-                            say=lambda line: say(services, line))
+    return DeploymentTagger(
+        services.ec2 or Ec2Gateway(services.aws),
+        services.backend,
+        now=services.now,
+        say=lambda line: say(services, line),
+    )
 
 
 def tag_summary(services: Services, tagger: DeploymentTagger) -> None:
     if tagger.count or tagger.calls:
         say(services, f"tags: {tagger.count} instance(s) tagged in {tagger.calls} CreateTags call(s)")
     if tagger.warnings:
-        say(services, f"warning: tagging failed for {len(tagger.warnings)} group(s); their instances keep their "
-                      "old tags")
+        say(
+            services,
+            f"warning: tagging failed for {len(tagger.warnings)} group(s); their instances keep their old tags",
+        )
 
 
 def run_rollout(
-    plan: RolloutPlan, services: Services, output: Output, *, manifest: ReleaseManifest | None = None,
+    plan: RolloutPlan,
+    services: Services,
+    output: Output,
+    *,
+    manifest: ReleaseManifest | None = None,
     tagger: DeploymentTagger | None = None,
 ) -> RolloutResult:
     """Run the plan with progress, Ctrl-C handling and, for a release, its record and tags (module doc)."""
@@ -118,8 +128,9 @@ def run_rollout(
         if services.on_interrupt == "raise":
             result = orchestrator.run()
         else:
-            ask = console_prompt(services.console, interactive=services.interactive, display=pausable,
-                                 detachable=services.detachable)
+            ask = console_prompt(
+                services.console, interactive=services.interactive, display=pausable, detachable=services.detachable
+            )
             result = follow(orchestrator, ask, detachable=services.detachable)
     except BaseException:
         if pausable is not None:
@@ -128,8 +139,11 @@ def run_rollout(
     if services.backend.name == "codedeploy" and any(g.outcome not in NOTHING_RAN for g in result.groups):
         services.console.print(CODEDEPLOY_HOOK_OUTPUT, markup=False, highlight=False, soft_wrap=True)
     if record is not None and record.errors:
-        say(services, f"warning: the release record could not always be written ({len(record.errors)} "
-                      f"time(s)); last: {record.errors[-1]}")
+        say(
+            services,
+            f"warning: the release record could not always be written ({len(record.errors)} "
+            f"time(s)); last: {record.errors[-1]}",
+        )
     if tagger is not None and record is not None:
         tag_summary(services, tagger)
     return result

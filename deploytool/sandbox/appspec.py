@@ -125,9 +125,7 @@ def parse_appspec(text: str, *, where: str = "appspec.yml") -> AppSpec:
     hooks, warnings = _hooks(r, root.get("hooks"))
     behavior = root.get("file_exists_behavior")
     if behavior is not None and behavior not in FILE_EXISTS_BEHAVIORS:
-        raise r.error(
-            "file_exists_behavior", f"got {behavior!r}; allowed: {', '.join(FILE_EXISTS_BEHAVIORS)}"
-        )
+        raise r.error("file_exists_behavior", f"got {behavior!r}; allowed: {', '.join(FILE_EXISTS_BEHAVIORS)}")
     warnings += tuple(
         f"{where}: permissions[{i}]: {', '.join(p.unsupported)} not applied in the sandbox"
         for i, p in enumerate(permissions)
@@ -177,9 +175,7 @@ def _permission(r: _Reader, index: int, raw: object) -> Permission:
         if name not in allowed:
             raise r.error(f"{key}.{name}", f"unknown key{_hint(str(name), allowed)}; allowed: {', '.join(allowed)}")
     if table.get("object") is None:
-        raise r.error(
-            f"{key}.object", "a permission listed in the application specification file has no object value"
-        )
+        raise r.error(f"{key}.object", "a permission listed in the application specification file has no object value")
     obj = str(r.text(f"{key}.object", table["object"]))
     if not obj.startswith("/"):
         raise r.error(f"{key}.object", f"got {obj!r}; allowed: an absolute path on the instance")

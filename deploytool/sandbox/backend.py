@@ -347,11 +347,19 @@ class LocalBackend:
             self._deployments[dep.id] = dep
             if exclusive:
                 self._active[group.name] = dep.id
-            self.state.started(group.name, {
-                "deployment_id": dep.id, "owner": self.owner.to_dict(), "creator": creator,
-                "mode": request.mode, "version": revision.version, "release_id": request.release_id,
-                "started_at": dep.started_at, "exclusive": exclusive,
-            })
+            self.state.started(
+                group.name,
+                {
+                    "deployment_id": dep.id,
+                    "owner": self.owner.to_dict(),
+                    "creator": creator,
+                    "mode": request.mode,
+                    "version": revision.version,
+                    "release_id": request.release_id,
+                    "started_at": dep.started_at,
+                    "exclusive": exclusive,
+                },
+            )
             thread = threading.Thread(target=self._drive, args=(dep,), name=f"deploy-{dep.id}", daemon=True)
             self._threads.append(thread)
         thread.start()

@@ -96,8 +96,15 @@ class SandboxRunResult:
 class Releases(Protocol):
     """`fab deploy`'s path on a running sandbox (deploytool.deploy_flow.SessionReleases)."""
 
-    def release(self, fleet: Fleet, groups: Sequence[Group], options: RolloutOptions, *, out_dir: Path,
-                on_prepared: Callable[[Prepared], None] | None = None) -> RolloutResult: ...
+    def release(
+        self,
+        fleet: Fleet,
+        groups: Sequence[Group],
+        options: RolloutOptions,
+        *,
+        out_dir: Path,
+        on_prepared: Callable[[Prepared], None] | None = None,
+    ) -> RolloutResult: ...
 
     def reconcile(self, fleet: Fleet, groups: Sequence[Group]) -> object: ...
 
@@ -130,8 +137,7 @@ def run_sandbox(
             def published(prepared: Prepared) -> None:
                 say(f"{label}: built and published {prepared.manifest.version} ({prepared.revision.uri})")
 
-            return releases.release(repo.fleet(), groups, rollout, out_dir=sandbox.root / "dist",
-                                    on_prepared=published)
+            return releases.release(repo.fleet(), groups, rollout, out_dir=sandbox.root / "dist", on_prepared=published)
 
         first = release("v1")
         queues = [q for g in groups for q in (g.queues or [])]

@@ -328,9 +328,7 @@ class LifecycleRunner:
         if info is None:
             raise SandboxError(f"DownloadBundle: {revision.uri} does not exist")
         if info.etag.strip('"') != revision.etag.strip('"'):
-            raise SandboxError(
-                f"Expected deployment artifact bundle etag {revision.etag} but was actually {info.etag}"
-            )
+            raise SandboxError(f"Expected deployment artifact bundle etag {revision.etag} but was actually {info.etag}")
         body = self.s3.get_bytes(revision.bucket, revision.key)
         if body is None:
             raise SandboxError(f"DownloadBundle: {revision.uri} disappeared during the download")

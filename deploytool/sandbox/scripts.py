@@ -78,9 +78,13 @@ def _identity(runas: str | None) -> tuple[dict[str, Any], dict[str, str], str]:
         return {}, {}, ""
     if os.geteuid() != 0:
         me = pwd.getpwuid(os.geteuid()).pw_name
-        return {}, {}, (
-            f"runas {runas!r}: running a script as another user needs root, and the sandbox runs as {me!r} "
-            "(run the sandbox as root, or leave runas out for local runs)"
+        return (
+            {},
+            {},
+            (
+                f"runas {runas!r}: running a script as another user needs root, and the sandbox runs as {me!r} "
+                "(run the sandbox as root, or leave runas out for local runs)"
+            ),
         )
     popen = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": os.getgrouplist(runas, entry.pw_gid)}
     env = {"HOME": entry.pw_dir, "USER": runas, "LOGNAME": runas, "SHELL": entry.pw_shell}

@@ -178,9 +178,7 @@ class SandboxSession:
             raise
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
     def start(self) -> None:
@@ -364,4 +362,3 @@ def attach(
         worker_stop_grace_s=worker_stop_grace_s,
     )
     return Attached(aws, backend)
-

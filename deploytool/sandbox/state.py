@@ -100,8 +100,9 @@ class SandboxState:
         """Add a finished deployment to the group's history (and make it the last successful one)."""
         with self._lock:
             data = self._read(group)
-            data["in_flight"] = {k: v for k, v in dict(data.get("in_flight") or {}).items()
-                                 if k != entry["deployment_id"]}
+            data["in_flight"] = {
+                k: v for k, v in dict(data.get("in_flight") or {}).items() if k != entry["deployment_id"]
+            }
             data["deployments"].append(entry)
             if succeeded_with is not None:
                 data["last_successful"] = {"deployment_id": entry["deployment_id"], "revision": asdict(succeeded_with)}

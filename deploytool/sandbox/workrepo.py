@@ -22,8 +22,16 @@ from deploytool.owned import fresh_owned
 from deploytool.sandbox.errors import SandboxError
 
 _NOTE = re.compile(r'^RELEASE_NOTE\s*=\s*(["\']).*?\1\s*$', re.MULTILINE)
-_GIT_IDENTITY = ("-c", "user.name=deploytool sandbox", "-c", "user.email=sandbox@deploytool.invalid",
-                 "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main")
+_GIT_IDENTITY = (
+    "-c",
+    "user.name=deploytool sandbox",
+    "-c",
+    "user.email=sandbox@deploytool.invalid",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "init.defaultBranch=main",
+)
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ class WorkRepo:
             if _NOTE.search(text):
                 path.write_text(_NOTE.sub(lambda _m: f"RELEASE_NOTE = {note!r}", text, count=1))
                 return self.commit(f"{note}")
-        raise SandboxError(f"no RELEASE_NOTE = \"...\" line in the app source under {self.source}")
+        raise SandboxError(f'no RELEASE_NOTE = "..." line in the app source under {self.source}')
 
     def fleet(self) -> Fleet:
         return load_fleet(self.fleet_file)

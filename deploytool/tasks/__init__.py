@@ -14,9 +14,20 @@ from invoke.collection import Collection
 from deploytool.tasks import build, config, reconcile, rollout, sandbox
 
 ns = Collection(
-    config.check, config.init,
-    build.build, build.publish,
-    rollout.setup, rollout.deploy, rollout.rollback, rollout.restart, rollout.status,
-    reconcile.reconcile, reconcile.athena_ddl, reconcile.grafana_dashboard,
-    sandbox.sandbox, sandbox.sandbox_up, sandbox.sandbox_down, sandbox.hooks,
+    config.check,
+    config.init,
+    build.build,
+    build.publish,
+    rollout.setup,
+    rollout.deploy,
+    rollout.rollback,
+    rollout.restart,
+    rollout.status,
+    reconcile.reconcile,
+    reconcile.athena_ddl,
+    reconcile.grafana_dashboard,
+    sandbox.sandbox,
+    sandbox.sandbox_up,
+    sandbox.sandbox_down,
+    sandbox.hooks,
 )

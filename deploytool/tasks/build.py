@@ -38,18 +38,30 @@ def build(c, fleet=None, version=None, allow_dirty=False, out=None, debug=False)
     """Build the release bundle (.tgz) and print its path, size, file count and sha256."""
     loaded, version, out_dir = _build_options(fleet, version, out)
     result = _built(loaded, version, allow_dirty, out_dir)
-    _show(make_console(), [
-        ("bundle", str(result.path)),
-        ("size", f"{result.size} bytes ({result.size / 1024:.1f} KiB)" if result.size < 1048576
-         else f"{result.size} bytes ({result.size / 1048576:.1f} MiB)"),
-        ("files", str(result.file_count)),
-        ("sha256", result.sha256),
-        ("version", f"{result.version} (commit {result.commit or 'none'})"),
-    ])
+    _show(
+        make_console(),
+        [
+            ("bundle", str(result.path)),
+            (
+                "size",
+                f"{result.size} bytes ({result.size / 1024:.1f} KiB)"
+                if result.size < 1048576
+                else f"{result.size} bytes ({result.size / 1048576:.1f} MiB)",
+            ),
+            ("files", str(result.file_count)),
+            ("sha256", result.sha256),
+            ("version", f"{result.version} (commit {result.commit or 'none'})"),
+        ],
+    )
 
 
-@cli_task(help={**_BUILD_HELP, "target": "target from the fleet file (default: its default target)",
-                "endpoint_url": "S3-compatible endpoint (a moto server, MinIO...) instead of AWS"})
+@cli_task(
+    help={
+        **_BUILD_HELP,
+        "target": "target from the fleet file (default: its default target)",
+        "endpoint_url": "S3-compatible endpoint (a moto server, MinIO...) instead of AWS",
+    }
+)
 def publish(c, fleet=None, target=None, version=None, allow_dirty=False, out=None, endpoint_url=None, debug=False):
     """Build the bundle, upload it to S3 once (content-addressed) and write the release manifest."""
     loaded, version, out_dir = _build_options(fleet, version, out)
@@ -63,11 +75,14 @@ def publish(c, fleet=None, target=None, version=None, allow_dirty=False, out=Non
     bundle = _built(loaded, version, allow_dirty, out_dir)
     session = AwsSession(region=loaded.aws.region, profile=loaded.aws.profile, endpoint_url=endpoint_url)
     result = publish_bundle(bundle, loaded, session, target=name, created_by=creator())
-    _show(make_console(), [
-        ("bundle", f"{result.bundle_uri} ({'uploaded' if result.uploaded else 'already in S3: nothing uploaded'})"),
-        ("etag", result.etag),
-        ("sha256", result.sha256),
-        ("version", result.version),
-        ("release", result.release_id),
-        ("manifest", f"s3://{result.bucket}/{result.manifest_key}"),
-    ])
+    _show(
+        make_console(),
+        [
+            ("bundle", f"{result.bundle_uri} ({'uploaded' if result.uploaded else 'already in S3: nothing uploaded'})"),
+            ("etag", result.etag),
+            ("sha256", result.sha256),
+            ("version", result.version),
+            ("release", result.release_id),
+            ("manifest", f"s3://{result.bucket}/{result.manifest_key}"),
+        ],
+    )

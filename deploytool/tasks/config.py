@@ -17,12 +17,16 @@ def check(c, fleet=None, debug=False):
     console.print(f"{loaded.path}: ok ({len(loaded.groups)} groups, targets: {', '.join(loaded.targets)})")
 
 
-@cli_task(help={"celery_app": "your Celery app, package.module:app (required)",
-                "name": "app name in the fleet file (default: from the app's package)",
-                "bucket": "S3 bucket for the bundles (default <name>-deploy-artifacts)",
-                "asg_prefix": "prefix of each group's Auto Scaling group name (default <name>-)",
-                "source": "directory holding the app's package (default: found from --celery-app)",
-                "debug": "show tracebacks"})
+@cli_task(
+    help={
+        "celery_app": "your Celery app, package.module:app (required)",
+        "name": "app name in the fleet file (default: from the app's package)",
+        "bucket": "S3 bucket for the bundles (default <name>-deploy-artifacts)",
+        "asg_prefix": "prefix of each group's Auto Scaling group name (default <name>-)",
+        "source": "directory holding the app's package (default: found from --celery-app)",
+        "debug": "show tracebacks",
+    }
+)
 def init(c, celery_app=None, name=None, bucket=None, asg_prefix=None, source=None, debug=False):
     """Write a starting deploy.toml, fabfile.py and .deployignore here (never overwrites a file)."""
     from pathlib import Path
@@ -33,12 +37,18 @@ def init(c, celery_app=None, name=None, bucket=None, asg_prefix=None, source=Non
 
     if options.text("--celery-app", celery_app) is None:
         raise UsageError("init needs --celery-app package.module:app (your Celery app)")
-    answers = Answers(celery_app, name=options.text("--name", name), bucket=options.text("--bucket", bucket),
-                      asg_prefix=options.text("--asg-prefix", asg_prefix), source=options.text("--source", source))
+    answers = Answers(
+        celery_app,
+        name=options.text("--name", name),
+        bucket=options.text("--bucket", bucket),
+        asg_prefix=options.text("--asg-prefix", asg_prefix),
+        source=options.text("--source", source),
+    )
     console = make_console()
     done = init_repository(Path.cwd(), answers)
     console.print(f"groups: {', '.join(done.queues)} ({done.note})", markup=False, highlight=False)
     for path in done.written:
         console.print(f"wrote {path}", markup=False, highlight=False)
-    console.print("next: edit deploy.toml (bucket, ASG names, role ARN), then `fab check`", markup=False,
-                  highlight=False)
+    console.print(
+        "next: edit deploy.toml (bucket, ASG names, role ARN), then `fab check`", markup=False, highlight=False
+    )

@@ -10,9 +10,10 @@ ENGINES = ("athena", "duckdb")
 
 
 def _athena_names(database, workgroup):
-    return (options.pattern("--database", database, r"[a-z0-9_]{1,255}", "1-255 lowercase letters, digits and _"),
-            options.pattern("--workgroup", workgroup, r"[A-Za-z0-9._-]{1,128}", "1-128 letters, digits, '.', '_', '-'"))
-
+    return (
+        options.pattern("--database", database, r"[a-z0-9_]{1,255}", "1-255 lowercase letters, digits and _"),
+        options.pattern("--workgroup", workgroup, r"[A-Za-z0-9._-]{1,128}", "1-128 letters, digits, '.', '_', '-'"),
+    )
 
 
 @cli_task(
@@ -32,18 +33,37 @@ def _athena_names(database, workgroup):
         "debug": "show tracebacks",
     }
 )
-def reconcile(c, fleet=None, target=None, groups=None, json=False, fix=False, ci=False, engine=None, days=1,
-              release=None, no_snapshot=False, database=None, workgroup=None, debug=False):
+def reconcile(
+    c,
+    fleet=None,
+    target=None,
+    groups=None,
+    json=False,
+    fix=False,
+    ci=False,
+    engine=None,
+    days=1,
+    release=None,
+    no_snapshot=False,
+    database=None,
+    workgroup=None,
+    debug=False,
+):
     """Check every instance runs its group's expected version (exit 3 on drift)."""
     from deploytool.reconcile.command import run_reconcile
 
     loaded = fleet_from(fleet)
     database, workgroup = _athena_names(database, workgroup)
     settings = targets.settings_for(
-        loaded, options.target(loaded, target), engine=options.choice("--engine", engine, ENGINES),
+        loaded,
+        options.target(loaded, target),
+        engine=options.choice("--engine", engine, ENGINES),
         days=options.integer("--days", days, low=1, high=MAX_DAYS),
         release=options.release_id("--release", release) or "",
-        snapshot=not no_snapshot, groups=options.group_names(loaded, groups), database=database, workgroup=workgroup,
+        snapshot=not no_snapshot,
+        groups=options.group_names(loaded, groups),
+        database=database,
+        workgroup=workgroup,
     )
     runner, backend = None, None
     connected = targets.connect(loaded, settings.target)
@@ -54,14 +74,26 @@ def reconcile(c, fleet=None, target=None, groups=None, json=False, fix=False, ci
         rollout = connected.services(loaded, make_console(ci=ci, stderr=json), ci=ci)
         runner, backend = fix_runner_for(rollout, settings.target)
     run_reconcile(
-        loaded, settings, connected.reconcile_services(loaded), make_console(ci=ci),
-        as_json=json, fix=fix, runner=runner, backend=backend,
+        loaded,
+        settings,
+        connected.reconcile_services(loaded),
+        make_console(ci=ci),
+        as_json=json,
+        fix=fix,
+        runner=runner,
+        backend=backend,
     )
 
 
-@cli_task(help={"fleet": "fleet file (default deploy.toml)", "apply": "run the DDL on Athena",
-                "database": "Athena database (default deploytool)", "workgroup": "Athena workgroup",
-                "debug": "show tracebacks"})
+@cli_task(
+    help={
+        "fleet": "fleet file (default deploy.toml)",
+        "apply": "run the DDL on Athena",
+        "database": "Athena database (default deploytool)",
+        "workgroup": "Athena workgroup",
+        "debug": "show tracebacks",
+    }
+)
 def athena_ddl(c, fleet=None, apply=False, database=None, workgroup=None, debug=False):
     """Print (or --apply) the Athena DDL of the inventory and releases tables."""
     from deploytool.reconcile.command import athena_setup

@@ -11,7 +11,7 @@ _ROLLOUT_HELP = {
     "groups": "only these groups, comma-separated (default: all)",
     "max_parallel": "deployments in flight at once inside a wave (default 0: no limit)",
     "on_failure": "stop-wave (default: a failed group rolls back, later waves do not start) or stop-all "
-                  "(also stop the wave's other deployments, with rollback)",
+    "(also stop the wave's other deployments, with rollback)",
     "ci": "plain lines instead of the live table (also without a terminal)",
     "json_out": "write the result as JSON to this file",
     "dry_run": "print the plan, change nothing",
@@ -28,8 +28,9 @@ def _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out):
     name = options.target(loaded, target)
     chosen = loaded.select_groups(options.group_names(loaded, groups))
     # RolloutOptions checks --max-parallel's range (invoke made it an int, or refused it: deploytool.cli)
-    run = RolloutOptions(max_parallel=int(max_parallel),
-                         on_failure=options.choice("--on-failure", on_failure, ON_FAILURE))
+    run = RolloutOptions(
+        max_parallel=int(max_parallel), on_failure=options.choice("--on-failure", on_failure, ON_FAILURE)
+    )
     return loaded, name, chosen, run, Output(ci=ci, json_out=options.json_out(json_out))
 
 
@@ -42,8 +43,14 @@ def _without_sandbox(loaded, name, dry_run):
     return dry_run and targets.sandbox_missing(loaded, name)
 
 
-@cli_task(help={"fleet": _ROLLOUT_HELP["fleet"], "target": _ROLLOUT_HELP["target"],
-                "dry_run": _ROLLOUT_HELP["dry_run"], "debug": _ROLLOUT_HELP["debug"]})
+@cli_task(
+    help={
+        "fleet": _ROLLOUT_HELP["fleet"],
+        "target": _ROLLOUT_HELP["target"],
+        "dry_run": _ROLLOUT_HELP["dry_run"],
+        "debug": _ROLLOUT_HELP["debug"],
+    }
+)
 def setup(c, fleet=None, target=None, dry_run=False, debug=False):
     """Create or update the CodeDeploy application, deployment groups and configs (plan, then apply)."""
     from deploytool.aws.codedeploy import CodeDeployGateway
@@ -57,14 +64,32 @@ def setup(c, fleet=None, target=None, dry_run=False, debug=False):
     commands.setup(loaded, chosen, gateway, make_console(), dry_run=dry_run)
 
 
-@cli_task(help={**_ROLLOUT_HELP, "version": "release version (default YYYY.MM.DD-<shortsha> of the git commit)",
-                "allow_dirty": "build from uncommitted changes (the version then ends in -dirty)",
-                "no_reconcile": "do not end with a reconcile (exit 0 then only means the rollout succeeded)",
-                "reconcile_engine": "engine of the final reconcile: athena or duckdb (default: duckdb for a local "
-                                    "target, athena for codedeploy)"})
-def deploy(c, fleet=None, target=None, groups=None, version=None, allow_dirty=False, max_parallel=0,
-           on_failure="stop-wave", ci=False, json_out=None, dry_run=False, no_reconcile=False, reconcile_engine=None,
-           debug=False):
+@cli_task(
+    help={
+        **_ROLLOUT_HELP,
+        "version": "release version (default YYYY.MM.DD-<shortsha> of the git commit)",
+        "allow_dirty": "build from uncommitted changes (the version then ends in -dirty)",
+        "no_reconcile": "do not end with a reconcile (exit 0 then only means the rollout succeeded)",
+        "reconcile_engine": "engine of the final reconcile: athena or duckdb (default: duckdb for a local "
+        "target, athena for codedeploy)",
+    }
+)
+def deploy(
+    c,
+    fleet=None,
+    target=None,
+    groups=None,
+    version=None,
+    allow_dirty=False,
+    max_parallel=0,
+    on_failure="stop-wave",
+    ci=False,
+    json_out=None,
+    dry_run=False,
+    no_reconcile=False,
+    reconcile_engine=None,
+    debug=False,
+):
     """Build, publish, roll out wave by wave (tagging instances), then reconcile: exit 1 failed, 3 drift."""
     from deploytool.deploy_flow import deploy_and_reconcile, plan_without_sandbox, reconcile_settings
 
@@ -72,17 +97,39 @@ def deploy(c, fleet=None, target=None, groups=None, version=None, allow_dirty=Fa
     version = options.version("--version", version)
     reconcile_settings(loaded, name, chosen, engine=reconcile_engine, reconcile=not no_reconcile, dry_run=dry_run)
     if _without_sandbox(loaded, name, dry_run):
-        plan_without_sandbox(loaded, name, chosen, run, make_console(ci=ci), mode="deploy", version=version,
-                             allow_dirty=allow_dirty)
+        plan_without_sandbox(
+            loaded, name, chosen, run, make_console(ci=ci), mode="deploy", version=version, allow_dirty=allow_dirty
+        )
         return
-    deploy_and_reconcile(loaded, name, chosen, run, _services(loaded, name, ci), output, version=version,
-                         allow_dirty=allow_dirty, dry_run=dry_run, reconcile=not no_reconcile,
-                         engine=reconcile_engine)
+    deploy_and_reconcile(
+        loaded,
+        name,
+        chosen,
+        run,
+        _services(loaded, name, ci),
+        output,
+        version=version,
+        allow_dirty=allow_dirty,
+        dry_run=dry_run,
+        reconcile=not no_reconcile,
+        engine=reconcile_engine,
+    )
 
 
 @cli_task(help={**_ROLLOUT_HELP, "to": "version to go back to (default: the last earlier version that succeeded)"})
-def rollback(c, fleet=None, target=None, groups=None, to=None, max_parallel=0, on_failure="stop-wave", ci=False,
-             json_out=None, dry_run=False, debug=False):
+def rollback(
+    c,
+    fleet=None,
+    target=None,
+    groups=None,
+    to=None,
+    max_parallel=0,
+    on_failure="stop-wave",
+    ci=False,
+    json_out=None,
+    dry_run=False,
+    debug=False,
+):
     """Redeploy an earlier release's revision, as a new release."""
     from deploytool.rollout import commands
 
@@ -95,8 +142,18 @@ def rollback(c, fleet=None, target=None, groups=None, to=None, max_parallel=0, o
 
 
 @cli_task(help=_ROLLOUT_HELP)
-def restart(c, fleet=None, target=None, groups=None, max_parallel=0, on_failure="stop-wave", ci=False,
-            json_out=None, dry_run=False, debug=False):
+def restart(
+    c,
+    fleet=None,
+    target=None,
+    groups=None,
+    max_parallel=0,
+    on_failure="stop-wave",
+    ci=False,
+    json_out=None,
+    dry_run=False,
+    debug=False,
+):
     """Rolling restart of the workers with each group's strategy (no new version)."""
     from deploytool.deploy_flow import plan_without_sandbox
     from deploytool.rollout import commands
@@ -109,8 +166,15 @@ def restart(c, fleet=None, target=None, groups=None, max_parallel=0, on_failure=
     commands.verdict(result)
 
 
-@cli_task(help={"release": "release id (default: the target's latest release)", "fleet": _ROLLOUT_HELP["fleet"],
-                "target": _ROLLOUT_HELP["target"], "ci": _ROLLOUT_HELP["ci"], "debug": _ROLLOUT_HELP["debug"]})
+@cli_task(
+    help={
+        "release": "release id (default: the target's latest release)",
+        "fleet": _ROLLOUT_HELP["fleet"],
+        "target": _ROLLOUT_HELP["target"],
+        "ci": _ROLLOUT_HELP["ci"],
+        "debug": _ROLLOUT_HELP["debug"],
+    }
+)
 def status(c, release=None, fleet=None, target=None, ci=False, debug=False):
     """Show a release (default: the target's latest) and its deployments as they are now."""
     from deploytool.rollout import commands

@@ -53,8 +53,17 @@ def sandbox_down(c, fleet=None, target=None, debug=False):
         "file_exists_behavior": "DISALLOW (default), OVERWRITE or RETAIN, for Install",
     }
 )
-def hooks(c, event=None, bundle=None, instance=None, group=None, file_exists_behavior="DISALLOW", fleet=None,
-          target=None, debug=False):
+def hooks(
+    c,
+    event=None,
+    bundle=None,
+    instance=None,
+    group=None,
+    file_exists_behavior="DISALLOW",
+    fleet=None,
+    target=None,
+    debug=False,
+):
     """Run lifecycle events of a bundle on a sandbox instance, with the agent's environment, to debug a hook."""
     from deploytool.errors import DeployFailed
     from deploytool.rollout.backend import LIFECYCLE_EVENTS
@@ -72,8 +81,13 @@ def hooks(c, event=None, bundle=None, instance=None, group=None, file_exists_beh
     name, _ = local_target(loaded, options.target(loaded, target))
     console = make_console()
     chosen, result = run_events(
-        loaded, events, target=name, instance_id=options.text("--instance", instance),
-        group=options.group_name(loaded, group), bundle=bundle_path, file_exists_behavior=file_exists_behavior,
+        loaded,
+        events,
+        target=name,
+        instance_id=options.text("--instance", instance),
+        group=options.group_name(loaded, group),
+        bundle=bundle_path,
+        file_exists_behavior=file_exists_behavior,
     )
     logs = chosen.logs_dir(result.deployment_id)
     for outcome in result.events:

@@ -162,8 +162,10 @@ def drain_running(
             control.close()
     reported = report_interrupted(settings, worker.pid, log)
     if result.outcome == "cold" and result.interrupted and not reported:
-        log.step("interrupted", f"{len(result.interrupted)} task(s) cut off by the cold shutdown: "
-                 f"{summarize(result.interrupted)}")
+        log.step(
+            "interrupted",
+            f"{len(result.interrupted)} task(s) cut off by the cold shutdown: {summarize(result.interrupted)}",
+        )
         mark_interrupted(settings, result.interrupted, log)
     if worker.exited():
         for owned in (settings.layout.pidfile, settings.layout.ready_file, settings.layout.first_task_file):

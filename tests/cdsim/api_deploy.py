@@ -28,8 +28,10 @@ def create_deployment(sim: CodeDeploySim, p: Params) -> Params:
     if config not in sim.configs:
         raise SimError("DeploymentConfigDoesNotExistException", f"No deployment configuration found for name: {config}")
     if group.active:
-        raise SimError("DeploymentLimitExceededException",
-                       f"The Deployment Group '{group.name}' already has an active Deployment '{group.active}'")
+        raise SimError(
+            "DeploymentLimitExceededException",
+            f"The Deployment Group '{group.name}' already has an active Deployment '{group.active}'",
+        )
     processes = (p.get("ec2DeploymentOptions") or {}).get("autoScalingGroupProcessesToSuspend") or []
     if set(processes) - PROCESSES:
         raise SimError("InvalidAutoScalingGroupProcessToSuspendException", f"invalid processes {processes}")
@@ -37,8 +39,9 @@ def create_deployment(sim: CodeDeploySim, p: Params) -> Params:
     revision = p.get("revision")
     if mode == "RESTART":
         if revision is not None or p.get("updateOutdatedInstancesOnly"):
-            raise SimError("InvalidInputException", "A RESTART deployment takes no revision and no "
-                                                    "updateOutdatedInstancesOnly")
+            raise SimError(
+                "InvalidInputException", "A RESTART deployment takes no revision and no updateOutdatedInstancesOnly"
+            )
         revision = group.target_revision
         if revision is None:
             raise SimError("InvalidInputException", "No successful deployment to restart from")
@@ -50,8 +53,17 @@ def create_deployment(sim: CodeDeploySim, p: Params) -> Params:
     if p.get("updateOutdatedInstancesOnly"):
         key = revision_key(revision)
         instances = [i for i in instances if sim.instance_revision.get(i) != key]
-    d = sim.create(group, revision, creator="user", at=sim.now(), description=p.get("description", ""),
-                   request=dict(p), instance_ids=instances, config_name=config, mode=mode)
+    d = sim.create(
+        group,
+        revision,
+        creator="user",
+        at=sim.now(),
+        description=p.get("description", ""),
+        request=dict(p),
+        instance_ids=instances,
+        config_name=config,
+        mode=mode,
+    )
     return {"deploymentId": d.deployment_id}
 
 
@@ -74,8 +86,12 @@ def deployment_info(sim: CodeDeploySim, d: Deployment) -> Params:
         "instanceTerminationWaitTimeStarted": False,
         "computePlatform": "Server",
         "deploymentOverview": {
-            "Pending": d.count("Pending"), "InProgress": d.count("InProgress"), "Succeeded": d.count("Succeeded"),
-            "Failed": d.count("Failed"), "Skipped": d.count("Skipped"), "Ready": 0,
+            "Pending": d.count("Pending"),
+            "InProgress": d.count("InProgress"),
+            "Succeeded": d.count("Succeeded"),
+            "Failed": d.count("Failed"),
+            "Skipped": d.count("Skipped"),
+            "Ready": 0,
         },
     }
     if d.revision is not None:
@@ -104,8 +120,10 @@ def get_deployment(sim: CodeDeploySim, p: Params) -> Params:
 def batch_get_deployments(sim: CodeDeploySim, p: Params) -> Params:
     ids = p["deploymentIds"]
     if len(ids) > BATCH:
-        raise SimError("BatchLimitExceededException",
-                       f"The maximum number of names or IDs allowed for this request ({BATCH}) was exceeded.")
+        raise SimError(
+            "BatchLimitExceededException",
+            f"The maximum number of names or IDs allowed for this request ({BATCH}) was exceeded.",
+        )
     return {"deploymentsInfo": [deployment_info(sim, sim.deployments[i]) for i in ids if i in sim.deployments]}
 
 
@@ -116,8 +134,11 @@ def list_deployments(sim: CodeDeploySim, p: Params) -> Params:
     if group:
         group_of(sim, app or "", group)
     statuses = set(p.get("includeOnlyStatuses") or [])
-    ids = [d.deployment_id for d in sorted(sim.deployments.values(), key=lambda d: -d.created_at)
-           if (not app or d.app == app) and (not group or d.group == group) and (not statuses or d.status in statuses)]
+    ids = [
+        d.deployment_id
+        for d in sorted(sim.deployments.values(), key=lambda d: -d.created_at)
+        if (not app or d.app == app) and (not group or d.group == group) and (not statuses or d.status in statuses)
+    ]
     items, token = page(ids, p.get("nextToken"))
     return {"deployments": items, **({"nextToken": token} if token else {})}
 
@@ -146,24 +167,30 @@ def batch_get_deployment_targets(sim: CodeDeploySim, p: Params) -> Params:
     d = deployment_of(sim, p["deploymentId"])
     ids = p["targetIds"]
     if len(ids) > BATCH:
-        raise SimError("DeploymentTargetListSizeExceededException",
-                       f"The maximum number of targets that can be associated with a deployment ({BATCH}) was "
-                       "exceeded.")
+        raise SimError(
+            "DeploymentTargetListSizeExceededException",
+            f"The maximum number of targets that can be associated with a deployment ({BATCH}) was exceeded.",
+        )
     now = sim.now()
     out = []
     for target_id in ids:
         run = d.instances.get(target_id)
         if run is None:
             raise SimError("DeploymentTargetDoesNotExistException", f"Target {target_id} not in {d.deployment_id}")
-        out.append({"deploymentTargetType": "InstanceTarget", "instanceTarget": {
-            "deploymentId": d.deployment_id,
-            "targetId": target_id,
-            "targetArn": f"arn:aws:ec2:{sim.region}:{sim.account}:instance/{target_id}",
-            "status": run.status,
-            "lastUpdatedAt": EPOCH + (run.ended_at if run.ended_at is not None else now),
-            "lifecycleEvents": run.events_at(now),
-            "instanceLabel": "Blue",
-        }})
+        out.append(
+            {
+                "deploymentTargetType": "InstanceTarget",
+                "instanceTarget": {
+                    "deploymentId": d.deployment_id,
+                    "targetId": target_id,
+                    "targetArn": f"arn:aws:ec2:{sim.region}:{sim.account}:instance/{target_id}",
+                    "status": run.status,
+                    "lastUpdatedAt": EPOCH + (run.ended_at if run.ended_at is not None else now),
+                    "lifecycleEvents": run.events_at(now),
+                    "instanceLabel": "Blue",
+                },
+            }
+        )
     return {"deploymentTargets": out}
 
 

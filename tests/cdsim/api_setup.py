@@ -14,8 +14,16 @@ from tests.cdsim.sim import CodeDeploySim, SimError, revision_key
 Params = dict[str, Any]
 PAGE = 100
 GROUP_FIELDS = (
-    "deploymentConfigName", "autoScalingGroups", "serviceRoleArn", "alarmConfiguration", "autoRollbackConfiguration",
-    "outdatedInstancesStrategy", "deploymentStyle", "terminationHookEnabled", "ec2TagFilters", "triggerConfigurations",
+    "deploymentConfigName",
+    "autoScalingGroups",
+    "serviceRoleArn",
+    "alarmConfiguration",
+    "autoRollbackConfiguration",
+    "outdatedInstancesStrategy",
+    "deploymentStyle",
+    "terminationHookEnabled",
+    "ec2TagFilters",
+    "triggerConfigurations",
 )
 
 
@@ -49,8 +57,15 @@ def create_application(sim: CodeDeploySim, p: Params) -> Params:
 
 def get_application(sim: CodeDeploySim, p: Params) -> Params:
     app = app_of(sim, p["applicationName"])
-    return {"application": {"applicationId": app.application_id, "applicationName": app.name,
-                            "createTime": EPOCH + app.created_at, "linkedToGitHub": False, "computePlatform": "Server"}}
+    return {
+        "application": {
+            "applicationId": app.application_id,
+            "applicationName": app.name,
+            "createTime": EPOCH + app.created_at,
+            "linkedToGitHub": False,
+            "computePlatform": "Server",
+        }
+    }
 
 
 def _check_group_settings(sim: CodeDeploySim, settings: Params) -> None:
@@ -98,19 +113,27 @@ def group_info(sim: CodeDeploySim, group: DeploymentGroup) -> Params:
         "deploymentGroupName": group.name,
         "deploymentConfigName": group.config_name,
         "autoScalingGroups": [
-            {"name": asg, "hook": f"CodeDeploy-managed-automatic-launch-deployment-hook-{group.name}-{group.group_id}",
-             **({"terminationHook": f"CodeDeploy-managed-termination-hook-{group.name}-{group.group_id}"}
-                if s.get("terminationHookEnabled") else {})}
+            {
+                "name": asg,
+                "hook": f"CodeDeploy-managed-automatic-launch-deployment-hook-{group.name}-{group.group_id}",
+                **(
+                    {"terminationHook": f"CodeDeploy-managed-termination-hook-{group.name}-{group.group_id}"}
+                    if s.get("terminationHookEnabled")
+                    else {}
+                ),
+            }
             for asg in group.asgs
         ],
         "serviceRoleArn": s.get("serviceRoleArn"),
         "ec2TagFilters": s.get("ec2TagFilters", []),
         "triggerConfigurations": s.get("triggerConfigurations", []),
-        "alarmConfiguration": s.get("alarmConfiguration", {"enabled": False, "ignorePollAlarmFailure": False,
-                                                           "alarms": []}),
+        "alarmConfiguration": s.get(
+            "alarmConfiguration", {"enabled": False, "ignorePollAlarmFailure": False, "alarms": []}
+        ),
         "autoRollbackConfiguration": s.get("autoRollbackConfiguration", {"enabled": False, "events": []}),
-        "deploymentStyle": s.get("deploymentStyle", {"deploymentType": "IN_PLACE",
-                                                     "deploymentOption": "WITHOUT_TRAFFIC_CONTROL"}),
+        "deploymentStyle": s.get(
+            "deploymentStyle", {"deploymentType": "IN_PLACE", "deploymentOption": "WITHOUT_TRAFFIC_CONTROL"}
+        ),
         "outdatedInstancesStrategy": s.get("outdatedInstancesStrategy", "UPDATE"),
         "computePlatform": "Server",
         "terminationHookEnabled": bool(s.get("terminationHookEnabled", False)),
@@ -132,8 +155,10 @@ def batch_get_deployment_groups(sim: CodeDeploySim, p: Params) -> Params:
     app = app_of(sim, p["applicationName"])
     names = p["deploymentGroupNames"]
     if len(names) > 100:
-        raise SimError("BatchLimitExceededException", "The maximum number of names or IDs allowed for this request "
-                                                      "(100) was exceeded.")
+        raise SimError(
+            "BatchLimitExceededException",
+            "The maximum number of names or IDs allowed for this request (100) was exceeded.",
+        )
     found = [group_info(sim, sim.groups[(app.name, n)]) for n in names if (app.name, n) in sim.groups]
     missing = [n for n in names if (app.name, n) not in sim.groups]
     out: Params = {"deploymentGroupsInfo": found}
@@ -172,10 +197,15 @@ def get_deployment_config(sim: CodeDeploySim, p: Params) -> Params:
     if name not in sim.configs:
         raise SimError("DeploymentConfigDoesNotExistException", f"No deployment configuration found for name: {name}")
     config = sim.configs[name]
-    return {"deploymentConfigInfo": {
-        "deploymentConfigId": config.config_id, "deploymentConfigName": name,
-        "minimumHealthyHosts": BUILTIN_MIN_HEALTHY.get(name, config.min_healthy),
-        "createTime": EPOCH + config.created_at, "computePlatform": "Server"}}
+    return {
+        "deploymentConfigInfo": {
+            "deploymentConfigId": config.config_id,
+            "deploymentConfigName": name,
+            "minimumHealthyHosts": BUILTIN_MIN_HEALTHY.get(name, config.min_healthy),
+            "createTime": EPOCH + config.created_at,
+            "computePlatform": "Server",
+        }
+    }
 
 
 def list_deployment_configs(sim: CodeDeploySim, p: Params) -> Params:
@@ -188,8 +218,11 @@ def register_application_revision(sim: CodeDeploySim, p: Params) -> Params:
     revision = p["revision"]
     if revision.get("revisionType") != "S3" or "s3Location" not in revision:
         raise SimError("InvalidRevisionException", "The revision must be an S3 revision")
-    app.revisions[revision_key(revision)] = {"revision": revision, "description": p.get("description", ""),
-                                             "registerTime": EPOCH + sim.now()}
+    app.revisions[revision_key(revision)] = {
+        "revision": revision,
+        "description": p.get("description", ""),
+        "registerTime": EPOCH + sim.now(),
+    }
     return {}
 
 
@@ -198,8 +231,11 @@ def get_application_revision(sim: CodeDeploySim, p: Params) -> Params:
     entry = app.revisions.get(revision_key(p["revision"]))
     if entry is None:
         raise SimError("RevisionDoesNotExistException", "No application revision found for revision")
-    return {"applicationName": app.name, "revision": entry["revision"],
-            "revisionInfo": {"description": entry["description"], "registerTime": entry["registerTime"]}}
+    return {
+        "applicationName": app.name,
+        "revision": entry["revision"],
+        "revisionInfo": {"description": entry["description"], "registerTime": entry["registerTime"]},
+    }
 
 
 OPERATIONS = {

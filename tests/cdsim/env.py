@@ -26,8 +26,13 @@ from tests.cdsim.wire import install
 REGION = "us-east-1"
 # moto answers every AWS URL it knows; CodeDeploy must reach the simulator's handler instead.
 MOTO_CONFIG: Any = {"core": {"passthrough": {"services": ["codedeploy"]}}}
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SECURITY_TOKEN": "testing",
-               "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
 
 
 def moto_fleet(autoscaling: Any) -> Callable[[str], Sequence[str] | None]:
@@ -45,12 +50,18 @@ def moto_fleet(autoscaling: Any) -> Callable[[str], Sequence[str] | None]:
 def create_asgs(session: boto3.Session, sizes: Mapping[str, int]) -> dict[str, list[str]]:
     ec2, autoscaling = session.client("ec2"), session.client("autoscaling")
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    ec2.create_launch_template(LaunchTemplateName="deploytool-test",
-                               LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"})
+    ec2.create_launch_template(
+        LaunchTemplateName="deploytool-test", LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"}
+    )
     for name, size in sizes.items():
         autoscaling.create_auto_scaling_group(
-            AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": "deploytool-test"},
-            MinSize=size, MaxSize=size, DesiredCapacity=size, AvailabilityZones=[f"{REGION}a"])
+            AutoScalingGroupName=name,
+            LaunchTemplate={"LaunchTemplateName": "deploytool-test"},
+            MinSize=size,
+            MaxSize=size,
+            DesiredCapacity=size,
+            AvailabilityZones=[f"{REGION}a"],
+        )
     fleet = moto_fleet(autoscaling)
     return {name: sorted(fleet(name) or []) for name in sizes}
 
@@ -70,7 +81,11 @@ class CodeDeployEnv:
 
 @contextmanager
 def codedeploy_env(
-    sizes: Mapping[str, int], *, throttle_rate: float = 0.0, durations: Durations | None = None, seed: int = 0,
+    sizes: Mapping[str, int],
+    *,
+    throttle_rate: float = 0.0,
+    durations: Durations | None = None,
+    seed: int = 0,
     retries: dict[str, Any] | None = None,
 ) -> Iterator[CodeDeployEnv]:
     saved = {k: os.environ.get(k) for k in CREDENTIALS}
@@ -80,8 +95,13 @@ def codedeploy_env(
             boto = boto3.Session(region_name=REGION)
             instances = create_asgs(boto, sizes)
             clock = SimulatedClock()
-            sim = CodeDeploySim(clock, fleet=moto_fleet(boto.client("autoscaling")), durations=durations,
-                                throttle_rate=throttle_rate, seed=seed)
+            sim = CodeDeploySim(
+                clock,
+                fleet=moto_fleet(boto.client("autoscaling")),
+                durations=durations,
+                throttle_rate=throttle_rate,
+                seed=seed,
+            )
             install(sim, boto)
             aws = AwsSession(region=REGION, boto_session=boto, retries=retries)
             yield CodeDeployEnv(clock, sim, boto, aws, CodeDeployGateway(aws), instances)

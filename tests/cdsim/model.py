@@ -119,8 +119,11 @@ class InstanceRun:
                     entry.update(status="Failed", endTime=EPOCH + min(end, horizon), diagnostics=_failure(self, name))
                     after_failure = True
                 elif end <= horizon:
-                    entry.update(status="Succeeded", endTime=EPOCH + end,
-                                 diagnostics={"errorCode": "Success", "message": "Succeeded"})
+                    entry.update(
+                        status="Succeeded",
+                        endTime=EPOCH + end,
+                        diagnostics={"errorCode": "Success", "message": "Succeeded"},
+                    )
                 else:
                     entry["status"] = "InProgress"
                 t = end

@@ -35,8 +35,15 @@ Durations = Callable[[str, str, str], Plan]
 
 # Share of an instance's lifecycle time per event (in-place, no load balancer).
 SHARES = {
-    "STANDARD": (("ApplicationStop", 0.30), ("DownloadBundle", 0.05), ("BeforeInstall", 0.05), ("Install", 0.10),
-                 ("AfterInstall", 0.05), ("ApplicationStart", 0.20), ("ValidateService", 0.25)),
+    "STANDARD": (
+        ("ApplicationStop", 0.30),
+        ("DownloadBundle", 0.05),
+        ("BeforeInstall", 0.05),
+        ("Install", 0.10),
+        ("AfterInstall", 0.05),
+        ("ApplicationStart", 0.20),
+        ("ValidateService", 0.25),
+    ),
     "RESTART": (("ApplicationStop", 0.45), ("ApplicationStart", 0.25), ("ValidateService", 0.30)),
 }
 assert tuple(name for name, _ in SHARES["STANDARD"]) == LIFECYCLE_EVENTS
@@ -101,8 +108,9 @@ class CodeDeploySim:
         found = self._fleet.get(asg) if isinstance(self._fleet, Mapping) else self._fleet(asg)
         return None if found is None else sorted(found)
 
-    def inject_failure(self, instance_id: str, event: str = "ValidateService", *,
-                       creators: tuple[str, ...] = ("user",)) -> None:
+    def inject_failure(
+        self, instance_id: str, event: str = "ValidateService", *, creators: tuple[str, ...] = ("user",)
+    ) -> None:
         """Make `instance_id` fail `event` in deployments created by one of `creators`."""
         self.failures[instance_id] = (event, creators)
 
@@ -163,16 +171,27 @@ class CodeDeploySim:
             self._end(d, "Succeeded", t, None)
         elif v is Verdict.FAILED:
             failed = counts["failed"]
-            self._end(d, "Failed", t, ("HEALTH_CONSTRAINTS",
-                      f"The overall deployment failed because too many individual instances failed deployment, "
-                      f"too few healthy instances are available for deployment, or some instances in your "
-                      f"deployment group are experiencing problems. ({failed} failed)"))
+            self._end(
+                d,
+                "Failed",
+                t,
+                (
+                    "HEALTH_CONSTRAINTS",
+                    f"The overall deployment failed because too many individual instances failed deployment, "
+                    f"too few healthy instances are available for deployment, or some instances in your "
+                    f"deployment group are experiencing problems. ({failed} failed)",
+                ),
+            )
         else:
             self._start_instances(d, t)
 
     def _counts(self, d: Deployment) -> dict[str, int]:
-        return {"succeeded": d.count("Succeeded"), "failed": d.count("Failed"),
-                "in_flight": d.count("InProgress"), "pending": d.count("Pending")}
+        return {
+            "succeeded": d.count("Succeeded"),
+            "failed": d.count("Failed"),
+            "in_flight": d.count("InProgress"),
+            "pending": d.count("Pending"),
+        }
 
     def _start_instances(self, d: Deployment, t: float) -> None:
         c = self._counts(d)
@@ -198,8 +217,12 @@ class CodeDeploySim:
                 run.status = "Skipped"
         group = self.groups[(d.app, d.group)]
         group.active = None
-        info = {"deploymentId": d.deployment_id, "status": status, "endTime": EPOCH + t,
-                "createTime": EPOCH + d.created_at}
+        info = {
+            "deploymentId": d.deployment_id,
+            "status": status,
+            "endTime": EPOCH + t,
+            "createTime": EPOCH + d.created_at,
+        }
         group.last_attempted = info
         if status == "Succeeded":
             group.last_successful = info
@@ -218,28 +241,55 @@ class CodeDeploySim:
 
     def _start_rollback(self, d: Deployment, group: DeploymentGroup, t: float) -> None:
         if group.target_revision is None:
-            d.rollback_info = {"rollbackMessage": "Automatic rollback is not possible: the deployment group has "
-                                                  "no previous successful deployment."}
+            d.rollback_info = {
+                "rollbackMessage": "Automatic rollback is not possible: the deployment group has "
+                "no previous successful deployment."
+            }
             return
-        rollback = self.create(group, group.target_revision, creator="codeDeployRollback", at=t,
-                               description=f"Rollback of {d.deployment_id}", request={},
-                               instance_ids=list(d.instances), config_name=d.config_name)
+        rollback = self.create(
+            group,
+            group.target_revision,
+            creator="codeDeployRollback",
+            at=t,
+            description=f"Rollback of {d.deployment_id}",
+            request={},
+            instance_ids=list(d.instances),
+            config_name=d.config_name,
+        )
         rollback.rollback_info = {"rollbackTriggeringDeploymentId": d.deployment_id}
-        d.rollback_info = {"rollbackDeploymentId": rollback.deployment_id,
-                           "rollbackMessage": f"Deployment {d.deployment_id} rolled back by {rollback.deployment_id}"}
+        d.rollback_info = {
+            "rollbackDeploymentId": rollback.deployment_id,
+            "rollbackMessage": f"Deployment {d.deployment_id} rolled back by {rollback.deployment_id}",
+        }
 
     # -- operations the API layer calls ---------------------------------------------------------
 
     def create(
-        self, group: DeploymentGroup, revision: dict[str, Any] | None, *, creator: str, at: float,
-        description: str, request: dict[str, Any], instance_ids: Sequence[str], config_name: str,
+        self,
+        group: DeploymentGroup,
+        revision: dict[str, Any] | None,
+        *,
+        creator: str,
+        at: float,
+        description: str,
+        request: dict[str, Any],
+        instance_ids: Sequence[str],
+        config_name: str,
         mode: str = "STANDARD",
     ) -> Deployment:
         config = self.configs[config_name]
         deployment = Deployment(
-            deployment_id=self.next_id("d-"), app=group.app, group=group.name, config_name=config_name,
-            policy=health_policy(config.strategy, len(instance_ids)), revision=revision, created_at=at,
-            creator=creator, description=description, mode=mode, request=request,
+            deployment_id=self.next_id("d-"),
+            app=group.app,
+            group=group.name,
+            config_name=config_name,
+            policy=health_policy(config.strategy, len(instance_ids)),
+            revision=revision,
+            created_at=at,
+            creator=creator,
+            description=description,
+            mode=mode,
+            request=request,
             previous_revision=group.target_revision,
         )
         for instance_id in instance_ids:

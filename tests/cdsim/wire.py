@@ -51,8 +51,11 @@ def handle(sim: CodeDeploySim, request: AWSPreparedRequest) -> AWSResponse:
             return _response(request, 400, {"__type": "ThrottlingException", "message": "Rate exceeded"})
         handler = OPERATIONS.get(operation)
         if handler is None:
-            return _response(request, 400, {"__type": "UnknownOperationException",
-                                            "message": f"the simulator does not model {operation}"})
+            return _response(
+                request,
+                400,
+                {"__type": "UnknownOperationException", "message": f"the simulator does not model {operation}"},
+            )
         sim.advance()
         try:
             body = handler(sim, params)
