@@ -24,6 +24,7 @@ from pathlib import Path
 from deploytool.errors import UsageError
 
 FABFILE = '''"""deploytool's tasks for `fab` (`fab --list`)."""
+
 from deploytool.tasks import ns  # noqa: F401
 '''
 DEPLOYIGNORE = """# Left out of the bundle (gitignore syntax); .git, __pycache__, *.pyc, .env*, *.pem always are.
