@@ -32,17 +32,15 @@ with a deployment in flight in another live process takes no second one.
 `sync` gives instances an ASG launched since the last look the group's last successful revision
 (creator autoscaling); `terminate` runs ApplicationStop there first (CodeDeploy's termination
 hook). `abort` (sandbox teardown) ends running scripts too.
+
+A deployment's record in memory and its snapshots (live, recorded, in flight): deploytool.sandbox.deployment.
 """
 
 from __future__ import annotations
 
-import secrets
-import string
 import threading
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,10 +54,18 @@ from deploytool.rollout.backend import (
     DeployRequest,
     GroupState,
     InstanceProgress,
-    InstanceStatus,
 )
 from deploytool.sandbox.appspec import FileExistsBehavior
 from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
+from deploytool.sandbox.deployment import (
+    Deployment,
+    DeploymentTarget,
+    failure_text,
+    in_flight_snapshot,
+    new_deployment_id,
+    recorded_snapshot,
+    snapshot,
+)
 from deploytool.sandbox.errors import SandboxError
 from deploytool.sandbox.fleet import SandboxFleet
 from deploytool.sandbox.instance import Instance
@@ -67,47 +73,9 @@ from deploytool.sandbox.owner import Owner
 from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile, stop_worker
 from deploytool.sandbox.runner import DEFAULT_TIMING, DeploymentSpec, InstanceResult, LifecycleRunner, Timing
 from deploytool.sandbox.state import SandboxState
-from deploytool.strategy import HealthPolicy, Verdict, health_policy, startable, verdict
+from deploytool.strategy import Verdict, health_policy, startable, verdict
 
-_ID_CHARS = string.ascii_uppercase + string.digits
 INTERRUPTED_MARK = "deploytool: interrupted task "  # printed by scripts/celery_hooks.py (mark_interrupted)
-
-
-def new_deployment_id() -> str:
-    return "d-" + "".join(secrets.choice(_ID_CHARS) for _ in range(9))
-
-
-@dataclass
-class _Target:
-    instance: Instance
-    status: InstanceStatus = "Pending"
-    event: str | None = None
-    result: InstanceResult | None = None
-
-
-@dataclass
-class _Deployment:
-    id: str
-    request: DeployRequest
-    revision: Revision
-    creator: str
-    policy: HealthPolicy
-    targets: dict[str, _Target]
-    status: DeploymentStatus = "Created"
-    error: str = ""
-    rollback_id: str | None = None
-    rollback_on_stop: bool = False
-    stop: threading.Event = field(default_factory=threading.Event)
-    done: threading.Event = field(default_factory=threading.Event)
-    started_at: str = ""
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def group(self) -> Group:
-        return self.request.group
-
-    def count(self, status: str) -> int:
-        return sum(1 for t in self.targets.values() if t.status == status)
 
 
 def interrupted_tasks(instance: Instance, deployment_id: str) -> list[str]:
@@ -127,36 +95,6 @@ def interrupted_tasks(instance: Instance, deployment_id: str) -> list[str]:
                 where = f"{instance.instance_id}: interrupted task {task} in {event}"
                 found.append(f"{where}: {fate}" if fate else where)
     return found
-
-
-def _in_flight_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapshot:
-    """A deployment another process started and has not recorded finished: running while that process lives."""
-    owner = Owner.from_dict(dict(entry.get("owner") or {}))
-    gone = owner.alive() is False
-    return DeploymentSnapshot(
-        deployment_id=str(entry["deployment_id"]),
-        group=group,
-        status="Abandoned" if gone else "InProgress",
-        error=f"the process that ran it ({owner.describe()}) is gone" if gone else "",
-        creator=str(entry.get("creator") or "user"),
-    )
-
-
-def _recorded_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapshot:
-    """A finished deployment as the group record on disk has it."""
-    counts = Counter(str(status) for status in dict(entry.get("instances") or {}).values())
-    return DeploymentSnapshot(
-        deployment_id=str(entry["deployment_id"]),
-        group=group,
-        status=entry["status"],
-        succeeded=counts["Succeeded"],
-        failed=counts["Failed"],
-        skipped=counts["Skipped"],
-        error=str(entry.get("error") or ""),
-        rollback_deployment_id=entry.get("rollback_deployment_id") or None,
-        creator=str(entry.get("creator") or "user"),
-        warnings=tuple(str(w) for w in entry.get("warnings") or ()),
-    )
 
 
 class LocalBackend:
@@ -188,7 +126,7 @@ class LocalBackend:
         self.worker_stop_grace_s = worker_stop_grace_s
         self.abort = threading.Event()
         self._lock = threading.RLock()
-        self._deployments: dict[str, _Deployment] = {}
+        self._deployments: dict[str, Deployment] = {}
         self._active: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
         self.owner = Owner.current()
@@ -203,13 +141,13 @@ class LocalBackend:
         sandbox finished (from the group records on disk), and of those another process started and has not
         finished (InProgress while it lives, Abandoned once it is gone); unknown ids are left out."""
         with self._lock:
-            found = {d: self._snapshot(self._deployments[d]) for d in deployment_ids if d in self._deployments}
+            found = {d: snapshot(self._deployments[d]) for d in deployment_ids if d in self._deployments}
         earlier = [d for d in deployment_ids if d not in found]
         for group, entry in self.state.finished(earlier) if earlier else ():
-            found[str(entry["deployment_id"])] = _recorded_snapshot(group, entry)
+            found[str(entry["deployment_id"])] = recorded_snapshot(group, entry)
         others = [d for d in earlier if d not in found]
         for group, entry in self.state.in_flight(others) if others else ():
-            found[str(entry["deployment_id"])] = _in_flight_snapshot(group, entry)
+            found[str(entry["deployment_id"])] = in_flight_snapshot(group, entry)
         return found
 
     def stop(self, deployment_id: str, *, rollback: bool) -> None:
@@ -297,7 +235,7 @@ class LocalBackend:
 
     # --- internals ---------------------------------------------------------------------------------
 
-    def _get(self, deployment_id: str) -> _Deployment:
+    def _get(self, deployment_id: str) -> Deployment:
         with self._lock:
             if deployment_id not in self._deployments:
                 raise SandboxError(f"no sandbox deployment {deployment_id!r}")
@@ -335,13 +273,13 @@ class LocalBackend:
                 )
             if exclusive:
                 self._refuse_if_run_elsewhere(group)
-            dep = _Deployment(
+            dep = Deployment(
                 id=self.new_id(),
                 request=request,
                 revision=revision,
                 creator=creator,
                 policy=health_policy(group.strategy, len(chosen)),
-                targets={i.instance_id: _Target(i) for i in chosen},
+                targets={i.instance_id: DeploymentTarget(i) for i in chosen},
                 started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
             self._deployments[dep.id] = dep
@@ -377,7 +315,7 @@ class LocalBackend:
                     f"process ({owner.describe()}; one deployment per group at a time)"
                 )
 
-    def _counts(self, dep: _Deployment, in_flight: int, pending: int) -> dict[str, int]:
+    def _counts(self, dep: Deployment, in_flight: int, pending: int) -> dict[str, int]:
         return {
             "succeeded": dep.count("Succeeded"),
             "failed": dep.count("Failed"),
@@ -385,7 +323,7 @@ class LocalBackend:
             "pending": pending,
         }
 
-    def _drive(self, dep: _Deployment) -> None:
+    def _drive(self, dep: Deployment) -> None:
         outcome = Verdict.FAILED
         try:
             if dep.policy.error:
@@ -400,7 +338,7 @@ class LocalBackend:
         finally:
             self._finish(dep, outcome)
 
-    def _schedule(self, dep: _Deployment) -> Verdict:
+    def _schedule(self, dep: Deployment) -> Verdict:
         pending = list(dep.targets)
         running: dict[Future[InstanceResult], str] = {}
         size = max(1, dep.policy.max_in_flight)
@@ -429,7 +367,7 @@ class LocalBackend:
                         dep.warnings += warnings
         return verdict(dep.policy, **self._counts(dep, 0, len(pending)))
 
-    def _run_instance(self, dep: _Deployment, iid: str) -> InstanceResult:
+    def _run_instance(self, dep: Deployment, iid: str) -> InstanceResult:
         target = dep.targets[iid]
 
         def on_event(event: str) -> None:
@@ -472,7 +410,7 @@ class LocalBackend:
             file_exists_behavior=self.file_exists_behavior,
         )
 
-    def _finish(self, dep: _Deployment, outcome: Verdict) -> None:
+    def _finish(self, dep: Deployment, outcome: Verdict) -> None:
         stopped = dep.stop.is_set() or self.abort.is_set()
         status: DeploymentStatus
         if stopped:
@@ -481,7 +419,7 @@ class LocalBackend:
         else:
             status = "Succeeded" if outcome == Verdict.SUCCEEDED else "Failed"
             if status == "Failed" and not dep.error:
-                dep.error = self._failure_text(dep)
+                dep.error = failure_text(dep)
         entry: dict[str, Any] = {
             "deployment_id": dep.id,
             "status": status,
@@ -512,21 +450,7 @@ class LocalBackend:
             dep.status = status
         dep.done.set()
 
-    def _failure_text(self, dep: _Deployment) -> str:
-        failed = [(iid, t) for iid, t in dep.targets.items() if t.status == "Failed"]
-        policy = dep.policy
-        head = (
-            f"{len(failed)} of {policy.fleet_size} instances failed; {dep.group.strategy.label} needs "
-            f"{policy.required_successes} to succeed"
-        )
-        if failed and failed[0][1].result is not None:
-            iid, target = failed[0]
-            result = target.result
-            assert result is not None
-            head += f"; {iid} failed at {result.failed_event}: {result.message}"
-        return head
-
-    def _roll_back(self, dep: _Deployment) -> None:
+    def _roll_back(self, dep: Deployment) -> None:
         last = self.state.last_successful(dep.group.name)
         if last is None:
             dep.error += "; no earlier successful revision to roll back to"
@@ -540,22 +464,3 @@ class LocalBackend:
         )
         instances = [t.instance for t in dep.targets.values()]
         dep.rollback_id = self._start(request, creator="codeDeployRollback", instances=instances)
-
-    def _snapshot(self, dep: _Deployment) -> DeploymentSnapshot:
-        running = [t.event for t in dep.targets.values() if t.status == "InProgress" and t.event]
-        current = max(running, key=LIFECYCLE_EVENTS.index) if running else None
-        return DeploymentSnapshot(
-            deployment_id=dep.id,
-            group=dep.group.name,
-            status=dep.status,
-            pending=dep.count("Pending"),
-            in_progress=dep.count("InProgress"),
-            succeeded=dep.count("Succeeded"),
-            failed=dep.count("Failed"),
-            skipped=dep.count("Skipped"),
-            current_event=current,
-            error=dep.error,
-            rollback_deployment_id=dep.rollback_id,
-            creator=dep.creator,
-            warnings=tuple(dep.warnings),
-        )

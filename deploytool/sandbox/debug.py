@@ -19,7 +19,7 @@ from deploytool.config import Fleet
 from deploytool.errors import UsageError
 from deploytool.rollout.backend import LIFECYCLE_EVENTS
 from deploytool.sandbox.appspec import FileExistsBehavior
-from deploytool.sandbox.backend import new_deployment_id
+from deploytool.sandbox.deployment import new_deployment_id
 from deploytool.sandbox.instance import Instance
 from deploytool.sandbox.runner import DeploymentSpec, InstanceResult, LifecycleRunner, Timing
 from deploytool.sandbox.session import local_target, sandbox_root
