@@ -189,9 +189,9 @@ def delete_queues(url: str, queues: Sequence[str]) -> None:
         finally:
             client.close()
     elif url.startswith("amqp"):
-        from kombu import Connection
+        from kombu.connection import Connection
 
-        with Connection(url) as connection:
+        with Connection(url) as connection:  # type: ignore[no-untyped-call]  # kombu's __init__ has no annotations
             channel = connection.channel()
             for queue in queues:
                 channel.queue_delete(queue)

@@ -93,16 +93,17 @@ def generate(root: Path) -> None:
                 serial = g * PER_GROUP + i
                 generation = (at - START).days // 7 if serial % 53 == 0 else 0  # spot replacements
                 instance_id = f"i-{serial:08x}{generation:09x}"
-                version = release = None
+                row_version: str | None = None
+                row_release: str | None = None
                 if live:
-                    created, release_id, version = live[-1]
+                    created, release_id, row_version = live[-1]
                     rolled = at - created >= timedelta(minutes=4 * i)  # one at a time
                     stuck = serial % 97 == 0  # a failed instance keeps the previous version
                     if (not rolled or stuck) and len(live) > 1:
-                        _, release_id, version = live[-2]
-                    release = release_id
+                        _, release_id, row_version = live[-2]
+                    row_release = release_id
                 if serial % 53 == 0 and generation > 0:
-                    version = release = None  # replacement launched after the deployment: untagged
+                    row_version = row_release = None  # replacement launched after the deployment: untagged
                 rows.append(
                     InventoryRow(
                         snapshot_at=snapshot_at,
@@ -116,8 +117,8 @@ def generate(root: Path) -> None:
                         state="running",
                         market="spot" if i % 4 == 0 else "on-demand",
                         launch_time="2024-04-01T00:00:00Z",
-                        version=version,
-                        release=release,
+                        version=row_version,
+                        release=row_release,
                     )
                 )
         path = root / inventory_key(PREFIX, APP, at, 0)

@@ -23,13 +23,13 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from invoke.exceptions import Exit, ParseError
 from invoke.parser import Parser, ParseResult
 from invoke.parser.context import ParserContext
 from invoke.parser.parser import ParseMachine
-from invoke.tasks import task
+from invoke.tasks import Task, task
 from rich.console import Console
 
 from deploytool import options
@@ -70,10 +70,18 @@ def fail(exc: BaseException, *, debug: bool, stream: Any = None) -> Exit:
     return Exit(code=1)
 
 
+@overload
+def cli_task(body: F, /) -> Task[F]: ...
+
+
+@overload
+def cli_task(**kwargs: Any) -> Callable[[F], Task[F]]: ...
+
+
 def cli_task(*args: Any, **kwargs: Any) -> Any:
     """invoke's @task, plus deploytool's error handling. Tasks take a `debug=False` parameter."""
 
-    def decorate(body: F) -> Any:
+    def decorate(body: F) -> Task[F]:
         @functools.wraps(body)
         def run(*a: Any, **kw: Any) -> Any:
             try:
@@ -85,7 +93,8 @@ def cli_task(*args: Any, **kwargs: Any) -> Any:
             except Exception as exc:
                 raise fail(exc, debug=debug_enabled(bool(kw.get("debug")))) from None
 
-        return task(*args, **kwargs)(run)
+        made: Task[F] = task(*args, **kwargs)(run)
+        return made
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
         body, args = args[0], ()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from invoke.context import Context
+from rich.console import Console
+
 from deploytool import options, targets
 from deploytool.aws.session import AwsSession
-from deploytool.bundle import build_release
+from deploytool.bundle import BundleResult, build_release
 from deploytool.cli import cli_task, fleet_from, make_console
+from deploytool.config import Fleet
 from deploytool.errors import UsageError
 from deploytool.publish import creator
 from deploytool.publish import publish as publish_bundle
@@ -19,22 +25,29 @@ _BUILD_HELP = {
 }
 
 
-def _build_options(fleet, version, out):
+def _build_options(fleet: str | None, version: str | None, out: str | None) -> tuple[Fleet, str | None, Path | None]:
     return fleet_from(fleet), options.version("--version", version), options.out_dir(out)
 
 
-def _built(loaded, version, allow_dirty, out_dir):
+def _built(loaded: Fleet, version: str | None, allow_dirty: bool, out_dir: Path | None) -> BundleResult:
     return build_release(loaded, version=version, allow_dirty=allow_dirty, out_dir=out_dir)
 
 
-def _show(console, rows):
+def _show(console: Console, rows: list[tuple[str, str]]) -> None:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         console.print(f"{label.ljust(width)}  {value}", markup=False, highlight=False, soft_wrap=True)
 
 
 @cli_task(help=_BUILD_HELP)
-def build(c, fleet=None, version=None, allow_dirty=False, out=None, debug=False):
+def build(
+    c: Context,
+    fleet: str | None = None,
+    version: str | None = None,
+    allow_dirty: bool = False,
+    out: str | None = None,
+    debug: bool = False,
+) -> None:
     """Build the release bundle (.tgz) and print its path, size, file count and sha256."""
     loaded, version, out_dir = _build_options(fleet, version, out)
     result = _built(loaded, version, allow_dirty, out_dir)
@@ -62,7 +75,16 @@ def build(c, fleet=None, version=None, allow_dirty=False, out=None, debug=False)
         "endpoint_url": "S3-compatible endpoint (a moto server, MinIO...) instead of AWS",
     }
 )
-def publish(c, fleet=None, target=None, version=None, allow_dirty=False, out=None, endpoint_url=None, debug=False):
+def publish(
+    c: Context,
+    fleet: str | None = None,
+    target: str | None = None,
+    version: str | None = None,
+    allow_dirty: bool = False,
+    out: str | None = None,
+    endpoint_url: str | None = None,
+    debug: bool = False,
+) -> None:
     """Build the bundle, upload it to S3 once (content-addressed) and write the release manifest."""
     loaded, version, out_dir = _build_options(fleet, version, out)
     name = options.target(loaded, target)

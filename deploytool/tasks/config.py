@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from invoke.context import Context
+
 from deploytool.cli import cli_task, fleet_from, make_console
 from deploytool.report import fleet_table
 
 
 @cli_task(help={"fleet": "fleet file (default deploy.toml)", "debug": "show tracebacks"})
-def check(c, fleet=None, debug=False):
+def check(c: Context, fleet: str | None = None, debug: bool = False) -> None:
     """Validate the fleet file and print it as a table."""
     loaded = fleet_from(fleet)
     console = make_console()
@@ -27,7 +29,15 @@ def check(c, fleet=None, debug=False):
         "debug": "show tracebacks",
     }
 )
-def init(c, celery_app=None, name=None, bucket=None, asg_prefix=None, source=None, debug=False):
+def init(
+    c: Context,
+    celery_app: str | None = None,
+    name: str | None = None,
+    bucket: str | None = None,
+    asg_prefix: str | None = None,
+    source: str | None = None,
+    debug: bool = False,
+) -> None:
     """Write a starting deploy.toml, fabfile.py and .deployignore here (never overwrites a file)."""
     from pathlib import Path
 
@@ -35,10 +45,11 @@ def init(c, celery_app=None, name=None, bucket=None, asg_prefix=None, source=Non
     from deploytool.errors import UsageError
     from deploytool.scaffold import Answers, init_repository
 
-    if options.text("--celery-app", celery_app) is None:
+    app = options.text("--celery-app", celery_app)
+    if app is None:
         raise UsageError("init needs --celery-app package.module:app (your Celery app)")
     answers = Answers(
-        celery_app,
+        app,
         name=options.text("--name", name),
         bucket=options.text("--bucket", bucket),
         asg_prefix=options.text("--asg-prefix", asg_prefix),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from invoke.context import Context
+
 from deploytool import options, targets
 from deploytool.cli import cli_task, fleet_from, make_console
 
@@ -9,7 +11,7 @@ MAX_DAYS = 366
 ENGINES = ("athena", "duckdb")
 
 
-def _athena_names(database, workgroup):
+def _athena_names(database: str | None, workgroup: str | None) -> tuple[str | None, str | None]:
     return (
         options.pattern("--database", database, r"[a-z0-9_]{1,255}", "1-255 lowercase letters, digits and _"),
         options.pattern("--workgroup", workgroup, r"[A-Za-z0-9._-]{1,128}", "1-128 letters, digits, '.', '_', '-'"),
@@ -34,21 +36,21 @@ def _athena_names(database, workgroup):
     }
 )
 def reconcile(
-    c,
-    fleet=None,
-    target=None,
-    groups=None,
-    json=False,
-    fix=False,
-    ci=False,
-    engine=None,
-    days=1,
-    release=None,
-    no_snapshot=False,
-    database=None,
-    workgroup=None,
-    debug=False,
-):
+    c: Context,
+    fleet: str | None = None,
+    target: str | None = None,
+    groups: str | None = None,
+    json: bool = False,
+    fix: bool = False,
+    ci: bool = False,
+    engine: str | None = None,
+    days: int = 1,
+    release: str | None = None,
+    no_snapshot: bool = False,
+    database: str | None = None,
+    workgroup: str | None = None,
+    debug: bool = False,
+) -> None:
     """Check every instance runs its group's expected version (exit 3 on drift)."""
     from deploytool.reconcile.command import run_reconcile
 
@@ -94,7 +96,14 @@ def reconcile(
         "debug": "show tracebacks",
     }
 )
-def athena_ddl(c, fleet=None, apply=False, database=None, workgroup=None, debug=False):
+def athena_ddl(
+    c: Context,
+    fleet: str | None = None,
+    apply: bool = False,
+    database: str | None = None,
+    workgroup: str | None = None,
+    debug: bool = False,
+) -> None:
     """Print (or --apply) the Athena DDL of the inventory and releases tables."""
     from deploytool.reconcile.command import athena_setup
 
@@ -106,7 +115,7 @@ def athena_ddl(c, fleet=None, apply=False, database=None, workgroup=None, debug=
 
 
 @cli_task(help={"debug": "show tracebacks"})
-def grafana_dashboard(c, debug=False):
+def grafana_dashboard(c: Context, debug: bool = False) -> None:
     """Rewrite athena/grafana-dashboard.json from athena/reconcile.sql and rollout_timeline.sql."""
     from deploytool.reconcile.grafana import write
 

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
+from invoke.context import Context
+
 from deploytool import options, targets
 from deploytool.cli import cli_task, fleet_from, make_console
+
+if TYPE_CHECKING:
+    from deploytool.config import Fleet, Group
+    from deploytool.rollout.plan import OnFailure, RolloutOptions
+    from deploytool.rollout.wiring import Output, Services
 
 _ROLLOUT_HELP = {
     "fleet": "fleet file (default deploy.toml)",
@@ -19,7 +28,15 @@ _ROLLOUT_HELP = {
 }
 
 
-def _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out):
+def _rollout(
+    fleet: str | None,
+    target: str | None,
+    groups: str | None,
+    max_parallel: int,
+    on_failure: str,
+    ci: bool,
+    json_out: str | None,
+) -> tuple[Fleet, str, tuple[Group, ...], RolloutOptions, Output]:
     """The options every rollout task shares, checked; the services come after every check (`_services`)."""
     from deploytool.rollout.plan import ON_FAILURE, RolloutOptions
     from deploytool.rollout.wiring import Output
@@ -29,16 +46,19 @@ def _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out):
     chosen = loaded.select_groups(options.group_names(loaded, groups))
     # RolloutOptions checks --max-parallel's range (invoke made it an int, or refused it: deploytool.cli)
     run = RolloutOptions(
-        max_parallel=int(max_parallel), on_failure=options.choice("--on-failure", on_failure, ON_FAILURE)
+        max_parallel=int(max_parallel),
+        on_failure=cast(
+            "OnFailure", options.choice("--on-failure", on_failure, ON_FAILURE)
+        ),  # checked by RolloutOptions
     )
     return loaded, name, chosen, run, Output(ci=ci, json_out=options.json_out(json_out))
 
 
-def _services(loaded, name, ci):
+def _services(loaded: Fleet, name: str, ci: bool) -> Services:
     return targets.connect(loaded, name).services(loaded, make_console(ci=ci), ci=ci)
 
 
-def _without_sandbox(loaded, name, dry_run):
+def _without_sandbox(loaded: Fleet, name: str, dry_run: bool) -> bool:
     """A dry run on a local target whose sandbox is not running plans from the fleet file alone."""
     return dry_run and targets.sandbox_missing(loaded, name)
 
@@ -51,7 +71,9 @@ def _without_sandbox(loaded, name, dry_run):
         "debug": _ROLLOUT_HELP["debug"],
     }
 )
-def setup(c, fleet=None, target=None, dry_run=False, debug=False):
+def setup(
+    c: Context, fleet: str | None = None, target: str | None = None, dry_run: bool = False, debug: bool = False
+) -> None:
     """Create or update the CodeDeploy application, deployment groups and configs (plan, then apply)."""
     from deploytool.aws.codedeploy import CodeDeployGateway
     from deploytool.aws.session import AwsSession
@@ -75,21 +97,21 @@ def setup(c, fleet=None, target=None, dry_run=False, debug=False):
     }
 )
 def deploy(
-    c,
-    fleet=None,
-    target=None,
-    groups=None,
-    version=None,
-    allow_dirty=False,
-    max_parallel=0,
-    on_failure="stop-wave",
-    ci=False,
-    json_out=None,
-    dry_run=False,
-    no_reconcile=False,
-    reconcile_engine=None,
-    debug=False,
-):
+    c: Context,
+    fleet: str | None = None,
+    target: str | None = None,
+    groups: str | None = None,
+    version: str | None = None,
+    allow_dirty: bool = False,
+    max_parallel: int = 0,
+    on_failure: str = "stop-wave",
+    ci: bool = False,
+    json_out: str | None = None,
+    dry_run: bool = False,
+    no_reconcile: bool = False,
+    reconcile_engine: str | None = None,
+    debug: bool = False,
+) -> None:
     """Build, publish, roll out wave by wave (tagging instances), then reconcile: exit 1 failed, 3 drift."""
     from deploytool.deploy_flow import deploy_and_reconcile, plan_without_sandbox, reconcile_settings
 
@@ -118,18 +140,18 @@ def deploy(
 
 @cli_task(help={**_ROLLOUT_HELP, "to": "version to go back to (default: the last earlier version that succeeded)"})
 def rollback(
-    c,
-    fleet=None,
-    target=None,
-    groups=None,
-    to=None,
-    max_parallel=0,
-    on_failure="stop-wave",
-    ci=False,
-    json_out=None,
-    dry_run=False,
-    debug=False,
-):
+    c: Context,
+    fleet: str | None = None,
+    target: str | None = None,
+    groups: str | None = None,
+    to: str | None = None,
+    max_parallel: int = 0,
+    on_failure: str = "stop-wave",
+    ci: bool = False,
+    json_out: str | None = None,
+    dry_run: bool = False,
+    debug: bool = False,
+) -> None:
     """Redeploy an earlier release's revision, as a new release."""
     from deploytool.rollout import commands
 
@@ -143,17 +165,17 @@ def rollback(
 
 @cli_task(help=_ROLLOUT_HELP)
 def restart(
-    c,
-    fleet=None,
-    target=None,
-    groups=None,
-    max_parallel=0,
-    on_failure="stop-wave",
-    ci=False,
-    json_out=None,
-    dry_run=False,
-    debug=False,
-):
+    c: Context,
+    fleet: str | None = None,
+    target: str | None = None,
+    groups: str | None = None,
+    max_parallel: int = 0,
+    on_failure: str = "stop-wave",
+    ci: bool = False,
+    json_out: str | None = None,
+    dry_run: bool = False,
+    debug: bool = False,
+) -> None:
     """Rolling restart of the workers with each group's strategy (no new version)."""
     from deploytool.deploy_flow import plan_without_sandbox
     from deploytool.rollout import commands
@@ -175,7 +197,14 @@ def restart(
         "debug": _ROLLOUT_HELP["debug"],
     }
 )
-def status(c, release=None, fleet=None, target=None, ci=False, debug=False):
+def status(
+    c: Context,
+    release: str | None = None,
+    fleet: str | None = None,
+    target: str | None = None,
+    ci: bool = False,
+    debug: bool = False,
+) -> None:
     """Show a release (default: the target's latest) and its deployments as they are now."""
     from deploytool.rollout import commands
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
+from invoke.context import Context
+
 from deploytool import options
 from deploytool.cli import cli_task, fleet_from, make_console
 from deploytool.errors import UsageError
+
+if TYPE_CHECKING:
+    from deploytool.sandbox.appspec import FileExistsBehavior
 
 _SANDBOX_HELP = {
     "fleet": "fleet file (default deploy.toml)",
@@ -14,7 +21,7 @@ _SANDBOX_HELP = {
 
 
 @cli_task(help=_SANDBOX_HELP)
-def sandbox_up(c, fleet=None, target=None, debug=False):
+def sandbox_up(c: Context, fleet: str | None = None, target: str | None = None, debug: bool = False) -> None:
     """Start an idle sandbox fleet (moto, ASGs, instance dirs) and leave it running for deploy, reconcile, hooks."""
     from deploytool.sandbox.session import SandboxSession, local_target
 
@@ -24,6 +31,7 @@ def sandbox_up(c, fleet=None, target=None, debug=False):
     session = SandboxSession(loaded, target=name, log=console.print)
     with session:
         session.detach()
+        assert session.moto is not None  # entering the session started it
         for group in session.fleet.groups:
             ids = ", ".join(i.instance_id for i in session.fleet.instances(group))
             console.print(f"{group.name}: {ids}", highlight=False)
@@ -32,7 +40,7 @@ def sandbox_up(c, fleet=None, target=None, debug=False):
 
 
 @cli_task(help=_SANDBOX_HELP)
-def sandbox_down(c, fleet=None, target=None, debug=False):
+def sandbox_down(c: Context, fleet: str | None = None, target: str | None = None, debug: bool = False) -> None:
     """Stop what a sandbox left running: hook scripts, workers (by their pidfiles), the moto server."""
     from deploytool.sandbox.session import local_target, sandbox_root, stop_sandbox
 
@@ -54,16 +62,16 @@ def sandbox_down(c, fleet=None, target=None, debug=False):
     }
 )
 def hooks(
-    c,
-    event=None,
-    bundle=None,
-    instance=None,
-    group=None,
-    file_exists_behavior="DISALLOW",
-    fleet=None,
-    target=None,
-    debug=False,
-):
+    c: Context,
+    event: str | None = None,
+    bundle: str | None = None,
+    instance: str | None = None,
+    group: str | None = None,
+    file_exists_behavior: str = "DISALLOW",
+    fleet: str | None = None,
+    target: str | None = None,
+    debug: bool = False,
+) -> None:
     """Run lifecycle events of a bundle on a sandbox instance, with the agent's environment, to debug a hook."""
     from deploytool.errors import DeployFailed
     from deploytool.rollout.backend import LIFECYCLE_EVENTS
@@ -87,7 +95,7 @@ def hooks(
         instance_id=options.text("--instance", instance),
         group=options.group_name(loaded, group),
         bundle=bundle_path,
-        file_exists_behavior=file_exists_behavior,
+        file_exists_behavior=cast("FileExistsBehavior", file_exists_behavior),  # options.choice checked it
     )
     logs = chosen.logs_dir(result.deployment_id)
     for outcome in result.events:
@@ -107,7 +115,14 @@ def hooks(
         "ci": "plain progress lines instead of the live table",
     }
 )
-def sandbox(c, fleet=None, target=None, groups=None, ci=False, debug=False):
+def sandbox(
+    c: Context,
+    fleet: str | None = None,
+    target: str | None = None,
+    groups: str | None = None,
+    ci: bool = False,
+    debug: bool = False,
+) -> None:
     """Run the whole release on this machine: moto, real Celery workers, v1 then v2 under load, then a report."""
     from deploytool.deploy_flow import sandbox_releases
     from deploytool.errors import DeployFailed

@@ -155,11 +155,11 @@ class CodeDeploySim:
             self._judge(d, begin)
         while not d.done:
             ends = [(run.ends_at, run.instance_id) for run in d.instances.values() if run.status == "InProgress"]
-            ends = [(t, i) for t, i in ends if t is not None and t <= now]
-            if not ends:
+            due = [(t, i) for t, i in ends if t is not None and t <= now]
+            if not due:
                 return
-            t = min(e for e, _ in ends)
-            for end, instance_id in ends:
+            t = min(e for e, _ in due)
+            for end, instance_id in due:
                 if end == t:
                     self._finish_instance(d, d.instances[instance_id], t)
             self._judge(d, t)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
-from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 
 from tests.cdsim import api_deploy, api_setup
 from tests.cdsim.sim import CodeDeploySim, SimError
@@ -35,7 +35,7 @@ class _Body(io.BytesIO):
 
 def _response(request: AWSPreparedRequest, status: int, body: dict[str, Any]) -> AWSResponse:
     headers = {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": str(uuid.uuid4())}
-    return AWSResponse(request.url, status, headers, _Body(json.dumps(body).encode()))
+    return AWSResponse(request.url, status, HTTPHeaders.from_dict(headers), _Body(json.dumps(body).encode()))
 
 
 def handle(sim: CodeDeploySim, request: AWSPreparedRequest) -> AWSResponse:
@@ -43,6 +43,8 @@ def handle(sim: CodeDeploySim, request: AWSPreparedRequest) -> AWSResponse:
     target = target.decode() if isinstance(target, bytes) else str(target)
     operation = target.removeprefix(TARGET_PREFIX)
     raw = request.body or b"{}"
+    if not isinstance(raw, (str, bytes, bytearray)):  # a file-like body (botocore allows one)
+        raw = raw.read()
     params = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     with sim.lock:
         sim.calls[operation] += 1
@@ -71,4 +73,5 @@ def install(sim: CodeDeploySim, session: boto3.Session) -> None:
     def before_send(request: AWSPreparedRequest, **_: Any) -> AWSResponse:
         return handle(sim, request)
 
-    session.events.register("before-send.codedeploy", before_send)
+    # botocore-stubs type every handler as returning None; a before-send handler returns the response to use
+    session.events.register("before-send.codedeploy", before_send)  # type: ignore[arg-type]
