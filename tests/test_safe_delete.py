@@ -17,6 +17,7 @@ from deploytool.errors import UsageError
 from deploytool.model import inventory_partition
 from deploytool.owned import MARKER, fresh_owned, make_owned, remove_owned
 from deploytool.reconcile.mirror import mirror_tables
+from deploytool.sandbox.motoserver import stop_recorded
 from deploytool.sandbox.session import OWN_DIRS, SandboxSession
 from deploytool.sandbox.workrepo import WorkRepo
 from tests.conftest import ROOT
@@ -54,6 +55,17 @@ def fab(fleet_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def sandbox_up(repo: Path, *roots: Path) -> subprocess.CompletedProcess[str]:
+    """`fab sandbox-up`, which must be refused; should a regression start a sandbox anyway, its moto server is
+    stopped (by the pidfile under each root it could have used: sandbox-down would refuse the same root)."""
+    try:
+        return fab(repo, "sandbox-up")
+    finally:
+        for root in roots:
+            if stop_recorded(root / "run" / "moto.pid"):
+                pytest.fail(f"sandbox-up started a moto server under {root}")
+
+
 def fleet_dir(tmp_path: Path, root: str | None = None) -> Path:
     """A clone-like directory: deploy.toml, the app, and a user's own logs/, state/ and work/."""
     repo = tmp_path / "repo"
@@ -72,7 +84,7 @@ def test_fab_check_refuses_a_root_that_could_delete_the_users_files(tmp_path: Pa
     (repo / "link-outside").symlink_to(tmp_path)
     # sandbox-up too where a regression could only hurt this test's own directory (never "/" or "~")
     for task in ("check", "sandbox-up") if root in (".", "..", "link-outside") else ("check",):
-        done = fab(repo, task)
+        done = fab(repo, task) if task == "check" else sandbox_up(repo, repo, tmp_path)
         assert done.returncode == 2, done.stdout + done.stderr
         lines = done.stderr.splitlines()
         assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -85,7 +97,7 @@ def test_fab_sandbox_up_refuses_a_root_whose_directories_it_did_not_create(tmp_p
     repo = fleet_dir(tmp_path, "sb")
     (repo / "sb" / "logs").mkdir(parents=True)
     (repo / "sb" / "logs" / "notes.txt").write_text("keep me\n")
-    done = fab(repo, "sandbox-up")
+    done = sandbox_up(repo, repo / "sb")
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr == (
         f"error: refusing to delete {repo / 'sb' / 'logs'}: it was not created by deploytool "
