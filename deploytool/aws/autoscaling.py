@@ -68,6 +68,14 @@ class AutoScalingGateway:
                 raise describe_aws_error(exc, "DescribeAutoScalingGroups") from exc
         return out
 
+    def lifecycle_hooks(self, name: str) -> dict[str, str]:
+        """The ASG's lifecycle hooks: name -> transition (autoscaling:EC2_INSTANCE_LAUNCHING / _TERMINATING)."""
+        try:
+            hooks = self.client.describe_lifecycle_hooks(AutoScalingGroupName=name).get("LifecycleHooks", [])
+        except (ClientError, BotoCoreError) as exc:
+            raise describe_aws_error(exc, f"DescribeLifecycleHooks {name}") from exc
+        return {str(h["LifecycleHookName"]): str(h.get("LifecycleTransition", "")) for h in hooks}
+
     # --- sandbox provisioning (moto) -----------------------------------------------------------
 
     def create_group(

@@ -84,6 +84,9 @@ class CodeDeployGateway:
             )["applicationId"]
         )
 
+    def list_applications(self) -> list[str]:
+        return self._pages("list_applications", "ListApplications", "applications", {})
+
     def list_deployment_groups(self, app: str) -> list[str]:
         return self._pages(
             "list_deployment_groups", f"ListDeploymentGroups {app}", "deploymentGroups", {"applicationName": app}

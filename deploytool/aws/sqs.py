@@ -41,3 +41,16 @@ class SqsGateway:
                 int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
             )
         return out
+
+    def attributes(self, name: str, attribute_names: Sequence[str]) -> tuple[str, dict[str, str]] | None:
+        """(queue URL, the named attributes) of a queue, or None when no queue has that name."""
+        try:
+            url = str(self.client.get_queue_url(QueueName=name)["QueueUrl"])
+            attrs = self.client.get_queue_attributes(QueueUrl=url, AttributeNames=list(attribute_names))
+        except ClientError as exc:
+            if error_code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+                return None
+            raise describe_aws_error(exc, f"SQS queue {name}") from exc
+        except BotoCoreError as exc:
+            raise describe_aws_error(exc, f"SQS queue {name}") from exc
+        return url, {str(k): str(v) for k, v in attrs.get("Attributes", {}).items()}

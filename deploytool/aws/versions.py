@@ -35,3 +35,8 @@ def botocore_problem(installed: str | None = None) -> str | None:
         f"botocore {version} is too old for deploytool (needs >= {floor}: CreateDeployment's "
         f"ec2DeploymentOptions and deploymentMode); run: pip install 'boto3>={floor}' 'botocore>={floor}'"
     )
+
+
+def botocore_version() -> str:
+    """The installed botocore's version (what botocore_problem judges when given nothing)."""
+    return str(botocore.__version__)
