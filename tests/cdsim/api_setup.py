@@ -68,6 +68,11 @@ def get_application(sim: CodeDeploySim, p: Params) -> Params:
     }
 
 
+def list_applications(sim: CodeDeploySim, p: Params) -> Params:
+    items, token = page(sorted(sim.apps), p.get("nextToken"))
+    return {"applications": items, **({"nextToken": token} if token else {})}
+
+
 def _check_group_settings(sim: CodeDeploySim, settings: Params) -> None:
     for asg in settings.get("autoScalingGroups") or []:
         if sim.instances_of(asg) is None:
@@ -241,6 +246,7 @@ def get_application_revision(sim: CodeDeploySim, p: Params) -> Params:
 OPERATIONS = {
     "CreateApplication": create_application,
     "GetApplication": get_application,
+    "ListApplications": list_applications,
     "CreateDeploymentGroup": create_deployment_group,
     "UpdateDeploymentGroup": update_deployment_group,
     "GetDeploymentGroup": get_deployment_group,

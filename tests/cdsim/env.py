@@ -24,6 +24,7 @@ from tests.cdsim.sim import CodeDeploySim, Durations
 from tests.cdsim.wire import install
 
 REGION = "us-east-1"
+MOTO_AMI = "ami-12c6146b"  # moto's EXAMPLE_AMI_ID
 # moto answers every AWS URL it knows; CodeDeploy must reach the simulator's handler instead.
 MOTO_CONFIG: Any = {"core": {"passthrough": {"services": ["codedeploy"]}}}
 CREDENTIALS = {
@@ -49,7 +50,9 @@ def moto_fleet(autoscaling: Any) -> Callable[[str], Sequence[str] | None]:
 
 def create_asgs(session: boto3.Session, sizes: Mapping[str, int]) -> dict[str, list[str]]:
     ec2, autoscaling = session.client("ec2"), session.client("autoscaling")
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    # one of moto's built-in AMIs by id: listing all of them (1300) takes seconds of serialisation
+    images = ec2.describe_images(Filters=[{"Name": "image-id", "Values": [MOTO_AMI]}])["Images"]
+    image = (images or ec2.describe_images(Owners=["amazon"])["Images"])[0]["ImageId"]
     ec2.create_launch_template(
         LaunchTemplateName="deploytool-test", LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"}
     )
