@@ -80,6 +80,25 @@ def target(fleet: Fleet, value: str | None) -> str:
     return str(value)
 
 
+def codedeploy_target(fleet: Fleet, value: str | None, task: str) -> str:
+    """The target's name (as `target`), refused unless it is a codedeploy target (`fab doctor`)."""
+    name = target(fleet, value)
+    kinds = {n: getattr(t, "backend", "") for n, t in fleet.targets.items()}
+    if kinds[name] != "codedeploy":
+        allowed = [n for n, kind in kinds.items() if kind == "codedeploy"]
+        which = f"--target {shown(name)}" if value is not None else f"the default target {shown(name)}"
+        raise UsageError(
+            f"{which} is a local sandbox: `fab {task}` checks a codedeploy target's AWS set-up; give --target "
+            f"{' or '.join(allowed) or '<name> of a codedeploy target (the fleet file has none)'}"
+        )
+    return name
+
+
+def athena_database(value: str | None) -> str | None:
+    """An Athena (Glue) database name: what `fab athena-ddl` accepts."""
+    return pattern("--database", value, r"[a-z0-9_]{1,255}", "lowercase letters, digits and _ (at most 255)")
+
+
 def names(option: str, value: str | None, allowed: Sequence[str], *, what: str, where: str = "") -> list[str] | None:
     """The names of a comma-separated option, each one of `allowed`; None only when the option was left out."""
     if _given(option, value) is None:

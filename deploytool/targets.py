@@ -27,7 +27,7 @@ import atexit
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from rich.console import Console
 
@@ -131,13 +131,22 @@ def connect(fleet: Fleet, name: str | None, *, endpoint_url: str | None = None) 
         attached = attach(fleet, chosen.name)
         atexit.register(attached.backend.shutdown)  # no deployment thread is silently cut off at exit
         return Connected(chosen, attached.aws, attached.backend)
-    aws = AwsSession(
+    aws = codedeploy_session(fleet, endpoint_url=endpoint_url)
+    backend = CodeDeployBackend(CodeDeployGateway(aws), application=application_name(fleet, chosen.config))
+    return Connected(chosen, aws, backend)
+
+
+def codedeploy_session(
+    fleet: Fleet, *, endpoint_url: str | None = None, retries: dict[str, Any] | None = None
+) -> AwsSession:
+    """A codedeploy target's AwsSession: the fleet's region and profile; the endpoint given, else
+    $DEPLOYTOOL_AWS_ENDPOINT_URL, else AWS's (`connect` and `fab doctor` use it; doctor with fewer retries)."""
+    return AwsSession(
         region=fleet.aws.region,
         profile=fleet.aws.profile,
         endpoint_url=endpoint_url or os.environ.get(ENDPOINT_ENV) or None,
+        retries=retries,
     )
-    backend = CodeDeployBackend(CodeDeployGateway(aws), application=application_name(fleet, chosen.config))
-    return Connected(chosen, aws, backend)
 
 
 def in_session(fleet: Fleet, sandbox: SandboxSession) -> Connected:

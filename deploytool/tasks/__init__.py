@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from deploytool.tasks import build, config, reconcile, rollout, sandbox
+from deploytool.tasks import build, config, doctor, reconcile, rollout, sandbox
 
 ns = Collection(
     config.check,
@@ -19,6 +19,7 @@ ns = Collection(
     build.build,
     build.publish,
     rollout.setup,
+    doctor.doctor,
     rollout.deploy,
     rollout.rollback,
     rollout.restart,
