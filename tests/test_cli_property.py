@@ -187,6 +187,13 @@ def options_for(tmp: Path, afile: Path) -> dict[str, dict[str, Option]]:
         },
         "athena-ddl": {"fleet": fleet, "apply": flag(), **athena},
         "setup": {"fleet": fleet, "target": Option(st.just("production"), outside(("production",))), "dry-run": flag()},
+        "doctor": {
+            "fleet": fleet,
+            "target": Option(st.just("production"), outside(("production",))),
+            "json": flag(),
+            "read-only": flag(),
+            "database": athena["database"],
+        },
         "deploy": {
             **rollout,
             "version": VERSION,
