@@ -102,13 +102,15 @@ class BucketGateway:
         return "exists"
 
     def put_probe(self, bucket: str, key: str, body: bytes, extra: Mapping[str, Any]) -> str | None:
-        """PUT the probe object (with the same encryption arguments a release upload sends); its VersionId."""
+        """PUT the probe object (with the same encryption arguments a release upload sends); its VersionId:
+        None in a bucket that never had versioning, 'null' in one whose versioning is suspended."""
         r = self._call("put_object", f"PUT s3://{bucket}/{key}", Bucket=bucket, Key=key, Body=body, **dict(extra))
         version = r.get("VersionId")
-        return str(version) if version and version != "null" else None
+        return str(version) if version else None
 
     def delete_probe(self, bucket: str, key: str, version_id: str | None) -> None:
-        """Delete the probe: its own version when the bucket keeps versions (no delete marker left behind)."""
+        """Delete the probe: its own version when the bucket has or had versioning ('null' too: a plain DELETE
+        would leave a delete marker behind)."""
         params: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if version_id:
             params["VersionId"] = version_id
