@@ -302,7 +302,8 @@ def asgs(fleet: Fleet, facts: Facts) -> list[Check]:
                     name,
                     f"ASG {group.asg} (group {group.name}) has no InService instance (desired {info.desired}): "
                     "CodeDeploy fails a deployment to it",
-                    "scale it out (desired capacity >= 1), or leave the group out with --groups",
+                    "scale it out (desired capacity >= 1), or deploy without group "
+                    f"{group.name} (fab deploy --groups {','.join(g.name for g in fleet.groups if g != group)})",
                 )
             )
             continue
