@@ -3,7 +3,8 @@
 Contract: `build_bundle(fleet, source, out_dir)` writes `<out_dir>/<app>-<version>.tgz` (atomically:
 a temp file renamed into place) and returns a BundleResult. The archive holds
 - `app/...`: the app source (fleet app.source) minus DEFAULT_EXCLUDES and its `.deployignore`;
-  symlinks stay symlinks, and one pointing outside the source tree is a BundleError naming it;
+  symlinks stay symlinks, and one pointing outside the source tree, or to a directory that contains it
+  (the agent copies a directory symlink's content: it would recurse forever), is a BundleError naming it;
 - `appspec.yml` and `deploytool/hooks/...`: rendered by deploytool.render; every hook location in the
   appspec must be in the bundle and is made executable;
 - `deploytool/fleet.json`: the app settings and every group's worker settings;
@@ -67,13 +68,21 @@ def bundle_name(app: str, version: str) -> str:
 
 def _link_entry(root: Path, path: Path, relpath: str) -> _Entry:
     """A symlink, kept as one. It must resolve inside the tree (following any links on the way) and
-    be relative: an absolute one would point into the build machine's file system."""
+    be relative: an absolute one would point into the build machine's file system. On the instance the
+    agent recreates a link to a file but copies the content of a linked directory, so a link to a
+    directory that contains the link itself would be copied forever."""
     target = os.readlink(path)
     resolved = Path(os.path.realpath(path))
     if os.path.isabs(target) or (resolved != root and root not in resolved.parents):
         raise BundleError(
             f"symlink {path} -> {target} points outside the app source: it would dangle on the instance "
             "(make it relative and inside the tree, or exclude it in .deployignore)"
+        )
+    parent = Path(os.path.realpath(path.parent))
+    if resolved.is_dir() and (resolved == parent or resolved in parent.parents):
+        raise BundleError(
+            f"symlink {path} -> {target} points to a directory that contains it: the CodeDeploy agent copies "
+            "the content of a directory symlink and would never finish (remove it, or exclude it in .deployignore)"
         )
     return _Entry(f"{APP_DIR}/{relpath}", "link", path, target=target)
 
