@@ -7,7 +7,8 @@ a temp file renamed into place) and returns a BundleResult. The archive holds
   (the agent copies a directory symlink's content: it would recurse forever), is a BundleError naming it;
 - `appspec.yml` and `deploytool/hooks/...`: rendered by deploytool.render; every hook location in the
   appspec must be in the bundle and is made executable;
-- `deploytool/fleet.json`: the app settings and every group's worker settings;
+- `deploytool/fleet.json`: the app settings, every group's worker settings and each hook's appspec
+  timeout (the hooks fit their waits into it);
 - `deploytool/manifest.json` (last): version, commit, builder and the sha256 of every other file.
 The bytes depend only on those contents (see deploytool.targz): no build time, user, umask or mtime.
 The build time is returned in the result (the release manifest records it).
@@ -30,7 +31,15 @@ from deploytool import __version__
 from deploytool.config import Fleet
 from deploytool.errors import BundleError
 from deploytool.ignore import IgnoreRules
-from deploytool.render import APPSPEC, RenderedFile, Templates, check_appspec, render_templates, template_context
+from deploytool.render import (
+    APPSPEC,
+    RenderedFile,
+    Templates,
+    check_appspec,
+    hook_timeouts,
+    render_templates,
+    template_context,
+)
 from deploytool.targz import DEFAULT_LEVEL, ReproducibleTarGz
 from deploytool.version import SourceVersion, source_version
 
@@ -118,11 +127,13 @@ def walk_source(root: Path, rules: IgnoreRules, *, skip: frozenset[Path] = froze
 
 
 def fleet_json(fleet: Fleet, version: str, commit: str | None) -> bytes:
+    context = template_context(fleet, version, commit)
     data = {
-        "app": template_context(fleet, version, commit)["app"],
+        "app": context["app"],
         "version": version,
         "commit": commit,
         "groups": {g.name: g.worker_settings() for g in fleet.groups},
+        "hooks": hook_timeouts(context),
     }
     return (json.dumps(data, indent=2) + "\n").encode()
 

@@ -93,6 +93,15 @@ def template_context(fleet: Fleet, version: str, commit: str | None) -> dict[str
     }
 
 
+def hook_timeouts(context: Mapping[str, Any]) -> dict[str, int]:
+    """Each hook's appspec timeout, as fleet.json gives it to the instance (its budgets derive from them)."""
+    return {
+        "ApplicationStop": context["stop_timeout"],
+        "ApplicationStart": context["start_timeout"],
+        "ValidateService": context["validate_timeout"],
+    }
+
+
 def _shown(path: Path) -> str:
     try:
         return str(path.relative_to(Path.cwd()))

@@ -9,6 +9,8 @@
   CELERY_BROKER_TRANSPORT_OPTIONS as JSON).
 - The worker's node name is celery@<group>.<instance id>: DEPLOYTOOL_INSTANCE_ID, else the EC2 instance
   id from IMDSv2, else the hostname; `start` writes the name it used to run/node-name.
+- fleet.json's "hooks" holds each hook's timeout as the appspec gives it (Settings.hook_budget: what a
+  hook may spend, REPORT_MARGIN_S less, so it reports its own failure before the agent's SIGTERM).
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ import socket
 import sys
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deploytool_instance.base import EXIT_BAD_INPUT, HookError
 from deploytool_instance.layout import Layout
+
+# Each hook's timeout in the appspec deploytool renders (deploytool.render), for bundles whose fleet.json
+# predates its "hooks" entry.
+DEFAULT_HOOK_TIMEOUTS_S = {"ApplicationStart": 300.0, "ValidateService": 300.0}
+REPORT_MARGIN_S = 10.0  # of a hook's timeout, kept to report a failure before the agent's SIGTERM
 
 
 def bundle_root() -> Path:
@@ -43,6 +50,12 @@ class Settings:
     group: Mapping[str, Any]
     layout: Layout
     environ: Mapping[str, str]
+    hook_timeouts: Mapping[str, float] = field(default_factory=dict)
+
+    def hook_budget(self, event: str) -> float:
+        """What the hook of `event` may spend: its appspec timeout less a margin (10 s, at most a tenth)."""
+        timeout = float(self.hook_timeouts.get(event) or DEFAULT_HOOK_TIMEOUTS_S.get(event, 3600.0))
+        return timeout - min(REPORT_MARGIN_S, timeout / 10)
 
     @property
     def group_name(self) -> str:
@@ -107,6 +120,7 @@ def load_settings(bundle_root: Path, environ: Mapping[str, str], group_name: str
         group=groups[name],
         layout=Layout.of(app, environ),
         environ=environ,
+        hook_timeouts={str(k): float(v) for k, v in (fleet.get("hooks") or {}).items()},
     )
 
 
