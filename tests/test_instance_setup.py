@@ -1,11 +1,19 @@
-"""The hooks' budgets against the appspec's timeouts: every wait of a hook fits in its timeout."""
+"""The hooks' set-up on an instance: their budgets against the appspec's timeouts, and app.user (runas) in
+an install dir the agent made as root.
+
+The runas tests need root (they run the hooks as `nobody`, whose login shell is nologin: the sandbox runs a
+hook directly, where the agent's `su nobody -c` would fail, and says so in a warning)."""
 
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
@@ -19,9 +27,13 @@ from tests.hooktools import (
     Instance,
     ProcessReaper,
     app_context,
+    delete_broker_queues,
     group_settings,
     render_bundle,
+    uid,
 )
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="running a hook as another user needs root")
 
 
 @pytest.fixture
@@ -31,6 +43,14 @@ def reaper() -> Iterator[ProcessReaper]:
         yield reaper
     finally:
         reaper.stop_all()
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory another user can traverse (pytest's tmp_path is root's alone)."""
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="deploytool-runas-") as name:
+        os.chmod(name, 0o755)
+        yield Path(name)
 
 
 def hooks_of(bundle: Path) -> dict[str, int]:
@@ -127,3 +147,100 @@ def test_start_ends_itself_within_its_timeout_after_draining_a_leftover_worker(
     assert "draining it now within 10s (+4s after SIGQUIT)" in run.output
     assert "error: worker not ready within" in run.output
     assert "Traceback" not in run.output
+
+
+# --- app.user (runas) -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@needs_root
+def test_hooks_as_app_user_in_an_install_dir_root_made_fail_in_one_line(shared: Path, reaper: ProcessReaper) -> None:
+    app = app_context(user="nobody")
+    bundle = render_bundle(shared / "bundle", app, [group_settings("email", ["email"])], "v1")
+    node = Instance(root=shared / "i-0", instance_id="i-0", group="email", app=app, reaper=reaper)
+    node.write_env("redis://127.0.0.1:1/0", None, shared / "ledger")
+    node.install_dir.mkdir(parents=True)  # made by root before the first deployment: the agent leaves it so
+    runs = node.deploy(bundle)
+    start = runs[-1]
+    assert (start.event, start.returncode) == ("ApplicationStart", 1), start.output
+    assert "Traceback" not in start.output
+    errors = [line for line in start.output.splitlines() if " error: " in line]
+    assert len(errors) == 1
+    assert f"{node.install_dir}/run: Permission denied: the hooks run as user nobody" in errors[0]
+    assert f"run `chown -R nobody: {node.install_dir}` once on the instance" in errors[0]
+    assert "warning: runas 'nobody': the login shell /usr/sbin/nologin runs no commands" in start.output
+
+
+def python_works_for(user: str) -> str:
+    """Why the hooks' Python cannot run Celery as `user` here, or "" (a venv copied from a Python under a
+    private home falls back to another libpython for other users)."""
+    entry = pwd.getpwnam(user)
+    done = subprocess.run(
+        [PYTHON, "-c", "import sys, celery, redis; print(sys.version_info[:3] >= (3, 11, 3) or sys.version)"],
+        user=entry.pw_uid,
+        group=entry.pw_gid,
+        cwd="/",
+        capture_output=True,
+        text=True,
+    )
+    return "" if done.returncode == 0 and done.stdout.strip() == "True" else (done.stderr or done.stdout)[-200:]
+
+
+@pytest.mark.slow
+@needs_root
+def test_the_first_install_gives_app_user_its_install_dir_and_start_sets_up_as_it(
+    shared: Path, reaper: ProcessReaper
+) -> None:
+    app = app_context(user="nobody")
+    bundle = render_bundle(shared / "bundle", app, [group_settings("email", ["email"])], "v1")
+    set_hook_timeout(bundle, "ApplicationStart", 20)  # no broker: the worker never gets ready
+    node = Instance(root=shared / "i-0", instance_id="i-0", group="email", app=app, reaper=reaper)
+    node.write_env("redis://127.0.0.1:1/0", None, shared / "ledger")
+    start = node.deploy(bundle)[-1]
+    assert start.event == "ApplicationStart" and "Permission denied" not in start.output, start.output
+    assert "error: worker not ready within" in start.output or "exited during start-up" in start.output
+    nobody = pwd.getpwnam("nobody").pw_uid
+    owners = {
+        name: (node.install_dir / name).lstat().st_uid
+        for name in (".", "releases", "releases/v1/app", "run", "run/node-name", "log", "current")
+    }
+    assert owners == {
+        ".": nobody,  # the appspec's permissions, applied by the install that created it
+        "releases": 0,  # the releases stay root's
+        "releases/v1/app": 0,
+        "run": nobody,  # what the hook, as nobody, made
+        "run/node-name": nobody,
+        "log": nobody,
+        "current": nobody,
+    }
+    assert os.readlink(node.install_dir / "current") == "releases/v1"
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+@pytest.mark.xdist_group("redis-db12")
+@needs_root
+def test_every_hook_runs_as_app_user_after_the_first_install(
+    shared: Path, reaper: ProcessReaper, redis_url: str
+) -> None:
+    problem = python_works_for("nobody")
+    if problem:
+        pytest.skip(
+            f"the hooks' Python ({PYTHON}) cannot run Celery as nobody here: {problem.strip().splitlines()[-1]}"
+        )
+    parts = urlsplit(redis_url)
+    url = urlunsplit((parts.scheme, parts.netloc, "/12", parts.query, parts.fragment))
+    queue = f"runas-{uid()}"
+    app = app_context(user="nobody")
+    bundle = render_bundle(shared / "bundle", app, [group_settings("email", [queue])], "v1")
+    node = Instance(root=shared / "i-0", instance_id=f"i-{uid()}", group="email", app=app, reaper=reaper)
+    node.write_env(url, None, shared / "ledger")
+    try:
+        runs = node.deploy(bundle)
+        assert [(run.event, run.returncode) for run in runs] == [("ApplicationStart", 0), ("ValidateService", 0)], runs[
+            -1
+        ].output
+        pid = node.worker_pid()
+        assert pid is not None and os.stat(f"/proc/{pid}").st_uid == pwd.getpwnam("nobody").pw_uid
+    finally:
+        delete_broker_queues(url, [queue, "_kombu.binding_deadlines"])

@@ -5,14 +5,18 @@ hook runs."""
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 import pytest
+import yaml
 
+from deploytool.render import Templates, render_templates
 from deploytool.sandbox.appspec import parse_appspec
 from deploytool.sandbox.errors import SandboxError
 from deploytool.sandbox.install import install
 from deploytool.sandbox.instance import Instance
+from tests.hooktools import app_context, fleet_of, group_settings
 
 HEAD = "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: /opt/fx/releases/v1\n"
 GROUP_ID = "dg-install"
@@ -110,3 +114,36 @@ def test_a_file_object_with_a_pattern_is_refused_as_on_the_agent(tmp_path: Path,
     )
     with pytest.raises(SandboxError, match=r"permissions\[0\]: object .*run.sh is a file: its pattern must be \*\*"):
         run_install(root, instance)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a path to another user needs root")
+def test_the_rendered_appspec_gives_app_user_the_install_dir_the_first_install_creates(
+    tmp_path: Path, instance: Instance
+) -> None:
+    """deploytool's own appspec with app.user: the install dir (made by this install, as root) becomes the
+    user's; the releases and their files stay root's; an install dir that existed already is left alone."""
+    user = pwd.getpwnam("nobody")
+    app = app_context(install_dir="/srv/apps/fx", user="nobody")
+    rendered = render_templates(fleet_of(app, [group_settings("email", ["email"])]), "v1", None, Templates.default())
+    text = rendered[0].data.decode()
+    root = archive(tmp_path, {"app/mod.py": "X = 1\n"}, text)
+    spec = parse_appspec(text)
+    install(root, spec, instance, group_id=GROUP_ID, behavior="OVERWRITE")
+    owner = {
+        path: instance.path(path).stat().st_uid
+        for path in ("/srv/apps", "/srv/apps/fx", "/srv/apps/fx/releases", "/srv/apps/fx/releases/v1/app/mod.py")
+    }
+    assert owner == {
+        "/srv/apps": 0,
+        "/srv/apps/fx": user.pw_uid,
+        "/srv/apps/fx/releases": 0,
+        "/srv/apps/fx/releases/v1/app/mod.py": 0,
+    }
+    assert yaml.safe_load(text)["permissions"] == [
+        {"object": "/srv/apps", "pattern": "fx", "type": ["directory"], "owner": "nobody"}
+    ]
+
+    other = Instance("email", "i-0made", tmp_path / "i-0made")
+    other.path("/srv/apps/fx").mkdir(parents=True)  # made by root before the first deployment
+    install(root, spec, other, group_id=GROUP_ID, behavior="OVERWRITE")
+    assert other.path("/srv/apps/fx").stat().st_uid == 0  # the agent does not touch what it did not create

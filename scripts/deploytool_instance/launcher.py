@@ -33,7 +33,7 @@ from deploytool_instance.base import EXIT_BAD_INPUT, EXIT_OK, HookError
 from deploytool_instance.brokers import Broker, has_remote_control
 from deploytool_instance.brokers.sqs import CANARY_TASK, SettleOnSigterm, canary_queue
 from deploytool_instance.layout import Layout, remove_if_pid, write_atomic
-from deploytool_instance.settings import bundle_root, load_settings, running_node
+from deploytool_instance.settings import bundle_root, file_error, load_settings, running_node
 
 
 class PromptShutdown:
@@ -247,10 +247,13 @@ def run_worker(group_name: str) -> int:
     os.chdir(app_dir)
     sys.path.insert(0, app_dir)
     os.environ["PYTHONPATH"] = app_dir
-    layout.run_dir.mkdir(parents=True, exist_ok=True)
-    layout.logfile.parent.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
-    write_atomic(layout.pidfile, f"{pid}\n")
+    try:
+        layout.run_dir.mkdir(parents=True, exist_ok=True)
+        layout.logfile.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(layout.pidfile, f"{pid}\n")
+    except OSError as exc:
+        raise file_error(exc, settings) from None
     node = running_node(settings)
     broker = Broker.from_env(os.environ, int(settings.group["visibility_timeout"]), "worker environment")
     app = load_celery_app(str(settings.app["celery_app"]))

@@ -11,12 +11,17 @@
   id from IMDSv2, else the hostname; `start` writes the name it used to run/node-name.
 - fleet.json's "hooks" holds each hook's timeout as the appspec gives it (Settings.hook_budget: what a
   hook may spend, REPORT_MARGIN_S less, so it reports its own failure before the agent's SIGTERM).
+- file_error(exc, settings) turns an OSError of the hooks' file set-up into one HookError line naming
+  the path, the user the hook runs as and the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
+import pwd
 import re
 import socket
 import sys
@@ -130,6 +135,11 @@ def read_env_file(path: Path) -> dict[str, str]:
         text = path.read_text()
     except FileNotFoundError:
         raise HookError(f"{path}: environment file not found; it must set CELERY_BROKER_URL") from None
+    except OSError as exc:
+        raise HookError(
+            f"{path}: cannot read the environment file as user {current_user()}: {exc.strerror or exc}; "
+            "make it readable by that user (app.user), e.g. chgrp it to the user's group with mode 0640"
+        ) from None
     values: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -181,3 +191,28 @@ def running_node(settings: Settings) -> str:
         if written:
             return written
     return node_name(settings.group_name, instance_id(settings.environ))
+
+
+def current_user() -> str:
+    """The user this process runs as (the appspec's runas, app.user, when set)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def file_error(exc: OSError, settings: Settings | None) -> HookError:
+    """One line for an OSError of the hooks' file set-up: the path, the user, what to do."""
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    what = exc.strerror or str(exc)
+    where = f"{paths}: " if paths else ""
+    user = current_user()
+    if exc.errno not in (errno.EACCES, errno.EPERM) or settings is None or os.geteuid() == 0:
+        return HookError(f"{where}{what} (running as user {user})")
+    install_dir = settings.layout.install_dir
+    return HookError(
+        f"{where}{what}: the hooks run as user {user} (app.user, appspec runas), which cannot write there; "
+        f"{install_dir} and everything in it must belong to {user}: the appspec's permissions give it to {user} "
+        f"when the first install creates it; for a directory made before (by root, or an older bundle) run "
+        f"`chown -R {user}: {install_dir}` once on the instance"
+    )
