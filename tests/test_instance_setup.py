@@ -1,5 +1,5 @@
-"""The hooks' set-up on an instance: their budgets against the appspec's timeouts, and app.user (runas) in
-an install dir the agent made as root.
+"""The hooks' set-up on an instance: their budgets against the appspec's timeouts, app.user (runas) in an
+install dir the agent made as root, and bytecode left by a release redeployed under the same version.
 
 The runas tests need root (they run the hooks as `nobody`, whose login shell is nologin: the sandbox runs a
 hook directly, where the agent's `su nobody -c` would fail, and says so in a warning)."""
@@ -10,17 +10,22 @@ import json
 import os
 import pwd
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
 
+from deploytool.sandbox.appspec import parse_appspec
+from deploytool.sandbox.install import install
+from deploytool.sandbox.instance import Instance as SandboxInstance
 from deploytool_instance.drain import QUIT_GRACE_S
 from deploytool_instance.settings import load_settings
-from deploytool_instance.start import StartBudget
+from deploytool_instance.start import StartBudget, remove_bytecode, worker_environment
 from deploytool_instance.validate import VALIDATE_BUDGET_S
 from tests.hooktools import (
     PYTHON,
@@ -244,3 +249,63 @@ def test_every_hook_runs_as_app_user_after_the_first_install(
         assert pid is not None and os.stat(f"/proc/{pid}").st_uid == pwd.getpwnam("nobody").pw_uid
     finally:
         delete_broker_queues(url, [queue, "_kombu.binding_deadlines"])
+
+
+# --- bytecode ---------------------------------------------------------------------------------------------
+
+
+def archive_of(tmp_path: Path, name: str, source: str) -> Path:
+    """A revision holding app/mod.py, its mtime fixed the way every deploytool bundle fixes it."""
+    root = tmp_path / name
+    module = root / "app" / "mod.py"
+    module.parent.mkdir(parents=True)
+    module.write_text(source)
+    os.utime(module, (946684800, 946684800))  # 2000-01-01, as deploytool.targz writes every entry
+    (root / "appspec.yml").write_text(
+        "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: /opt/acme-workers/releases/v1\n"
+    )
+    return root
+
+
+def import_as_worker(env: dict[str, Any], app_dir: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", "import mod; print(mod.X)"], cwd=app_dir, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_version_redeployed_with_other_content_runs_the_new_content(tmp_path: Path) -> None:
+    """v1 installed, its worker started (with the environment `start` gives it), then v1 again with another
+    module of the same size (a rebuilt `-dirty` or a reused --version): the worker must import the new one."""
+    bundle = render_bundle(tmp_path / "bundle", app_context(), [group_settings("email", ["email"])], "v1")
+    instance = SandboxInstance("email", "i-0", tmp_path / "i-0")
+    environ = {"DEPLOYMENT_GROUP_NAME": "email", "DEPLOYTOOL_INSTANCE_ROOT": str(instance.root), "PATH": "/usr/bin"}
+    settings = load_settings(bundle, environ)
+    for name, source in (("first", "X = 1\n"), ("second", "X = 2\n")):
+        revision = archive_of(tmp_path, name, source)
+        install(
+            revision,
+            parse_appspec((revision / "appspec.yml").read_text()),
+            instance,
+            group_id="dg",
+            behavior="OVERWRITE",
+        )
+        app_dir = settings.release_dir / "app"
+        assert import_as_worker(worker_environment(settings, {}), app_dir) == source[-2]
+    assert not (settings.release_dir / "app" / "__pycache__").exists()
+
+
+def test_start_clears_the_bytecode_an_older_worker_left_in_the_release(tmp_path: Path) -> None:
+    instance = SandboxInstance("email", "i-0", tmp_path / "i-0")
+    first = archive_of(tmp_path, "first", "X = 1\n")
+    install(first, parse_appspec((first / "appspec.yml").read_text()), instance, group_id="dg", behavior="OVERWRITE")
+    release = instance.path("/opt/acme-workers/releases/v1")
+    old_env = {"PATH": "/usr/bin", "PYTHONPATH": str(release / "app")}  # a worker of an older deploytool
+    assert import_as_worker(old_env, release / "app") == "1"
+    assert (release / "app" / "__pycache__").is_dir()
+    second = archive_of(tmp_path, "second", "X = 2\n")
+    install(second, parse_appspec((second / "appspec.yml").read_text()), instance, group_id="dg", behavior="OVERWRITE")
+    assert import_as_worker(old_env, release / "app") == "1"  # the hazard: the stale .pyc wins
+    assert remove_bytecode(release) == (1, [])
+    assert import_as_worker({**old_env, "PYTHONDONTWRITEBYTECODE": "1"}, release / "app") == "2"

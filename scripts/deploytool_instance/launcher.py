@@ -5,6 +5,7 @@ worker. It reads the bundle's fleet.json like the hooks do, imports the app (fle
 <bundle>/app, applies the group's settings to app.conf (queues, concurrency or autoscale, prefetch,
 acks_late, task_reject_on_worker_lost=True, max_tasks_per_child, time limits, visibility_timeout merged
 into broker_transport_options) and calls app.worker_main. Besides:
+- never writes bytecode (sys.dont_write_bytecode, PYTHONDONTWRITEBYTECODE=1 for what it starts);
 - writes {install_dir}/run/worker.pid, run/ready.json once Celery is ready, run/first-task.json when the
   first task arrives, run/interrupted.json when SIGQUIT cuts tasks off (for the hooks' log);
 - registers deploytool.canary and, without remote control (SQS), consumes a per-instance canary queue and
@@ -247,6 +248,10 @@ def run_worker(group_name: str) -> int:
     os.chdir(app_dir)
     sys.path.insert(0, app_dir)
     os.environ["PYTHONPATH"] = app_dir
+    # No bytecode next to the release's sources: a version redeployed with other content (mtimes are fixed
+    # in the bundle) would otherwise import the earlier content's .pyc. Pool children inherit the flag.
+    sys.dont_write_bytecode = True
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     pid = os.getpid()
     try:
         layout.run_dir.mkdir(parents=True, exist_ok=True)

@@ -4,16 +4,18 @@ Contract: the release must be installed (releases/<version>/app and the launcher
 environment file must name a broker. Everything start does fits in ApplicationStart's timeout (fleet.json
 "hooks", as the appspec says; StartBudget): a worker ApplicationStop did not drain is drained here first
 (warm within min(drain_timeout, 120 s), then SIGQUIT and its grace); if it will not exit no second worker
-is started. Then run/node-name is written, stale markers removed, `current` flipped atomically, and
-the launcher started: directly as a daemon (DEPLOYTOOL_PROCESS_MANAGER=direct, the sandbox) or through
-the group's systemd unit. Success once the launcher's ready marker (celery's worker_ready) names the
-running pid; run/VERSION is then written. A worker that dies, or is not ready when the budget is spent
-(the hook timeout less a margin to report it), fails the hook with the tail of its log.
+is started. Then run/node-name is written, stale markers and bytecode left in the release removed,
+`current` flipped atomically, and the launcher started (with PYTHONDONTWRITEBYTECODE=1): directly as a
+daemon (DEPLOYTOOL_PROCESS_MANAGER=direct, the sandbox) or through the group's systemd unit. Success once
+the launcher's ready marker (celery's worker_ready) names the running pid; run/VERSION is then written. A
+worker that dies, or is not ready when the budget is spent (the hook timeout less a margin to report it),
+fails the hook with the tail of its log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -66,7 +68,27 @@ def worker_environment(settings: Settings, env: Mapping[str, str]) -> dict[str, 
     merged.update(env)
     merged["PYTHONPATH"] = app_dir
     merged["PYTHONUNBUFFERED"] = "1"
+    merged["PYTHONDONTWRITEBYTECODE"] = "1"  # see remove_bytecode
     return merged
+
+
+def remove_bytecode(release: Path) -> tuple[int, list[str]]:
+    """Remove the __pycache__ directories a worker wrote into this release (bundles never carry any):
+    how many, and the ones that could not be removed (with why).
+
+    A version redeployed with other content is installed over the same releases/<version>, and the bundle
+    fixes every mtime, so a .pyc of the earlier content whose source has the same size would still be
+    imported. Workers no longer write bytecode (PYTHONDONTWRITEBYTECODE); this clears what older ones left.
+    """
+    removed, failed = 0, []
+    for cache in sorted(release.rglob("__pycache__")):
+        if cache.is_dir() and not cache.is_symlink():
+            try:
+                shutil.rmtree(cache)
+                removed += 1
+            except OSError as exc:
+                failed.append(f"{cache} ({exc.strerror or exc})")
+    return removed, failed
 
 
 def launch_direct(settings: Settings, env: Mapping[str, str]) -> int:
@@ -158,6 +180,11 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
     for stale in (layout.ready_file, layout.interrupted_file, layout.first_task_file):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
+    removed, failed = remove_bytecode(release)
+    if removed:
+        log.step("bytecode", f"removed {removed} __pycache__ directories an earlier worker wrote into {release}")
+    if failed:
+        log.step("bytecode", f"WARNING: could not remove {', '.join(failed)}: stale bytecode may be imported")
     point_symlink(layout.current, f"releases/{settings.version}")
     log.step("current", f"{layout.current} -> releases/{settings.version}; node {node}", clock.now() - step)
 
