@@ -309,3 +309,9 @@ def test_start_clears_the_bytecode_an_older_worker_left_in_the_release(tmp_path:
     assert import_as_worker(old_env, release / "app") == "1"  # the hazard: the stale .pyc wins
     assert remove_bytecode(release) == (1, [])
     assert import_as_worker({**old_env, "PYTHONDONTWRITEBYTECODE": "1"}, release / "app") == "2"
+
+
+def test_the_systemd_unit_runs_the_worker_without_writing_bytecode(tmp_path: Path) -> None:
+    bundle = render_bundle(tmp_path / "bundle", app_context(), [group_settings("email", ["email"])], "v1")
+    unit = (bundle / "deploytool" / "hooks" / "systemd" / "email.service").read_text().splitlines()
+    assert "Environment=PYTHONDONTWRITEBYTECODE=1" in unit
