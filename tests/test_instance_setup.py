@@ -172,7 +172,7 @@ def test_hooks_as_app_user_in_an_install_dir_root_made_fail_in_one_line(shared: 
     errors = [line for line in start.output.splitlines() if " error: " in line]
     assert len(errors) == 1
     assert f"{node.install_dir}/run: Permission denied: the hooks run as user nobody" in errors[0]
-    assert f"run `chown -R nobody: {node.install_dir}` once on the instance" in errors[0]
+    assert f"run `chown nobody: {node.install_dir}` once on the instance" in errors[0]
     assert "warning: runas 'nobody': the login shell /usr/sbin/nologin runs no commands" in start.output
 
 

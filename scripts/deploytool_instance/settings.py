@@ -212,7 +212,8 @@ def file_error(exc: OSError, settings: Settings | None) -> HookError:
     install_dir = settings.layout.install_dir
     return HookError(
         f"{where}{what}: the hooks run as user {user} (app.user, appspec runas), which cannot write there; "
-        f"{install_dir} and everything in it must belong to {user}: the appspec's permissions give it to {user} "
-        f"when the first install creates it; for a directory made before (by root, or an older bundle) run "
-        f"`chown -R {user}: {install_dir}` once on the instance"
+        f"{install_dir} (where they make run/, log/ and current) must belong to {user}: the appspec's permissions "
+        f"give it to {user} when the first install creates it; for a directory made before (by root, or an older "
+        f"bundle) run `chown {user}: {install_dir}` once on the instance (and `chown -R {user}:` its run/ and log/ "
+        "if they exist)"
     )
