@@ -154,6 +154,28 @@ def test_start_ends_itself_within_its_timeout_after_draining_a_leftover_worker(
     assert "Traceback" not in run.output
 
 
+@pytest.mark.slow
+def test_start_on_systemd_ends_itself_within_its_timeout_when_systemctl_hangs(
+    tmp_path: Path, reaper: ProcessReaper
+) -> None:
+    """The unit's install, daemon-reload, enable and restart share the hook's budget (60 s each before)."""
+    app = app_context()
+    bundle = render_bundle(tmp_path / "bundle", app, [group_settings("email", ["email"])], "v1")
+    set_hook_timeout(bundle, "ApplicationStart", 20)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text("#!/bin/sh\nexec sleep 600\n")  # a systemd that never answers
+    (bin_dir / "systemctl").chmod(0o755)
+    node = Instance(root=tmp_path / "i-0", instance_id="i-0", group="email", app=app, reaper=reaper)
+    node.process_manager, node.path_prefix = "systemd", f"{bin_dir}:"
+    node.write_env("redis://127.0.0.1:1/0", None, tmp_path / "ledger")
+    node.install(bundle)
+    run = node.run_hook(bundle, "ApplicationStart", 20, "d-SYSTEMD01")
+    assert run.returncode == 1, f"{run.message}\n{run.output}"  # not None: the runner did not have to stop it
+    assert run.seconds < 20
+    assert "error: systemctl daemon-reload: " in run.output and "timed out" in run.output
+
+
 # --- app.user (runas) -----------------------------------------------------------------------------------
 
 

@@ -202,7 +202,7 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
             return pid
 
     else:
-        install_unit(settings)
+        install_unit(settings, log.started + budget.total_s, clock)
         log.step("systemd", f"installed, enabled and restarted {settings.unit_name}", clock.now() - step)
 
         def pid_of() -> int:
