@@ -3,10 +3,12 @@
 Contract: `build_bundle(fleet, source, out_dir)` writes `<out_dir>/<app>-<version>.tgz` (atomically:
 a temp file renamed into place) and returns a BundleResult. The archive holds
 - `app/...`: the app source (fleet app.source) minus DEFAULT_EXCLUDES and its `.deployignore`;
-  symlinks stay symlinks, and one pointing outside the source tree is a BundleError naming it;
+  symlinks stay symlinks, and one pointing outside the source tree, or to a directory that contains it
+  (the agent copies a directory symlink's content: it would recurse forever), is a BundleError naming it;
 - `appspec.yml` and `deploytool/hooks/...`: rendered by deploytool.render; every hook location in the
   appspec must be in the bundle and is made executable;
-- `deploytool/fleet.json`: the app settings and every group's worker settings;
+- `deploytool/fleet.json`: the app settings, every group's worker settings and each hook's appspec
+  timeout (the hooks fit their waits into it);
 - `deploytool/manifest.json` (last): version, commit, builder and the sha256 of every other file.
 The bytes depend only on those contents (see deploytool.targz): no build time, user, umask or mtime.
 The build time is returned in the result (the release manifest records it).
@@ -29,7 +31,15 @@ from deploytool import __version__
 from deploytool.config import Fleet
 from deploytool.errors import BundleError
 from deploytool.ignore import IgnoreRules
-from deploytool.render import APPSPEC, RenderedFile, Templates, check_appspec, render_templates, template_context
+from deploytool.render import (
+    APPSPEC,
+    RenderedFile,
+    Templates,
+    check_appspec,
+    hook_timeouts,
+    render_templates,
+    template_context,
+)
 from deploytool.targz import DEFAULT_LEVEL, ReproducibleTarGz
 from deploytool.version import SourceVersion, source_version
 
@@ -67,13 +77,21 @@ def bundle_name(app: str, version: str) -> str:
 
 def _link_entry(root: Path, path: Path, relpath: str) -> _Entry:
     """A symlink, kept as one. It must resolve inside the tree (following any links on the way) and
-    be relative: an absolute one would point into the build machine's file system."""
+    be relative: an absolute one would point into the build machine's file system. On the instance the
+    agent recreates a link to a file but copies the content of a linked directory, so a link to a
+    directory that contains the link itself would be copied forever."""
     target = os.readlink(path)
     resolved = Path(os.path.realpath(path))
     if os.path.isabs(target) or (resolved != root and root not in resolved.parents):
         raise BundleError(
             f"symlink {path} -> {target} points outside the app source: it would dangle on the instance "
             "(make it relative and inside the tree, or exclude it in .deployignore)"
+        )
+    parent = Path(os.path.realpath(path.parent))
+    if resolved.is_dir() and (resolved == parent or resolved in parent.parents):
+        raise BundleError(
+            f"symlink {path} -> {target} points to a directory that contains it: the CodeDeploy agent copies "
+            "the content of a directory symlink and would never finish (remove it, or exclude it in .deployignore)"
         )
     return _Entry(f"{APP_DIR}/{relpath}", "link", path, target=target)
 
@@ -109,11 +127,13 @@ def walk_source(root: Path, rules: IgnoreRules, *, skip: frozenset[Path] = froze
 
 
 def fleet_json(fleet: Fleet, version: str, commit: str | None) -> bytes:
+    context = template_context(fleet, version, commit)
     data = {
-        "app": template_context(fleet, version, commit)["app"],
+        "app": context["app"],
         "version": version,
         "commit": commit,
         "groups": {g.name: g.worker_settings() for g in fleet.groups},
+        "hooks": hook_timeouts(context),
     }
     return (json.dumps(data, indent=2) + "\n").encode()
 

@@ -16,6 +16,7 @@ against the finished bundle (YAML, version 0.0, os linux, every hook location pr
 from __future__ import annotations
 
 import os
+import posixpath
 import traceback
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -90,6 +91,19 @@ def template_context(fleet: Fleet, version: str, commit: str | None) -> dict[str
         "stop_timeout": min(EVENT_LIMIT, max(g.drain_timeout for g in fleet.groups) + 60),
         "start_timeout": START_TIMEOUT,
         "validate_timeout": VALIDATE_TIMEOUT,
+        # appspec permissions: install_dir itself is matched as a child of its parent (the agent applies a
+        # permission to what it creates strictly below `object`, a pattern other than ** to direct children)
+        "install_parent": posixpath.dirname(app.install_path.rstrip("/")) or "/",
+        "install_name": posixpath.basename(app.install_path.rstrip("/")),
+    }
+
+
+def hook_timeouts(context: Mapping[str, Any]) -> dict[str, int]:
+    """Each hook's appspec timeout, as fleet.json gives it to the instance (its budgets derive from them)."""
+    return {
+        "ApplicationStop": context["stop_timeout"],
+        "ApplicationStart": context["start_timeout"],
+        "ValidateService": context["validate_timeout"],
     }
 
 

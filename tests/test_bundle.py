@@ -229,6 +229,21 @@ def test_a_link_out_of_the_tree_is_an_error(fleet: Fleet, tmp_path: Path, target
     assert not (tmp_path / "out").exists()  # refused while the tree is read: nothing was written
 
 
+@pytest.mark.parametrize(("where", "target"), [("here", "."), ("acme/up", ".."), ("acme/loop", "../acme")])
+def test_a_link_to_a_directory_that_contains_it_is_an_error(
+    fleet: Fleet, tmp_path: Path, where: str, target: str
+) -> None:
+    """The agent copies the content of a directory symlink (installer.rb follows it): this one never ends."""
+    (fleet.source_dir / where).symlink_to(target, target_is_directory=True)
+    with pytest.raises(BundleError) as caught:
+        build(fleet, tmp_path / "out")
+    assert str(caught.value) == (
+        f"symlink {fleet.source_dir / where} -> {target} points to a directory that contains it: the CodeDeploy "
+        "agent copies the content of a directory symlink and would never finish (remove it, or exclude it in "
+        ".deployignore)"
+    )
+
+
 def test_a_build_that_fails_while_writing_leaves_nothing_partial(fleet: Fleet, tmp_path: Path) -> None:
     (fleet.source_dir / "blob.bin").write_bytes(random.Random(0).randbytes(4 << 20))  # does not compress
     first = build(fleet, tmp_path / "out")

@@ -35,6 +35,29 @@ def test_check_prints_the_fleet(repo: Path) -> None:
     assert "ok (3 groups, targets: sandbox, production)" in done.stdout
 
 
+def test_check_says_what_app_user_needs_on_each_instance(repo: Path) -> None:
+    text = (
+        (repo / "deploy.toml")
+        .read_text()
+        .replace(
+            'celery_app = "acme_workers.celery_app:app"\n',
+            'celery_app = "acme_workers.celery_app:app"\nuser = "acme"\n',
+            1,
+        )
+    )
+    (repo / "user.toml").write_text(text)
+    try:
+        done = fab(repo, "check", "--fleet", "user.toml")
+    finally:
+        (repo / "user.toml").unlink()  # the module's other tests build from a clean tree
+    assert done.returncode == 0, done.stderr
+    note = " ".join(done.stdout.split())  # rich wraps long lines
+    assert "note: app.user = 'acme': the CodeDeploy agent runs every hook as `su acme -c SCRIPT`" in note
+    assert "a login shell that runs commands (/bin/bash or /bin/sh; nologin or false fail every hook)" in note
+    assert "one made before by root needs `chown acme: /opt/acme-workers` once" in note
+    assert "note:" not in fab(repo, "check").stdout
+
+
 def test_build_prints_path_size_count_and_sha(repo: Path, tmp_path: Path) -> None:
     done = fab(repo, "build")
     assert done.returncode == 0, done.stderr

@@ -141,6 +141,19 @@ class App(Model):
     env_file: Annotated[str, Field(pattern=_ABS_PATH)] | None = None
     user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = None
 
+    def user_requirements(self) -> str | None:
+        """What `user` needs on every instance, which no check here can see (fab check prints it)."""
+        if self.user is None:
+            return None
+        user = self.user
+        return (
+            f"app.user = {user!r}: the CodeDeploy agent runs every hook as `su {user} -c SCRIPT`, so on each "
+            f"instance {user} needs a login shell that runs commands (/bin/bash or /bin/sh; nologin or false fail "
+            f"every hook), read access to {self.env_path}, and passwordless sudo for `install` and `systemctl` "
+            f"(the worker's unit); the appspec gives {user} {self.install_path} when the first install creates "
+            f"it, and one made before by root needs `chown {user}: {self.install_path}` once"
+        )
+
     @property
     def install_path(self) -> str:
         """Where releases live on an instance: <install_path>/releases/<version>, current -> it."""

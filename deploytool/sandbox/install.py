@@ -6,17 +6,30 @@ their destinations (mapped under the instance root), then applies `permissions` 
 installed. fileExistsBehavior decides for a file that is already there but was not installed by
 the previous deployment: DISALLOW fails the event before anything is copied, OVERWRITE replaces
 it, RETAIN keeps it. Every file and directory created is recorded in the new cleanup file as it
-is made, so the next install removes exactly those. Symlinks in the revision are installed as
-symlinks. `pattern` and `except` of a permission match file names (shell globs; `**` is all).
+is made, so the next install removes exactly those.
+
+Symlinks, as the released agent (1.x, installer.rb) treats them: a symlink to a directory is
+followed, so the destination gets a real directory with a copy of its content (a link back to one of
+its own ancestors is refused: the agent would recurse until it fails); any other symlink is
+recreated as the same symlink.
+
+Permissions, as the agent's install instructions apply them: an `object` that this install copied
+as a file gets the permission itself (type must include file; then `pattern` must be `**` and
+`except` empty). An `object` that is a directory (existing, or made by this install) passes the
+permission to what this install copied (type file) or made (type directory) strictly below it; the
+object itself is never included, and `pattern` / `except` (globs with `*` only) match a path's name
+relative to the object, so anything but `**` reaches direct children only. A path that two
+permissions reach is an error, as on the agent. Owners and groups need root to change; symlinks are
+left as they are; `acls` and `context` are not applied (the appspec parser warns).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import grp
 import json
 import os
 import pwd
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,12 +109,19 @@ def plan_install(archive: Path, spec: AppSpec, instance: Instance, behavior: Fil
                 return
         plan.copies.append((source, destination))
 
-    def walk(source: Path, destination: Path) -> None:
+    def walk(source: Path, destination: Path, above: tuple[Path, ...]) -> None:
+        # Like the agent's File.directory?, is_dir() follows symlinks: a linked directory is copied.
+        real = source.resolve()
+        if real in above:
+            raise SandboxError(
+                f"files: {source.relative_to(archive)} links to a directory that contains it: the agent copies "
+                "the content of a directory symlink and would never finish (remove the link from the bundle)"
+            )
         mkdir(destination)
         for entry in sorted(source.iterdir()):
             target = destination / entry.name
-            if entry.is_dir() and not entry.is_symlink():
-                walk(entry, target)
+            if entry.is_dir():
+                walk(entry, target, (*above, real))
             else:
                 copy(entry, target)
 
@@ -110,8 +130,8 @@ def plan_install(archive: Path, spec: AppSpec, instance: Instance, behavior: Fil
         destination = instance.path(mapping.destination)
         if not (source.exists() or source.is_symlink()):
             raise SandboxError(f"files: source {mapping.source!r} is not in the revision")
-        if source.is_dir() and not source.is_symlink():
-            walk(source, destination)
+        if source.is_dir():
+            walk(source, destination, ())
         else:
             mkdir(destination)
             copy(source, destination / source.name)
@@ -148,20 +168,63 @@ def install(
                 shutil.copy2(source, destination)
             record.write(instance.shown(destination) + "\n")
             record.flush()
-    installed = set(plan.mkdirs) | {d for _, d in plan.copies}
-    for index, permission in enumerate(spec.permissions):
-        _apply_permission(index, permission, instance, installed)
+    for path, (index, permission) in _permission_targets(spec, instance, plan).items():
+        _apply_permission(index, permission, instance, path)
     return InstallResult(len(plan.copies), len(plan.retained), len(plan.mkdirs), removed)
 
 
-def _matches(path: Path, permission: Permission) -> bool:
-    kind = "directory" if path.is_dir() and not path.is_symlink() else "file"
-    if kind not in permission.types:
+def _simple_glob(name: str, pattern: str) -> bool:
+    """The agent's matches_simple_glob: `*` is any run of characters, everything else is literal, and a
+    name with a `/` in it (deeper than a direct child) never matches."""
+    if "/" in name:
         return False
-    name = path.name
-    if permission.pattern != "**" and not fnmatch.fnmatchcase(name, permission.pattern):
+    return re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), name, re.DOTALL) is not None
+
+
+def _below(path: Path, obj: Path) -> str | None:
+    """`path` relative to `obj` when strictly below it, else None."""
+    return path.relative_to(obj).as_posix() if obj in path.parents else None
+
+
+def _reaches(path: Path, obj: Path, permission: Permission) -> bool:
+    """The agent's matches_pattern? and not matches_except?."""
+    relative = _below(path, obj)
+    if relative is None:
         return False
-    return not any(fnmatch.fnmatchcase(name, pattern) for pattern in permission.excepts)
+    if permission.pattern != "**" and not _simple_glob(relative, permission.pattern):
+        return False
+    return not any(_simple_glob(relative, item) for item in permission.excepts)
+
+
+def _permission_targets(spec: AppSpec, instance: Instance, plan: InstallPlan) -> dict[Path, tuple[int, Permission]]:
+    """Every installed path a permission reaches, with that permission (the agent's install instructions)."""
+    copied = [destination for _, destination in plan.copies]
+    made = set(plan.mkdirs)
+    targets: dict[Path, tuple[int, Permission]] = {}
+    for index, permission in enumerate(spec.permissions):
+        obj = instance.path(permission.object)
+        if obj in copied:
+            if "file" not in permission.types:
+                continue
+            if permission.pattern != "**" or permission.excepts:
+                raise SandboxError(
+                    f"permissions[{index}]: object {permission.object} is a file: its pattern must be ** and "
+                    "except empty (the agent rejects a file pattern applied to a file)"
+                )
+            reached = [obj]
+        elif obj in made or (obj.is_dir() and not obj.is_symlink()):
+            reached = [p for p in copied if "file" in permission.types and _reaches(p, obj, permission)]
+            reached += [p for p in plan.mkdirs if "directory" in permission.types and _reaches(p, obj, permission)]
+        else:
+            continue
+        for path in reached:
+            if path in targets:
+                raise SandboxError(
+                    f"permissions[{index}]: the permissions setting for {instance.shown(path)} is specified more "
+                    f"than once (also by permissions[{targets[path][0]}]); the agent fails the deployment"
+                )
+            targets[path] = (index, permission)
+    return targets
 
 
 def _uid(name: str | None) -> int:
@@ -172,24 +235,20 @@ def _gid(name: str | None) -> int:
     return -1 if name is None else grp.getgrnam(name).gr_gid
 
 
-def _apply_permission(index: int, permission: Permission, instance: Instance, installed: set[Path]) -> None:
-    target = instance.path(permission.object)
-    if target in installed and not target.is_dir():
-        matches = [target] if "file" in permission.types else []
-    elif target.is_dir():
-        matches = sorted(p for p in installed if target in p.parents and _matches(p, permission))
-    else:
+def _apply_permission(index: int, permission: Permission, instance: Instance, path: Path) -> None:
+    if path.is_symlink():
         return
-    for path in matches:
-        if path.is_symlink():
-            continue
-        try:
-            if permission.mode is not None:
-                path.chmod(permission.mode)
-            if permission.owner or permission.group:
-                os.chown(path, _uid(permission.owner), _gid(permission.group), follow_symlinks=False)
-        except (OSError, LookupError) as exc:
-            raise SandboxError(
-                f"permissions[{index}]: cannot set owner/group/mode on {instance.shown(path)}: {exc} "
-                "(setting another owner needs root)"
-            ) from exc
+    try:
+        if permission.mode is not None:
+            path.chmod(permission.mode)
+        if permission.owner or permission.group:
+            os.chown(path, _uid(permission.owner), _gid(permission.group), follow_symlinks=False)
+    except KeyError as exc:
+        raise SandboxError(
+            f"permissions[{index}]: no such user or group on this machine: {exc.args[0] if exc.args else exc}"
+        ) from exc
+    except OSError as exc:
+        raise SandboxError(
+            f"permissions[{index}]: cannot set owner/group/mode on {instance.shown(path)}: {exc.strerror or exc} "
+            "(setting another owner needs root)"
+        ) from exc

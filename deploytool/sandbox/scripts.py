@@ -7,7 +7,9 @@ keeps the script's stdout/stderr open holds the event until the timeout. On time
 sends SIGTERM to the script's process group, as the agent does; where the agent stops there, the
 sandbox waits `kill_grace_s` and then sends SIGKILL to that group only if something in it ignored
 SIGTERM, and says so in the log, so that no process is left behind. `runas` runs the script as
-that user (only possible as root; otherwise a clear failure unless it is the current user).
+that user (only possible as root; otherwise a clear failure unless it is the current user), directly
+rather than through `su USER -c SCRIPT` as the agent does: a user whose login shell runs no commands
+(nologin, false), for whom the agent's `su` fails every hook, gets a warning in the event's log.
 """
 
 from __future__ import annotations
@@ -64,6 +66,22 @@ class EventLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+NO_COMMAND_SHELLS = ("nologin", "false")
+
+
+def shell_problem(user: str, shell: str) -> str:
+    """Why the agent's `su USER -c SCRIPT` would fail for a user with this login shell, or ""."""
+    if not shell:
+        return ""  # su runs /bin/sh for an empty shell field
+    if os.path.basename(shell) in NO_COMMAND_SHELLS or not os.access(shell, os.X_OK):
+        return (
+            f"runas {user!r}: the login shell {shell} runs no commands; the CodeDeploy agent starts hooks with "
+            f"`su {user} -c SCRIPT`, which fails for this user (give it a shell: usermod -s /bin/bash {user}); "
+            "the sandbox runs the script directly"
+        )
+    return ""
 
 
 def _identity(runas: str | None) -> tuple[dict[str, Any], dict[str, str], str]:
@@ -160,6 +178,8 @@ def run_script(
     popen, user_env, problem = _identity(runas)
     if problem:
         return _fail(log, location, problem)
+    if runas and user_env and shell_problem(runas, user_env["SHELL"]):
+        log.write(f"[deploytool] warning: {shell_problem(runas, user_env['SHELL'])}")
     start = clock.now()
     try:
         process = subprocess.Popen(

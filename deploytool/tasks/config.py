@@ -16,6 +16,9 @@ def check(c: Context, fleet: str | None = None, debug: bool = False) -> None:
     console.print(fleet_table(loaded))
     for warning in loaded.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
+    needs = loaded.app.user_requirements()
+    if needs:
+        console.print(f"note: {needs}", markup=False)
     console.print(f"{loaded.path}: ok ({len(loaded.groups)} groups, targets: {', '.join(loaded.targets)})")
 
 

@@ -133,12 +133,20 @@ def drain(settings: Settings, clock: Clock, log: Log) -> int:
         f"pid {worker.pid} ({node}) via {where}; budget {settings.drain_timeout:.0f}s",
         clock.now() - step,
     )
-    result = drain_running(settings, worker, node, deadline, clock, log)
+    # The grace after SIGQUIT ends within the hook's own budget (its appspec timeout less the report margin).
+    quit_grace = max(1.0, min(QUIT_GRACE_S, log.started + settings.hook_budget("ApplicationStop") - deadline))
+    result = drain_running(settings, worker, node, deadline, clock, log, quit_grace)
     return EXIT_OK if result.outcome != "stuck" else EXIT_FAILED
 
 
 def drain_running(
-    settings: Settings, worker: WorkerProcess, node: str, deadline: float, clock: Clock, log: Log
+    settings: Settings,
+    worker: WorkerProcess,
+    node: str,
+    deadline: float,
+    clock: Clock,
+    log: Log,
+    quit_grace: float = QUIT_GRACE_S,
 ) -> DrainResult:
     """Drain a found worker; on the hook's own SIGTERM, SIGQUIT the worker and exit non-zero."""
     control: RemoteControl | None = None
@@ -153,7 +161,7 @@ def drain_running(
                 log.step("connect", "no remote control (SQS): SIGTERM is the drain", clock.now() - step)
         except HookError as exc:
             log.step("connect", f"{exc}; going straight to SIGTERM", clock.now() - step)
-        result = drain_worker(worker, control, node, deadline, clock, log)
+        result = drain_worker(worker, control, node, deadline, clock, log, quit_grace)
     except HookTerminated:
         cold_shutdown_on_termination(settings, worker, clock, log)
         raise

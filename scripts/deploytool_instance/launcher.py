@@ -5,6 +5,7 @@ worker. It reads the bundle's fleet.json like the hooks do, imports the app (fle
 <bundle>/app, applies the group's settings to app.conf (queues, concurrency or autoscale, prefetch,
 acks_late, task_reject_on_worker_lost=True, max_tasks_per_child, time limits, visibility_timeout merged
 into broker_transport_options) and calls app.worker_main. Besides:
+- never writes bytecode (sys.dont_write_bytecode, PYTHONDONTWRITEBYTECODE=1 for what it starts);
 - writes {install_dir}/run/worker.pid, run/ready.json once Celery is ready, run/first-task.json when the
   first task arrives, run/interrupted.json when SIGQUIT cuts tasks off (for the hooks' log);
 - registers deploytool.canary and, without remote control (SQS), consumes a per-instance canary queue and
@@ -33,7 +34,7 @@ from deploytool_instance.base import EXIT_BAD_INPUT, EXIT_OK, HookError
 from deploytool_instance.brokers import Broker, has_remote_control
 from deploytool_instance.brokers.sqs import CANARY_TASK, SettleOnSigterm, canary_queue
 from deploytool_instance.layout import Layout, remove_if_pid, write_atomic
-from deploytool_instance.settings import bundle_root, load_settings, running_node
+from deploytool_instance.settings import bundle_root, file_error, load_settings, running_node
 
 
 class PromptShutdown:
@@ -247,10 +248,17 @@ def run_worker(group_name: str) -> int:
     os.chdir(app_dir)
     sys.path.insert(0, app_dir)
     os.environ["PYTHONPATH"] = app_dir
-    layout.run_dir.mkdir(parents=True, exist_ok=True)
-    layout.logfile.parent.mkdir(parents=True, exist_ok=True)
+    # No bytecode next to the release's sources: a version redeployed with other content (mtimes are fixed
+    # in the bundle) would otherwise import the earlier content's .pyc. Pool children inherit the flag.
+    sys.dont_write_bytecode = True
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     pid = os.getpid()
-    write_atomic(layout.pidfile, f"{pid}\n")
+    try:
+        layout.run_dir.mkdir(parents=True, exist_ok=True)
+        layout.logfile.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(layout.pidfile, f"{pid}\n")
+    except OSError as exc:
+        raise file_error(exc, settings) from None
     node = running_node(settings)
     broker = Broker.from_env(os.environ, int(settings.group["visibility_timeout"]), "worker environment")
     app = load_celery_app(str(settings.app["celery_app"]))

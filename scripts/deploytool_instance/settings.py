@@ -9,23 +9,35 @@
   CELERY_BROKER_TRANSPORT_OPTIONS as JSON).
 - The worker's node name is celery@<group>.<instance id>: DEPLOYTOOL_INSTANCE_ID, else the EC2 instance
   id from IMDSv2, else the hostname; `start` writes the name it used to run/node-name.
+- fleet.json's "hooks" holds each hook's timeout as the appspec gives it (Settings.hook_budget: what a
+  hook may spend, REPORT_MARGIN_S less, so it reports its own failure before the agent's SIGTERM).
+- file_error(exc, settings) turns an OSError of the hooks' file set-up into one HookError line naming
+  the path, the user the hook runs as and the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
+import pwd
 import re
 import socket
 import sys
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deploytool_instance.base import EXIT_BAD_INPUT, HookError
 from deploytool_instance.layout import Layout
+
+# Each hook's timeout in the appspec deploytool renders (deploytool.render), for bundles whose fleet.json
+# predates its "hooks" entry.
+DEFAULT_HOOK_TIMEOUTS_S = {"ApplicationStart": 300.0, "ValidateService": 300.0}
+REPORT_MARGIN_S = 10.0  # of a hook's timeout, kept to report a failure before the agent's SIGTERM
 
 
 def bundle_root() -> Path:
@@ -43,6 +55,12 @@ class Settings:
     group: Mapping[str, Any]
     layout: Layout
     environ: Mapping[str, str]
+    hook_timeouts: Mapping[str, float] = field(default_factory=dict)
+
+    def hook_budget(self, event: str) -> float:
+        """What the hook of `event` may spend: its appspec timeout less a margin (10 s, at most a tenth)."""
+        timeout = float(self.hook_timeouts.get(event) or DEFAULT_HOOK_TIMEOUTS_S.get(event, 3600.0))
+        return timeout - min(REPORT_MARGIN_S, timeout / 10)
 
     @property
     def group_name(self) -> str:
@@ -107,6 +125,7 @@ def load_settings(bundle_root: Path, environ: Mapping[str, str], group_name: str
         group=groups[name],
         layout=Layout.of(app, environ),
         environ=environ,
+        hook_timeouts={str(k): float(v) for k, v in (fleet.get("hooks") or {}).items()},
     )
 
 
@@ -116,6 +135,11 @@ def read_env_file(path: Path) -> dict[str, str]:
         text = path.read_text()
     except FileNotFoundError:
         raise HookError(f"{path}: environment file not found; it must set CELERY_BROKER_URL") from None
+    except OSError as exc:
+        raise HookError(
+            f"{path}: cannot read the environment file as user {current_user()}: {exc.strerror or exc}; "
+            "make it readable by that user (app.user), e.g. chgrp it to the user's group with mode 0640"
+        ) from None
     values: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -167,3 +191,29 @@ def running_node(settings: Settings) -> str:
         if written:
             return written
     return node_name(settings.group_name, instance_id(settings.environ))
+
+
+def current_user() -> str:
+    """The user this process runs as (the appspec's runas, app.user, when set)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def file_error(exc: OSError, settings: Settings | None) -> HookError:
+    """One line for an OSError of the hooks' file set-up: the path, the user, what to do."""
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    what = exc.strerror or str(exc)
+    where = f"{paths}: " if paths else ""
+    user = current_user()
+    if exc.errno not in (errno.EACCES, errno.EPERM) or settings is None or os.geteuid() == 0:
+        return HookError(f"{where}{what} (running as user {user})")
+    install_dir = settings.layout.install_dir
+    return HookError(
+        f"{where}{what}: the hooks run as user {user} (app.user, appspec runas), which cannot write there; "
+        f"{install_dir} (where they make run/, log/ and current) must belong to {user}: the appspec's permissions "
+        f"give it to {user} when the first install creates it; for a directory made before (by root, or an older "
+        f"bundle) run `chown {user}: {install_dir}` once on the instance (and `chown -R {user}:` its run/ and log/ "
+        "if they exist)"
+    )

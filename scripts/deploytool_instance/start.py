@@ -1,31 +1,36 @@
 """ApplicationStart: start the group's worker on the new release and flip {install_dir}/current to it.
 
 Contract: the release must be installed (releases/<version>/app and the launcher present) and the
-environment file must name a broker. A worker ApplicationStop did not drain is drained here first
-(within min(drain_timeout, 120 s)); if it will not exit no second worker is started. Then run/node-name
-is written, stale markers removed, `current` flipped atomically, and the launcher started: directly as
-a daemon (DEPLOYTOOL_PROCESS_MANAGER=direct, the sandbox) or through the group's systemd unit. Success
-once the launcher's ready marker (celery's worker_ready) names the running pid; run/VERSION is then
-written. A worker that dies or is not ready within 240 s fails the hook with the tail of its log.
+environment file must name a broker. Everything start does fits in ApplicationStart's timeout (fleet.json
+"hooks", as the appspec says; StartBudget): a worker ApplicationStop did not drain is drained here first
+(warm within min(drain_timeout, 120 s), then SIGQUIT and its grace); if it will not exit no second worker
+is started. Then run/node-name is written, stale markers and bytecode left in the release removed,
+`current` flipped atomically, and the launcher started (with PYTHONDONTWRITEBYTECODE=1): directly as a
+daemon (DEPLOYTOOL_PROCESS_MANAGER=direct, the sandbox) or through the group's systemd unit. Success once
+the launcher's ready marker (celery's worker_ready) names the running pid; run/VERSION is then written. A
+worker that dies, or is not ready when the budget is spent (the hook timeout less a margin to report it),
+fails the hook with the tail of its log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploytool_instance.base import EXIT_OK, Clock, HookError, Log
 from deploytool_instance.brokers import Broker
-from deploytool_instance.drain import drain_running
+from deploytool_instance.drain import QUIT_GRACE_S, drain_running
 from deploytool_instance.layout import point_symlink, read_json, write_atomic
 from deploytool_instance.processes import WORKER_SCRIPT, find_worker, process_alive, systemd_main_pid
 from deploytool_instance.settings import Settings, instance_id, node_name, read_env_file, running_node
 from deploytool_instance.systemd import install_unit
 
-START_BUDGET_S = 240.0  # ApplicationStart's hook timeout is 300 s
 START_DRAIN_BUDGET_S = 120.0  # a worker ApplicationStop did not drain is drained by start within this
+START_READY_MIN_S = 60.0  # at least this much (or a third of the budget) is left for the new worker's start-up
 HOOK_ENV_VARS = (
     "LIFECYCLE_EVENT",
     "DEPLOYMENT_ID",
@@ -38,13 +43,52 @@ HOOK_ENV_VARS = (
 )
 
 
+@dataclass(frozen=True)
+class StartBudget:
+    """How ApplicationStart spends its timeout: `total_s` in all (the timeout less the report margin), of
+    which a worker ApplicationStop left running gets `drain_s` to drain warm and `quit_grace_s` after its
+    SIGQUIT; the new worker's start-up gets the rest, never less than `ready_min_s`."""
+
+    total_s: float
+    drain_s: float
+    quit_grace_s: float
+    ready_min_s: float
+
+    @classmethod
+    def of(cls, total_s: float, drain_timeout_s: float) -> StartBudget:
+        ready_min = min(START_READY_MIN_S, total_s / 3)
+        quit_grace = min(QUIT_GRACE_S, total_s / 6)
+        drain = max(0.0, min(drain_timeout_s, START_DRAIN_BUDGET_S, total_s - quit_grace - ready_min))
+        return cls(total_s, drain, quit_grace, ready_min)
+
+
 def worker_environment(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
     app_dir = str(settings.release_dir / "app")
     merged = {k: v for k, v in settings.environ.items() if k not in HOOK_ENV_VARS and k != "DEPLOYMENT_GROUP_NAME"}
     merged.update(env)
     merged["PYTHONPATH"] = app_dir
     merged["PYTHONUNBUFFERED"] = "1"
+    merged["PYTHONDONTWRITEBYTECODE"] = "1"  # see remove_bytecode
     return merged
+
+
+def remove_bytecode(release: Path) -> tuple[int, list[str]]:
+    """Remove the __pycache__ directories a worker wrote into this release (bundles never carry any):
+    how many, and the ones that could not be removed (with why).
+
+    A version redeployed with other content is installed over the same releases/<version>, and the bundle
+    fixes every mtime, so a .pyc of the earlier content whose source has the same size would still be
+    imported. Workers no longer write bytecode (PYTHONDONTWRITEBYTECODE); this clears what older ones left.
+    """
+    removed, failed = 0, []
+    for cache in sorted(release.rglob("__pycache__")):
+        if cache.is_dir() and not cache.is_symlink():
+            try:
+                shutil.rmtree(cache)
+                removed += 1
+            except OSError as exc:
+                failed.append(f"{cache} ({exc.strerror or exc})")
+    return removed, failed
 
 
 def launch_direct(settings: Settings, env: Mapping[str, str]) -> int:
@@ -78,9 +122,12 @@ def log_tail(path: Path, offset: int, lines: int = 15) -> str:
     return " | ".join(tail) if tail else "(worker log is empty)"
 
 
-def wait_until_ready(settings: Settings, pid_of: Callable[[], int], offset: int, clock: Clock, until: float) -> int:
+def wait_until_ready(
+    settings: Settings, pid_of: Callable[[], int], offset: int, clock: Clock, until: float, log: Log
+) -> int:
     """Wait for the launcher's ready marker (written on celery's worker_ready); the worker's pid."""
     layout = settings.layout
+    started = clock.now()
     while True:
         pid = pid_of()
         ready = read_json(layout.ready_file)
@@ -92,7 +139,9 @@ def wait_until_ready(settings: Settings, pid_of: Callable[[], int], offset: int,
             )
         if clock.now() >= until:
             raise HookError(
-                f"worker not ready within {START_BUDGET_S:.0f}s; {layout.logfile}: {log_tail(layout.logfile, offset)}"
+                f"worker not ready within {clock.now() - started:.0f}s (ApplicationStart had spent "
+                f"{log.elapsed():.0f}s of its {settings.hook_budget('ApplicationStart'):.0f}s budget); "
+                f"{layout.logfile}: {log_tail(layout.logfile, offset)}"
             )
         clock.sleep(0.1)
 
@@ -108,12 +157,18 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
     Broker.from_env(env, None, str(settings.env_file))
     log.step("release", f"{settings.version} at {release}; group {settings.group_name}", clock.now() - step)
 
+    budget = StartBudget.of(settings.hook_budget("ApplicationStart"), settings.drain_timeout)
     worker, _ = find_worker(settings)
     if worker is not None:
         node = running_node(settings)
-        budget = min(settings.drain_timeout, START_DRAIN_BUDGET_S)
-        log.step("still running", f"pid {worker.pid} ({node}) was not drained by ApplicationStop; draining it now")
-        result = drain_running(settings, worker, node, clock.now() + budget, clock, log)
+        log.step(
+            "still running",
+            f"pid {worker.pid} ({node}) was not drained by ApplicationStop; draining it now within "
+            f"{budget.drain_s:.0f}s (+{budget.quit_grace_s:.0f}s after SIGQUIT)",
+        )
+        latest = log.started + budget.total_s - budget.quit_grace_s - budget.ready_min_s
+        deadline = min(clock.now() + budget.drain_s, latest)
+        result = drain_running(settings, worker, node, deadline, clock, log, quit_grace=budget.quit_grace_s)
         if result.outcome == "stuck":
             raise HookError(f"the old worker pid {worker.pid} did not exit; not starting a second one")
 
@@ -125,6 +180,11 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
     for stale in (layout.ready_file, layout.interrupted_file, layout.first_task_file):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
+    removed, failed = remove_bytecode(release)
+    if removed:
+        log.step("bytecode", f"removed {removed} __pycache__ directories an earlier worker wrote into {release}")
+    if failed:
+        log.step("bytecode", f"WARNING: could not remove {', '.join(failed)}: stale bytecode may be imported")
     point_symlink(layout.current, f"releases/{settings.version}")
     log.step("current", f"{layout.current} -> releases/{settings.version}; node {node}", clock.now() - step)
 
@@ -142,14 +202,14 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
             return pid
 
     else:
-        install_unit(settings)
+        install_unit(settings, log.started + budget.total_s, clock)
         log.step("systemd", f"installed, enabled and restarted {settings.unit_name}", clock.now() - step)
 
         def pid_of() -> int:
             return systemd_main_pid(settings.unit_name)
 
     step = clock.now()
-    pid = wait_until_ready(settings, pid_of, offset, clock, clock.now() + START_BUDGET_S)
+    pid = wait_until_ready(settings, pid_of, offset, clock, log.started + budget.total_s, log)
     write_atomic(layout.version_file, settings.version + "\n")
     log.step(
         "ready",
