@@ -41,7 +41,7 @@ from deploytool.rollout.wiring import Services as RolloutServices
 def services_for(fleet: Fleet, *, session: AwsSession) -> ReconcileServices:
     """Reconcile's gateways, all on one AwsSession (the target's: deploytool.targets)."""
     return ReconcileServices(
-        s3=S3Gateway(session, expected_bucket_owner=fleet.artifacts.expected_bucket_owner),
+        s3=S3Gateway.for_artifacts(session, fleet.artifacts),
         autoscaling=AutoScalingGateway(session),
         ec2=Ec2Gateway(session),
         athena=AthenaGateway(session),
