@@ -69,15 +69,14 @@ class AthenaGateway:
         sql: str,
         parameters: Sequence[str | int | bool],
         *,
-        database: str,
+        database: str | None,
         workgroup: str,
         output_location: str | None = None,
     ) -> str:
-        args: dict[str, Any] = {
-            "QueryString": sql,
-            "QueryExecutionContext": {"Database": database},
-            "WorkGroup": workgroup,
-        }
+        """Start a query; `database` is its context (None: none, for CREATE DATABASE of a database not there yet)."""
+        args: dict[str, Any] = {"QueryString": sql, "WorkGroup": workgroup}
+        if database is not None:
+            args["QueryExecutionContext"] = {"Database": database}
         if parameters:
             args["ExecutionParameters"] = [parameter_literal(v) for v in parameters]
         if output_location:
@@ -168,7 +167,7 @@ class AthenaGateway:
         self,
         sql: str,
         *,
-        database: str,
+        database: str | None,
         workgroup: str,
         output_location: str | None,
         sleep: Callable[[float], None],

@@ -185,7 +185,9 @@ def athena_setup(
     for statement in statements:
         chosen.athena.run_ddl(
             statement,
-            database=settings.database,
+            # CREATE DATABASE runs with no database context (Athena fails a query whose context database does
+            # not exist yet); the tables after it, in the new database
+            database=None if statement.startswith("CREATE DATABASE") else settings.database,
             workgroup=settings.workgroup,
             output_location=settings.output_location,
             sleep=chosen.sleep,
