@@ -3,6 +3,7 @@ parsed into the report), pagination and bytes scanned at the botocore seam, DDL 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from io import StringIO
@@ -342,8 +343,11 @@ def test_ddl_uses_partition_projection_and_runs_on_athena(aws: AwsSession, tmp_p
 
 def test_athena_ddl_apply_creates_the_database_without_it_as_the_query_context(aws: AwsSession, tmp_path: Path) -> None:
     """Athena fails a query whose context database does not exist: CREATE DATABASE goes with no context, the
-    tables after it in the new database (what StartQueryExecution is sent, read by a botocore event hook)."""
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    tables after it in the new database (what StartQueryExecution is sent, read by a botocore event hook). With
+    the fleet's KMS key, Athena is asked to write each result into the fleet's bucket with SSE-KMS."""
+    plain = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    key = "alias/deploytool"
+    fleet = dataclasses.replace(plain, artifacts=plain.artifacts.model_copy(update={"kms_key_id": key}))
     sent: list[dict[str, Any]] = []
     aws.client("athena").meta.events.register(
         "before-parameter-build.athena.StartQueryExecution", lambda params, **_: sent.append(dict(params))
@@ -358,6 +362,13 @@ def test_athena_ddl_apply_creates_the_database_without_it_as_the_query_context(a
         ("CREATE EXTERNAL TABLE IF NOT EXISTS inventory", {"Database": "deploytool"}),
         ("CREATE EXTERNAL TABLE IF NOT EXISTS releases", {"Database": "deploytool"}),
     ]
+    assert [s["ResultConfiguration"] for s in sent] == [
+        {
+            "OutputLocation": f"s3://{BUCKET}/{PREFIX}/athena-results/",
+            "EncryptionConfiguration": {"EncryptionOption": "SSE_KMS", "KmsKey": key},
+        }
+    ] * 3
+    assert athena_settings(plain).results_kms_key is None
 
 
 def test_grafana_dashboard_is_built_from_the_query_files() -> None:

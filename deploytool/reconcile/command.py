@@ -72,6 +72,7 @@ def settings(
         raise UsageError(f"--engine {engine!r}: allowed: {', '.join(get_args(EngineName))}")
     if groups:
         fleet.select_groups(groups)  # unknown names are a usage error
+    output = output_location or os.environ.get("DEPLOYTOOL_ATHENA_OUTPUT") or default_output
     return ReconcileSettings(
         target=target_name,
         engine="athena" if engine == "athena" else "duckdb",
@@ -82,7 +83,12 @@ def settings(
         mirror_root=mirror_root,
         database=database or os.environ.get("DEPLOYTOOL_ATHENA_DATABASE") or "deploytool",
         workgroup=workgroup or os.environ.get("DEPLOYTOOL_ATHENA_WORKGROUP") or "primary",
-        output_location=output_location or os.environ.get("DEPLOYTOOL_ATHENA_OUTPUT") or default_output,
+        output_location=output,
+        # Athena writes its results with the caller's rights: into the fleet's bucket, with the fleet's KMS key
+        # (a bucket policy that enforces aws:kms refuses them otherwise); elsewhere, as that location wants
+        results_kms_key=fleet.artifacts.kms_key_id
+        if output and output.startswith(f"s3://{fleet.artifacts.bucket}/")
+        else None,
     )
 
 
@@ -192,6 +198,7 @@ def athena_setup(
             output_location=settings.output_location,
             sleep=chosen.sleep,
             clock=chosen.clock,
+            kms_key_id=settings.results_kms_key,
         )
         first = next(line for line in statement.splitlines() if line.startswith("CREATE"))
         console.print(f"ran: {first.rstrip(' (')}", markup=False)

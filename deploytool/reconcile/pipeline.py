@@ -48,6 +48,7 @@ class ReconcileSettings:
     database: str = "deploytool"
     workgroup: str = "primary"
     output_location: str | None = None  # athena: s3://... for results (None: the workgroup's)
+    results_kms_key: str | None = None  # athena: SSE-KMS key for the results (the fleet's, in its bucket)
 
 
 @dataclass
@@ -138,6 +139,7 @@ def _engine(
             output_location=settings.output_location,
             sleep=services.sleep,
             clock=services.clock,
+            results_kms_key=settings.results_kms_key,
         )
         return (lambda values: engine.run(query, values)), None
     if settings.mirror_root is None:
