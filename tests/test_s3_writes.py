@@ -2,7 +2,9 @@
 
 The sample fleet on the CodeDeploy simulator and moto S3/EC2/Auto Scaling, its services built by deploytool.targets
 (as `fab deploy` builds them); a botocore `before-call.s3` hook on the real S3 client records every S3 operation with
-its headers as sent, and plays the bucket policy (moto does not enforce bucket policies): a write without
+its headers as sent, and plays the bucket policy (moto 5 does not evaluate a policy's condition: under a Deny of
+s3:PutObject unless s3:x-amz-server-side-encryption is aws:kms it refuses every PutObject, encrypted or not, and
+accepts an unencrypted CreateMultipartUpload): a write without
 `x-amz-server-side-encryption: aws:kms` is refused with AccessDenied, as a policy denying
 `s3:PutObject` unless `s3:x-amz-server-side-encryption` is `aws:kms` refuses it.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,7 +66,9 @@ class S3Wire:
 
     def __call__(self, model: Any, params: dict[str, Any], **_: Any) -> None:
         call = Call(
-            model.name, str(params.get("url_path", "")), {k.lower(): str(v) for k, v in params["headers"].items()}
+            model.name,
+            str(params.get("url_path", "")).split("?")[0],
+            {k.lower(): str(v) for k, v in params["headers"].items()},
         )
         self.calls.append(call)
         code = self.deny(call)
@@ -143,6 +148,8 @@ def kind(call: Call) -> str:
 def test_every_write_of_publish_deploy_rollback_and_reconcile_carries_the_fleets_kms_key(tmp_path: Path) -> None:
     wire = S3Wire(deny=enforce_sse_kms)
     with kms_world(tmp_path, wire) as world:
+        # above the 16 MiB multipart threshold: the bundle goes up as a multipart upload
+        (world.fleet.source_dir / "model.bin").write_bytes(os.urandom(17 * 1024 * 1024))
         first = deploy(world, "v1")
         assert first.result is not None and first.result.succeeded and first.report is not None
         deploy(world, "v2")
@@ -169,6 +176,7 @@ def test_every_write_of_publish_deploy_rollback_and_reconcile_carries_the_fleets
     writes = wire.writes()
     # the bundle, each manifest and its rewrites, the index pointers and history, the inventory snapshots
     assert {kind(c) for c in writes} == {"bundle", "releases", "release-index", "inventory"}
+    assert [c.operation for c in writes if kind(c) == "bundle"] == ["CreateMultipartUpload"] * 2  # v1, v2
     assert len(writes) > 20
     unencrypted = [
         (c.operation, c.path) for c in writes if (c.headers.get(SSE), c.headers.get(SSE_KEY)) != ("aws:kms", KEY)
