@@ -4,7 +4,11 @@
 -- expected), or of the release given, whatever its outcome. Trino/Athena SQL; the sandbox runs this
 -- same file on DuckDB through sqlglot. Values are never written into this text: they are the `?`
 -- parameters, in this order:
--- parameters: app, target, release, release, app, dt_from, dt_to
+-- parameters: app, target, releases_from, release, release, app, dt_from, dt_to
+--
+-- releases_from bounds the releases read to dt >= releases_from (a day, yyyy-MM-dd), so Athena does
+-- not list every day since the projection's start on each run: the tool passes the start of its
+-- window of recent releases, and '' (every day) when a group found no succeeded release in it.
 --
 -- One row per drifted or untagged instance, plus one row for every group with none (so every group
 -- appears); instances, on_expected, drifted and untagged are the group's totals on every row.
@@ -13,7 +17,16 @@
 -- expected_outcome is the expected release's outcome for the group; latest_release_id and
 -- latest_outcome name the group's newest release whatever its outcome (the report says so when it
 -- is not the expected one: a failed release, one still running).
-WITH release_entries AS (
+WITH recent_releases AS (
+    -- This target's releases from releases_from on. Filtered here, before the unnest: DuckDB does not
+    -- push a filter on dt through the CROSS JOIN UNNEST below, and would read every day's manifests.
+    SELECT *
+    FROM releases
+    WHERE app = ?
+      AND target = ?
+      AND dt >= ?
+),
+release_entries AS (
     -- Unnest by index: Trino expands an unnested array of rows into one column per field,
     -- DuckDB into one struct column; indexing reads the same in both.
     SELECT
@@ -23,10 +36,8 @@ WITH release_entries AS (
         element_at(r."groups", g.i).expected_version AS expected_version,
         element_at(r."groups", g.i).outcome AS outcome,
         element_at(r.deployments, element_at(r."groups", g.i)."group").status AS deployment_status
-    FROM releases AS r
+    FROM recent_releases AS r
     CROSS JOIN UNNEST(sequence(1, greatest(cardinality(r."groups"), 1))) AS g (i)
-    WHERE r.app = ?
-      AND r.target = ?
 ),
 release_groups AS (
     -- Outcome per group: `groups[].outcome` as the rollout writes it; in a manifest written before

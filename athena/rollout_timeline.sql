@@ -1,8 +1,10 @@
 -- Instances per version over time: how a release spread through each group, snapshot by snapshot.
 -- Trino/Athena SQL; the sandbox runs this same file on DuckDB through sqlglot.
+-- "time" is a timestamp without time zone, in UTC (snapshot_at is UTC): Grafana's Athena data source
+-- does not read a timestamp with time zone as a time column.
 -- parameters: app, dt_from, dt_to
 SELECT
-    from_iso8601_timestamp(snapshot_at) AS "time",
+    CAST(from_iso8601_timestamp(snapshot_at) AS timestamp) AS "time",
     "group",
     coalesce(nullif(version, ''), 'untagged') AS version,
     count(*) AS instances

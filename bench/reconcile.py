@@ -128,7 +128,7 @@ def generate(root: Path) -> None:
 
 
 def run_once(root: Path, dt_from: str, dt_to: str, *, measure: bool) -> tuple[float, object]:
-    values = {"app": APP, "target": TARGET, "release": "", "dt_from": dt_from, "dt_to": dt_to}
+    values = {"app": APP, "target": TARGET, "releases_from": "", "release": "", "dt_from": dt_from, "dt_to": dt_to}
     query = load_query("reconcile")
     started = time.perf_counter()
     with DuckDbEngine(root, PREFIX) as duck:

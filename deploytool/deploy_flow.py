@@ -14,6 +14,9 @@ Contract: `deploy_and_reconcile(fleet, target, groups, options, services, output
    - 3 (DriftFound): the rollout succeeded but the reconcile that follows (unless reconcile=False,
      `--no-reconcile`) found an instance of a deployed group not on its expected version, or untagged
      (launched during the deployment, say).
+   - 4 (RecordNotWritten): the rollout succeeded on every instance, but the release record (manifest
+     outcomes, target history) could not be written to S3 even after retries: the deploy happened, the
+     record is stale. The reconcile is skipped: it reads the record and would judge against a stale one.
    - 0: the rollout succeeded on every instance and the reconcile is clean (or was not asked for).
    The reconcile covers the deployed groups, on the same AWS session as the rollout (the sandbox's moto
    server for a local target), with the target's engine or `engine`. Its settings are checked before
@@ -172,6 +175,8 @@ def deploy_and_reconcile(
         return Deployed(None, tagger)
     if not result.succeeded and settings is not None:
         say(services, "reconcile skipped: the rollout did not succeed (exit 1); `fab reconcile` shows the fleet")
+    elif result.record is not None and not result.record.written and settings is not None:
+        say(services, "reconcile skipped: the release record it reads was not written (exit 4)")
     commands.verdict(result)
     if settings is None:
         return Deployed(result, tagger)

@@ -1,6 +1,7 @@
 """One exception hierarchy. A fab task turns any of these into one line and an exit code.
 
-Exit codes: 2 bad input, 1 failed deploy (or any other failure), 3 drift found.
+Exit codes: 2 bad input, 1 failed deploy (or any other failure), 3 drift found, 4 deployed but the
+release record could not be written.
 """
 
 from __future__ import annotations
@@ -40,11 +41,25 @@ class BundleError(DeployToolError):
 
 
 class AwsError(DeployToolError):
-    """An AWS call failed in a way the user must act on (missing bucket, access denied...)."""
+    """An AWS call failed in a way the user must act on (missing bucket, access denied...).
+
+    `code` is AWS's error code when there is one; `transient` is True for what may pass if tried again
+    (throttling, a 5xx, a timeout or a dropped connection), after botocore's own retries gave up."""
+
+    def __init__(self, message: str, *, code: str = "", transient: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.transient = transient
 
 
 class DeployFailed(DeployToolError):
     """A release did not reach every instance of every group."""
+
+
+class RecordNotWritten(DeployToolError):
+    """The release reached every instance, but its release record in S3 could not be written (it is stale)."""
+
+    exit_code = 4
 
 
 class DriftFound(DeployToolError):

@@ -5,7 +5,8 @@ Contract: `publish(bundle, fleet, session, target=..., created_by=...)`
 2. sends one HEAD: when the object is there (same size) nothing is uploaded;
 3. otherwise uploads it through boto3's transfer manager (multipart above 16 MiB) with metadata
    version, sha256 and commit, SSE-KMS when artifacts.kms_key_id is set, and ExpectedBucketOwner on
-   every request when artifacts.expected_bucket_owner is set;
+   every request when artifacts.expected_bucket_owner is set (both from S3Gateway.for_artifacts, which
+   gives every write of the tool the same settings);
 4. writes the release manifest (deploytool.model.ReleaseManifest, its groups without an outcome yet), one
    line of JSON, to `<prefix>/<app>/releases/dt=YYYY-MM-DD/<release_id>.json`.
 It returns a PublishResult; `.revision()` is what a rollout backend deploys. It does not register the
@@ -80,16 +81,9 @@ def creator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _encryption(fleet: Fleet) -> dict[str, str]:
-    kms = fleet.artifacts.kms_key_id
-    return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms} if kms else {}
-
-
 def _put_manifest(gateway: S3Gateway, fleet: Fleet, key: str, manifest: ReleaseManifest) -> None:
     line = manifest.to_json_line(sort_keys=False) + "\n"
-    gateway.put_bytes(
-        fleet.artifacts.bucket, key, line.encode(), content_type="application/json", extra=_encryption(fleet)
-    )
+    gateway.put_bytes(fleet.artifacts.bucket, key, line.encode(), content_type="application/json")
 
 
 def publish(
@@ -102,7 +96,7 @@ def publish(
     groups: Sequence[Group] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> PublishResult:
-    gateway = S3Gateway(session, expected_bucket_owner=fleet.artifacts.expected_bucket_owner)
+    gateway = S3Gateway.for_artifacts(session, fleet.artifacts)
     bucket = fleet.artifacts.bucket
     key = bundle_key(fleet.artifacts.prefix, fleet.app.name, bundle.version, bundle.sha256)
     info = gateway.head(bucket, key)
@@ -111,7 +105,7 @@ def publish(
         metadata = {"version": bundle.version, "sha256": bundle.sha256}
         if bundle.commit:
             metadata["commit"] = bundle.commit
-        extra = {"Metadata": metadata, "ContentType": "application/gzip", **_encryption(fleet)}
+        extra = {"Metadata": metadata, "ContentType": "application/gzip"}  # SSE-KMS: the gateway adds it
         info = gateway.upload_file(bundle.path, bucket, key, extra=extra)
     elif info.size != bundle.size:
         raise AwsError(

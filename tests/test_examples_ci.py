@@ -63,7 +63,13 @@ def test_the_pipeline_keeps_its_promises() -> None:
     assert (keep["if"], keep["with"]["path"]) == ("always()", "release.json")
     result = by_name["Result"]
     assert result["if"] == "always()"
-    for code, title in (("0", None), ("3", "drift"), ("1", "rollout failed"), ("2", "bad input")):
+    for code, title in (
+        ("0", None),
+        ("3", "drift"),
+        ("1", "rollout failed"),
+        ("2", "bad input"),
+        ("4", "release record not written"),
+    ):
         branch = re.search(rf"^\s+{code}\) (.*?);;", result["run"], re.MULTILINE | re.DOTALL)
         assert branch, code
         assert (

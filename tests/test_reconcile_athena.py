@@ -3,6 +3,7 @@ parsed into the report), pagination and bytes scanned at the botocore seam, DDL 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from io import StringIO
@@ -185,6 +186,7 @@ def test_reconcile_on_athena_sends_the_file_text_and_parameters(aws: AwsSession,
     assert sent["ExecutionParameters"] == [
         f"'{APP}'",
         "'production'",
+        "'2024-04-07'",  # releases_from: the 30 days of releases ending on the snapshot's day
         "''",
         "''",
         f"'{APP}'",
@@ -223,18 +225,27 @@ def test_untrusted_values_are_quoted_parameters_not_sql(aws: AwsSession) -> None
     nasty = "x'; DROP TABLE inventory; --"
     inject([])
     benign = engine.run(
-        query, {"app": "a", "target": "t", "release": "", "dt_from": "2024-01-01", "dt_to": "2024-01-02"}
+        query,
+        {"app": "a", "target": "t", "releases_from": "", "release": "", "dt_from": "2024-01-01", "dt_to": "2024-01-02"},
     )
     inject([])
     hostile = engine.run(
-        query, {"app": "a", "target": nasty, "release": nasty, "dt_from": "2024-01-01", "dt_to": "2024-01-02"}
+        query,
+        {
+            "app": "a",
+            "target": nasty,
+            "releases_from": nasty,
+            "release": nasty,
+            "dt_from": "2024-01-01",
+            "dt_to": "2024-01-02",
+        },
     )
     client = boto3.client("athena", region_name=REGION)
     first, second = (
         client.get_query_execution(QueryExecutionId=r.query_id)["QueryExecution"] for r in (benign, hostile)
     )
     assert first["Query"] == second["Query"] == query.text
-    assert second["ExecutionParameters"][1:4] == ["'x''; DROP TABLE inventory; --'"] * 3
+    assert second["ExecutionParameters"][1:5] == ["'x''; DROP TABLE inventory; --'"] * 4
     assert hostile.rows == ()
     assert parameter_literal("it's") == "'it''s'" and parameter_literal(3) == "3"
 
@@ -330,14 +341,46 @@ def test_ddl_uses_partition_projection_and_runs_on_athena(aws: AwsSession, tmp_p
     assert "ran: CREATE EXTERNAL TABLE IF NOT EXISTS releases" in out.getvalue()
 
 
+def test_athena_ddl_apply_creates_the_database_without_it_as_the_query_context(aws: AwsSession, tmp_path: Path) -> None:
+    """Athena fails a query whose context database does not exist: CREATE DATABASE goes with no context, the
+    tables after it in the new database (what StartQueryExecution is sent, read by a botocore event hook). With
+    the fleet's KMS key, Athena is asked to write each result into the fleet's bucket with SSE-KMS."""
+    plain = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    key = "alias/deploytool"
+    fleet = dataclasses.replace(plain, artifacts=plain.artifacts.model_copy(update={"kms_key_id": key}))
+    sent: list[dict[str, Any]] = []
+    aws.client("athena").meta.events.register(
+        "before-parameter-build.athena.StartQueryExecution", lambda params, **_: sent.append(dict(params))
+    )
+    athena_setup(
+        fleet, Console(file=StringIO()), athena_settings(fleet), apply=True, services=MotoFleet(aws).services()
+    )
+    first_lines = [next(line for line in s["QueryString"].splitlines() if line.startswith("CREATE")) for s in sent]
+    contexts = [(line.rstrip(" ("), s.get("QueryExecutionContext")) for line, s in zip(first_lines, sent, strict=True)]
+    assert contexts == [
+        ("CREATE DATABASE IF NOT EXISTS deploytool", None),
+        ("CREATE EXTERNAL TABLE IF NOT EXISTS inventory", {"Database": "deploytool"}),
+        ("CREATE EXTERNAL TABLE IF NOT EXISTS releases", {"Database": "deploytool"}),
+    ]
+    assert [s["ResultConfiguration"] for s in sent] == [
+        {
+            "OutputLocation": f"s3://{BUCKET}/{PREFIX}/athena-results/",
+            "EncryptionConfiguration": {"EncryptionOption": "SSE_KMS", "KmsKey": key},
+        }
+    ] * 3
+    assert athena_settings(plain).results_kms_key is None
+
+
 def test_grafana_dashboard_is_built_from_the_query_files() -> None:
     committed = json.loads(grafana.DASHBOARD_FILE.read_text())
     assert committed == grafana.dashboard(), "run `fab grafana-dashboard` after changing athena/*.sql"
     table, timeline = committed["panels"]
     sql = table["targets"][0]["rawSQL"]
     assert sql == grafana_sql(load_query("reconcile"))
-    body = sql[sql.index("WITH release_entries") :]
+    body = sql[sql.index("WITH recent_releases") :]
     assert "?" not in body  # every placeholder became a Grafana variable or macro
-    assert "r.target = ${target:sqlstring}" in sql
+    assert "AND target = ${target:sqlstring}\n      AND dt >= cast(current_date - INTERVAL '365' DAY AS varchar)" in sql
     assert "i.dt BETWEEN $__rawTimeFrom('yyyy-MM-dd') AND $__rawTimeTo('yyyy-MM-dd')" in sql
     assert timeline["targets"][0]["format"] == grafana.FORMAT_TIME_SERIES
+    # Grafana's Athena data source reads a timestamp without time zone as the time column
+    assert 'CAST(from_iso8601_timestamp(snapshot_at) AS timestamp) AS "time"' in timeline["targets"][0]["rawSQL"]

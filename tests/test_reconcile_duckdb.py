@@ -177,7 +177,14 @@ def test_untrusted_values_never_change_the_sql(moto_fleet: MotoFleet, tmp_path: 
 
     mirror_tables(moto_fleet.s3, BUCKET, prefix=PREFIX, app=APP, root=root, days=["2024-05-06"])
     query = load_query("reconcile")
-    plain = {"app": APP, "target": "sandbox", "release": "", "dt_from": "2024-05-06", "dt_to": "2024-05-06"}
+    plain = {
+        "app": APP,
+        "target": "sandbox",
+        "releases_from": "",
+        "release": "",
+        "dt_from": "2024-05-06",
+        "dt_to": "2024-05-06",
+    }
     with DuckDbEngine(root, PREFIX) as duck:
         benign = duck.run(query, plain)
         hostile = duck.run(query, {**plain, "release": "x' OR '1'='1"})
@@ -190,7 +197,7 @@ def test_untrusted_values_never_change_the_sql(moto_fleet: MotoFleet, tmp_path: 
     assert benign.rows[0]["on_expected"] == 1
     # A quoted release id is a value that matches nothing, not SQL that matches everything.
     assert {r["status"] for r in hostile.rows} == {"no-release"}
-    assert hostile.parameters[2] == "x' OR '1'='1"
+    assert hostile.parameters[3] == "x' OR '1'='1"
     assert [r["expected_version"] for r in exact.rows] == [nasty_version]
 
 
@@ -211,7 +218,7 @@ def test_partitions_outside_the_window_are_not_read(moto_fleet: MotoFleet, tmp_p
     assert (mirrored.downloaded, mirrored.kept) == (4, 0)
     again = mirror_tables(moto_fleet.s3, BUCKET, prefix=PREFIX, app=APP, root=root, days=["2024-05-03"])
     assert (again.downloaded, again.kept) == (0, 2)
-    values = {"app": APP, "target": "sandbox", "release": ""}
+    values = {"app": APP, "target": "sandbox", "releases_from": "", "release": ""}
     with DuckDbEngine(root, PREFIX) as duck:
         latest = duck.run(
             load_query("reconcile"), {**values, "dt_from": "2024-05-03", "dt_to": "2024-05-03"}, measure=True
@@ -226,12 +233,56 @@ def test_partitions_outside_the_window_are_not_read(moto_fleet: MotoFleet, tmp_p
     assert [r["status"] for r in latest.rows] == ["ok"]
     assert old.partitions_read is not None and old.partitions_read["inventory"] == ("2024-05-01",)
     assert [(r["status"], r["version"]) for r in old.rows] == [("drift", "v0")]
-    assert [(r["time"][:10], r["version"], r["instances"]) for r in timeline.rows] == [
-        ("2024-05-01", "v0", 1),
-        ("2024-05-02", "v1", 1),
-        ("2024-05-03", "v1", 1),
+    # "time" is a timestamp without time zone (Grafana's Athena plugin reads no other), its value the UTC time
+    assert [(r["time"], r["version"], r["instances"]) for r in timeline.rows] == [
+        ("2024-05-01T12:00:00", "v0", 1),
+        ("2024-05-02T12:00:00", "v1", 1),
+        ("2024-05-03T12:00:00", "v1", 1),
     ]
     assert timeline.partitions_read == {"inventory": ("2024-05-01", "2024-05-02", "2024-05-03")}
+
+
+def test_releases_outside_the_release_window_are_not_read(moto_fleet: MotoFleet, tmp_path: Path) -> None:
+    """reconcile.sql reads the releases of the last 30 days (dt >= releases_from), not every day since the
+    projection's start; --release of an older release widens the window to that release's day."""
+    from dataclasses import replace
+
+    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    moto_fleet.create_group(fleet.groups[0], 2)
+    moto_fleet.write_release("20240115T000000Z-v0", "v0", fleet.groups)  # succeeded, months ago
+    moto_fleet.write_release("20240301T000000Z-v05", "v05", fleet.groups)
+    _deploy(moto_fleet, FakeBackend(moto_fleet), fleet, "20240501T000000Z-v1", "v1")
+    settings = settings_for(fleet, "sandbox", mirror=str(tmp_path / "mirror"))
+
+    run = reconcile(fleet, settings, moto_fleet.services())
+    assert run.result.partitions_read is not None
+    assert run.result.partitions_read["releases"] == ("2024-05-01",)
+    assert run.result.parameters[2] == "2024-04-07"  # releases_from: 30 days ending on the snapshot's day
+    assert settings.release_days == 30
+    (email,) = run.report.groups
+    assert (email.expected_version, email.on_expected, email.problems) == ("v1", 2, ())
+    assert run.notes == ()
+
+    older = reconcile(fleet, replace(settings, release="20240301T000000Z-v05"), moto_fleet.services())
+    assert older.result.partitions_read is not None
+    assert older.result.partitions_read["releases"] == ("2024-03-01", "2024-05-01")
+    assert older.report.groups[0].expected_version == "v05"
+
+
+def test_a_group_without_a_good_release_in_the_window_reads_every_day(moto_fleet: MotoFleet, tmp_path: Path) -> None:
+    """email's last good release is older than the window (the newest failed): the query runs again over every
+    day, so email is still checked against v0, and a note says the releases of every day were read."""
+    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    moto_fleet.create_group(fleet.groups[0], 2)
+    _deploy(moto_fleet, FakeBackend(moto_fleet), fleet, "20240115T000000Z-v0", "v0")
+    moto_fleet.write_release("20240501T000000Z-v1", "v1", fleet.groups, outcomes={"email": "failed"})
+    run = reconcile(fleet, settings_for(fleet, "sandbox", mirror=str(tmp_path / "mirror")), moto_fleet.services())
+    assert run.result.parameters[2] == ""
+    assert run.result.partitions_read is not None
+    assert run.result.partitions_read["releases"] == ("2024-01-15", "2024-05-01")
+    (email,) = run.report.groups
+    assert (email.expected_version, email.latest_outcome, email.on_expected) == ("v0", "failed", 2)
+    assert run.notes == ("no release succeeded for email since 2024-04-07: read the releases of every day",)
 
 
 def test_pretty_printed_manifest_is_mirrored_as_one_line(moto_fleet: MotoFleet, tmp_path: Path) -> None:

@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.errors import UsageError
 from deploytool.model import ReleaseManifest, new_manifest
-from deploytool.rollout.events import Fanout
+from deploytool.rollout.events import Checkpoint, Fanout
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import rollout_plan
 from deploytool.rollout.record import RecordWriter, ReleaseStore, prior_deployments
@@ -155,3 +156,45 @@ def test_a_record_that_cannot_be_written_does_not_stop_the_rollout(store: Releas
     )
     assert Orchestrator(backend, plan, reporter=writer, clock=clock).run().succeeded
     assert writer.errors and "no-such-bucket-here" in writer.errors[0] and "does not exist" in writer.errors[0]
+
+
+def test_a_transient_failure_is_retried_then_reported_and_a_later_write_clears_it(store: ReleaseStore) -> None:
+    """SlowDown on every manifest write: tried 4 times (pauses 1, 2, 4 s), then one warning and the manifest is
+    stale; once S3 takes writes again, the next save writes the whole manifest and nothing is stale."""
+    refuse = [True]
+    attempts: list[str] = []
+
+    def slow_down(model: object, params: dict[str, object], **_: object) -> None:
+        if refuse[0] and "/releases/" in str(params.get("url_path")):
+            attempts.append(str(params.get("url_path")))
+            raise ClientError(
+                {
+                    "Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+                    "ResponseMetadata": {"HTTPStatusCode": 503},
+                },
+                "PutObject",
+            )
+
+    store.s3.client.meta.events.register("before-call.s3.PutObject", slow_down)
+    slept: list[float] = []
+    said: list[str] = []
+    m = manifest(["email"])
+    writer = RecordWriter(store, m, say=said.append, sleep=slept.append)
+    writer.publish(Checkpoint(deployments={}, at=0.0))
+    assert (len(attempts), slept) == (4, [1.0, 2.0, 4.0])
+    assert writer.state().stale == ("manifest",) and not writer.state().written
+    assert said == [f"warning: release record: the manifest write failed: {writer.errors[0]}"]
+    assert "SlowDown" in writer.errors[0]
+
+    refuse[0] = False
+    writer.publish(Checkpoint(deployments={}, at=0.0))
+    assert writer.state().written and writer.state().stale == () and len(writer.state().errors) == 1
+    assert store.load(m.release_id) == m
+
+
+def test_access_denied_is_not_retried(store: ReleaseStore) -> None:
+    denied = ReleaseStore(store.s3, bucket="no-such-bucket-here", prefix="deploytool", app="acme-workers")
+    slept: list[float] = []
+    writer = RecordWriter(denied, manifest(["email"]), sleep=slept.append)
+    writer.publish(Checkpoint(deployments={}, at=0.0))
+    assert slept == [] and len(writer.errors) == 1 and writer.state().stale == ("manifest",)

@@ -69,19 +69,26 @@ class AthenaGateway:
         sql: str,
         parameters: Sequence[str | int | bool],
         *,
-        database: str,
+        database: str | None,
         workgroup: str,
         output_location: str | None = None,
+        kms_key_id: str | None = None,
     ) -> str:
-        args: dict[str, Any] = {
-            "QueryString": sql,
-            "QueryExecutionContext": {"Database": database},
-            "WorkGroup": workgroup,
-        }
+        """Start a query; `database` is its context (None: none, for CREATE DATABASE of a database not there yet).
+        With `kms_key_id`, Athena writes the results to `output_location` with SSE-KMS under that key (a bucket
+        policy that enforces aws:kms accepts them)."""
+        args: dict[str, Any] = {"QueryString": sql, "WorkGroup": workgroup}
+        if database is not None:
+            args["QueryExecutionContext"] = {"Database": database}
         if parameters:
             args["ExecutionParameters"] = [parameter_literal(v) for v in parameters]
         if output_location:
             args["ResultConfiguration"] = {"OutputLocation": output_location}
+            if kms_key_id:
+                args["ResultConfiguration"]["EncryptionConfiguration"] = {
+                    "EncryptionOption": "SSE_KMS",
+                    "KmsKey": kms_key_id,
+                }
         try:
             return str(self.client.start_query_execution(**args)["QueryExecutionId"])
         except (ClientError, BotoCoreError) as exc:
@@ -168,11 +175,14 @@ class AthenaGateway:
         self,
         sql: str,
         *,
-        database: str,
+        database: str | None,
         workgroup: str,
         output_location: str | None,
         sleep: Callable[[float], None],
         clock: Callable[[], float],
+        kms_key_id: str | None = None,
     ) -> QueryExecution:
-        query_id = self.start(sql, (), database=database, workgroup=workgroup, output_location=output_location)
+        query_id = self.start(
+            sql, (), database=database, workgroup=workgroup, output_location=output_location, kms_key_id=kms_key_id
+        )
         return self.wait(query_id, sleep=sleep, clock=clock)

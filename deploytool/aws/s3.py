@@ -1,4 +1,13 @@
-"""S3 gateway: every S3 call deploytool makes."""
+"""S3 gateway: every S3 call deploytool makes.
+
+Every object the tool writes (the bundle, release manifests and their rewrites, the release index,
+inventory snapshots, and any write added later) goes through `put_bytes`/`put_json` or `upload_file`,
+which all take their encryption and owner arguments from one place, `S3Gateway.write_args()`: SSE-KMS
+with the fleet's `artifacts.kms_key_id` when it sets one (a bucket policy that denies PutObject without
+`aws:kms` then accepts every write), and ExpectedBucketOwner on every request when set. A caller cannot
+override them (its `extra` never replaces them). Build the gateway with `S3Gateway.for_artifacts(session,
+fleet.artifacts)` so both settings come from the fleet file.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
@@ -32,22 +41,58 @@ class ObjectInfo:
     version_id: str | None = None
 
 
+class ArtifactSettings(Protocol):
+    """What the gateway needs of the fleet's `[artifacts]` (deploytool.config.Artifacts has it)."""
+
+    @property
+    def kms_key_id(self) -> str | None: ...
+
+    @property
+    def expected_bucket_owner(self) -> str | None: ...
+
+
+ENCRYPTION_ARGS = frozenset({"ServerSideEncryption", "SSEKMSKeyId", "SSEKMSEncryptionContext", "BucketKeyEnabled"})
+
+
 class S3Gateway:
-    def __init__(self, session: AwsSession, *, expected_bucket_owner: str | None = None) -> None:
+    def __init__(
+        self, session: AwsSession, *, expected_bucket_owner: str | None = None, kms_key_id: str | None = None
+    ) -> None:
         self.client = session.client("s3")
         self.owner = expected_bucket_owner
+        self.kms_key_id = kms_key_id
+
+    @classmethod
+    def for_artifacts(cls, session: AwsSession, artifacts: ArtifactSettings) -> S3Gateway:
+        """The gateway for the fleet's bucket: its KMS key and expected owner on every request that needs them."""
+        return cls(session, expected_bucket_owner=artifacts.expected_bucket_owner, kms_key_id=artifacts.kms_key_id)
 
     def _owner(self) -> dict[str, str]:
         return {"ExpectedBucketOwner": self.owner} if self.owner else {}
 
+    def write_args(self) -> dict[str, str]:
+        """The arguments every write carries (PutObject, CreateMultipartUpload, CopyObject): SSE-KMS with the
+        fleet's key when it sets one, and the expected bucket owner. The one place they are built."""
+        args = dict(self._owner())
+        if self.kms_key_id:
+            args.update({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id})
+        return args
+
+    def _with_write_args(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        """A caller's extra arguments (metadata, content type), never its own encryption: write_args() wins."""
+        args = {k: v for k, v in (extra or {}).items() if k not in ENCRYPTION_ARGS}
+        args.update(self.write_args())
+        return args
+
     def _fail(self, exc: Exception, what: str, bucket: str) -> AwsError:
         code = error_code(exc)
         if code in ("NoSuchBucket",):
-            return AwsError(f"{what}: bucket {bucket!r} does not exist (artifacts.bucket)")
+            return AwsError(f"{what}: bucket {bucket!r} does not exist (artifacts.bucket)", code=code)
         if code in ("AccessDenied", "403", "Forbidden"):
             return AwsError(
                 f"{what}: access denied to bucket {bucket!r} (check your credentials, the bucket policy "
-                "and artifacts.expected_bucket_owner)"
+                "and artifacts.expected_bucket_owner)",
+                code=code,
             )
         return describe_aws_error(exc, what)
 
@@ -85,8 +130,7 @@ class S3Gateway:
 
     def upload_file(self, path: Path, bucket: str, key: str, *, extra: Mapping[str, Any] | None = None) -> ObjectInfo:
         """Upload through boto3's transfer manager (multipart above 16 MiB), then HEAD it."""
-        args = dict(extra or {})
-        args.update(self._owner())
+        args = self._with_write_args(extra)
         config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
         try:
             self.client.upload_file(str(path), bucket, key, ExtraArgs=args, Config=config)
@@ -111,8 +155,7 @@ class S3Gateway:
         content_type: str = "application/octet-stream",
         extra: Mapping[str, Any] | None = None,
     ) -> ObjectInfo:
-        args = dict(extra or {})
-        args.update(self._owner())
+        args = self._with_write_args(extra)
         try:
             r = self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, **args)
         except (ClientError, BotoCoreError) as exc:

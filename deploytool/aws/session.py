@@ -7,7 +7,16 @@ from typing import Any
 
 import boto3
 import botocore.config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    ProfileNotFound,
+    ReadTimeoutError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
 
 from deploytool.errors import AwsError
 
@@ -56,6 +65,40 @@ class AwsSession:
             return self._clients[service]
 
 
+# What may pass if tried again (botocore's standard retry mode treats these codes as transient or throttling).
+TRANSIENT_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "RequestThrottled",
+        "SlowDown",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Throttling, a 5xx, a timeout or a dropped connection: worth another try once botocore's retries gave up."""
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return error_code(exc) in TRANSIENT_CODES or status >= 500
+    return isinstance(exc, BotoConnectionError | ReadTimeoutError)
+
+
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
@@ -70,7 +113,9 @@ def describe_aws_error(exc: BaseException, what: str) -> AwsError:
         err = exc.response.get("Error", {})
         code = err.get("Code", "Error")
         message = err.get("Message") or ""
-        return AwsError(f"{what}: {code}{': ' + message if message else ''}")
+        return AwsError(
+            f"{what}: {code}{': ' + message if message else ''}", code=str(code), transient=is_transient(exc)
+        )
     if isinstance(exc, BotoCoreError):
-        return AwsError(f"{what}: {exc}")
+        return AwsError(f"{what}: {exc}", transient=is_transient(exc))
     return AwsError(f"{what}: {exc}")

@@ -41,7 +41,7 @@ from deploytool.rollout.wiring import Services as RolloutServices
 def services_for(fleet: Fleet, *, session: AwsSession) -> ReconcileServices:
     """Reconcile's gateways, all on one AwsSession (the target's: deploytool.targets)."""
     return ReconcileServices(
-        s3=S3Gateway(session, expected_bucket_owner=fleet.artifacts.expected_bucket_owner),
+        s3=S3Gateway.for_artifacts(session, fleet.artifacts),
         autoscaling=AutoScalingGateway(session),
         ec2=Ec2Gateway(session),
         athena=AthenaGateway(session),
@@ -72,6 +72,7 @@ def settings(
         raise UsageError(f"--engine {engine!r}: allowed: {', '.join(get_args(EngineName))}")
     if groups:
         fleet.select_groups(groups)  # unknown names are a usage error
+    output = output_location or os.environ.get("DEPLOYTOOL_ATHENA_OUTPUT") or default_output
     return ReconcileSettings(
         target=target_name,
         engine="athena" if engine == "athena" else "duckdb",
@@ -82,7 +83,12 @@ def settings(
         mirror_root=mirror_root,
         database=database or os.environ.get("DEPLOYTOOL_ATHENA_DATABASE") or "deploytool",
         workgroup=workgroup or os.environ.get("DEPLOYTOOL_ATHENA_WORKGROUP") or "primary",
-        output_location=output_location or os.environ.get("DEPLOYTOOL_ATHENA_OUTPUT") or default_output,
+        output_location=output,
+        # Athena writes its results with the caller's rights: into the fleet's bucket, with the fleet's KMS key
+        # (a bucket policy that enforces aws:kms refuses them otherwise); elsewhere, as that location wants
+        results_kms_key=fleet.artifacts.kms_key_id
+        if output and output.startswith(f"s3://{fleet.artifacts.bucket}/")
+        else None,
     )
 
 
@@ -185,11 +191,14 @@ def athena_setup(
     for statement in statements:
         chosen.athena.run_ddl(
             statement,
-            database=settings.database,
+            # CREATE DATABASE runs with no database context (Athena fails a query whose context database does
+            # not exist yet); the tables after it, in the new database
+            database=None if statement.startswith("CREATE DATABASE") else settings.database,
             workgroup=settings.workgroup,
             output_location=settings.output_location,
             sleep=chosen.sleep,
             clock=chosen.clock,
+            kms_key_id=settings.results_kms_key,
         )
         first = next(line for line in statement.splitlines() if line.startswith("CREATE"))
         console.print(f"ran: {first.rstrip(' (')}", markup=False)

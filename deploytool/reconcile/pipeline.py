@@ -2,7 +2,10 @@
 
 Contract: `reconcile(fleet, settings, services)` snapshots the fleet's groups to S3 (unless
 settings.snapshot is False), runs athena/reconcile.sql on Athena or on DuckDB over the window of dt
-partitions ending on the snapshot's day, and returns the report. It reads and writes through the
+partitions ending on the snapshot's day, and returns the report. The releases are read from the last
+`settings.release_days` days (and from the day of `--release` when older); only when a group finds no
+release that succeeded for it there is the query run again over every day (`releases_from` '', a note
+says so), so a group not deployed for months still gets its last good release. It reads and writes through the
 injected gateways and clock only; it prints nothing. The fab task (and `fab deploy`'s final step)
 render the report and turn drift into exit code 3.
 """
@@ -21,7 +24,7 @@ from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.config import Fleet
 from deploytool.errors import UsageError
-from deploytool.model import day_of
+from deploytool.model import day_of, release_time
 from deploytool.reconcile.inventory import Snapshot, take_snapshot, write_snapshot
 from deploytool.reconcile.mirror import MirrorResult, mirror_tables
 from deploytool.reconcile.query import AthenaEngine, DuckDbEngine, QueryResult
@@ -29,6 +32,7 @@ from deploytool.reconcile.report import ReconcileReport, build_report
 from deploytool.reconcile.sql import load_query
 
 EngineName = Literal["athena", "duckdb"]
+RELEASE_DAYS = 30  # the window of recent releases reconcile.sql reads first (dt >= its first day)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class ReconcileSettings:
     target: str
     engine: EngineName
     days: int = 1  # dt partitions to read, ending on the snapshot's day
+    release_days: int = RELEASE_DAYS  # releases read first: this many days ending on the snapshot's day
     release: str = ""  # reconcile against this release id instead of each group's last good release
     snapshot: bool = True
     groups: tuple[str, ...] | None = None
@@ -43,6 +48,7 @@ class ReconcileSettings:
     database: str = "deploytool"
     workgroup: str = "primary"
     output_location: str | None = None  # athena: s3://... for results (None: the workgroup's)
+    results_kms_key: str | None = None  # athena: SSE-KMS key for the results (the fleet's, in its bucket)
 
 
 @dataclass
@@ -89,38 +95,21 @@ def reconcile(fleet: Fleet, settings: ReconcileSettings, services: ReconcileServ
     values = {
         "app": fleet.app.name,
         "target": settings.target,
+        "releases_from": releases_from(last_day, settings),
         "release": settings.release,
         "dt_from": window[0],
         "dt_to": window[1],
     }
-    query = load_query("reconcile")
-    mirrored: MirrorResult | None = None
-    if settings.engine == "athena":
-        if services.athena is None:
-            raise UsageError("the athena engine needs an Athena gateway (AWS credentials and region)")
-        engine = AthenaEngine(
-            services.athena,
-            database=settings.database,
-            workgroup=settings.workgroup,
-            output_location=settings.output_location,
-            sleep=services.sleep,
-            clock=services.clock,
-        )
-        result = engine.run(query, values)
-    else:
-        if settings.mirror_root is None:
-            raise UsageError("the duckdb engine needs a mirror directory")
-        mirrored = mirror_tables(
-            services.s3,
-            fleet.artifacts.bucket,
-            prefix=fleet.artifacts.prefix,
-            app=fleet.app.name,
-            root=settings.mirror_root,
-            days=day_range(*window),
-        )
-        with DuckDbEngine(settings.mirror_root, fleet.artifacts.prefix) as duck:
-            result = duck.run(query, values, measure=True)
     names = [g.name for g in fleet.select_groups(list(settings.groups) if settings.groups else None)]
+    run_query, mirrored = _engine(fleet, settings, services, window)
+    result = run_query(values)
+    missing = _without_expected(result, names)
+    if missing:
+        result = run_query({**values, "releases_from": ""})
+        notes.append(
+            f"no release succeeded for {', '.join(missing)} since {values['releases_from']}: read the releases "
+            "of every day"
+        )
     report = build_report(
         result,
         app=fleet.app.name,
@@ -133,6 +122,58 @@ def reconcile(fleet: Fleet, settings: ReconcileSettings, services: ReconcileServ
     return ReconcileRun(
         report=report, result=result, snapshot=snap, snapshot_keys=tuple(keys), mirror=mirrored, notes=tuple(notes)
     )
+
+
+def _engine(
+    fleet: Fleet, settings: ReconcileSettings, services: ReconcileServices, window: tuple[str, str]
+) -> tuple[Callable[[dict[str, str]], QueryResult], MirrorResult | None]:
+    """The query runner of the settings' engine (for DuckDB, after mirroring the window's objects)."""
+    query = load_query("reconcile")
+    if settings.engine == "athena":
+        if services.athena is None:
+            raise UsageError("the athena engine needs an Athena gateway (AWS credentials and region)")
+        engine = AthenaEngine(
+            services.athena,
+            database=settings.database,
+            workgroup=settings.workgroup,
+            output_location=settings.output_location,
+            sleep=services.sleep,
+            clock=services.clock,
+            results_kms_key=settings.results_kms_key,
+        )
+        return (lambda values: engine.run(query, values)), None
+    if settings.mirror_root is None:
+        raise UsageError("the duckdb engine needs a mirror directory")
+    root = settings.mirror_root
+    mirrored = mirror_tables(
+        services.s3,
+        fleet.artifacts.bucket,
+        prefix=fleet.artifacts.prefix,
+        app=fleet.app.name,
+        root=root,
+        days=day_range(*window),
+    )
+
+    def on_duckdb(values: dict[str, str]) -> QueryResult:
+        with DuckDbEngine(root, fleet.artifacts.prefix) as duck:
+            return duck.run(query, values, measure=True)
+
+    return on_duckdb, mirrored
+
+
+def releases_from(last_day: str, settings: ReconcileSettings) -> str:
+    """The first day of releases the query reads: settings.release_days back from `last_day`, or the day of the
+    release given (--release) when that is older."""
+    first = days_back(last_day, settings.release_days)[0]
+    if settings.release:
+        first = min(first, day_of(release_time(settings.release)))
+    return first
+
+
+def _without_expected(result: QueryResult, names: list[str]) -> list[str]:
+    """The groups no row gives an expected version (no release that succeeded for them was read)."""
+    found = {str(row["group"]) for row in result.rows if row.get("expected_version")}
+    return [name for name in names if name not in found]
 
 
 def days_back(last: str, days: int) -> tuple[str, str]:

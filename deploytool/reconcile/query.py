@@ -66,11 +66,13 @@ class AthenaEngine:
         clock: Callable[[], float],
         poll_interval: float = 1.0,
         timeout: float = 900.0,
+        results_kms_key: str | None = None,
     ) -> None:
         self.gateway = gateway
         self.database = database
         self.workgroup = workgroup
         self.output_location = output_location
+        self.results_kms_key = results_kms_key
         self.sleep = sleep
         self.clock = clock
         self.poll_interval = poll_interval
@@ -84,6 +86,7 @@ class AthenaEngine:
             database=self.database,
             workgroup=self.workgroup,
             output_location=self.output_location,
+            kms_key_id=self.results_kms_key,
         )
         execution = self.gateway.wait(
             query_id, sleep=self.sleep, clock=self.clock, poll_interval=self.poll_interval, timeout=self.timeout

@@ -78,6 +78,8 @@ GRAFANA_VALUES = {
     "app": "${app:sqlstring}",
     "target": "${target:sqlstring}",
     "release": "''",
+    # no fallback to every day in a dashboard: a year of releases (the tool reads RELEASE_DAYS, then every day)
+    "releases_from": "cast(current_date - INTERVAL '365' DAY AS varchar)",
     "dt_from": "$__rawTimeFrom('yyyy-MM-dd')",
     "dt_to": "$__rawTimeTo('yyyy-MM-dd')",
 }

@@ -23,7 +23,7 @@ from rich.table import Table
 from deploytool.aws.autoscaling import AutoScalingGateway
 from deploytool.aws.codedeploy import CodeDeployGateway
 from deploytool.config import CodeDeployTarget, Fleet, Group
-from deploytool.errors import DeployFailed, DeployToolError, UsageError
+from deploytool.errors import DeployFailed, DeployToolError, RecordNotWritten, UsageError
 from deploytool.model import release_id
 from deploytool.render import Templates
 from deploytool.rollout.backend import Backend, DeploymentSnapshot
@@ -295,8 +295,19 @@ def status(fleet: Fleet, target_name: str, services: Services, release_id: str |
 
 
 def verdict(result: RolloutResult | None) -> None:
-    """Raise DeployFailed (exit 1) unless every group succeeded on every instance."""
-    if result is None or result.succeeded:
+    """Raise DeployFailed (exit 1) unless every group succeeded on every instance; RecordNotWritten (exit 4)
+    when it did but the release record in S3 could not be written (the deploy happened; the record is stale)."""
+    if result is None:
+        return
+    if result.succeeded:
+        record = result.record
+        if record is not None and not record.written:
+            last = record.errors[-1] if record.errors else "unknown error"
+            raise RecordNotWritten(
+                f"release {result.release_id} reached every instance, but its release record was not written "
+                f"({' and '.join(record.stale)} stale; last error: {last}); fix the S3 access, then `fab deploy "
+                f"--version {result.version}` resumes the release and writes it"
+            )
         return
     counts = ", ".join(f"{n} {k}" for k, n in result.counts().items())
     if result.detached:

@@ -18,17 +18,21 @@ artifacts.prefix, A = app.name):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from deploytool.aws.s3 import S3Gateway
-from deploytool.errors import DeployToolError, UsageError
+from deploytool.errors import AwsError, DeployToolError, UsageError
 from deploytool.model import ReleaseManifest, index_key, manifest_key, releases_prefix
 from deploytool.rollout.events import Checkpoint, Event, GroupFinished, ReleaseFinished
 from deploytool.rollout.plan import PriorDeployment
-from deploytool.rollout.result import GroupResult, RolloutResult
+from deploytool.rollout.result import GroupResult, RecordState, RolloutResult
 
 HISTORY = 50
+# A write that failed on something that may pass (throttling, 5xx, timeout) is tried again after these
+# pauses (botocore has already retried it); an access denied or a missing bucket is not.
+RETRY_PAUSES_S = (1.0, 2.0, 4.0)
 
 
 def prior_deployments(manifest: ReleaseManifest) -> dict[str, PriorDeployment]:
@@ -120,13 +124,28 @@ class RecordWriter:
 
     A group's outcome is written with the Checkpoint that follows its GroupFinished (or at
     ReleaseFinished, for groups that never started). A failed write does not stop the rollout (the
-    deployments run anyway): it is kept in `errors`, and the next write writes the whole manifest again.
+    deployments run anyway), but it is never silent: a transient failure is tried again
+    (RETRY_PAUSES_S), each write that still fails is one warning line (`say`) and kept in `errors`,
+    the next write writes the whole manifest again, and `state()` says at the end whether the record
+    holds the release's final state (the wiring puts it in the result: the JSON, the exit code 4).
     """
 
-    def __init__(self, store: ReleaseStore, manifest: ReleaseManifest) -> None:
+    def __init__(
+        self,
+        store: ReleaseStore,
+        manifest: ReleaseManifest,
+        *,
+        say: Callable[[str], None] = lambda line: None,
+        sleep: Callable[[float], None] = time.sleep,
+        pauses: tuple[float, ...] = RETRY_PAUSES_S,
+    ) -> None:
         self.store = store
         self.manifest = manifest
         self.errors: list[str] = []
+        self.say = say
+        self.sleep = sleep
+        self.pauses = pauses
+        self.stale: set[str] = set()  # "manifest" / "history" while their last write failed
         self._unsaved = False  # outcomes changed since the last save
 
     def publish(self, event: Event) -> None:
@@ -144,18 +163,31 @@ class RecordWriter:
             self.manifest = replace(self.manifest, deployments=deployments)
             self._save()
         elif isinstance(event, ReleaseFinished):
-            if self._unsaved:
+            if self._unsaved or "manifest" in self.stale:
                 self._save()
-            self._write(lambda: self.store.finish(self.manifest, event.result))
+            self._write("history", lambda: self.store.finish(self.manifest, event.result))
+
+    def state(self) -> RecordState:
+        stale = tuple(sorted(self.stale))
+        return RecordState(written=not stale, errors=tuple(self.errors), stale=stale)
 
     def _save(self) -> None:
-        if self._write(lambda: self.store.save(self.manifest)):
+        if self._write("manifest", lambda: self.store.save(self.manifest)):
             self._unsaved = False
 
-    def _write(self, write: Callable[[], None]) -> bool:
-        try:
-            write()
-        except DeployToolError as exc:
-            self.errors.append(str(exc))
-            return False
-        return True
+    def _write(self, what: str, write: Callable[[], None]) -> bool:
+        pauses = iter(self.pauses)
+        while True:
+            try:
+                write()
+            except DeployToolError as exc:
+                pause = next(pauses, None) if isinstance(exc, AwsError) and exc.transient else None
+                if pause is not None:
+                    self.sleep(pause)
+                    continue
+                self.errors.append(str(exc))
+                self.stale.add(what)
+                self.say(f"warning: release record: the {what} write failed: {exc}")
+                return False
+            self.stale.discard(what)
+            return True

@@ -1,5 +1,8 @@
 """The outcome of a rollout as plain data: one GroupResult per group, one RolloutResult per release.
 
+`RolloutResult.record` says whether the release record in S3 holds the release's final state
+(deploytool.rollout.record): a release can reach every instance and still leave a stale record.
+
 A group counts as succeeded only when its deployment succeeded on EVERY instance: CodeDeploy calls an
 AllAtOnce deployment with one good instance a success; deploytool does not. A release succeeded only
 when every group did (or already ran the version, on a resumed release).
@@ -48,6 +51,18 @@ class GroupResult:
 
 
 @dataclass(frozen=True)
+class RecordState:
+    """What became of a release's record in S3 once the rollout ended (RolloutResult.record)."""
+
+    written: bool  # the manifest and the target's history hold the release's final state
+    errors: tuple[str, ...] = ()  # every write that failed (after its retries), in order
+    stale: tuple[str, ...] = ()  # what is not up to date: "manifest", "history"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"written": self.written, "errors": list(self.errors), "stale": list(self.stale)}
+
+
+@dataclass(frozen=True)
 class RolloutResult:
     release_id: str
     version: str
@@ -57,6 +72,7 @@ class RolloutResult:
     elapsed_s: float
     detached: bool = False
     stopped: bool = False  # stopped on request (Ctrl-C, stop-all)
+    record: RecordState | None = None  # a release's record in S3 (None: no record, e.g. a restart)
 
     @property
     def succeeded(self) -> bool:
@@ -86,4 +102,6 @@ class RolloutResult:
             "elapsed_s": round(self.elapsed_s, 3),
             "outcomes": self.counts(),
             "groups": [g.to_dict() for g in self.groups],
+            # null when the rollout keeps no record (a restart); written false: deployed, record stale (exit 4)
+            "record": self.record.to_dict() if self.record is not None else None,
         }

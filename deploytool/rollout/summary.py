@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from deploytool.errors import UsageError
@@ -89,6 +90,12 @@ def markdown(result: RolloutResult) -> str:
             f"| {g.wave} | {_cell(g.group)} | {_cell(g.strategy)} | {ICON.get(g.outcome, '')} {g.outcome} | "
             f"{counts} | {g.deployment_id or ''} | {rollback} | {_cell(g.error)} |"
         )
+    if result.record is not None and not result.record.written:
+        last = result.record.errors[-1] if result.record.errors else "unknown error"
+        lines += [
+            "",
+            f"⚠️ **Release record not written** ({', '.join(result.record.stale)} stale in S3): {_cell(last)}",
+        ]
     failures = [(g.group, f) for g in result.groups for f in g.instance_failures]
     if failures:
         lines += ["", "Failed instances:", ""]
@@ -104,20 +111,38 @@ def append_step_summary(path: Path, result: RolloutResult) -> None:
 class ResultWriters:
     """Writes the JSON result and/or the step summary when the release finishes."""
 
-    def __init__(self, *, json_out: Path | None = None, step_summary: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        json_out: Path | None = None,
+        step_summary: Path | None = None,
+        annotate: Callable[[RolloutResult], RolloutResult] | None = None,
+    ) -> None:
         self.json_out = json_out
         self.step_summary = step_summary
+        self.annotate = annotate  # adds what other reporters learnt by the end (the release record's state)
 
     @classmethod
-    def from_env(cls, json_out: str | None, environ: dict[str, str] | None = None) -> ResultWriters:
+    def from_env(
+        cls,
+        json_out: str | None,
+        environ: dict[str, str] | None = None,
+        *,
+        annotate: Callable[[RolloutResult], RolloutResult] | None = None,
+    ) -> ResultWriters:
         env = os.environ if environ is None else environ
         summary = env.get("GITHUB_STEP_SUMMARY")
-        return cls(json_out=Path(json_out) if json_out else None, step_summary=Path(summary) if summary else None)
+        return cls(
+            json_out=Path(json_out) if json_out else None,
+            step_summary=Path(summary) if summary else None,
+            annotate=annotate,
+        )
 
     def publish(self, event: Event) -> None:
         if not isinstance(event, ReleaseFinished):
             return
+        result = self.annotate(event.result) if self.annotate is not None else event.result
         if self.json_out is not None:
-            write_json(self.json_out, event.result)
+            write_json(self.json_out, result)
         if self.step_summary is not None:
-            append_step_summary(self.step_summary, event.result)
+            append_step_summary(self.step_summary, result)

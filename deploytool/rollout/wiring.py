@@ -13,8 +13,10 @@ Contract: `run_rollout(plan, services, output, manifest=..., tagger=...)` builds
 Ctrl-C (deploytool.rollout.interrupt): `services.on_interrupt` "ask" asks whether to stop (with rollback)
 or detach, and only stops when the deployments run in this process (`services.detachable` False); "raise"
 lets the KeyboardInterrupt through at once (`fab sandbox`, whose session then stops everything it started).
-Warnings (the record could not always be written, tagging failed, CodeDeploy keeps hook output) are
-one line each on `services.console`; nothing else is printed here.
+Warnings (a release-record write failed, tagging failed, CodeDeploy keeps hook output) are one line each
+on `services.console`; nothing else is printed here. The record's final state (written, or which part is
+stale and why) goes into the returned result (`RolloutResult.record`), the --json-out file and the step
+summary; `commands.verdict` turns a stale record of a release that reached every instance into exit 4.
 
 Its users: `fab deploy`, `fab rollback`, `fab restart` (deploytool.rollout.commands), `fab sandbox`
 (deploytool.sandbox.run, through the same commands.deploy), `reconcile --fix` (deploytool.reconcile.fix_runner)
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -118,11 +120,19 @@ def run_rollout(
         live = LiveTable(services.console, clock=services.clock)
         display, pausable = live, live
     reporters: list[Reporter] = [display, *services.extra_reporters]
-    record = RecordWriter(services.store, manifest) if manifest is not None else None
-    if record is not None:
+    record: RecordWriter | None = None
+    if manifest is not None:
+        record = RecordWriter(
+            services.store, manifest, say=lambda line: say(services, line), sleep=services.clock.sleep
+        )
         tagger = tagger or tagger_for(services)
         reporters += [record, tagger]
-    reporters.append(ResultWriters.from_env(output.json_out, dict(os.environ)))
+
+    def with_record(result: RolloutResult) -> RolloutResult:
+        return result if record is None else replace(result, record=record.state())
+
+    # after the record writer: the JSON result and the step summary say whether the record was written
+    reporters.append(ResultWriters.from_env(output.json_out, dict(os.environ), annotate=with_record))
     orchestrator = Orchestrator(services.backend, plan, reporter=Fanout(reporters), clock=services.clock)
     try:
         if services.on_interrupt == "raise":
@@ -138,11 +148,19 @@ def run_rollout(
         raise
     if services.backend.name == "codedeploy" and any(g.outcome not in NOTHING_RAN for g in result.groups):
         services.console.print(CODEDEPLOY_HOOK_OUTPUT, markup=False, highlight=False, soft_wrap=True)
-    if record is not None and record.errors:
+    result = with_record(result)
+    if result.record is not None and not result.record.written:
         say(
             services,
-            f"warning: the release record could not always be written ({len(record.errors)} "
-            f"time(s)); last: {record.errors[-1]}",
+            f"warning: release record NOT written: {' and '.join(result.record.stale)} in s3://"
+            f"{services.store.bucket}/ stale after {len(result.record.errors)} failed write(s); last: "
+            f"{result.record.errors[-1]}",
+        )
+    elif result.record is not None and result.record.errors:
+        say(
+            services,
+            f"warning: the release record could not always be written ({len(result.record.errors)} "
+            f"time(s)), but its final state was; last: {result.record.errors[-1]}",
         )
     if tagger is not None and record is not None:
         tag_summary(services, tagger)

@@ -197,7 +197,7 @@ class SandboxSession:
         ).start()
         region = self.config.aws.region
         self._aws = local_session(region=region, endpoint_url=self.moto.url)
-        s3 = S3Gateway(self._aws)
+        s3 = S3Gateway.for_artifacts(self._aws, self.config.artifacts)
         s3.create_bucket(self.config.artifacts.bucket, region)
         sizes = {g.name: self.target.instance_count(g.name) for g in self.groups}
         self._fleet = SandboxFleet(
@@ -355,7 +355,7 @@ def attach(
     backend = LocalBackend(
         sandbox_fleet,
         SandboxState(root / "state", fleet.app.name),
-        s3=S3Gateway(aws),
+        s3=S3Gateway.for_artifacts(aws, fleet.artifacts),
         app=fleet.app,
         timing=timing,
         record=PidRecord(root / "run" / "pids.txt"),
