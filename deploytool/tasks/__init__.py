@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from deploytool.tasks import build, config, reconcile, rollout, sandbox
+from deploytool.tasks import aws, build, config, reconcile, rollout, sandbox
 
 ns = Collection(
     config.check,
@@ -26,6 +26,7 @@ ns = Collection(
     reconcile.reconcile,
     reconcile.athena_ddl,
     reconcile.grafana_dashboard,
+    aws.iam_policy,
     sandbox.sandbox,
     sandbox.sandbox_up,
     sandbox.sandbox_down,
