@@ -104,10 +104,16 @@ def _kms(facts: Facts, actions: Sequence[str], call: str) -> list[Need]:
     return [Need(a, facts.kms_key_arn, via, call) for a in actions]
 
 
+_TLS = {"aws:SecureTransport": "true"}  # botocore talks https to AWS
+
+
 def _s3(call: Call, facts: Facts) -> list[Need]:
     p, op, name = call.params, call.operation, f"s3:{call.operation}"
+    put: dict[str, str] = dict(_TLS)
+    if p.get("ServerSideEncryption"):
+        put["s3:x-amz-server-side-encryption"] = p["ServerSideEncryption"]
     if op in ("HeadObject",):
-        return [Need("s3:GetObject", _s3_object(p), {}, name)]
+        return [Need("s3:GetObject", _s3_object(p), _TLS, name)]
     if op == "GetObject":
         versioned = [Need("s3:GetObjectVersion", _s3_object(p), {}, name)] if p.get("VersionId") else []
         return [Need("s3:GetObject", _s3_object(p), {}, name), *versioned, *_kms(facts, ["kms:Decrypt"], name)]
@@ -298,6 +304,7 @@ def _values(context: Context, key: str) -> tuple[str, ...] | None:
 
 
 _MATCHERS: dict[str, Callable[[str, str], bool]] = {
+    "Bool": lambda p, v: p.lower() == v.lower(),
     "StringEquals": lambda p, v: p == v,
     "StringLike": lambda p, v: _glob(p, v),
     "ArnEquals": lambda p, v: p == v,
@@ -307,6 +314,10 @@ _MATCHERS: dict[str, Callable[[str, str], bool]] = {
 
 def _condition_holds(operator: str, key: str, wanted: list[str], context: Context) -> bool:
     have = _values(context, key)
+    if operator == "Null":  # "true": the key is absent; "false": it is present
+        return (have is None) == (wanted == ["true"])
+    if operator == "StringNotEquals":  # negated: true when absent, else true when no value matches
+        return have is None or not any(w == v for w in wanted for v in have)
     qualifier, _, base = operator.rpartition(":")
     if base not in _MATCHERS or qualifier not in ("", "ForAllValues", "ForAnyValue"):
         raise NotImplementedError(f"condition operator {operator} is not modelled by tests/iam_eval.py")
@@ -323,8 +334,8 @@ def _condition_holds(operator: str, key: str, wanted: list[str], context: Contex
 
 
 def statement_matches(statement: Mapping[str, Any], need: Need) -> bool:
-    unknown = set(statement) - {"Sid", "Effect", "Action", "Resource", "Condition"}
-    if unknown:
+    unknown = set(statement) - {"Sid", "Effect", "Action", "Resource", "Condition", "Principal"}
+    if unknown or statement.get("Principal", "*") != "*":
         raise NotImplementedError(f"policy elements {sorted(unknown)} are not modelled by tests/iam_eval.py")
     if not any(_glob(a, need.action, case=False) for a in _listed(statement["Action"])):
         return False
@@ -335,6 +346,11 @@ def statement_matches(statement: Mapping[str, Any], need: Need) -> bool:
             if not _condition_holds(operator, key, _listed(wanted), need.context):
                 return False
     return True
+
+
+def explicitly_denied(policy: Mapping[str, Any], need: Need) -> bool:
+    """A bucket policy's part of the decision: does a Deny statement match (for anyone: Principal "*")?"""
+    return any(s["Effect"] == "Deny" and statement_matches(s, need) for s in policy["Statement"])
 
 
 def allowed(policy: Mapping[str, Any], need: Need) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from deploytool import iam, targets
+from deploytool import iam, infra, targets
 from deploytool.config import CodeDeployTarget
 from deploytool.deploy_flow import deploy_and_reconcile, reconcile_services
 from deploytool.errors import DeployFailed, DriftFound
@@ -30,7 +30,18 @@ from deploytool.rollout.plan import RolloutOptions
 from deploytool.rollout.wiring import Output
 from tests.cdsim.env import CodeDeployEnv
 from tests.fleet_fixtures import TEMPLATES
-from tests.iam_eval import Call, Facts, Need, Recorder, denied, policy_actions, requests, used_actions, without_action
+from tests.iam_eval import (
+    Call,
+    Facts,
+    Need,
+    Recorder,
+    denied,
+    explicitly_denied,
+    policy_actions,
+    requests,
+    used_actions,
+    without_action,
+)
 from tests.rollout_helpers import World, sample_world
 
 ACCOUNT = "123456789012"  # moto's, and the sample fleet's service role's
@@ -173,19 +184,22 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         yield Run(world, recorder, facts, requests(recorder.calls, facts))
 
 
-def deployer_policy(world: World) -> dict[str, Any]:
+def fleet_scope(world: World) -> iam.Scope:
     fleet = world.fleet
     target = fleet.targets["production"]
     assert isinstance(target, CodeDeployTarget)
     settings = targets.athena_settings(fleet)
-    scope = iam.scope_for(
+    return iam.scope_for(
         fleet,
         target,
         database=settings.database,
         workgroup=settings.workgroup,
         output_location=str(settings.output_location),
     )
-    return iam.policy("deployer", scope)
+
+
+def deployer_policy(world: World) -> dict[str, Any]:
+    return iam.policy("deployer", fleet_scope(world))
 
 
 def test_the_flows_make_the_calls_this_test_is_about(run: Run) -> None:
@@ -264,3 +278,12 @@ def test_a_call_outside_the_fleet_is_denied(run: Run) -> None:
     assert not denied(policy, requests([tag], inside))
     renamed = Call("ec2", "CreateTags", {**tag.params, "Tags": [{"Key": "Name", "Value": "x"}]}, {})
     assert denied(policy, requests([renamed], inside))  # a tag that is not deploytool's
+
+
+def test_the_bucket_policy_of_fab_infra_refuses_none_of_the_calls(run: Run) -> None:
+    """TLS only and no other encryption than the bucket's: deploytool's writes (a release record, an index, an
+    inventory snapshot without an encryption header; a bundle with SSE-KMS) all pass."""
+    policy = infra.bucket_policy(fleet_scope(run.world))
+    s3 = [n for n in run.needs if n.action.startswith("s3:")]
+    assert any(n.action == "s3:PutObject" for n in s3)
+    assert [n for n in s3 if explicitly_denied(policy, n)] == []

@@ -27,6 +27,7 @@ ns = Collection(
     reconcile.athena_ddl,
     reconcile.grafana_dashboard,
     aws.iam_policy,
+    aws.infra,
     sandbox.sandbox,
     sandbox.sandbox_up,
     sandbox.sandbox_down,

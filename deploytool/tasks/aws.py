@@ -1,4 +1,4 @@
-"""Tasks that say what a fleet needs in AWS: the IAM policies of its roles (iam-policy)."""
+"""Tasks that say what a fleet needs in AWS: the IAM policies of its roles (iam-policy), its CloudFormation (infra)."""
 
 from __future__ import annotations
 
@@ -109,3 +109,78 @@ def iam_policy(
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
     for note in iam.notes(chosen, scope):
         print(f"note: {note}", file=sys.stderr)
+
+
+INFRA_WORKGROUP = "deploytool"
+
+
+@cli_task(
+    help={
+        "out": "where to write the template (default infra/cloudformation.yaml next to the fleet file; - for stdout)",
+        "force": "overwrite an existing template that differs",
+        **AWS_HELP,
+        "workgroup": f"the Athena workgroup to create (default {INFRA_WORKGROUP}, or DEPLOYTOOL_ATHENA_WORKGROUP)",
+    }
+)
+def infra(
+    c: Context,
+    out: str | None = None,
+    force: bool = False,
+    fleet: str | None = None,
+    target: str | None = None,
+    account: str | None = None,
+    database: str | None = None,
+    workgroup: str | None = None,
+    no_sqs: bool = False,
+    debug: bool = False,
+) -> None:
+    """Write the fleet's CloudFormation template: bucket, bucket policy, IAM roles, Glue database, Athena workgroup."""
+    import os
+    from pathlib import Path
+
+    from deploytool.cli import make_console
+    from deploytool.infra import render, template
+
+    loaded = fleet_from(fleet)
+    path = options.text("--out", out)
+    chosen = options.pattern("--workgroup", workgroup, *_WORKGROUP)
+    chosen = chosen or os.environ.get("DEPLOYTOOL_ATHENA_WORKGROUP") or INFRA_WORKGROUP
+    if chosen == "primary":
+        raise UsageError(
+            "--workgroup 'primary' exists in every account and cannot be created: give another name "
+            f"(default {INFRA_WORKGROUP}), and the same to `fab reconcile` (DEPLOYTOOL_ATHENA_WORKGROUP)"
+        )
+    scope = fleet_scope(loaded, target, account=account, database=database, workgroup=chosen, sqs=not no_sqs)
+    text = render(template(scope))
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    dest = Path(path) if path else loaded.root / "infra" / "cloudformation.yaml"
+    console = make_console()
+    try:
+        current = dest.read_text() if dest.is_file() else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--out {str(dest)!r}: cannot read it ({exc})") from None
+    if current == text:
+        console.print(f"{dest}: up to date", markup=False, highlight=False)
+        return
+    if current is not None and not force:
+        raise UsageError(
+            f"{dest} exists and differs from what {loaded.path.name} gives: run `fab infra --force` to replace it "
+            "(edits made by hand are lost), or --out another file"
+        )
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(dest)
+    except OSError as exc:
+        raise UsageError(f"--out {str(dest)!r}: cannot write it ({exc.strerror or exc})") from None
+    console.print(f"wrote {dest}", markup=False, highlight=False)
+    console.print(
+        f"next: aws cloudformation deploy --template-file {dest} --stack-name {loaded.app.name}-deploytool "
+        f"--capabilities CAPABILITY_NAMED_IAM; set DEPLOYTOOL_ATHENA_WORKGROUP={scope.workgroup}; "
+        "then fab athena-ddl --apply and fab setup",
+        markup=False,
+        highlight=False,
+    )
