@@ -216,7 +216,11 @@ def athena_statements(scope: Scope, *, ddl: bool) -> list[Json]:
 
 
 def _list_bucket(scope: Scope, sid: str, prefixes: Sequence[str]) -> list[Json]:
-    """s3:ListBucket limited to key prefixes, one statement per bucket (the results may live elsewhere)."""
+    """s3:ListBucket limited to key prefixes, one statement per bucket (the results may live elsewhere).
+
+    IfExists: a listing must stay under the prefixes, while the ListBucket check S3 makes to answer a GET or
+    HEAD of a missing key (404 with s3:ListBucket, 403 without: deploytool reads keys that do not exist yet
+    on a first publish or deploy) carries no s3:prefix and passes."""
     by_bucket: dict[str, list[str]] = {}
     for bucket, prefix in prefixes_by_bucket(scope, prefixes):
         by_bucket.setdefault(bucket, []).append(f"{prefix}*")
@@ -225,7 +229,7 @@ def _list_bucket(scope: Scope, sid: str, prefixes: Sequence[str]) -> list[Json]:
             sid if i == 0 else f"{sid}{i + 1}",
             ["s3:ListBucket"],
             [scope.s3(bucket)],
-            {"StringLike": {"s3:prefix": sorted(set(patterns))}},
+            {"StringLikeIfExists": {"s3:prefix": sorted(set(patterns))}},
         )
         for i, (bucket, patterns) in enumerate(sorted(by_bucket.items()))
     ]

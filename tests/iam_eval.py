@@ -112,8 +112,11 @@ def _s3(call: Call, facts: Facts) -> list[Need]:
     put: dict[str, str] = dict(_TLS)
     if p.get("ServerSideEncryption"):
         put["s3:x-amz-server-side-encryption"] = p["ServerSideEncryption"]
+    # S3 answers a GET or HEAD of a missing key 404 only to a caller with s3:ListBucket on the bucket (else 403,
+    # which deploytool would report as "access denied"): that check has no s3:prefix.
+    missing = Need("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}", _TLS, name)
     if op in ("HeadObject",):
-        return [Need("s3:GetObject", _s3_object(p), _TLS, name)]
+        return [Need("s3:GetObject", _s3_object(p), _TLS, name), missing]
     if op == "GetObject":
         versioned = [Need("s3:GetObjectVersion", _s3_object(p), {}, name)] if p.get("VersionId") else []
         return [Need("s3:GetObject", _s3_object(p), {}, name), *versioned, *_kms(facts, ["kms:Decrypt"], name)]
@@ -314,6 +317,8 @@ _MATCHERS: dict[str, Callable[[str, str], bool]] = {
 
 def _condition_holds(operator: str, key: str, wanted: list[str], context: Context) -> bool:
     have = _values(context, key)
+    if operator.endswith("IfExists"):  # true when the key is absent, else the operator without IfExists
+        return have is None or _condition_holds(operator.removesuffix("IfExists"), key, wanted, context)
     if operator == "Null":  # "true": the key is absent; "false": it is present
         return (have is None) == (wanted == ["true"])
     if operator == "StringNotEquals":  # negated: true when absent, else true when no value matches

@@ -110,7 +110,7 @@ def test_the_deployer_is_scoped_to_the_fleet(tmp_path: Path) -> None:
     listing = statement(deployer, "ListOwnPrefix")
     assert listing["Resource"] == "arn:aws:s3:::acme-deploy-artifacts"
     assert listing["Condition"] == {
-        "StringLike": {"s3:prefix": ["deploytool/acme-workers/*", "deploytool/athena-results/*"]}
+        "StringLikeIfExists": {"s3:prefix": ["deploytool/acme-workers/*", "deploytool/athena-results/*"]}
     }
     assert statement(deployer, "BundlesReleasesInventory")["Resource"] == (
         "arn:aws:s3:::acme-deploy-artifacts/deploytool/acme-workers/*"
@@ -237,7 +237,7 @@ def test_the_athena_reader_reads_the_tables_and_writes_results_only(tmp_path: Pa
     ]
     elsewhere = scope(load_fleet(tmp_path / "deploy.toml"), output_location="s3://results-bucket/athena/")
     listing = [s for s in iam.policy("athena-reader", elsewhere)["Statement"] if s["Action"] == ["s3:ListBucket"]]
-    assert [(s["Resource"], s["Condition"]["StringLike"]["s3:prefix"]) for s in listing] == [
+    assert [(s["Resource"], s["Condition"]["StringLikeIfExists"]["s3:prefix"]) for s in listing] == [
         (
             "arn:aws:s3:::acme-deploy-artifacts",
             ["deploytool/acme-workers/inventory/*", "deploytool/acme-workers/releases/*"],
