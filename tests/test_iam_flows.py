@@ -12,18 +12,24 @@ used by the flows or listed in NOT_EXERCISED with why it is there.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console
 
 from deploytool import iam, infra, targets
+from deploytool.bundle import BundleResult
 from deploytool.config import CodeDeployTarget
 from deploytool.deploy_flow import deploy_and_reconcile, reconcile_services
 from deploytool.errors import DeployFailed, DriftFound
+from deploytool.publish import publish
 from deploytool.reconcile.command import athena_setup, fix_runner_for, run_reconcile
 from deploytool.rollout import commands
 from deploytool.rollout.plan import RolloutOptions
@@ -124,7 +130,8 @@ def _reconcile(world: World, *, engine: str, fix: bool = False) -> None:
 
 def run_every_flow(world: World, recorder: Recorder) -> None:
     """setup (before this), publish + deploy + tags + the Athena reconcile, a failed release, reconcile --fix on
-    DuckDB, a stop-all, rollback, restart, status, the Athena reconcile and athena-ddl --apply."""
+    DuckDB, a stop-all, rollback, restart, status, the Athena reconcile, setup again (updates), athena-ddl
+    --apply, and a publish of a bundle big enough for a multipart upload."""
     env = world.env
     _deploy(world, "v1", engine="athena")
     bad = env.asg_instances["acme-email-workers"][1]
@@ -162,6 +169,15 @@ def run_every_flow(world: World, recorder: Recorder) -> None:
         apply=True,
         services=reconcile_services(world.fleet, world.services),
     )
+    publish(big_bundle(world.tmp), world.fleet, world.services.aws, target="production", created_by="ci@test")
+
+
+def big_bundle(tmp: Path) -> BundleResult:
+    """A bundle above the 16 MiB multipart threshold: `fab publish` uploads it in parts."""
+    path = tmp / "big.tgz"
+    path.write_bytes(os.urandom(17 * 1024 * 1024))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return BundleResult(path, path.stat().st_size, 1, digest, "v-big", None, datetime(2025, 5, 2, tzinfo=UTC))
 
 
 def _with_kms(text: str) -> str:
@@ -220,6 +236,9 @@ def test_the_flows_make_the_calls_this_test_is_about(run: Run) -> None:
         "s3:PutObject",
         "s3:GetObject",
         "s3:ListObjectsV2",
+        "s3:CreateMultipartUpload",
+        "s3:UploadPart",
+        "s3:CompleteMultipartUpload",
         "ec2:CreateTags",
         "ec2:DescribeInstances",
         "autoscaling:DescribeAutoScalingGroups",
