@@ -23,6 +23,7 @@ region, and its service role's ARN gives the account), and `notes` says so.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ TAG_KEYS = ("deploytool:deployed-at", "deploytool:release", "deploytool:version"
 ASG_NAME_TAG = "aws:autoscaling:groupName"  # set by Auto Scaling on every instance it launches
 CANARY_QUEUES = "deploytool-canary-*"  # deploytool_instance.brokers.sqs.canary_queue
 Json = dict[str, Any]
+MANAGED_POLICY_LIMIT = 6144  # characters of a managed policy, whitespace not counted (IAM quotas)
 
 
 @dataclass(frozen=True)
@@ -216,13 +218,14 @@ def athena_statements(scope: Scope, *, ddl: bool) -> list[Json]:
 
 
 def _list_bucket(scope: Scope, sid: str, prefixes: Sequence[str]) -> list[Json]:
-    """s3:ListBucket limited to key prefixes, one statement per bucket (the results may live elsewhere).
+    """s3:ListBucket limited to key prefixes ('results': the Athena results location, which may be in another
+    bucket), one statement per bucket.
 
     IfExists: a listing must stay under the prefixes, while the ListBucket check S3 makes to answer a GET or
     HEAD of a missing key (404 with s3:ListBucket, 403 without: deploytool reads keys that do not exist yet
     on a first publish or deploy) carries no s3:prefix and passes."""
     by_bucket: dict[str, list[str]] = {}
-    for bucket, prefix in prefixes_by_bucket(scope, prefixes):
+    for bucket, prefix in (scope.results if p == "results" else (scope.bucket, p) for p in prefixes):
         by_bucket.setdefault(bucket, []).append(f"{prefix}*")
     return [
         _statement(
@@ -235,19 +238,28 @@ def _list_bucket(scope: Scope, sid: str, prefixes: Sequence[str]) -> list[Json]:
     ]
 
 
-def prefixes_by_bucket(scope: Scope, prefixes: Sequence[str]) -> list[tuple[str, str]]:
-    """(bucket, prefix) pairs: 'results' stands for the Athena results location, anything else is a key
-    prefix in the artifacts bucket."""
-    return [scope.results if p == "results" else (scope.bucket, p) for p in prefixes]
-
-
 # --- the roles -----------------------------------------------------------------------------------
 
 
-def deployer(scope: Scope) -> Json:
+def size(document: Json) -> int:
+    """A policy's size as IAM counts it (whitespace not counted)."""
+    return len(json.dumps(document, separators=(",", ":")))
+
+
+def too_big(scope: Scope) -> bool:
+    """The deployer policy naming each group would pass IAM's 6,144 characters of a managed policy."""
+    return size(deployer(scope, compact=False)) > MANAGED_POLICY_LIMIT
+
+
+def deployer(scope: Scope, *, compact: bool | None = None) -> Json:
+    """compact (default: when naming every group would be too big): the groups' writes on <application>/*."""
+    if compact is None:
+        compact = too_big(scope)
     app_arn = scope.arn("codedeploy", f"application:{scope.application}")
     every_group = scope.arn("codedeploy", f"deploymentgroup:{scope.application}/*")
     groups = [scope.arn("codedeploy", f"deploymentgroup:{scope.application}/{g.name}") for g in scope.groups]
+    if compact:
+        groups = [every_group]
     configs = sorted({g.config for g in scope.groups})
     statements = [
         *_list_bucket(scope, "ListOwnPrefix", [f"{scope.app_root}/", "results"]),
@@ -456,6 +468,11 @@ def notes(role: str, scope: Scope) -> list[str]:
         out.append("the AWS account is not known (no --account, no account in service_role_arn): ARNs use '*' for it")
     if role == "deployer":
         out.append(f"Athena: workgroup {scope.workgroup}, database {scope.database}, results {scope.output_location}")
+        if too_big(scope):
+            out.append(
+                f"{len(scope.groups)} groups: naming each would pass IAM's {MANAGED_POLICY_LIMIT} characters of a "
+                f"managed policy, so deployment groups are written as {scope.application}/*"
+            )
     if role == "instance":
         if scope.sqs:
             out.append(
@@ -470,6 +487,10 @@ def notes(role: str, scope: Scope) -> list[str]:
         )
     if role == "athena-reader":
         out.append(f"Athena: workgroup {scope.workgroup}, database {scope.database}, results {scope.output_location}")
+        out.append(
+            "picking values from Grafana's data source menus also lists catalogs, databases and workgroups "
+            "(athena:ListDataCatalogs, ListDatabases, ListWorkGroups): add them if you use those menus"
+        )
     if not scope.kms_key_id and role != "codedeploy-service":
         out.append("no artifacts.kms_key_id: no KMS statement (objects use S3's default encryption)")
     return out

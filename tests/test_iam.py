@@ -32,6 +32,7 @@ def sample(tmp_path: Path, edit: str = "") -> Fleet:
     text = (ROOT / "deploy.toml").read_text()
     if edit:
         text = text.replace('prefix = "deploytool"', f'prefix = "deploytool"\n{edit}')
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "deploy.toml").write_text(text)
     shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
     return load_fleet(tmp_path / "deploy.toml")
@@ -323,3 +324,26 @@ def test_a_fleet_without_a_codedeploy_target_is_refused(tmp_path: Path, monkeypa
     (tmp_path / "deploy.toml").write_text(text[: text.index("[targets.production]")])
     code, _, err = run(tmp_path, "--role", "deployer", monkeypatch=monkeypatch)
     assert code == 2 and "no codedeploy target" in err and err.count("\n") == 1
+
+
+def test_a_large_fleet_stays_within_a_managed_policys_size(tmp_path: Path) -> None:
+    """IAM takes at most 6,144 characters (whitespace not counted) in a managed policy: with many groups the
+    deployer's group writes become <application>/*, and a note says so; small fleets name each group."""
+    text = (ROOT / "deploy.toml").read_text()
+    extra = "".join(
+        f'\n[[groups]]\nname = "group-{i:03d}"\nasg = "acme-group-{i:03d}-workers"\nqueues = ["q{i}"]\n'
+        for i in range(60)
+    )
+    (tmp_path / "deploy.toml").write_text(text.replace("[targets.sandbox]", extra + "\n[targets.sandbox]"))
+    shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app")
+    big = scope(load_fleet(tmp_path / "deploy.toml"))
+    deployer = iam.policy("deployer", big)
+    assert iam.size(iam.deployer(big, compact=False)) > iam.MANAGED_POLICY_LIMIT >= iam.size(deployer)
+    assert statement(deployer, "CodeDeployFleetGroups")["Resource"] == (
+        f"arn:aws:codedeploy:us-east-1:{ACCOUNT}:deploymentgroup:acme-workers/*"
+    )
+    assert any("63 groups" in n for n in iam.notes("deployer", big))
+    assert findings(deployer) == []
+    small = scope(sample(tmp_path / "small"))
+    assert not any("groups:" in n for n in iam.notes("deployer", small))
+    assert iam.policy("deployer", small) == iam.deployer(small, compact=False)
