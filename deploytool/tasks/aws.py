@@ -86,9 +86,9 @@ def fleet_scope(
 def iam_policy(
     c: Context,
     role: str | None = None,
-    trust: bool = False,
     fleet: str | None = None,
     target: str | None = None,
+    trust: bool = False,
     account: str | None = None,
     database: str | None = None,
     workgroup: str | None = None,
@@ -124,10 +124,10 @@ INFRA_WORKGROUP = "deploytool"
 )
 def infra(
     c: Context,
-    out: str | None = None,
-    force: bool = False,
     fleet: str | None = None,
     target: str | None = None,
+    out: str | None = None,
+    force: bool = False,
     account: str | None = None,
     database: str | None = None,
     workgroup: str | None = None,
