@@ -350,8 +350,7 @@ def instance(scope: Scope) -> Json:
         statements += [
             _statement(
                 "ConsumeOwnQueues",
-                [
-                    "sqs:GetQueueUrl",
+                [  # what kombu's SQS transport calls (it finds queue URLs with ListQueues)
                     "sqs:GetQueueAttributes",
                     "sqs:CreateQueue",
                     "sqs:ReceiveMessage",

@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -270,13 +272,41 @@ def _athena(call: Call, facts: Facts) -> list[Need]:
     raise KeyError(name)
 
 
+def _sqs(call: Call, facts: Facts) -> list[Need]:
+    p, name = call.params, f"sqs:{call.operation}"
+    if call.operation == "ListQueues":
+        return [Need(name, "*", {}, name)]
+    if "QueueUrl" in p:  # https://sqs.<region>.amazonaws.com/<account>/<name>
+        account, queue = str(p["QueueUrl"]).rstrip("/").split("/")[-2:]
+    else:
+        account, queue = facts.account, str(p["QueueName"])
+    return [Need(name, f"arn:aws:sqs:{facts.region}:{account}:{queue}", {}, name)]
+
+
+def moto_calls(recording: str) -> list[Call]:
+    """The SQS calls in a moto recording (moto.moto_api.recorder), JSON protocol: kombu's own boto3 clients,
+    which no botocore event of ours reaches."""
+    out = []
+    for line in recording.splitlines():
+        entry = json.loads(line)
+        headers = {k.lower(): v for k, v in (entry.get("headers") or {}).items()}
+        target = str(headers.get("x-amz-target", ""))
+        if not target.startswith("AmazonSQS."):
+            continue
+        body = entry.get("body") or "{}"
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode()
+        out.append(Call("sqs", target.removeprefix("AmazonSQS."), json.loads(body), {}))
+    return out
+
+
 def needs(call: Call, facts: Facts) -> list[Need]:
     """The IAM requests one call makes; KeyError naming `service:Operation` when it is not mapped here."""
     if call.service == "sts" and call.operation == "GetCallerIdentity":
         return []  # needs no permission
     if call.service == "autoscaling" and call.operation == "DescribeAutoScalingGroups":
         return [Need("autoscaling:DescribeAutoScalingGroups", "*", {}, "autoscaling:DescribeAutoScalingGroups")]
-    mapper = {"s3": _s3, "codedeploy": _codedeploy, "ec2": _ec2, "athena": _athena}.get(call.service)
+    mapper = {"s3": _s3, "codedeploy": _codedeploy, "ec2": _ec2, "athena": _athena, "sqs": _sqs}.get(call.service)
     if mapper is None:
         raise KeyError(f"{call.service}:{call.operation}")
     return mapper(call, facts)
