@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -149,9 +149,16 @@ class World:
 
 
 @contextmanager
-def sample_world(tmp_path: Path) -> Iterator[World]:
-    """deploy.toml and sample_app copied outside git (the version is the one given), `fab setup` done."""
-    shutil.copy(ROOT / "deploy.toml", tmp_path / "deploy.toml")
+def sample_world(
+    tmp_path: Path,
+    *,
+    fleet_text: Callable[[str], str] | None = None,
+    before_setup: Callable[[CodeDeployEnv], None] | None = None,
+) -> Iterator[World]:
+    """deploy.toml and sample_app copied outside git (the version is the one given), `fab setup` done.
+    `fleet_text` edits the copied deploy.toml; `before_setup` sees the environment just before `fab setup`."""
+    text = (ROOT / "deploy.toml").read_text()
+    (tmp_path / "deploy.toml").write_text(fleet_text(text) if fleet_text else text)
     shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
     fleet = load_fleet(tmp_path / "deploy.toml")
     with codedeploy_env(SAMPLE_SIZES) as env:
@@ -169,5 +176,7 @@ def sample_world(tmp_path: Path) -> Iterator[World]:
             now=lambda: moment[0],
             interactive=False,
         )
+        if before_setup is not None:
+            before_setup(env)
         commands.setup(fleet, targets.codedeploy(fleet, "production"), env.gateway, services.console, dry_run=False)
         yield World(env, fleet, services, out, tmp_path, moment)

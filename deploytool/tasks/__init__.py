@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from deploytool.tasks import build, config, doctor, reconcile, rollout, sandbox
+from deploytool.tasks import aws, build, config, doctor, reconcile, rollout, sandbox
 
 ns = Collection(
     config.check,
@@ -27,6 +27,8 @@ ns = Collection(
     reconcile.reconcile,
     reconcile.athena_ddl,
     reconcile.grafana_dashboard,
+    aws.iam_policy,
+    aws.infra,
     sandbox.sandbox,
     sandbox.sandbox_up,
     sandbox.sandbox_down,

@@ -1,0 +1,495 @@
+"""Least-privilege IAM policies for one fleet, as plain IAM policy JSON (`fab iam-policy`, `fab infra`).
+
+Contract: no I/O. `scope_for(fleet, target, ...)` reads what the policies name from the fleet file (bucket,
+prefix, app, CodeDeploy application, deployment groups and their configs, ASGs, queues, KMS key, region,
+account) plus the Athena names `fab reconcile` uses; `policy(role, scope)` gives the permissions policy and
+`trust(role, scope)` the assume-role policy of one of ROLES; `notes(role, scope)` says what was not known
+(an account put as `*`) and what the role assumes. Every dict is a complete policy document a user can
+paste (console, Terraform's `aws_iam_policy`, CloudFormation). Roles, and what each command needs:
+
+- deployer: the person or CI running fab publish / setup / deploy / rollback / restart / status / reconcile
+  [--fix] / athena-ddl --apply. tests/test_iam_flows.py records every AWS call those flows make and proves
+  each one is allowed by this policy.
+- instance: the workers' instance profile: the CodeDeploy agent reads the bundle (and decrypts it), the
+  Celery worker consumes its queues on SQS (unless sqs=False).
+- codedeploy-service: the role CodeDeploy assumes (`service_role_arn`): AWS's AWSCodeDeployRole reduced to
+  what an in-place deployment to these ASGs uses (lifecycle hooks, suspended processes, describes), scoped
+  to the fleet's ASGs where IAM allows it.
+- athena-reader: a dashboard (Grafana's Athena data source): query the reconcile tables, nothing else.
+
+An ARN part that is not known is `*` (only the account can be: a codedeploy target always names its
+region, and its service role's ARN gives the account), and `notes` says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from deploytool.config import CodeDeployTarget, Fleet
+from deploytool.reconcile.sql import TABLES
+from deploytool.rollout.setup import application_name, min_healthy_hosts
+
+ROLES = ("deployer", "instance", "codedeploy-service", "athena-reader")
+TAG_KEYS = ("deploytool:deployed-at", "deploytool:release", "deploytool:version")  # deploytool.rollout.tags
+ASG_NAME_TAG = "aws:autoscaling:groupName"  # set by Auto Scaling on every instance it launches
+CANARY_QUEUES = "deploytool-canary-*"  # deploytool_instance.brokers.sqs.canary_queue
+Json = dict[str, Any]
+MANAGED_POLICY_LIMIT = 6144  # characters of a managed policy, whitespace not counted (IAM quotas)
+
+
+@dataclass(frozen=True)
+class GroupScope:
+    name: str
+    asg: str
+    queues: tuple[str, ...]
+    config: str  # its CodeDeploy deployment config
+    alarms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scope:
+    region: str
+    account: str | None  # None: unknown, `*` in ARNs
+    bucket: str
+    prefix: str
+    app: str
+    application: str  # the CodeDeploy application
+    groups: tuple[GroupScope, ...]
+    custom_configs: tuple[str, ...]  # deployment configs `fab setup` creates
+    service_role_arn: str
+    kms_key_id: str | None
+    database: str
+    workgroup: str
+    output_location: str  # s3://bucket/path/ of Athena's results
+    sqs: bool = True  # the workers' broker is SQS
+
+    @property
+    def partition(self) -> str:
+        if self.region.startswith("cn-"):
+            return "aws-cn"
+        if self.region.startswith("us-gov-"):
+            return "aws-us-gov"
+        return "aws"
+
+    @property
+    def acct(self) -> str:
+        return self.account or "*"
+
+    def arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> str:
+        return (
+            f"arn:{self.partition}:{service}:{self.region if region else ''}:{self.acct if account else ''}:{resource}"
+        )
+
+    def s3(self, path: str) -> str:
+        return f"arn:{self.partition}:s3:::{path}"
+
+    @property
+    def app_root(self) -> str:
+        return f"{self.prefix}/{self.app}" if self.prefix else self.app
+
+    @property
+    def results(self) -> tuple[str, str]:
+        """(bucket, key prefix ending in '/') of the Athena results location."""
+        bucket, _, path = self.output_location.removeprefix("s3://").partition("/")
+        return bucket, (path.rstrip("/") + "/") if path else ""
+
+
+def account_of(arn: str | None) -> str | None:
+    parts = (arn or "").split(":")
+    return parts[4] if len(parts) > 5 and parts[4].isdigit() else None
+
+
+def scope_for(
+    fleet: Fleet,
+    target: CodeDeployTarget,
+    *,
+    database: str,
+    workgroup: str,
+    output_location: str,
+    account: str | None = None,
+    sqs: bool = True,
+) -> Scope:
+    groups = tuple(
+        GroupScope(g.name, g.asg, tuple(g.queues or ()), g.strategy.deployment_config_name, tuple(g.alarms))
+        for g in fleet.groups
+    )
+    custom = tuple(
+        sorted({g.strategy.deployment_config_name for g in fleet.groups if min_healthy_hosts(g.strategy) is not None})
+    )
+    return Scope(
+        region=fleet.aws.region,
+        account=account or account_of(target.service_role_arn) or fleet.artifacts.expected_bucket_owner,
+        bucket=fleet.artifacts.bucket,
+        prefix=fleet.artifacts.prefix,
+        app=fleet.app.name,
+        application=application_name(fleet, target),
+        groups=groups,
+        custom_configs=custom,
+        service_role_arn=target.service_role_arn,
+        kms_key_id=fleet.artifacts.kms_key_id,
+        database=database,
+        workgroup=workgroup,
+        output_location=output_location,
+        sqs=sqs,
+    )
+
+
+def sqs_queue_name(queue: str) -> str:
+    """The SQS name kombu gives a Celery queue: '.' becomes '-' (a '.fifo' suffix stays), no prefix."""
+    if queue.endswith(".fifo"):
+        return queue[: -len(".fifo")].replace(".", "-") + ".fifo"
+    return queue.replace(".", "-")
+
+
+def _statement(sid: str, actions: Sequence[str], resources: Sequence[str], condition: Json | None = None) -> Json:
+    out: Json = {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": sorted(set(actions)),
+        "Resource": sorted(set(resources)) if len(set(resources)) > 1 else resources[0],
+    }
+    if condition:
+        out["Condition"] = condition
+    return out
+
+
+def _document(statements: Sequence[Json]) -> Json:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+# --- the pieces several roles share ----------------------------------------------------------------
+
+
+def kms_statements(scope: Scope, sid: str, actions: Sequence[str]) -> list[Json]:
+    """Use of the fleet's key, only through S3 (kms:ViaService); none without a key."""
+    key = scope.kms_key_id
+    if not key:
+        return []
+    via = {"kms:ViaService": f"s3.{scope.region}.amazonaws.com"}
+    if key.startswith("arn:") and ":key/" in key:
+        return [_statement(sid, actions, [key], {"StringEquals": via})]
+    alias = key.split(":", 5)[-1] if key.startswith("arn:") else key
+    if alias.startswith("alias/"):
+        # An alias cannot be a policy's resource for these actions: any key of the account that carries it.
+        condition = {"StringEquals": via, "ForAnyValue:StringEquals": {"kms:ResourceAliases": [alias]}}
+        return [_statement(sid, actions, [scope.arn("kms", "key/*")], condition)]
+    return [_statement(sid, actions, [scope.arn("kms", f"key/{key}")], {"StringEquals": via})]
+
+
+def athena_statements(scope: Scope, *, ddl: bool) -> list[Json]:
+    """Run queries in the workgroup, read the Glue catalog of the tables (create them with ddl), write the
+    results location. Athena reads the tables' S3 data and writes its results with the caller's rights."""
+    db = scope.database
+    catalog = [scope.arn("glue", "catalog"), scope.arn("glue", f"database/{db}")]
+    tables = [scope.arn("glue", f"table/{db}/{t}") for t in TABLES]
+    reads = ["glue:GetDatabase", "glue:GetTable"]  # no partition reads: both tables use partition projection
+    statements = [
+        _statement(
+            "AthenaQueries",
+            [
+                "athena:StartQueryExecution",
+                "athena:GetQueryExecution",
+                "athena:GetQueryResults",
+                "athena:StopQueryExecution",
+            ]
+            + ([] if ddl else ["athena:GetWorkGroup"]),
+            [scope.arn("athena", f"workgroup/{scope.workgroup}")],
+        ),
+        _statement("GlueReadTables", reads, catalog + tables),
+    ]
+    if ddl:
+        # `fab athena-ddl --apply`: CREATE DATABASE / CREATE EXTERNAL TABLE IF NOT EXISTS.
+        statements.append(_statement("GlueCreateTables", ["glue:CreateDatabase", "glue:CreateTable"], catalog + tables))
+    bucket, path = scope.results
+    statements += [
+        _statement(
+            "AthenaResultsObjects",
+            ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+            [scope.s3(f"{bucket}/{path}*")],
+        ),
+        _statement(
+            "AthenaResultsBucket", ["s3:GetBucketLocation", "s3:ListBucketMultipartUploads"], [scope.s3(bucket)]
+        ),
+    ]
+    return statements
+
+
+def _list_bucket(scope: Scope, sid: str, prefixes: Sequence[str]) -> list[Json]:
+    """s3:ListBucket limited to key prefixes ('results': the Athena results location, which may be in another
+    bucket), one statement per bucket.
+
+    IfExists: a listing must stay under the prefixes, while the ListBucket check S3 makes to answer a GET or
+    HEAD of a missing key (404 with s3:ListBucket, 403 without: deploytool reads keys that do not exist yet
+    on a first publish or deploy) carries no s3:prefix and passes."""
+    by_bucket: dict[str, list[str]] = {}
+    for bucket, prefix in (scope.results if p == "results" else (scope.bucket, p) for p in prefixes):
+        by_bucket.setdefault(bucket, []).append(f"{prefix}*")
+    return [
+        _statement(
+            sid if i == 0 else f"{sid}{i + 1}",
+            ["s3:ListBucket"],
+            [scope.s3(bucket)],
+            {"StringLikeIfExists": {"s3:prefix": sorted(set(patterns))}},
+        )
+        for i, (bucket, patterns) in enumerate(sorted(by_bucket.items()))
+    ]
+
+
+# --- the roles -----------------------------------------------------------------------------------
+
+
+def size(document: Json) -> int:
+    """A policy's size as IAM counts it (whitespace not counted)."""
+    return len(json.dumps(document, separators=(",", ":")))
+
+
+def too_big(scope: Scope) -> bool:
+    """The deployer policy naming each group would pass IAM's 6,144 characters of a managed policy."""
+    return size(deployer(scope, compact=False)) > MANAGED_POLICY_LIMIT
+
+
+def deployer(scope: Scope, *, compact: bool | None = None) -> Json:
+    """compact (default: when naming every group would be too big): the groups' writes on <application>/*."""
+    if compact is None:
+        compact = too_big(scope)
+    app_arn = scope.arn("codedeploy", f"application:{scope.application}")
+    every_group = scope.arn("codedeploy", f"deploymentgroup:{scope.application}/*")
+    groups = [scope.arn("codedeploy", f"deploymentgroup:{scope.application}/{g.name}") for g in scope.groups]
+    if compact:
+        groups = [every_group]
+    configs = sorted({g.config for g in scope.groups})
+    statements = [
+        *_list_bucket(scope, "ListOwnPrefix", [f"{scope.app_root}/", "results"]),
+        _statement(
+            "BundlesReleasesInventory",
+            ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            [scope.s3(f"{scope.bucket}/{scope.app_root}/*")],
+        ),
+        *kms_statements(scope, "ArtifactsKey", ["kms:GenerateDataKey", "kms:Decrypt"]),
+        _statement(
+            "CodeDeployApplication",
+            [
+                "codedeploy:GetApplication",
+                "codedeploy:CreateApplication",
+                "codedeploy:ListDeploymentGroups",
+                "codedeploy:RegisterApplicationRevision",
+                "codedeploy:GetApplicationRevision",
+            ],
+            [app_arn],
+        ),
+        _statement(
+            "CodeDeployReadGroups",
+            [
+                "codedeploy:GetDeploymentGroup",
+                "codedeploy:BatchGetDeploymentGroups",
+                "codedeploy:ListDeployments",
+                "codedeploy:BatchGetDeployments",
+            ],
+            [every_group],
+        ),
+        _statement(
+            "CodeDeployFleetGroups",
+            ["codedeploy:CreateDeploymentGroup", "codedeploy:UpdateDeploymentGroup", "codedeploy:CreateDeployment"],
+            groups,
+        ),
+        _statement(
+            "CodeDeployConfigs",
+            ["codedeploy:GetDeploymentConfig"],
+            [scope.arn("codedeploy", f"deploymentconfig:{c}") for c in configs],
+        ),
+    ]
+    if scope.custom_configs:
+        statements.append(
+            _statement(
+                "CodeDeployCreateConfigs",
+                ["codedeploy:CreateDeploymentConfig"],
+                [scope.arn("codedeploy", f"deploymentconfig:{c}") for c in scope.custom_configs],
+            )
+        )
+    statements += [
+        _statement(
+            "CodeDeployNoResourceLevel",
+            ["codedeploy:StopDeployment", "codedeploy:ListDeploymentTargets", "codedeploy:BatchGetDeploymentTargets"],
+            ["*"],
+        ),
+        _statement(
+            "PassServiceRoleToCodeDeploy",
+            ["iam:PassRole"],
+            [scope.service_role_arn],
+            {"StringEquals": {"iam:PassedToService": "codedeploy.amazonaws.com"}},
+        ),
+        _statement("DescribeFleet", ["autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances"], ["*"]),
+        _statement(
+            "TagFleetInstances",
+            ["ec2:CreateTags"],
+            [scope.arn("ec2", "instance/*")],
+            {
+                "StringEquals": {f"aws:ResourceTag/{ASG_NAME_TAG}": sorted(g.asg for g in scope.groups)},
+                "ForAllValues:StringEquals": {"aws:TagKeys": list(TAG_KEYS)},
+            },
+        ),
+        *athena_statements(scope, ddl=True),
+    ]
+    return _document(statements)
+
+
+def instance(scope: Scope) -> Json:
+    statements = [
+        _statement(
+            "ReadBundles",
+            ["s3:GetObject", "s3:GetObjectVersion"],
+            [scope.s3(f"{scope.bucket}/{scope.app_root}/*.tgz")],
+        ),
+        *kms_statements(scope, "DecryptBundles", ["kms:Decrypt"]),
+    ]
+    if scope.sqs:
+        queues = [*sorted({sqs_queue_name(q) for g in scope.groups for q in g.queues}), CANARY_QUEUES]
+        statements += [
+            _statement(
+                "ConsumeOwnQueues",
+                [  # what kombu's SQS transport calls (it finds queue URLs with ListQueues)
+                    "sqs:GetQueueAttributes",
+                    "sqs:CreateQueue",
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:SendMessage",
+                ],
+                [scope.arn("sqs", q) for q in queues],
+            ),
+            _statement("ListQueues", ["sqs:ListQueues"], ["*"]),
+        ]
+    return _document(statements)
+
+
+def codedeploy_service(scope: Scope) -> Json:
+    asgs = [scope.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{g.asg}") for g in scope.groups]
+    alarms = sorted({a for g in scope.groups for a in g.alarms})
+    statements = [
+        _statement(
+            "FleetLifecycleHooksAndProcesses",
+            [
+                "autoscaling:PutLifecycleHook",
+                "autoscaling:DeleteLifecycleHook",
+                "autoscaling:CompleteLifecycleAction",
+                "autoscaling:RecordLifecycleActionHeartbeat",
+                "autoscaling:SuspendProcesses",
+                "autoscaling:ResumeProcesses",
+            ],
+            asgs,
+        ),
+        _statement(
+            "DescribeNoResourceLevel",
+            [
+                "autoscaling:DescribeAutoScalingGroups",
+                "autoscaling:DescribeLifecycleHooks",
+                "autoscaling:DescribeScheduledActions",
+                "autoscaling:DescribePolicies",
+                "autoscaling:DescribeNotificationConfigurations",
+                "ec2:DescribeInstances",
+                "ec2:DescribeInstanceStatus",
+                "tag:GetResources",
+            ],
+            ["*"],
+        ),
+    ]
+    if alarms:
+        statements.append(
+            _statement(
+                "GroupAlarms", ["cloudwatch:DescribeAlarms"], [scope.arn("cloudwatch", f"alarm:{a}") for a in alarms]
+            )
+        )
+    return _document(statements)
+
+
+def athena_reader(scope: Scope) -> Json:
+    root = scope.app_root
+    statements = [
+        *athena_statements(scope, ddl=False),
+        *_list_bucket(scope, "ListTables", [f"{root}/inventory/", f"{root}/releases/", "results"]),
+        _statement(
+            "ReadTables",
+            ["s3:GetObject"],
+            [scope.s3(f"{scope.bucket}/{root}/inventory/*"), scope.s3(f"{scope.bucket}/{root}/releases/*")],
+        ),
+        *kms_statements(scope, "ArtifactsKey", ["kms:Decrypt", "kms:GenerateDataKey"]),
+    ]
+    return _document(statements)
+
+
+BUILDERS = {
+    "deployer": deployer,
+    "instance": instance,
+    "codedeploy-service": codedeploy_service,
+    "athena-reader": athena_reader,
+}
+
+
+def policy(role: str, scope: Scope) -> Json:
+    """The permissions policy of `role` (one of ROLES)."""
+    return BUILDERS[role](scope)
+
+
+def trust(role: str, scope: Scope) -> Json | None:
+    """Who may assume the role; None for athena-reader (a policy to attach to your dashboard's own role)."""
+    if role == "instance":
+        principal: Json = {"Service": "ec2.amazonaws.com"}
+        condition: Json = {}
+    elif role == "codedeploy-service":
+        principal = {"Service": "codedeploy.amazonaws.com"}
+        condition = {}
+        if scope.account:  # the confused-deputy guard: only this account's deployments of this application
+            condition = {
+                "StringEquals": {"aws:SourceAccount": scope.account},
+                "ArnLike": {
+                    "aws:SourceArn": scope.arn("codedeploy", f"deploymentgroup:{scope.application}/*"),
+                },
+            }
+    elif role == "deployer":
+        # Any principal of the account whose own policy allows sts:AssumeRole on it (your CI's role, your users).
+        principal = {"AWS": f"arn:{scope.partition}:iam::{scope.acct}:root"}
+        condition = {}
+    else:
+        return None
+    statement: Json = {"Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}
+    if condition:
+        statement["Condition"] = condition
+    return _document([statement])
+
+
+def notes(role: str, scope: Scope) -> list[str]:
+    """What the policy assumes or could not know, one line each."""
+    out: list[str] = []
+    if scope.account is None:
+        out.append("the AWS account is not known (no --account, no account in service_role_arn): ARNs use '*' for it")
+    if role == "deployer":
+        out.append(f"Athena: workgroup {scope.workgroup}, database {scope.database}, results {scope.output_location}")
+        if too_big(scope):
+            out.append(
+                f"{len(scope.groups)} groups: naming each would pass IAM's {MANAGED_POLICY_LIMIT} characters of a "
+                f"managed policy, so deployment groups are written as {scope.application}/*"
+            )
+    if role == "instance":
+        if scope.sqs:
+            out.append(
+                "SQS: the groups' queues as kombu names them, without a queue_name_prefix (add yours if the app sets "
+                "one); --no-sqs when the broker is Redis or RabbitMQ"
+            )
+        out.append("the CodeDeploy agent needs only the bundle read (AWS's AmazonEC2RoleforAWSCodeDeploy: S3 reads)")
+    if role == "codedeploy-service":
+        out.append(
+            "in-place deployments without a load balancer: AWSCodeDeployRole's ELB, blue/green and SNS rights "
+            "are left out"
+        )
+    if role == "athena-reader":
+        out.append(f"Athena: workgroup {scope.workgroup}, database {scope.database}, results {scope.output_location}")
+        out.append(
+            "picking values from Grafana's data source menus also lists catalogs, databases and workgroups "
+            "(athena:ListDataCatalogs, ListDatabases, ListWorkGroups): add them if you use those menus"
+        )
+    if not scope.kms_key_id and role != "codedeploy-service":
+        out.append("no artifacts.kms_key_id: no KMS statement (objects use S3's default encryption)")
+    return out
