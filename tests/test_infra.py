@@ -236,6 +236,12 @@ def test_fab_infra_writes_refuses_to_overwrite_a_different_file_and_forces(
     code, out, _ = run(tmp_path, "--force", monkeypatch=monkeypatch)
     assert code == 0 and written.read_text() == COMMITTED.read_text()
 
+    mine = tmp_path / "notes.yaml"  # a file fab infra did not write: --force does not replace it
+    mine.write_text("my notes\n")
+    code, out, err = run(tmp_path, "--out", str(mine), "--force", monkeypatch=monkeypatch)
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "not written by `fab infra`" in err
+    assert mine.read_text() == "my notes\n"
+
     other = tmp_path / "elsewhere" / "stack.yaml"
     code, _, _ = run(tmp_path, "--out", str(other), "--workgroup", "reconcile", "--no-sqs", monkeypatch=monkeypatch)
     resources = yaml.safe_load(other.read_text())["Resources"]

@@ -139,7 +139,7 @@ def infra(
     from pathlib import Path
 
     from deploytool.cli import make_console
-    from deploytool.infra import render, template
+    from deploytool.infra import GENERATED_MARK, render, template
 
     loaded = fleet_from(fleet)
     path = options.text("--out", out)
@@ -164,6 +164,11 @@ def infra(
     if current == text:
         console.print(f"{dest}: up to date", markup=False, highlight=False)
         return
+    if current is not None and GENERATED_MARK not in current:
+        raise UsageError(
+            f"refusing to replace {dest}: it was not written by `fab infra` (no {GENERATED_MARK!r} in it), "
+            "also with --force; give --out a new file, or move it away"
+        )
     if current is not None and not force:
         raise UsageError(
             f"{dest} exists and differs from what {loaded.path.name} gives: run `fab infra --force` to replace it "
