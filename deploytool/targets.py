@@ -34,6 +34,7 @@ from rich.console import Console
 from deploytool.aws.codedeploy import CodeDeployGateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
+from deploytool.aws.versions import require_botocore
 from deploytool.config import CodeDeployTarget, Fleet, LocalTarget
 from deploytool.errors import UsageError
 from deploytool.reconcile import command as reconcile_command
@@ -127,6 +128,7 @@ class Connected:
 
 def connect(fleet: Fleet, name: str | None, *, endpoint_url: str | None = None) -> Connected:
     chosen = target(fleet, name)
+    require_botocore()  # a botocore older than the floor: one line, exit 2, before any AWS call
     if isinstance(chosen.config, LocalTarget):
         attached = attach(fleet, chosen.name)
         atexit.register(attached.backend.shutdown)  # no deployment thread is silently cut off at exit
