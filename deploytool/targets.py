@@ -138,7 +138,11 @@ def connect(fleet: Fleet, name: str | None, *, endpoint_url: str | None = None) 
         profile=fleet.aws.profile,
         endpoint_url=endpoint_url or os.environ.get(ENDPOINT_ENV) or None,
     )
-    backend = CodeDeployBackend(CodeDeployGateway(aws), application=application_name(fleet, chosen.config))
+    backend = CodeDeployBackend(
+        CodeDeployGateway(aws),
+        application=application_name(fleet, chosen.config),
+        restart_mode=fleet.app.restart_mode,  # deploymentMode RESTART needs CodeDeploy agent 2.1.0+
+    )
     return Connected(chosen, aws, backend)
 
 

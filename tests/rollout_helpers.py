@@ -37,9 +37,9 @@ ROLE = "arn:aws:iam::123456789012:role/CodeDeployServiceRole"
 BUCKET = "acme-deploy-artifacts"
 
 
-def make_fleet(groups: list[dict[str, Any]]) -> Fleet:
+def make_fleet(groups: list[dict[str, Any]], **app: Any) -> Fleet:
     data = {
-        "app": {"name": "acme-workers", "celery_app": "acme_workers.celery_app:app"},
+        "app": {"name": "acme-workers", "celery_app": "acme_workers.celery_app:app", **app},
         "artifacts": {"bucket": BUCKET},
         "defaults": {"queues": ["default"]},
         "groups": [{"asg": f"asg-{g['name']}", **g} for g in groups],
@@ -83,7 +83,8 @@ def orchestrator(
         prior=prior,
         target_instances=target_instances,
     )
-    return Orchestrator(env.backend(), plan, reporter=reporter or Collect(), clock=env.clock)
+    backend = env.backend(restart_mode=fleet.app.restart_mode)  # as deploytool.targets.connect makes it
+    return Orchestrator(backend, plan, reporter=reporter or Collect(), clock=env.clock)
 
 
 def release(env: CodeDeployEnv, fleet: Fleet, version: str, **kwargs: Any) -> RolloutResult:
@@ -149,9 +150,13 @@ class World:
 
 
 @contextmanager
-def sample_world(tmp_path: Path) -> Iterator[World]:
-    """deploy.toml and sample_app copied outside git (the version is the one given), `fab setup` done."""
-    shutil.copy(ROOT / "deploy.toml", tmp_path / "deploy.toml")
+def sample_world(tmp_path: Path, *, codedeploy_agent: str | None = None) -> Iterator[World]:
+    """deploy.toml and sample_app copied outside git (the version is the one given), `fab setup` done;
+    `codedeploy_agent` is set as app.codedeploy_agent in the copy when given."""
+    text = (ROOT / "deploy.toml").read_text()
+    if codedeploy_agent is not None:
+        text = text.replace("[app]\n", f'[app]\ncodedeploy_agent = "{codedeploy_agent}"\n', 1)
+    (tmp_path / "deploy.toml").write_text(text)
     shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
     fleet = load_fleet(tmp_path / "deploy.toml")
     with codedeploy_env(SAMPLE_SIZES) as env:
@@ -162,7 +167,7 @@ def sample_world(tmp_path: Path) -> Iterator[World]:
         moment = [datetime(2025, 5, 1, 12, 0, tzinfo=UTC)]
         services = Services(
             env.aws,
-            env.backend(),
+            env.backend(restart_mode=fleet.app.restart_mode),
             store,
             Console(file=out, width=200),
             clock=env.clock,
