@@ -102,7 +102,9 @@ def publish(
     groups: Sequence[Group] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> PublishResult:
-    gateway = S3Gateway(session, expected_bucket_owner=fleet.artifacts.expected_bucket_owner)
+    gateway = S3Gateway(
+        session, expected_bucket_owner=fleet.artifacts.expected_bucket_owner, prefix=fleet.artifacts.prefix
+    )
     bucket = fleet.artifacts.bucket
     key = bundle_key(fleet.artifacts.prefix, fleet.app.name, bundle.version, bundle.sha256)
     info = gateway.head(bucket, key)

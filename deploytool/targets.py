@@ -111,7 +111,9 @@ class Connected:
     backend: Backend
 
     def services(self, fleet: Fleet, console: Console, *, ci: bool) -> Services:
-        s3 = S3Gateway(self.aws, expected_bucket_owner=fleet.artifacts.expected_bucket_owner)
+        s3 = S3Gateway(
+            self.aws, expected_bucket_owner=fleet.artifacts.expected_bucket_owner, prefix=fleet.artifacts.prefix
+        )
         store = ReleaseStore(s3, bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name)
         return Services(
             self.aws,

@@ -41,7 +41,9 @@ from deploytool.rollout.wiring import Services as RolloutServices
 def services_for(fleet: Fleet, *, session: AwsSession) -> ReconcileServices:
     """Reconcile's gateways, all on one AwsSession (the target's: deploytool.targets)."""
     return ReconcileServices(
-        s3=S3Gateway(session, expected_bucket_owner=fleet.artifacts.expected_bucket_owner),
+        s3=S3Gateway(
+            session, expected_bucket_owner=fleet.artifacts.expected_bucket_owner, prefix=fleet.artifacts.prefix
+        ),
         autoscaling=AutoScalingGateway(session),
         ec2=Ec2Gateway(session),
         athena=AthenaGateway(session),
