@@ -112,6 +112,8 @@ FLOOR_TESTS = (
     "tests/test_setup.py",
     "tests/test_publish.py",
     "tests/test_record.py",
+    "tests/test_s3_missing_key_403.py",
+    "tests/test_botocore_floor.py",
 )
 
 

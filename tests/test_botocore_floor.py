@@ -78,3 +78,8 @@ def test_fab_tasks_say_it_in_one_line_and_exit_2(
         f"error: botocore {TOO_OLD} is too old for deploytool (needs >= {FLOOR}: CreateDeployment's "
         f"ec2DeploymentOptions and deploymentMode); run: pip install 'boto3>={FLOOR}' 'botocore>={FLOOR}'\n"
     )
+
+
+def test_the_installed_botocore_is_not_below_the_floor() -> None:
+    """In .venv-floor (dev.py's floor run) this is the floor itself; anywhere else, the lock's newer botocore."""
+    assert botocore_problem() is None, botocore_problem()
