@@ -181,14 +181,14 @@ def floor_setup() -> dict[str, str]:
 def floor_test(tier: list[str]) -> int:
     """The CodeDeploy and S3 tests on the lowest boto3/botocore pyproject.toml allows."""
     env = floor_setup()
-    pins = [r for r in floor_requirements(ROOT) if requirement_name(r) in FLOORED]
+    pins = {name: version for name, _, version in (r.partition("==") for r in floor_requirements(ROOT)[:2])}
     # the venv must hold exactly the floors, whatever pip or a constraint decided: else the run proves nothing
-    check = (
-        "import importlib.metadata as m, sys; pins = dict(p.split('==') for p in sys.argv[1:]); "
-        "found = {n: m.version(n) for n in pins}; print('floor run on', *(f'{n} {v}' for n, v in found.items())); "
-        "sys.exit(0 if found == pins else f'.venv-floor holds {found}, not the floors {pins}')"
-    )
-    if run(FLOOR_BIN / "python", "-c", check, *pins, env=env) != 0:
+    ask = "import importlib.metadata as m, sys; print(*(m.version(n) for n in sys.argv[1:]))"
+    done = subprocess.run([FLOOR_BIN / "python", "-c", ask, *pins], env=env, capture_output=True, text=True)
+    found = dict(zip(pins, done.stdout.split(), strict=False))
+    print("floor run on", ", ".join(f"{name} {version}" for name, version in found.items()), flush=True)
+    if found != pins:
+        print(f"error: .venv-floor holds {found or done.stderr.strip()}, not the floors {pins}", file=sys.stderr)
         return 1
     code = run(FLOOR_BIN / "python", "-m", "pytest", *tier, *FLOOR_TESTS, env=env)
     if code == 5:
