@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from deploytool.config import Fleet
+from deploytool.config import CodeDeployTarget, Fleet
 from deploytool.strategy import batches
 
 
@@ -45,3 +45,18 @@ def fleet_table(fleet: Fleet) -> Table:
 def batch_preview(fleet: Fleet, sizes: dict[str, int]) -> dict[str, list[int]]:
     """Batches each group would deploy in, for a given number of instances per group."""
     return {g.name: batches(g.strategy, sizes.get(g.name, 0)) for g in fleet.groups}
+
+
+def restart_line(fleet: Fleet) -> str | None:
+    """What `fab restart` sends on the fleet's codedeploy targets (None without one): deploymentMode RESTART needs
+    CodeDeploy agent 2.1.0+ (app.codedeploy_agent), else each group's last successful revision is redeployed."""
+    if not any(isinstance(t, CodeDeployTarget) for t in fleet.targets.values()):
+        return None
+    agent = fleet.app.codedeploy_agent
+    if fleet.app.restart_mode:
+        return f"fab restart: deploymentMode RESTART (app.codedeploy_agent = {agent!r}: agents 2.1.0+)"
+    declared = f"app.codedeploy_agent = {agent!r}" if agent else "app.codedeploy_agent not set"
+    return (
+        f"fab restart: redeploys each group's last successful revision ({declared}; deploymentMode RESTART "
+        "needs CodeDeploy agent 2.1.0+ on every instance)"
+    )

@@ -34,6 +34,7 @@ from rich.console import Console
 from deploytool.aws.codedeploy import CodeDeployGateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
+from deploytool.aws.versions import require_botocore
 from deploytool.config import CodeDeployTarget, Fleet, LocalTarget
 from deploytool.errors import UsageError
 from deploytool.reconcile import command as reconcile_command
@@ -127,12 +128,17 @@ class Connected:
 
 def connect(fleet: Fleet, name: str | None, *, endpoint_url: str | None = None) -> Connected:
     chosen = target(fleet, name)
+    require_botocore()  # a botocore older than the floor: one line, exit 2, before any AWS call
     if isinstance(chosen.config, LocalTarget):
         attached = attach(fleet, chosen.name)
         atexit.register(attached.backend.shutdown)  # no deployment thread is silently cut off at exit
         return Connected(chosen, attached.aws, attached.backend)
     aws = codedeploy_session(fleet, endpoint_url=endpoint_url)
-    backend = CodeDeployBackend(CodeDeployGateway(aws), application=application_name(fleet, chosen.config))
+    backend = CodeDeployBackend(
+        CodeDeployGateway(aws),
+        application=application_name(fleet, chosen.config),
+        restart_mode=fleet.app.restart_mode,  # deploymentMode RESTART needs CodeDeploy agent 2.1.0+
+    )
     return Connected(chosen, aws, backend)
 
 

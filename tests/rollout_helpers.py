@@ -37,9 +37,9 @@ ROLE = "arn:aws:iam::123456789012:role/CodeDeployServiceRole"
 BUCKET = "acme-deploy-artifacts"
 
 
-def make_fleet(groups: list[dict[str, Any]]) -> Fleet:
+def make_fleet(groups: list[dict[str, Any]], **app: Any) -> Fleet:
     data = {
-        "app": {"name": "acme-workers", "celery_app": "acme_workers.celery_app:app"},
+        "app": {"name": "acme-workers", "celery_app": "acme_workers.celery_app:app", **app},
         "artifacts": {"bucket": BUCKET},
         "defaults": {"queues": ["default"]},
         "groups": [{"asg": f"asg-{g['name']}", **g} for g in groups],
@@ -83,7 +83,8 @@ def orchestrator(
         prior=prior,
         target_instances=target_instances,
     )
-    return Orchestrator(env.backend(), plan, reporter=reporter or Collect(), clock=env.clock)
+    backend = env.backend(restart_mode=fleet.app.restart_mode)  # as deploytool.targets.connect makes it
+    return Orchestrator(backend, plan, reporter=reporter or Collect(), clock=env.clock)
 
 
 def release(env: CodeDeployEnv, fleet: Fleet, version: str, **kwargs: Any) -> RolloutResult:
@@ -154,11 +155,17 @@ def sample_world(
     *,
     fleet_text: Callable[[str], str] | None = None,
     before_setup: Callable[[CodeDeployEnv], None] | None = None,
+    codedeploy_agent: str | None = None,
 ) -> Iterator[World]:
     """deploy.toml and sample_app copied outside git (the version is the one given), `fab setup` done.
-    `fleet_text` edits the copied deploy.toml; `before_setup` sees the environment just before `fab setup`."""
+    `fleet_text` edits the copied deploy.toml; `before_setup` sees the environment just before `fab setup`;
+    `codedeploy_agent` is set as app.codedeploy_agent in the copy when given."""
     text = (ROOT / "deploy.toml").read_text()
-    (tmp_path / "deploy.toml").write_text(fleet_text(text) if fleet_text else text)
+    if fleet_text:
+        text = fleet_text(text)
+    if codedeploy_agent is not None:
+        text = text.replace("[app]\n", f'[app]\ncodedeploy_agent = "{codedeploy_agent}"\n', 1)
+    (tmp_path / "deploy.toml").write_text(text)
     shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
     fleet = load_fleet(tmp_path / "deploy.toml")
     with codedeploy_env(SAMPLE_SIZES) as env:
@@ -169,7 +176,7 @@ def sample_world(
         moment = [datetime(2025, 5, 1, 12, 0, tzinfo=UTC)]
         services = Services(
             env.aws,
-            env.backend(),
+            env.backend(restart_mode=fleet.app.restart_mode),
             store,
             Console(file=out, width=200),
             clock=env.clock,

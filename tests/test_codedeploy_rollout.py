@@ -75,7 +75,7 @@ def test_a_failed_group_rolls_back_to_the_last_good_revision() -> None:
     with codedeploy_env({"asg-video": 3, "asg-email": 1}) as env:
         set_up(env.gateway, fleet)
         assert release(env, fleet, "v1").succeeded
-        bad = env.asg_instances["asg-video"][1]
+        bad = env.asg_instances["asg-video"][0]  # the first: OneAtATime fails and rolls back
         env.sim.inject_failure(bad, "ValidateService")
         result = release(env, fleet, "v2")
         video = result.group("video")
@@ -160,7 +160,7 @@ def test_allatonce_partial_failure_is_reported_as_a_failure() -> None:
 
 
 def test_restart_uses_restart_mode_without_a_revision() -> None:
-    fleet = make_fleet([{"name": "video", "strategy": "HalfAtATime"}])
+    fleet = make_fleet([{"name": "video", "strategy": "HalfAtATime"}], codedeploy_agent="2.1")  # agents 2.1.0+
     with codedeploy_env({"asg-video": 4}) as env:
         set_up(env.gateway, fleet)
         assert release(env, fleet, "v1").succeeded
@@ -187,3 +187,46 @@ def test_redeploy_to_some_instances_updates_only_the_outdated_ones() -> None:
         assert result.succeeded
         redeploy = env.sim.deployments[result.group("video").deployment_id or ""]
         assert list(redeploy.instances) == [stale] and redeploy.request["updateOutdatedInstancesOnly"] is True
+
+
+FULL_LIFECYCLE = ["ApplicationStop", "DownloadBundle", "BeforeInstall", "Install", "AfterInstall", "ApplicationStart"]
+
+
+@pytest.mark.parametrize("agent", [None, "1.7.1"])
+def test_restart_below_agent_2_1_redeploys_the_last_good_revision(agent: str | None) -> None:
+    """deploymentMode RESTART needs CodeDeploy agent 2.1.0+: on an older (or undeclared) agent a restart is a normal
+    deployment of the revision of the group's last SUCCESSFUL deployment, not of the latest one."""
+    app = {"codedeploy_agent": agent} if agent else {}
+    fleet = make_fleet([{"name": "video", "strategy": "OneAtATime"}], **app)
+    with codedeploy_env({"asg-video": 2}) as env:
+        set_up(env.gateway, fleet)
+        assert release(env, fleet, "v1").succeeded
+        bad = env.asg_instances["asg-video"][0]  # the first: OneAtATime fails and rolls back
+        env.sim.inject_failure(bad, "ValidateService")
+        failed = release(env, fleet, "v2")
+        assert not failed.succeeded and failed.group("video").rollback_deployment_id  # rolled back to v1
+        env.sim.failures.pop(bad)
+        registered = env.sim.calls["RegisterApplicationRevision"]
+        result = release(env, fleet, "v2", mode="restart")
+        assert result.succeeded, result.to_dict()
+        restart = env.sim.deployments[result.group("video").deployment_id or ""]
+        assert restart.mode == "STANDARD" and "deploymentMode" not in restart.request
+        location = restart.request["revision"]["s3Location"]
+        assert location["key"] == "deploytool/acme-workers/v1/v1sha.tgz" and location["eTag"] == "etag-v1"
+        assert location["bundleType"] == "tgz"
+        assert restart.request["ec2DeploymentOptions"] == {
+            "autoScalingGroupProcessesToSuspend": ["AZRebalance", "ScheduledActions"]
+        }
+        assert env.sim.calls["RegisterApplicationRevision"] == registered  # a known revision: nothing registered
+        for instance in restart.instances.values():  # every hook runs: the same code, restarted
+            assert [name for name, _ in instance.plan][: len(FULL_LIFECYCLE)] == FULL_LIFECYCLE
+        assert all("/v1/" in env.sim.instance_revision[i] for i in env.asg_instances["asg-video"])
+
+
+def test_restart_of_a_group_never_deployed_is_refused_naming_it() -> None:
+    fleet = make_fleet([{"name": "video", "strategy": "OneAtATime"}])
+    with codedeploy_env({"asg-video": 2}) as env:
+        set_up(env.gateway, fleet)
+        result = release(env, fleet, "v1", mode="restart")
+        assert not result.succeeded and env.sim.calls["CreateDeployment"] == 0
+        assert "group video: nothing to restart: no deployment of it has succeeded yet" in result.group("video").error

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from invoke import Context
 
 from deploytool.config import Strategy, load_fleet
 from deploytool.errors import ConfigError
+from deploytool.tasks import config as config_tasks
+
+ROOT = Path(__file__).resolve().parent.parent
 
 APP = '[app]\nname = "acme"\ncelery_app = "acme.app:app"\n'
 ARTIFACTS = '[artifacts]\nbucket = "acme-artifacts"\n'
@@ -91,7 +96,7 @@ BAD = [
         "unknown app key",
         doc(app=APP + 'celery = "x"\n'),
         "app.celery: unknown key (did you mean 'celery_app'?); allowed: name, source, celery_app, "
-        "install_dir, python, env_file, user",
+        "install_dir, python, env_file, user, codedeploy_agent",
     ),
     (
         "unknown default key",
@@ -339,6 +344,17 @@ BAD = [
         "directory, relative to the fleet file's directory and inside it",
     ),
     (
+        "agent version not a version",
+        doc(app=APP + 'codedeploy_agent = "latest"\n'),
+        "app.codedeploy_agent: got 'latest'; allowed: the version of the oldest CodeDeploy agent on the fleet, "
+        "like '1.7.1' or '2.1'",
+    ),
+    (
+        "agent version a number",
+        doc(app=APP + "codedeploy_agent = 2.1\n"),
+        "app.codedeploy_agent: got 2.1; allowed: a string",
+    ),
+    (
         "source absolute outside",
         doc(app=APP + 'source = "/usr"\n'),
         "app.source: got '/usr', which is outside the fleet file's directory {dir}; allowed: the app's "
@@ -454,3 +470,48 @@ def test_a_source_is_judged_as_written_so_a_linked_in_app_is_fine(tmp_path: Path
     (tmp_path / "repo" / "linked").symlink_to(tmp_path / "elsewhere")
     fleet = load_fleet(write(tmp_path / "repo", doc(app=APP + 'source = "linked"\n')))
     assert fleet.source_dir == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("agent", "restart_mode"),
+    [
+        (None, False),
+        ("1.7", False),
+        ("1.7.1", False),
+        ("2", False),
+        ("2.0.99", False),
+        ("2.1", True),
+        ("2.1.0", True),
+        ("2.10", True),
+        ("3", True),
+    ],
+)
+def test_restart_mode_needs_a_declared_agent_2_1_or_newer(
+    tmp_path: Path, agent: str | None, restart_mode: bool
+) -> None:
+    line = f'codedeploy_agent = "{agent}"\n' if agent else ""
+    fleet = load_fleet(write(tmp_path, doc(app=APP + line)))
+    assert fleet.app.codedeploy_agent == agent and fleet.app.restart_mode is restart_mode
+
+
+@pytest.mark.parametrize(
+    ("agent", "expected"),
+    [
+        (
+            None,
+            "fab restart: redeploys each group's last successful revision (app.codedeploy_agent not set; "
+            "deploymentMode RESTART needs CodeDeploy agent 2.1.0+ on every instance)",
+        ),
+        ("2.1.0", "fab restart: deploymentMode RESTART (app.codedeploy_agent = '2.1.0': agents 2.1.0+)"),
+    ],
+)
+def test_fab_check_says_what_restart_sends(
+    tmp_path: Path, agent: str | None, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (ROOT / "deploy.toml").read_text()  # the sample: a codedeploy target
+    if agent:
+        text = text.replace("[app]\n", f'[app]\ncodedeploy_agent = "{agent}"\n', 1)
+    (tmp_path / "deploy.toml").write_text(text)
+    shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app")
+    config_tasks.check(Context(), fleet=str(tmp_path / "deploy.toml"))
+    assert expected in capsys.readouterr().out.splitlines()

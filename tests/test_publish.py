@@ -207,9 +207,15 @@ def test_access_denied_is_one_clear_line(tmp_path: Path, session: AwsSession) ->
         with pytest.raises(AwsError) as caught:
             run_publish(fleet, bundle, session)
     bucket = fleet.artifacts.bucket
+    # the bundle's key does not exist yet on a first publish: a 403 there is S3's answer without s3:ListBucket
+    # (tests/test_s3_missing_key_403.py), not "access denied"
     assert str(caught.value) == (
-        f"HEAD s3://{bucket}/builds/dt/acme/2024.03.05-abc1234/{bundle.sha256}.tgz: access denied to bucket "
-        f"{bucket!r} (check your credentials, the bucket policy and artifacts.expected_bucket_owner)"
+        f"HEAD s3://{bucket}/builds/dt/acme/2024.03.05-abc1234/{bundle.sha256}.tgz: S3 answered 403 Forbidden; S3 "
+        "answers 403 instead of 404 for a missing key when the caller lacks s3:ListBucket on the bucket, so the key "
+        f"may simply not exist yet: grant s3:ListBucket on arn:aws:s3:::{bucket} with the condition StringLikeIfExists "
+        f's3:prefix "builds/dt/*" (`fab iam-policy --role deployer` prints it; if the key does exist: check '
+        f"s3:GetObject on arn:aws:s3:::{bucket}/builds/dt/*, "
+        "the bucket policy, the KMS key and artifacts.expected_bucket_owner)"
     )
 
 

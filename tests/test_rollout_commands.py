@@ -139,19 +139,43 @@ def test_rollback_skips_the_groups_that_never_left_the_version(world: World, tmp
     assert outcomes["reports"] == "already-deployed"
 
 
+FALLBACK = (
+    "restart: app.codedeploy_agent is not set and deploymentMode RESTART needs CodeDeploy agent 2.1.0 or newer: "
+    "each group redeploys the revision of its last successful deployment instead (every hook runs; the workers "
+    'restart on the same code); set app.codedeploy_agent = "2.1" once every instance runs agent 2.1.0+'
+)
+
+
 def test_restart_and_status(world: World) -> None:
+    """The sample fleet declares no agent version: the restart redeploys each group's last good revision, and says
+    why in one line."""
     world.deploy("v1")
+    before = set(world.env.sim.deployments)
     result = commands.restart(
         world.fleet, "production", world.fleet.groups, RolloutOptions(max_parallel=1), world.services, Output(ci=True)
     )
     assert result is not None and result.succeeded
-    restarts = [d for d in world.env.sim.deployments.values() if d.mode == "RESTART"]
-    assert len(restarts) == 3
+    restarts = [d for i, d in world.env.sim.deployments.items() if i not in before]
+    assert len(restarts) == 3 and all(d.mode == "STANDARD" for d in restarts)
+    assert all("/v1/" in d.request["revision"]["s3Location"]["key"] for d in restarts)
+    assert world.out.getvalue().count(FALLBACK) == 1
     world.out.truncate(0)
     commands.status(world.fleet, "production", world.services, None)
     text = world.out.getvalue()
     assert "release 20250501T120500Z-v1: v1 on production" in text
     assert "video" in text and "Succeeded" in text and "2/0/2" in text
+
+
+def test_restart_with_agents_2_1_sends_deployment_mode_restart(tmp_path: Path) -> None:
+    with sample_world(tmp_path, codedeploy_agent="2.1") as world:
+        world.deploy("v1")
+        result = commands.restart(
+            world.fleet, "production", world.fleet.groups, RolloutOptions(), world.services, Output(ci=True)
+        )
+        assert result is not None and result.succeeded
+        restarts = [d for d in world.env.sim.deployments.values() if d.mode == "RESTART"]
+        assert len(restarts) == 3 and all("revision" not in d.request for d in restarts)
+        assert "restart: app.codedeploy_agent" not in world.out.getvalue()
 
 
 def test_restart_says_what_it_does_once(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,6 +41,9 @@ class ObjectInfo:
     version_id: str | None = None
 
 
+DENIED = ("AccessDenied", "403", "Forbidden")
+
+
 class ArtifactSettings(Protocol):
     """What the gateway needs of the fleet's `[artifacts]` (deploytool.config.Artifacts has it)."""
 
@@ -50,22 +53,38 @@ class ArtifactSettings(Protocol):
     @property
     def expected_bucket_owner(self) -> str | None: ...
 
+    @property
+    def prefix(self) -> str: ...
+
 
 ENCRYPTION_ARGS = frozenset({"ServerSideEncryption", "SSEKMSKeyId", "SSEKMSEncryptionContext", "BucketKeyEnabled"})
 
 
 class S3Gateway:
+    """`prefix`: the fleet's artifacts.prefix, named in the fix a 403 for a key that may not exist gets."""
+
     def __init__(
-        self, session: AwsSession, *, expected_bucket_owner: str | None = None, kms_key_id: str | None = None
+        self,
+        session: AwsSession,
+        *,
+        expected_bucket_owner: str | None = None,
+        kms_key_id: str | None = None,
+        prefix: str | None = None,
     ) -> None:
         self.client = session.client("s3")
         self.owner = expected_bucket_owner
         self.kms_key_id = kms_key_id
+        self.prefix = prefix
 
     @classmethod
     def for_artifacts(cls, session: AwsSession, artifacts: ArtifactSettings) -> S3Gateway:
-        """The gateway for the fleet's bucket: its KMS key and expected owner on every request that needs them."""
-        return cls(session, expected_bucket_owner=artifacts.expected_bucket_owner, kms_key_id=artifacts.kms_key_id)
+        """The gateway for the fleet's bucket: its KMS key, expected owner and prefix on every request."""
+        return cls(
+            session,
+            expected_bucket_owner=artifacts.expected_bucket_owner,
+            kms_key_id=artifacts.kms_key_id,
+            prefix=artifacts.prefix,
+        )
 
     def _owner(self) -> dict[str, str]:
         return {"ExpectedBucketOwner": self.owner} if self.owner else {}
@@ -88,13 +107,29 @@ class S3Gateway:
         code = error_code(exc)
         if code in ("NoSuchBucket",):
             return AwsError(f"{what}: bucket {bucket!r} does not exist (artifacts.bucket)", code=code)
-        if code in ("AccessDenied", "403", "Forbidden"):
+        if code in DENIED:
             return AwsError(
                 f"{what}: access denied to bucket {bucket!r} (check your credentials, the bucket policy "
                 "and artifacts.expected_bucket_owner)",
                 code=code,
             )
         return describe_aws_error(exc, what)
+
+    def _maybe_missing(self, exc: Exception, what: str, bucket: str, key: str) -> AwsError:
+        """A read of a key that may not exist yet: without s3:ListBucket on the bucket, S3 answers a missing key
+        with 403 (HEAD: "403 Forbidden", GET: AccessDenied) instead of 404, so "access denied" would send the
+        user the wrong way; the line says so and names the grant."""
+        if error_code(exc) not in DENIED:
+            return self._fail(exc, what, bucket)
+        prefix = self.prefix or key.split("/", 1)[0]
+        return AwsError(
+            f"{what}: S3 answered 403 Forbidden; S3 answers 403 instead of 404 for a missing key when the caller "
+            f"lacks s3:ListBucket on the bucket, so the key may simply not exist yet: grant s3:ListBucket on "
+            f'arn:aws:s3:::{bucket} with the condition StringLikeIfExists s3:prefix "{prefix}/*" '
+            "(`fab iam-policy --role deployer` prints it; if the key does exist: "
+            f"check s3:GetObject on arn:aws:s3:::{bucket}/{prefix}/*, the bucket policy, the KMS key and "
+            "artifacts.expected_bucket_owner)"
+        )
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         """The object's info, or None when it does not exist (one HEAD request)."""
@@ -103,7 +138,7 @@ class S3Gateway:
         except ClientError as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise self._fail(exc, f"HEAD s3://{bucket}/{key}", bucket) from exc
+            raise self._maybe_missing(exc, f"HEAD s3://{bucket}/{key}", bucket, key) from exc
         except BotoCoreError as exc:
             raise self._fail(exc, f"HEAD s3://{bucket}/{key}", bucket) from exc
         return ObjectInfo(key, bare_etag(r["ETag"]), r["ContentLength"], r.get("Metadata", {}), r.get("VersionId"))
@@ -168,7 +203,7 @@ class S3Gateway:
         except ClientError as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise self._fail(exc, f"GET s3://{bucket}/{key}", bucket) from exc
+            raise self._maybe_missing(exc, f"GET s3://{bucket}/{key}", bucket, key) from exc
         except BotoCoreError as exc:
             raise self._fail(exc, f"GET s3://{bucket}/{key}", bucket) from exc
         body: bytes = r["Body"].read()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import botocore
 
+from deploytool.errors import UsageError
+
 MIN_BOTOCORE: tuple[int, int, int] = (1, 43, 115)
 
 
@@ -40,3 +42,14 @@ def botocore_problem(installed: str | None = None) -> str | None:
 def botocore_version() -> str:
     """The installed botocore's version (what botocore_problem judges when given nothing)."""
     return str(botocore.__version__)
+
+
+def require_botocore() -> None:
+    """Refuse (UsageError, exit 2: one line) to talk to a target with a botocore older than the floor.
+
+    Called where a command first makes the AwsSession of a real or sandbox target (deploytool.targets.connect,
+    `fab publish`, `fab setup`, the sandbox's start), before any AWS call, so an old botocore is named instead
+    of failing CreateDeployment's parameter validation with a traceback."""
+    problem = botocore_problem(botocore.__version__)
+    if problem is not None:
+        raise UsageError(problem)

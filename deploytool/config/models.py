@@ -35,6 +35,11 @@ _QUEUE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 _APP_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 # Instance paths end up in the appspec, shell hooks and systemd units: absolute, no spaces or quotes.
 _ABS_PATH = r"^(/[A-Za-z0-9_.@+-]+)+$"
+# The oldest CodeDeploy agent on the fleet, as a version: '1.7', '1.7.1', '2.1.0'.
+_AGENT_VERSION = r"^[0-9]{1,4}(\.[0-9]{1,4}){0,2}$"
+# CreateDeployment's deploymentMode RESTART needs this agent or newer on every instance (1.x agents do not
+# auto-update to 2.x); below it `fab restart` redeploys each group's last successful revision instead.
+RESTART_MODE_AGENT = (2, 1, 0)
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,16 @@ class App(Model):
     python: Annotated[str, Field(pattern=_ABS_PATH)] | None = None
     env_file: Annotated[str, Field(pattern=_ABS_PATH)] | None = None
     user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = None
+    codedeploy_agent: Annotated[str, Field(pattern=_AGENT_VERSION)] | None = None
+
+    @property
+    def restart_mode(self) -> bool:
+        """Whether `fab restart` may send deploymentMode RESTART: the declared oldest CodeDeploy agent is 2.1.0 or
+        newer. Not declared counts as older (the safe side: a redeploy of the last good revision works on any agent)."""
+        if self.codedeploy_agent is None:
+            return False
+        parts = tuple(int(p) for p in self.codedeploy_agent.split("."))
+        return parts + (0,) * (3 - len(parts)) >= RESTART_MODE_AGENT
 
     def user_requirements(self) -> str | None:
         """What `user` needs on every instance, which no check here can see (fab check prints it)."""
@@ -322,6 +337,7 @@ PATTERN_WORDS = {
     _QUEUE: "letters, digits, '_', '.' and '-' (at most 80, starting with a letter or digit)",
     r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$": "a Celery app path like 'package.module:app'",
     r"^[a-z_][a-z0-9_-]{0,31}$": "a Linux user name",
+    _AGENT_VERSION: "the version of the oldest CodeDeploy agent on the fleet, like '1.7.1' or '2.1'",
     r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$": "an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')",
     r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$": "key parts of letters, digits, '_', '.' and '-' joined by '/'",
     r"^\d{12}$": "a 12-digit AWS account id",

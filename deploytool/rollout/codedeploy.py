@@ -5,7 +5,10 @@ Contract:
   (bundleType tgz, eTag, the S3 object version when there is one), the group's deployment config
   (Strategy.deployment_config_name, created by `fab setup`), ec2DeploymentOptions suspending AZRebalance
   and ScheduledActions (and Terminate when the group sets suspend_terminate) for the deployment.
-  mode="restart" sends deploymentMode RESTART and no revision. A redeploy to some instances
+  mode="restart" sends deploymentMode RESTART and no revision when the backend may (`restart_mode`: the fleet
+  declares CodeDeploy agents 2.1.0+, app.codedeploy_agent); otherwise it is a normal deployment of the revision
+  of the group's last successful deployment (GetDeploymentGroup, BatchGetDeployments): every hook runs and
+  the workers restart on the code they run. A redeploy to some instances
   (request.target_instances) sends updateOutdatedInstancesOnly: CodeDeploy itself picks the instances
   not on the group's revision (its targetInstances parameter is for blue/green only).
 - poll: BatchGetDeployments, 25 ids a call; the lifecycle event per instance is not fetched while
@@ -22,6 +25,7 @@ from typing import Any, cast
 
 from deploytool.aws.codedeploy import CodeDeployGateway
 from deploytool.config import Group
+from deploytool.errors import AwsError
 from deploytool.model import Revision
 from deploytool.rollout.backend import (
     DeploymentSnapshot,
@@ -54,8 +58,9 @@ def version_from_key(key: str) -> str | None:
     return parts[-2] if len(parts) >= 3 else None
 
 
-def create_params(request: DeployRequest) -> dict[str, Any]:
-    """CreateDeployment's parameters (besides application and group) for one request."""
+def create_params(request: DeployRequest, *, last_good: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """CreateDeployment's parameters (besides application and group) for one request. A restart with
+    `last_good` (a RevisionLocation, that of the group's last successful deployment) redeploys it."""
     group = request.group
     processes = [*ALWAYS_SUSPENDED, *(["Terminate"] if group.suspend_terminate else [])]
     params: dict[str, Any] = {
@@ -64,7 +69,9 @@ def create_params(request: DeployRequest) -> dict[str, Any]:
         "ec2DeploymentOptions": {"autoScalingGroupProcessesToSuspend": processes},
         "fileExistsBehavior": "OVERWRITE",
     }
-    if request.mode == "restart":
+    if request.mode == "restart" and last_good is not None:
+        params["revision"] = dict(last_good)
+    elif request.mode == "restart":
         params["deploymentMode"] = "RESTART"
     else:
         assert request.revision is not None
@@ -118,9 +125,10 @@ def instance_progress(target: Mapping[str, Any]) -> InstanceProgress:
 class CodeDeployBackend:
     name = "codedeploy"
 
-    def __init__(self, gateway: CodeDeployGateway, *, application: str) -> None:
+    def __init__(self, gateway: CodeDeployGateway, *, application: str, restart_mode: bool = False) -> None:
         self.gateway = gateway
         self.application = application
+        self.restart_mode = restart_mode  # deploymentMode RESTART allowed: every agent is 2.1.0+
         self._registered: set[str] = set()
         self._lock = threading.Lock()
 
@@ -139,7 +147,25 @@ class CodeDeployBackend:
     def start(self, request: DeployRequest) -> str:
         if request.mode == "deploy":
             self._register(request)
-        return self.gateway.create_deployment(self.application, request.group.name, create_params(request))
+        last_good = (
+            self.last_good_revision(request.group) if request.mode == "restart" and not self.restart_mode else None
+        )
+        return self.gateway.create_deployment(
+            self.application, request.group.name, create_params(request, last_good=last_good)
+        )
+
+    def last_good_revision(self, group: Group) -> dict[str, Any]:
+        """The revision of the group's last successful deployment (what RESTART would restart); an AwsError when
+        no deployment of the group has succeeded yet."""
+        info = self.gateway.get_deployment_group(self.application, group.name)
+        if info is None:
+            raise AwsError(f"group {group.name}: the deployment group does not exist (run `fab setup` for this target)")
+        deployment_id = str((info.get("lastSuccessfulDeployment") or {}).get("deploymentId") or "")
+        found = self.gateway.get_deployments([deployment_id]).get(deployment_id, {}) if deployment_id else {}
+        revision = found.get("revision") or info.get("targetRevision")
+        if not deployment_id or not revision:
+            raise AwsError(f"group {group.name}: nothing to restart: no deployment of it has succeeded yet")
+        return dict(revision)
 
     def poll(self, deployment_ids: Sequence[str]) -> Mapping[str, DeploymentSnapshot]:
         return {i: snapshot(info) for i, info in self.gateway.get_deployments(deployment_ids).items()}

@@ -27,6 +27,7 @@ from deploytool.errors import DeployFailed, DeployToolError, RecordNotWritten, U
 from deploytool.model import release_id
 from deploytool.render import Templates
 from deploytool.rollout.backend import Backend, DeploymentSnapshot
+from deploytool.rollout.codedeploy import CodeDeployBackend
 from deploytool.rollout.plan import PriorDeployment, RolloutOptions, RolloutPlan, check_min_healthy, rollout_plan
 from deploytool.rollout.progress import what_release_does
 from deploytool.rollout.record import prior_deployments
@@ -227,11 +228,24 @@ def restart(
     if output.json_out:
         check_json_out(Path(output.json_out))
     check_group_sizes(target_name, groups, services)
+    if isinstance(services.backend, CodeDeployBackend) and not services.backend.restart_mode:
+        services.console.print(restart_fallback_line(fleet), markup=False, highlight=False, soft_wrap=True)
     plan = restart_plan(target_name, groups, options, services.now())
     if dry_run:
         show_plan(plan, services, resumed=False)
         return None
     return run_rollout(plan, services, output)
+
+
+def restart_fallback_line(fleet: Fleet) -> str:
+    """Why a restart on CodeDeploy is a redeploy of each group's last good revision (deploytool.rollout.codedeploy)."""
+    agent = fleet.app.codedeploy_agent
+    declared = f"app.codedeploy_agent is {agent}" if agent else "app.codedeploy_agent is not set"
+    return (
+        f"restart: {declared} and deploymentMode RESTART needs CodeDeploy agent 2.1.0 or newer: each group "
+        "redeploys the revision of its last successful deployment instead (every hook runs; the workers restart "
+        'on the same code); set app.codedeploy_agent = "2.1" once every instance runs agent 2.1.0+'
+    )
 
 
 def restart_plan(target_name: str, groups: Sequence[Group], options: RolloutOptions, now: datetime) -> RolloutPlan:

@@ -37,6 +37,7 @@ from deploytool.aws.local import local_session
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.aws.sqs import SqsGateway
+from deploytool.aws.versions import require_botocore
 from deploytool.config import App, Fleet, LocalTarget
 from deploytool.errors import UsageError
 from deploytool.owned import check_owned, fresh_owned
@@ -171,6 +172,7 @@ class SandboxSession:
 
     def __enter__(self) -> SandboxSession:
         self._check_own_dirs()  # a refusal stops nothing and deletes nothing
+        require_botocore()  # nor does a botocore older than the floor
         try:
             self.start()
         except BaseException:

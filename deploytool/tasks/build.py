@@ -9,6 +9,7 @@ from rich.console import Console
 
 from deploytool import options, targets
 from deploytool.aws.session import AwsSession
+from deploytool.aws.versions import require_botocore
 from deploytool.bundle import BundleResult, build_release
 from deploytool.cli import cli_task, fleet_from, make_console
 from deploytool.config import Fleet
@@ -94,6 +95,7 @@ def publish(
             f"target {name!r} is the local sandbox: its S3 is the sandbox's moto server, which `fab sandbox` "
             "starts; pass --endpoint-url to publish to another S3-compatible endpoint"
         )
+    require_botocore()
     bundle = _built(loaded, version, allow_dirty, out_dir)
     session = AwsSession(region=loaded.aws.region, profile=loaded.aws.profile, endpoint_url=endpoint_url)
     result = publish_bundle(bundle, loaded, session, target=name, created_by=creator())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke.context import Context
 
 from deploytool.cli import cli_task, fleet_from, make_console
-from deploytool.report import fleet_table
+from deploytool.report import fleet_table, restart_line
 
 
 @cli_task(help={"fleet": "fleet file (default deploy.toml)", "debug": "show tracebacks"})
@@ -14,6 +14,9 @@ def check(c: Context, fleet: str | None = None, debug: bool = False) -> None:
     loaded = fleet_from(fleet)
     console = make_console()
     console.print(fleet_table(loaded))
+    line = restart_line(loaded)
+    if line:
+        console.print(line, markup=False, highlight=False)
     for warning in loaded.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     needs = loaded.app.user_requirements()

@@ -77,11 +77,13 @@ def setup(
     """Create or update the CodeDeploy application, deployment groups and configs (plan, then apply)."""
     from deploytool.aws.codedeploy import CodeDeployGateway
     from deploytool.aws.session import AwsSession
+    from deploytool.aws.versions import require_botocore
     from deploytool.rollout import commands
 
     loaded = fleet_from(fleet)
     name = options.target(loaded, target)
     chosen = targets.codedeploy(loaded, name)  # a sandbox target is refused before any AWS set-up
+    require_botocore()
     gateway = CodeDeployGateway(AwsSession(region=loaded.aws.region, profile=loaded.aws.profile))
     commands.setup(loaded, chosen, gateway, make_console(), dry_run=dry_run)
 

@@ -78,8 +78,9 @@ class CodeDeployEnv:
     gateway: CodeDeployGateway
     asg_instances: dict[str, list[str]]
 
-    def backend(self, application: str = "acme-workers") -> CodeDeployBackend:
-        return CodeDeployBackend(self.gateway, application=application)
+    def backend(self, application: str = "acme-workers", *, restart_mode: bool = False) -> CodeDeployBackend:
+        """restart_mode: the fleet declares agents 2.1.0+ (App.restart_mode), as deploytool.targets passes it."""
+        return CodeDeployBackend(self.gateway, application=application, restart_mode=restart_mode)
 
 
 @contextmanager
