@@ -94,11 +94,11 @@ def athena_statements(scope: Scope, *, ddl: bool) -> list[Json]:
             + ([] if ddl else ["athena:GetWorkGroup"]),
             [scope.arn("athena", f"workgroup/{scope.workgroup}")],
         ),
-        _statement("GlueReadTables", reads, catalog + tables),
+        # ddl, for `fab athena-ddl --apply`: CREATE DATABASE / CREATE EXTERNAL TABLE IF NOT EXISTS.
+        _statement("GlueTables", [*reads, "glue:CreateDatabase", "glue:CreateTable"], catalog + tables)
+        if ddl
+        else _statement("GlueReadTables", reads, catalog + tables),
     ]
-    if ddl:
-        # `fab athena-ddl --apply`: CREATE DATABASE / CREATE EXTERNAL TABLE IF NOT EXISTS.
-        statements.append(_statement("GlueCreateTables", ["glue:CreateDatabase", "glue:CreateTable"], catalog + tables))
     bucket, path = scope.results
     statements += [
         _statement(
@@ -207,8 +207,14 @@ def deployer(scope: Scope, *, compact: bool | None = None) -> Json:
         )
     statements += [
         _statement(
-            "CodeDeployNoResourceLevel",
-            ["codedeploy:StopDeployment", "codedeploy:ListDeploymentTargets", "codedeploy:BatchGetDeploymentTargets"],
+            "NoResourceLevel",  # none of these can be scoped to a resource (Service Authorization Reference)
+            [
+                "codedeploy:StopDeployment",
+                "codedeploy:ListDeploymentTargets",
+                "codedeploy:BatchGetDeploymentTargets",
+                "autoscaling:DescribeAutoScalingGroups",
+                "ec2:DescribeInstances",
+            ],
             ["*"],
         ),
         _statement(
@@ -217,7 +223,6 @@ def deployer(scope: Scope, *, compact: bool | None = None) -> Json:
             [scope.service_role_arn],
             {"StringEquals": {"iam:PassedToService": "codedeploy.amazonaws.com"}},
         ),
-        _statement("DescribeFleet", ["autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances"], ["*"]),
         _statement(
             "TagFleetInstances",
             ["ec2:CreateTags"],
