@@ -362,7 +362,8 @@ def test_the_policy_grants_nothing_the_flows_do_not_use_but_what_is_listed(run: 
 
 
 def test_a_call_outside_the_fleet_is_denied(run: Run) -> None:
-    """The scoping is real: the same calls against another bucket, application, ASG or key are refused."""
+    """The scoping is real: the same calls against another bucket, application, ASG, key, role or queue, and
+    deletes outside doctor's probe, are refused."""
     policy = deployer_policy(run.world)
     facts = run.facts
     others = [
@@ -374,6 +375,20 @@ def test_a_call_outside_the_fleet_is_denied(run: Run) -> None:
             "codedeploy", "CreateDeploymentGroup", {"applicationName": "acme-workers", "deploymentGroupName": "x"}, {}
         ),
         Call("athena", "StartQueryExecution", {"QueryString": "SELECT 1", "WorkGroup": "admin"}, {}),
+        # doctor's deletes are for its probe only: no release record, index or bundle (nor a version of one)
+        Call(
+            "s3", "DeleteObject", {"Bucket": "acme-deploy-artifacts", "Key": "deploytool/acme-workers/index.json"}, {}
+        ),
+        Call(
+            "s3",
+            "DeleteObject",
+            {"Bucket": "acme-deploy-artifacts", "Key": "deploytool/acme-workers/x", "VersionId": "1"},
+            {},
+        ),
+        Call("s3", "PutObject", {"Bucket": "acme-deploy-artifacts", "Key": "deploytool/other/x"}, {}),
+        Call("iam", "GetRole", {"RoleName": "Admin"}, {}),
+        Call("sqs", "GetQueueAttributes", {"QueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/payments"}, {}),
+        Call("kms", "DescribeKey", {"KeyId": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/another"}, {}),
     ]
     for call in others:
         assert denied(policy, requests([call], facts)), call
