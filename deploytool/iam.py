@@ -8,8 +8,8 @@ account) plus the Athena names `fab reconcile` uses; `policy(role, scope)` gives
 paste (console, Terraform's `aws_iam_policy`, CloudFormation). Roles, and what each command needs:
 
 - deployer: the person or CI running fab publish / setup / deploy / rollback / restart / status / reconcile
-  [--fix] / athena-ddl --apply. tests/test_iam_flows.py records every AWS call those flows make and proves
-  each one is allowed by this policy.
+  [--fix] / athena-ddl --apply / doctor. tests/test_iam_flows.py records every AWS call those flows make and
+  proves each one is allowed by this policy.
 - instance: the workers' instance profile: the CodeDeploy agent reads the bundle (and decrypts it), the
   Celery worker consumes its queues on SQS (unless sqs=False).
 - codedeploy-service: the role CodeDeploy assumes (`service_role_arn`): AWS's AWSCodeDeployRole reduced to
@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from deploytool.config import CodeDeployTarget, Fleet
+from deploytool.iam_scope import Scope as Scope  # the Scope and its builder live in iam_scope.py
+from deploytool.iam_scope import scope_for as scope_for
+from deploytool.iam_scope import sqs_queue_name as sqs_queue_name
 from deploytool.reconcile.sql import TABLES
-from deploytool.rollout.setup import application_name, min_healthy_hosts
 
 ROLES = ("deployer", "instance", "codedeploy-service", "athena-reader")
 TAG_KEYS = ("deploytool:deployed-at", "deploytool:release", "deploytool:version")  # deploytool.rollout.tags
@@ -38,110 +38,6 @@ ASG_NAME_TAG = "aws:autoscaling:groupName"  # set by Auto Scaling on every insta
 CANARY_QUEUES = "deploytool-canary-*"  # deploytool_instance.brokers.sqs.canary_queue
 Json = dict[str, Any]
 MANAGED_POLICY_LIMIT = 6144  # characters of a managed policy, whitespace not counted (IAM quotas)
-
-
-@dataclass(frozen=True)
-class GroupScope:
-    name: str
-    asg: str
-    queues: tuple[str, ...]
-    config: str  # its CodeDeploy deployment config
-    alarms: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Scope:
-    region: str
-    account: str | None  # None: unknown, `*` in ARNs
-    bucket: str
-    prefix: str
-    app: str
-    application: str  # the CodeDeploy application
-    groups: tuple[GroupScope, ...]
-    custom_configs: tuple[str, ...]  # deployment configs `fab setup` creates
-    service_role_arn: str
-    kms_key_id: str | None
-    database: str
-    workgroup: str
-    output_location: str  # s3://bucket/path/ of Athena's results
-    sqs: bool = True  # the workers' broker is SQS
-
-    @property
-    def partition(self) -> str:
-        if self.region.startswith("cn-"):
-            return "aws-cn"
-        if self.region.startswith("us-gov-"):
-            return "aws-us-gov"
-        return "aws"
-
-    @property
-    def acct(self) -> str:
-        return self.account or "*"
-
-    def arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> str:
-        return (
-            f"arn:{self.partition}:{service}:{self.region if region else ''}:{self.acct if account else ''}:{resource}"
-        )
-
-    def s3(self, path: str) -> str:
-        return f"arn:{self.partition}:s3:::{path}"
-
-    @property
-    def app_root(self) -> str:
-        return f"{self.prefix}/{self.app}" if self.prefix else self.app
-
-    @property
-    def results(self) -> tuple[str, str]:
-        """(bucket, key prefix ending in '/') of the Athena results location."""
-        bucket, _, path = self.output_location.removeprefix("s3://").partition("/")
-        return bucket, (path.rstrip("/") + "/") if path else ""
-
-
-def account_of(arn: str | None) -> str | None:
-    parts = (arn or "").split(":")
-    return parts[4] if len(parts) > 5 and parts[4].isdigit() else None
-
-
-def scope_for(
-    fleet: Fleet,
-    target: CodeDeployTarget,
-    *,
-    database: str,
-    workgroup: str,
-    output_location: str,
-    account: str | None = None,
-    sqs: bool = True,
-) -> Scope:
-    groups = tuple(
-        GroupScope(g.name, g.asg, tuple(g.queues or ()), g.strategy.deployment_config_name, tuple(g.alarms))
-        for g in fleet.groups
-    )
-    custom = tuple(
-        sorted({g.strategy.deployment_config_name for g in fleet.groups if min_healthy_hosts(g.strategy) is not None})
-    )
-    return Scope(
-        region=fleet.aws.region,
-        account=account or account_of(target.service_role_arn) or fleet.artifacts.expected_bucket_owner,
-        bucket=fleet.artifacts.bucket,
-        prefix=fleet.artifacts.prefix,
-        app=fleet.app.name,
-        application=application_name(fleet, target),
-        groups=groups,
-        custom_configs=custom,
-        service_role_arn=target.service_role_arn,
-        kms_key_id=fleet.artifacts.kms_key_id,
-        database=database,
-        workgroup=workgroup,
-        output_location=output_location,
-        sqs=sqs,
-    )
-
-
-def sqs_queue_name(queue: str) -> str:
-    """The SQS name kombu gives a Celery queue: '.' becomes '-' (a '.fifo' suffix stays), no prefix."""
-    if queue.endswith(".fifo"):
-        return queue[: -len(".fifo")].replace(".", "-") + ".fifo"
-    return queue.replace(".", "-")
 
 
 def _statement(sid: str, actions: Sequence[str], resources: Sequence[str], condition: Json | None = None) -> Json:
@@ -163,20 +59,20 @@ def _document(statements: Sequence[Json]) -> Json:
 # --- the pieces several roles share ----------------------------------------------------------------
 
 
-def kms_statements(scope: Scope, sid: str, actions: Sequence[str]) -> list[Json]:
-    """Use of the fleet's key, only through S3 (kms:ViaService); none without a key."""
+def kms_statements(scope: Scope, sid: str, actions: Sequence[str], *, via_s3: bool = True) -> list[Json]:
+    """Use of the fleet's key, only through S3 (kms:ViaService) unless not via_s3; none without a key."""
     key = scope.kms_key_id
     if not key:
         return []
-    via = {"kms:ViaService": f"s3.{scope.region}.amazonaws.com"}
+    via: Json = {"StringEquals": {"kms:ViaService": f"s3.{scope.region}.amazonaws.com"}} if via_s3 else {}
     if key.startswith("arn:") and ":key/" in key:
-        return [_statement(sid, actions, [key], {"StringEquals": via})]
+        return [_statement(sid, actions, [key], via)]
     alias = key.split(":", 5)[-1] if key.startswith("arn:") else key
     if alias.startswith("alias/"):
         # An alias cannot be a policy's resource for these actions: any key of the account that carries it.
-        condition = {"StringEquals": via, "ForAnyValue:StringEquals": {"kms:ResourceAliases": [alias]}}
+        condition = {**via, "ForAnyValue:StringEquals": {"kms:ResourceAliases": [alias]}}
         return [_statement(sid, actions, [scope.arn("kms", "key/*")], condition)]
-    return [_statement(sid, actions, [scope.arn("kms", f"key/{key}")], {"StringEquals": via})]
+    return [_statement(sid, actions, [scope.arn("kms", f"key/{key}")], via)]
 
 
 def athena_statements(scope: Scope, *, ddl: bool) -> list[Json]:
@@ -198,11 +94,11 @@ def athena_statements(scope: Scope, *, ddl: bool) -> list[Json]:
             + ([] if ddl else ["athena:GetWorkGroup"]),
             [scope.arn("athena", f"workgroup/{scope.workgroup}")],
         ),
-        _statement("GlueReadTables", reads, catalog + tables),
+        # ddl, for `fab athena-ddl --apply`: CREATE DATABASE / CREATE EXTERNAL TABLE IF NOT EXISTS.
+        _statement("GlueTables", [*reads, "glue:CreateDatabase", "glue:CreateTable"], catalog + tables)
+        if ddl
+        else _statement("GlueReadTables", reads, catalog + tables),
     ]
-    if ddl:
-        # `fab athena-ddl --apply`: CREATE DATABASE / CREATE EXTERNAL TABLE IF NOT EXISTS.
-        statements.append(_statement("GlueCreateTables", ["glue:CreateDatabase", "glue:CreateTable"], catalog + tables))
     bucket, path = scope.results
     statements += [
         _statement(
@@ -251,10 +147,21 @@ def too_big(scope: Scope) -> bool:
     return size(deployer(scope, compact=False)) > MANAGED_POLICY_LIMIT
 
 
+def without_sids(document: Json) -> Json:
+    """The same permissions without the statements' names (a Sid only names a statement)."""
+    return {**document, "Statement": [{k: v for k, v in s.items() if k != "Sid"} for s in document["Statement"]]}
+
+
 def deployer(scope: Scope, *, compact: bool | None = None) -> Json:
-    """compact (default: when naming every group would be too big): the groups' writes on <application>/*."""
+    """compact (default: when naming every group would be too big): the groups' writes on <application>/*,
+    doctor's queue reads on every queue, and, if that is still too big, no Sids."""
     if compact is None:
         compact = too_big(scope)
+    document = _deployer(scope, compact=compact)
+    return without_sids(document) if compact and size(document) > MANAGED_POLICY_LIMIT else document
+
+
+def _deployer(scope: Scope, *, compact: bool) -> Json:
     app_arn = scope.arn("codedeploy", f"application:{scope.application}")
     every_group = scope.arn("codedeploy", f"deploymentgroup:{scope.application}/*")
     groups = [scope.arn("codedeploy", f"deploymentgroup:{scope.application}/{g.name}") for g in scope.groups]
@@ -274,7 +181,6 @@ def deployer(scope: Scope, *, compact: bool | None = None) -> Json:
             [
                 "codedeploy:GetApplication",
                 "codedeploy:CreateApplication",
-                "codedeploy:ListDeploymentGroups",
                 "codedeploy:RegisterApplicationRevision",
                 "codedeploy:GetApplicationRevision",
             ],
@@ -284,7 +190,6 @@ def deployer(scope: Scope, *, compact: bool | None = None) -> Json:
             "CodeDeployReadGroups",
             [
                 "codedeploy:GetDeploymentGroup",
-                "codedeploy:BatchGetDeploymentGroups",
                 "codedeploy:ListDeployments",
                 "codedeploy:BatchGetDeployments",
             ],
@@ -311,8 +216,16 @@ def deployer(scope: Scope, *, compact: bool | None = None) -> Json:
         )
     statements += [
         _statement(
-            "CodeDeployNoResourceLevel",
-            ["codedeploy:StopDeployment", "codedeploy:ListDeploymentTargets", "codedeploy:BatchGetDeploymentTargets"],
+            "NoResourceLevel",  # none of these can be scoped to a resource (Service Authorization Reference)
+            [
+                "codedeploy:StopDeployment",
+                "codedeploy:ListDeploymentTargets",
+                "codedeploy:BatchGetDeploymentTargets",
+                "codedeploy:ListApplications",  # doctor
+                "autoscaling:DescribeAutoScalingGroups",
+                "autoscaling:DescribeLifecycleHooks",  # doctor
+                "ec2:DescribeInstances",
+            ],
             ["*"],
         ),
         _statement(
@@ -321,7 +234,6 @@ def deployer(scope: Scope, *, compact: bool | None = None) -> Json:
             [scope.service_role_arn],
             {"StringEquals": {"iam:PassedToService": "codedeploy.amazonaws.com"}},
         ),
-        _statement("DescribeFleet", ["autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances"], ["*"]),
         _statement(
             "TagFleetInstances",
             ["ec2:CreateTags"],
@@ -332,8 +244,45 @@ def deployer(scope: Scope, *, compact: bool | None = None) -> Json:
             },
         ),
         *athena_statements(scope, ddl=True),
+        *doctor_statements(scope, compact=compact),
     ]
     return _document(statements)
+
+
+def doctor_statements(scope: Scope, *, compact: bool) -> list[Json]:
+    """`fab doctor`'s reads the flows do not make, and its one write: the probe object it PUTs under
+    <prefix>/doctor/ (deploytool.doctor.gather.probe_key), HEADs before and deletes at once (by its version
+    in a versioned bucket). Its other reads are in the flows' statements: the Glue catalog (GlueTables), and
+    ListApplications and DescribeLifecycleHooks, which have no resource-level permission (NoResourceLevel)."""
+    statements = [
+        _statement(
+            "DoctorProbe",
+            ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
+            [scope.s3(f"{scope.bucket}/{scope.prefix}/doctor/*")],
+        ),
+        _statement(
+            "DoctorBucketSettings",
+            ["s3:GetBucketLocation", "s3:GetBucketVersioning", "s3:GetEncryptionConfiguration"],
+            [scope.s3(scope.bucket)],
+        ),
+        # DescribeKey, and GenerateDataKey with DryRun, which KMS authorizes as the call itself: not via S3
+        *kms_statements(scope, "DoctorKey", ["kms:DescribeKey", "kms:GenerateDataKey"], via_s3=False),
+        _statement("DoctorServiceRole", ["iam:GetRole"], [scope.service_role_arn]),
+        _statement(  # one-group-per-asg: every application's groups, to find another one on the fleet's ASGs
+            "CodeDeployReadEveryGroup",
+            ["codedeploy:ListDeploymentGroups", "codedeploy:BatchGetDeploymentGroups"],
+            [scope.arn("codedeploy", "application:*"), scope.arn("codedeploy", "deploymentgroup:*")],
+        ),
+    ]
+    queues = sorted({q for g in scope.groups for q in g.queues})  # the names doctor asks SQS for, as they are
+    if scope.sqs and queues:
+        queues = ["*"] if compact else queues
+        statements.append(
+            _statement(
+                "DoctorQueues", ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"], [scope.arn("sqs", q) for q in queues]
+            )
+        )
+    return statements
 
 
 def instance(scope: Scope) -> Json:
@@ -470,8 +419,15 @@ def notes(role: str, scope: Scope) -> list[str]:
         if too_big(scope):
             out.append(
                 f"{len(scope.groups)} groups: naming each would pass IAM's {MANAGED_POLICY_LIMIT} characters of a "
-                f"managed policy, so deployment groups are written as {scope.application}/*"
+                f"managed policy, so deployment groups are written as {scope.application}/* (and doctor reads "
+                "every queue's attributes)"
             )
+            if size(_deployer(scope, compact=True)) > MANAGED_POLICY_LIMIT:
+                out.append("the statements have no Sid (names only): the policy is still that big without them")
+        out.append(
+            f"fab doctor reads; its one write is a probe object, PUT and deleted at once under s3://{scope.bucket}/"
+            f"{scope.prefix}/doctor/" + ("" if scope.sqs else " (--no-sqs: its queue checks warn 'not checked')")
+        )
     if role == "instance":
         if scope.sqs:
             out.append(

@@ -136,7 +136,20 @@ def _s3(call: Call, facts: Facts) -> list[Need]:
         return [Need("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}", {"s3:prefix": p.get("Prefix", "")}, name)]
     if op == "HeadBucket":
         return [Need("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}", {}, name)]
+    if op == "DeleteObject":  # deleting one version (VersionId) is its own action, and needs no s3:DeleteObject
+        action = "s3:DeleteObjectVersion" if p.get("VersionId") else "s3:DeleteObject"
+        return [Need(action, _s3_object(p), {}, name)]
+    if op in _S3_BUCKET_READS:
+        return [Need(_S3_BUCKET_READS[op], f"arn:aws:s3:::{p['Bucket']}", {}, name)]
     raise KeyError(name)
+
+
+# `fab doctor`'s reads of the bucket's settings: the API operation and the IAM action it needs
+_S3_BUCKET_READS = {
+    "GetBucketLocation": "s3:GetBucketLocation",
+    "GetBucketVersioning": "s3:GetBucketVersioning",
+    "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+}
 
 
 _CD_APPLICATION = {
@@ -283,6 +296,48 @@ def _sqs(call: Call, facts: Facts) -> list[Need]:
     return [Need(name, f"arn:aws:sqs:{facts.region}:{account}:{queue}", {}, name)]
 
 
+def _kms_direct(call: Call, facts: Facts) -> list[Need]:
+    """KMS called by deploytool itself (`fab doctor`: DescribeKey, GenerateDataKey with DryRun, which IAM
+    authorizes as the real call): no kms:ViaService, unlike the key use S3 makes on our behalf."""
+    name, key = f"kms:{call.operation}", str(call.params["KeyId"])
+    if call.operation not in ("DescribeKey", "GenerateDataKey"):
+        raise KeyError(name)
+    arn = key if key.startswith("arn:") and ":key/" in key else facts.kms_key_arn  # an id or alias: the fleet's key
+    if arn is None:
+        raise KeyError(f"{name} of {key}: no kms_key_arn in the facts")
+    return [Need(name, arn, {}, name)]
+
+
+def _iam(call: Call, facts: Facts) -> list[Need]:
+    name = f"iam:{call.operation}"
+    if call.operation != "GetRole":
+        raise KeyError(name)
+    # IAM checks the role's ARN, path included: the answer has it; a missing role's is built from its name
+    arn = (call.response.get("Role") or {}).get("Arn") or f"arn:aws:iam::{facts.account}:role/{call.params['RoleName']}"
+    return [Need(name, arn, {}, name)]
+
+
+def _glue(call: Call, facts: Facts) -> list[Need]:
+    """A direct Glue read checks the catalog, the database and (GetTable) the table (Glue developer guide)."""
+    p, name = call.params, f"glue:{call.operation}"
+    catalog = facts.arn("glue", "catalog")
+    if call.operation == "GetDatabase":
+        arns = [catalog, facts.arn("glue", f"database/{p['Name']}")]
+    elif call.operation == "GetTable":
+        db = p["DatabaseName"]
+        arns = [catalog, facts.arn("glue", f"database/{db}"), facts.arn("glue", f"table/{db}/{p['Name']}")]
+    else:
+        raise KeyError(name)
+    return [Need(name, arn, {}, name) for arn in arns]
+
+
+def _autoscaling(call: Call, facts: Facts) -> list[Need]:
+    name = f"autoscaling:{call.operation}"
+    if call.operation in ("DescribeAutoScalingGroups", "DescribeLifecycleHooks"):  # no resource-level permission
+        return [Need(name, "*", {}, name)]
+    raise KeyError(name)
+
+
 def moto_calls(recording: str) -> list[Call]:
     """The SQS calls in a moto recording (moto.moto_api.recorder), JSON protocol: kombu's own boto3 clients,
     which no botocore event of ours reaches."""
@@ -304,9 +359,17 @@ def needs(call: Call, facts: Facts) -> list[Need]:
     """The IAM requests one call makes; KeyError naming `service:Operation` when it is not mapped here."""
     if call.service == "sts" and call.operation == "GetCallerIdentity":
         return []  # needs no permission
-    if call.service == "autoscaling" and call.operation == "DescribeAutoScalingGroups":
-        return [Need("autoscaling:DescribeAutoScalingGroups", "*", {}, "autoscaling:DescribeAutoScalingGroups")]
-    mapper = {"s3": _s3, "codedeploy": _codedeploy, "ec2": _ec2, "athena": _athena, "sqs": _sqs}.get(call.service)
+    mapper = {
+        "s3": _s3,
+        "codedeploy": _codedeploy,
+        "ec2": _ec2,
+        "athena": _athena,
+        "sqs": _sqs,
+        "autoscaling": _autoscaling,
+        "kms": _kms_direct,
+        "iam": _iam,
+        "glue": _glue,
+    }.get(call.service)
     if mapper is None:
         raise KeyError(f"{call.service}:{call.operation}")
     return mapper(call, facts)

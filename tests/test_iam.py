@@ -57,8 +57,9 @@ def findings(document: dict[str, Any], *, community: bool = False) -> list[tuple
 
 def parliament_gap(issue: str, detail: str) -> bool:
     """parliament checks a condition key against the action's own keys only, not its resource type's: AWS's
-    Service Authorization Reference lists kms:ResourceAliases on the `key` resource of kms:Decrypt and
-    kms:GenerateDataKey (parliament's own iam_definition.json has it there too). Only that, only for an alias."""
+    Service Authorization Reference lists kms:ResourceAliases on the `key` resource of kms:Decrypt,
+    kms:GenerateDataKey and kms:DescribeKey (parliament's own iam_definition.json has it there too). Only that,
+    only for an alias."""
     return issue == "UNKNOWN_CONDITION_FOR_ACTION" and detail.startswith(
         "Unknown condition kms:ResourceAliases for action kms:"
     )
@@ -94,7 +95,7 @@ def test_an_unknown_account_is_a_wildcard_and_said(tmp_path: Path) -> None:
     known = scope(fleet)
     unknown = iam.Scope(**{**known.__dict__, "account": None})
     text = json.dumps(iam.policy("deployer", unknown))
-    assert text.count(ACCOUNT) == 1  # the service role ARN, as the fleet file gives it
+    assert text.count(ACCOUNT) == 2  # the service role ARN, as the fleet file gives it (PassRole, doctor's GetRole)
     assert "arn:aws:codedeploy:us-east-1:*:application:acme-workers" in text
     assert findings(iam.policy("deployer", unknown)) == []
     assert any("account is not known" in n for n in iam.notes("deployer", unknown))
@@ -148,15 +149,60 @@ def test_the_deployer_is_scoped_to_the_fleet(tmp_path: Path) -> None:
     assert statement(deployer, "AthenaQueries")["Resource"] == f"arn:aws:athena:us-east-1:{ACCOUNT}:workgroup/primary"
 
 
+def test_doctors_rights_are_scoped_too(tmp_path: Path) -> None:
+    """`fab doctor`'s one write (the probe) and its deletes only under <prefix>/doctor/; GetRole on the service
+    role only; DescribeKey and GenerateDataKey (a dry run, authorized as the call: not via S3) on the key only;
+    account-wide only what has no resource-level permission; nothing when the fleet has no key or no SQS."""
+    fleet_scope = scope(sample(tmp_path, KEYS["key arn"]))
+    deployer = iam.policy("deployer", fleet_scope)
+    assert statement(deployer, "DoctorProbe") == {
+        "Sid": "DoctorProbe",
+        "Effect": "Allow",
+        "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:GetObject", "s3:PutObject"],
+        "Resource": "arn:aws:s3:::acme-deploy-artifacts/deploytool/doctor/*",
+    }
+    assert statement(deployer, "DoctorBucketSettings")["Resource"] == "arn:aws:s3:::acme-deploy-artifacts"
+    assert statement(deployer, "DoctorServiceRole")["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/CodeDeployServiceRole"
+    assert statement(deployer, "DoctorKey") == {
+        "Sid": "DoctorKey",
+        "Effect": "Allow",
+        "Action": ["kms:DescribeKey", "kms:GenerateDataKey"],
+        "Resource": KEY_ARN,
+    }
+    assert statement(deployer, "DoctorQueues")["Resource"] == [
+        f"arn:aws:sqs:us-east-1:{ACCOUNT}:{q}" for q in ("email", "reports", "video")
+    ]
+    assert statement(deployer, "CodeDeployReadEveryGroup")["Resource"] == [
+        f"arn:aws:codedeploy:us-east-1:{ACCOUNT}:application:*",
+        f"arn:aws:codedeploy:us-east-1:{ACCOUNT}:deploymentgroup:*",
+    ]
+    anywhere = {a for s in deployer["Statement"] if s["Resource"] == "*" for a in s["Action"]}
+    assert anywhere == {
+        "codedeploy:StopDeployment",
+        "codedeploy:ListDeploymentTargets",
+        "codedeploy:BatchGetDeploymentTargets",
+        "codedeploy:ListApplications",
+        "autoscaling:DescribeAutoScalingGroups",
+        "autoscaling:DescribeLifecycleHooks",
+        "ec2:DescribeInstances",
+    }
+    assert any("probe object" in n for n in iam.notes("deployer", fleet_scope))
+    plain = iam.policy("deployer", iam.Scope(**{**fleet_scope.__dict__, "kms_key_id": None, "sqs": False}))
+    assert {s["Sid"] for s in plain["Statement"]} & {"DoctorKey", "DoctorQueues", "ArtifactsKey"} == set()
+
+
 def test_a_key_alias_is_matched_by_condition(tmp_path: Path) -> None:
     deployer = iam.policy("deployer", scope(sample(tmp_path, KEYS["alias"])))
     raw = parliament.analyze_policy_string(json.dumps(deployer)).findings
-    assert [f.issue for f in raw] == ["UNKNOWN_CONDITION_FOR_ACTION"] * 2 and all(
+    assert [f.issue for f in raw] == ["UNKNOWN_CONDITION_FOR_ACTION"] * 4 and all(
         parliament_gap(f.issue, f.detail) for f in raw
     )
     key = statement(deployer, "ArtifactsKey")
     assert key["Resource"] == f"arn:aws:kms:us-east-1:{ACCOUNT}:key/*"
     assert key["Condition"]["ForAnyValue:StringEquals"] == {"kms:ResourceAliases": ["alias/deploy"]}
+    doctor = statement(deployer, "DoctorKey")
+    assert doctor["Resource"] == key["Resource"]
+    assert doctor["Condition"] == {"ForAnyValue:StringEquals": {"kms:ResourceAliases": ["alias/deploy"]}}
 
 
 def test_the_instance_reads_bundles_and_consumes_its_queues(tmp_path: Path) -> None:
@@ -339,10 +385,15 @@ def test_a_large_fleet_stays_within_a_managed_policys_size(tmp_path: Path) -> No
     big = scope(load_fleet(tmp_path / "deploy.toml"))
     deployer = iam.policy("deployer", big)
     assert iam.size(iam.deployer(big, compact=False)) > iam.MANAGED_POLICY_LIMIT >= iam.size(deployer)
-    assert statement(deployer, "CodeDeployFleetGroups")["Resource"] == (
-        f"arn:aws:codedeploy:us-east-1:{ACCOUNT}:deploymentgroup:acme-workers/*"
-    )
-    assert any("63 groups" in n for n in iam.notes("deployer", big))
+    # still too big with the groups as <application>/*: the statements lose their Sids, nothing else
+    assert not any("Sid" in s for s in deployer["Statement"])
+    assert deployer == iam.without_sids(iam._deployer(big, compact=True))
+    creates = next(s for s in deployer["Statement"] if "codedeploy:CreateDeployment" in s["Action"])
+    assert creates["Resource"] == f"arn:aws:codedeploy:us-east-1:{ACCOUNT}:deploymentgroup:acme-workers/*"
+    queues = next(s for s in deployer["Statement"] if "sqs:GetQueueAttributes" in s["Action"])
+    assert queues["Resource"] == f"arn:aws:sqs:us-east-1:{ACCOUNT}:*"
+    notes = iam.notes("deployer", big)
+    assert any("63 groups" in n for n in notes) and any("no Sid" in n for n in notes)
     assert findings(deployer) == []
     small = scope(sample(tmp_path / "small"))
     assert not any("groups:" in n for n in iam.notes("deployer", small))

@@ -1,40 +1,47 @@
 """The deployer policy of `fab iam-policy` allows every AWS call the flows make, and no more than they need.
 
-The sample fleet is set up and released on moto (S3, EC2, Auto Scaling, Athena) and the CodeDeploy simulator,
-through the code `fab setup / publish / deploy / rollback / restart / status / reconcile [--fix] /
-athena-ddl --apply` run, with a Recorder on the AwsSession's clients from before `fab setup` on. Each
-recorded call becomes the IAM requests AWS would check (tests/iam_eval.py), and each must be allowed by
-the deployer policy built for that fleet. A call deploytool starts making without a permission, or
-without a mapping in tests/iam_eval.py, fails here. The other way round, every action of the policy is
+The sample fleet is set up and released on moto (S3, EC2, Auto Scaling, Athena; KMS, IAM, SQS, Glue for doctor)
+and the CodeDeploy simulator, through the code `fab setup / publish / deploy / rollback / restart / status /
+reconcile [--fix] / athena-ddl --apply / doctor` run, with a Recorder on the AwsSession's clients from before
+`fab setup` on. Each recorded call becomes the IAM requests AWS would check (tests/iam_eval.py), and each must
+be allowed by the deployer policy built for that fleet. A call deploytool starts making without a permission,
+or without a mapping in tests/iam_eval.py, fails here. The other way round, every action of the policy is
 used by the flows or listed in NOT_EXERCISED with why it is there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from rich.console import Console
 
 from deploytool import iam, infra, targets
+from deploytool.aws.iam import role_name
 from deploytool.bundle import BundleResult
 from deploytool.config import CodeDeployTarget
 from deploytool.deploy_flow import deploy_and_reconcile, reconcile_services
+from deploytool.doctor.command import DoctorFailed, run_doctor
 from deploytool.errors import DeployFailed, DriftFound
 from deploytool.publish import publish
 from deploytool.reconcile.command import athena_setup, fix_runner_for, run_reconcile
+from deploytool.reconcile.sql import TABLES
 from deploytool.rollout import commands
 from deploytool.rollout.plan import RolloutOptions
 from deploytool.rollout.wiring import Output
 from tests.cdsim.env import CodeDeployEnv
+from tests.doctor_world import QUEUES, TRUST, encryption_rule, install_hooks
 from tests.fleet_fixtures import TEMPLATES
 from tests.iam_eval import (
     Call,
@@ -51,7 +58,8 @@ from tests.iam_eval import (
 from tests.rollout_helpers import World, sample_world
 
 ACCOUNT = "123456789012"  # moto's, and the sample fleet's service role's
-KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/0b9d1e5c-6f4a-4c1e-9a53-2d8f1f0e7a11"
+KEY_ID = "0b9d1e5c-6f4a-4c1e-9a53-2d8f1f0e7a11"
+KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{KEY_ID}"
 
 # Actions of the deployer policy the recorded flows do not reach, and why each is there.
 NOT_EXERCISED = {
@@ -131,7 +139,7 @@ def _reconcile(world: World, *, engine: str, fix: bool = False) -> None:
 def run_every_flow(world: World, recorder: Recorder) -> None:
     """setup (before this), publish + deploy + tags + the Athena reconcile, a failed release, reconcile --fix on
     DuckDB, a stop-all, rollback, restart, status, the Athena reconcile, setup again (updates), athena-ddl
-    --apply, and a publish of a bundle big enough for a multipart upload."""
+    --apply, a publish of a bundle big enough for a multipart upload, and doctor (twice)."""
     env = world.env
     _deploy(world, "v1", engine="athena")
     bad = env.asg_instances["acme-email-workers"][1]
@@ -170,6 +178,71 @@ def run_every_flow(world: World, recorder: Recorder) -> None:
         services=reconcile_services(world.fleet, world.services),
     )
     publish(big_bundle(world.tmp), world.fleet, world.services.aws, target="production", created_by="ci@test")
+    run_doctor_twice(world, recorder, changed)
+
+
+def make_doctors_world(world: World, recorder: Recorder) -> None:
+    """What `fab doctor` finds in a set-up account besides what the flows made, made with the recorder paused:
+    the fleet's KMS key (moto has no custom key ids: its id generator gives this one key the fleet's id), the
+    bucket's default encryption, the service role, CodeDeploy's lifecycle hooks on the ASGs, the queues, the
+    Glue database and tables, and another team's CodeDeploy application (doctor reads every application's
+    groups to find one on the fleet's ASGs)."""
+    boto, fleet = world.env.boto, world.fleet
+    with recorder.paused():
+        if fleet.artifacts.kms_key_id:
+            with mock.patch("moto.kms.models.generate_key_id", return_value=KEY_ID):
+                assert boto.client("kms").create_key()["KeyMetadata"]["Arn"] == fleet.artifacts.kms_key_id
+        rule = (
+            encryption_rule(KEY)
+            if fleet.artifacts.kms_key_id
+            else {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+        )
+        boto.client("s3").put_bucket_encryption(Bucket=fleet.artifacts.bucket, ServerSideEncryptionConfiguration=rule)
+        target = fleet.targets["production"]
+        assert isinstance(target, CodeDeployTarget)
+        boto.client("iam").create_role(
+            RoleName=role_name(target.service_role_arn), AssumeRolePolicyDocument=json.dumps(TRUST)
+        )
+        install_hooks(world.env, "acme-workers", [g.name for g in fleet.groups])
+        for queue, visibility in QUEUES.items():
+            boto.client("sqs").create_queue(QueueName=queue, Attributes={"VisibilityTimeout": str(visibility)})
+        glue, database = boto.client("glue"), targets.athena_settings(fleet).database
+        glue.create_database(DatabaseInput={"Name": database})
+        for table in TABLES:
+            glue.create_table(DatabaseName=database, TableInput={"Name": table})
+        world.env.gateway.create_application("other-team")
+        other_role = f"arn:aws:iam::{ACCOUNT}:role/OtherTeamCodeDeploy"
+        world.env.gateway.create_deployment_group("other-team", "web", {"serviceRoleArn": other_role})
+
+
+def run_doctor_twice(world: World, recorder: Recorder, target: CodeDeployTarget) -> None:
+    """`fab doctor` (not --read-only: it writes and deletes its probe) on the bucket as the flows left it,
+    without versioning (the probe's plain DELETE; bucket-versioning fails), then with versioning (the DELETE
+    of the probe's version): every other check passes."""
+    make_doctors_world(world, recorder)
+
+    def doctor() -> dict[str, str]:
+        """The checks that are not ok, with their status."""
+        out = io.StringIO()
+        with contextlib.suppress(DoctorFailed):
+            run_doctor(
+                world.fleet,
+                "production",
+                target,
+                world.env.aws,
+                Console(file=out, width=400),
+                athena_database=targets.athena_settings(world.fleet).database,
+                as_json=True,
+            )
+        checks = json.loads(out.getvalue())["checks"]
+        assert len(checks) > 20
+        return {c["name"]: c["status"] for c in checks if c["status"] != "ok"}
+
+    assert doctor() == {"bucket-versioning": "fail"}
+    with recorder.paused():
+        bucket = world.fleet.artifacts.bucket
+        world.env.boto.client("s3").put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    assert doctor() == {}
 
 
 def big_bundle(tmp: Path) -> BundleResult:
@@ -245,7 +318,25 @@ def test_the_flows_make_the_calls_this_test_is_about(run: Run) -> None:
         "athena:StartQueryExecution",
         "athena:GetQueryExecution",
         "athena:GetQueryResults",
+        # fab doctor
+        "sts:GetCallerIdentity",
+        "s3:HeadBucket",
+        "s3:GetBucketLocation",
+        "s3:GetBucketVersioning",
+        "s3:GetBucketEncryption",
+        "s3:DeleteObject",
+        "codedeploy:ListApplications",
+        "codedeploy:ListDeploymentGroups",
+        "codedeploy:BatchGetDeploymentGroups",
+        "iam:GetRole",
+        "autoscaling:DescribeLifecycleHooks",
+        "sqs:GetQueueUrl",
+        "sqs:GetQueueAttributes",
+        "glue:GetDatabase",
+        "glue:GetTable",
     }
+    if run.world.fleet.artifacts.kms_key_id:
+        expected |= {"kms:DescribeKey", "kms:GenerateDataKey"}
     assert expected <= seen, f"not recorded: {sorted(expected - seen)}"
     assert len(run.recorder.calls) > 100
 
@@ -271,7 +362,8 @@ def test_the_policy_grants_nothing_the_flows_do_not_use_but_what_is_listed(run: 
 
 
 def test_a_call_outside_the_fleet_is_denied(run: Run) -> None:
-    """The scoping is real: the same calls against another bucket, application, ASG or key are refused."""
+    """The scoping is real: the same calls against another bucket, application, ASG, key, role or queue, and
+    deletes outside doctor's probe, are refused."""
     policy = deployer_policy(run.world)
     facts = run.facts
     others = [
@@ -283,6 +375,20 @@ def test_a_call_outside_the_fleet_is_denied(run: Run) -> None:
             "codedeploy", "CreateDeploymentGroup", {"applicationName": "acme-workers", "deploymentGroupName": "x"}, {}
         ),
         Call("athena", "StartQueryExecution", {"QueryString": "SELECT 1", "WorkGroup": "admin"}, {}),
+        # doctor's deletes are for its probe only: no release record, index or bundle (nor a version of one)
+        Call(
+            "s3", "DeleteObject", {"Bucket": "acme-deploy-artifacts", "Key": "deploytool/acme-workers/index.json"}, {}
+        ),
+        Call(
+            "s3",
+            "DeleteObject",
+            {"Bucket": "acme-deploy-artifacts", "Key": "deploytool/acme-workers/x", "VersionId": "1"},
+            {},
+        ),
+        Call("s3", "PutObject", {"Bucket": "acme-deploy-artifacts", "Key": "deploytool/other/x"}, {}),
+        Call("iam", "GetRole", {"RoleName": "Admin"}, {}),
+        Call("sqs", "GetQueueAttributes", {"QueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/payments"}, {}),
+        Call("kms", "DescribeKey", {"KeyId": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/another"}, {}),
     ]
     for call in others:
         assert denied(policy, requests([call], facts)), call
