@@ -20,12 +20,19 @@ BUILTIN_CONFIGS: dict[str, Strategy] = {
     "CodeDeployDefault.HalfAtATime": Strategy("HalfAtATime"),
     "CodeDeployDefault.OneAtATime": Strategy("OneAtATime"),
 }
-# What GetDeploymentConfig says of the built-ins.
+# What GetDeploymentConfig says of the built-ins. OneAtATime's type is one no request may use: the API
+# reference (MinimumHealthyHosts) says GetDeploymentConfig returns MOST_CONCURRENCY with value 1 for it.
 BUILTIN_MIN_HEALTHY: dict[str, dict[str, Any]] = {
     "CodeDeployDefault.AllAtOnce": {"type": "FLEET_PERCENT", "value": 0},
     "CodeDeployDefault.HalfAtATime": {"type": "FLEET_PERCENT", "value": 50},
-    "CodeDeployDefault.OneAtATime": {"type": "HOST_COUNT", "value": 1},
+    "CodeDeployDefault.OneAtATime": {"type": "MOST_CONCURRENCY", "value": 1},
 }
+# errorInformation of a deployment to a group without instances (CreateDeployment itself succeeds).
+NO_INSTANCES_MESSAGE = (
+    "The deployment failed because no instances were found for your deployment group. Check your deployment "
+    "group settings to make sure the tags for your Amazon EC2 instances or Auto Scaling groups correctly "
+    "identify the instances you want to deploy to, and then try again."
+)
 
 
 def strategy_of(min_healthy: dict[str, Any]) -> Strategy:
@@ -167,6 +174,7 @@ class Deployment:
     instances: dict[str, InstanceRun] = field(default_factory=dict)
     request: dict[str, Any] = field(default_factory=dict)  # CreateDeployment input as sent
     previous_revision: dict[str, Any] | None = None
+    stop_requested: bool = False  # StopDeployment answered Pending: in-flight instances end their current event
 
     @property
     def done(self) -> bool:
