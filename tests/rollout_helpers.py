@@ -70,6 +70,7 @@ def orchestrator(
     mode: str = "deploy",
     groups: list[str] | None = None,
     target_instances: dict[str, tuple[str, ...]] | None = None,
+    last_good: Any = None,
     **options: Any,
 ) -> Orchestrator:
     plan = rollout_plan(
@@ -83,7 +84,7 @@ def orchestrator(
         prior=prior,
         target_instances=target_instances,
     )
-    return Orchestrator(env.backend(), plan, reporter=reporter or Collect(), clock=env.clock)
+    return Orchestrator(env.backend(), plan, reporter=reporter or Collect(), clock=env.clock, last_good=last_good)
 
 
 def release(env: CodeDeployEnv, fleet: Fleet, version: str, **kwargs: Any) -> RolloutResult:

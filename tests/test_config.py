@@ -74,9 +74,19 @@ def test_good_fleet_files_load(tmp_path: Path, text: str, strategies: dict[str, 
 
 BAD = [
     (
+        "partial_failure misspelt",
+        doc(extra='[rollout]\npartial_failure = "rolback"\n'),
+        "rollout.partial_failure: got 'rolback'; allowed: 'rollback' or 'keep'",
+    ),
+    (
+        "rollout unknown key",
+        doc(extra='[rollout]\npartial = "keep"\n'),
+        "rollout.partial: unknown key (did you mean 'partial_failure'?); allowed: partial_failure",
+    ),
+    (
         "unknown top key",
         doc(extra='[artefacts]\nbucket = "x"\n'),
-        "artefacts: unknown key (did you mean 'artifacts'?); allowed: app, artifacts, aws, defaults, "
+        "artefacts: unknown key (did you mean 'artifacts'?); allowed: app, artifacts, aws, rollout, defaults, "
         "groups, targets, default_target",
     ),
     (
@@ -454,3 +464,9 @@ def test_a_source_is_judged_as_written_so_a_linked_in_app_is_fine(tmp_path: Path
     (tmp_path / "repo" / "linked").symlink_to(tmp_path / "elsewhere")
     fleet = load_fleet(write(tmp_path / "repo", doc(app=APP + 'source = "linked"\n')))
     assert fleet.source_dir == tmp_path / "elsewhere"
+
+
+def test_rollout_partial_failure_defaults_to_rollback_and_may_keep(tmp_path: Path) -> None:
+    assert load_fleet(write(tmp_path, doc())).rollout.partial_failure == "rollback"
+    kept = load_fleet(write(tmp_path, doc(extra='[rollout]\npartial_failure = "keep"\n')))
+    assert kept.rollout.partial_failure == "keep"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -210,3 +211,17 @@ def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str) -> N
     done = subprocess.run([fab, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_fleet_files_partial_failure_reaches_every_rollout_task(tmp_path: Path) -> None:
+    """`[rollout] partial_failure` is fleet-wide: fab deploy/rollback/restart all run with it."""
+    from deploytool.tasks.rollout import _rollout
+
+    shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app")
+    fleet = tmp_path / "deploy.toml"
+    fleet.write_text((ROOT / "deploy.toml").read_text() + '\n[rollout]\npartial_failure = "keep"\n')
+    *_, run, _ = _rollout(str(fleet), "production", None, 0, "stop-wave", True, None)
+    assert run.partial_failure == "keep"
+    fleet.write_text((ROOT / "deploy.toml").read_text())
+    *_, run, _ = _rollout(str(fleet), "production", None, 0, "stop-wave", True, None)
+    assert run.partial_failure == "rollback"  # the safe default

@@ -71,6 +71,7 @@ class DeploymentSnapshot:
     skipped: int = 0
     current_event: str | None = None  # the most advanced lifecycle event running on any instance
     error: str = ""
+    error_code: str = ""  # CodeDeploy's errorInformation.code, e.g. NO_INSTANCES (an empty group)
     rollback_deployment_id: str | None = None  # set when the backend started an automatic rollback
     creator: str = "user"  # user | autoscaling | codeDeployRollback | CodeDeployAutoUpdate
     # What did not fail the deployment but a person must know, e.g. tasks a drain's cold shutdown cut off

@@ -90,6 +90,7 @@ def snapshot(info: Mapping[str, Any]) -> DeploymentSnapshot:
         failed=int(overview.get("Failed", 0)),
         skipped=int(overview.get("Skipped", 0)),
         error=str(error.get("message", "")),
+        error_code=str(error.get("code", "")),
         rollback_deployment_id=rollback.get("rollbackDeploymentId"),
         creator=str(info.get("creator", "user")),
     )

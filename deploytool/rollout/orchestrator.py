@@ -9,7 +9,10 @@ Contract: `Orchestrator(backend, plan, reporter=..., clock=...).run()` returns a
   and retried after the longest interval; they fail the release only after `poll_error_limit_s`.
 - A deployment that ends without succeeding on every instance fails its group; its automatic
   rollback (snapshot.rollback_deployment_id) is followed to its end; instance results are fetched
-  only for such groups. Then no new group starts (not in this wave, not in later waves); with
+  only for such groups. One the backend calls Succeeded with failed instances gets no automatic rollback:
+  with options.partial_failure "rollback" the orchestrator starts one itself, a deployment of the group's
+  last good revision (`last_good`, from the release record), and follows it the same way
+  (deploytool.rollout.partial). Then no new group starts (not in this wave, not in later waves); with
   on_failure=stop-all the wave's other deployments are stopped with rollback.
 - Resume: deployments recorded in plan.prior and still in flight are followed (GroupStarted with
   attached=True right after ReleaseStarted), groups whose recorded deployment succeeded and that
@@ -30,6 +33,7 @@ from typing import Literal
 
 from deploytool.config import Group
 from deploytool.errors import DeployToolError
+from deploytool.model import Revision
 from deploytool.rollout.backend import Backend, DeploymentSnapshot, DeployRequest, InstanceProgress
 from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import (
@@ -48,6 +52,7 @@ from deploytool.rollout.events import (
     WaveFinished,
     WaveStarted,
 )
+from deploytool.rollout.partial import line as partial_line
 from deploytool.rollout.plan import RolloutPlan
 from deploytool.rollout.result import OK_OUTCOMES, GroupResult, Outcome, RolloutResult
 from deploytool.rollout.resume import resolve
@@ -75,6 +80,7 @@ class _Run:
     attached: bool = False
     stop_requested: bool = False
     result: GroupResult | None = None
+    partial_to: str | None = None  # the version the orchestrator rolled a partly failed deployment back to
 
 
 class Orchestrator:
@@ -85,8 +91,10 @@ class Orchestrator:
         *,
         reporter: Reporter | None = None,
         clock: Clock | None = None,
+        last_good: Callable[[Group], Revision | None] | None = None,
     ) -> None:
         self.backend = backend
+        self.last_good = last_good  # a group's last good revision (partial failures); None: not a release
         self.plan = plan
         self.options = plan.options
         self.reporter: Reporter = reporter or Collect()
@@ -335,6 +343,8 @@ class Orchestrator:
             run.state = "rolling-back"
             self._dirty = True
             return True
+        if snap.status == "Succeeded" and self._roll_back_partial(run, snap):
+            return True
         if snap.status == "Succeeded" or now - run.failed_at >= self.options.rollback_grace_s:
             self._finish_group(run, outcome)
         return acted
@@ -346,6 +356,35 @@ class Orchestrator:
         if snap.done:
             last = run.snapshot
             self._finish_group(run, "stopped" if last and last.status == "Stopped" else "failed")
+
+    def _roll_back_partial(self, run: _Run, snap: DeploymentSnapshot) -> bool:
+        """Succeeded with failed instances: start the rollback to the last good revision (True), or say why not."""
+        if self.options.partial_failure == "keep":
+            run.error = 'kept as they are ([rollout] partial_failure = "keep")'
+            return False
+        if self.plan.mode != "deploy" or self.last_good is None:
+            run.error = "not rolled back: this rollout is no release (no release record to find a last good revision)"
+            return False
+        revision = self.last_good(run.group)
+        if revision is None:
+            run.error = "not rolled back: no earlier release succeeded for this group (its first release?)"
+            return False
+        request = DeployRequest(
+            group=run.group,
+            revision=revision,
+            release_id=self.plan.release_id,
+            description=f"deploytool: roll back to {revision.version}: {snap.deployment_id} failed on "
+            f"{snap.failed} of {snap.total} instances",
+            auto_rollback=False,
+        )
+        try:
+            rollback_id = self.backend.start(request)
+        except DeployToolError as exc:
+            run.error = f"the rollback to {revision.version} could not start: {exc}"
+            return False
+        run.rollback_id, run.state, run.partial_to = rollback_id, "rolling-back", revision.version
+        self._dirty = True
+        return True
 
     def _on_failure(self, run: _Run) -> bool:
         """A group failed: start nothing more; with stop-all, stop the others. True when it stopped some."""
@@ -380,10 +419,19 @@ class Orchestrator:
             except DeployToolError as exc:
                 run.error = run.error or f"instance results unavailable: {exc}"
         snap = run.snapshot
+        if snap is not None and outcome == "failed" and snap.status == "Succeeded":
+            why = run.error or "not rolled back"
+            if run.partial_to is not None:
+                status = run.rollback.status if run.rollback else "unknown"
+                why = f"rolled back to {run.partial_to} by {run.rollback_id} ({status})"
+            run.error = partial_line(snap, run.failures, why)
+        if snap is not None and snap.error_code == "NO_INSTANCES" and not run.error:
+            run.error = (
+                f"no instances to deploy to: the deployment group's ASG {run.group.asg} has none in service "
+                "(CodeDeploy NO_INSTANCES); scale it up, or leave the group out with --groups"
+            )
         if snap is not None and snap.error and not run.error:
             run.error = snap.error
-        if snap is not None and outcome == "failed" and not run.error and snap.status == "Succeeded":
-            run.error = f"{snap.failed} of {snap.total} instances failed (the backend called it Succeeded)"
         run.result = self._group_result(run)
         self._dirty = True
         self._emit(GroupFinished(run.result, run.finished_at))

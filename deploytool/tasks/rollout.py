@@ -50,6 +50,7 @@ def _rollout(
         on_failure=cast(
             "OnFailure", options.choice("--on-failure", on_failure, ON_FAILURE)
         ),  # checked by RolloutOptions
+        partial_failure=loaded.rollout.partial_failure,
     )
     return loaded, name, chosen, run, Output(ci=ci, json_out=options.json_out(json_out))
 
