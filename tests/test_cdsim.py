@@ -207,3 +207,32 @@ def test_throttling_share_is_exact_and_counted(sim: CodeDeploySim, client: Any) 
         client.list_deployment_configs()
     assert sim.throttled["ListDeploymentConfigs"] == sim.calls["ListDeploymentConfigs"] // 2
     assert sim.calls["ListDeploymentConfigs"] > 10  # the throttled ones were retried by botocore
+
+
+def test_application_stop_fails_only_where_a_previous_revision_is_and_can_be_ignored(
+    client: Any, sim: CodeDeploySim
+) -> None:
+    group(client, "CodeDeployDefault.AllAtOnce", asg="asg-1")
+    sim.inject_failure("i-solo", "ApplicationStop", error_code="ScriptMissing")
+
+    def run(**extra: Any) -> dict[str, Any]:
+        did = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV, **extra)
+        sim.clock.sleep(200)
+        info = client.get_deployment(deploymentId=did["deploymentId"])["deploymentInfo"]
+        target = client.batch_get_deployment_targets(deploymentId=info["deploymentId"], targetIds=["i-solo"])
+        return {"info": info, "events": target["deploymentTargets"][0]["instanceTarget"]["lifecycleEvents"]}
+
+    first = run()  # a first install has no ApplicationStop: nothing to fail
+    assert first["info"]["status"] == "Succeeded" and first["events"][0]["status"] == "Skipped"
+    second = run()
+    assert second["info"]["status"] == "Failed"
+    stop = second["events"][0]
+    assert (stop["status"], stop["diagnostics"]["errorCode"]) == ("Failed", "ScriptMissing")
+    assert (
+        stop["diagnostics"]["message"]
+        == "Script does not exist at specified location: deploytool/hooks/applicationstop.sh"
+    )
+    assert {e["status"] for e in second["events"][1:]} == {"Skipped"}
+    third = run(ignoreApplicationStopFailures=True)
+    assert third["info"]["status"] == "Succeeded" and third["info"]["ignoreApplicationStopFailures"] is True
+    assert [e["status"] for e in third["events"]] == ["Failed"] + ["Succeeded"] * 6  # it went on

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from deploytool.rollout.codedeploy import STOP_FAILURES_IGNORED
 from deploytool.rollout.events import Checkpoint, GroupFinished
 from deploytool.rollout.plan import PriorDeployment
 from tests.cdsim import seeded_durations
@@ -253,3 +254,21 @@ def test_a_pending_stop_is_followed_until_the_deployment_is_stopped_and_rolled_b
         assert (reports.outcome, reports.status, stopped.count("Failed")) == ("stopped", "Stopped", 1)
         assert reports.rollback_status == "Succeeded" and reports.rollback_deployment_id
         assert env.sim.deployments[reports.rollback_deployment_id].status == "Succeeded"
+
+
+def test_ignore_stop_failures_sends_ignore_application_stop_failures_and_warns() -> None:
+    fleet = make_fleet([{"name": "video", "strategy": "AllAtOnce"}])
+    with codedeploy_env({"asg-video": 2}) as env:
+        set_up(env.gateway, fleet)
+        assert release(env, fleet, "v1").succeeded
+        broken = env.asg_instances["asg-video"][0]
+        env.sim.inject_failure(broken, "ApplicationStop")  # v1's stop script fails there
+        failed = release(env, fleet, "v2").group("video")
+        assert [(f.instance_id, f.lifecycle_event) for f in failed.instance_failures] == [(broken, "ApplicationStop")]
+        assert "ignoreApplicationStopFailures" not in env.sim.deployments[failed.deployment_id or ""].request
+        result = release(env, fleet, "v3", ignore_stop_failures=True)
+        video = result.group("video")
+        assert result.succeeded and (video.succeeded, video.failed) == (2, 0)
+        assert env.sim.deployments[video.deployment_id or ""].request["ignoreApplicationStopFailures"] is True
+        assert video.warnings == (STOP_FAILURES_IGNORED,)
+        assert all("/v3/" in env.sim.instance_revision[i] for i in env.asg_instances["asg-video"])

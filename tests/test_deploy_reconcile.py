@@ -373,6 +373,8 @@ def _fab(*args: str) -> subprocess.CompletedProcess[str]:
 def test_fab_deploy_options() -> None:
     shown = _fab("deploy", "--help")
     assert "--no-reconcile" in shown.stdout and "--reconcile-engine" in shown.stdout
+    for task in ("deploy", "rollback", "restart"):
+        assert "--ignore-stop-failures" in _fab(task, "--help").stdout
     bad = _fab("deploy", "--target", "production", "--reconcile-engine", "presto")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr == "error: --reconcile-engine 'presto': allowed: athena, duckdb\n"

@@ -209,6 +209,24 @@ def test_a_partial_failure_without_a_last_good_revision_says_so() -> None:
     assert a.error.endswith("not rolled back: no earlier release succeeded for this group (its first release?)")
 
 
+def test_a_resumed_release_follows_the_partial_rollback_an_earlier_run_started() -> None:
+    clock = InterruptingClock(at=100)  # the orchestrator "dies" while the rollback (60..360 s) runs
+    backend = FakeBackend(clock, {"a": PARTIAL}, versions={"v1": Script(duration=300, instances=4)})
+    orch, _, events = orchestrate([group("a", 0, "AllAtOnce")], backend=backend, clock=clock, last_good=lambda g: V1)
+    with pytest.raises(KeyboardInterrupt):
+        orch.run()
+    prior = _record(events)
+    assert prior["a"].rollback_deployment_id is not None
+    started = len(backend.starts)
+    again, _, _ = orchestrate(
+        [group("a", 0, "AllAtOnce")], backend=backend, clock=clock, prior=prior, last_good=lambda g: V1
+    )
+    a = again.run().group("a")
+    assert len(backend.starts) == started  # no second rollback: the recorded one is followed to its end
+    assert a.rollback_deployment_id == prior["a"].rollback_deployment_id and a.rollback_status == "Succeeded"
+    assert "rolled back to its last good revision by" in a.error
+
+
 def test_partial_failure_option_is_checked() -> None:
     with pytest.raises(UsageError, match="partial_failure 'undo' is not allowed; allowed: rollback, keep"):
         RolloutOptions(partial_failure="undo")  # type: ignore[arg-type]

@@ -225,3 +225,6 @@ def test_the_fleet_files_partial_failure_reaches_every_rollout_task(tmp_path: Pa
     fleet.write_text((ROOT / "deploy.toml").read_text())
     *_, run, _ = _rollout(str(fleet), "production", None, 0, "stop-wave", True, None)
     assert run.partial_failure == "rollback"  # the safe default
+    assert not run.ignore_stop_failures
+    *_, run, _ = _rollout(str(fleet), "production", None, 0, "stop-wave", True, None, True)  # --ignore-stop-failures
+    assert run.ignore_stop_failures

@@ -47,6 +47,9 @@ class DeployRequest:
     # Redeploy to these instances only (reconcile --fix); None means the whole group.
     target_instances: tuple[str, ...] | None = None
     auto_rollback: bool = True
+    # Continue past a failing ApplicationStop (the previous revision's stop script): CodeDeploy's
+    # ignoreApplicationStopFailures; the sandbox then warns of each instance it happened on.
+    ignore_stop_failures: bool = False
 
 
 @dataclass(frozen=True)

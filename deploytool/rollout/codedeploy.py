@@ -5,11 +5,14 @@ Contract:
   (bundleType tgz, eTag, the S3 object version when there is one), the group's deployment config
   (Strategy.deployment_config_name, created by `fab setup`), ec2DeploymentOptions suspending AZRebalance
   and ScheduledActions (and Terminate when the group sets suspend_terminate) for the deployment.
-  mode="restart" sends deploymentMode RESTART and no revision. A redeploy to some instances
-  (request.target_instances) sends updateOutdatedInstancesOnly: CodeDeploy itself picks the instances
-  not on the group's revision (its targetInstances parameter is for blue/green only).
+  mode="restart" sends deploymentMode RESTART and no revision. request.ignore_stop_failures sends
+  ignoreApplicationStopFailures (a failing stop script of the previous revision fails no instance).
+  A redeploy to some instances (request.target_instances) sends updateOutdatedInstancesOnly: CodeDeploy
+  itself picks the instances not on the group's revision (its targetInstances parameter is for blue/green
+  only).
 - poll: BatchGetDeployments, 25 ids a call; the lifecycle event per instance is not fetched while
-  polling (that would cost calls per instance), so snapshots carry counts, not current_event.
+  polling (that would cost calls per instance), so snapshots carry counts, not current_event; a deployment
+  with ignoreApplicationStopFailures carries a warning saying so (which instances it spared is not polled).
 - instance_results: ListDeploymentTargets + BatchGetDeploymentTargets (25 a call).
 - stop: StopDeployment(autoRollbackEnabled).
 """
@@ -33,6 +36,11 @@ from deploytool.rollout.backend import (
 )
 
 ACTIVE = ("Created", "Queued", "InProgress", "Ready", "Baking")
+STOP_FAILURES_IGNORED = (
+    "ApplicationStop failures are ignored in this deployment (--ignore-stop-failures): an instance whose previous "
+    "stop script failed went on, and its old worker may still run; CodeDeploy does not say which: look for a failed "
+    "ApplicationStop in the deployment's instance events or in scripts.log"
+)
 ALWAYS_SUSPENDED = ("AZRebalance", "ScheduledActions")
 
 
@@ -73,6 +81,8 @@ def create_params(request: DeployRequest) -> dict[str, Any]:
             params["updateOutdatedInstancesOnly"] = True
     if not request.auto_rollback:
         params["autoRollbackConfiguration"] = {"enabled": False, "events": []}
+    if request.ignore_stop_failures:
+        params["ignoreApplicationStopFailures"] = True
     return params
 
 
@@ -93,6 +103,7 @@ def snapshot(info: Mapping[str, Any]) -> DeploymentSnapshot:
         error_code=str(error.get("code", "")),
         rollback_deployment_id=rollback.get("rollbackDeploymentId"),
         creator=str(info.get("creator", "user")),
+        warnings=(STOP_FAILURES_IGNORED,) if info.get("ignoreApplicationStopFailures") else (),
     )
 
 

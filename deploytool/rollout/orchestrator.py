@@ -7,11 +7,10 @@ Contract: `Orchestrator(backend, plan, reporter=..., clock=...).run()` returns a
   `poll_min_s` after the orchestrator acts (starts, stops, a rollback appears) and doubles up to
   `poll_max_s` while it does not. Polling errors (throttling past the client's retries) are reported
   and retried after the longest interval; they fail the release only after `poll_error_limit_s`.
-- A deployment that ends without succeeding on every instance fails its group; its automatic
-  rollback (snapshot.rollback_deployment_id) is followed to its end; instance results are fetched
-  only for such groups. One the backend calls Succeeded with failed instances gets no automatic rollback:
-  with options.partial_failure "rollback" the orchestrator starts one itself, a deployment of the group's
-  last good revision (`last_good`, from the release record), and follows it the same way
+- A deployment that ends without succeeding on every instance fails its group; its automatic rollback
+  (snapshot.rollback_deployment_id) is followed to its end; instance results are fetched only for such groups.
+  Called Succeeded with failed instances (no automatic rollback), with options.partial_failure "rollback" it
+  gets one from the orchestrator: the group's `last_good` revision, deployed and followed the same way
   (deploytool.rollout.partial). Then no new group starts (not in this wave, not in later waves); with
   on_failure=stop-all the wave's other deployments are stopped with rollback.
 - Resume: deployments recorded in plan.prior and still in flight are followed (GroupStarted with
@@ -53,6 +52,7 @@ from deploytool.rollout.events import (
     WaveStarted,
 )
 from deploytool.rollout.partial import line as partial_line
+from deploytool.rollout.partial import rollback_request as partial_rollback
 from deploytool.rollout.plan import RolloutPlan
 from deploytool.rollout.result import OK_OUTCOMES, GroupResult, Outcome, RolloutResult
 from deploytool.rollout.resume import resolve
@@ -291,6 +291,7 @@ class Orchestrator:
             mode=plan.mode,
             description=plan.description,
             target_instances=plan.target_instances.get(group.name),
+            ignore_stop_failures=self.options.ignore_stop_failures,
         )
 
     def _poll(self) -> bool:
@@ -358,31 +359,22 @@ class Orchestrator:
             self._finish_group(run, "stopped" if last and last.status == "Stopped" else "failed")
 
     def _roll_back_partial(self, run: _Run, snap: DeploymentSnapshot) -> bool:
-        """Succeeded with failed instances: start the rollback to the last good revision (True), or say why not."""
-        if self.options.partial_failure == "keep":
-            run.error = 'kept as they are ([rollout] partial_failure = "keep")'
-            return False
-        if self.plan.mode != "deploy" or self.last_good is None:
-            run.error = "not rolled back: this rollout is no release (no release record to find a last good revision)"
-            return False
-        revision = self.last_good(run.group)
-        if revision is None:
-            run.error = "not rolled back: no earlier release succeeded for this group (its first release?)"
-            return False
-        request = DeployRequest(
-            group=run.group,
-            revision=revision,
-            release_id=self.plan.release_id,
-            description=f"deploytool: roll back to {revision.version}: {snap.deployment_id} failed on "
-            f"{snap.failed} of {snap.total} instances",
-            auto_rollback=False,
-        )
-        try:
-            rollback_id = self.backend.start(request)
-        except DeployToolError as exc:
-            run.error = f"the rollback to {revision.version} could not start: {exc}"
-            return False
-        run.rollback_id, run.state, run.partial_to = rollback_id, "rolling-back", revision.version
+        """Succeeded with failed instances: start (or, resumed, follow) the rollback to the last good revision."""
+        prior = self.plan.prior.get(run.group.name)
+        if prior and prior.deployment_id == snap.deployment_id and prior.rollback_deployment_id:
+            rollback_id, to = prior.rollback_deployment_id, "its last good revision"  # an earlier run started it
+        else:
+            request = partial_rollback(run.group, snap, self.plan, self.last_good)
+            if isinstance(request, str):
+                run.error = request
+                return False
+            to = request.revision.version if request.revision else "?"
+            try:
+                rollback_id = self.backend.start(request)
+            except DeployToolError as exc:
+                run.error = f"the rollback to {to} could not start: {exc}"
+                return False
+        run.rollback_id, run.state, run.partial_to = rollback_id, "rolling-back", to
         self._dirty = True
         return True
 

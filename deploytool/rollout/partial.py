@@ -12,17 +12,19 @@ instances keep a broken worker. The fleet file's `[rollout] partial_failure` dec
 - "keep": the group is failed with its failed instances named; they keep what the deployment left.
 
 With no earlier good revision (the group's first release), or a rollout that is no release, the group is
-failed with one line saying why it was not rolled back. `line` words every case.
+failed with one line saying why it was not rolled back (`rollback_request` decides; `line` words every case).
+A resumed release follows the rollback an earlier run started (the record's rollback_deployment_id).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from deploytool.config import Group
 from deploytool.errors import DeployToolError
 from deploytool.model import ReleaseManifest, Revision
-from deploytool.rollout.backend import DeploymentSnapshot, InstanceProgress
+from deploytool.rollout.backend import DeploymentSnapshot, DeployRequest, InstanceProgress
+from deploytool.rollout.plan import RolloutPlan
 from deploytool.rollout.record import ReleaseStore
 
 
@@ -83,3 +85,28 @@ def line(snap: DeploymentSnapshot, failures: Sequence[InstanceProgress], why: st
     head = f"{snap.failed} of {snap.total} instances failed (the backend called it Succeeded)"
     named = f" ({failed_ids(failures)})" if failures else ""
     return f"{head}{named}; {why}"
+
+
+def rollback_request(
+    group: Group,
+    snap: DeploymentSnapshot,
+    plan: RolloutPlan,
+    last_good: Callable[[Group], Revision | None] | None,
+) -> DeployRequest | str:
+    """The deployment rolling back a partly failed one (the plan's options decide), or why there is none."""
+    if plan.options.partial_failure == "keep":
+        return 'kept as they are ([rollout] partial_failure = "keep")'
+    if plan.mode != "deploy" or last_good is None:
+        return "not rolled back: this rollout is no release (no release record to find a last good revision)"
+    revision = last_good(group)
+    if revision is None:
+        return "not rolled back: no earlier release succeeded for this group (its first release?)"
+    return DeployRequest(
+        group=group,
+        revision=revision,
+        release_id=plan.release_id,
+        description=f"deploytool: roll back to {revision.version}: {snap.deployment_id} failed on "
+        f"{snap.failed} of {snap.total} instances",
+        auto_rollback=False,
+        ignore_stop_failures=plan.options.ignore_stop_failures,
+    )

@@ -40,6 +40,7 @@ class RolloutOptions:
     start_concurrency: how many Backend.start calls run at once (each is one API call).
     partial_failure: a deployment the backend calls Succeeded with failed instances: "rollback" (deploy the
     group's last good revision; deploytool.rollout.partial) or "keep" (the fleet file's [rollout]).
+    ignore_stop_failures: deployments continue past a failing ApplicationStop (ignoreApplicationStopFailures).
     """
 
     max_parallel: int = 0
@@ -50,6 +51,7 @@ class RolloutOptions:
     start_concurrency: int = 8
     poll_error_limit_s: float = 900.0
     partial_failure: PartialFailure = "rollback"
+    ignore_stop_failures: bool = False
 
     def __post_init__(self) -> None:
         if self.max_parallel < 0:

@@ -96,6 +96,8 @@ class InstanceRun:
     started_at: float | None = None
     ended_at: float | None = None
     skipped_events: frozenset[str] = frozenset()
+    ignored_failure: str | None = None  # ApplicationStop failed, ignored (ignoreApplicationStopFailures)
+    error_code: str = "ScriptFailed"  # the failure's diagnostics: ScriptFailed or ScriptMissing
 
     @property
     def ends_at(self) -> float | None:
@@ -125,6 +127,8 @@ class InstanceRun:
                 if self.status == "Failed" and name == self.fail_event:
                     entry.update(status="Failed", endTime=EPOCH + min(end, horizon), diagnostics=_failure(self, name))
                     after_failure = True
+                elif name == self.ignored_failure and end <= horizon:  # failed, and the instance went on
+                    entry.update(status="Failed", endTime=EPOCH + end, diagnostics=_failure(self, name))
                 elif end <= horizon:
                     entry.update(
                         status="Succeeded",
@@ -146,6 +150,9 @@ class InstanceRun:
 
 def _failure(run: InstanceRun, event: str) -> dict[str, str]:
     script = f"deploytool/hooks/{event.lower()}.sh"
+    if run.error_code == "ScriptMissing":  # the agent's words for a script the appspec lists but the archive lacks
+        message = f"Script does not exist at specified location: {script}"
+        return {"errorCode": "ScriptMissing", "scriptName": script, "message": message, "logTail": ""}
     return {
         "errorCode": "ScriptFailed",
         "scriptName": script,

@@ -4,9 +4,11 @@ API call, instance by instance, with deploytool.strategy deciding how many insta
 
 Each instance runs the in-place lifecycle events with durations from `durations(group, instance,
 mode)` (default: 60 to 180 s per instance, seeded per instance). ApplicationStop is skipped on an
-instance's first deployment. `inject_failure` makes an instance fail a lifecycle event. A failed
-deployment whose group has DEPLOYMENT_FAILURE auto-rollback, and a deployment stopped with rollback,
-start a rollback deployment (creator codeDeployRollback) of the group's last successful revision.
+instance's first deployment. `inject_failure` makes an instance fail a lifecycle event; an ApplicationStop
+failure (the previous revision's stop script failing or missing) fails the instance unless the deployment
+has ignoreApplicationStopFailures. A failed deployment whose group has DEPLOYMENT_FAILURE auto-rollback, and
+a deployment stopped with rollback, start a rollback deployment (creator codeDeployRollback) of the group's
+last successful revision.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class CodeDeploySim:
         self.instance_revision: dict[str, str] = {}  # instance id -> revision key it runs
         self.failures: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.failure_versions: dict[str, str] = {}
+        self.failure_codes: dict[str, str] = {}
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self.lock = threading.RLock()
@@ -118,10 +121,15 @@ class CodeDeploySim:
         *,
         creators: tuple[str, ...] = ("user",),
         version: str | None = None,
+        error_code: str = "ScriptFailed",
     ) -> None:
         """Make `instance_id` fail `event` in deployments created by one of `creators` (and, with `version`, only
-        in those of a revision whose key has that version: deploytool's bundle key P/A/<version>/<sha>.tgz)."""
+        in those of a revision whose key has that version: deploytool's bundle key P/A/<version>/<sha>.tgz).
+        error_code "ScriptMissing": the script is listed in the appspec but absent. An event the instance skips
+        (ApplicationStop on its first deployment) cannot fail; a deployment with ignoreApplicationStopFailures
+        goes on past a failing ApplicationStop (the event shows Failed, the instance continues)."""
         self.failures[instance_id] = (event, creators)
+        self.failure_codes[instance_id] = error_code
         if version is None:
             self.failure_versions.pop(instance_id, None)
         else:
@@ -323,7 +331,19 @@ class CodeDeploySim:
             if only is not None and f"/{only}/" not in str(((revision or {}).get("s3Location") or {}).get("key")):
                 fail = None
             fail_event = fail[0] if fail and creator in fail[1] and fail[0] in dict(plan) else None
-            deployment.instances[instance_id] = InstanceRun(instance_id, plan, fail_event, skipped_events=skipped)
+            if fail_event in skipped:  # no ApplicationStop on a first install: nothing to fail
+                fail_event = None
+            ignored = None
+            if fail_event == "ApplicationStop" and request.get("ignoreApplicationStopFailures"):
+                fail_event, ignored = None, "ApplicationStop"
+            deployment.instances[instance_id] = InstanceRun(
+                instance_id,
+                plan,
+                fail_event,
+                skipped_events=skipped,
+                ignored_failure=ignored,
+                error_code=self.failure_codes.get(instance_id, "ScriptFailed"),
+            )
         self.deployments[deployment.deployment_id] = deployment
         group.active = deployment.deployment_id
         return deployment
