@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -56,14 +56,14 @@ class Target:
         assert isinstance(self.services.backend, LocalBackend)
         return self.services.backend
 
-    def deploy(self, version: str, *reporters: Reporter) -> Deployed:
+    def deploy(self, version: str, *reporters: Reporter, options: RolloutOptions = QUICK) -> Deployed:
         """`fab deploy --version VERSION` (with the fixture hooks), ending with its reconcile."""
         self.services.extra_reporters[:] = list(reporters)
         return deploy_and_reconcile(
             self.fleet,
             "sandbox",
             self.fleet.groups,
-            QUICK,
+            options,
             self.services,
             Output(ci=True),
             version=version,
@@ -140,8 +140,8 @@ def test_scale_out_race_and_a_failed_validate_are_drift_on_duckdb_and_fix_conver
 
     (backend.fleet.find(bad).root / "fail-validate").touch()  # this instance fails its ValidateService
     race, seen = LaunchDuring(backend, video), Collect()
-    with pytest.raises(DeployFailed) as failed:
-        target.deploy("v2", race, seen)
+    with pytest.raises(DeployFailed) as failed:  # partial_failure "keep": email's failed instance stays as it is
+        target.deploy("v2", race, seen, options=replace(QUICK, partial_failure="keep"))
     assert failed.value.exit_code == 1
     assert "reconcile skipped: the rollout did not succeed (exit 1)" in target.out.getvalue()
     finished = {e.result.group: e.result for e in seen.events if isinstance(e, GroupFinished)}
@@ -159,7 +159,7 @@ def test_scale_out_race_and_a_failed_validate_are_drift_on_duckdb_and_fix_conver
     assert target.running(launched) == "v1"  # it came up on the previous revision, untagged
     assert target.tags(email) == {good: ("v2", v2_release), bad: ("v1", v1_release)}
 
-    # v2 failed for email (one instance failed; AllAtOnce has no rollback): email's last good release is v1,
+    # v2 failed for email (one instance failed; AllAtOnce: Succeeded, kept): email's last good release is v1,
     # so the instance v2 did reach drifts; video's v2 succeeded: its instance launched on v1 drifts.
     code, data, stderr = target.reconcile()
     assert code == 3, stderr
