@@ -228,3 +228,18 @@ def test_the_fleet_files_partial_failure_reaches_every_rollout_task(tmp_path: Pa
     assert not run.ignore_stop_failures
     *_, run, _ = _rollout(str(fleet), "production", None, 0, "stop-wave", True, None, True)  # --ignore-stop-failures
     assert run.ignore_stop_failures
+
+
+def test_the_plan_says_how_partial_failures_and_stop_failures_are_handled() -> None:
+    from deploytool.config import Group
+
+    groups = [Group(name="email", asg="asg-email", queues=["q"], strategy="AllAtOnce")]
+
+    def header(**options: object) -> str:
+        plan = commands.restart_plan("sandbox", groups, RolloutOptions(**options), datetime(2025, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]
+        return commands.plan_lines(plan, {}, "new")[0]
+
+    assert header().endswith("on failure stop-wave, partial failure rollback")
+    assert header(partial_failure="keep", ignore_stop_failures=True).endswith(
+        "on failure stop-wave, partial failure keep, ApplicationStop failures ignored"
+    )
