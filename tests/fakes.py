@@ -67,6 +67,7 @@ class FakeBackend:
     results_asked: list[str] = field(default_factory=list)
     poll_errors: int = 0  # the next N polls raise AwsError (throttled past the retries)
     last_good: dict[str, str] = field(default_factory=dict)
+    versions: Mapping[str, Script] = field(default_factory=dict)  # a version's script, over the group's
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -82,6 +83,8 @@ class FakeBackend:
         with self._lock:
             self.starts.append(request)
             script = self.script(request.group.name)
+            if request.revision is not None and request.revision.version in self.versions:
+                script = self.versions[request.revision.version]
             if script.start_error:
                 raise AwsError(script.start_error)
             deployment_id = self._new_id()

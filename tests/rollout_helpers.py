@@ -70,6 +70,7 @@ def orchestrator(
     mode: str = "deploy",
     groups: list[str] | None = None,
     target_instances: dict[str, tuple[str, ...]] | None = None,
+    last_good: Any = None,
     **options: Any,
 ) -> Orchestrator:
     plan = rollout_plan(
@@ -84,7 +85,7 @@ def orchestrator(
         target_instances=target_instances,
     )
     backend = env.backend(restart_mode=fleet.app.restart_mode)  # as deploytool.targets.connect makes it
-    return Orchestrator(backend, plan, reporter=reporter or Collect(), clock=env.clock)
+    return Orchestrator(backend, plan, reporter=reporter or Collect(), clock=env.clock, last_good=last_good)
 
 
 def release(env: CodeDeployEnv, fleet: Fleet, version: str, **kwargs: Any) -> RolloutResult:

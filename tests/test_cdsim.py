@@ -133,10 +133,70 @@ def test_service_limits(client: Any, sim: CodeDeploySim) -> None:
     with pytest.raises(ClientError, match="BatchLimitExceededException"):
         client.batch_get_deployments(deploymentIds=[first] * 26)
     client.stop_deployment(deploymentId=first, autoRollbackEnabled=False)
+    sim.clock.sleep(70)  # the instance in flight ends its event: the stop is done
     with pytest.raises(ClientError, match="DeploymentAlreadyCompletedException"):
         client.stop_deployment(deploymentId=first)
     info = client.get_deployment(deploymentId=first)["deploymentInfo"]
     assert info["status"] == "Stopped" and info["deploymentOverview"]["Skipped"] == 8
+
+
+def test_get_deployment_config_reports_one_at_a_time_as_most_concurrency(client: Any) -> None:
+    """The API reference: GetDeploymentConfig gives CodeDeployDefault.OneAtATime the type MOST_CONCURRENCY,
+    value 1 (a type no CreateDeploymentConfig may use)."""
+    info = client.get_deployment_config(deploymentConfigName="CodeDeployDefault.OneAtATime")["deploymentConfigInfo"]
+    assert info["minimumHealthyHosts"] == {"type": "MOST_CONCURRENCY", "value": 1}
+    assert info["computePlatform"] == "Server"
+    with pytest.raises(ClientError, match="InvalidMinimumHealthyHostValueException"):
+        client.create_deployment_config(
+            deploymentConfigName="c", minimumHealthyHosts={"type": "MOST_CONCURRENCY", "value": 1}
+        )
+
+
+def test_a_group_without_instances_fails_its_deployment_with_no_instances(client: Any, sim: CodeDeploySim) -> None:
+    sim._fleet = {**dict(sim._fleet), "asg-empty": []}  # type: ignore[arg-type]
+    group(client, "CodeDeployDefault.OneAtATime", asg="asg-empty")
+    client.update_deployment_group(
+        applicationName="app",
+        currentDeploymentGroupName="g",
+        autoRollbackConfiguration={"enabled": True, "events": ["DEPLOYMENT_FAILURE"]},
+    )
+    deployment_id = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)[
+        "deploymentId"
+    ]  # CreateDeployment itself is accepted
+    info = client.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
+    assert info["status"] == "Failed"
+    assert info["errorInformation"]["code"] == "NO_INSTANCES"
+    assert info["errorInformation"]["message"].startswith("The deployment failed because no instances were found")
+    assert sum(info["deploymentOverview"].values()) == 0
+    assert "rollbackDeploymentId" not in (info.get("rollbackInfo") or {})  # no instance was touched
+
+
+def test_stop_deployment_is_pending_until_the_instances_in_flight_end_their_event(
+    client: Any, sim: CodeDeploySim
+) -> None:
+    group(client, "CodeDeployDefault.HalfAtATime")
+    first = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)["deploymentId"]
+    sim.clock.sleep(55)  # a first install: 6 events of 10 s; the 4 in flight are in ValidateService (50..60 s)
+    answer = client.stop_deployment(deploymentId=first, autoRollbackEnabled=False)
+    assert answer["status"] == "Pending"
+    info = client.get_deployment(deploymentId=first)["deploymentInfo"]
+    assert info["status"] == "InProgress" and info["deploymentOverview"]["InProgress"] == 4
+    assert client.stop_deployment(deploymentId=first)["status"] == "Pending"  # asked again: still stopping
+    sim.clock.sleep(5)  # ValidateService ends at 60 s
+    info = client.get_deployment(deploymentId=first)["deploymentInfo"]
+    assert info["status"] == "Stopped" and info["errorInformation"]["code"] == "MANUAL_STOP"
+    assert (info["deploymentOverview"]["Failed"], info["deploymentOverview"]["Skipped"]) == (4, 5)
+    target = client.batch_get_deployment_targets(deploymentId=first, targetIds=["i-0"])["deploymentTargets"][0]
+    statuses = [e["status"] for e in target["instanceTarget"]["lifecycleEvents"]]
+    assert statuses[-1] == "Failed" and statuses[-2] == "Succeeded"  # its current event ran to its end
+
+
+def test_stop_deployment_with_nothing_in_flight_succeeds_at_once(client: Any, sim: CodeDeploySim) -> None:
+    sim.start_delay_s = 10
+    group(client, "CodeDeployDefault.OneAtATime")
+    first = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)["deploymentId"]
+    assert client.stop_deployment(deploymentId=first, autoRollbackEnabled=False)["status"] == "Succeeded"
+    assert client.get_deployment(deploymentId=first)["deploymentInfo"]["status"] == "Stopped"
 
 
 @pytest.mark.slow
@@ -147,3 +207,32 @@ def test_throttling_share_is_exact_and_counted(sim: CodeDeploySim, client: Any) 
         client.list_deployment_configs()
     assert sim.throttled["ListDeploymentConfigs"] == sim.calls["ListDeploymentConfigs"] // 2
     assert sim.calls["ListDeploymentConfigs"] > 10  # the throttled ones were retried by botocore
+
+
+def test_application_stop_fails_only_where_a_previous_revision_is_and_can_be_ignored(
+    client: Any, sim: CodeDeploySim
+) -> None:
+    group(client, "CodeDeployDefault.AllAtOnce", asg="asg-1")
+    sim.inject_failure("i-solo", "ApplicationStop", error_code="ScriptMissing")
+
+    def run(**extra: Any) -> dict[str, Any]:
+        did = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV, **extra)
+        sim.clock.sleep(200)
+        info = client.get_deployment(deploymentId=did["deploymentId"])["deploymentInfo"]
+        target = client.batch_get_deployment_targets(deploymentId=info["deploymentId"], targetIds=["i-solo"])
+        return {"info": info, "events": target["deploymentTargets"][0]["instanceTarget"]["lifecycleEvents"]}
+
+    first = run()  # a first install has no ApplicationStop: nothing to fail
+    assert first["info"]["status"] == "Succeeded" and first["events"][0]["status"] == "Skipped"
+    second = run()
+    assert second["info"]["status"] == "Failed"
+    stop = second["events"][0]
+    assert (stop["status"], stop["diagnostics"]["errorCode"]) == ("Failed", "ScriptMissing")
+    assert (
+        stop["diagnostics"]["message"]
+        == "Script does not exist at specified location: deploytool/hooks/applicationstop.sh"
+    )
+    assert {e["status"] for e in second["events"][1:]} == {"Skipped"}
+    third = run(ignoreApplicationStopFailures=True)
+    assert third["info"]["status"] == "Succeeded" and third["info"]["ignoreApplicationStopFailures"] is True
+    assert [e["status"] for e in third["events"]] == ["Failed"] + ["Succeeded"] * 6  # it went on

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from deploytool.rollout.codedeploy import STOP_FAILURES_IGNORED
 from deploytool.rollout.events import Checkpoint, GroupFinished
 from deploytool.rollout.plan import PriorDeployment
 from tests.cdsim import seeded_durations
 from tests.cdsim.env import codedeploy_env
-from tests.rollout_helpers import DieAt, make_fleet, orchestrator, release, set_up
+from tests.rollout_helpers import DieAt, make_fleet, orchestrator, release, revision, set_up
 
 FLEET = make_fleet(
     [
@@ -230,3 +231,87 @@ def test_restart_of_a_group_never_deployed_is_refused_naming_it() -> None:
         result = release(env, fleet, "v1", mode="restart")
         assert not result.succeeded and env.sim.calls["CreateDeployment"] == 0
         assert "group video: nothing to restart: no deployment of it has succeeded yet" in result.group("video").error
+
+
+def test_oneatatime_failing_on_its_last_instance_is_rolled_back_to_the_last_good_revision() -> None:
+    """CodeDeploy calls OneAtATime with a failed LAST instance Succeeded (and makes it the group's last successful
+    deployment, so its own rollback could only redeploy v2): deploytool deploys the last good revision itself."""
+    fleet = make_fleet([{"name": "video", "strategy": "OneAtATime"}])
+    with codedeploy_env({"asg-video": 3}) as env:
+        set_up(env.gateway, fleet)
+        assert release(env, fleet, "v1").succeeded
+        last = env.asg_instances["asg-video"][-1]
+        env.sim.inject_failure(last, "AfterInstall", version="v2")
+        result = release(env, fleet, "v2", last_good=lambda group: revision("v1"))
+        video = result.group("video")
+        deployment = env.sim.deployments[video.deployment_id or ""]
+        assert deployment.status == "Succeeded" and deployment.count("Failed") == 1  # CodeDeploy's word
+        assert not deployment.rollback_info  # CodeDeploy did not roll it back
+        rollback = env.sim.deployments[video.rollback_deployment_id or ""]
+        assert "/v1/" in rollback.revision["s3Location"]["key"] and rollback.status == "Succeeded"
+        assert rollback.request["autoRollbackConfiguration"] == {"enabled": False, "events": []}
+        assert video.outcome == "failed" and video.rollback_status == "Succeeded"
+        assert (
+            f"1 of 3 instances failed (the backend called it Succeeded) ({last}); rolled back to v1 by" in video.error
+        )
+        assert [f.lifecycle_event for f in video.instance_failures] == ["AfterInstall"]
+        assert all("/v1/" in env.sim.instance_revision[i] for i in env.asg_instances["asg-video"])
+
+
+def test_a_group_without_instances_fails_with_one_clear_line() -> None:
+    fleet = make_fleet([{"name": "email", "wave": 0}, {"name": "video", "wave": 1}])
+    with codedeploy_env({"asg-email": 0, "asg-video": 1}) as env:
+        set_up(env.gateway, fleet)
+        result = release(env, fleet, "v1")
+        email = result.group("email")
+        assert (email.outcome, email.status, email.total) == ("failed", "Failed", 0)
+        assert email.error == (
+            "no instances to deploy to: the deployment group's ASG asg-email has none in service "
+            "(CodeDeploy NO_INSTANCES); scale it up, or leave the group out with --groups"
+        )
+        assert result.group("video").outcome == "not-started"
+
+
+def test_a_pending_stop_is_followed_until_the_deployment_is_stopped_and_rolled_back() -> None:
+    """StopDeployment answers Pending while instances are in flight; the deployment says InProgress until they end
+    their current event, then Stopped, and its rollback follows: the orchestrator waits for all of it."""
+    fleet = make_fleet([{"name": "video", "strategy": "AllAtOnce"}, {"name": "reports", "strategy": "OneAtATime"}])
+    with codedeploy_env({"asg-video": 1, "asg-reports": 4}) as env:
+        set_up(env.gateway, fleet)
+        assert release(env, fleet, "v1").succeeded
+        env.sim.inject_failure(env.asg_instances["asg-video"][0], "DownloadBundle")  # fails early
+        answers: list[str] = []
+        stop = env.gateway.stop_deployment
+
+        def recording_stop(deployment_id: str, *, rollback: bool) -> str:
+            answers.append(stop(deployment_id, rollback=rollback))
+            return answers[-1]
+
+        env.gateway.stop_deployment = recording_stop  # type: ignore[method-assign]  # the backend's gateway
+        result = release(env, fleet, "v2", on_failure="stop-all")
+        reports = result.group("reports")
+        assert answers == ["Pending"]
+        stopped = env.sim.deployments[reports.deployment_id or ""]
+        video_done = env.sim.deployments[result.group("video").deployment_id or ""].completed_at or 0.0
+        assert stopped.completed_at is not None and stopped.completed_at > video_done  # stopped later, not at once
+        assert (reports.outcome, reports.status, stopped.count("Failed")) == ("stopped", "Stopped", 1)
+        assert reports.rollback_status == "Succeeded" and reports.rollback_deployment_id
+        assert env.sim.deployments[reports.rollback_deployment_id].status == "Succeeded"
+
+
+def test_ignore_stop_failures_sends_ignore_application_stop_failures_and_warns() -> None:
+    fleet = make_fleet([{"name": "video", "strategy": "AllAtOnce"}])
+    with codedeploy_env({"asg-video": 2}) as env:
+        set_up(env.gateway, fleet)
+        assert release(env, fleet, "v1").succeeded
+        broken = env.asg_instances["asg-video"][0]
+        env.sim.inject_failure(broken, "ApplicationStop")  # v1's stop script fails there
+        failed = release(env, fleet, "v2").group("video")
+        assert [(f.instance_id, f.lifecycle_event) for f in failed.instance_failures] == [(broken, "ApplicationStop")]
+        assert "ignoreApplicationStopFailures" not in env.sim.deployments[failed.deployment_id or ""].request
+        result = release(env, fleet, "v3", ignore_stop_failures=True)
+        video = result.group("video")
+        assert result.succeeded and (video.succeeded, video.failed) == (2, 0)
+        assert env.sim.deployments[video.deployment_id or ""].request["ignoreApplicationStopFailures"] is True
+        assert video.warnings == (STOP_FAILURES_IGNORED,)
+        assert all("/v3/" in env.sim.instance_revision[i] for i in env.asg_instances["asg-video"])

@@ -79,9 +79,19 @@ def test_good_fleet_files_load(tmp_path: Path, text: str, strategies: dict[str, 
 
 BAD = [
     (
+        "partial_failure misspelt",
+        doc(extra='[rollout]\npartial_failure = "rolback"\n'),
+        "rollout.partial_failure: got 'rolback'; allowed: 'rollback' or 'keep'",
+    ),
+    (
+        "rollout unknown key",
+        doc(extra='[rollout]\npartial = "keep"\n'),
+        "rollout.partial: unknown key (did you mean 'partial_failure'?); allowed: partial_failure",
+    ),
+    (
         "unknown top key",
         doc(extra='[artefacts]\nbucket = "x"\n'),
-        "artefacts: unknown key (did you mean 'artifacts'?); allowed: app, artifacts, aws, defaults, "
+        "artefacts: unknown key (did you mean 'artifacts'?); allowed: app, artifacts, aws, rollout, defaults, "
         "groups, targets, default_target",
     ),
     (
@@ -515,3 +525,9 @@ def test_fab_check_says_what_restart_sends(
     shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app")
     config_tasks.check(Context(), fleet=str(tmp_path / "deploy.toml"))
     assert expected in capsys.readouterr().out.splitlines()
+
+
+def test_rollout_partial_failure_defaults_to_rollback_and_may_keep(tmp_path: Path) -> None:
+    assert load_fleet(write(tmp_path, doc())).rollout.partial_failure == "rollback"
+    kept = load_fleet(write(tmp_path, doc(extra='[rollout]\npartial_failure = "keep"\n')))
+    assert kept.rollout.partial_failure == "keep"

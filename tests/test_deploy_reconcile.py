@@ -49,6 +49,7 @@ class Flow:
         reconcile: bool = True,
         tag_writer: TagStore | None = None,
         env: Mapping[str, str] | None = None,
+        options: RolloutOptions | None = None,
     ) -> Deployed:
         w = self.world
         w.later()
@@ -56,7 +57,7 @@ class Flow:
             w.fleet,
             "production",
             w.fleet.select_groups(groups),
-            RolloutOptions(),
+            options or RolloutOptions(),
             w.services,
             Output(ci=True),
             version=version,
@@ -148,15 +149,48 @@ def test_fab_deploy_tags_every_instance_and_ends_with_a_clean_reconcile(flow: Fl
     assert set(flow.versions(EMAIL) + flow.versions(REPORTS) + flow.versions(VIDEO)) == {"v2"}
 
 
-def test_allatonce_partial_failure_exits_1_and_the_failed_instance_keeps_its_old_tags(flow: Flow) -> None:
+def test_allatonce_partial_failure_is_rolled_back_to_the_last_good_release(flow: Flow) -> None:
+    """CodeDeploy calls it Succeeded and does not roll it back; deploytool deploys v1 (email's last good release)
+    to the group again: both instances end on v1 with v1's tags, and the release record says rolled_back."""
+    flow.deploy("v1")
+    ok, bad = flow.ids(EMAIL)
+    sim = flow.world.env.sim
+    sim.inject_failure(bad, "ValidateService", version="v2")  # v2 fails there; v1 still works
+    created = len(sim.deployments)
+    with pytest.raises(DeployFailed) as failed:
+        flow.deploy("v2", groups=["email"])
+    assert failed.value.exit_code == 1
+    v2, rollback = list(sim.deployments.values())[created:]
+    assert (v2.status, v2.config_name, v2.count("Failed")) == ("Succeeded", "CodeDeployDefault.AllAtOnce", 1)
+    assert "/v1/" in rollback.revision["s3Location"]["key"] and rollback.request["autoRollbackConfiguration"] == {
+        "enabled": False,
+        "events": [],
+    }
+    assert (rollback.status, rollback.count("Succeeded"), rollback.creator) == ("Succeeded", 2, "user")
+    assert "/v1/" in sim.instance_revision[ok] and "/v1/" in sim.instance_revision[bad]
+    assert {i: t[:2] for i, t in flow.tags(EMAIL).items()} == {
+        ok: ("v1", "20250501T120500Z-v1"),
+        bad: ("v1", "20250501T120500Z-v1"),
+    }
+    manifest = flow.world.services.store.find("production", "v2")
+    assert manifest is not None and group(manifest.to_dict(), "email")["outcome"] == "rolled_back"
+    assert manifest.deployments["email"]["rollback_deployment_id"] == rollback.deployment_id
+    out = flow.world.out.getvalue()
+    assert f"1 of 2 instances failed (the backend called it Succeeded) ({bad}); rolled back to v1 by " in out
+    report, _, code = flow.reconcile()
+    assert code == 0 and report is not None and not report.has_drift  # the fleet is back on v1
+
+
+def test_allatonce_partial_failure_kept_exits_1_and_the_failed_instance_keeps_its_old_tags(flow: Flow) -> None:
     flow.deploy("v1")
     ok, bad = flow.ids(EMAIL)
     flow.world.env.sim.inject_failure(bad, "ValidateService")
     with pytest.raises(DeployFailed) as failed:
-        flow.deploy("v2", groups=["email"])
+        flow.deploy("v2", groups=["email"], options=RolloutOptions(partial_failure="keep"))
     assert failed.value.exit_code == 1
     email = list(flow.world.env.sim.deployments.values())[-1]
     assert (email.group, email.status, email.config_name) == ("email", "Succeeded", "CodeDeployDefault.AllAtOnce")
+    assert f'({bad}); kept as they are ([rollout] partial_failure = "keep")' in flow.world.out.getvalue()
     tags = flow.tags(EMAIL)
     assert tags[ok][:2] == ("v2", "20250501T121000Z-v2")
     assert tags[bad][:2] == ("v1", "20250501T120500Z-v1")
@@ -165,7 +199,8 @@ def test_allatonce_partial_failure_exits_1_and_the_failed_instance_keeps_its_old
 
 
 def test_after_a_failed_release_reconcile_expects_the_last_good_one_and_fix_restores_it(flow: Flow) -> None:
-    """v2 fails on one email instance (AllAtOnce: CodeDeploy says Succeeded, no rollback): v2 is not what email
+    """v2 fails on one email instance (AllAtOnce: CodeDeploy says Succeeded; partial_failure "keep", so no
+    rollback): v2 is not what email
     is expected to run; v1, its last good release, is. The instance v2 did reach drifts, and --fix puts v1 back
     on it (it never redeploys v2); the run after that is clean and still says v2 failed."""
     v1 = flow.deploy("v1").result
@@ -174,7 +209,7 @@ def test_after_a_failed_release_reconcile_expects_the_last_good_one_and_fix_rest
     sim = flow.world.env.sim
     sim.inject_failure(bad, "ApplicationStart")
     with pytest.raises(DeployFailed):
-        flow.deploy("v2", groups=["email"])
+        flow.deploy("v2", groups=["email"], options=RolloutOptions(partial_failure="keep"))
     sim.failures.clear()
     v2 = "20250501T121000Z-v2"
 
@@ -338,6 +373,8 @@ def _fab(*args: str) -> subprocess.CompletedProcess[str]:
 def test_fab_deploy_options() -> None:
     shown = _fab("deploy", "--help")
     assert "--no-reconcile" in shown.stdout and "--reconcile-engine" in shown.stdout
+    for task in ("deploy", "rollback", "restart"):
+        assert "--ignore-stop-failures" in _fab(task, "--help").stdout
     bad = _fab("deploy", "--target", "production", "--reconcile-engine", "presto")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr == "error: --reconcile-engine 'presto': allowed: athena, duckdb\n"

@@ -40,6 +40,7 @@ def orchestrate(
     clock: SimulatedClock | None = None,
     prior: dict[str, PriorDeployment] | None = None,
     backend: FakeBackend | None = None,
+    last_good: Any = None,
     **options: Any,
 ) -> tuple[Orchestrator, FakeBackend, Collect]:
     clock = clock or SimulatedClock()
@@ -54,7 +55,7 @@ def orchestrate(
         prior=prior,
     )
     events = Collect()
-    return Orchestrator(backend, plan, reporter=events, clock=clock), backend, events
+    return Orchestrator(backend, plan, reporter=events, clock=clock, last_good=last_good), backend, events
 
 
 def test_waves_run_in_order_and_groups_of_a_wave_in_parallel() -> None:
@@ -157,6 +158,78 @@ def test_allatonce_partial_failure_is_a_failure() -> None:
     assert "3 of 4 instances failed" in a.error
     assert len(a.instance_failures) == 3 and a.rollback_deployment_id is None
     assert not result.succeeded and result.group("b").outcome == "not-started"
+
+
+V1 = Revision("bucket", "deploytool/app/v1/old.tgz", '"etag1"', "v1", "old")
+PARTIAL = Script(duration=60, instances=4, fail=1, fail_status="Succeeded")  # AllAtOnce: one of four failed
+
+
+@pytest.mark.parametrize("strategy", ["AllAtOnce", "OneAtATime"])
+def test_a_partial_failure_is_rolled_back_to_the_last_good_revision(strategy: str) -> None:
+    asked: list[str] = []
+
+    def last_good(g: Group) -> Revision:
+        asked.append(g.name)
+        return V1
+
+    clock = SimulatedClock()
+    backend = FakeBackend(clock, {"a": PARTIAL}, versions={"v1": Script(duration=30, instances=4)})
+    orch, _, events = orchestrate(
+        [group("a", 0, strategy), group("b", 1)], backend=backend, clock=clock, last_good=last_good
+    )
+    result = orch.run()
+    a = result.group("a")
+    rollback = backend.deployments[a.rollback_deployment_id or ""]
+    assert asked == ["a"] and rollback.version == "v1"  # the group's last good revision, deployed anew
+    assert [r.revision for r in backend.starts][-1] == V1 and backend.starts[-1].auto_rollback is False
+    assert a.outcome == "failed" and a.status == "Succeeded" and a.rollback_status == "Succeeded"
+    assert "1 of 4 instances failed (the backend called it Succeeded) (i-a-0); rolled back to v1 by" in a.error
+    assert [f.instance_id for f in a.instance_failures] == ["i-a-0"]
+    progress = [e for e in events.events if isinstance(e, GroupProgressed) and e.group == "a"]
+    assert progress[-1].rollback and progress[-1].snapshot.status == "Succeeded"  # followed to its end
+    assert result.group("b").outcome == "not-started" and not result.succeeded
+
+
+def test_a_partial_failure_is_kept_when_the_fleet_says_keep() -> None:
+    orch, backend, _ = orchestrate(
+        [group("a", 0, "AllAtOnce")], {"a": PARTIAL}, last_good=lambda g: V1, partial_failure="keep"
+    )
+    a = orch.run().group("a")
+    assert a.outcome == "failed" and a.rollback_deployment_id is None and len(backend.starts) == 1
+    assert a.error == (
+        "1 of 4 instances failed (the backend called it Succeeded) (i-a-0); kept as they are ([rollout] "
+        'partial_failure = "keep")'
+    )
+
+
+def test_a_partial_failure_without_a_last_good_revision_says_so() -> None:
+    orch, backend, _ = orchestrate([group("a", 0, "AllAtOnce")], {"a": PARTIAL}, last_good=lambda g: None)
+    a = orch.run().group("a")
+    assert a.outcome == "failed" and a.rollback_deployment_id is None and len(backend.starts) == 1
+    assert a.error.endswith("not rolled back: no earlier release succeeded for this group (its first release?)")
+
+
+def test_a_resumed_release_follows_the_partial_rollback_an_earlier_run_started() -> None:
+    clock = InterruptingClock(at=100)  # the orchestrator "dies" while the rollback (60..360 s) runs
+    backend = FakeBackend(clock, {"a": PARTIAL}, versions={"v1": Script(duration=300, instances=4)})
+    orch, _, events = orchestrate([group("a", 0, "AllAtOnce")], backend=backend, clock=clock, last_good=lambda g: V1)
+    with pytest.raises(KeyboardInterrupt):
+        orch.run()
+    prior = _record(events)
+    assert prior["a"].rollback_deployment_id is not None
+    started = len(backend.starts)
+    again, _, _ = orchestrate(
+        [group("a", 0, "AllAtOnce")], backend=backend, clock=clock, prior=prior, last_good=lambda g: V1
+    )
+    a = again.run().group("a")
+    assert len(backend.starts) == started  # no second rollback: the recorded one is followed to its end
+    assert a.rollback_deployment_id == prior["a"].rollback_deployment_id and a.rollback_status == "Succeeded"
+    assert "rolled back to its last good revision by" in a.error
+
+
+def test_partial_failure_option_is_checked() -> None:
+    with pytest.raises(UsageError, match="partial_failure 'undo' is not allowed; allowed: rollback, keep"):
+        RolloutOptions(partial_failure="undo")  # type: ignore[arg-type]
 
 
 def test_start_error_fails_the_group_with_the_reason() -> None:

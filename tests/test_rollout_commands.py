@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -234,3 +235,35 @@ def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str) -> N
     done = subprocess.run([fab, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_fleet_files_partial_failure_reaches_every_rollout_task(tmp_path: Path) -> None:
+    """`[rollout] partial_failure` is fleet-wide: fab deploy/rollback/restart all run with it."""
+    from deploytool.tasks.rollout import _rollout
+
+    shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app")
+    fleet = tmp_path / "deploy.toml"
+    fleet.write_text((ROOT / "deploy.toml").read_text() + '\n[rollout]\npartial_failure = "keep"\n')
+    *_, run, _ = _rollout(str(fleet), "production", None, 0, "stop-wave", True, None)
+    assert run.partial_failure == "keep"
+    fleet.write_text((ROOT / "deploy.toml").read_text())
+    *_, run, _ = _rollout(str(fleet), "production", None, 0, "stop-wave", True, None)
+    assert run.partial_failure == "rollback"  # the safe default
+    assert not run.ignore_stop_failures
+    *_, run, _ = _rollout(str(fleet), "production", None, 0, "stop-wave", True, None, True)  # --ignore-stop-failures
+    assert run.ignore_stop_failures
+
+
+def test_the_plan_says_how_partial_failures_and_stop_failures_are_handled() -> None:
+    from deploytool.config import Group
+
+    groups = [Group(name="email", asg="asg-email", queues=["q"], strategy="AllAtOnce")]
+
+    def header(**options: object) -> str:
+        plan = commands.restart_plan("sandbox", groups, RolloutOptions(**options), datetime(2025, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]
+        return commands.plan_lines(plan, {}, "new")[0]
+
+    assert header().endswith("on failure stop-wave, partial failure rollback")
+    assert header(partial_failure="keep", ignore_stop_failures=True).endswith(
+        "on failure stop-wave, partial failure keep, ApplicationStop failures ignored"
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import tarfile
 import tempfile
 import threading
 import time
@@ -453,3 +455,71 @@ def test_old_archives_are_pruned_to_five_keeping_the_installed_one(tmp_path: Pat
         assert deploy(instance, bundle, f"d-AAAAAAAA{n}", "v1").status == "Succeeded"
     kept = sorted(p.name for p in (instance.root / "deployment-root" / GROUP_ID).iterdir())
     assert len(kept) == 5 and "d-AAAAAAAA6" in kept
+
+
+# --- ApplicationStop of the previous revision: failing, missing, gone, ignored ----------------------------------
+
+
+def stop_bundle(tmp_path: Path, tag: str, stop: str | None) -> Path:
+    """A journal bundle whose ApplicationStop script is `stop` (None: listed in the appspec, absent)."""
+    bundle = journal_bundle(tmp_path, tag, extra={"hooks/ApplicationStop.sh": sh(stop or "true")})
+    if stop is None:
+        with tarfile.open(bundle) as tar:
+            files = {
+                m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+                for m in tar.getmembers()
+                if m.isfile() and m.name != "hooks/ApplicationStop.sh"
+            }
+        bundle = write_bundle(bundle, files)
+    return bundle
+
+
+@pytest.mark.parametrize(
+    ("stop", "message"),
+    [
+        ("echo draining; exit 7", "Script at specified location: hooks/ApplicationStop.sh failed with exit code 7"),
+        (None, "Script does not exist at specified location: hooks/ApplicationStop.sh"),
+    ],
+    ids=["failing", "listed-but-missing"],
+)
+def test_the_previous_revisions_failing_or_missing_stop_script_fails_the_next_deployment_at_application_stop(
+    tmp_path: Path, instance: Instance, stop: str | None, message: str
+) -> None:
+    first = deploy(instance, stop_bundle(tmp_path, "v1", stop), "d-AAAAAAAA1", "v1")
+    assert first.status == "Succeeded" and first.events[0].status == "Skipped"  # a first install has no stop
+    result = deploy(instance, journal_bundle(tmp_path, "v2"), "d-BBBBBBBB2", "v2")
+    assert (result.status, result.failed_event, result.message) == ("Failed", "ApplicationStop", message)
+    assert [e.event for e in result.events] == ["ApplicationStop"]  # nothing after it ran
+    assert (instance.root / "opt/fixture/app/version.txt").read_text() == "v1"
+
+
+def test_a_recorded_revision_whose_archive_is_gone_fails_application_stop_as_on_the_agent(
+    tmp_path: Path, instance: Instance
+) -> None:
+    """The agent's last-successful-install record names the revision; it reads that archive's appspec, so an
+    archive deleted from disk fails ApplicationStop (it is no first install: it is not skipped)."""
+    deploy(instance, journal_bundle(tmp_path, "v1"), "d-AAAAAAAA1", "v1")
+    shutil.rmtree(instance.root / "deployment-root" / GROUP_ID / "d-AAAAAAAA1")
+    result = deploy(instance, journal_bundle(tmp_path, "v2"), "d-BBBBBBBB2", "v2")
+    assert (result.status, result.failed_event) == ("Failed", "ApplicationStop")
+    assert result.message.startswith("The CodeDeploy agent did not find an AppSpec file within the unpacked revision")
+    assert f"deployment-root/{GROUP_ID}/d-AAAAAAAA1/deployment-archive/appspec.yml" in result.message
+
+
+def test_ignoring_stop_failures_goes_on_past_application_stop_with_a_warning(
+    tmp_path: Path, instance: Instance
+) -> None:
+    deploy(instance, stop_bundle(tmp_path, "v1", "exit 7"), "d-AAAAAAAA1", "v1")
+    result = deploy(
+        instance, journal_bundle(tmp_path, "v2"), "d-BBBBBBBB2", "v2", ignore_application_stop_failures=True
+    )
+    assert result.status == "Succeeded" and result.failed_event is None
+    assert (result.events[0].event, result.events[0].status) == ("ApplicationStop", "Failed")
+    assert result.warnings == (
+        f"{instance.instance_id}: ApplicationStop failed and was ignored (ignoreApplicationStopFailures): "
+        "Script at specified location: hooks/ApplicationStop.sh failed with exit code 7; the previous revision's "
+        "worker may still run",
+    )
+    assert (instance.root / "opt/fixture/app/version.txt").read_text() == "v2"
+    clean = deploy(instance, journal_bundle(tmp_path, "v3"), "d-CCCCCCCC3", "v3", ignore_application_stop_failures=True)
+    assert clean.status == "Succeeded" and clean.warnings == ()  # v2's stop script works: nothing to warn of

@@ -318,3 +318,70 @@ def test_a_deployment_whose_process_is_gone_is_abandoned_and_a_resume_deploys_th
     [group] = result.groups
     assert (group.outcome, group.attached) == ("succeeded", False) and group.deployment_id != "d-LIVE00001"
     assert setup.installed(setup.ids[0]) == "v1"
+
+
+def version_bundle(tmp_path: Path, tag: str, *, stop: str = "exit 0", validate: str = "exit 0") -> Path:
+    return write_bundle(
+        tmp_path / f"{tag}.tgz",
+        {
+            "app/version.txt": tag,
+            "hooks/stop.sh": sh(stop),
+            "hooks/end.sh": sh(validate),
+            "appspec.yml": "version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: /opt/fixture/app\n"
+            "file_exists_behavior: OVERWRITE\nhooks:\n"
+            "  ApplicationStop:\n    - location: hooks/stop.sh\n      timeout: 30\n"
+            "  ValidateService:\n    - location: hooks/end.sh\n      timeout: 30\n",
+        },
+    )
+
+
+@pytest.mark.slow
+def test_a_failing_previous_stop_script_fails_the_instance_unless_stop_failures_are_ignored(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    setup = Setup(tmp_path, aws, "AllAtOnce", 2)
+    v1 = upload(setup.s3, version_bundle(tmp_path, "v1", stop="echo cannot drain >&2; exit 5"), "v1")
+    assert setup.backend.wait(setup.deploy(v1), WAIT_S).all_succeeded  # first install: no ApplicationStop
+    v2 = upload(setup.s3, version_bundle(tmp_path, "v2"), "v2")
+    failed = setup.backend.wait(setup.deploy(v2, auto_rollback=False), WAIT_S)
+    assert (failed.status, failed.failed) == ("Failed", 2)
+    details = setup.backend.instance_results(failed.deployment_id)
+    assert {(p.lifecycle_event, p.message.splitlines()[0]) for p in details} == {
+        ("ApplicationStop", "Script at specified location: hooks/stop.sh failed with exit code 5")
+    }
+    assert [setup.installed(i) for i in setup.ids] == ["v1", "v1"]
+
+    ignored = setup.backend.wait(setup.deploy(v2, auto_rollback=False, ignore_stop_failures=True), WAIT_S)
+    assert ignored.all_succeeded and [setup.installed(i) for i in setup.ids] == ["v2", "v2"]
+    assert sorted(ignored.warnings) == [
+        f"{i}: ApplicationStop failed and was ignored (ignoreApplicationStopFailures): Script at specified location: "
+        "hooks/stop.sh failed with exit code 5; the previous revision's worker may still run"
+        for i in sorted(setup.ids)
+    ]
+
+
+@pytest.mark.slow
+def test_allatonce_succeeded_with_a_failed_instance_is_rolled_back_by_the_orchestrator(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    """The sandbox produces CodeDeploy's partial success (AllAtOnce: one of two instances failed, Succeeded); the
+    orchestrator rolls the group back to its last good revision (partial_failure "rollback")."""
+    setup = Setup(tmp_path, aws, "AllAtOnce", 2)
+    v1 = upload(setup.s3, version_bundle(tmp_path, "v1"), "v1")
+    assert setup.backend.wait(setup.deploy(v1), WAIT_S).all_succeeded
+    bad = setup.ids[0]
+    v2 = upload(setup.s3, version_bundle(tmp_path, "v2", validate=f'[ "$DEPLOYTOOL_INSTANCE_ID" != {bad} ]'), "v2")
+    plan = rollout_plan(
+        release_id="20250101T000000Z-v2",
+        version="v2",
+        target="sandbox",
+        groups=[setup.group],
+        revision=v2,
+        options=RolloutOptions(poll_min_s=0.05, poll_max_s=0.2),
+    )
+    result = Orchestrator(setup.backend, plan, reporter=Collect(), last_good=lambda group: v1).run()
+    web = result.group("web")
+    assert (web.status, web.succeeded, web.failed, web.outcome) == ("Succeeded", 1, 1, "failed")
+    assert web.rollback_deployment_id and web.rollback_status == "Succeeded"
+    assert f"(the backend called it Succeeded) ({bad}); rolled back to v1 by {web.rollback_deployment_id}" in web.error
+    assert [setup.installed(i) for i in setup.ids] == ["v1", "v1"]

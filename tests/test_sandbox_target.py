@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from deploytool.config import Fleet, Group
 from deploytool.deploy_flow import Deployed, deploy_and_reconcile
 from deploytool.errors import DeployFailed
 from deploytool.rollout.backend import DeploymentSnapshot
-from deploytool.rollout.events import Collect, Event, GroupFinished, GroupStarted, Reporter
+from deploytool.rollout.events import Collect, Event, GroupFinished, GroupProgressed, GroupStarted, Reporter
 from deploytool.rollout.plan import RolloutOptions
 from deploytool.rollout.wiring import Output, Services
 from deploytool.sandbox.backend import LocalBackend
@@ -56,14 +56,14 @@ class Target:
         assert isinstance(self.services.backend, LocalBackend)
         return self.services.backend
 
-    def deploy(self, version: str, *reporters: Reporter) -> Deployed:
+    def deploy(self, version: str, *reporters: Reporter, options: RolloutOptions = QUICK) -> Deployed:
         """`fab deploy --version VERSION` (with the fixture hooks), ending with its reconcile."""
         self.services.extra_reporters[:] = list(reporters)
         return deploy_and_reconcile(
             self.fleet,
             "sandbox",
             self.fleet.groups,
-            QUICK,
+            options,
             self.services,
             Output(ci=True),
             version=version,
@@ -127,6 +127,45 @@ def group(data: dict[str, Any], name: str) -> dict[str, Any]:
     return next(g for g in data["groups"] if g["group"] == name)
 
 
+class HealWhenDone:
+    """Removes an instance's fail-validate flag once the group's deployment has ended (before any rollback starts):
+    v2 fails there, the last good revision then works."""
+
+    def __init__(self, flag: Path, group: str) -> None:
+        self.flag, self.group = flag, group
+
+    def publish(self, event: Event) -> None:
+        if isinstance(event, GroupProgressed) and event.group == self.group and event.snapshot.done:
+            self.flag.unlink(missing_ok=True)
+
+
+def test_a_partial_failure_on_the_sandbox_is_rolled_back_to_the_last_good_release(target: Target) -> None:
+    """`fab deploy` on the sandbox with the fleet's default partial_failure "rollback": AllAtOnce with one of two
+    instances failing is Succeeded for the backend; deploytool deploys email's last good release (v1, found in the
+    release record) to the group again, both instances end on v1 with v1's tags, and the fleet reconciles clean."""
+    fleet, backend = target.fleet, target.backend
+    email = fleet.group("email")
+    v1 = target.deploy("v1").result
+    assert v1 is not None and v1.succeeded
+    good, bad = [i.instance_id for i in backend.fleet.instances(email)]
+    flag = backend.fleet.find(bad).root / "fail-validate"
+    flag.touch()
+    seen = Collect()
+    with pytest.raises(DeployFailed):
+        target.deploy("v2", HealWhenDone(flag, "email"), seen)
+    finished = {e.result.group: e.result for e in seen.events if isinstance(e, GroupFinished)}
+    mail = finished["email"]
+    assert (mail.status, mail.succeeded, mail.failed, mail.outcome) == ("Succeeded", 1, 1, "failed")
+    assert mail.rollback_status == "Succeeded" and f"({bad}); rolled back to v1 by " in mail.error
+    assert target.running(good) == target.running(bad) == "v1"
+    assert target.tags(email) == {good: ("v1", v1.release_id), bad: ("v1", v1.release_id)}
+    v2 = target.services.store.find("sandbox", "v2")
+    assert v2 is not None and group(v2.to_dict(), "email")["outcome"] == "rolled_back"
+    code, data, stderr = target.reconcile()
+    assert code == 0, stderr
+    assert group(data, "email")["expected_version"] == "v1"
+
+
 def test_scale_out_race_and_a_failed_validate_are_drift_on_duckdb_and_fix_converges(target: Target) -> None:
     fleet, backend = target.fleet, target.backend
     email, video = fleet.group("email"), fleet.group("video")
@@ -140,8 +179,8 @@ def test_scale_out_race_and_a_failed_validate_are_drift_on_duckdb_and_fix_conver
 
     (backend.fleet.find(bad).root / "fail-validate").touch()  # this instance fails its ValidateService
     race, seen = LaunchDuring(backend, video), Collect()
-    with pytest.raises(DeployFailed) as failed:
-        target.deploy("v2", race, seen)
+    with pytest.raises(DeployFailed) as failed:  # partial_failure "keep": email's failed instance stays as it is
+        target.deploy("v2", race, seen, options=replace(QUICK, partial_failure="keep"))
     assert failed.value.exit_code == 1
     assert "reconcile skipped: the rollout did not succeed (exit 1)" in target.out.getvalue()
     finished = {e.result.group: e.result for e in seen.events if isinstance(e, GroupFinished)}
@@ -159,7 +198,7 @@ def test_scale_out_race_and_a_failed_validate_are_drift_on_duckdb_and_fix_conver
     assert target.running(launched) == "v1"  # it came up on the previous revision, untagged
     assert target.tags(email) == {good: ("v2", v2_release), bad: ("v1", v1_release)}
 
-    # v2 failed for email (one instance failed; AllAtOnce has no rollback): email's last good release is v1,
+    # v2 failed for email (one instance failed; AllAtOnce: Succeeded, kept): email's last good release is v1,
     # so the instance v2 did reach drifts; video's v2 succeeded: its instance launched on v1 drifts.
     code, data, stderr = target.reconcile()
     assert code == 3, stderr

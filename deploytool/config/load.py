@@ -28,13 +28,14 @@ from deploytool.config.models import (
     GroupSettings,
     LocalTarget,
     Model,
+    Rollout,
     Target,
     valid_name,
 )
 from deploytool.config.paths import check_paths
 from deploytool.errors import ConfigError
 
-_TOP_KEYS = ("app", "artifacts", "aws", "defaults", "groups", "targets", "default_target")
+_TOP_KEYS = ("app", "artifacts", "aws", "rollout", "defaults", "groups", "targets", "default_target")
 _TARGET_MODELS: dict[str, type[Model]] = {"local": LocalTarget, "codedeploy": CodeDeployTarget}
 
 
@@ -72,6 +73,7 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
     app = validate_table(App, path, "app", data["app"])
     artifacts = validate_table(Artifacts, path, "artifacts", data["artifacts"])
     aws = validate_table(Aws, path, "aws", data.get("aws", {}))
+    rollout = validate_table(Rollout, path, "rollout", data.get("rollout", {}))
 
     defaults_raw = require_table(path, "defaults", data.get("defaults", {}))
     settings_fields = field_names(GroupSettings)
@@ -157,4 +159,5 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
         targets=targets,
         default_target=default_target,
         warnings=warnings,
+        rollout=rollout,
     )

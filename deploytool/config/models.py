@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -247,6 +247,20 @@ class Group(GroupSettings):
         }
 
 
+PARTIAL_FAILURE = ("rollback", "keep")
+
+
+class Rollout(Model):
+    """Fleet-level rollout settings ([rollout]).
+
+    partial_failure: what becomes of a group whose deployment the backend calls Succeeded although instances
+    failed (AllAtOnce with one success, OneAtATime failing on its last instance): "rollback" deploys the
+    group's last good revision (deploytool.rollout.partial), "keep" leaves the failed instances as they are.
+    """
+
+    partial_failure: Literal["rollback", "keep"] = "rollback"
+
+
 class LocalTarget(Model):
     backend: Literal["local"]
     instances_per_group: Annotated[int, Field(ge=1, le=20)] = 2
@@ -286,6 +300,7 @@ class Fleet:
     targets: Mapping[str, Target]
     default_target: str
     warnings: tuple[str, ...] = ()
+    rollout: Rollout = field(default_factory=Rollout)
 
     @property
     def root(self) -> Path:

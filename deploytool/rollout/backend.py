@@ -47,6 +47,9 @@ class DeployRequest:
     # Redeploy to these instances only (reconcile --fix); None means the whole group.
     target_instances: tuple[str, ...] | None = None
     auto_rollback: bool = True
+    # Continue past a failing ApplicationStop (the previous revision's stop script): CodeDeploy's
+    # ignoreApplicationStopFailures; the sandbox then warns of each instance it happened on.
+    ignore_stop_failures: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class DeploymentSnapshot:
     skipped: int = 0
     current_event: str | None = None  # the most advanced lifecycle event running on any instance
     error: str = ""
+    error_code: str = ""  # CodeDeploy's errorInformation.code, e.g. NO_INSTANCES (an empty group)
     rollback_deployment_id: str | None = None  # set when the backend started an automatic rollback
     creator: str = "user"  # user | autoscaling | codeDeployRollback | CodeDeployAutoUpdate
     # What did not fail the deployment but a person must know, e.g. tasks a drain's cold shutdown cut off

@@ -8,11 +8,13 @@ Contract:
   mode="restart" sends deploymentMode RESTART and no revision when the backend may (`restart_mode`: the fleet
   declares CodeDeploy agents 2.1.0+, app.codedeploy_agent); otherwise it is a normal deployment of the revision
   of the group's last successful deployment (GetDeploymentGroup, BatchGetDeployments): every hook runs and
-  the workers restart on the code they run. A redeploy to some instances
+  the workers restart on the code they run. request.ignore_stop_failures sends ignoreApplicationStopFailures
+  (a failing stop script of the previous revision fails no instance). A redeploy to some instances
   (request.target_instances) sends updateOutdatedInstancesOnly: CodeDeploy itself picks the instances
   not on the group's revision (its targetInstances parameter is for blue/green only).
 - poll: BatchGetDeployments, 25 ids a call; the lifecycle event per instance is not fetched while
-  polling (that would cost calls per instance), so snapshots carry counts, not current_event.
+  polling (that would cost calls per instance), so snapshots carry counts, not current_event; a deployment
+  with ignoreApplicationStopFailures carries a warning saying so (which instances it spared is not polled).
 - instance_results: ListDeploymentTargets + BatchGetDeploymentTargets (25 a call).
 - stop: StopDeployment(autoRollbackEnabled).
 """
@@ -37,6 +39,11 @@ from deploytool.rollout.backend import (
 )
 
 ACTIVE = ("Created", "Queued", "InProgress", "Ready", "Baking")
+STOP_FAILURES_IGNORED = (
+    "ApplicationStop failures are ignored in this deployment (--ignore-stop-failures): an instance whose previous "
+    "stop script failed went on, and its old worker may still run; CodeDeploy does not say which: look for a failed "
+    "ApplicationStop in the deployment's instance events or in scripts.log"
+)
 ALWAYS_SUSPENDED = ("AZRebalance", "ScheduledActions")
 
 
@@ -80,6 +87,8 @@ def create_params(request: DeployRequest, *, last_good: Mapping[str, Any] | None
             params["updateOutdatedInstancesOnly"] = True
     if not request.auto_rollback:
         params["autoRollbackConfiguration"] = {"enabled": False, "events": []}
+    if request.ignore_stop_failures:
+        params["ignoreApplicationStopFailures"] = True
     return params
 
 
@@ -97,8 +106,10 @@ def snapshot(info: Mapping[str, Any]) -> DeploymentSnapshot:
         failed=int(overview.get("Failed", 0)),
         skipped=int(overview.get("Skipped", 0)),
         error=str(error.get("message", "")),
+        error_code=str(error.get("code", "")),
         rollback_deployment_id=rollback.get("rollbackDeploymentId"),
         creator=str(info.get("creator", "user")),
+        warnings=(STOP_FAILURES_IGNORED,) if info.get("ignoreApplicationStopFailures") else (),
     )
 
 

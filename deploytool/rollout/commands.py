@@ -83,7 +83,8 @@ def plan_lines(plan: RolloutPlan, found: Mapping[str, Resolution], what: str) ->
     lines = [
         f"release {plan.release_id} ({what}): {what_release_does(plan.mode, plan.version, plan.target)}, "
         f"{len(plan.groups)} groups, max-parallel {plan.options.max_parallel or 'unlimited'}, "
-        f"on failure {plan.options.on_failure}"
+        f"on failure {plan.options.on_failure}, partial failure {plan.options.partial_failure}"
+        + (", ApplicationStop failures ignored" if plan.options.ignore_stop_failures else "")
     ]
     for wave in plan.waves:
         lines.append(f"wave {wave.number}:")

@@ -7,9 +7,11 @@ Contract: `Orchestrator(backend, plan, reporter=..., clock=...).run()` returns a
   `poll_min_s` after the orchestrator acts (starts, stops, a rollback appears) and doubles up to
   `poll_max_s` while it does not. Polling errors (throttling past the client's retries) are reported
   and retried after the longest interval; they fail the release only after `poll_error_limit_s`.
-- A deployment that ends without succeeding on every instance fails its group; its automatic
-  rollback (snapshot.rollback_deployment_id) is followed to its end; instance results are fetched
-  only for such groups. Then no new group starts (not in this wave, not in later waves); with
+- A deployment that ends without succeeding on every instance fails its group; its automatic rollback
+  (snapshot.rollback_deployment_id) is followed to its end; instance results are fetched only for such groups.
+  Called Succeeded with failed instances (no automatic rollback), with options.partial_failure "rollback" it
+  gets one from the orchestrator: the group's `last_good` revision, deployed and followed the same way
+  (deploytool.rollout.partial). Then no new group starts (not in this wave, not in later waves); with
   on_failure=stop-all the wave's other deployments are stopped with rollback.
 - Resume: deployments recorded in plan.prior and still in flight are followed (GroupStarted with
   attached=True right after ReleaseStarted), groups whose recorded deployment succeeded and that
@@ -30,6 +32,7 @@ from typing import Literal
 
 from deploytool.config import Group
 from deploytool.errors import DeployToolError
+from deploytool.model import Revision
 from deploytool.rollout.backend import Backend, DeploymentSnapshot, DeployRequest, InstanceProgress
 from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import (
@@ -48,6 +51,8 @@ from deploytool.rollout.events import (
     WaveFinished,
     WaveStarted,
 )
+from deploytool.rollout.partial import line as partial_line
+from deploytool.rollout.partial import rollback_request as partial_rollback
 from deploytool.rollout.plan import RolloutPlan
 from deploytool.rollout.result import OK_OUTCOMES, GroupResult, Outcome, RolloutResult
 from deploytool.rollout.resume import resolve
@@ -75,6 +80,7 @@ class _Run:
     attached: bool = False
     stop_requested: bool = False
     result: GroupResult | None = None
+    partial_to: str | None = None  # the version the orchestrator rolled a partly failed deployment back to
 
 
 class Orchestrator:
@@ -85,8 +91,10 @@ class Orchestrator:
         *,
         reporter: Reporter | None = None,
         clock: Clock | None = None,
+        last_good: Callable[[Group], Revision | None] | None = None,
     ) -> None:
         self.backend = backend
+        self.last_good = last_good  # a group's last good revision (partial failures); None: not a release
         self.plan = plan
         self.options = plan.options
         self.reporter: Reporter = reporter or Collect()
@@ -283,6 +291,7 @@ class Orchestrator:
             mode=plan.mode,
             description=plan.description,
             target_instances=plan.target_instances.get(group.name),
+            ignore_stop_failures=self.options.ignore_stop_failures,
         )
 
     def _poll(self) -> bool:
@@ -335,6 +344,8 @@ class Orchestrator:
             run.state = "rolling-back"
             self._dirty = True
             return True
+        if snap.status == "Succeeded" and self._roll_back_partial(run, snap):
+            return True
         if snap.status == "Succeeded" or now - run.failed_at >= self.options.rollback_grace_s:
             self._finish_group(run, outcome)
         return acted
@@ -346,6 +357,26 @@ class Orchestrator:
         if snap.done:
             last = run.snapshot
             self._finish_group(run, "stopped" if last and last.status == "Stopped" else "failed")
+
+    def _roll_back_partial(self, run: _Run, snap: DeploymentSnapshot) -> bool:
+        """Succeeded with failed instances: start (or, resumed, follow) the rollback to the last good revision."""
+        prior = self.plan.prior.get(run.group.name)
+        if prior and prior.deployment_id == snap.deployment_id and prior.rollback_deployment_id:
+            rollback_id, to = prior.rollback_deployment_id, "its last good revision"  # an earlier run started it
+        else:
+            request = partial_rollback(run.group, snap, self.plan, self.last_good)
+            if isinstance(request, str):
+                run.error = request
+                return False
+            to = request.revision.version if request.revision else "?"
+            try:
+                rollback_id = self.backend.start(request)
+            except DeployToolError as exc:
+                run.error = f"the rollback to {to} could not start: {exc}"
+                return False
+        run.rollback_id, run.state, run.partial_to = rollback_id, "rolling-back", to
+        self._dirty = True
+        return True
 
     def _on_failure(self, run: _Run) -> bool:
         """A group failed: start nothing more; with stop-all, stop the others. True when it stopped some."""
@@ -380,10 +411,19 @@ class Orchestrator:
             except DeployToolError as exc:
                 run.error = run.error or f"instance results unavailable: {exc}"
         snap = run.snapshot
+        if snap is not None and outcome == "failed" and snap.status == "Succeeded":
+            why = run.error or "not rolled back"
+            if run.partial_to is not None:
+                status = run.rollback.status if run.rollback else "unknown"
+                why = f"rolled back to {run.partial_to} by {run.rollback_id} ({status})"
+            run.error = partial_line(snap, run.failures, why)
+        if snap is not None and snap.error_code == "NO_INSTANCES" and not run.error:
+            run.error = (
+                f"no instances to deploy to: the deployment group's ASG {run.group.asg} has none in service "
+                "(CodeDeploy NO_INSTANCES); scale it up, or leave the group out with --groups"
+            )
         if snap is not None and snap.error and not run.error:
             run.error = snap.error
-        if snap is not None and outcome == "failed" and not run.error and snap.status == "Succeeded":
-            run.error = f"{snap.failed} of {snap.total} instances failed (the backend called it Succeeded)"
         run.result = self._group_result(run)
         self._dirty = True
         self._emit(GroupFinished(run.result, run.finished_at))

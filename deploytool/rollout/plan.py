@@ -21,6 +21,8 @@ from deploytool.model import Revision
 from deploytool.strategy import health_policy
 
 OnFailure = Literal["stop-wave", "stop-all"]
+PartialFailure = Literal["rollback", "keep"]
+PARTIAL_FAILURE: tuple[str, ...] = ("rollback", "keep")
 ON_FAILURE: tuple[str, ...] = ("stop-wave", "stop-all")
 Mode = Literal["deploy", "restart"]
 
@@ -36,6 +38,9 @@ class RolloutOptions:
     and doubles up to the maximum while nothing needs it.
     rollback_grace_s: how long a failed deployment is watched for its automatic rollback to appear.
     start_concurrency: how many Backend.start calls run at once (each is one API call).
+    partial_failure: a deployment the backend calls Succeeded with failed instances: "rollback" (deploy the
+    group's last good revision; deploytool.rollout.partial) or "keep" (the fleet file's [rollout]).
+    ignore_stop_failures: deployments continue past a failing ApplicationStop (ignoreApplicationStopFailures).
     """
 
     max_parallel: int = 0
@@ -45,12 +50,18 @@ class RolloutOptions:
     rollback_grace_s: float = 15.0
     start_concurrency: int = 8
     poll_error_limit_s: float = 900.0
+    partial_failure: PartialFailure = "rollback"
+    ignore_stop_failures: bool = False
 
     def __post_init__(self) -> None:
         if self.max_parallel < 0:
             raise UsageError(f"--max-parallel must be 0 (no limit) or more, got {self.max_parallel}")
         if self.on_failure not in ON_FAILURE:
             raise UsageError(f"--on-failure {self.on_failure!r} is not allowed; allowed: {', '.join(ON_FAILURE)}")
+        if self.partial_failure not in PARTIAL_FAILURE:
+            raise UsageError(
+                f"partial_failure {self.partial_failure!r} is not allowed; allowed: {', '.join(PARTIAL_FAILURE)}"
+            )
         if not 0 < self.poll_min_s <= self.poll_max_s:
             raise UsageError(f"poll interval must satisfy 0 < min <= max, got {self.poll_min_s}..{self.poll_max_s}")
 

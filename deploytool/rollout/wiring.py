@@ -4,8 +4,10 @@ Contract: `run_rollout(plan, services, output, manifest=..., tagger=...)` builds
 `services.backend` and `services.clock` with these reporters, runs it and returns its RolloutResult:
 - progress: a rich live table on a terminal, plain lines with --ci or without one (deploytool.rollout.progress);
 - `services.extra_reporters` (what a caller or a test adds);
-- for a release (a `manifest` is given): the release record writer (deploytool.rollout.record: deployments
-  and each group's outcome into the manifest in S3, the target's history at the end) and the
+- for a release (a `manifest` is given): each group's last good revision for a partly failed deployment
+  (deploytool.rollout.partial.LastGood, read from the record only when one happens), the release record
+  writer (deploytool.rollout.record: deployments and each group's outcome into the manifest in S3, the
+  target's history at the end) and the
   DeploymentTagger (deploytool.rollout.tagger: each group's instances tagged as its deployment ends, on
   `services.ec2`, else the EC2 of `services.aws`), then one line with what was tagged. A plan that is no
   release (a restart, a reconcile --fix) writes neither: versions do not change, or the fix tags itself;
@@ -41,6 +43,7 @@ from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import Fanout, Reporter
 from deploytool.rollout.interrupt import Pausable, console_prompt, follow
 from deploytool.rollout.orchestrator import Orchestrator
+from deploytool.rollout.partial import LastGood
 from deploytool.rollout.plan import RolloutPlan
 from deploytool.rollout.progress import LiveTable, PlainLines
 from deploytool.rollout.record import RecordWriter, ReleaseStore
@@ -133,7 +136,10 @@ def run_rollout(
 
     # after the record writer: the JSON result and the step summary say whether the record was written
     reporters.append(ResultWriters.from_env(output.json_out, dict(os.environ), annotate=with_record))
-    orchestrator = Orchestrator(services.backend, plan, reporter=Fanout(reporters), clock=services.clock)
+    last_good = LastGood(services.store, manifest) if manifest is not None else None
+    orchestrator = Orchestrator(
+        services.backend, plan, reporter=Fanout(reporters), clock=services.clock, last_good=last_good
+    )
     try:
         if services.on_interrupt == "raise":
             result = orchestrator.run()

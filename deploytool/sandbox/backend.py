@@ -15,7 +15,9 @@ parallel threads, each through the LifecycleRunner. CodeDeploy's rules kept here
   group's last successful revision to the same instances (creator codeDeployRollback), named in
   the failed one's `rollback_deployment_id`;
 - mode "restart" re-runs ApplicationStop/ApplicationStart/ValidateService of the installed revision;
-- `stop` lets running scripts finish and starts nothing more (status Stopped).
+- `stop` lets running scripts finish and starts nothing more (status Stopped);
+- request.ignore_stop_failures: an instance continues past a failing ApplicationStop (the runner's
+  ignore_application_stop_failures), and the deployment's warnings say on which instance.
 
 Tasks a drain's cold shutdown cut off become warnings of the deployment: the hook prints one line per task,
 `deploytool: interrupted task NAME[ID]: FATE` (scripts/celery_hooks.py), and once an instance is done its event
@@ -360,7 +362,7 @@ class LocalBackend:
                 for future in finished:
                     iid = running.pop(future)
                     result = future.result()
-                    warnings = interrupted_tasks(dep.targets[iid].instance, dep.id)
+                    warnings = [*result.warnings, *interrupted_tasks(dep.targets[iid].instance, dep.id)]
                     with self._lock:
                         dep.targets[iid].result = result
                         dep.targets[iid].status = result.status
@@ -376,7 +378,9 @@ class LocalBackend:
             if ended == "ApplicationStart":
                 self._record_worker(target.instance)
 
-        spec = self._spec(dep.id, dep.group, dep.revision, mode=dep.request.mode)
+        spec = self._spec(
+            dep.id, dep.group, dep.revision, mode=dep.request.mode, ignore_stop=dep.request.ignore_stop_failures
+        )
         try:
             return self._runner(target.instance).run(spec, on_event=on_event, stop=dep.stop)
         except Exception as exc:
@@ -399,7 +403,9 @@ class LocalBackend:
             instance, s3=self.s3, timing=self.timing, clock=self.clock, record=self.record, abort=self.abort
         )
 
-    def _spec(self, deployment_id: str, group: Group, revision: Revision | None, *, mode: Any) -> DeploymentSpec:
+    def _spec(
+        self, deployment_id: str, group: Group, revision: Revision | None, *, mode: Any, ignore_stop: bool = False
+    ) -> DeploymentSpec:
         return DeploymentSpec(
             deployment_id=deployment_id,
             application_name=self.app.name,
@@ -408,6 +414,7 @@ class LocalBackend:
             revision=revision,
             mode=mode,
             file_exists_behavior=self.file_exists_behavior,
+            ignore_application_stop_failures=ignore_stop,
         )
 
     def _finish(self, dep: Deployment, outcome: Verdict) -> None:
@@ -461,6 +468,7 @@ class LocalBackend:
             release_id=dep.request.release_id,
             description=f"rollback of {dep.id}",
             auto_rollback=False,
+            ignore_stop_failures=dep.request.ignore_stop_failures,
         )
         instances = [t.instance for t in dep.targets.values()]
         dep.rollback_id = self._start(request, creator="codeDeployRollback", instances=instances)

@@ -131,7 +131,9 @@ def run_sandbox(
         say(f"work tree {repo.root} (git): v1 committed")
 
         releases = connect(sandbox)
-        rollout = RolloutOptions(poll_min_s=0.5, poll_max_s=1.0, rollback_grace_s=5.0)
+        rollout = RolloutOptions(
+            poll_min_s=0.5, poll_max_s=1.0, rollback_grace_s=5.0, partial_failure=fleet.rollout.partial_failure
+        )
 
         def release(label: str) -> RolloutResult:
             def published(prepared: Prepared) -> None:

@@ -5,7 +5,10 @@ InstanceResult (never raises for a failing deployment; the first failing event e
 
 - ApplicationStop: the scripts of the revision the group last installed on this instance (the
   agent's `<group-id>_last_successful_install` record), from that revision's archive; skipped on
-  the first deployment to the instance.
+  the first deployment to the instance (no record). As on the agent, a failing or missing stop script, and a
+  recorded revision whose archive is gone (the agent cannot read its appspec), fail the instance here unless
+  the deployment ignores ApplicationStop failures (ignoreApplicationStopFailures): then the next events run
+  and the InstanceResult carries a warning saying so.
 - DownloadBundle: GET of the S3 revision through deploytool.aws.s3 (ETag checked), unpacked into
   `deployment-root/<group-id>/<deployment-id>/deployment-archive`; the group keeps its last 5
   archives, never removing the last installed one.
@@ -93,6 +96,7 @@ class InstanceResult:
     failed_event: str | None = None
     message: str = ""
     log_tail: str = ""
+    warnings: tuple[str, ...] = ()  # e.g. an ApplicationStop failure the deployment ignored
 
     @property
     def diagnostics(self) -> str:
@@ -136,13 +140,17 @@ class LifecycleRunner:
     def _last_install_record(self, group_id: str) -> Path:
         return self.instance.instructions_dir / f"{group_id}_last_successful_install"
 
-    def last_installed(self, group_id: str) -> Path | None:
-        """The deployment root of the revision this group last installed here, if any."""
+    def recorded_install(self, group_id: str) -> Path | None:
+        """The deployment root the agent's last-successful-install record names, whether or not it still exists."""
         try:
             shown = self._last_install_record(group_id).read_text().strip()
         except OSError:
             return None
-        root = self.instance.path(shown) if shown else None
+        return self.instance.path(shown) if shown else None
+
+    def last_installed(self, group_id: str) -> Path | None:
+        """The deployment root of the revision this group last installed here, if any (and still on disk)."""
+        root = self.recorded_install(group_id)
         return root if root is not None and (root / "deployment-archive").is_dir() else None
 
     def last_installed_revision(self, group_id: str) -> dict[str, str] | None:
@@ -170,6 +178,7 @@ class LifecycleRunner:
         results: list[EventResult] = []
         failed: EventResult | None = None
         tail = ""
+        warnings: list[str] = []
         for event in chosen:
             if on_event is not None:
                 on_event(event)
@@ -191,6 +200,10 @@ class LifecycleRunner:
             results.append(result)
             if status == "Failed":
                 if event == "ApplicationStop" and spec.ignore_application_stop_failures:
+                    warnings.append(
+                        f"{self.instance.instance_id}: ApplicationStop failed and was ignored "
+                        f"(ignoreApplicationStopFailures): {message}; the previous revision's worker may still run"
+                    )
                     continue
                 failed, tail = result, log.tail()
                 break
@@ -202,6 +215,7 @@ class LifecycleRunner:
             failed.event if failed else None,
             failed.message if failed else "",
             tail,
+            tuple(warnings),
         )
         self._write_summary(spec, outcome, logs)
         return outcome
@@ -212,6 +226,14 @@ class LifecycleRunner:
             if ctx.spec.mode == "deploy" and ctx.archive.is_dir():
                 previous = ctx.root
             if previous is None:
+                recorded = self.recorded_install(ctx.spec.group_id)
+                if recorded is not None:  # the agent reads the recorded revision's appspec, which is gone
+                    where = self.instance.shown(recorded / "deployment-archive")
+                    raise SandboxError(
+                        "The CodeDeploy agent did not find an AppSpec file within the unpacked revision directory "
+                        f'at revision-relative path "appspec.yml". The revision was unpacked to directory "{where}", '
+                        f'and the AppSpec file was expected but not found at path "{where}/appspec.yml"'
+                    )
                 log.write("[deploytool] no revision installed on this instance yet: ApplicationStop skipped")
                 return "Skipped", "first deployment to this instance: no previous revision"
             log.write(f"[deploytool] running the scripts of {self.instance.shown(previous)}")

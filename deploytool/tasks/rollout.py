@@ -21,6 +21,8 @@ _ROLLOUT_HELP = {
     "max_parallel": "deployments in flight at once inside a wave (default 0: no limit)",
     "on_failure": "stop-wave (default: a failed group rolls back, later waves do not start) or stop-all "
     "(also stop the wave's other deployments, with rollback)",
+    "ignore_stop_failures": "continue past a failing ApplicationStop (the previous revision's stop script; "
+    "CodeDeploy's ignoreApplicationStopFailures): the old worker may then still run",
     "ci": "plain lines instead of the live table (also without a terminal)",
     "json_out": "write the result as JSON to this file",
     "dry_run": "print the plan, change nothing",
@@ -36,6 +38,7 @@ def _rollout(
     on_failure: str,
     ci: bool,
     json_out: str | None,
+    ignore_stop_failures: bool = False,
 ) -> tuple[Fleet, str, tuple[Group, ...], RolloutOptions, Output]:
     """The options every rollout task shares, checked; the services come after every check (`_services`)."""
     from deploytool.rollout.plan import ON_FAILURE, RolloutOptions
@@ -50,6 +53,8 @@ def _rollout(
         on_failure=cast(
             "OnFailure", options.choice("--on-failure", on_failure, ON_FAILURE)
         ),  # checked by RolloutOptions
+        partial_failure=loaded.rollout.partial_failure,
+        ignore_stop_failures=bool(ignore_stop_failures),
     )
     return loaded, name, chosen, run, Output(ci=ci, json_out=options.json_out(json_out))
 
@@ -107,6 +112,7 @@ def deploy(
     allow_dirty: bool = False,
     max_parallel: int = 0,
     on_failure: str = "stop-wave",
+    ignore_stop_failures: bool = False,
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
@@ -117,7 +123,9 @@ def deploy(
     """Build, publish, roll out wave by wave (tagging instances), then reconcile: exit 1 failed, 3 drift."""
     from deploytool.deploy_flow import deploy_and_reconcile, plan_without_sandbox, reconcile_settings
 
-    loaded, name, chosen, run, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out)
+    loaded, name, chosen, run, output = _rollout(
+        fleet, target, groups, max_parallel, on_failure, ci, json_out, ignore_stop_failures
+    )
     version = options.version("--version", version)
     reconcile_settings(loaded, name, chosen, engine=reconcile_engine, reconcile=not no_reconcile, dry_run=dry_run)
     if _without_sandbox(loaded, name, dry_run):
@@ -149,6 +157,7 @@ def rollback(
     to: str | None = None,
     max_parallel: int = 0,
     on_failure: str = "stop-wave",
+    ignore_stop_failures: bool = False,
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
@@ -157,7 +166,9 @@ def rollback(
     """Redeploy an earlier release's revision, as a new release."""
     from deploytool.rollout import commands
 
-    loaded, name, chosen, run, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out)
+    loaded, name, chosen, run, output = _rollout(
+        fleet, target, groups, max_parallel, on_failure, ci, json_out, ignore_stop_failures
+    )
     to = options.version("--to", to)
     services = _services(loaded, name, ci)  # even a dry run reads the release history: on the sandbox, or AWS
     # the instances it reaches are tagged with the version rolled back to (deploytool.rollout.wiring)
@@ -173,6 +184,7 @@ def restart(
     groups: str | None = None,
     max_parallel: int = 0,
     on_failure: str = "stop-wave",
+    ignore_stop_failures: bool = False,
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
@@ -182,7 +194,9 @@ def restart(
     from deploytool.deploy_flow import plan_without_sandbox
     from deploytool.rollout import commands
 
-    loaded, name, chosen, run, output = _rollout(fleet, target, groups, max_parallel, on_failure, ci, json_out)
+    loaded, name, chosen, run, output = _rollout(
+        fleet, target, groups, max_parallel, on_failure, ci, json_out, ignore_stop_failures
+    )
     if _without_sandbox(loaded, name, dry_run):
         plan_without_sandbox(loaded, name, chosen, run, make_console(ci=ci), mode="restart")
         return

@@ -151,8 +151,11 @@ def stop_deployment(sim: CodeDeploySim, p: Params) -> Params:
     rollback = p.get("autoRollbackEnabled")
     if rollback is None:
         rollback = group.rollback_on("DEPLOYMENT_STOP_ON_REQUEST")
-    sim.stop(d, rollback=bool(rollback))
-    return {"status": "Succeeded", "statusMessage": f"Deployment {d.deployment_id} stopped"}
+    if d.stop_requested:
+        return {"status": "Pending", "statusMessage": f"Deployment {d.deployment_id} is being stopped"}
+    status = sim.stop(d, rollback=bool(rollback))
+    message = "stopped" if status == "Succeeded" else "is being stopped"
+    return {"status": status, "statusMessage": f"Deployment {d.deployment_id} {message}"}
 
 
 def list_deployment_targets(sim: CodeDeploySim, p: Params) -> Params:

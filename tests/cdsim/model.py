@@ -20,12 +20,19 @@ BUILTIN_CONFIGS: dict[str, Strategy] = {
     "CodeDeployDefault.HalfAtATime": Strategy("HalfAtATime"),
     "CodeDeployDefault.OneAtATime": Strategy("OneAtATime"),
 }
-# What GetDeploymentConfig says of the built-ins.
+# What GetDeploymentConfig says of the built-ins. OneAtATime's type is one no request may use: the API
+# reference (MinimumHealthyHosts) says GetDeploymentConfig returns MOST_CONCURRENCY with value 1 for it.
 BUILTIN_MIN_HEALTHY: dict[str, dict[str, Any]] = {
     "CodeDeployDefault.AllAtOnce": {"type": "FLEET_PERCENT", "value": 0},
     "CodeDeployDefault.HalfAtATime": {"type": "FLEET_PERCENT", "value": 50},
-    "CodeDeployDefault.OneAtATime": {"type": "HOST_COUNT", "value": 1},
+    "CodeDeployDefault.OneAtATime": {"type": "MOST_CONCURRENCY", "value": 1},
 }
+# errorInformation of a deployment to a group without instances (CreateDeployment itself succeeds).
+NO_INSTANCES_MESSAGE = (
+    "The deployment failed because no instances were found for your deployment group. Check your deployment "
+    "group settings to make sure the tags for your Amazon EC2 instances or Auto Scaling groups correctly "
+    "identify the instances you want to deploy to, and then try again."
+)
 
 
 def strategy_of(min_healthy: dict[str, Any]) -> Strategy:
@@ -89,6 +96,8 @@ class InstanceRun:
     started_at: float | None = None
     ended_at: float | None = None
     skipped_events: frozenset[str] = frozenset()
+    ignored_failure: str | None = None  # ApplicationStop failed, ignored (ignoreApplicationStopFailures)
+    error_code: str = "ScriptFailed"  # the failure's diagnostics: ScriptFailed or ScriptMissing
 
     @property
     def ends_at(self) -> float | None:
@@ -118,6 +127,8 @@ class InstanceRun:
                 if self.status == "Failed" and name == self.fail_event:
                     entry.update(status="Failed", endTime=EPOCH + min(end, horizon), diagnostics=_failure(self, name))
                     after_failure = True
+                elif name == self.ignored_failure and end <= horizon:  # failed, and the instance went on
+                    entry.update(status="Failed", endTime=EPOCH + end, diagnostics=_failure(self, name))
                 elif end <= horizon:
                     entry.update(
                         status="Succeeded",
@@ -139,6 +150,9 @@ class InstanceRun:
 
 def _failure(run: InstanceRun, event: str) -> dict[str, str]:
     script = f"deploytool/hooks/{event.lower()}.sh"
+    if run.error_code == "ScriptMissing":  # the agent's words for a script the appspec lists but the archive lacks
+        message = f"Script does not exist at specified location: {script}"
+        return {"errorCode": "ScriptMissing", "scriptName": script, "message": message, "logTail": ""}
     return {
         "errorCode": "ScriptFailed",
         "scriptName": script,
@@ -167,6 +181,7 @@ class Deployment:
     instances: dict[str, InstanceRun] = field(default_factory=dict)
     request: dict[str, Any] = field(default_factory=dict)  # CreateDeployment input as sent
     previous_revision: dict[str, Any] | None = None
+    stop_requested: bool = False  # StopDeployment answered Pending: in-flight instances end their current event
 
     @property
     def done(self) -> bool:

@@ -4,9 +4,11 @@ API call, instance by instance, with deploytool.strategy deciding how many insta
 
 Each instance runs the in-place lifecycle events with durations from `durations(group, instance,
 mode)` (default: 60 to 180 s per instance, seeded per instance). ApplicationStop is skipped on an
-instance's first deployment. `inject_failure` makes an instance fail a lifecycle event. A failed
-deployment whose group has DEPLOYMENT_FAILURE auto-rollback, and a deployment stopped with rollback,
-start a rollback deployment (creator codeDeployRollback) of the group's last successful revision.
+instance's first deployment. `inject_failure` makes an instance fail a lifecycle event; an ApplicationStop
+failure (the previous revision's stop script failing or missing) fails the instance unless the deployment
+has ignoreApplicationStopFailures. A failed deployment whose group has DEPLOYMENT_FAILURE auto-rollback, and
+a deployment stopped with rollback, start a rollback deployment (creator codeDeployRollback) of the group's
+last successful revision.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from deploytool.strategy import Verdict, health_policy, startable, verdict
 from tests.cdsim.model import (
     BUILTIN_CONFIGS,
     EPOCH,
+    NO_INSTANCES_MESSAGE,
     Application,
     Deployment,
     DeploymentConfig,
@@ -31,6 +34,7 @@ from tests.cdsim.model import (
 )
 
 Plan = Sequence[tuple[str, float]]
+STOPPED = ("MANUAL_STOP", "The deployment was stopped by the user")
 Durations = Callable[[str, str, str], Plan]
 
 # Share of an instance's lifecycle time per event (in-place, no load balancer).
@@ -96,6 +100,8 @@ class CodeDeploySim:
         self.deployments: dict[str, Deployment] = {}
         self.instance_revision: dict[str, str] = {}  # instance id -> revision key it runs
         self.failures: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self.failure_versions: dict[str, str] = {}
+        self.failure_codes: dict[str, str] = {}
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self.lock = threading.RLock()
@@ -109,10 +115,25 @@ class CodeDeploySim:
         return None if found is None else sorted(found)
 
     def inject_failure(
-        self, instance_id: str, event: str = "ValidateService", *, creators: tuple[str, ...] = ("user",)
+        self,
+        instance_id: str,
+        event: str = "ValidateService",
+        *,
+        creators: tuple[str, ...] = ("user",),
+        version: str | None = None,
+        error_code: str = "ScriptFailed",
     ) -> None:
-        """Make `instance_id` fail `event` in deployments created by one of `creators`."""
+        """Make `instance_id` fail `event` in deployments created by one of `creators` (and, with `version`, only
+        in those of a revision whose key has that version: deploytool's bundle key P/A/<version>/<sha>.tgz).
+        error_code "ScriptMissing": the script is listed in the appspec but absent. An event the instance skips
+        (ApplicationStop on its first deployment) cannot fail; a deployment with ignoreApplicationStopFailures
+        goes on past a failing ApplicationStop (the event shows Failed, the instance continues)."""
         self.failures[instance_id] = (event, creators)
+        self.failure_codes[instance_id] = error_code
+        if version is None:
+            self.failure_versions.pop(instance_id, None)
+        else:
+            self.failure_versions[instance_id] = version
 
     def next_id(self, prefix: str) -> str:
         self._serial += 1
@@ -148,6 +169,9 @@ class CodeDeploySim:
             if begin > now:
                 return
             d.status, d.started_at = "InProgress", begin
+            if not d.instances:
+                self._end(d, "Failed", begin, ("NO_INSTANCES", NO_INSTANCES_MESSAGE))
+                return
             if d.policy.error:
                 self._end(d, "Failed", begin, ("HEALTH_CONSTRAINTS_INVALID", d.policy.error))
                 return
@@ -166,6 +190,10 @@ class CodeDeploySim:
 
     def _judge(self, d: Deployment, t: float) -> None:
         counts = self._counts(d)
+        if d.stop_requested:  # a Pending stop: it ends once no instance is in flight, and nothing starts
+            if not counts["in_flight"]:
+                self._end(d, "Stopped", t, STOPPED)
+            return
         v = verdict(d.policy, **counts)
         if v is Verdict.SUCCEEDED:
             self._end(d, "Succeeded", t, None)
@@ -227,7 +255,7 @@ class CodeDeploySim:
         if status == "Succeeded":
             group.last_successful = info
             group.target_revision = d.revision
-        elif self._rollback_wanted(d, group, status):
+        elif d.instances and self._rollback_wanted(d, group, status):  # NO_INSTANCES: nothing to roll back
             self._start_rollback(d, group, t)
 
     def _rollback_wanted(self, d: Deployment, group: DeploymentGroup, status: str) -> bool:
@@ -299,20 +327,43 @@ class CodeDeploySim:
                 skipped = frozenset({"ApplicationStop"})
                 plan = [(e, 0.0 if e in skipped else s) for e, s in plan]
             fail = self.failures.get(instance_id)
+            only = self.failure_versions.get(instance_id)
+            if only is not None and f"/{only}/" not in str(((revision or {}).get("s3Location") or {}).get("key")):
+                fail = None
             fail_event = fail[0] if fail and creator in fail[1] and fail[0] in dict(plan) else None
-            deployment.instances[instance_id] = InstanceRun(instance_id, plan, fail_event, skipped_events=skipped)
+            if fail_event in skipped:  # no ApplicationStop on a first install: nothing to fail
+                fail_event = None
+            ignored = None
+            if fail_event == "ApplicationStop" and request.get("ignoreApplicationStopFailures"):
+                fail_event, ignored = None, "ApplicationStop"
+            deployment.instances[instance_id] = InstanceRun(
+                instance_id,
+                plan,
+                fail_event,
+                skipped_events=skipped,
+                ignored_failure=ignored,
+                error_code=self.failure_codes.get(instance_id, "ScriptFailed"),
+            )
         self.deployments[deployment.deployment_id] = deployment
         group.active = deployment.deployment_id
         return deployment
 
-    def stop(self, d: Deployment, *, rollback: bool) -> None:
+    def stop(self, d: Deployment, *, rollback: bool) -> str:
+        """StopDeployment: "Succeeded" when no instance is in flight (the deployment is Stopped now), else
+        "Pending": each instance in flight ends its current lifecycle event (failed), none starts, and the
+        deployment becomes Stopped when the last one ends (a later poll sees it)."""
         now = self.now()
         d.request["_stop_rollback"] = rollback
-        for run in d.instances.values():
-            if run.status == "InProgress":
-                run.fail_event = run.current_event(now) or run.plan[-1][0]
-                run.status, run.ended_at = "Failed", now
-        self._end(d, "Stopped", now, ("MANUAL_STOP", "The deployment was stopped by the user"))
+        d.stop_requested = True
+        running = [run for run in d.instances.values() if run.status == "InProgress"]
+        for run in running:
+            run.fail_event = run.current_event(now) or next(
+                (name for name, _ in run.plan if name not in run.skipped_events), run.plan[-1][0]
+            )
+        if running:
+            return "Pending"
+        self._end(d, "Stopped", now, STOPPED)
+        return "Succeeded"
 
 
 def revision_key(revision: Mapping[str, Any]) -> str:
