@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,14 +18,14 @@ from deploytool.aws.autoscaling import AutoScalingGateway
 from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
-from deploytool.config import Fleet, Group, parse_fleet
+from deploytool.config import Group
 from deploytool.model import manifest_key as release_key
 from deploytool.reconcile.pipeline import ReconcileServices
 from deploytool.rollout.backend import DeploymentSnapshot, DeployRequest, GroupState, InstanceProgress
 from deploytool.rollout.tags import FinishedDeployment
+from tests.builders import BUCKET
 
 REGION = "us-east-1"
-BUCKET = "acme-deploy-artifacts"
 PREFIX = "deploytool"
 APP = "acme-workers"
 T0 = datetime(2024, 5, 6, 9, 0, 0, tzinfo=UTC)
@@ -51,23 +50,6 @@ def stubbed_session() -> AwsSession:
     return AwsSession(
         region=REGION, boto_session=boto3.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name=REGION)
     )
-
-
-def fleet_for(root: Path, groups: Mapping[str, str]) -> Fleet:
-    data: dict[str, Any] = {
-        "app": {"name": APP, "celery_app": "acme_workers.celery_app:app"},
-        "artifacts": {"bucket": BUCKET, "prefix": PREFIX},
-        "aws": {"region": REGION},
-        "groups": [{"name": name, "asg": asg, "queues": [name]} for name, asg in groups.items()],
-        "targets": {
-            "sandbox": {"backend": "local"},
-            "production": {
-                "backend": "codedeploy",
-                "service_role_arn": "arn:aws:iam::123456789012:role/CodeDeployServiceRole",
-            },
-        },
-    }
-    return parse_fleet(data, root / "deploy.toml")
 
 
 class Clock:

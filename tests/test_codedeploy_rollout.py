@@ -6,9 +6,10 @@ import pytest
 
 from deploytool.rollout.events import Checkpoint, GroupFinished
 from deploytool.rollout.plan import PriorDeployment
+from tests.builders import make_fleet
 from tests.cdsim import seeded_durations
 from tests.cdsim.env import codedeploy_env
-from tests.rollout_helpers import DieAt, make_fleet, orchestrator, release, set_up
+from tests.rollout_helpers import DieAt, orchestrator, release, set_up
 
 FLEET = make_fleet(
     [

@@ -25,6 +25,7 @@ from deploytool.reconcile.pipeline import reconcile
 from deploytool.reconcile.query import AthenaEngine
 from deploytool.reconcile.sql import TABLES, grafana_sql, load_query, load_table
 from deploytool.targets import athena_settings, settings_for
+from tests.builders import make_fleet
 from tests.reconcile_support import (
     APP,
     BUCKET,
@@ -32,7 +33,6 @@ from tests.reconcile_support import (
     REGION,
     Clock,
     MotoFleet,
-    fleet_for,
     mocked_aws,
     stubbed_session,
 )
@@ -167,7 +167,7 @@ DRIFT_ROWS = [
 
 def test_reconcile_on_athena_sends_the_file_text_and_parameters(aws: AwsSession, tmp_path: Path) -> None:
     mf = MotoFleet(aws)
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers", "reports": "acme-reports-workers"})
+    fleet = make_fleet(["email", "reports"], root=tmp_path, asg="acme-{}-workers")
     mf.create_group(fleet.groups[0], 1)
     mf.create_group(fleet.groups[1], 1)
     inject(DRIFT_ROWS)
@@ -306,7 +306,7 @@ def test_failed_query_is_one_clear_error() -> None:
 
 
 def test_ddl_uses_partition_projection_and_runs_on_athena(aws: AwsSession, tmp_path: Path) -> None:
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    fleet = make_fleet(["email"], root=tmp_path, asg="acme-{}-workers")
     for name in TABLES:
         ddl = load_table(name).render(bucket=BUCKET, prefix=PREFIX)
         statements = [line for line in ddl.splitlines() if not line.startswith("--")]

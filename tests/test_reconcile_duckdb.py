@@ -21,7 +21,8 @@ from deploytool.reconcile.query import DuckDbEngine
 from deploytool.reconcile.sql import load_query, to_duckdb
 from deploytool.rollout.tags import FinishedDeployment, tag_deployments
 from deploytool.targets import settings_for
-from tests.reconcile_support import APP, BUCKET, PREFIX, FakeBackend, MotoFleet, fleet_for, mocked_aws
+from tests.builders import make_fleet
+from tests.reconcile_support import APP, BUCKET, PREFIX, FakeBackend, MotoFleet, mocked_aws
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def _deploy(mf: MotoFleet, backend: FakeBackend, fleet: Fleet, release_id: str, 
 
 def _race_fleet(mf: MotoFleet, tmp_path: Path) -> tuple[Fleet, dict[str, str]]:
     """v1 everywhere; then v2 where one email instance fails and one is launched mid-deploy."""
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers", "reports": "acme-reports-workers"})
+    fleet = make_fleet(["email", "reports"], root=tmp_path, asg="acme-{}-workers")
     email, reports = fleet.groups
     email_ids = mf.create_group(email, 3)
     mf.create_group(reports, 2)
@@ -157,7 +158,7 @@ def test_untrusted_values_never_change_the_sql(moto_fleet: MotoFleet, tmp_path: 
     nasty_group = "it's'; DROP TABLE inventory; --"
     nasty_version = "v'2\"; DELETE FROM releases; --"
     root = tmp_path / "mirror"
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    fleet = make_fleet(["email"], root=tmp_path, asg="acme-{}-workers")
     release_id = "20240506T080000Z-bad"
     manifest = moto_fleet.write_release(release_id, nasty_version, fleet.groups)
     manifest["groups"][0]["group"] = nasty_group
@@ -195,7 +196,7 @@ def test_untrusted_values_never_change_the_sql(moto_fleet: MotoFleet, tmp_path: 
 
 
 def test_partitions_outside_the_window_are_not_read(moto_fleet: MotoFleet, tmp_path: Path) -> None:
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    fleet = make_fleet(["email"], root=tmp_path, asg="acme-{}-workers")
     moto_fleet.write_release("20240501T000000Z-v1", "v1", fleet.groups)
     for day, version in (("01", "v0"), ("02", "v1"), ("03", "v1")):
         stamp = f"2024-05-{day}T12:00:00.000000Z"
@@ -235,7 +236,7 @@ def test_partitions_outside_the_window_are_not_read(moto_fleet: MotoFleet, tmp_p
 
 
 def test_pretty_printed_manifest_is_mirrored_as_one_line(moto_fleet: MotoFleet, tmp_path: Path) -> None:
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    fleet = make_fleet(["email"], root=tmp_path, asg="acme-{}-workers")
     moto_fleet.write_release("20240501T000000Z-v1", "v1", fleet.groups, pretty=True)
     root = tmp_path / "mirror"
     from deploytool.reconcile.mirror import mirror_tables

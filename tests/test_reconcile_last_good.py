@@ -23,7 +23,8 @@ from deploytool.reconcile.report import ReconcileReport
 from deploytool.rollout.backend import DeployRequest
 from deploytool.rollout.tags import FinishedDeployment, tag_deployments
 from deploytool.targets import settings_for
-from tests.reconcile_support import APP, BUCKET, PREFIX, FakeBackend, MotoFleet, fleet_for, mocked_aws
+from tests.builders import make_fleet
+from tests.reconcile_support import APP, BUCKET, PREFIX, FakeBackend, MotoFleet, mocked_aws
 
 V1, V2, V3 = "20240506T080000Z-v1", "20240506T083000Z-v2", "20240506T084500Z-v3"
 
@@ -35,9 +36,7 @@ def mf(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoFleet]:
 
 
 def three_groups(mf: MotoFleet, tmp_path: Path) -> Fleet:
-    fleet = fleet_for(
-        tmp_path, {"email": "acme-email-workers", "video": "acme-video-workers", "reports": "acme-reports-workers"}
-    )
+    fleet = make_fleet(["email", "video", "reports"], root=tmp_path, asg="acme-{}-workers")
     for group, size in zip(fleet.groups, (2, 2, 1), strict=True):
         mf.create_group(group, size)
     return fleet

@@ -12,8 +12,8 @@ from deploytool.rollout.clock import SimulatedClock
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import rollout_plan
 from deploytool.rollout.tagger import DeploymentTagger
+from tests.builders import make_fleet
 from tests.fakes import FakeBackend, Script
-from tests.rollout_helpers import make_fleet
 
 FLEET = make_fleet(
     [{"name": "ok", "wave": 0}, {"name": "partial", "strategy": "AllAtOnce", "wave": 0}, {"name": "rolled", "wave": 0}]
