@@ -1,4 +1,4 @@
-"""Hand-written fakes at the seams: an in-memory Backend driven by a simulated clock.
+"""Hand-written fakes at the seams: an in-memory Backend driven by the one test clock (FakeClock).
 
 FakeBackend models a deployment per group as a script: it runs `duration` seconds, its instances
 finish evenly over that time, `fail` of them fail at the end. A failed (or stopped) deployment
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from deploytool.config import Group
 from deploytool.errors import AwsError
@@ -24,6 +25,8 @@ from deploytool.rollout.backend import (
     InstanceProgress,
 )
 from deploytool.rollout.clock import SimulatedClock
+
+EPOCH = datetime(2024, 5, 6, 9, 0, 0, tzinfo=UTC)  # FakeClock's wall time at 0
 
 
 @dataclass(frozen=True)
@@ -191,17 +194,38 @@ class FakeBackend:
         return [d for d in self.deployments.values() if d.group == group and not d.rollback_of]
 
 
-class InterruptingClock(SimulatedClock):
-    """A simulated clock whose sleep raises KeyboardInterrupt once the time passes `at` (Ctrl-C)."""
+class FakeClock(SimulatedClock):
+    """The tests' one clock: the product's SimulatedClock (seconds that move only when someone sleeps on it,
+    or by `advance`), and what tests need around it:
 
-    def __init__(self, at: float) -> None:
-        super().__init__()
-        self.at: float | None = at
+    - `wall()`: the same time as a UTC datetime, `epoch` at 0 (for code that stamps what it does);
+    - `intervals`: every sleep asked for, in order;
+    - `ctrl_c_at`: the first sleep that reaches this time raises KeyboardInterrupt (Ctrl-C while it waits);
+    - `on_sleep`: called with the new time after each sleep (a test changes the world there).
+    """
+
+    def __init__(
+        self,
+        start: float = 0.0,
+        *,
+        epoch: datetime = EPOCH,
+        ctrl_c_at: float | None = None,
+        on_sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        super().__init__(start)
+        self.epoch = epoch
+        self.ctrl_c_at = ctrl_c_at
+        self.on_sleep = on_sleep
         self.intervals: list[float] = []
 
     def sleep(self, seconds: float) -> None:
         self.intervals.append(seconds)
         super().sleep(seconds)
-        if self.at is not None and self.now() >= self.at:
-            self.at = None
+        if self.on_sleep is not None:
+            self.on_sleep(self.now())
+        if self.ctrl_c_at is not None and self.now() >= self.ctrl_c_at:
+            self.ctrl_c_at = None
             raise KeyboardInterrupt
+
+    def wall(self) -> datetime:
+        return self.epoch + timedelta(seconds=self.now())

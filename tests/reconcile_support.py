@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -24,11 +24,12 @@ from deploytool.reconcile.pipeline import ReconcileServices
 from deploytool.rollout.backend import DeploymentSnapshot, DeployRequest, GroupState, InstanceProgress
 from deploytool.rollout.tags import FinishedDeployment
 from tests.builders import BUCKET
+from tests.fakes import EPOCH, FakeClock
 
 REGION = "us-east-1"
 PREFIX = "deploytool"
 APP = "acme-workers"
-T0 = datetime(2024, 5, 6, 9, 0, 0, tzinfo=UTC)
+T0 = EPOCH
 
 
 @contextlib.contextmanager
@@ -52,33 +53,12 @@ def stubbed_session() -> AwsSession:
     )
 
 
-class Clock:
-    """A simulated clock: now() advances only when told (or by sleep)."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.at = start
-        self.slept: list[float] = []
-
-    def now(self) -> datetime:
-        return self.at
-
-    def monotonic(self) -> float:
-        return (self.at - T0).total_seconds()
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.at += timedelta(seconds=seconds)
-
-    def advance(self, **delta: float) -> None:
-        self.at += timedelta(**delta)
-
-
 @dataclass
 class MotoFleet:
     """A fleet on moto (inside mock_aws): one ASG per group, the bucket, and the gateways."""
 
     session: AwsSession
-    clock: Clock = field(default_factory=Clock)
+    clock: FakeClock = field(default_factory=FakeClock)
 
     def __post_init__(self) -> None:
         self.ec2 = Ec2Gateway(self.session)
@@ -95,9 +75,9 @@ class MotoFleet:
             autoscaling=self.asg,
             ec2=self.ec2,
             athena=AthenaGateway(self.session),
-            now=self.clock.now,
+            now=self.clock.wall,
             sleep=self.clock.sleep,
-            clock=self.clock.monotonic,
+            clock=self.clock.now,
         )
 
     def create_group(self, group: Group, size: int) -> list[str]:
@@ -226,7 +206,7 @@ class FakeBackend:
                     deployment_id,
                     request.revision.version,
                     request.release_id,
-                    self.fleet.clock.now(),
+                    self.fleet.clock.wall(),
                 )
             )
         return finished

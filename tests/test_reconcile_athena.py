@@ -26,12 +26,12 @@ from deploytool.reconcile.query import AthenaEngine
 from deploytool.reconcile.sql import TABLES, grafana_sql, load_query, load_table
 from deploytool.targets import athena_settings, settings_for
 from tests.builders import make_fleet
+from tests.fakes import FakeClock
 from tests.reconcile_support import (
     APP,
     BUCKET,
     PREFIX,
     REGION,
-    Clock,
     MotoFleet,
     mocked_aws,
     stubbed_session,
@@ -193,7 +193,7 @@ def test_reconcile_on_athena_sends_the_file_text_and_parameters(aws: AwsSession,
     ]
     assert sent["QueryExecutionContext"] == {"Database": "deploytool"}
     assert sent["ResultConfiguration"]["OutputLocation"].startswith(f"s3://{BUCKET}/{PREFIX}/athena-results/")
-    assert len(mf.clock.slept) >= 2  # polled through the injected sleep while QUEUED/RUNNING
+    assert len(mf.clock.intervals) >= 2  # polled through the injected sleep while QUEUED/RUNNING
 
     report = run.report
     assert report.engine == "athena" and report.bytes_scanned == 0
@@ -210,14 +210,14 @@ def test_reconcile_on_athena_sends_the_file_text_and_parameters(aws: AwsSession,
 
 
 def test_untrusted_values_are_quoted_parameters_not_sql(aws: AwsSession) -> None:
-    clock = Clock()
+    clock = FakeClock()
     engine = AthenaEngine(
         AthenaGateway(aws),
         database="deploytool",
         workgroup="primary",
         output_location=None,
         sleep=clock.sleep,
-        clock=clock.monotonic,
+        clock=clock.now,
     )
     query = load_query("reconcile")
     nasty = "x'; DROP TABLE inventory; --"
@@ -255,7 +255,7 @@ def _page(rows: list[list[Any]], *, header: bool, token: str | None) -> dict[str
 
 def test_results_are_paginated_and_bytes_scanned_reported() -> None:
     gateway = AthenaGateway(stubbed_session())
-    clock = Clock()
+    clock = FakeClock()
     with Stubber(gateway.client) as stub:
         stub.add_response("start_query_execution", {"QueryExecutionId": "q-1"})
         stub.add_response("get_query_execution", {"QueryExecution": {"Status": {"State": "RUNNING"}}})
@@ -274,7 +274,7 @@ def test_results_are_paginated_and_bytes_scanned_reported() -> None:
             {"QueryExecutionId": "q-1", "MaxResults": 1000, "NextToken": "t1"},
         )
         engine = AthenaEngine(
-            gateway, database="db", workgroup="wg", output_location=None, sleep=clock.sleep, clock=clock.monotonic
+            gateway, database="db", workgroup="wg", output_location=None, sleep=clock.sleep, clock=clock.now
         )
         result = engine.run(load_query("rollout_timeline"), {"app": "a", "dt_from": "d1", "dt_to": "d2"})
     assert result.rows == (
@@ -283,12 +283,12 @@ def test_results_are_paginated_and_bytes_scanned_reported() -> None:
         {"group": "c", "instances": None},
     )
     assert result.bytes_scanned == 123456
-    assert clock.slept == [0.25]
+    assert clock.intervals == [0.25]
 
 
 def test_failed_query_is_one_clear_error() -> None:
     gateway = AthenaGateway(stubbed_session())
-    clock = Clock()
+    clock = FakeClock()
     with Stubber(gateway.client) as stub:
         stub.add_response(
             "get_query_execution",
@@ -302,7 +302,7 @@ def test_failed_query_is_one_clear_error() -> None:
             },
         )
         with pytest.raises(AwsError, match="q-9 FAILED: TABLE_NOT_FOUND"):
-            gateway.wait("q-9", sleep=clock.sleep, clock=clock.monotonic)
+            gateway.wait("q-9", sleep=clock.sleep, clock=clock.now)
 
 
 def test_ddl_uses_partition_projection_and_runs_on_athena(aws: AwsSession, tmp_path: Path) -> None:

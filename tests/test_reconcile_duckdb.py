@@ -41,7 +41,7 @@ def _deploy(mf: MotoFleet, backend: FakeBackend, fleet: Fleet, release_id: str, 
     for group in fleet.groups:
         revision = Revision(BUCKET, f"{PREFIX}/{APP}/{version}/x.tgz", '"e"', version, "0" * 64)
         deployment_id = backend.start(DeployRequest(group=group, revision=revision, release_id=release_id))
-        finished.append(FinishedDeployment(group.name, deployment_id, version, release_id, mf.clock.now()))
+        finished.append(FinishedDeployment(group.name, deployment_id, version, release_id, mf.clock.wall()))
     tag_deployments(mf.ec2, backend, finished)
 
 
@@ -52,7 +52,7 @@ def _race_fleet(mf: MotoFleet, tmp_path: Path) -> tuple[Fleet, dict[str, str]]:
     email_ids = mf.create_group(email, 3)
     mf.create_group(reports, 2)
     _deploy(mf, FakeBackend(mf), fleet, "20240506T080000Z-2024.05.06-aaaaaaa", "2024.05.06-aaaaaaa")
-    mf.clock.advance(minutes=30)
+    mf.clock.advance(1800)
     # v2: the ASG scales out while the deployment runs (the new instance is not part of it), and one
     # of the original instances fails its ApplicationStart.
     backend = FakeBackend(mf, fail=[email_ids[1]])
@@ -73,12 +73,12 @@ def _race_fleet(mf: MotoFleet, tmp_path: Path) -> tuple[Fleet, dict[str, str]]:
         )
         finished.append(
             FinishedDeployment(
-                group.name, deployment_id, "2024.05.06-bbbbbbb", "20240506T083000Z-2024.05.06-bbbbbbb", mf.clock.now()
+                group.name, deployment_id, "2024.05.06-bbbbbbb", "20240506T083000Z-2024.05.06-bbbbbbb", mf.clock.wall()
             )
         )
     (launched,) = mf.scale(email, 4)
     tag_deployments(mf.ec2, backend, finished)
-    mf.clock.advance(minutes=5)
+    mf.clock.advance(300)
     return fleet, {"failed": email_ids[1], "launched": launched}
 
 
@@ -126,7 +126,7 @@ def test_fab_reconcile_exits_3_and_fix_converges(moto_fleet: MotoFleet, tmp_path
 
     # --fix: redeploy v2 to exactly the two drifted instances, then reconcile again: exit 0.
     backend = FakeBackend(moto_fleet)
-    moto_fleet.clock.advance(minutes=10)
+    moto_fleet.clock.advance(600)
     out = StringIO()
     report = run_reconcile(
         fleet,

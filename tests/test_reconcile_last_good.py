@@ -57,9 +57,9 @@ def release(
             continue
         revision = Revision(BUCKET, f"{PREFIX}/{APP}/{version}/x.tgz", '"e"', version, "0" * 64)
         deployment_id = backend.start(DeployRequest(group=group, revision=revision, release_id=release_id))
-        finished.append(FinishedDeployment(group.name, deployment_id, version, release_id, mf.clock.now()))
+        finished.append(FinishedDeployment(group.name, deployment_id, version, release_id, mf.clock.wall()))
     tag_deployments(mf.ec2, backend, finished)
-    mf.clock.advance(minutes=10)
+    mf.clock.advance(600)
 
 
 def fab_reconcile(
