@@ -1,11 +1,11 @@
-"""Test support for reconcile: a moto fleet (ASGs with instances, tags, release manifests in S3) and a
-fake rollout Backend at the Backend seam. Used by tests/test_reconcile_*.py."""
+"""Test support for reconcile: a moto fleet (ASGs with instances, tags, release manifests in S3), the tests'
+FakeBackend (tests/fakes.py) deploying to its instances, and a --fix runner on it. Used by tests/test_reconcile_*.py."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,11 +20,12 @@ from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.config import Group
 from deploytool.model import manifest_key as release_key
+from deploytool.reconcile.fix import FixRunner
 from deploytool.reconcile.pipeline import ReconcileServices
-from deploytool.rollout.backend import DeploymentSnapshot, DeployRequest, GroupState, InstanceProgress
+from deploytool.rollout.backend import DeployRequest
 from deploytool.rollout.tags import FinishedDeployment
 from tests.builders import BUCKET
-from tests.fakes import EPOCH, FakeClock
+from tests.fakes import EPOCH, FakeBackend, FakeClock
 
 REGION = "us-east-1"
 PREFIX = "deploytool"
@@ -146,59 +147,20 @@ class MotoFleet:
         return manifest
 
 
-class FakeBackend:
-    """A Backend at the seam: a deployment 'succeeds' on its target instances unless told to fail some."""
+def fake_backend(fleet: MotoFleet, failing: Collection[str] = ()) -> FakeBackend:
+    """The tests' FakeBackend on this moto fleet: a deployment goes to the group's ASG instances (or the
+    request's targets); the `failing` ones fail."""
+    return FakeBackend(fleet.clock, instances=fleet.instance_ids, failing=set(failing))
 
-    name = "fake"
 
-    def __init__(self, fleet: MotoFleet, fail: Sequence[str] = ()) -> None:
-        self.fleet = fleet
-        self.fail = set(fail)
-        self.requests: dict[str, DeployRequest] = {}
+def fix_runner(backend: FakeBackend) -> FixRunner:
+    """`reconcile --fix`'s runner on the fake backend, in one step per request: started, finished at once
+    (at the clock's wall time)."""
 
-    def start(self, request: DeployRequest) -> str:
-        deployment_id = f"d-{len(self.requests) + 1:09d}"
-        self.requests[deployment_id] = request
-        return deployment_id
-
-    def _targets(self, request: DeployRequest) -> tuple[str, ...]:
-        if request.target_instances is not None:
-            return request.target_instances
-        return tuple(self.fleet.instance_ids(request.group))
-
-    def poll(self, deployment_ids: Sequence[str]) -> Mapping[str, DeploymentSnapshot]:
-        out = {}
-        for deployment_id in deployment_ids:
-            results = self.instance_results(deployment_id)
-            failed = sum(1 for r in results if r.status == "Failed")
-            out[deployment_id] = DeploymentSnapshot(
-                deployment_id,
-                self.requests[deployment_id].group.name,
-                "Failed" if failed else "Succeeded",
-                succeeded=len(results) - failed,
-                failed=failed,
-            )
-        return out
-
-    def stop(self, deployment_id: str, *, rollback: bool) -> None:
-        raise AssertionError("not used")
-
-    def instance_results(self, deployment_id: str) -> list[InstanceProgress]:
-        return [
-            InstanceProgress(
-                i, "Failed" if i in self.fail else "Succeeded", "ApplicationStart" if i in self.fail else None
-            )
-            for i in self._targets(self.requests[deployment_id])
-        ]
-
-    def group_state(self, group: Group) -> GroupState:
-        return GroupState(group=group.name, exists=True, instance_ids=tuple(self.fleet.instance_ids(group)))
-
-    def run(self, requests: Sequence[DeployRequest]) -> list[FinishedDeployment]:
-        """What the orchestrator does for these requests, in one step: start, finish, report."""
+    def run(requests: Sequence[DeployRequest]) -> list[FinishedDeployment]:
         finished = []
         for request in requests:
-            deployment_id = self.start(request)
+            deployment_id = backend.start(request)
             assert request.revision is not None
             finished.append(
                 FinishedDeployment(
@@ -206,7 +168,9 @@ class FakeBackend:
                     deployment_id,
                     request.revision.version,
                     request.release_id,
-                    self.fleet.clock.wall(),
+                    backend.clock.wall(),
                 )
             )
         return finished
+
+    return run

@@ -22,7 +22,8 @@ from deploytool.reconcile.sql import load_query, to_duckdb
 from deploytool.rollout.tags import FinishedDeployment, tag_deployments
 from deploytool.targets import settings_for
 from tests.builders import make_fleet
-from tests.reconcile_support import APP, BUCKET, PREFIX, FakeBackend, MotoFleet, mocked_aws
+from tests.fakes import FakeBackend
+from tests.reconcile_support import APP, BUCKET, PREFIX, MotoFleet, fake_backend, fix_runner, mocked_aws
 
 
 @pytest.fixture
@@ -51,11 +52,11 @@ def _race_fleet(mf: MotoFleet, tmp_path: Path) -> tuple[Fleet, dict[str, str]]:
     email, reports = fleet.groups
     email_ids = mf.create_group(email, 3)
     mf.create_group(reports, 2)
-    _deploy(mf, FakeBackend(mf), fleet, "20240506T080000Z-2024.05.06-aaaaaaa", "2024.05.06-aaaaaaa")
+    _deploy(mf, fake_backend(mf), fleet, "20240506T080000Z-2024.05.06-aaaaaaa", "2024.05.06-aaaaaaa")
     mf.clock.advance(1800)
     # v2: the ASG scales out while the deployment runs (the new instance is not part of it), and one
     # of the original instances fails its ApplicationStart.
-    backend = FakeBackend(mf, fail=[email_ids[1]])
+    backend = fake_backend(mf, failing=[email_ids[1]])
     mf.write_release("20240506T083000Z-2024.05.06-bbbbbbb", "2024.05.06-bbbbbbb", fleet.groups)
     from deploytool.model import Revision
     from deploytool.rollout.backend import DeployRequest
@@ -125,7 +126,7 @@ def test_fab_reconcile_exits_3_and_fix_converges(moto_fleet: MotoFleet, tmp_path
     assert f"`{odd['failed']}` runs `2024.05.06-aaaaaaa`" in text
 
     # --fix: redeploy v2 to exactly the two drifted instances, then reconcile again: exit 0.
-    backend = FakeBackend(moto_fleet)
+    backend = fake_backend(moto_fleet)
     moto_fleet.clock.advance(600)
     out = StringIO()
     report = run_reconcile(
@@ -134,11 +135,11 @@ def test_fab_reconcile_exits_3_and_fix_converges(moto_fleet: MotoFleet, tmp_path
         moto_fleet.services(),
         Console(file=out, width=160),
         fix=True,
-        runner=backend.run,
+        runner=fix_runner(backend),
         backend=backend,
         env={},
     )
-    (request,) = backend.requests.values()
+    (request,) = backend.starts
     assert request.group.name == "email"
     assert request.target_instances == tuple(sorted([odd["failed"], odd["launched"]]))
     assert request.revision is not None and request.revision.version == "2024.05.06-bbbbbbb"
