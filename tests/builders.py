@@ -5,10 +5,11 @@ parse_fleet (the checks `fab` runs on a deploy.toml), with defaults for what a t
 
 A group is a name or a [[groups]] table; each gets `asg = "asg-<name>"` (or the `asg` pattern's) and
 `queues = ["<name>"]` unless it says otherwise. `app`, `artifacts` are merged over the acme-workers app
-and its bucket; `targets` replaces the two default targets (production on CodeDeploy, sandbox on the local
-backend). `root` is the directory the fleet file is said to be in: relative paths (the app source, a
-sandbox root) resolve there. Nothing is written; `write_app` lays out a small app source tree where a test
-builds bundles from one.
+and its bucket; `targets` replaces the default target, production on CodeDeploy (not a local one: a local
+target sizes the groups, and the fleet file then refuses a minimum of healthy hosts not below that size).
+`root` is the directory the fleet file is said to be in: relative paths (the app source, a sandbox root)
+resolve there. Nothing is written; `write_app` lays out a small app source tree where a test builds
+bundles from one.
 """
 
 from __future__ import annotations
@@ -47,9 +48,7 @@ def make_fleet(
         "app": {**APP, **(app or {})},
         "artifacts": {"bucket": BUCKET, **(artifacts or {})},
         "groups": [{"asg": asg.format(t["name"]), "queues": [t["name"]], **t} for t in tables],
-        "targets": dict(targets)
-        if targets is not None
-        else {"production": PRODUCTION, "sandbox": {"backend": "local"}},
+        "targets": dict(targets) if targets is not None else {"production": PRODUCTION},
     }
     if defaults is not None:
         data["defaults"] = dict(defaults)

@@ -24,13 +24,14 @@ from deploytool.reconcile.fix import FixRunner
 from deploytool.reconcile.pipeline import ReconcileServices
 from deploytool.rollout.backend import DeployRequest
 from deploytool.rollout.tags import FinishedDeployment
-from tests.builders import BUCKET
+from tests.builders import BUCKET, PRODUCTION
 from tests.fakes import EPOCH, FakeBackend, FakeClock
 
 REGION = "us-east-1"
 PREFIX = "deploytool"
 APP = "acme-workers"
 T0 = EPOCH
+TARGETS = {"sandbox": {"backend": "local"}, "production": PRODUCTION}  # make_fleet(..., targets=TARGETS)
 
 
 @contextlib.contextmanager

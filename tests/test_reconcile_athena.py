@@ -32,6 +32,7 @@ from tests.reconcile_support import (
     BUCKET,
     PREFIX,
     REGION,
+    TARGETS,
     MotoFleet,
     mocked_aws,
     stubbed_session,
@@ -167,7 +168,7 @@ DRIFT_ROWS = [
 
 def test_reconcile_on_athena_sends_the_file_text_and_parameters(aws: AwsSession, tmp_path: Path) -> None:
     mf = MotoFleet(aws)
-    fleet = make_fleet(["email", "reports"], root=tmp_path, asg="acme-{}-workers")
+    fleet = make_fleet(["email", "reports"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     mf.create_group(fleet.groups[0], 1)
     mf.create_group(fleet.groups[1], 1)
     inject(DRIFT_ROWS)
@@ -306,7 +307,7 @@ def test_failed_query_is_one_clear_error() -> None:
 
 
 def test_ddl_uses_partition_projection_and_runs_on_athena(aws: AwsSession, tmp_path: Path) -> None:
-    fleet = make_fleet(["email"], root=tmp_path, asg="acme-{}-workers")
+    fleet = make_fleet(["email"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     for name in TABLES:
         ddl = load_table(name).render(bucket=BUCKET, prefix=PREFIX)
         statements = [line for line in ddl.splitlines() if not line.startswith("--")]

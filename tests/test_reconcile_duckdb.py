@@ -23,7 +23,7 @@ from deploytool.rollout.tags import FinishedDeployment, tag_deployments
 from deploytool.targets import settings_for
 from tests.builders import make_fleet
 from tests.fakes import FakeBackend
-from tests.reconcile_support import APP, BUCKET, PREFIX, MotoFleet, fake_backend, fix_runner, mocked_aws
+from tests.reconcile_support import APP, BUCKET, PREFIX, TARGETS, MotoFleet, fake_backend, fix_runner, mocked_aws
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def _deploy(mf: MotoFleet, backend: FakeBackend, fleet: Fleet, release_id: str, 
 
 def _race_fleet(mf: MotoFleet, tmp_path: Path) -> tuple[Fleet, dict[str, str]]:
     """v1 everywhere; then v2 where one email instance fails and one is launched mid-deploy."""
-    fleet = make_fleet(["email", "reports"], root=tmp_path, asg="acme-{}-workers")
+    fleet = make_fleet(["email", "reports"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     email, reports = fleet.groups
     email_ids = mf.create_group(email, 3)
     mf.create_group(reports, 2)
@@ -159,7 +159,7 @@ def test_untrusted_values_never_change_the_sql(moto_fleet: MotoFleet, tmp_path: 
     nasty_group = "it's'; DROP TABLE inventory; --"
     nasty_version = "v'2\"; DELETE FROM releases; --"
     root = tmp_path / "mirror"
-    fleet = make_fleet(["email"], root=tmp_path, asg="acme-{}-workers")
+    fleet = make_fleet(["email"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     release_id = "20240506T080000Z-bad"
     manifest = moto_fleet.write_release(release_id, nasty_version, fleet.groups)
     manifest["groups"][0]["group"] = nasty_group
@@ -197,7 +197,7 @@ def test_untrusted_values_never_change_the_sql(moto_fleet: MotoFleet, tmp_path: 
 
 
 def test_partitions_outside_the_window_are_not_read(moto_fleet: MotoFleet, tmp_path: Path) -> None:
-    fleet = make_fleet(["email"], root=tmp_path, asg="acme-{}-workers")
+    fleet = make_fleet(["email"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     moto_fleet.write_release("20240501T000000Z-v1", "v1", fleet.groups)
     for day, version in (("01", "v0"), ("02", "v1"), ("03", "v1")):
         stamp = f"2024-05-{day}T12:00:00.000000Z"
@@ -237,7 +237,7 @@ def test_partitions_outside_the_window_are_not_read(moto_fleet: MotoFleet, tmp_p
 
 
 def test_pretty_printed_manifest_is_mirrored_as_one_line(moto_fleet: MotoFleet, tmp_path: Path) -> None:
-    fleet = make_fleet(["email"], root=tmp_path, asg="acme-{}-workers")
+    fleet = make_fleet(["email"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     moto_fleet.write_release("20240501T000000Z-v1", "v1", fleet.groups, pretty=True)
     root = tmp_path / "mirror"
     from deploytool.reconcile.mirror import mirror_tables

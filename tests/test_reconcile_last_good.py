@@ -25,7 +25,7 @@ from deploytool.rollout.tags import FinishedDeployment, tag_deployments
 from deploytool.targets import settings_for
 from tests.builders import make_fleet
 from tests.fakes import FakeBackend
-from tests.reconcile_support import APP, BUCKET, PREFIX, MotoFleet, fake_backend, fix_runner, mocked_aws
+from tests.reconcile_support import APP, BUCKET, PREFIX, TARGETS, MotoFleet, fake_backend, fix_runner, mocked_aws
 
 V1, V2, V3 = "20240506T080000Z-v1", "20240506T083000Z-v2", "20240506T084500Z-v3"
 
@@ -37,7 +37,7 @@ def mf(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoFleet]:
 
 
 def three_groups(mf: MotoFleet, tmp_path: Path) -> Fleet:
-    fleet = make_fleet(["email", "video", "reports"], root=tmp_path, asg="acme-{}-workers")
+    fleet = make_fleet(["email", "video", "reports"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     for group, size in zip(fleet.groups, (2, 2, 1), strict=True):
         mf.create_group(group, size)
     return fleet

@@ -15,7 +15,7 @@ from deploytool.reconcile.inventory import encode_rows, take_snapshot, write_sna
 from deploytool.rollout.backend import GroupState, InstanceProgress
 from deploytool.rollout.tags import FinishedDeployment, tag_deployments
 from tests.builders import make_fleet
-from tests.reconcile_support import APP, BUCKET, PREFIX, T0, MotoFleet, mocked_aws
+from tests.reconcile_support import APP, BUCKET, PREFIX, T0, TARGETS, MotoFleet, mocked_aws
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_succeeded_instances_are_tagged_in_one_call_per_tag_set_per_1000(mf: Mot
 
 
 def test_snapshot_rows_and_s3_objects(mf: MotoFleet, tmp_path: Path) -> None:
-    fleet = make_fleet(["email", "video", "idle", "gone"], root=tmp_path, asg="acme-{}-workers")
+    fleet = make_fleet(["email", "video", "idle", "gone"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     email, video, idle, _ = fleet.groups
     email_ids = mf.create_group(email, 2)
     mf.create_group(video, 1)
@@ -176,7 +176,9 @@ def test_snapshot_rows_and_s3_objects(mf: MotoFleet, tmp_path: Path) -> None:
 
 
 def test_more_than_50_groups_take_two_describe_calls(mf: MotoFleet, tmp_path: Path) -> None:
-    fleet = make_fleet([{"name": f"g{n:02d}", "asg": f"asg-{n:02d}"} for n in range(51)], root=tmp_path)
+    fleet = make_fleet(
+        [{"name": f"g{n:02d}", "asg": f"asg-{n:02d}"} for n in range(51)], root=tmp_path, targets=TARGETS
+    )
     for group in fleet.groups:
         mf.create_group(group, 0)
     calls = count_calls(mf.asg.client, "DescribeAutoScalingGroups")
