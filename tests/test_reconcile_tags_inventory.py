@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from deploytool.reconcile.inventory import encode_rows, take_snapshot, write_snapshot
-from deploytool.rollout.backend import GroupState, InstanceProgress
+from deploytool.rollout.backend import InstanceProgress
 from deploytool.rollout.tags import FinishedDeployment, tag_deployments
 from tests.builders import make_fleet
 from tests.reconcile_support import APP, BUCKET, PREFIX, T0, TARGETS, MotoFleet, mocked_aws
@@ -35,28 +35,15 @@ def count_calls(client: Any, operation: str) -> list[dict[str, Any]]:
     return seen
 
 
-class ResultsBackend:
-    """The Backend seam, reduced to what tagging reads: per-deployment instance results."""
-
-    name = "results"
+class KnownResults:
+    """What tagging reads (deploytool.rollout.tags.InstanceResults): given per-deployment instance results. Not
+    a Backend: tests/fakes.py FakeBackend is the one fake backend; this one reports a Pending instance too."""
 
     def __init__(self, results: dict[str, list[InstanceProgress]]) -> None:
         self.results = results
 
     def instance_results(self, deployment_id: str) -> list[InstanceProgress]:
         return self.results[deployment_id]
-
-    def start(self, request: Any) -> str:
-        raise AssertionError
-
-    def poll(self, ids: Any) -> Any:
-        raise AssertionError
-
-    def stop(self, deployment_id: str, *, rollback: bool) -> None:
-        raise AssertionError
-
-    def group_state(self, group: Any) -> GroupState:
-        raise AssertionError
 
 
 def _run(mf: MotoFleet, count: int) -> list[str]:
@@ -78,7 +65,7 @@ def test_succeeded_instances_are_tagged_in_one_call_per_tag_set_per_1000(mf: Mot
     ids = _run(mf, 1205)
     big, small, failed = ids[:1190], ids[1190:1200], ids[1200:]
     mf.ec2.create_tags(failed, {"deploytool:version": "v1"})  # what they ran before
-    backend = ResultsBackend(
+    backend = KnownResults(
         {
             "d-AAAAAAAAA": [InstanceProgress(i, "Succeeded") for i in big]
             + [InstanceProgress(i, "Failed", "ApplicationStart") for i in failed],
