@@ -48,9 +48,10 @@ from deploytool.rollout.codedeploy import CodeDeployBackend, create_params  # no
 from deploytool.rollout.plan import rollout_plan  # noqa: E402
 from deploytool.rollout.record import ReleaseStore  # noqa: E402
 from deploytool.rollout.wiring import Output, Services, run_rollout  # noqa: E402
+from tests.builders import make_fleet  # noqa: E402
 from tests.cdsim import CodeDeploySim, install, seeded_durations  # noqa: E402
 from tests.cdsim.env import CREDENTIALS, MOTO_CONFIG, REGION, create_asgs  # noqa: E402
-from tests.rollout_helpers import make_fleet, revision, set_up  # noqa: E402
+from tests.rollout_helpers import revision, set_up  # noqa: E402
 
 STRATEGIES: list[Any] = [
     "AllAtOnce",

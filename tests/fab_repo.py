@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fleet_fixtures import FIXTURE_SCRIPTS
+from tests.builders import FIXTURE_SCRIPTS
 from tests.gitrepo import init_repo
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,9 @@
-"""Hand-written fakes at the seams: an in-memory Backend driven by a simulated clock.
+"""Hand-written fakes at the seams: an in-memory Backend driven by the one test clock (FakeClock).
 
 FakeBackend models a deployment per group as a script: it runs `duration` seconds, its instances
-finish evenly over that time, `fail` of them fail at the end. A failed (or stopped) deployment
+finish evenly over that time, `fail` of them fail at the end. Given `instances` (where a group's instances
+come from: a moto ASG's), a deployment goes to those (or to its request's target instances) instead, and
+the ones in `failing` fail. A failed (or stopped) deployment
 starts an automatic rollback deployment lasting `rollback_s` (None: no rollback). Every call is
 recorded so tests assert what the orchestrator asked for.
 """
@@ -10,8 +12,9 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from deploytool.config import Group
 from deploytool.errors import AwsError
@@ -24,6 +27,8 @@ from deploytool.rollout.backend import (
     InstanceProgress,
 )
 from deploytool.rollout.clock import SimulatedClock
+
+EPOCH = datetime(2024, 5, 6, 9, 0, 0, tzinfo=UTC)  # FakeClock's wall time at 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,13 @@ class FakeDeployment:
     stop_rollback: bool = False
     rollback_id: str | None = None
     ended_at: float | None = None
+    targets: tuple[str, ...] | None = None  # the instances it went to (None: the script's i-<group>-<k>)
+
+    def shape(self, failing: Collection[str]) -> tuple[int, int]:
+        """(instances, failed instances)."""
+        if self.targets is None:
+            return self.script.instances, self.script.fail
+        return len(self.targets), sum(1 for i in self.targets if i in failing)
 
     def end(self) -> float:
         natural = self.created_at + self.script.duration
@@ -56,9 +68,11 @@ class FakeDeployment:
 
 @dataclass
 class FakeBackend:
-    clock: SimulatedClock
+    clock: FakeClock
     scripts: Mapping[str, Script] = field(default_factory=dict)
     default: Script = field(default_factory=Script)
+    instances: Callable[[Group], Sequence[str]] | None = None
+    failing: Collection[str] = ()
     name: str = "fake"
     deployments: dict[str, FakeDeployment] = field(default_factory=dict)
     starts: list[DeployRequest] = field(default_factory=list)
@@ -89,8 +103,11 @@ class FakeBackend:
                 raise AwsError(script.start_error)
             deployment_id = self._new_id()
             version = request.revision.version if request.revision else None
+            targets = None
+            if self.instances is not None:
+                targets = request.target_instances or tuple(self.instances(request.group))
             self.deployments[deployment_id] = FakeDeployment(
-                deployment_id, request.group.name, version, self.clock.now(), script
+                deployment_id, request.group.name, version, self.clock.now(), script, targets=targets
             )
             return deployment_id
 
@@ -114,27 +131,34 @@ class FakeBackend:
         with self._lock:
             self.results_asked.append(deployment_id)
             d = self.deployments[deployment_id]
-            n, fail = d.script.instances, d.script.fail
+            if d.targets is None:
+                ids, failed = [f"i-{d.group}-{k}" for k in range(d.script.instances)], d.script.fail
+                fails = [k < failed for k in range(len(ids))]
+            else:
+                ids, fails = list(d.targets), [i in self.failing for i in d.targets]
             return [
                 InstanceProgress(
-                    f"i-{d.group}-{k}",
-                    "Failed" if k < fail else "Succeeded",
-                    "ValidateService" if k < fail else None,
-                    "script exited with 1" if k < fail else "",
+                    i,
+                    "Failed" if bad else "Succeeded",
+                    "ValidateService" if bad else None,
+                    "script exited with 1" if bad else "",
                 )
-                for k in range(n)
+                for i, bad in zip(ids, fails, strict=True)
             ]
 
     def group_state(self, group: Group) -> GroupState:
         with self._lock:
-            return GroupState(group.name, True, last_successful_version=self.last_good.get(group.name))
+            ids = tuple(self.instances(group)) if self.instances is not None else ()
+            return GroupState(
+                group.name, True, instance_ids=ids, last_successful_version=self.last_good.get(group.name)
+            )
 
     # -- model ------------------------------------------------------------------------------
 
     def _snapshot(self, d: FakeDeployment) -> DeploymentSnapshot:
         now = self.clock.now()
         s = d.script
-        n = s.instances
+        n, fail = d.shape(self.failing)
         creator = "codeDeployRollback" if d.rollback_of else "user"
         if now < d.end():
             progress = (now - d.created_at) / s.duration if s.duration else 1.0
@@ -162,16 +186,16 @@ class FakeBackend:
                 rollback_deployment_id=d.rollback_id,
                 creator=creator,
             )
-        if s.fail and s.fail_status == "Failed":
+        if fail and s.fail_status == "Failed":
             if d.rollback_id is None and s.rollback_s is not None and not d.rollback_of:
                 d.rollback_id = self._start_rollback(d, d.end())
             return DeploymentSnapshot(
                 d.deployment_id,
                 d.group,
                 "Failed",
-                succeeded=n - s.fail,
-                failed=s.fail,
-                error=f"{s.fail} instance(s) failed",
+                succeeded=n - fail,
+                failed=fail,
+                error=f"{fail} instance(s) failed",
                 rollback_deployment_id=d.rollback_id,
                 creator=creator,
             )
@@ -179,14 +203,14 @@ class FakeBackend:
             d.ended_at = d.end()
             self.last_good[d.group] = d.version
         return DeploymentSnapshot(
-            d.deployment_id, d.group, "Succeeded", succeeded=n - s.fail, failed=s.fail, creator=creator
+            d.deployment_id, d.group, "Succeeded", succeeded=n - fail, failed=fail, creator=creator
         )
 
     def _start_rollback(self, d: FakeDeployment, at: float) -> str:
         rollback_id = self._new_id()
         script = Script(duration=d.script.rollback_s or 0.0, instances=d.script.instances)
         self.deployments[rollback_id] = FakeDeployment(
-            rollback_id, d.group, None, at, script, rollback_of=d.deployment_id
+            rollback_id, d.group, None, at, script, rollback_of=d.deployment_id, targets=d.targets
         )
         return rollback_id
 
@@ -194,17 +218,38 @@ class FakeBackend:
         return [d for d in self.deployments.values() if d.group == group and not d.rollback_of]
 
 
-class InterruptingClock(SimulatedClock):
-    """A simulated clock whose sleep raises KeyboardInterrupt once the time passes `at` (Ctrl-C)."""
+class FakeClock(SimulatedClock):
+    """The tests' one clock: the product's SimulatedClock (seconds that move only when someone sleeps on it,
+    or by `advance`), and what tests need around it:
 
-    def __init__(self, at: float) -> None:
-        super().__init__()
-        self.at: float | None = at
+    - `wall()`: the same time as a UTC datetime, `epoch` at 0 (for code that stamps what it does);
+    - `intervals`: every sleep asked for, in order;
+    - `ctrl_c_at`: the first sleep that reaches this time raises KeyboardInterrupt (Ctrl-C while it waits);
+    - `on_sleep`: called with the new time after each sleep (a test changes the world there).
+    """
+
+    def __init__(
+        self,
+        start: float = 0.0,
+        *,
+        epoch: datetime = EPOCH,
+        ctrl_c_at: float | None = None,
+        on_sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        super().__init__(start)
+        self.epoch = epoch
+        self.ctrl_c_at = ctrl_c_at
+        self.on_sleep = on_sleep
         self.intervals: list[float] = []
 
     def sleep(self, seconds: float) -> None:
         self.intervals.append(seconds)
         super().sleep(seconds)
-        if self.at is not None and self.now() >= self.at:
-            self.at = None
+        if self.on_sleep is not None:
+            self.on_sleep(self.now())
+        if self.ctrl_c_at is not None and self.now() >= self.ctrl_c_at:
+            self.ctrl_c_at = None
             raise KeyboardInterrupt
+
+    def wall(self) -> datetime:
+        return self.epoch + timedelta(seconds=self.now())

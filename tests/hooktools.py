@@ -40,12 +40,13 @@ import jinja2
 
 from deploytool import render
 from deploytool.bundle import FLEET_JSON, fleet_json
-from deploytool.config import App, Fleet, Group, parse_fleet
+from deploytool.config import App, Group
 from deploytool.render import Templates, render_templates
 from deploytool.rollout.backend import LIFECYCLE_EVENTS
 from deploytool.sandbox.instance import Instance as SandboxInstance
 from deploytool.sandbox.motoserver import MotoServer
 from deploytool.sandbox.runner import DEFAULT_TIMING, DeploymentSpec, LifecycleRunner, Timing
+from tests.builders import make_fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -80,7 +81,9 @@ def group_settings(name: str, queues: Sequence[str], **overrides: Any) -> dict[s
 
 def template_context(app: Mapping[str, Any], groups: Sequence[Mapping[str, Any]], version: str) -> dict[str, Any]:
     """What the templates see, from deploytool.render itself."""
-    return render.template_context(fleet_of(app, groups), version, "0" * 40)
+    return render.template_context(
+        make_fleet([fleet_table(g) for g in groups], app=fleet_table(app)), version, "0" * 40
+    )
 
 
 def _environment() -> jinja2.Environment:
@@ -91,15 +94,9 @@ def render_file(template: Path, context: Mapping[str, Any]) -> str:
     return _environment().from_string(template.read_text()).render(**context)
 
 
-def fleet_of(app: Mapping[str, Any], groups: Sequence[Mapping[str, Any]]) -> Fleet:
-    """The validated Fleet these template dicts come from, so bundles render through deploytool.render."""
-    data = {
-        "app": {k: v for k, v in app.items() if v is not None},
-        "artifacts": {"bucket": "hook-tests"},
-        "groups": [{k: v for k, v in g.items() if v is not None} for g in groups],
-        "targets": {"sandbox": {"backend": "local"}},
-    }
-    return parse_fleet(data, ROOT / "deploy.toml")
+def fleet_table(table: Mapping[str, Any]) -> dict[str, Any]:
+    """A template dict as a fleet-file table (None: not set)."""
+    return {k: v for k, v in table.items() if v is not None}
 
 
 def render_bundle(
@@ -111,7 +108,7 @@ def render_bundle(
 ) -> Path:
     """Write a bundle directory for `version` with the renderer `fab build` uses (deploytool.render);
     the sample app says `release_note` when given."""
-    fleet = fleet_of(app, groups)
+    fleet = make_fleet([fleet_table(g) for g in groups], app=fleet_table(app))
     commit = "0" * 40
     shutil.copytree(SAMPLE_APP, dest / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     if release_note is not None:

@@ -1,14 +1,13 @@
-"""Test support for reconcile: a moto fleet (ASGs with instances, tags, release manifests in S3) and a
-fake rollout Backend at the Backend seam. Used by tests/test_reconcile_*.py."""
+"""Test support for reconcile: a moto fleet (ASGs with instances, tags, release manifests in S3), the tests'
+FakeBackend (tests/fakes.py) deploying to its instances, and a --fix runner on it. Used by tests/test_reconcile_*.py."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -19,17 +18,20 @@ from deploytool.aws.autoscaling import AutoScalingGateway
 from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
-from deploytool.config import Fleet, Group, parse_fleet
+from deploytool.config import Group
 from deploytool.model import manifest_key as release_key
+from deploytool.reconcile.fix import FixRunner
 from deploytool.reconcile.pipeline import ReconcileServices
-from deploytool.rollout.backend import DeploymentSnapshot, DeployRequest, GroupState, InstanceProgress
+from deploytool.rollout.backend import DeployRequest
 from deploytool.rollout.tags import FinishedDeployment
+from tests.builders import BUCKET, PRODUCTION
+from tests.fakes import EPOCH, FakeBackend, FakeClock
 
 REGION = "us-east-1"
-BUCKET = "acme-deploy-artifacts"
 PREFIX = "deploytool"
 APP = "acme-workers"
-T0 = datetime(2024, 5, 6, 9, 0, 0, tzinfo=UTC)
+T0 = EPOCH
+TARGETS = {"sandbox": {"backend": "local"}, "production": PRODUCTION}  # make_fleet(..., targets=TARGETS)
 
 
 @contextlib.contextmanager
@@ -53,50 +55,12 @@ def stubbed_session() -> AwsSession:
     )
 
 
-def fleet_for(root: Path, groups: Mapping[str, str]) -> Fleet:
-    data: dict[str, Any] = {
-        "app": {"name": APP, "celery_app": "acme_workers.celery_app:app"},
-        "artifacts": {"bucket": BUCKET, "prefix": PREFIX},
-        "aws": {"region": REGION},
-        "groups": [{"name": name, "asg": asg, "queues": [name]} for name, asg in groups.items()],
-        "targets": {
-            "sandbox": {"backend": "local"},
-            "production": {
-                "backend": "codedeploy",
-                "service_role_arn": "arn:aws:iam::123456789012:role/CodeDeployServiceRole",
-            },
-        },
-    }
-    return parse_fleet(data, root / "deploy.toml")
-
-
-class Clock:
-    """A simulated clock: now() advances only when told (or by sleep)."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.at = start
-        self.slept: list[float] = []
-
-    def now(self) -> datetime:
-        return self.at
-
-    def monotonic(self) -> float:
-        return (self.at - T0).total_seconds()
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.at += timedelta(seconds=seconds)
-
-    def advance(self, **delta: float) -> None:
-        self.at += timedelta(**delta)
-
-
 @dataclass
 class MotoFleet:
     """A fleet on moto (inside mock_aws): one ASG per group, the bucket, and the gateways."""
 
     session: AwsSession
-    clock: Clock = field(default_factory=Clock)
+    clock: FakeClock = field(default_factory=FakeClock)
 
     def __post_init__(self) -> None:
         self.ec2 = Ec2Gateway(self.session)
@@ -113,9 +77,9 @@ class MotoFleet:
             autoscaling=self.asg,
             ec2=self.ec2,
             athena=AthenaGateway(self.session),
-            now=self.clock.now,
+            now=self.clock.wall,
             sleep=self.clock.sleep,
-            clock=self.clock.monotonic,
+            clock=self.clock.now,
         )
 
     def create_group(self, group: Group, size: int) -> list[str]:
@@ -184,59 +148,20 @@ class MotoFleet:
         return manifest
 
 
-class FakeBackend:
-    """A Backend at the seam: a deployment 'succeeds' on its target instances unless told to fail some."""
+def fake_backend(fleet: MotoFleet, failing: Collection[str] = ()) -> FakeBackend:
+    """The tests' FakeBackend on this moto fleet: a deployment goes to the group's ASG instances (or the
+    request's targets); the `failing` ones fail."""
+    return FakeBackend(fleet.clock, instances=fleet.instance_ids, failing=set(failing))
 
-    name = "fake"
 
-    def __init__(self, fleet: MotoFleet, fail: Sequence[str] = ()) -> None:
-        self.fleet = fleet
-        self.fail = set(fail)
-        self.requests: dict[str, DeployRequest] = {}
+def fix_runner(backend: FakeBackend) -> FixRunner:
+    """`reconcile --fix`'s runner on the fake backend, in one step per request: started, finished at once
+    (at the clock's wall time)."""
 
-    def start(self, request: DeployRequest) -> str:
-        deployment_id = f"d-{len(self.requests) + 1:09d}"
-        self.requests[deployment_id] = request
-        return deployment_id
-
-    def _targets(self, request: DeployRequest) -> tuple[str, ...]:
-        if request.target_instances is not None:
-            return request.target_instances
-        return tuple(self.fleet.instance_ids(request.group))
-
-    def poll(self, deployment_ids: Sequence[str]) -> Mapping[str, DeploymentSnapshot]:
-        out = {}
-        for deployment_id in deployment_ids:
-            results = self.instance_results(deployment_id)
-            failed = sum(1 for r in results if r.status == "Failed")
-            out[deployment_id] = DeploymentSnapshot(
-                deployment_id,
-                self.requests[deployment_id].group.name,
-                "Failed" if failed else "Succeeded",
-                succeeded=len(results) - failed,
-                failed=failed,
-            )
-        return out
-
-    def stop(self, deployment_id: str, *, rollback: bool) -> None:
-        raise AssertionError("not used")
-
-    def instance_results(self, deployment_id: str) -> list[InstanceProgress]:
-        return [
-            InstanceProgress(
-                i, "Failed" if i in self.fail else "Succeeded", "ApplicationStart" if i in self.fail else None
-            )
-            for i in self._targets(self.requests[deployment_id])
-        ]
-
-    def group_state(self, group: Group) -> GroupState:
-        return GroupState(group=group.name, exists=True, instance_ids=tuple(self.fleet.instance_ids(group)))
-
-    def run(self, requests: Sequence[DeployRequest]) -> list[FinishedDeployment]:
-        """What the orchestrator does for these requests, in one step: start, finish, report."""
+    def run(requests: Sequence[DeployRequest]) -> list[FinishedDeployment]:
         finished = []
         for request in requests:
-            deployment_id = self.start(request)
+            deployment_id = backend.start(request)
             assert request.revision is not None
             finished.append(
                 FinishedDeployment(
@@ -244,7 +169,9 @@ class FakeBackend:
                     deployment_id,
                     request.revision.version,
                     request.release_id,
-                    self.fleet.clock.now(),
+                    backend.clock.wall(),
                 )
             )
         return finished
+
+    return run

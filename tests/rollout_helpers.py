@@ -1,4 +1,4 @@
-"""Helpers for rollout tests on the CodeDeploy simulator: a fleet built in code, set up, then released;
+"""Helpers for rollout tests on the CodeDeploy simulator: a fleet (tests/builders.py) set up, then released;
 and `sample_world`: the sample fleet (deploy.toml, sample_app) set up on the simulator + moto."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.console import Console
 from deploytool import targets
 from deploytool.aws.codedeploy import CodeDeployGateway
 from deploytool.aws.s3 import S3Gateway
-from deploytool.config import CodeDeployTarget, Fleet, load_fleet, parse_fleet
+from deploytool.config import CodeDeployTarget, Fleet, load_fleet
 from deploytool.model import Revision
 from deploytool.rollout import commands
 from deploytool.rollout.events import Collect, Event, GroupStarted, Reporter
@@ -27,25 +27,11 @@ from deploytool.rollout.record import ReleaseStore
 from deploytool.rollout.result import RolloutResult
 from deploytool.rollout.setup import apply_setup, plan_setup
 from deploytool.rollout.wiring import Output, Services
+from tests.builders import BUCKET, TEMPLATES
 from tests.cdsim.env import CodeDeployEnv, codedeploy_env
-from tests.fleet_fixtures import TEMPLATES
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SIZES = {"acme-email-workers": 2, "acme-reports-workers": 3, "acme-video-workers": 2}
-
-ROLE = "arn:aws:iam::123456789012:role/CodeDeployServiceRole"
-BUCKET = "acme-deploy-artifacts"
-
-
-def make_fleet(groups: list[dict[str, Any]], **app: Any) -> Fleet:
-    data = {
-        "app": {"name": "acme-workers", "celery_app": "acme_workers.celery_app:app", **app},
-        "artifacts": {"bucket": BUCKET},
-        "defaults": {"queues": ["default"]},
-        "groups": [{"asg": f"asg-{g['name']}", **g} for g in groups],
-        "targets": {"production": {"backend": "codedeploy", "application": "acme-workers", "service_role_arn": ROLE}},
-    }
-    return parse_fleet(data, Path("/nonexistent/deploy.toml"))
 
 
 def revision(version: str) -> Revision:

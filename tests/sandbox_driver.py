@@ -14,7 +14,8 @@ from pathlib import Path
 from deploytool.rollout.backend import DeployRequest
 from deploytool.sandbox.runner import Timing
 from deploytool.sandbox.session import SandboxSession
-from tests.sandbox_helpers import make_fleet, sh, upload, write_bundle
+from tests.builders import make_fleet, sandbox_target
+from tests.sandbox_helpers import FIXTURE_APP, sh, upload, write_bundle
 
 WORKER = (
     'nohup "$DEPLOYTOOL_PYTHON" -c "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
@@ -25,7 +26,9 @@ WORKER = (
 
 
 def main(work: Path) -> int:
-    fleet = make_fleet(work, [{"name": "web", "strategy": "AllAtOnce"}], {"web": 2})
+    fleet = make_fleet(
+        [{"name": "web", "strategy": "AllAtOnce"}], root=work, app=FIXTURE_APP, targets=sandbox_target({"web": 2})
+    )
     bundle_v1 = write_bundle(
         work / "v1.tgz",
         {

@@ -1,6 +1,6 @@
 """Helpers for the sandbox tests: fixture bundles (a tgz with an appspec.yml and tiny shell hooks), the fixture
 hook templates for real bundles,
-fleets built from dicts, S3 revisions in moto (mock_aws), and a provisioned local backend."""
+the fixture app for tests/builders.py's fleets, S3 revisions in moto (mock_aws), and a provisioned local backend."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import tarfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from moto import mock_aws
@@ -19,7 +18,7 @@ from moto import mock_aws
 from deploytool.aws.local import local_session
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
-from deploytool.config import Fleet, load_fleet, parse_fleet
+from deploytool.config import Fleet, load_fleet
 from deploytool.model import Revision
 from deploytool.render import TOOL_ROOT, Templates
 from deploytool.sandbox.backend import LocalBackend
@@ -28,13 +27,15 @@ from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile, wait_go
 from deploytool.sandbox.runner import Timing
 from deploytool.sandbox.session import SandboxSession, stop_sandbox
 from deploytool.sandbox.state import SandboxState
+from tests.builders import BUCKET
 
 # The appspec as shipped, with the small fixture hooks (no Celery worker: they flip `current`, write run/VERSION
 # and a journal line; ValidateService fails where the instance root holds `fail-validate`).
 FIXTURE_TEMPLATES = Templates(TOOL_ROOT / "appspec" / "appspec.yml.j2", TOOL_ROOT / "tests/fixtures/sandbox_scripts")
-BUCKET = "sandbox-test-bucket"
 REGION = "us-east-1"
 FAST = Timing(event_limit_s=3600, kill_grace_s=1.0)
+# The fixture hooks' app (they write under /opt/fixture): make_fleet(..., app=FIXTURE_APP, targets=sandbox_target(...)).
+FIXTURE_APP = {"name": "fixture-app", "source": "app", "celery_app": "fixture:app", "install_dir": "/opt/fixture"}
 
 
 def write_bundle(path: Path, files: Mapping[str, str | bytes]) -> Path:
@@ -78,19 +79,6 @@ def upload(s3: S3Gateway, bundle: Path, version: str) -> Revision:
     key = f"bundles/{version}/{bundle.name}"
     info = s3.put_bytes(BUCKET, key, bundle.read_bytes())
     return Revision(bucket=BUCKET, key=key, etag=info.etag.strip('"'), version=version, sha256="0" * 64)
-
-
-def make_fleet(
-    tmp_path: Path, groups: list[dict[str, Any]], instances: Mapping[str, int], root: Path | None = None
-) -> Fleet:
-    relative_root = str((root or tmp_path / "sb").relative_to(tmp_path))  # the fleet file allows no other
-    data = {
-        "app": {"name": "fixture-app", "source": "app", "celery_app": "fixture:app", "install_dir": "/opt/fixture"},
-        "artifacts": {"bucket": BUCKET},
-        "groups": [{"queues": [g["name"]], "asg": f"asg-{g['name']}", **g} for g in groups],
-        "targets": {"sandbox": {"backend": "local", "instances": dict(instances), "root": relative_root}},
-    }
-    return parse_fleet(data, tmp_path / "deploy.toml")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from deploytool.aws.versions import MIN_BOTOCORE, botocore_problem
 from deploytool.config import load_fleet
 from deploytool.errors import UsageError
 from deploytool.tasks import build, rollout
-from tests.fleet_fixtures import make_fleet
+from tests.builders import acme_fleet, write_app
 
 ROOT = Path(__file__).resolve().parent.parent
 TOO_OLD = "1.43.81"  # deploymentMode arrived in 1.43.82, ec2DeploymentOptions in 1.43.115
@@ -89,7 +89,9 @@ def test_the_installed_botocore_is_not_below_the_floor() -> None:
 def test_the_sandbox_is_refused_before_it_starts_anything(old_botocore: None, tmp_path: Path) -> None:
     from deploytool.sandbox.session import SandboxSession
 
-    fleet = make_fleet(tmp_path / "repo")
+    write_app(tmp_path / "repo" / "src")
+
+    fleet = acme_fleet(tmp_path / "repo")
     session = SandboxSession(fleet, target="sandbox", root=tmp_path / "sb", handle_signals=False)
     with pytest.raises(UsageError, match=f"botocore {TOO_OLD} is too old"), session:
         pass  # pragma: no cover: never entered

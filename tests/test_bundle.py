@@ -18,12 +18,12 @@ import pytest
 import yaml
 
 from deploytool.bundle import BundleResult, build_bundle
-from deploytool.config import Fleet, load_fleet
+from deploytool.config import Fleet
 from deploytool.errors import BundleError
 from deploytool.render import Templates
 from deploytool.version import SourceVersion
+from tests.builders import APP_FILES, FIXTURE_SCRIPTS, TEMPLATES, acme_fleet, write_app
 from tests.conftest import file_size_limit
-from tests.fleet_fixtures import APP_FILES, FIXTURE_SCRIPTS, TEMPLATES, make_fleet
 
 SOURCE = SourceVersion("2024.03.05-abc1234", "abc1234" + "0" * 33, False)
 
@@ -46,7 +46,8 @@ def read(result: BundleResult, name: str) -> bytes:
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Fleet:
-    return make_fleet(tmp_path / "repo")
+    write_app(tmp_path / "repo" / "src")
+    return acme_fleet(tmp_path / "repo")
 
 
 def test_layout_per_contract(fleet: Fleet, tmp_path: Path) -> None:
@@ -111,10 +112,9 @@ def test_appspec_hooks_and_group_settings(fleet: Fleet, tmp_path: Path) -> None:
 
 
 def test_runas_only_when_app_user_is_set(tmp_path: Path) -> None:
-    fleet = make_fleet(tmp_path / "repo")
-    text = fleet.path.read_text().replace('celery_app = "acme.app:app"', 'celery_app = "acme.app:app"\nuser = "acme"')
-    fleet.path.write_text(text)
-    spec = yaml.safe_load(read(build(load_fleet(fleet.path), tmp_path / "out"), "appspec.yml"))
+    write_app(tmp_path / "repo" / "src")
+    fleet = acme_fleet(tmp_path / "repo", app={"user": "acme"})
+    spec = yaml.safe_load(read(build(fleet, tmp_path / "out"), "appspec.yml"))
     assert {hook[0]["runas"] for hook in spec["hooks"].values()} == {"acme"}
 
 
@@ -153,12 +153,12 @@ def copy_tree_differently(src: Path, dst: Path, mtime: int) -> None:
 
 
 def test_two_builds_from_different_copies_are_byte_identical(tmp_path: Path) -> None:
-    first = make_fleet(tmp_path / "one")
+    write_app(tmp_path / "one" / "src")
+    first = acme_fleet(tmp_path / "one")
     (first.source_dir / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 17))
     (first.source_dir / "acme" / "link.py").symlink_to("app.py")
     second_root = tmp_path / "two"
     second_root.mkdir()
-    shutil.copy(first.path, second_root / "deploy.toml")
     old = os.umask(0o077)  # the second copy is made under another umask
     try:
         copy_tree_differently(first.source_dir, second_root / "src", mtime=1_000_000_000)
@@ -168,7 +168,7 @@ def test_two_builds_from_different_copies_are_byte_identical(tmp_path: Path) -> 
         os.umask(old)
     assert (second_root / "src" / "README.md").stat().st_mode & 0o777 == 0o600
     assert (second_root / "src" / "bin" / "run.sh").stat().st_mode & 0o777 == 0o700
-    second = load_fleet(second_root / "deploy.toml")
+    second = acme_fleet(second_root)
     a = build(first, tmp_path / "out-a", now=lambda: datetime(2024, 1, 1, tzinfo=UTC))
     b = build(second, tmp_path / "out-b", now=lambda: datetime(2025, 6, 1, tzinfo=UTC))
     assert a.sha256 == b.sha256

@@ -13,7 +13,6 @@ from rich.console import Console
 from deploytool.cli import make_console
 from deploytool.reconcile.report import GroupReport, InstanceState, ReconcileReport, rich_tables
 from deploytool.rollout.backend import InstanceProgress
-from deploytool.rollout.clock import SimulatedClock
 from deploytool.rollout.events import (
     GroupFinished,
     GroupStarted,
@@ -25,6 +24,7 @@ from deploytool.rollout.events import (
 from deploytool.rollout.progress import LiveTable, PlainLines
 from deploytool.rollout.result import GroupResult, RolloutResult
 from deploytool.sandbox.report import versions_table
+from tests.fakes import FakeClock
 
 VERSION = "2026.11.30-abcdef1-dirty"
 OLD = "2026.11.29-1234567"
@@ -157,7 +157,7 @@ def test_plain_progress_lines_are_never_wrapped_or_cut() -> None:
 
 
 def test_the_progress_table_in_ci_shows_the_release_line_and_groups_whole() -> None:
-    table = LiveTable(Console(file=io.StringIO()), clock=SimulatedClock(100.0), auto_refresh=False)
+    table = LiveTable(Console(file=io.StringIO()), clock=FakeClock(100.0), auto_refresh=False)
     error = f"ThrottlingException: Rate exceeded (BatchGetDeployments d-0123456789, {GROUP})"
     for event in [*release_events()[:-1], PollFailed(error, 99.0)]:  # still running: the line shows the note
         table.board.apply(event)  # type: ignore[arg-type]

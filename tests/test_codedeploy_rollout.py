@@ -7,9 +7,10 @@ import pytest
 from deploytool.rollout.codedeploy import STOP_FAILURES_IGNORED
 from deploytool.rollout.events import Checkpoint, GroupFinished
 from deploytool.rollout.plan import PriorDeployment
+from tests.builders import make_fleet
 from tests.cdsim import seeded_durations
 from tests.cdsim.env import codedeploy_env
-from tests.rollout_helpers import DieAt, make_fleet, orchestrator, release, revision, set_up
+from tests.rollout_helpers import DieAt, orchestrator, release, revision, set_up
 
 FLEET = make_fleet(
     [
@@ -161,7 +162,7 @@ def test_allatonce_partial_failure_is_reported_as_a_failure() -> None:
 
 
 def test_restart_uses_restart_mode_without_a_revision() -> None:
-    fleet = make_fleet([{"name": "video", "strategy": "HalfAtATime"}], codedeploy_agent="2.1")  # agents 2.1.0+
+    fleet = make_fleet([{"name": "video", "strategy": "HalfAtATime"}], app={"codedeploy_agent": "2.1"})  # agents 2.1.0+
     with codedeploy_env({"asg-video": 4}) as env:
         set_up(env.gateway, fleet)
         assert release(env, fleet, "v1").succeeded
@@ -198,7 +199,7 @@ def test_restart_below_agent_2_1_redeploys_the_last_good_revision(agent: str | N
     """deploymentMode RESTART needs CodeDeploy agent 2.1.0+: on an older (or undeclared) agent a restart is a normal
     deployment of the revision of the group's last SUCCESSFUL deployment, not of the latest one."""
     app = {"codedeploy_agent": agent} if agent else {}
-    fleet = make_fleet([{"name": "video", "strategy": "OneAtATime"}], **app)
+    fleet = make_fleet([{"name": "video", "strategy": "OneAtATime"}], app=app)
     with codedeploy_env({"asg-video": 2}) as env:
         set_up(env.gateway, fleet)
         assert release(env, fleet, "v1").succeeded

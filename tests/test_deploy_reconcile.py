@@ -27,7 +27,7 @@ from deploytool.rollout.plan import RolloutOptions
 from deploytool.rollout.tagger import TagStore
 from deploytool.rollout.wiring import Output
 from deploytool.targets import settings_for
-from tests.fleet_fixtures import TEMPLATES
+from tests.builders import TEMPLATES
 from tests.rollout_helpers import ROOT, CtrlC, World, sample_world
 
 EMAIL, REPORTS, VIDEO = "acme-email-workers", "acme-reports-workers", "acme-video-workers"

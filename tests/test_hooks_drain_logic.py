@@ -11,20 +11,7 @@ import pytest
 
 from deploytool_instance import base, drain
 from deploytool_instance.brokers import sqs
-
-
-class FakeClock(base.Clock):  # type: ignore[misc,name-defined]
-    def __init__(self) -> None:
-        self.t = 1000.0
-        self.slept: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self.slept.append(seconds)
-            self.t += seconds
+from tests.fakes import FakeClock
 
 
 class FakeWorker:
@@ -68,17 +55,17 @@ class FakeControl:
         self.polls = 0
 
     def active_queues(self) -> list[str] | None:
-        self.clock.t += 0.01 if self.answers else 1.0
+        self.clock.advance(0.01 if self.answers else 1.0)
         return list(self.queues) if self.answers else None
 
     def cancel_consumer(self, queue: str) -> bool:
-        self.clock.t += 0.005
+        self.clock.advance(0.005)
         self.cancelled.append(queue)
         return True
 
     def busy(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
         self.polls += 1
-        self.clock.t += 0.01
+        self.clock.advance(0.01)
         if self.idle_at is not None and self.clock.now() >= self.idle_at:
             return [], []
         return [{"name": "acme_workers.tasks.transcode_video", "id": "t-1"}], [{"name": "x.y", "id": "t-2"}]
@@ -97,7 +84,7 @@ def run_drain(worker: FakeWorker, control: FakeControl | None, clock: FakeClock,
 
 
 def test_waits_until_idle_then_sends_sigterm_and_nothing_else() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     worker = FakeWorker(clock)
     control = FakeControl(clock, ["video", "email"], idle_at=clock.now() + 3.0)
     result, lines = run_drain(worker, control, clock, budget=30)
@@ -111,14 +98,14 @@ def test_waits_until_idle_then_sends_sigterm_and_nothing_else() -> None:
 
 
 def test_polls_inspect_at_the_configured_rate() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     control = FakeControl(clock, ["q"], idle_at=clock.now() + 2.0)
     run_drain(FakeWorker(clock), control, clock, budget=30)
     assert 2.0 / drain.INSPECT_POLL_S - 1 <= control.polls <= 2.0 / drain.INSPECT_POLL_S + 2
 
 
 def test_budget_spent_while_busy_sends_sigquit_and_names_the_interrupted_tasks() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     worker = FakeWorker(clock)
     control = FakeControl(clock, ["video"], idle_at=None)
     started = clock.now()
@@ -130,7 +117,7 @@ def test_budget_spent_while_busy_sends_sigquit_and_names_the_interrupted_tasks()
 
 
 def test_without_remote_control_sigterm_is_the_drain_and_sigquit_ends_it() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     worker = FakeWorker(clock, after_term=None)
     started = clock.now()
     result, lines = run_drain(worker, None, clock, budget=4)
@@ -142,7 +129,7 @@ def test_without_remote_control_sigterm_is_the_drain_and_sigquit_ends_it() -> No
 
 
 def test_sqs_worker_that_finishes_in_time_gets_only_sigterm() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     worker = FakeWorker(clock, after_term=2.5)
     result, _ = run_drain(worker, None, clock, budget=4)
     assert [name for name, _ in worker.signals] == ["SIGTERM"]
@@ -151,7 +138,7 @@ def test_sqs_worker_that_finishes_in_time_gets_only_sigterm() -> None:
 
 
 def test_worker_that_survives_sigquit_is_reported_stuck_not_killed() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     worker = FakeWorker(clock, after_term=None, after_quit=None)
     result, lines = run_drain(worker, None, clock, budget=2)
     assert [name for name, _ in worker.signals] == ["SIGTERM", "SIGQUIT"]
@@ -160,7 +147,7 @@ def test_worker_that_survives_sigquit_is_reported_stuck_not_killed() -> None:
 
 
 def test_worker_that_does_not_answer_goes_straight_to_sigterm() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     worker = FakeWorker(clock)
     control = FakeControl(clock, ["q"], idle_at=None, answers=False)
     result, lines = run_drain(worker, control, clock, budget=30)
@@ -171,7 +158,7 @@ def test_worker_that_does_not_answer_goes_straight_to_sigterm() -> None:
 
 
 def test_worker_that_exits_on_its_own_while_waiting_is_drained() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     worker = FakeWorker(clock)
     worker.exit_at = clock.now() + 1.0
     control = FakeControl(clock, ["q"], idle_at=None)

@@ -40,9 +40,9 @@ from deploytool.reconcile.sql import TABLES
 from deploytool.rollout import commands
 from deploytool.rollout.plan import RolloutOptions
 from deploytool.rollout.wiring import Output
+from tests.builders import TEMPLATES
 from tests.cdsim.env import CodeDeployEnv
 from tests.doctor_world import QUEUES, TRUST, encryption_rule, install_hooks
-from tests.fleet_fixtures import TEMPLATES
 from tests.iam_eval import (
     Call,
     Facts,

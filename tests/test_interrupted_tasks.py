@@ -22,7 +22,8 @@ from deploytool.rollout.progress import PlainLines
 from deploytool.rollout.summary import ResultWriters
 from deploytool_instance.base import Clock, Log
 from deploytool_instance.interrupted import report_interrupted
-from tests.sandbox_helpers import appspec, aws, make_backend, make_fleet, sh, upload, write_bundle
+from tests.builders import make_fleet, sandbox_target
+from tests.sandbox_helpers import FIXTURE_APP, appspec, aws, make_backend, sh, upload, write_bundle
 
 __all__ = ["aws"]
 LONG = "acme_workers.tasks.transcode_video"
@@ -70,7 +71,12 @@ echo "deploytool drain +2.002s drained: pid 4242: cold in 2.001s"
 
 @pytest.mark.slow
 def test_a_sandbox_deploy_shows_the_interrupted_tasks_in_its_lines_and_json(tmp_path: Path, aws: AwsSession) -> None:
-    fleet = make_fleet(tmp_path, [{"name": "video", "strategy": "AllAtOnce"}], {"video": 2})
+    fleet = make_fleet(
+        [{"name": "video", "strategy": "AllAtOnce"}],
+        root=tmp_path,
+        app=FIXTURE_APP,
+        targets=sandbox_target({"video": 2}),
+    )
     backend = make_backend(fleet, aws, tmp_path / "sb")
     s3 = S3Gateway(aws)
     group = fleet.group("video")

@@ -16,7 +16,8 @@ from deploytool.errors import UsageError
 from deploytool.rollout import commands
 from deploytool.rollout.plan import RolloutOptions, check_min_healthy
 from deploytool.rollout.wiring import Output
-from tests.rollout_helpers import World, make_fleet, sample_world
+from tests.builders import make_fleet
+from tests.rollout_helpers import World, sample_world
 
 
 @pytest.fixture

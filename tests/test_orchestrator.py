@@ -9,7 +9,6 @@ import pytest
 from deploytool.config import Group
 from deploytool.errors import UsageError
 from deploytool.model import Revision
-from deploytool.rollout.clock import SimulatedClock
 from deploytool.rollout.events import (
     Checkpoint,
     Collect,
@@ -24,7 +23,7 @@ from deploytool.rollout.events import (
 )
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import PriorDeployment, RolloutOptions, rollout_plan
-from tests.fakes import FakeBackend, InterruptingClock, Script
+from tests.fakes import FakeBackend, FakeClock, Script
 
 REVISION = Revision("bucket", "deploytool/app/v2/abc.tgz", '"etag"', "v2", "abc")
 
@@ -37,13 +36,13 @@ def orchestrate(
     groups: list[Group],
     scripts: dict[str, Script] | None = None,
     *,
-    clock: SimulatedClock | None = None,
+    clock: FakeClock | None = None,
     prior: dict[str, PriorDeployment] | None = None,
     backend: FakeBackend | None = None,
     last_good: Any = None,
     **options: Any,
 ) -> tuple[Orchestrator, FakeBackend, Collect]:
-    clock = clock or SimulatedClock()
+    clock = clock or FakeClock()
     backend = backend or FakeBackend(clock, scripts or {})
     plan = rollout_plan(
         release_id="20250101T000000Z-v2",
@@ -81,7 +80,7 @@ def test_one_shared_poll_for_every_deployment_in_flight() -> None:
 
 
 def test_poll_interval_starts_short_and_backs_off_to_ten_seconds() -> None:
-    clock = InterruptingClock(at=10**9)
+    clock = FakeClock(ctrl_c_at=10**9)
     orch, _, _ = orchestrate([group("a")], {"a": Script(duration=200)}, clock=clock)
     orch.run()
     assert clock.intervals[:6] == [1, 2, 4, 8, 10, 10]
@@ -172,7 +171,7 @@ def test_a_partial_failure_is_rolled_back_to_the_last_good_revision(strategy: st
         asked.append(g.name)
         return V1
 
-    clock = SimulatedClock()
+    clock = FakeClock()
     backend = FakeBackend(clock, {"a": PARTIAL}, versions={"v1": Script(duration=30, instances=4)})
     orch, _, events = orchestrate(
         [group("a", 0, strategy), group("b", 1)], backend=backend, clock=clock, last_good=last_good
@@ -210,7 +209,7 @@ def test_a_partial_failure_without_a_last_good_revision_says_so() -> None:
 
 
 def test_a_resumed_release_follows_the_partial_rollback_an_earlier_run_started() -> None:
-    clock = InterruptingClock(at=100)  # the orchestrator "dies" while the rollback (60..360 s) runs
+    clock = FakeClock(ctrl_c_at=100)  # the orchestrator "dies" while the rollback (60..360 s) runs
     backend = FakeBackend(clock, {"a": PARTIAL}, versions={"v1": Script(duration=300, instances=4)})
     orch, _, events = orchestrate([group("a", 0, "AllAtOnce")], backend=backend, clock=clock, last_good=lambda g: V1)
     with pytest.raises(KeyboardInterrupt):
@@ -243,7 +242,7 @@ def test_start_error_fails_the_group_with_the_reason() -> None:
 
 
 def test_throttled_polls_slow_the_release_but_do_not_fail_it() -> None:
-    clock = SimulatedClock()
+    clock = FakeClock()
     backend = FakeBackend(clock, {"a": Script(duration=60)}, poll_errors=5)
     orch, _, events = orchestrate([group("a")], clock=clock, backend=backend)
     result = orch.run()
@@ -292,7 +291,7 @@ def _record(events: Collect) -> dict[str, PriorDeployment]:
 
 
 def test_resume_attaches_to_deployments_in_flight_and_skips_done_groups() -> None:
-    clock = InterruptingClock(at=150)  # the orchestrator "dies" at t=150
+    clock = FakeClock(ctrl_c_at=150)  # the orchestrator "dies" at t=150
     scripts = {"a": Script(duration=100), "b": Script(duration=120), "c": Script(duration=400), "d": Script(60)}
     groups = [group("a", 0), group("b", 1), group("c", 1), group("d", 2)]
     orch, backend, events = orchestrate(groups, scripts, clock=clock)
@@ -314,7 +313,7 @@ def test_resume_attaches_to_deployments_in_flight_and_skips_done_groups() -> Non
 
 
 def test_resume_redeploys_a_group_that_failed_or_moved_to_another_version() -> None:
-    clock = SimulatedClock()
+    clock = FakeClock()
     backend = FakeBackend(clock, {"a": Script(duration=10, fail=1, rollback_s=5), "b": Script(duration=10)})
     orch, _, events = orchestrate([group("a"), group("b")], clock=clock, backend=backend)
     assert not orch.run().succeeded
@@ -328,7 +327,7 @@ def test_resume_redeploys_a_group_that_failed_or_moved_to_another_version() -> N
 
 
 def test_ctrl_c_then_stop_all_stops_and_rolls_back_everything_in_flight() -> None:
-    clock = InterruptingClock(at=30)
+    clock = FakeClock(ctrl_c_at=30)
     orch, backend, _ = orchestrate(
         [group("a"), group("b"), group("c", 1)], {"a": Script(duration=300), "b": Script(duration=300)}, clock=clock
     )
@@ -345,7 +344,7 @@ def test_ctrl_c_then_stop_all_stops_and_rolls_back_everything_in_flight() -> Non
 
 
 def test_ctrl_c_then_detach_leaves_deployments_running() -> None:
-    clock = InterruptingClock(at=30)
+    clock = FakeClock(ctrl_c_at=30)
     orch, backend, events = orchestrate([group("a"), group("b", 1)], {"a": Script(duration=300)}, clock=clock)
     with pytest.raises(KeyboardInterrupt):
         orch.run()
@@ -357,7 +356,7 @@ def test_ctrl_c_then_detach_leaves_deployments_running() -> None:
 
 
 def test_ctrl_c_then_run_again_keeps_following() -> None:
-    clock = InterruptingClock(at=30)
+    clock = FakeClock(ctrl_c_at=30)
     orch, backend, _ = orchestrate([group("a")], {"a": Script(duration=100)}, clock=clock)
     with pytest.raises(KeyboardInterrupt):
         orch.run()
@@ -365,7 +364,7 @@ def test_ctrl_c_then_run_again_keeps_following() -> None:
 
 
 def test_restart_mode_sends_no_revision() -> None:
-    clock = SimulatedClock()
+    clock = FakeClock()
     backend = FakeBackend(clock)
     plan = rollout_plan(
         release_id="r", version="v2", target="prod", groups=[group("a")], revision=REVISION, mode="restart"
@@ -393,7 +392,7 @@ def test_group_finished_event_carries_the_result() -> None:
 def test_follow_asks_on_ctrl_c_and_does_what_was_answered(answer: str, outcome: str) -> None:
     from deploytool.rollout.interrupt import follow
 
-    clock = InterruptingClock(at=20)
+    clock = FakeClock(ctrl_c_at=20)
     orch, backend, _ = orchestrate([group("a")], {"a": Script(duration=100)}, clock=clock)
     asked: list[bool] = []
 
@@ -409,7 +408,7 @@ def test_follow_asks_on_ctrl_c_and_does_what_was_answered(answer: str, outcome: 
 def test_a_second_ctrl_c_while_asking_detaches() -> None:
     from deploytool.rollout.interrupt import follow
 
-    orch, _, _ = orchestrate([group("a")], {"a": Script(duration=100)}, clock=InterruptingClock(at=20))
+    orch, _, _ = orchestrate([group("a")], {"a": Script(duration=100)}, clock=FakeClock(ctrl_c_at=20))
 
     def ask() -> Any:
         raise KeyboardInterrupt
@@ -426,7 +425,7 @@ def test_deployments_of_this_process_are_stopped_and_followed_never_detached(sec
 
     from deploytool.rollout.interrupt import STOPPING_IN_PROCESS, console_prompt, follow
 
-    orch, backend, _ = orchestrate([group("a")], {"a": Script(duration=100)}, clock=InterruptingClock(at=20))
+    orch, backend, _ = orchestrate([group("a")], {"a": Script(duration=100)}, clock=FakeClock(ctrl_c_at=20))
     out = StringIO()
     prompt = console_prompt(Console(file=out, width=300), interactive=False, detachable=False)
 

@@ -10,7 +10,6 @@ import pytest
 from rich.console import Console
 
 from deploytool.errors import UsageError
-from deploytool.rollout.clock import SimulatedClock
 from deploytool.rollout.events import Fanout
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import rollout_plan
@@ -18,11 +17,11 @@ from deploytool.rollout.progress import LiveTable, PlainLines
 from deploytool.rollout.result import RolloutResult
 from deploytool.rollout.summary import ResultWriters, check_json_out, markdown, write_json
 from tests.conftest import file_size_limit
-from tests.fakes import FakeBackend, Script
+from tests.fakes import FakeBackend, FakeClock, Script
 from tests.test_orchestrator import REVISION, group
 
 
-def run_release(reporter: object, clock: SimulatedClock) -> RolloutResult:
+def run_release(reporter: object, clock: FakeClock) -> RolloutResult:
     backend = FakeBackend(
         clock, {"email": Script(duration=90, instances=3, fail=1, rollback_s=40), "video": Script(duration=100)}
     )
@@ -38,7 +37,7 @@ def run_release(reporter: object, clock: SimulatedClock) -> RolloutResult:
 
 def test_plain_lines_one_per_change() -> None:
     out = io.StringIO()
-    run_release(PlainLines(Console(file=out, width=300)), SimulatedClock())
+    run_release(PlainLines(Console(file=out, width=300)), FakeClock())
     lines = out.getvalue().splitlines()
     assert lines[0] == "[    0s] release 20250101T000000Z-v2: deploy v2 to prod, 3 groups"
     assert "[    0s] wave 0 started: email, video" in lines
@@ -53,7 +52,7 @@ def test_plain_lines_one_per_change() -> None:
 
 def test_live_table_shows_a_row_per_group_and_the_release_line() -> None:
     out = io.StringIO()
-    clock = SimulatedClock()
+    clock = FakeClock()
     console = Console(file=out, width=160, force_terminal=True, color_system=None)
     table = LiveTable(console, clock=clock, auto_refresh=False)
     run_release(table, clock)
@@ -78,7 +77,7 @@ def test_live_table_shows_a_row_per_group_and_the_release_line() -> None:
 
 
 def test_json_result_is_written_atomically(tmp_path: Path) -> None:
-    result = run_release(Fanout([]), SimulatedClock())
+    result = run_release(Fanout([]), FakeClock())
     target = tmp_path / "result.json"
     target.write_text('{"old": true}\n')
     with target.open() as reader:  # opened before the write: it reads the old file, whole
@@ -108,7 +107,7 @@ def test_step_summary_appended_when_github_sets_it(tmp_path: Path) -> None:
     summary = tmp_path / "summary.md"
     summary.write_text("# earlier step\n")
     writers = ResultWriters.from_env(str(tmp_path / "r.json"), {"GITHUB_STEP_SUMMARY": str(summary)})
-    result = run_release(writers, SimulatedClock())
+    result = run_release(writers, FakeClock())
     text = summary.read_text()
     assert text.startswith("# earlier step\n### deploytool deploy `v2` to `prod`: failed")
     assert "| 0 | email | AllAtOnce | ❌ failed | 2/1/3 |" in text

@@ -17,11 +17,11 @@ from botocore.stub import Stubber
 
 from deploytool.aws.session import AwsSession
 from deploytool.bundle import BundleResult, build_bundle
-from deploytool.config import Fleet, load_fleet
+from deploytool.config import Fleet
 from deploytool.errors import AwsError
 from deploytool.publish import PublishResult, publish
 from deploytool.version import SourceVersion
-from tests.fleet_fixtures import TEMPLATES, make_fleet
+from tests.builders import TEMPLATES, acme_fleet, write_app
 from tests.moto_server import moto_endpoint
 
 SOURCE = SourceVersion("2024.03.05-abc1234", "abc1234" + "0" * 33, False)
@@ -61,11 +61,10 @@ def session(endpoint: str, wire: Wire) -> AwsSession:
     return AwsSession(region="us-east-1", endpoint_url=endpoint, boto_session=boto)
 
 
-def setup_fleet(tmp_path: Path, session: AwsSession, artifacts: str = "") -> Fleet:
-    fleet = make_fleet(tmp_path / "repo", artifacts=artifacts)
+def setup_fleet(tmp_path: Path, session: AwsSession, **artifacts: str) -> Fleet:
     bucket = f"acme-{tmp_path.name.lower().replace('_', '-')[-40:]}"
-    fleet.path.write_text(fleet.path.read_text().replace('bucket = "acme-artifacts"', f'bucket = "{bucket}"'))
-    fleet = load_fleet(fleet.path)
+    write_app(tmp_path / "repo" / "src")
+    fleet = acme_fleet(tmp_path / "repo", artifacts={"bucket": bucket, **artifacts})
     session.client("s3").create_bucket(Bucket=bucket)
     return fleet
 
@@ -160,8 +159,7 @@ def test_publishing_again_sends_one_head_and_uploads_nothing(tmp_path: Path, ses
 def test_large_bundles_go_multipart_with_sse_kms_and_the_expected_owner(
     tmp_path: Path, session: AwsSession, wire: Wire
 ) -> None:
-    artifacts = f'kms_key_id = "alias/deploy"\nexpected_bucket_owner = "{ACCOUNT}"\n'
-    fleet = setup_fleet(tmp_path, session, artifacts=artifacts)
+    fleet = setup_fleet(tmp_path, session, kms_key_id="alias/deploy", expected_bucket_owner=ACCOUNT)
     (fleet.source_dir / "model.bin").write_bytes(os.urandom(17 * 1024 * 1024))
     bundle = build(fleet, tmp_path)
     assert bundle.size > 16 * 1024 * 1024

@@ -26,14 +26,15 @@ from deploytool.reconcile.pipeline import reconcile
 from deploytool.reconcile.query import AthenaEngine
 from deploytool.reconcile.sql import TABLES, grafana_sql, load_query, load_table
 from deploytool.targets import athena_settings, settings_for
+from tests.builders import make_fleet
+from tests.fakes import FakeClock
 from tests.reconcile_support import (
     APP,
     BUCKET,
     PREFIX,
     REGION,
-    Clock,
+    TARGETS,
     MotoFleet,
-    fleet_for,
     mocked_aws,
     stubbed_session,
 )
@@ -168,7 +169,7 @@ DRIFT_ROWS = [
 
 def test_reconcile_on_athena_sends_the_file_text_and_parameters(aws: AwsSession, tmp_path: Path) -> None:
     mf = MotoFleet(aws)
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers", "reports": "acme-reports-workers"})
+    fleet = make_fleet(["email", "reports"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     mf.create_group(fleet.groups[0], 1)
     mf.create_group(fleet.groups[1], 1)
     inject(DRIFT_ROWS)
@@ -195,7 +196,7 @@ def test_reconcile_on_athena_sends_the_file_text_and_parameters(aws: AwsSession,
     ]
     assert sent["QueryExecutionContext"] == {"Database": "deploytool"}
     assert sent["ResultConfiguration"]["OutputLocation"].startswith(f"s3://{BUCKET}/{PREFIX}/athena-results/")
-    assert len(mf.clock.slept) >= 2  # polled through the injected sleep while QUEUED/RUNNING
+    assert len(mf.clock.intervals) >= 2  # polled through the injected sleep while QUEUED/RUNNING
 
     report = run.report
     assert report.engine == "athena" and report.bytes_scanned == 0
@@ -212,14 +213,14 @@ def test_reconcile_on_athena_sends_the_file_text_and_parameters(aws: AwsSession,
 
 
 def test_untrusted_values_are_quoted_parameters_not_sql(aws: AwsSession) -> None:
-    clock = Clock()
+    clock = FakeClock()
     engine = AthenaEngine(
         AthenaGateway(aws),
         database="deploytool",
         workgroup="primary",
         output_location=None,
         sleep=clock.sleep,
-        clock=clock.monotonic,
+        clock=clock.now,
     )
     query = load_query("reconcile")
     nasty = "x'; DROP TABLE inventory; --"
@@ -266,7 +267,7 @@ def _page(rows: list[list[Any]], *, header: bool, token: str | None) -> dict[str
 
 def test_results_are_paginated_and_bytes_scanned_reported() -> None:
     gateway = AthenaGateway(stubbed_session())
-    clock = Clock()
+    clock = FakeClock()
     with Stubber(gateway.client) as stub:
         stub.add_response("start_query_execution", {"QueryExecutionId": "q-1"})
         stub.add_response("get_query_execution", {"QueryExecution": {"Status": {"State": "RUNNING"}}})
@@ -285,7 +286,7 @@ def test_results_are_paginated_and_bytes_scanned_reported() -> None:
             {"QueryExecutionId": "q-1", "MaxResults": 1000, "NextToken": "t1"},
         )
         engine = AthenaEngine(
-            gateway, database="db", workgroup="wg", output_location=None, sleep=clock.sleep, clock=clock.monotonic
+            gateway, database="db", workgroup="wg", output_location=None, sleep=clock.sleep, clock=clock.now
         )
         result = engine.run(load_query("rollout_timeline"), {"app": "a", "dt_from": "d1", "dt_to": "d2"})
     assert result.rows == (
@@ -294,12 +295,12 @@ def test_results_are_paginated_and_bytes_scanned_reported() -> None:
         {"group": "c", "instances": None},
     )
     assert result.bytes_scanned == 123456
-    assert clock.slept == [0.25]
+    assert clock.intervals == [0.25]
 
 
 def test_failed_query_is_one_clear_error() -> None:
     gateway = AthenaGateway(stubbed_session())
-    clock = Clock()
+    clock = FakeClock()
     with Stubber(gateway.client) as stub:
         stub.add_response(
             "get_query_execution",
@@ -313,11 +314,11 @@ def test_failed_query_is_one_clear_error() -> None:
             },
         )
         with pytest.raises(AwsError, match="q-9 FAILED: TABLE_NOT_FOUND"):
-            gateway.wait("q-9", sleep=clock.sleep, clock=clock.monotonic)
+            gateway.wait("q-9", sleep=clock.sleep, clock=clock.now)
 
 
 def test_ddl_uses_partition_projection_and_runs_on_athena(aws: AwsSession, tmp_path: Path) -> None:
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    fleet = make_fleet(["email"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     for name in TABLES:
         ddl = load_table(name).render(bucket=BUCKET, prefix=PREFIX)
         statements = [line for line in ddl.splitlines() if not line.startswith("--")]
@@ -345,7 +346,7 @@ def test_athena_ddl_apply_creates_the_database_without_it_as_the_query_context(a
     """Athena fails a query whose context database does not exist: CREATE DATABASE goes with no context, the
     tables after it in the new database (what StartQueryExecution is sent, read by a botocore event hook). With
     the fleet's KMS key, Athena is asked to write each result into the fleet's bucket with SSE-KMS."""
-    plain = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    plain = make_fleet(["email"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     key = "alias/deploytool"
     fleet = dataclasses.replace(plain, artifacts=plain.artifacts.model_copy(update={"kms_key_id": key}))
     sent: list[dict[str, Any]] = []

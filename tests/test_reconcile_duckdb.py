@@ -21,7 +21,9 @@ from deploytool.reconcile.query import DuckDbEngine
 from deploytool.reconcile.sql import load_query, to_duckdb
 from deploytool.rollout.tags import FinishedDeployment, tag_deployments
 from deploytool.targets import settings_for
-from tests.reconcile_support import APP, BUCKET, PREFIX, FakeBackend, MotoFleet, fleet_for, mocked_aws
+from tests.builders import make_fleet
+from tests.fakes import FakeBackend
+from tests.reconcile_support import APP, BUCKET, PREFIX, TARGETS, MotoFleet, fake_backend, fix_runner, mocked_aws
 
 
 @pytest.fixture
@@ -40,21 +42,21 @@ def _deploy(mf: MotoFleet, backend: FakeBackend, fleet: Fleet, release_id: str, 
     for group in fleet.groups:
         revision = Revision(BUCKET, f"{PREFIX}/{APP}/{version}/x.tgz", '"e"', version, "0" * 64)
         deployment_id = backend.start(DeployRequest(group=group, revision=revision, release_id=release_id))
-        finished.append(FinishedDeployment(group.name, deployment_id, version, release_id, mf.clock.now()))
+        finished.append(FinishedDeployment(group.name, deployment_id, version, release_id, mf.clock.wall()))
     tag_deployments(mf.ec2, backend, finished)
 
 
 def _race_fleet(mf: MotoFleet, tmp_path: Path) -> tuple[Fleet, dict[str, str]]:
     """v1 everywhere; then v2 where one email instance fails and one is launched mid-deploy."""
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers", "reports": "acme-reports-workers"})
+    fleet = make_fleet(["email", "reports"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     email, reports = fleet.groups
     email_ids = mf.create_group(email, 3)
     mf.create_group(reports, 2)
-    _deploy(mf, FakeBackend(mf), fleet, "20240506T080000Z-2024.05.06-aaaaaaa", "2024.05.06-aaaaaaa")
-    mf.clock.advance(minutes=30)
+    _deploy(mf, fake_backend(mf), fleet, "20240506T080000Z-2024.05.06-aaaaaaa", "2024.05.06-aaaaaaa")
+    mf.clock.advance(1800)
     # v2: the ASG scales out while the deployment runs (the new instance is not part of it), and one
     # of the original instances fails its ApplicationStart.
-    backend = FakeBackend(mf, fail=[email_ids[1]])
+    backend = fake_backend(mf, failing=[email_ids[1]])
     mf.write_release("20240506T083000Z-2024.05.06-bbbbbbb", "2024.05.06-bbbbbbb", fleet.groups)
     from deploytool.model import Revision
     from deploytool.rollout.backend import DeployRequest
@@ -72,12 +74,12 @@ def _race_fleet(mf: MotoFleet, tmp_path: Path) -> tuple[Fleet, dict[str, str]]:
         )
         finished.append(
             FinishedDeployment(
-                group.name, deployment_id, "2024.05.06-bbbbbbb", "20240506T083000Z-2024.05.06-bbbbbbb", mf.clock.now()
+                group.name, deployment_id, "2024.05.06-bbbbbbb", "20240506T083000Z-2024.05.06-bbbbbbb", mf.clock.wall()
             )
         )
     (launched,) = mf.scale(email, 4)
     tag_deployments(mf.ec2, backend, finished)
-    mf.clock.advance(minutes=5)
+    mf.clock.advance(300)
     return fleet, {"failed": email_ids[1], "launched": launched}
 
 
@@ -124,8 +126,8 @@ def test_fab_reconcile_exits_3_and_fix_converges(moto_fleet: MotoFleet, tmp_path
     assert f"`{odd['failed']}` runs `2024.05.06-aaaaaaa`" in text
 
     # --fix: redeploy v2 to exactly the two drifted instances, then reconcile again: exit 0.
-    backend = FakeBackend(moto_fleet)
-    moto_fleet.clock.advance(minutes=10)
+    backend = fake_backend(moto_fleet)
+    moto_fleet.clock.advance(600)
     out = StringIO()
     report = run_reconcile(
         fleet,
@@ -133,11 +135,11 @@ def test_fab_reconcile_exits_3_and_fix_converges(moto_fleet: MotoFleet, tmp_path
         moto_fleet.services(),
         Console(file=out, width=160),
         fix=True,
-        runner=backend.run,
+        runner=fix_runner(backend),
         backend=backend,
         env={},
     )
-    (request,) = backend.requests.values()
+    (request,) = backend.starts
     assert request.group.name == "email"
     assert request.target_instances == tuple(sorted([odd["failed"], odd["launched"]]))
     assert request.revision is not None and request.revision.version == "2024.05.06-bbbbbbb"
@@ -157,7 +159,7 @@ def test_untrusted_values_never_change_the_sql(moto_fleet: MotoFleet, tmp_path: 
     nasty_group = "it's'; DROP TABLE inventory; --"
     nasty_version = "v'2\"; DELETE FROM releases; --"
     root = tmp_path / "mirror"
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    fleet = make_fleet(["email"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     release_id = "20240506T080000Z-bad"
     manifest = moto_fleet.write_release(release_id, nasty_version, fleet.groups)
     manifest["groups"][0]["group"] = nasty_group
@@ -202,7 +204,7 @@ def test_untrusted_values_never_change_the_sql(moto_fleet: MotoFleet, tmp_path: 
 
 
 def test_partitions_outside_the_window_are_not_read(moto_fleet: MotoFleet, tmp_path: Path) -> None:
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    fleet = make_fleet(["email"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     moto_fleet.write_release("20240501T000000Z-v1", "v1", fleet.groups)
     for day, version in (("01", "v0"), ("02", "v1"), ("03", "v1")):
         stamp = f"2024-05-{day}T12:00:00.000000Z"
@@ -247,11 +249,11 @@ def test_releases_outside_the_release_window_are_not_read(moto_fleet: MotoFleet,
     projection's start; --release of an older release widens the window to that release's day."""
     from dataclasses import replace
 
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    fleet = make_fleet(["email"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     moto_fleet.create_group(fleet.groups[0], 2)
     moto_fleet.write_release("20240115T000000Z-v0", "v0", fleet.groups)  # succeeded, months ago
     moto_fleet.write_release("20240301T000000Z-v05", "v05", fleet.groups)
-    _deploy(moto_fleet, FakeBackend(moto_fleet), fleet, "20240501T000000Z-v1", "v1")
+    _deploy(moto_fleet, fake_backend(moto_fleet), fleet, "20240501T000000Z-v1", "v1")
     settings = settings_for(fleet, "sandbox", mirror=str(tmp_path / "mirror"))
 
     run = reconcile(fleet, settings, moto_fleet.services())
@@ -272,9 +274,9 @@ def test_releases_outside_the_release_window_are_not_read(moto_fleet: MotoFleet,
 def test_a_group_without_a_good_release_in_the_window_reads_every_day(moto_fleet: MotoFleet, tmp_path: Path) -> None:
     """email's last good release is older than the window (the newest failed): the query runs again over every
     day, so email is still checked against v0, and a note says the releases of every day were read."""
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    fleet = make_fleet(["email"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     moto_fleet.create_group(fleet.groups[0], 2)
-    _deploy(moto_fleet, FakeBackend(moto_fleet), fleet, "20240115T000000Z-v0", "v0")
+    _deploy(moto_fleet, fake_backend(moto_fleet), fleet, "20240115T000000Z-v0", "v0")
     moto_fleet.write_release("20240501T000000Z-v1", "v1", fleet.groups, outcomes={"email": "failed"})
     run = reconcile(fleet, settings_for(fleet, "sandbox", mirror=str(tmp_path / "mirror")), moto_fleet.services())
     assert run.result.parameters[2] == ""
@@ -286,7 +288,7 @@ def test_a_group_without_a_good_release_in_the_window_reads_every_day(moto_fleet
 
 
 def test_pretty_printed_manifest_is_mirrored_as_one_line(moto_fleet: MotoFleet, tmp_path: Path) -> None:
-    fleet = fleet_for(tmp_path, {"email": "acme-email-workers"})
+    fleet = make_fleet(["email"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     moto_fleet.write_release("20240501T000000Z-v1", "v1", fleet.groups, pretty=True)
     root = tmp_path / "mirror"
     from deploytool.reconcile.mirror import mirror_tables

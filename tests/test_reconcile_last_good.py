@@ -23,7 +23,9 @@ from deploytool.reconcile.report import ReconcileReport
 from deploytool.rollout.backend import DeployRequest
 from deploytool.rollout.tags import FinishedDeployment, tag_deployments
 from deploytool.targets import settings_for
-from tests.reconcile_support import APP, BUCKET, PREFIX, FakeBackend, MotoFleet, fleet_for, mocked_aws
+from tests.builders import make_fleet
+from tests.fakes import FakeBackend
+from tests.reconcile_support import APP, BUCKET, PREFIX, TARGETS, MotoFleet, fake_backend, fix_runner, mocked_aws
 
 V1, V2, V3 = "20240506T080000Z-v1", "20240506T083000Z-v2", "20240506T084500Z-v3"
 
@@ -35,9 +37,7 @@ def mf(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoFleet]:
 
 
 def three_groups(mf: MotoFleet, tmp_path: Path) -> Fleet:
-    fleet = fleet_for(
-        tmp_path, {"email": "acme-email-workers", "video": "acme-video-workers", "reports": "acme-reports-workers"}
-    )
+    fleet = make_fleet(["email", "video", "reports"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     for group, size in zip(fleet.groups, (2, 2, 1), strict=True):
         mf.create_group(group, size)
     return fleet
@@ -51,16 +51,16 @@ def release(
     tags and revision). An outcome of None writes none (a manifest from before the field) and tags the group."""
     version = release_id.split("-", 1)[1]
     mf.write_release(release_id, version, fleet.groups, outcomes=outcomes, **manifest)
-    backend = FakeBackend(mf)
+    backend = fake_backend(mf)
     finished = []
     for group in fleet.groups:
         if (outcomes or {}).get(group.name, "succeeded") not in ("succeeded", None):  # None: tagged, as it was
             continue
         revision = Revision(BUCKET, f"{PREFIX}/{APP}/{version}/x.tgz", '"e"', version, "0" * 64)
         deployment_id = backend.start(DeployRequest(group=group, revision=revision, release_id=release_id))
-        finished.append(FinishedDeployment(group.name, deployment_id, version, release_id, mf.clock.now()))
+        finished.append(FinishedDeployment(group.name, deployment_id, version, release_id, mf.clock.wall()))
     tag_deployments(mf.ec2, backend, finished)
-    mf.clock.advance(minutes=10)
+    mf.clock.advance(600)
 
 
 def fab_reconcile(
@@ -86,7 +86,7 @@ def fab_reconcile(
             as_json=True,
             env={"GITHUB_STEP_SUMMARY": str(summary)},
             fix=fix is not None,
-            runner=fix.run if fix else None,
+            runner=fix_runner(fix) if fix else None,
             backend=fix,
         )
     except DriftFound as exc:
@@ -149,11 +149,11 @@ def test_fix_after_a_failed_release_redeploys_the_last_good_revision_never_the_f
     release(mf, fleet, V2, {"email": "rolled_back", "video": "succeeded", "reports": "failed"})
     (launched,) = mf.scale(fleet.group("email"), 3)  # a replacement, untagged: email drifts
 
-    backend = FakeBackend(mf)
+    backend = fake_backend(mf)
     code, data, _, report = fab_reconcile(mf, fleet, tmp_path, fix=backend)
     assert code == 0 and report is not None and not report.has_drift
     assert data["fix"]["requests"] == [{"group": "email", "release_id": V1, "instances": [launched]}]
-    (request,) = backend.requests.values()
+    (request,) = backend.starts
     assert request.revision is not None and request.revision.version == "v1" and request.release_id == V1
     assert groups_of(data)["email"]["on_expected"] == 3
 
@@ -171,7 +171,7 @@ def test_fix_refuses_a_release_given_that_failed_for_the_group(mf: MotoFleet, tm
     assert by_group["email"]["remark"] == f"release {V2} failed (rolled back) for this group"
     assert by_group["video"]["remark"] is None and by_group["video"]["status"] == "ok"
 
-    backend = FakeBackend(mf)
+    backend = fake_backend(mf)
     with pytest.raises(UsageError) as refused:
         fab_reconcile(mf, fleet, tmp_path, release=V2, fix=backend)
     assert refused.value.exit_code == 2
@@ -180,7 +180,7 @@ def test_fix_refuses_a_release_given_that_failed_for_the_group(mf: MotoFleet, tm
         f"(rolled back) there); reports (release {V2} failed there); without --release each group's last good "
         "release is expected"
     )
-    assert backend.requests == {}  # nothing was deployed
+    assert backend.starts == []  # nothing was deployed
 
 
 def test_no_release_at_all_is_nothing_to_check_not_every_instance_on_its_version(mf: MotoFleet, tmp_path: Path) -> None:

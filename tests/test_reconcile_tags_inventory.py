@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from deploytool.reconcile.inventory import encode_rows, take_snapshot, write_snapshot
-from deploytool.rollout.backend import GroupState, InstanceProgress
+from deploytool.rollout.backend import InstanceProgress
 from deploytool.rollout.tags import FinishedDeployment, tag_deployments
-from tests.reconcile_support import APP, BUCKET, PREFIX, T0, MotoFleet, fleet_for, mocked_aws
+from tests.builders import make_fleet
+from tests.reconcile_support import APP, BUCKET, PREFIX, T0, TARGETS, MotoFleet, mocked_aws
 
 
 @pytest.fixture
@@ -34,28 +35,15 @@ def count_calls(client: Any, operation: str) -> list[dict[str, Any]]:
     return seen
 
 
-class ResultsBackend:
-    """The Backend seam, reduced to what tagging reads: per-deployment instance results."""
-
-    name = "results"
+class KnownResults:
+    """What tagging reads (deploytool.rollout.tags.InstanceResults): given per-deployment instance results. Not
+    a Backend: tests/fakes.py FakeBackend is the one fake backend; this one reports a Pending instance too."""
 
     def __init__(self, results: dict[str, list[InstanceProgress]]) -> None:
         self.results = results
 
     def instance_results(self, deployment_id: str) -> list[InstanceProgress]:
         return self.results[deployment_id]
-
-    def start(self, request: Any) -> str:
-        raise AssertionError
-
-    def poll(self, ids: Any) -> Any:
-        raise AssertionError
-
-    def stop(self, deployment_id: str, *, rollback: bool) -> None:
-        raise AssertionError
-
-    def group_state(self, group: Any) -> GroupState:
-        raise AssertionError
 
 
 def _run(mf: MotoFleet, count: int) -> list[str]:
@@ -77,7 +65,7 @@ def test_succeeded_instances_are_tagged_in_one_call_per_tag_set_per_1000(mf: Mot
     ids = _run(mf, 1205)
     big, small, failed = ids[:1190], ids[1190:1200], ids[1200:]
     mf.ec2.create_tags(failed, {"deploytool:version": "v1"})  # what they ran before
-    backend = ResultsBackend(
+    backend = KnownResults(
         {
             "d-AAAAAAAAA": [InstanceProgress(i, "Succeeded") for i in big]
             + [InstanceProgress(i, "Failed", "ApplicationStart") for i in failed],
@@ -115,15 +103,7 @@ def test_succeeded_instances_are_tagged_in_one_call_per_tag_set_per_1000(mf: Mot
 
 
 def test_snapshot_rows_and_s3_objects(mf: MotoFleet, tmp_path: Path) -> None:
-    fleet = fleet_for(
-        tmp_path,
-        {
-            "email": "acme-email-workers",
-            "video": "acme-video-workers",
-            "idle": "acme-idle-workers",
-            "gone": "acme-gone-workers",
-        },
-    )
+    fleet = make_fleet(["email", "video", "idle", "gone"], root=tmp_path, targets=TARGETS, asg="acme-{}-workers")
     email, video, idle, _ = fleet.groups
     email_ids = mf.create_group(email, 2)
     mf.create_group(video, 1)
@@ -183,7 +163,9 @@ def test_snapshot_rows_and_s3_objects(mf: MotoFleet, tmp_path: Path) -> None:
 
 
 def test_more_than_50_groups_take_two_describe_calls(mf: MotoFleet, tmp_path: Path) -> None:
-    fleet = fleet_for(tmp_path, {f"g{n:02d}": f"asg-{n:02d}" for n in range(51)})
+    fleet = make_fleet(
+        [{"name": f"g{n:02d}", "asg": f"asg-{n:02d}"} for n in range(51)], root=tmp_path, targets=TARGETS
+    )
     for group in fleet.groups:
         mf.create_group(group, 0)
     calls = count_calls(mf.asg.client, "DescribeAutoScalingGroups")

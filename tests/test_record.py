@@ -18,7 +18,7 @@ from deploytool.rollout.events import Checkpoint, Fanout
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import rollout_plan
 from deploytool.rollout.record import RecordWriter, ReleaseStore, prior_deployments
-from tests.fakes import FakeBackend, InterruptingClock, Script
+from tests.fakes import FakeBackend, FakeClock, Script
 from tests.test_orchestrator import REVISION, group
 
 BUCKET = "acme-deploy-artifacts"
@@ -107,7 +107,7 @@ def test_bad_or_unknown_release_ids_are_one_clear_line(store: ReleaseStore) -> N
 
 
 def test_deployments_are_recorded_as_they_start_and_end_and_a_rerun_resumes(store: ReleaseStore) -> None:
-    clock = InterruptingClock(at=100)
+    clock = FakeClock(ctrl_c_at=100)
     backend = FakeBackend(
         clock, {"email": Script(duration=60), "video": Script(duration=400), "reports": Script(duration=30)}
     )
@@ -147,7 +147,7 @@ def test_deployments_are_recorded_as_they_start_and_end_and_a_rerun_resumes(stor
 
 def test_a_record_that_cannot_be_written_does_not_stop_the_rollout(store: ReleaseStore) -> None:
     missing = ReleaseStore(store.s3, bucket="no-such-bucket-here", prefix="deploytool", app="acme-workers")
-    clock = InterruptingClock(at=10**9)
+    clock = FakeClock(ctrl_c_at=10**9)
     backend = FakeBackend(clock, {"email": Script(duration=30)})
     m = manifest(["email"])
     writer = RecordWriter(missing, m)

@@ -13,7 +13,7 @@ from deploytool.rollout.partial import LastGood
 from deploytool.rollout.plan import rollout_plan
 from deploytool.rollout.record import RecordWriter, ReleaseStore
 from tests import test_record
-from tests.fakes import FakeBackend, Script, SimulatedClock
+from tests.fakes import FakeBackend, FakeClock, Script
 from tests.test_orchestrator import REVISION, group
 from tests.test_record import BUCKET, NOW, manifest
 
@@ -33,7 +33,7 @@ def run(store: ReleaseStore, scripts: dict[str, Script], waves: dict[str, int]) 
     store.register(m)
     assert outcomes(store, m.release_id) == dict.fromkeys(waves, "pending")
     plan = rollout_plan(release_id=m.release_id, version="v2", target="prod", groups=groups, revision=REVISION)
-    clock = SimulatedClock()
+    clock = FakeClock()
     Orchestrator(FakeBackend(clock, scripts), plan, reporter=RecordWriter(store, m), clock=clock).run()
     return m.release_id
 

@@ -32,10 +32,10 @@ from deploytool.publish import publish
 from deploytool.reconcile import command as reconcile_command
 from deploytool.rollout.record import ReleaseStore
 from deploytool.version import SourceVersion
-from tests.fleet_fixtures import TEMPLATES, make_fleet
+from tests.builders import TEMPLATES, acme_fleet, write_app
 
 REGION = "us-east-1"
-BUCKET = "acme-artifacts"  # tests/fleet_fixtures.py's fleet: prefix builds/dt
+BUCKET = "acme-artifacts"  # tests/builders.py's acme_fleet: prefix builds/dt
 ACCESS_DENIED = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message>'
     b"<RequestId>4442587FB7D0A2F9</RequestId><HostId>host-id</HostId></Error>"
@@ -121,7 +121,8 @@ def test_the_first_publish_names_the_missing_list_bucket_grant(
     denied: tuple[AwsSession, NoListBucket], tmp_path: Path
 ) -> None:
     session, hook = denied
-    fleet = make_fleet(tmp_path / "repo")
+    write_app(tmp_path / "repo" / "src")
+    fleet = acme_fleet(tmp_path / "repo")
     bundle = build_bundle(fleet, SourceVersion("v1", "c" * 40, False), tmp_path / "dist", templates=TEMPLATES)
     with pytest.raises(AwsError) as caught:
         publish(bundle, fleet, session, target="sandbox", created_by="me")
@@ -134,7 +135,8 @@ def test_the_release_index_reads_of_a_first_deploy(denied: tuple[AwsSession, NoL
     """`fab deploy` asks the index whether this version was released before (a key that does not exist yet), through
     the store a target's services build (deploytool.targets)."""
     session, _ = denied
-    fleet = make_fleet(tmp_path / "repo")
+    write_app(tmp_path / "repo" / "src")
+    fleet = acme_fleet(tmp_path / "repo")
     connected = targets.Connected(targets.target(fleet, "sandbox"), session, backend=None)  # type: ignore[arg-type]
     store = connected.services(fleet, Console(file=io.StringIO()), ci=True).store
     with pytest.raises(AwsError) as caught:
@@ -147,7 +149,8 @@ def test_the_release_index_reads_of_a_first_deploy(denied: tuple[AwsSession, NoL
 
 def test_reconcile_reads_say_it_too(denied: tuple[AwsSession, NoListBucket], tmp_path: Path) -> None:
     session, _ = denied
-    fleet = make_fleet(tmp_path / "repo")
+    write_app(tmp_path / "repo" / "src")
+    fleet = acme_fleet(tmp_path / "repo")
     s3 = reconcile_command.services_for(fleet, session=session).s3
     with pytest.raises(AwsError) as caught:
         s3.get_bytes(BUCKET, "builds/dt/acme/inventory/dt=2025-01-01/part.json")

@@ -34,8 +34,8 @@ from deploytool.rollout import commands
 from deploytool.rollout.events import Event, GroupStarted
 from deploytool.rollout.plan import RolloutOptions
 from deploytool.rollout.wiring import Output
+from tests.builders import TEMPLATES
 from tests.cdsim.env import codedeploy_env
-from tests.fleet_fixtures import TEMPLATES
 from tests.rollout_helpers import ROOT, SAMPLE_SIZES, World
 
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"

@@ -20,8 +20,9 @@ from deploytool.reconcile.mirror import mirror_tables
 from deploytool.sandbox.motoserver import stop_recorded
 from deploytool.sandbox.session import OWN_DIRS, SandboxSession
 from deploytool.sandbox.workrepo import WorkRepo
+from tests.builders import make_fleet, sandbox_target
 from tests.conftest import ROOT
-from tests.sandbox_helpers import make_fleet
+from tests.sandbox_helpers import FIXTURE_APP
 
 FAB = str(Path(sys.executable).with_name("fab"))
 FLEET = """\
@@ -108,7 +109,7 @@ def test_fab_sandbox_up_refuses_a_root_whose_directories_it_did_not_create(tmp_p
 
 
 def test_a_session_checks_every_directory_before_deleting_any(tmp_path: Path) -> None:
-    fleet = make_fleet(tmp_path, [{"name": "email"}], {"email": 1})
+    fleet = make_fleet(["email"], root=tmp_path, app=FIXTURE_APP, targets=sandbox_target({"email": 1}))
     sb = tmp_path / "sb"
     make_owned(sb / "instances", "an earlier sandbox")
     (sb / "instances" / "kept.txt").write_text("")
@@ -126,7 +127,12 @@ def test_a_session_checks_every_directory_before_deleting_any(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_a_session_clears_and_marks_its_own_directories(tmp_path: Path) -> None:
-    fleet = make_fleet(tmp_path, [{"name": "email", "strategy": "AllAtOnce"}], {"email": 1})
+    fleet = make_fleet(
+        [{"name": "email", "strategy": "AllAtOnce"}],
+        root=tmp_path,
+        app=FIXTURE_APP,
+        targets=sandbox_target({"email": 1}),
+    )
     sb = tmp_path / "sb"
     make_owned(sb / "logs", "an earlier sandbox")
     (sb / "logs" / "old.log").write_text("from the last run\n")

@@ -5,6 +5,7 @@ of the same version then deploys those groups again and completes. Real subproce
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -79,12 +80,10 @@ def test_status_after_kill_9_of_deploy_says_abandoned_and_the_same_deploy_resume
 
         status = fab("status")
         assert status.returncode == 0, status.stdout + status.stderr
-        rows = re.findall(r"│ (\w+)\s+│ [^│]+│ (d-[A-Z0-9]{9}) │ (\w+)\s+│", status.stdout)
-        assert {(group, state) for group, _d, state in rows} == {("email", "Abandoned"), ("video", "Abandoned")}, (
-            status.stdout
-        )
+        abandoned = re.findall(r"^(\w+): (d-[A-Z0-9]{9}) is abandoned", status.stdout, re.MULTILINE)
+        assert {group for group, _d in abandoned} == {"email", "video"}, status.stdout
         gone = f"the process that ran it (pid {killed.pid} on host {socket.gethostname()}) is gone"
-        for group, deployment, _ in rows:
+        for group, deployment in abandoned:
             assert (
                 f"{group}: {deployment} is abandoned: {gone}: `fab deploy --version 1.0.0` resumes the release; "
                 "`fab sandbox-down` stops what it left"
@@ -92,14 +91,16 @@ def test_status_after_kill_9_of_deploy_says_abandoned_and_the_same_deploy_resume
         release_id = re.search(r"release (\S+-1\.0\.0): 1\.0\.0 on sandbox", status.stdout)
         assert release_id, status.stdout
 
-        again = fab("deploy", "--version", "1.0.0")
+        again = fab("deploy", "--version", "1.0.0", "--json-out", str(tmp_path / "result.json"))
         assert again.returncode == 0, again.stdout + again.stderr
-        assert f"release {release_id.group(1)}: deploy 1.0.0 to sandbox, 2 groups" in again.stdout  # resumed
-        assert f"release {release_id.group(1)} succeeded: 2 succeeded" in again.stdout, again.stdout
-        assert {d for _g, d, _s in rows}.isdisjoint(re.findall(r": started (d-\w+)", again.stdout))  # deployed anew
+        result = json.loads((tmp_path / "result.json").read_text())
+        assert (result["release_id"], result["succeeded"]) == (release_id.group(1), True)  # resumed, and done
+        assert result["outcomes"] == {"succeeded": 2}, result
+        resumed = {g["group"]: g["deployment_id"] for g in result["groups"]}
+        assert resumed.keys() == {"email", "video"} and set(resumed.values()).isdisjoint(d for _g, d in abandoned)
         versions = {p.read_text().strip() for p in root.glob("instances/*/i-*/opt/acme-workers/run/VERSION")}
         assert versions == {"1.0.0"} and len(list(root.glob("instances/*/i-*"))) == 4
-        assert "Abandoned" not in fab("status").stdout
+        assert "is abandoned" not in fab("status").stdout
     finally:
         if killed is not None and killed.poll() is None:
             killed.kill()

@@ -30,7 +30,8 @@ from deploytool.sandbox.backend import LocalBackend
 from deploytool.sandbox.errors import SandboxError
 from deploytool.sandbox.owner import Owner, process_start_time
 from deploytool.sandbox.state import SandboxState
-from tests.sandbox_helpers import aws, make_backend, make_fleet, sh, upload, write_bundle
+from tests.builders import make_fleet, sandbox_target
+from tests.sandbox_helpers import FIXTURE_APP, aws, make_backend, sh, upload, write_bundle
 
 __all__ = ["aws"]
 
@@ -79,7 +80,12 @@ def max_concurrency(tmp_path: Path, deployment_id: str) -> int:
 class Setup:
     def __init__(self, tmp_path: Path, aws: AwsSession, strategy: Any, size: int) -> None:
         self.tmp_path = tmp_path
-        self.fleet = make_fleet(tmp_path, [{"name": "web", "strategy": strategy}], {"web": size})
+        self.fleet = make_fleet(
+            [{"name": "web", "strategy": strategy}],
+            root=tmp_path,
+            app=FIXTURE_APP,
+            targets=sandbox_target({"web": size}),
+        )
         self.group = self.fleet.group("web")
         self.backend: LocalBackend = make_backend(self.fleet, aws, tmp_path / "sb")
         self.s3 = S3Gateway(aws)

@@ -1,7 +1,11 @@
 """The whole sandbox run (`fab sandbox`, the README's main command) end to end, as a user runs it:
 real moto server, real Celery workers on moto's SQS, the real hook scripts, v1 then v2 under load.
 And Ctrl-C in the middle of it, of `fab sandbox` and of the Quick start's `python3 dev.py sandbox`:
-every process it started is gone afterwards (checked by pid)."""
+every process it started is gone afterwards (checked by pid).
+
+The one end-to-end test that reads the human rendering as such: `fab sandbox` writes no JSON, its report
+(the versions per group, the load's counts) is what it gives. The other e2e tests read the `--json-out`
+result a CI pipeline reads, or the state on disk."""
 
 from __future__ import annotations
 

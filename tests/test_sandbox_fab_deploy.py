@@ -5,11 +5,13 @@ DuckDB reconcile `fab deploy` ends with. Each task attaches anew to the sandbox 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +41,23 @@ def test_fab_deploy_reconcile_restart_rollback_status_on_the_sandbox_target(tmp_
         )
         return done
 
+    def released(*args: str) -> dict[str, Any]:
+        """`fab <args> --json-out F`: the result as a CI pipeline reads it (the process must succeed)."""
+        result = tmp_path / "result.json"
+        result.unlink(missing_ok=True)
+        done = fab(*args, "--json-out", str(result))
+        assert done.returncode == 0, done.stdout + done.stderr
+        data: dict[str, Any] = json.loads(result.read_text())
+        return data
+
+    def succeeded(data: dict[str, Any], version: str, mode: str) -> None:
+        """Every group's deployment succeeded on both its instances."""
+        assert (data["version"], data["target"], data["mode"], data["succeeded"]) == (version, "sandbox", mode, True)
+        assert data["outcomes"] == {"succeeded": 3}
+        assert {g["group"]: (g["status"], g["succeeded"], g["failed"], g["total"]) for g in data["groups"]} == {
+            group: ("Succeeded", 2, 0, 2) for group in ("email", "reports", "video")
+        }
+
     def instances() -> list[Path]:
         return sorted(root.glob("instances/*/i-*"))
 
@@ -58,7 +77,7 @@ def test_fab_deploy_reconcile_restart_rollback_status_on_the_sandbox_target(tmp_
     pids: list[int] = []
     try:
         assert up.returncode == 0, up.stderr
-        deployed = fab("deploy", "--version", "1.0.0")
+        deployed = fab("deploy", "--version", "1.0.0")  # the human output, once
         pids = started_pids(root)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         out = deployed.stdout
@@ -73,31 +92,27 @@ def test_fab_deploy_reconcile_restart_rollback_status_on_the_sandbox_target(tmp_
         assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
         assert "every instance runs its expected version" in reconciled.stdout
 
-        restarted = fab("restart")
-        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-        assert re.search(r"release \S+-restart succeeded: 3 succeeded", restarted.stdout), restarted.stdout
+        restarted = released("restart")
+        succeeded(restarted, "restart", "restart")
+        assert restarted["release_id"].endswith("-restart")
         second = workers()
         assert all(second[i] != first[i] and pid_alive(second[i]) for i in first)  # every worker restarted
         assert not [p for p in first.values() if pid_alive(p)]
 
-        v2 = fab("deploy", "--version", "2.0.0")
-        assert v2.returncode == 0, v2.stdout + v2.stderr
+        v2 = released("deploy", "--version", "2.0.0")
+        succeeded(v2, "2.0.0", "deploy")
         assert running() == {"2.0.0"}
 
-        back = fab("rollback")
-        assert back.returncode == 0, back.stdout + back.stderr
-        assert re.search(r"release \S+-1\.0\.0 succeeded: 3 succeeded", back.stdout), back.stdout
+        back = released("rollback")
+        succeeded(back, "1.0.0", "deploy")  # a rollback is a release of 1.0.0
+        assert back["release_id"].endswith("-1.0.0") and back["release_id"] != v2["release_id"]
         assert running() == {"1.0.0"}
 
-        status = fab("status")
+        status = fab("status")  # no JSON: it names the rollback's release and its deployments
         assert status.returncode == 0, status.stderr
-        assert re.search(r"release \S+-1\.0\.0: 1\.0\.0 on sandbox", status.stdout), status.stdout
-        rows = re.findall(r"│ (\w+)\s+│ [^│]+│ (d-[A-Z0-9]{9}) │ (\w+)\s+│ (\S+)", status.stdout)
-        assert sorted((g, s, n) for g, _d, s, n in rows) == [
-            ("email", "Succeeded", "2/0/2"),
-            ("reports", "Succeeded", "2/0/2"),
-            ("video", "Succeeded", "2/0/2"),
-        ]
+        assert f"release {back['release_id']}: 1.0.0 on sandbox" in status.stdout, status.stdout
+        for group in back["groups"]:
+            assert group["deployment_id"] in status.stdout, status.stdout
 
         after = fab("reconcile")  # the rollback is a release of its own: 1.0.0 is expected again
         assert after.returncode == 0, after.stdout + after.stderr

@@ -16,7 +16,8 @@ from deploytool.sandbox.appspec import parse_appspec
 from deploytool.sandbox.errors import SandboxError
 from deploytool.sandbox.install import install
 from deploytool.sandbox.instance import Instance
-from tests.hooktools import app_context, fleet_of, group_settings
+from tests.builders import make_fleet
+from tests.hooktools import app_context, fleet_table, group_settings
 
 HEAD = "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: /opt/fx/releases/v1\n"
 GROUP_ID = "dg-install"
@@ -124,7 +125,12 @@ def test_the_rendered_appspec_gives_app_user_the_install_dir_the_first_install_c
     user's; the releases and their files stay root's; an install dir that existed already is left alone."""
     user = pwd.getpwnam("nobody")
     app = app_context(install_dir="/srv/apps/fx", user="nobody")
-    rendered = render_templates(fleet_of(app, [group_settings("email", ["email"])]), "v1", None, Templates.default())
+    rendered = render_templates(
+        make_fleet([fleet_table(group_settings("email", ["email"]))], app=fleet_table(app)),
+        "v1",
+        None,
+        Templates.default(),
+    )
     text = rendered[0].data.decode()
     root = archive(tmp_path, {"app/mod.py": "X = 1\n"}, text)
     spec = parse_appspec(text)

@@ -12,7 +12,8 @@ from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.rollout.backend import DeployRequest
 from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile
-from tests.sandbox_helpers import appspec, aws, kill_if_alive, make_backend, make_fleet, sh, upload, write_bundle
+from tests.builders import make_fleet, sandbox_target
+from tests.sandbox_helpers import FIXTURE_APP, appspec, aws, kill_if_alive, make_backend, sh, upload, write_bundle
 
 __all__ = ["aws"]
 
@@ -36,7 +37,7 @@ def worker_bundle(path: Path) -> Path:
 
 
 def test_every_worker_the_hooks_start_is_in_the_pid_record(tmp_path: Path, aws: AwsSession) -> None:
-    fleet = make_fleet(tmp_path, [{"name": "web"}], {"web": 1})
+    fleet = make_fleet(["web"], root=tmp_path, app=FIXTURE_APP, targets=sandbox_target({"web": 1}))
     root = tmp_path / "sb"
     backend = make_backend(fleet, aws, root)
     record = backend.record = PidRecord(root / "run" / "pids.txt")

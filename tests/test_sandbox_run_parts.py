@@ -7,7 +7,6 @@ import dataclasses
 import io
 import re
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from deploytool.sandbox.run import SandboxRunResult, report
 from deploytool.sandbox.workrepo import WorkRepo
 from deploytool.version import source_version
 from tests.conftest import ROOT
+from tests.fakes import FakeClock
 
 
 def test_work_repo_versions_come_from_git_and_v2_is_a_real_change(tmp_path: Path) -> None:
@@ -106,33 +106,18 @@ def test_tally_counts_completed_lost_and_duplicated(tmp_path: Path) -> None:
     assert result.by_release == {"v1: first release": 2, "v2: sandbox rollout": 4}
 
 
-class FakeClock:
-    """A clock at the seam: time moves only when someone sleeps (and the sleep may change the world)."""
-
-    def __init__(self, now: list[float], sleep: Callable[[float], None]) -> None:
-        self._now, self._sleep = now, sleep
-
-    def now(self) -> float:
-        return self._now[0]
-
-    def sleep(self, seconds: float) -> None:
-        self._sleep(seconds)
-
-
 def test_wait_for_drain_stops_when_every_task_ran_or_at_the_timeout(tmp_path: Path) -> None:
-    now = [0.0]
     ledger = tmp_path / "ledger.log"
 
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-        if now[0] >= 2:
+    def tasks_run(now: float) -> None:
+        if now >= 2:
             ledger.write_text("t1 x v 1\nt2 x v 1\n")
 
-    clock = FakeClock(now, sleep)
+    clock = FakeClock(on_sleep=tasks_run)
     assert wait_for_drain(["t1", "t2"], [ledger], timeout_s=30, clock=clock).lost == 0
-    assert now[0] == 2.0
+    assert clock.now() == 2.0
     assert wait_for_drain(["t1", "t9"], [ledger], timeout_s=30, clock=clock).lost == 1
-    assert now[0] >= 32.0
+    assert clock.now() >= 32.0
 
 
 def test_versions_reads_each_instances_running_version(tmp_path: Path) -> None:
@@ -148,17 +133,12 @@ def test_versions_reads_each_instances_running_version(tmp_path: Path) -> None:
 
 
 def test_wait_for_drain_stops_early_when_the_rest_is_held_in_flight(tmp_path: Path) -> None:
-    now = [0.0]
-
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-
     ledger = tmp_path / "ledger.log"
     ledger.write_text("t1 x v 1\n")
-    clock = FakeClock(now, sleep)
+    clock = FakeClock()
     result = wait_for_drain(["t1", "t2"], [ledger], timeout_s=90, clock=clock, depth=lambda: (0, 1), settle_s=5)
     assert (result.lost, result.waiting, result.in_flight) == (1, 0, 1)
-    assert 5 <= now[0] < 6
+    assert 5 <= clock.now() < 6
     assert lost_explained(result).startswith("1 of the 1 lost tasks are held in flight by the broker")
 
 

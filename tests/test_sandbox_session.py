@@ -19,9 +19,10 @@ from deploytool.rollout.backend import DeployRequest
 from deploytool.sandbox.motoserver import MotoServer
 from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile, wait_gone
 from deploytool.sandbox.session import SandboxSession
+from tests.builders import make_fleet, sandbox_target
 from tests.conftest import ROOT
 from tests.sandbox_driver import WORKER
-from tests.sandbox_helpers import kill_if_alive, make_fleet, sh, upload, write_bundle
+from tests.sandbox_helpers import FIXTURE_APP, kill_if_alive, sh, upload, write_bundle
 
 
 @pytest.mark.slow
@@ -38,7 +39,10 @@ def test_moto_server_starts_on_a_free_port_and_stops(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_session_provisions_the_fleet_and_stops_everything_it_started(tmp_path: Path) -> None:
     fleet = make_fleet(
-        tmp_path, [{"name": "email"}, {"name": "video", "strategy": "AllAtOnce"}], {"email": 2, "video": 3}
+        ["email", {"name": "video", "strategy": "AllAtOnce"}],
+        root=tmp_path,
+        app=FIXTURE_APP,
+        targets=sandbox_target({"email": 2, "video": 3}),
     )
     bundle = write_bundle(
         tmp_path / "v1.tgz",
@@ -121,7 +125,12 @@ def test_ctrl_c_in_the_middle_leaves_no_process_behind(tmp_path: Path) -> None:
 def test_a_detached_sandbox_can_be_attached_to_deployed_and_stopped(tmp_path: Path) -> None:
     from deploytool.sandbox.session import attach, stop_sandbox
 
-    fleet = make_fleet(tmp_path, [{"name": "email", "strategy": "AllAtOnce"}], {"email": 2})
+    fleet = make_fleet(
+        [{"name": "email", "strategy": "AllAtOnce"}],
+        root=tmp_path,
+        app=FIXTURE_APP,
+        targets=sandbox_target({"email": 2}),
+    )
     with pytest.raises(UsageError) as none_running:
         attach(fleet)
     assert str(none_running.value) == "no sandbox is running for target 'sandbox': run `fab sandbox-up` first"

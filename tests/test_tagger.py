@@ -8,12 +8,11 @@ from datetime import UTC, datetime
 
 from deploytool.aws.ec2 import InstanceInfo
 from deploytool.model import Revision
-from deploytool.rollout.clock import SimulatedClock
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import rollout_plan
 from deploytool.rollout.tagger import DeploymentTagger
-from tests.fakes import FakeBackend, Script
-from tests.rollout_helpers import make_fleet
+from tests.builders import make_fleet
+from tests.fakes import FakeBackend, FakeClock, Script
 
 FLEET = make_fleet(
     [{"name": "ok", "wave": 0}, {"name": "partial", "strategy": "AllAtOnce", "wave": 0}, {"name": "rolled", "wave": 0}]
@@ -40,7 +39,7 @@ class MemoryTags:
 
 
 def run(mode: str = "deploy") -> tuple[MemoryTags, DeploymentTagger, list[str]]:
-    clock = SimulatedClock()
+    clock = FakeClock()
     backend = FakeBackend(
         clock,
         scripts={
