@@ -85,12 +85,14 @@ class Orchestrator:
         *,
         reporter: Reporter | None = None,
         clock: Clock | None = None,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
         self.backend = backend
         self.plan = plan
         self.options = plan.options
         self.reporter: Reporter = reporter or Collect()
         self.clock: Clock = clock or SystemClock()
+        self.gate = gate  # asked before each wave starts: False = start no new wave (the release lease was lost)
         self._runs = {g.name: _Run(g, wave.number) for wave in plan.waves for g in wave.groups}
         self._wave = -1  # index into plan.waves of the wave running now
         self._began = False
@@ -190,6 +192,8 @@ class Orchestrator:
                 self._emit(WaveFinished(waves[self._wave].number, ok, self._now()))
                 self._halted = self._halted or not ok
             self._wave += 1
+            if not self._halted and self._wave < len(waves) and self.gate is not None and not self.gate():
+                self._halted = True
             if self._halted:  # later waves do not start
                 for index in range(self._wave, len(waves)):
                     for later in self._wave_runs(index):
