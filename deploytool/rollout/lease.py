@@ -253,8 +253,8 @@ def acquire(
             )
             return Taken(Lease(store, info, etag, now), broken=other)
         if not wait:
-            hint = "--break-lease takes it over" if other.stale(now()) else "--wait waits until it is free"
-            raise LeaseHeld(f"{other.line(now())}; {hint}")
+            hint = "" if other.stale(now()) else "; --wait waits until it is free"  # a stale line names --break-lease
+            raise LeaseHeld(f"{other.line(now())}{hint}")
         if waited >= WAIT_MAX_S:
             raise LeaseHeld(f"gave up waiting after {waited:.0f}s: {other.line(now())}")
         if waited - said >= WAIT_SAY_S:
