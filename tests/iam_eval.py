@@ -130,6 +130,8 @@ def _s3(call: Call, facts: Facts) -> list[Need]:
             Need("s3:PutObject", _s3_object(p), {}, name),
             *_kms(facts, ["kms:GenerateDataKey", "kms:Decrypt"], name),
         ]
+    if op == "DeleteObject":  # the release lease's release (If-Match), deploytool.rollout.lease
+        return [Need("s3:DeleteObject", _s3_object(p), {}, name)]
     if op == "AbortMultipartUpload":
         return [Need("s3:AbortMultipartUpload", _s3_object(p), {}, name)]
     if op in ("ListObjectsV2", "ListObjects"):
