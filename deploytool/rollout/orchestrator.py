@@ -18,6 +18,8 @@ Contract: `Orchestrator(backend, plan, reporter=..., clock=...).run()` returns a
   `stop_all()` and `run()` again (stops every deployment in flight with rollback and follows them to
   the end), or `detach()` (returns at once; the deployments keep running, the record holds their ids),
   or just `run()` again to keep following.
+- `gate` (optional) is asked before each wave starts: False starts no new wave (later groups end not-started;
+  deployments in flight are followed to their end). The release lease uses it (deploytool.rollout.wiring).
 Time comes only from the injected Clock; progress only goes out as events to the Reporter.
 """
 

@@ -10,6 +10,10 @@ Contract: `run_rollout(plan, services, output, manifest=..., tagger=...)` builds
   `services.ec2`, else the EC2 of `services.aws`), then one line with what was tagged. A plan that is no
   release (a restart, a reconcile --fix) writes neither: versions do not change, or the fix tags itself;
 - the result writers (--json-out, $GITHUB_STEP_SUMMARY; deploytool.rollout.summary).
+With `services.lease` set (deploytool.targets sets it for every fab task), the plan runs under the target's
+release lease (deploytool.rollout.lease): taken before the Orchestrator starts anything (LeaseHeld, exit 1, when
+another release holds it; --wait, --break-lease), renewed while it runs (a lost lease starts no new wave), and
+released at the end, also on Ctrl-C or an error; a broken stale lease goes into the manifest as `lease_broken`.
 Ctrl-C (deploytool.rollout.interrupt): `services.on_interrupt` "ask" asks whether to stop (with rollback)
 or detach, and only stops when the deployments run in this process (`services.detachable` False); "raise"
 lets the KeyboardInterrupt through at once (`fab sandbox`, whose session then stops everything it started).
