@@ -15,6 +15,7 @@ Contract (bucket = artifacts.bucket, P = artifacts.prefix, A = app.name):
       P/A/release-index/<target>/<version>.json                    points at the release of that version
       P/A/release-index/<target>/latest.json                       the target's recent releases, newest first
       P/A/inventory/dt=YYYY-MM-DD/<snapshot stamp>-<n>.json.gz     gzip JSON lines, one row per instance
+      P/A/lease/<target>.json                                      the target's release lease, while one runs
   The index lives outside releases/ so the Athena table over releases/ sees manifests only
   (athena/releases.sql reads the manifest's fields; athena/reconcile.sql its groups' `outcome`).
 - ReleaseManifest: the manifest's fields. `groups` entries are {group, asg, expected_version, strategy,
@@ -125,6 +126,11 @@ def manifest_key(prefix: str, app: str, rid: str) -> str:
 def index_key(prefix: str, app: str, target: str, name: str) -> str:
     """release-index/<target>/<name>.json: name is a version, or `latest` for the target's history."""
     return f"{app_root(prefix, app)}/release-index/{target}/{name}.json"
+
+
+def lease_key(prefix: str, app: str, target: str) -> str:
+    """lease/<target>.json: who is releasing to that target now (deploytool.rollout.lease)."""
+    return f"{app_root(prefix, app)}/lease/{target}.json"
 
 
 def inventory_prefix(prefix: str, app: str) -> str:

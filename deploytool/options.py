@@ -232,3 +232,19 @@ def url(option: str, value: str | None) -> str | None:
 def text(option: str, value: str | None) -> str | None:
     """A free-form value (an id, a URL): anything but empty."""
     return _given(option, value)
+
+
+def lease_flags(wait: bool, break_lease: bool, *, dry_run: bool = False, fix: bool = True) -> tuple[bool, bool]:
+    """--wait and --break-lease (the release lease, deploytool.rollout.lease): one of them at most, and only on
+    a run that takes the lease (not a --dry-run; on `fab reconcile`, only with --fix)."""
+    given = [name for name, on in (("--wait", wait), ("--break-lease", break_lease)) if on]
+    if len(given) == 2:
+        raise UsageError(
+            "--wait and --break-lease: choose one (--wait waits until the lease is free, --break-lease takes over "
+            "a stale one at once)"
+        )
+    if given and dry_run:
+        raise UsageError(f"{given[0]} with --dry-run: a dry run takes no release lease; leave {given[0]} out")
+    if given and not fix:
+        raise UsageError(f"{given[0]} is for `fab reconcile --fix` (only the fix deploys); add --fix or leave it out")
+    return bool(wait), bool(break_lease)

@@ -43,7 +43,7 @@ from deploytool.rollout.backend import Backend
 from deploytool.rollout.codedeploy import CodeDeployBackend
 from deploytool.rollout.record import ReleaseStore
 from deploytool.rollout.setup import application_name
-from deploytool.rollout.wiring import Services
+from deploytool.rollout.wiring import LeaseOptions, Services
 from deploytool.sandbox.motoserver import recorded
 from deploytool.sandbox.session import SandboxSession, attach, read_sandbox_info, sandbox_root
 
@@ -110,7 +110,9 @@ class Connected:
     aws: AwsSession  # the release store, tags and reconcile use this session too
     backend: Backend
 
-    def services(self, fleet: Fleet, console: Console, *, ci: bool) -> Services:
+    def services(self, fleet: Fleet, console: Console, *, ci: bool, lease: LeaseOptions | None = None) -> Services:
+        """The rollout's services; every rollout on them runs under the target's release lease (`lease`: the
+        command named in it and --wait / --break-lease; default: a `deploy` that neither waits nor breaks)."""
         s3 = S3Gateway.for_artifacts(self.aws, fleet.artifacts)
         store = ReleaseStore(s3, bucket=fleet.artifacts.bucket, prefix=fleet.artifacts.prefix, app=fleet.app.name)
         return Services(
@@ -120,6 +122,7 @@ class Connected:
             console,
             interactive=console.is_terminal and not ci,
             detachable=self.target.detachable,
+            lease=lease or LeaseOptions(),
         )
 
     def reconcile_services(self, fleet: Fleet) -> ReconcileServices:

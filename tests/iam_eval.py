@@ -136,7 +136,8 @@ def _s3(call: Call, facts: Facts) -> list[Need]:
         return [Need("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}", {"s3:prefix": p.get("Prefix", "")}, name)]
     if op == "HeadBucket":
         return [Need("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}", {}, name)]
-    if op == "DeleteObject":  # deleting one version (VersionId) is its own action, and needs no s3:DeleteObject
+    if op == "DeleteObject":  # the lease's release (If-Match) and doctor's probe; deleting one version (VersionId)
+        # is its own action, and needs no s3:DeleteObject
         action = "s3:DeleteObjectVersion" if p.get("VersionId") else "s3:DeleteObject"
         return [Need(action, _s3_object(p), {}, name)]
     if op in _S3_BUCKET_READS:

@@ -39,7 +39,7 @@ from deploytool.reconcile.command import athena_setup, fix_runner_for, run_recon
 from deploytool.reconcile.sql import TABLES
 from deploytool.rollout import commands
 from deploytool.rollout.plan import RolloutOptions
-from deploytool.rollout.wiring import Output
+from deploytool.rollout.wiring import LeaseOptions, Output
 from tests.builders import TEMPLATES
 from tests.cdsim.env import CodeDeployEnv
 from tests.doctor_world import QUEUES, TRUST, encryption_rule, install_hooks
@@ -267,6 +267,7 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
     edit = _with_kms if request.param == "kms" else None
     with sample_world(tmp_path_factory.mktemp(request.param), fleet_text=edit, before_setup=attach) as world:
+        world.services.lease = LeaseOptions()  # as deploytool.targets builds the services: under the release lease
         run_every_flow(world, recorder)
         recorder.on = False
         facts = _facts(world)

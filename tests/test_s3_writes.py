@@ -44,6 +44,7 @@ WRITES = frozenset({"PutObject", "CopyObject", "CreateMultipartUpload", "UploadP
 # write must join WRITES, so its encryption is checked).
 READS = frozenset(
     {"HeadObject", "GetObject", "ListObjectsV2", "HeadBucket", "CreateBucket", "UploadPart", "CompleteMultipartUpload"}
+    | {"DeleteObject"}  # the release lease's release: no body, nothing to encrypt
 )
 SSE = "x-amz-server-side-encryption"
 SSE_KEY = "x-amz-server-side-encryption-aws-kms-key-id"
@@ -139,7 +140,7 @@ def deploy(world: World, version: str, *, json_out: Path | None = None) -> Deplo
 
 
 def kind(call: Call) -> str:
-    for part in ("/releases/", "/release-index/", "/inventory/"):
+    for part in ("/releases/", "/release-index/", "/inventory/", "/lease/"):
         if part in call.path:
             return part.strip("/")
     return "bundle" if call.path.endswith(".tgz") else call.path
@@ -174,8 +175,9 @@ def test_every_write_of_publish_deploy_rollback_and_reconcile_carries_the_fleets
     seen = {c.operation for c in wire.calls}
     assert seen <= WRITES | READS, f"unclassified S3 operation(s): {sorted(seen - WRITES - READS)}"
     writes = wire.writes()
-    # the bundle, each manifest and its rewrites, the index pointers and history, the inventory snapshots
-    assert {kind(c) for c in writes} == {"bundle", "releases", "release-index", "inventory"}
+    # the bundle, each manifest and its rewrites, the index pointers and history, the inventory snapshots, the
+    # release lease (taken with If-None-Match, renewed with If-Match: conditional writes encrypted like the others)
+    assert {kind(c) for c in writes} == {"bundle", "releases", "release-index", "inventory", "lease"}
     assert [c.operation for c in writes if kind(c) == "bundle"] == ["CreateMultipartUpload"] * 2  # v1, v2
     assert len(writes) > 20
     unencrypted = [
@@ -183,7 +185,8 @@ def test_every_write_of_publish_deploy_rollback_and_reconcile_carries_the_fleets
     ]
     assert unencrypted == []
     assert wire.refused == []
-    assert len(stored) == len({c.path for c in writes})
+    assert len(stored) == len({c.path for c in writes if kind(c) != "lease"})
+    assert not [key for key in stored if "/lease/" in key]  # released (deleted) at the end of each rollout
 
 
 def test_a_fleet_without_a_kms_key_sends_no_encryption_header(tmp_path: Path) -> None:

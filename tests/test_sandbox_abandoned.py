@@ -1,7 +1,9 @@
 """`kill -9` of `fab deploy` on the sandbox target: its deployments ran inside that process, so nothing runs them
-any more. `fab status` calls them Abandoned (not Created or InProgress forever) and says how to resume; `fab deploy`
-of the same version then deploys those groups again and completes. Real subprocesses of fab on a running sandbox
-(`fab sandbox-up`), with small hooks that sleep in ApplicationStart so the kill lands mid-rollout."""
+any more.
+`fab status` calls them Abandoned (not Created or InProgress forever) and says how to resume; `fab deploy` of the same
+version is refused while the killed process's release lease is live, and while it is stale until `--break-lease` takes
+it over (in the release record); it then deploys those groups again and completes. Real subprocesses of fab on a running
+sandbox (`fab sandbox-up`), with small hooks that sleep in ApplicationStart so the kill lands mid-rollout."""
 
 from __future__ import annotations
 
@@ -14,11 +16,18 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
+from deploytool.config import load_fleet
+from deploytool.model import lease_key, manifest_key
+from deploytool.rollout.lease import STALE_S
 from deploytool.sandbox.procs import wait_gone
+from deploytool.sandbox.session import read_sandbox_info
 from tests.conftest import ROOT
 from tests.sandbox_helpers import (
     SANDBOX_FLEET,  # email AllAtOnce, video OneAtATime, 2 instances each
@@ -36,6 +45,37 @@ def slow_hooks(tmp_path: Path) -> Path:
     start = hooks / "application_start.sh.j2"
     start.write_text(start.read_text().replace("set -e\n", "set -e\nsleep 2\n", 1))
     return hooks
+
+
+def sandbox_s3(tmp_path: Path) -> tuple[Any, str, str]:
+    """boto3 S3 on the sandbox's moto server, the bucket, and the key of the sandbox target's lease."""
+    fleet = load_fleet(tmp_path / "deploy.toml")
+    info = read_sandbox_info(tmp_path / ".sandbox")
+    assert info is not None
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=info["endpoint"],
+        region_name=info["region"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    return s3, fleet.artifacts.bucket, lease_key(fleet.artifacts.prefix, fleet.app.name, "sandbox")
+
+
+def age_lease(tmp_path: Path, *, seconds: float) -> None:
+    """Rewrite the lease's renewed_at `seconds` in the past: what its holder's death looks like that much later."""
+    s3, bucket, key = sandbox_s3(tmp_path)
+    body = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    then = datetime.now(UTC) - timedelta(seconds=seconds)
+    body["renewed_at"] = then.strftime("%Y-%m-%dT%H:%M:%SZ")
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(body).encode())
+
+
+def release_record(tmp_path: Path, rid: str) -> dict[str, Any]:
+    s3, bucket, _ = sandbox_s3(tmp_path)
+    fleet = load_fleet(tmp_path / "deploy.toml")
+    key = manifest_key(fleet.artifacts.prefix, fleet.app.name, rid)
+    return dict(json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
 
 
 def in_application_start(root: Path) -> list[Path]:
@@ -91,8 +131,30 @@ def test_status_after_kill_9_of_deploy_says_abandoned_and_the_same_deploy_resume
         release_id = re.search(r"release (\S+-1\.0\.0): 1\.0\.0 on sandbox", status.stdout)
         assert release_id, status.stdout
 
-        again = fab("deploy", "--version", "1.0.0", "--json-out", str(tmp_path / "result.json"))
+        # the killed deploy still holds the target's release lease: the next one is refused, naming it
+        lease = re.compile(
+            rf"\S+@{re.escape(socket.gethostname())} \(pid {killed.pid}\) holds the release lease of target 'sandbox': "
+            rf"`deploy` release {re.escape(release_id.group(1))} since \S+, renewed \d+s ago, (live|STALE)"
+        )
+        assert (found := lease.search(status.stdout)) and found.group(1) == "live", status.stdout  # fab status
+        refused = fab("deploy", "--version", "1.0.0")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert (found := lease.search(refused.stderr)) and found.group(1) == "live", refused.stderr
+        assert "--wait waits until it is free" in refused.stderr
+        early = fab("deploy", "--version", "1.0.0", "--break-lease")  # not stale yet: not taken over
+        assert early.returncode == 1 and "only takes over a lease not renewed for 120s" in early.stderr, early.stderr
+        age_lease(tmp_path, seconds=STALE_S + 1)  # as if the 120 s had passed (nobody renews it)
+        stale = fab("deploy", "--version", "1.0.0")
+        assert stale.returncode == 1, stale.stdout + stale.stderr
+        assert (found := lease.search(stale.stderr)) and found.group(1) == "STALE", stale.stderr
+        assert "--break-lease takes it over" in stale.stderr
+
+        again = fab("deploy", "--version", "1.0.0", "--break-lease", "--json-out", str(tmp_path / "result.json"))
         assert again.returncode == 0, again.stdout + again.stderr
+        assert "lease: broke the stale lease of " in again.stdout and f"(pid {killed.pid}, `deploy`" in again.stdout
+        broken = release_record(tmp_path, release_id.group(1))["lease_broken"]
+        assert broken["broken"]["pid"] == killed.pid and broken["broken"]["release_id"] == release_id.group(1)
+        assert "release lease of target 'sandbox': free" in fab("status").stdout
         result = json.loads((tmp_path / "result.json").read_text())
         assert (result["release_id"], result["succeeded"]) == (release_id.group(1), True)  # resumed, and done
         assert result["outcomes"] == {"succeeded": 2}, result

@@ -42,6 +42,8 @@ class ObjectInfo:
 
 
 DENIED = ("AccessDenied", "403", "Forbidden")
+# A conditional request whose condition did not hold: another writer got there first, or the key is gone.
+CONDITION_FAILED = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404", "NotFound")
 
 
 class ArtifactSettings(Protocol):
@@ -196,6 +198,52 @@ class S3Gateway:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, f"PUT s3://{bucket}/{key}", bucket) from exc
         return ObjectInfo(key, bare_etag(r["ETag"]), len(body), {}, r.get("VersionId"))
+
+    def put_conditional(
+        self, bucket: str, key: str, body: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> ObjectInfo | None:
+        """A conditional PutObject (with write_args(), like every write): `if_none_match` creates the key only when it
+        does not exist (If-None-Match: *), `if_match` replaces it only while its ETag is that one. None when the
+        condition failed (412 PreconditionFailed, 409 ConditionalRequestConflict: another writer was first; 404: the
+        key is gone)."""
+        args = self._with_write_args(None)
+        if if_none_match:
+            args["IfNoneMatch"] = "*"
+        if if_match is not None:
+            args["IfMatch"] = f'"{bare_etag(if_match)}"'
+        try:
+            r = self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **args)
+        except ClientError as exc:
+            if error_code(exc) in CONDITION_FAILED:
+                return None
+            raise self._fail(exc, f"PUT s3://{bucket}/{key}", bucket) from exc
+        except BotoCoreError as exc:
+            raise self._fail(exc, f"PUT s3://{bucket}/{key}", bucket) from exc
+        return ObjectInfo(key, bare_etag(r["ETag"]), len(body), {}, r.get("VersionId"))
+
+    def get_with_etag(self, bucket: str, key: str) -> tuple[bytes, str] | None:
+        """The object's body and bare ETag (one GET), or None when it does not exist."""
+        try:
+            r = self.client.get_object(Bucket=bucket, Key=key, **self._owner())
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._maybe_missing(exc, f"GET s3://{bucket}/{key}", bucket, key) from exc
+        except BotoCoreError as exc:
+            raise self._fail(exc, f"GET s3://{bucket}/{key}", bucket) from exc
+        return r["Body"].read(), bare_etag(r["ETag"])
+
+    def delete_if_match(self, bucket: str, key: str, etag: str) -> bool:
+        """DeleteObject only while the object's ETag is `etag` (If-Match); False when it is another one or gone."""
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key, IfMatch=f'"{bare_etag(etag)}"', **self._owner())
+        except ClientError as exc:
+            if error_code(exc) in CONDITION_FAILED:
+                return False
+            raise self._fail(exc, f"DELETE s3://{bucket}/{key}", bucket) from exc
+        except BotoCoreError as exc:
+            raise self._fail(exc, f"DELETE s3://{bucket}/{key}", bucket) from exc
+        return True
 
     def get_bytes(self, bucket: str, key: str) -> bytes | None:
         try:

@@ -28,6 +28,7 @@ from deploytool.model import release_id
 from deploytool.render import Templates
 from deploytool.rollout.backend import Backend, DeploymentSnapshot
 from deploytool.rollout.codedeploy import CodeDeployBackend
+from deploytool.rollout.lease import LeaseStore
 from deploytool.rollout.plan import PriorDeployment, RolloutOptions, RolloutPlan, check_min_healthy, rollout_plan
 from deploytool.rollout.progress import what_release_does
 from deploytool.rollout.record import prior_deployments
@@ -265,6 +266,7 @@ def status(fleet: Fleet, target_name: str, services: Services, release_id: str |
     """A release's groups and their deployments as the backend reports them now. A deployment the backend calls
     Abandoned (a sandbox deployment whose `fab` process died: nothing runs it) gets a line on how to resume."""
     store = services.store
+    lease_line(target_name, services)
     if release_id:
         manifest = store.load(release_id)
     else:
@@ -307,6 +309,15 @@ def status(fleet: Fleet, target_name: str, services: Services, release_id: str |
             soft_wrap=True,
         )
     return table
+
+
+def lease_line(target_name: str, services: Services) -> str:
+    """`fab status`'s line on the target's release lease: who holds it, since when, stale or not; or that it is free."""
+    store = services.store
+    found = LeaseStore(store.s3, bucket=store.bucket, prefix=store.prefix, app=store.app).read(target_name)
+    line = found[0].line(services.now()) if found else f"release lease of target {target_name!r}: free"
+    services.console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return line
 
 
 def verdict(result: RolloutResult | None) -> None:

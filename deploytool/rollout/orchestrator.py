@@ -20,6 +20,8 @@ Contract: `Orchestrator(backend, plan, reporter=..., clock=...).run()` returns a
   `stop_all()` and `run()` again (stops every deployment in flight with rollback and follows them to
   the end), or `detach()` (returns at once; the deployments keep running, the record holds their ids),
   or just `run()` again to keep following.
+- `gate` (optional) is asked before each wave starts: False starts no new wave (later groups end not-started;
+  deployments in flight are followed to their end). The release lease uses it (deploytool.rollout.wiring).
 Time comes only from the injected Clock; progress only goes out as events to the Reporter.
 """
 
@@ -92,6 +94,7 @@ class Orchestrator:
         reporter: Reporter | None = None,
         clock: Clock | None = None,
         last_good: Callable[[Group], Revision | None] | None = None,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
         self.backend = backend
         self.last_good = last_good  # a group's last good revision (partial failures); None: not a release
@@ -99,6 +102,7 @@ class Orchestrator:
         self.options = plan.options
         self.reporter: Reporter = reporter or Collect()
         self.clock: Clock = clock or SystemClock()
+        self.gate = gate  # asked before each wave starts: False = start no new wave (the release lease was lost)
         self._runs = {g.name: _Run(g, wave.number) for wave in plan.waves for g in wave.groups}
         self._wave = -1  # index into plan.waves of the wave running now
         self._began = False
@@ -198,6 +202,8 @@ class Orchestrator:
                 self._emit(WaveFinished(waves[self._wave].number, ok, self._now()))
                 self._halted = self._halted or not ok
             self._wave += 1
+            if not self._halted and self._wave < len(waves) and self.gate is not None and not self.gate():
+                self._halted = True
             if self._halted:  # later waves do not start
                 for index in range(self._wave, len(waves)):
                     for later in self._wave_runs(index):

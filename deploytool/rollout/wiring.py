@@ -12,6 +12,10 @@ Contract: `run_rollout(plan, services, output, manifest=..., tagger=...)` builds
   `services.ec2`, else the EC2 of `services.aws`), then one line with what was tagged. A plan that is no
   release (a restart, a reconcile --fix) writes neither: versions do not change, or the fix tags itself;
 - the result writers (--json-out, $GITHUB_STEP_SUMMARY; deploytool.rollout.summary).
+With `services.lease` set (deploytool.targets sets it for every fab task), the plan runs under the target's
+release lease (deploytool.rollout.lease): taken before the Orchestrator starts anything (LeaseHeld, exit 1, when
+another release holds it; --wait, --break-lease), renewed while it runs (a lost lease starts no new wave), and
+released at the end, also on Ctrl-C or an error; a broken stale lease goes into the manifest as `lease_broken`.
 Ctrl-C (deploytool.rollout.interrupt): `services.on_interrupt` "ask" asks whether to stop (with rollback)
 or detach, and only stops when the deployments run in this process (`services.detachable` False); "raise"
 lets the KeyboardInterrupt through at once (`fab sandbox`, whose session then stops everything it started).
@@ -42,6 +46,7 @@ from deploytool.rollout.backend import Backend
 from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import Fanout, Reporter
 from deploytool.rollout.interrupt import Pausable, console_prompt, follow
+from deploytool.rollout.lease import Lease, LeaseKeeper, LeaseStore, Taken, acquire, broken_record
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.partial import LastGood
 from deploytool.rollout.plan import RolloutPlan
@@ -75,6 +80,16 @@ class Services:
     detachable: bool = True
     on_interrupt: Literal["ask", "raise"] = "ask"
     ec2: TagStore | None = None  # where tags are written; None: the EC2 of `aws`
+    lease: LeaseOptions | None = None  # one release at a time per target (deploytool.rollout.lease); None: no lease
+
+
+@dataclass(frozen=True)
+class LeaseOptions:
+    """The release lease a rollout takes: the command named in it, and what to do when someone else holds it."""
+
+    command: str = "deploy"
+    wait: bool = False
+    break_lease: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,50 @@ def tag_summary(services: Services, tagger: DeploymentTagger) -> None:
         )
 
 
+def take_lease(plan: RolloutPlan, services: Services) -> Taken | None:
+    """The target's release lease, taken before any deployment starts (LeaseHeld, exit 1, when someone holds it)."""
+    if services.lease is None:
+        return None
+    store = services.store
+    leases = LeaseStore(store.s3, bucket=store.bucket, prefix=store.prefix, app=store.app)
+    return acquire(
+        leases,
+        target=plan.target,
+        release_id=plan.release_id,
+        command=services.lease.command,
+        now=services.now,
+        clock=services.clock,
+        say=lambda line: say(services, line),
+        wait=services.lease.wait,
+        break_lease=services.lease.break_lease,
+    )
+
+
+class LeaseGuard:
+    """Keeps a held lease renewed while the rollout runs; once it is lost, no new wave starts (said once)."""
+
+    def __init__(self, lease: Lease, services: Services) -> None:
+        self.lease, self.services = lease, services
+        self._said = False
+        self.keeper = LeaseKeeper(lease, self._lost)
+
+    def _lost(self, why: str) -> None:
+        if not self._said:
+            self._said = True
+            say(self.services, f"lease lost: {why}; this release starts no new wave (the deployments under way go on)")
+
+    def gate(self) -> bool:
+        if self.lease.check():
+            return True
+        self._lost(self.lease.lost or "lost")
+        return False
+
+    def end(self) -> None:
+        self.keeper.stop()
+        if not self.lease.release() and self.lease.lost:
+            self._lost(self.lease.lost)
+
+
 def run_rollout(
     plan: RolloutPlan,
     services: Services,
@@ -114,7 +173,29 @@ def run_rollout(
     manifest: ReleaseManifest | None = None,
     tagger: DeploymentTagger | None = None,
 ) -> RolloutResult:
-    """Run the plan with progress, Ctrl-C handling and, for a release, its record and tags (module doc)."""
+    """Run the plan with progress, Ctrl-C handling and, for a release, its record and tags (module doc); with
+    `services.lease`, under the target's release lease (taken here, before any deployment starts)."""
+    taken = take_lease(plan, services)
+    if taken is not None and taken.broken is not None and manifest is not None:
+        manifest = replace(
+            manifest, extra={**manifest.extra, "lease_broken": broken_record(taken.broken, taken.lease.info)}
+        )
+    guard = LeaseGuard(taken.lease, services) if taken is not None else None
+    try:
+        return _run(plan, services, output, manifest, tagger, guard)
+    finally:
+        if guard is not None:
+            guard.end()  # at the end, on Ctrl-C and on an error: the lease is released (If-Match: ours)
+
+
+def _run(
+    plan: RolloutPlan,
+    services: Services,
+    output: Output,
+    manifest: ReleaseManifest | None,
+    tagger: DeploymentTagger | None,
+    guard: LeaseGuard | None,
+) -> RolloutResult:
     display: Reporter
     pausable: Pausable | None = None
     if output.ci or not services.console.is_terminal:
@@ -138,8 +219,15 @@ def run_rollout(
     reporters.append(ResultWriters.from_env(output.json_out, dict(os.environ), annotate=with_record))
     last_good = LastGood(services.store, manifest) if manifest is not None else None
     orchestrator = Orchestrator(
-        services.backend, plan, reporter=Fanout(reporters), clock=services.clock, last_good=last_good
+        services.backend,
+        plan,
+        reporter=Fanout(reporters),
+        clock=services.clock,
+        last_good=last_good,
+        gate=guard.gate if guard is not None else None,
     )
+    if guard is not None:
+        guard.keeper.start()
     try:
         if services.on_interrupt == "raise":
             result = orchestrator.run()

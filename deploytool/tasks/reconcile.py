@@ -32,6 +32,8 @@ def _athena_names(database: str | None, workgroup: str | None) -> tuple[str | No
         "no_snapshot": "query the inventory already in S3 instead of taking a snapshot first",
         "database": "Athena database holding the inventory and releases tables (default deploytool)",
         "workgroup": "Athena workgroup (default primary)",
+        "wait": "with --fix: when another release holds the target's lease, wait until it is free",
+        "break_lease": "with --fix: take over the target's lease when its holder is gone (not renewed for 120 s)",
         "debug": "show tracebacks",
     }
 )
@@ -49,6 +51,8 @@ def reconcile(
     no_snapshot: bool = False,
     database: str | None = None,
     workgroup: str | None = None,
+    wait: bool = False,
+    break_lease: bool = False,
     debug: bool = False,
 ) -> None:
     """Check every instance runs its group's expected version (exit 3 on drift)."""
@@ -56,6 +60,7 @@ def reconcile(
 
     loaded = fleet_from(fleet)
     database, workgroup = _athena_names(database, workgroup)
+    lease_wait, lease_break = options.lease_flags(wait, break_lease, fix=fix)
     settings = targets.settings_for(
         loaded,
         options.target(loaded, target),
@@ -71,9 +76,11 @@ def reconcile(
     connected = targets.connect(loaded, settings.target)
     if fix:
         from deploytool.reconcile.command import fix_runner_for
+        from deploytool.rollout.wiring import LeaseOptions
 
         # The fix deploys like `fab deploy` does; with --json its progress goes to stderr, the report to stdout.
-        rollout = connected.services(loaded, make_console(ci=ci, stderr=json), ci=ci)
+        lease = LeaseOptions("reconcile --fix", wait=lease_wait, break_lease=lease_break)
+        rollout = connected.services(loaded, make_console(ci=ci, stderr=json), ci=ci, lease=lease)
         runner, backend = fix_runner_for(rollout, settings.target)
     run_reconcile(
         loaded,

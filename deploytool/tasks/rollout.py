@@ -27,6 +27,9 @@ _ROLLOUT_HELP = {
     "json_out": "write the result as JSON to this file",
     "dry_run": "print the plan, change nothing",
     "debug": "show tracebacks",
+    "wait": "when another release holds the target's lease, wait until it is free (at most an hour, shown live)",
+    "break_lease": "take over the target's lease when its holder is gone (not renewed for 120 s); logged in the "
+    "release record",
 }
 
 
@@ -59,8 +62,16 @@ def _rollout(
     return loaded, name, chosen, run, Output(ci=ci, json_out=options.json_out(json_out))
 
 
-def _services(loaded: Fleet, name: str, ci: bool) -> Services:
-    return targets.connect(loaded, name).services(loaded, make_console(ci=ci), ci=ci)
+def _services(
+    loaded: Fleet, name: str, ci: bool, command: str = "deploy", lease: tuple[bool, bool] = (False, False)
+) -> Services:
+    """The target's services; a rollout on them takes the target's release lease, named after `command`."""
+    from deploytool.rollout.wiring import LeaseOptions
+
+    wait, break_lease = lease
+    return targets.connect(loaded, name).services(
+        loaded, make_console(ci=ci), ci=ci, lease=LeaseOptions(command, wait=wait, break_lease=break_lease)
+    )
 
 
 def _without_sandbox(loaded: Fleet, name: str, dry_run: bool) -> bool:
@@ -118,6 +129,8 @@ def deploy(
     dry_run: bool = False,
     no_reconcile: bool = False,
     reconcile_engine: str | None = None,
+    wait: bool = False,
+    break_lease: bool = False,
     debug: bool = False,
 ) -> None:
     """Build, publish, roll out wave by wave (tagging instances), then reconcile: exit 1 failed, 3 drift."""
@@ -127,6 +140,7 @@ def deploy(
         fleet, target, groups, max_parallel, on_failure, ci, json_out, ignore_stop_failures
     )
     version = options.version("--version", version)
+    lease = options.lease_flags(wait, break_lease, dry_run=dry_run)
     reconcile_settings(loaded, name, chosen, engine=reconcile_engine, reconcile=not no_reconcile, dry_run=dry_run)
     if _without_sandbox(loaded, name, dry_run):
         plan_without_sandbox(
@@ -138,7 +152,7 @@ def deploy(
         name,
         chosen,
         run,
-        _services(loaded, name, ci),
+        _services(loaded, name, ci, "deploy", lease),
         output,
         version=version,
         allow_dirty=allow_dirty,
@@ -161,6 +175,8 @@ def rollback(
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
+    wait: bool = False,
+    break_lease: bool = False,
     debug: bool = False,
 ) -> None:
     """Redeploy an earlier release's revision, as a new release."""
@@ -170,7 +186,10 @@ def rollback(
         fleet, target, groups, max_parallel, on_failure, ci, json_out, ignore_stop_failures
     )
     to = options.version("--to", to)
-    services = _services(loaded, name, ci)  # even a dry run reads the release history: on the sandbox, or AWS
+    lease = options.lease_flags(wait, break_lease, dry_run=dry_run)
+    services = _services(
+        loaded, name, ci, "rollback", lease
+    )  # even a dry run reads the release history: on the sandbox, or AWS
     # the instances it reaches are tagged with the version rolled back to (deploytool.rollout.wiring)
     result = commands.rollback(loaded, name, chosen, run, services, output, to_version=to, dry_run=dry_run)
     commands.verdict(result)
@@ -188,6 +207,8 @@ def restart(
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
+    wait: bool = False,
+    break_lease: bool = False,
     debug: bool = False,
 ) -> None:
     """Rolling restart of the workers with each group's strategy (no new version)."""
@@ -197,10 +218,12 @@ def restart(
     loaded, name, chosen, run, output = _rollout(
         fleet, target, groups, max_parallel, on_failure, ci, json_out, ignore_stop_failures
     )
+    lease = options.lease_flags(wait, break_lease, dry_run=dry_run)
     if _without_sandbox(loaded, name, dry_run):
         plan_without_sandbox(loaded, name, chosen, run, make_console(ci=ci), mode="restart")
         return
-    result = commands.restart(loaded, name, chosen, run, _services(loaded, name, ci), output, dry_run=dry_run)
+    services = _services(loaded, name, ci, "restart", lease)
+    result = commands.restart(loaded, name, chosen, run, services, output, dry_run=dry_run)
     commands.verdict(result)
 
 
