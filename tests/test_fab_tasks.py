@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +21,6 @@ pytestmark = pytest.mark.slow
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This repository's files (as git sees them) in a fresh git repo with one commit."""
     return copy_repo(tmp_path_factory.mktemp("repo"))
-
-
-def fields(stdout: str) -> dict[str, str]:
-    return dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in stdout.splitlines() if line.strip())
 
 
 def test_check_prints_the_fleet(repo: Path) -> None:
@@ -59,18 +54,21 @@ def test_check_says_what_app_user_needs_on_each_instance(repo: Path) -> None:
 
 
 def test_build_prints_path_size_count_and_sha(repo: Path, tmp_path: Path) -> None:
-    done = fab(repo, "build")
+    table = fab(repo, "build")  # the human table: one "label  value" line each
+    assert table.returncode == 0, table.stderr
+    assert [line.split()[0] for line in table.stdout.splitlines()] == ["bundle", "size", "files", "sha256", "version"]
+    done = fab(repo, "build", "--json")
     assert done.returncode == 0, done.stderr
-    out = fields(done.stdout)
+    out = json.loads(done.stdout)
     sha = git(repo, "rev-parse", "HEAD")
     path = Path(out["bundle"])
     assert path.parent == repo / "dist" and path.name.endswith(f"-{sha[:7]}.tgz")
     data = path.read_bytes()
-    assert out["sha256"] == hashlib.sha256(data).hexdigest()
-    assert out["size"].startswith(f"{len(data)} bytes (")
-    assert int(out["files"]) > 10
-    assert out["version"] == f"{path.name[len('acme-workers-') : -4]} (commit {sha})"
-    again = fields(fab(repo, "build", "--out", str(tmp_path)).stdout)
+    assert out["sha256"] == hashlib.sha256(data).hexdigest() and out["size"] == len(data)
+    assert out["files"] > 10 and out["commit"] == sha
+    assert out["version"] == path.name[len("acme-workers-") : -4]
+    assert out["sha256"] in table.stdout  # the table shows the same bundle (same commit, same bytes)
+    again = json.loads(fab(repo, "build", "--out", str(tmp_path), "--json").stdout)
     assert again["sha256"] == out["sha256"]  # reproducible: same commit, same bytes
     assert Path(again["bundle"]).parent == tmp_path
     assert git(repo, "status", "--porcelain") == ""  # dist/ is ignored: building leaves the tree clean
@@ -92,9 +90,9 @@ def test_a_dirty_tree_is_refused_unless_allowed(dirty: Path) -> None:
         f"error: the work tree at {dirty} has uncommitted changes: commit them, or pass --allow-dirty "
         "(the version then ends in -dirty)\n"
     )
-    allowed = fab(dirty, "build", "--allow-dirty")
+    allowed = fab(dirty, "build", "--allow-dirty", "--json")
     assert allowed.returncode == 0, allowed.stderr
-    assert fields(allowed.stdout)["version"].split()[0].endswith("-dirty")
+    assert json.loads(allowed.stdout)["version"].endswith("-dirty")
 
 
 @pytest.mark.parametrize(
@@ -168,17 +166,17 @@ def test_publish_to_an_s3_endpoint(repo: Path) -> None:
             aws_secret_access_key="testing",
         )
         s3.create_bucket(Bucket="acme-deploy-artifacts")
-        first = fab(repo, "publish", "--endpoint-url", endpoint, env=creds)
+        first = fab(repo, "publish", "--endpoint-url", endpoint, "--json", env=creds)
         assert first.returncode == 0, first.stderr
-        out = fields(first.stdout)
+        out = json.loads(first.stdout)
         assert out["bundle"].startswith("s3://acme-deploy-artifacts/deploytool/acme-workers/")
-        assert out["bundle"].endswith(f"/{out['sha256']}.tgz (uploaded)")
+        assert out["bundle"].endswith(f"/{out['sha256']}.tgz") and out["uploaded"] is True
         assert out["manifest"].startswith("s3://acme-deploy-artifacts/deploytool/acme-workers/releases/dt=")
         record = s3.get_object(Bucket="acme-deploy-artifacts", Key=out["manifest"].split("/", 3)[3])["Body"].read()
         assert json.loads(record)["created_by"] == "tester"
-        assert json.loads(record)["release_id"] == out["release"]
-        second = fab(repo, "publish", "--endpoint-url", endpoint, env=creds)
+        assert json.loads(record)["release_id"] == out["release_id"]
+        second = fab(repo, "publish", "--endpoint-url", endpoint, "--json", env=creds)
         assert second.returncode == 0, second.stderr
-        again = fields(second.stdout)
-        assert again["bundle"] == out["bundle"].replace("(uploaded)", "(already in S3: nothing uploaded)")
+        again = json.loads(second.stdout)
+        assert (again["bundle"], again["uploaded"]) == (out["bundle"], False)  # already in S3: nothing uploaded
         assert (again["etag"], again["sha256"]) == (out["etag"], out["sha256"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 from invoke.context import Context
 from rich.console import Console
@@ -23,6 +26,7 @@ _BUILD_HELP = {
     "allow_dirty": "build from uncommitted changes (the version then ends in -dirty)",
     "out": "output directory (default dist/ beside the fleet file)",
     "debug": "show tracebacks",
+    "json": "print one JSON object on stdout instead of the table (for scripts and CI)",
 }
 
 
@@ -34,7 +38,10 @@ def _built(loaded: Fleet, version: str | None, allow_dirty: bool, out_dir: Path 
     return build_release(loaded, version=version, allow_dirty=allow_dirty, out_dir=out_dir)
 
 
-def _show(console: Console, rows: list[tuple[str, str]]) -> None:
+def _show(console: Console, rows: list[tuple[str, str]], data: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+        return
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         console.print(f"{label.ljust(width)}  {value}", markup=False, highlight=False, soft_wrap=True)
@@ -47,6 +54,7 @@ def build(
     version: str | None = None,
     allow_dirty: bool = False,
     out: str | None = None,
+    json: bool = False,
     debug: bool = False,
 ) -> None:
     """Build the release bundle (.tgz) and print its path, size, file count and sha256."""
@@ -66,6 +74,15 @@ def build(
             ("sha256", result.sha256),
             ("version", f"{result.version} (commit {result.commit or 'none'})"),
         ],
+        {
+            "bundle": str(result.path),
+            "size": result.size,
+            "files": result.file_count,
+            "sha256": result.sha256,
+            "version": result.version,
+            "commit": result.commit,
+        },
+        as_json=json,
     )
 
 
@@ -84,6 +101,7 @@ def publish(
     allow_dirty: bool = False,
     out: str | None = None,
     endpoint_url: str | None = None,
+    json: bool = False,
     debug: bool = False,
 ) -> None:
     """Build the bundle, upload it to S3 once (content-addressed) and write the release manifest."""
@@ -109,4 +127,16 @@ def publish(
             ("release", result.release_id),
             ("manifest", f"s3://{result.bucket}/{result.manifest_key}"),
         ],
+        {
+            "bundle": result.bundle_uri,
+            "uploaded": result.uploaded,
+            "etag": result.etag,
+            "sha256": result.sha256,
+            "version": result.version,
+            "commit": result.commit,
+            "release_id": result.release_id,
+            "manifest": f"s3://{result.bucket}/{result.manifest_key}",
+            "object_version": result.object_version,
+        },
+        as_json=json,
     )
