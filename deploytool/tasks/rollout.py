@@ -23,6 +23,10 @@ _ROLLOUT_HELP = {
     "(also stop the wave's other deployments, with rollback)",
     "ignore_stop_failures": "continue past a failing ApplicationStop (the previous revision's stop script; "
     "CodeDeploy's ignoreApplicationStopFailures): the old worker may then still run",
+    "wait": "wait for a deployment someone else started in a group (bounded by --wait-timeout) instead of "
+    "failing the group; CodeDeploy's own (launch, follow-on, termination) are always waited for",
+    "wait_timeout": "seconds a group waits for deployments in its way, and the release for CodeDeploy's "
+    "follow-on deployments after it (default 1800)",
     "ci": "plain lines instead of the live table (also without a terminal)",
     "json_out": "write the result as JSON to this file",
     "dry_run": "print the plan, change nothing",
@@ -39,6 +43,9 @@ def _rollout(
     ci: bool,
     json_out: str | None,
     ignore_stop_failures: bool = False,
+    *,
+    wait: bool = False,
+    wait_timeout: int = 1800,
 ) -> tuple[Fleet, str, tuple[Group, ...], RolloutOptions, Output]:
     """The options every rollout task shares, checked; the services come after every check (`_services`)."""
     from deploytool.rollout.plan import ON_FAILURE, RolloutOptions
@@ -55,6 +62,8 @@ def _rollout(
         ),  # checked by RolloutOptions
         partial_failure=loaded.rollout.partial_failure,
         ignore_stop_failures=bool(ignore_stop_failures),
+        wait_s=float(wait_timeout),  # its range checked by RolloutOptions
+        wait_for_others=bool(wait),
     )
     return loaded, name, chosen, run, Output(ci=ci, json_out=options.json_out(json_out))
 
@@ -113,6 +122,8 @@ def deploy(
     max_parallel: int = 0,
     on_failure: str = "stop-wave",
     ignore_stop_failures: bool = False,
+    wait: bool = False,
+    wait_timeout: int = 1800,
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
@@ -124,7 +135,16 @@ def deploy(
     from deploytool.deploy_flow import deploy_and_reconcile, plan_without_sandbox, reconcile_settings
 
     loaded, name, chosen, run, output = _rollout(
-        fleet, target, groups, max_parallel, on_failure, ci, json_out, ignore_stop_failures
+        fleet,
+        target,
+        groups,
+        max_parallel,
+        on_failure,
+        ci,
+        json_out,
+        ignore_stop_failures,
+        wait=wait,
+        wait_timeout=wait_timeout,
     )
     version = options.version("--version", version)
     reconcile_settings(loaded, name, chosen, engine=reconcile_engine, reconcile=not no_reconcile, dry_run=dry_run)
@@ -158,6 +178,8 @@ def rollback(
     max_parallel: int = 0,
     on_failure: str = "stop-wave",
     ignore_stop_failures: bool = False,
+    wait: bool = False,
+    wait_timeout: int = 1800,
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
@@ -167,7 +189,16 @@ def rollback(
     from deploytool.rollout import commands
 
     loaded, name, chosen, run, output = _rollout(
-        fleet, target, groups, max_parallel, on_failure, ci, json_out, ignore_stop_failures
+        fleet,
+        target,
+        groups,
+        max_parallel,
+        on_failure,
+        ci,
+        json_out,
+        ignore_stop_failures,
+        wait=wait,
+        wait_timeout=wait_timeout,
     )
     to = options.version("--to", to)
     services = _services(loaded, name, ci)  # even a dry run reads the release history: on the sandbox, or AWS
@@ -185,6 +216,8 @@ def restart(
     max_parallel: int = 0,
     on_failure: str = "stop-wave",
     ignore_stop_failures: bool = False,
+    wait: bool = False,
+    wait_timeout: int = 1800,
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
@@ -195,7 +228,16 @@ def restart(
     from deploytool.rollout import commands
 
     loaded, name, chosen, run, output = _rollout(
-        fleet, target, groups, max_parallel, on_failure, ci, json_out, ignore_stop_failures
+        fleet,
+        target,
+        groups,
+        max_parallel,
+        on_failure,
+        ci,
+        json_out,
+        ignore_stop_failures,
+        wait=wait,
+        wait_timeout=wait_timeout,
     )
     if _without_sandbox(loaded, name, dry_run):
         plan_without_sandbox(loaded, name, chosen, run, make_console(ci=ci), mode="restart")
