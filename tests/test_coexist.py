@@ -12,12 +12,14 @@ import pytest
 from rich.console import Console
 
 from deploytool.aws.ec2 import Ec2Gateway
-from deploytool.errors import DeployFailed
+from deploytool.errors import AwsError, DeployFailed
 from deploytool.model import TAG_RELEASE
 from deploytool.rollout.backend import DeployRequest
-from deploytool.rollout.codedeploy import create_params
+from deploytool.rollout.codedeploy import CodeDeployBackend, create_params
 from deploytool.rollout.commands import verdict
 from deploytool.rollout.events import Collect, Event, Fanout, GroupFinished, GroupStarted, GroupWaiting, WaveStarted
+from deploytool.rollout.orchestrator import Orchestrator
+from deploytool.rollout.plan import rollout_plan
 from deploytool.rollout.progress import PlainLines
 from deploytool.rollout.result import RolloutResult
 from deploytool.rollout.tagger import DeploymentTagger
@@ -226,3 +228,33 @@ def test_a_termination_during_a_release_is_waited_for_and_the_instance_left_out(
         video = env.sim.deployments[result.group("video").deployment_id or ""]
         assert gone not in video.instances and fleet.terminated == [gone]
         assert sorted(video.instances) == sorted(env.asg_instances["asg-video"][1:])
+
+
+class LostAnswer(CodeDeployBackend):
+    """CreateDeployment reaches the service, but its answer is lost once (a read timeout after the write)."""
+
+    lost = False
+
+    def start(self, request: DeployRequest) -> str:
+        deployment_id = super().start(request)
+        if not self.lost and request.group.name == "video":
+            self.lost = True
+            raise AwsError(f"CreateDeployment acme-workers/video: read timeout (created {deployment_id})")
+        return deployment_id
+
+
+def test_a_deployment_of_this_very_request_whose_answer_was_lost_is_adopted_not_started_twice() -> None:
+    with codedeploy_env(SIZES) as env:
+        set_up(env.gateway, FLEET)
+        plan = rollout_plan(
+            release_id="20250101T000000Z-v1",
+            version="v1",
+            target="production",
+            groups=FLEET.groups,
+            revision=revision("v1"),
+        )
+        backend = LostAnswer(env.gateway, application=APP)
+        result = Orchestrator(backend, plan, clock=env.clock).run()
+        assert backend.lost and result.succeeded, result.to_dict()
+        [video] = [d for d in env.sim.deployments.values() if d.group == "video"]
+        assert result.group("video").deployment_id == video.deployment_id

@@ -5,7 +5,10 @@ to instances launched mid-release (CodeDeployAutoUpdate, outdatedInstancesStrate
 deployments (autoscalingTermination) and rollbacks (codeDeployRollback); CodeDeploy allows one active
 deployment per group, so CreateDeployment fails while one of them runs.
 
-Contract (the Orchestrator owns one `Coexist` and calls it at three points):
+Contract (the Orchestrator owns one `Coexist` and calls it at four points):
+- `start(request)`: Backend.start; when it fails and the group's active deployment is this very request's
+  (same description, which carries the release id: a CreateDeployment that reached the service but whose
+  answer was lost, then retried and refused), that deployment is adopted (its id returned), not started twice.
 - `hold(group, error)`: a start failed. The group's active deployments are read (Backend.group_deployments:
   ListDeployments with the active statuses + BatchGetDeployments). One CodeDeploy created, or one of this
   release (its description carries the release id: an earlier run's), makes the group wait (GroupWaiting
@@ -32,7 +35,7 @@ from dataclasses import dataclass, replace
 
 from deploytool.config import Group
 from deploytool.errors import DeployToolError
-from deploytool.rollout.backend import Backend, DeploymentSnapshot
+from deploytool.rollout.backend import Backend, DeploymentSnapshot, DeployRequest
 from deploytool.rollout.events import Event, FollowOnFinished, GroupWaiting
 from deploytool.rollout.plan import RolloutPlan
 from deploytool.rollout.result import FollowOn, GroupResult
@@ -79,6 +82,24 @@ class Coexist:
         self._groups = {g.name: g for g in plan.groups}
 
     # -- before a group's deployment -------------------------------------------------------------
+
+    def start(self, request: DeployRequest) -> str:
+        try:
+            return self.backend.start(request)
+        except DeployToolError:
+            try:
+                active = self.backend.group_deployments(request.group, active_only=True)
+            except DeployToolError:
+                active = ()
+            wanted = request.description or f"deploytool {request.release_id}"
+            for snap in active:
+                if snap.creator == "user" and snap.description == wanted and snap.version == self._version(request):
+                    return snap.deployment_id
+            raise
+
+    @staticmethod
+    def _version(request: DeployRequest) -> str | None:
+        return request.revision.version if request.revision is not None else None
 
     def blocked(self, group: str) -> bool:
         wait = self._waits.get(group)

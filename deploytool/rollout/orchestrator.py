@@ -251,7 +251,7 @@ class Orchestrator:
         def start(name: str) -> Callable[[], None]:
             def call() -> None:
                 try:
-                    out[name] = self.backend.start(requests[name])
+                    out[name] = self.coexist.start(requests[name])
                 except DeployToolError as exc:
                     out[name] = exc
 
