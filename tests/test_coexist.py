@@ -172,7 +172,7 @@ def test_a_launch_deployment_that_outlasts_the_wait_fails_the_group_with_one_lin
         video = result.group("video")
         assert video.outcome == "failed" and video.deployment_id is None
         assert video.error.startswith("waited ") and "for launch deployment d-" in video.error
-        assert "(--wait-timeout 5)" in video.error
+        assert "(--max-wait 5)" in video.error
 
 
 def start_someone_elses(env: CodeDeployEnv) -> str:

@@ -125,7 +125,7 @@ class Coexist:
         since = earlier.since if earlier else now
         if now - since >= self.options.wait_s:
             return (
-                f"waited {now - since:.0f} s (--wait-timeout {self.options.wait_s:g}) for {what} "
+                f"waited {now - since:.0f} s (--max-wait {self.options.wait_s:g}) for {what} "
                 f"{snap.deployment_id} on group {group.name}; it is still in progress"
             )
         self._waits[group.name] = _Wait(snap.deployment_id, what, since)

@@ -69,7 +69,7 @@ class RolloutOptions:
                 f"partial_failure {self.partial_failure!r} is not allowed; allowed: {', '.join(PARTIAL_FAILURE)}"
             )
         if self.wait_s < 0:
-            raise UsageError(f"--wait-timeout must be 0 seconds or more, got {self.wait_s}")
+            raise UsageError(f"--max-wait must be 0 seconds or more, got {self.wait_s:g}")
         if not 0 < self.poll_min_s <= self.poll_max_s:
             raise UsageError(f"poll interval must satisfy 0 < min <= max, got {self.poll_min_s}..{self.poll_max_s}")
 

@@ -23,9 +23,9 @@ _ROLLOUT_HELP = {
     "(also stop the wave's other deployments, with rollback)",
     "ignore_stop_failures": "continue past a failing ApplicationStop (the previous revision's stop script; "
     "CodeDeploy's ignoreApplicationStopFailures): the old worker may then still run",
-    "wait": "wait for a deployment someone else started in a group (bounded by --wait-timeout) instead of "
+    "wait": "wait for a deployment someone else started in a group (bounded by --max-wait) instead of "
     "failing the group; CodeDeploy's own (launch, follow-on, termination) are always waited for",
-    "wait_timeout": "seconds a group waits for deployments in its way, and the release for CodeDeploy's "
+    "max_wait": "seconds a group waits for deployments in its way, and the release for CodeDeploy's "
     "follow-on deployments after it (default 1800)",
     "ci": "plain lines instead of the live table (also without a terminal)",
     "json_out": "write the result as JSON to this file",
@@ -45,7 +45,7 @@ def _rollout(
     ignore_stop_failures: bool = False,
     *,
     wait: bool = False,
-    wait_timeout: int = 1800,
+    max_wait: int = 1800,
 ) -> tuple[Fleet, str, tuple[Group, ...], RolloutOptions, Output]:
     """The options every rollout task shares, checked; the services come after every check (`_services`)."""
     from deploytool.rollout.plan import ON_FAILURE, RolloutOptions
@@ -62,7 +62,7 @@ def _rollout(
         ),  # checked by RolloutOptions
         partial_failure=loaded.rollout.partial_failure,
         ignore_stop_failures=bool(ignore_stop_failures),
-        wait_s=float(wait_timeout),  # its range checked by RolloutOptions
+        wait_s=float(max_wait),  # its range checked by RolloutOptions
         wait_for_others=bool(wait),
     )
     return loaded, name, chosen, run, Output(ci=ci, json_out=options.json_out(json_out))
@@ -123,7 +123,7 @@ def deploy(
     on_failure: str = "stop-wave",
     ignore_stop_failures: bool = False,
     wait: bool = False,
-    wait_timeout: int = 1800,
+    max_wait: int = 1800,
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
@@ -144,7 +144,7 @@ def deploy(
         json_out,
         ignore_stop_failures,
         wait=wait,
-        wait_timeout=wait_timeout,
+        max_wait=max_wait,
     )
     version = options.version("--version", version)
     reconcile_settings(loaded, name, chosen, engine=reconcile_engine, reconcile=not no_reconcile, dry_run=dry_run)
@@ -179,7 +179,7 @@ def rollback(
     on_failure: str = "stop-wave",
     ignore_stop_failures: bool = False,
     wait: bool = False,
-    wait_timeout: int = 1800,
+    max_wait: int = 1800,
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
@@ -198,7 +198,7 @@ def rollback(
         json_out,
         ignore_stop_failures,
         wait=wait,
-        wait_timeout=wait_timeout,
+        max_wait=max_wait,
     )
     to = options.version("--to", to)
     services = _services(loaded, name, ci)  # even a dry run reads the release history: on the sandbox, or AWS
@@ -217,7 +217,7 @@ def restart(
     on_failure: str = "stop-wave",
     ignore_stop_failures: bool = False,
     wait: bool = False,
-    wait_timeout: int = 1800,
+    max_wait: int = 1800,
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
@@ -237,7 +237,7 @@ def restart(
         json_out,
         ignore_stop_failures,
         wait=wait,
-        wait_timeout=wait_timeout,
+        max_wait=max_wait,
     )
     if _without_sandbox(loaded, name, dry_run):
         plan_without_sandbox(loaded, name, chosen, run, make_console(ci=ci), mode="restart")
