@@ -17,6 +17,10 @@ Contract:
   with ignoreApplicationStopFailures carries a warning saying so (which instances it spared is not polled).
 - instance_results: ListDeploymentTargets + BatchGetDeploymentTargets (25 a call).
 - stop: StopDeployment(autoRollbackEnabled).
+- group_deployments: ListDeployments (the active statuses, or a createTimeRange from `created_after`) +
+  BatchGetDeployments; snapshots carry creator, description, createTime and the revision's version, which
+  deploytool.rollout.coexist uses to tell CodeDeploy's own deployments (launch, follow-on, termination) from
+  someone else's and from this release's.
 """
 
 from __future__ import annotations
