@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,8 @@ from deploytool.rollout.result import RolloutResult
 from deploytool.rollout.tagger import DeploymentTagger
 from tests.cdsim.autoscale import Autoscaler
 from tests.cdsim.env import CodeDeployEnv, codedeploy_env
-from tests.rollout_helpers import make_fleet, orchestrator, release, revision, set_up
+from tests.rollout_helpers import make_fleet, orchestrator, release, revision, sample_world, set_up
+from tests.test_deploy_reconcile import Flow
 
 FLEET = make_fleet(
     [
@@ -258,3 +260,28 @@ def test_a_deployment_of_this_very_request_whose_answer_was_lost_is_adopted_not_
         assert backend.lost and result.succeeded, result.to_dict()
         [video] = [d for d in env.sim.deployments.values() if d.group == "video"]
         assert result.group("video").deployment_id == video.deployment_id
+
+
+def test_fab_deploy_with_a_scale_out_mid_release_tags_the_follow_on_and_ends_with_a_clean_reconcile(
+    tmp_path: Path,
+) -> None:
+    """The whole `fab deploy` (publish, rollout, tags, final reconcile on DuckDB): an instance the ASG adds while
+    video deploys comes up on v1, gets CodeDeploy's follow-on to v2, and the release's tags: no drift."""
+    with sample_world(tmp_path) as world:
+        flow = Flow(world, tmp_path / "mirror")
+        flow.deploy("v1")
+        fleet = Autoscaler(world.env.sim, world.env.boto.client("autoscaling"))
+        during = On(started("video"), lambda: fleet.scale_out("acme-video-workers"))
+        world.services.extra_reporters.append(during)
+        done = flow.deploy("v2")
+        [new] = during.value
+        assert done.result is not None and done.result.succeeded, done.result
+        [follow_on] = done.result.group("video").follow_ons
+        assert follow_on.creator == "CodeDeployAutoUpdate" and follow_on.status == "Succeeded"
+        assert done.report is not None and not done.report.has_drift
+        video = next(g for g in done.report.groups if g.group == "video")
+        assert (video.expected_version, video.instances, video.on_expected) == ("v2", 3, 3)
+        assert on_version(world.env, new, "v2") and release_tag(world.env, new) == done.result.release_id
+        text = world.out.getvalue()
+        assert f"video: waiting for follow-on deployment {follow_on.deployment_id} on group video" in text
+        assert "tags: video: 1 instance(s) tagged deploytool:version=v2" in text
