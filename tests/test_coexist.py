@@ -18,10 +18,20 @@ from deploytool.model import TAG_RELEASE
 from deploytool.rollout.backend import DeployRequest
 from deploytool.rollout.codedeploy import CodeDeployBackend, create_params
 from deploytool.rollout.commands import verdict
-from deploytool.rollout.events import Collect, Event, Fanout, GroupFinished, GroupStarted, GroupWaiting, WaveStarted
+from deploytool.rollout.events import (
+    Collect,
+    Event,
+    Fanout,
+    GroupFinished,
+    GroupStarted,
+    GroupWaiting,
+    PlannedGroup,
+    ReleaseStarted,
+    WaveStarted,
+)
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import rollout_plan
-from deploytool.rollout.progress import PlainLines
+from deploytool.rollout.progress import Board, PlainLines
 from deploytool.rollout.result import RolloutResult
 from deploytool.rollout.tagger import DeploymentTagger
 from tests.cdsim.autoscale import Autoscaler
@@ -283,5 +293,14 @@ def test_fab_deploy_with_a_scale_out_mid_release_tags_the_follow_on_and_ends_wit
         assert (video.expected_version, video.instances, video.on_expected) == ("v2", 3, 3)
         assert on_version(world.env, new, "v2") and release_tag(world.env, new) == done.result.release_id
         text = world.out.getvalue()
-        assert f"video: waiting for follow-on deployment {follow_on.deployment_id} on group video" in text
+        assert f"video: CodeDeployAutoUpdate {follow_on.deployment_id} Succeeded (1/1 ok)" in text
         assert "tags: video: 1 instance(s) tagged deploytool:version=v2" in text
+
+
+def test_the_live_table_shows_what_a_group_waits_for() -> None:
+    board = Board()
+    board.apply(ReleaseStarted("r1", "v2", "production", "deploy", (PlannedGroup("video", 1, "OneAtATime", "a"),), 0.0))
+    board.apply(GroupWaiting("video", "d-000000042", "launch deployment", 1.0))
+    assert board.rows["video"].status == "waiting for launch deployment d-000000042"
+    board.apply(GroupStarted("video", 1, "d-000000043", False, 50.0))
+    assert board.rows["video"].status == "Created"
