@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from deploytool.config import Group
@@ -152,6 +152,16 @@ class FakeBackend:
             return GroupState(
                 group.name, True, instance_ids=ids, last_successful_version=self.last_good.get(group.name)
             )
+
+    def group_deployments(
+        self, group: Group, *, active_only: bool, created_after: float | None = None
+    ) -> Sequence[DeploymentSnapshot]:
+        """Its own deployments of the group (created_at on the simulated clock)."""
+        with self._lock:
+            mine = [d for d in self.deployments.values() if d.group == group.name]
+            mine = [d for d in mine if created_after is None or d.created_at >= created_after]
+            found = [replace(self._snapshot(d), created_at=d.created_at) for d in mine]
+        return [s for s in found if not (active_only and s.done)]
 
     # -- model ------------------------------------------------------------------------------
 

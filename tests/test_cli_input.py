@@ -116,6 +116,8 @@ def test_an_unknown_group_is_named_with_did_you_mean(repo: Path, task: str) -> N
         (["deploy", "--reconcile-engine", "sqlite"], ["--reconcile-engine 'sqlite'", "athena, duckdb"]),
         (["deploy", "--dry-run", "--reconcile-engine", "sqlite"], ["--reconcile-engine 'sqlite'"]),
         (["deploy", "--on-failure", "stop_all"], ["did you mean 'stop-all'?"]),
+        (["deploy", "--max-wait", "-5"], ["--max-wait must be 0 seconds or more, got -5"]),
+        (["restart", "--wait", "--max-wait", "soon"], ["--max-wait 'soon'", "whole number"]),
         (["deploy", "--target", "prodution"], ["--target 'prodution'", "did you mean 'production'?"]),
         (["rollback", "--to", "../v1"], ["--to '../v1' is not allowed"]),
         (["rollback", "--dry-run", "--to", ""], ["--to '' is empty"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -14,10 +15,11 @@ from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.errors import UsageError
 from deploytool.model import ReleaseManifest, new_manifest
-from deploytool.rollout.events import Checkpoint, Fanout
+from deploytool.rollout.events import Checkpoint, DeploymentRef, Fanout, GroupFinished, ReleaseFinished
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import rollout_plan
 from deploytool.rollout.record import RecordWriter, ReleaseStore, prior_deployments
+from deploytool.rollout.result import GroupResult, RolloutResult
 from tests.fakes import FakeBackend, FakeClock, Script
 from tests.test_orchestrator import REVISION, group
 
@@ -198,3 +200,20 @@ def test_access_denied_is_not_retried(store: ReleaseStore) -> None:
     writer = RecordWriter(denied, manifest(["email"]), sleep=slept.append)
     writer.publish(Checkpoint(deployments={}, at=0.0))
     assert slept == [] and len(writer.errors) == 1 and writer.state().stale == ("manifest",)
+
+
+def test_a_group_failed_after_its_group_finished_is_recorded_failed(store: ReleaseStore) -> None:
+    """A follow-on deployment CodeDeploy ran after the group's own failed (deploytool.rollout.coexist): the
+    result at ReleaseFinished fails the group the GroupFinished called succeeded; the record follows the result."""
+    m = manifest(["video"])
+    store.save(m)
+    store.register(m)
+    writer = RecordWriter(store, m)
+    ok = GroupResult("video", 0, "OneAtATime", "succeeded", "d-1", "Succeeded", 3, 0, 0, 3)
+    writer.publish(GroupFinished(ok, 10.0))
+    writer.publish(Checkpoint({"video": DeploymentRef("d-1", "Succeeded")}, 10.0))
+    assert [g["outcome"] for g in store.load(m.release_id).groups] == ["succeeded"]
+    failed = replace(ok, outcome="failed", error="follow-on deployment d-2 ... Failed (1/1 failed)")
+    writer.publish(ReleaseFinished(RolloutResult(m.release_id, "v2", "prod", "deploy", (failed,), 20.0), 20.0))
+    assert [g["outcome"] for g in store.load(m.release_id).groups] == ["failed"]
+    assert store.history("prod")[0].outcome == "failed"

@@ -228,6 +228,21 @@ def test_no_rollback_without_an_earlier_success(tmp_path: Path, aws: AwsSession)
     assert snap.error.endswith("; no earlier successful revision to roll back to")
 
 
+def test_group_deployments_are_its_own_active_then_ended_ones(tmp_path: Path, aws: AwsSession) -> None:
+    """The sandbox's minimal Backend.group_deployments: the deployments this backend started (the orchestrator
+    asks it when a start is refused: deploytool.rollout.coexist)."""
+    setup = Setup(tmp_path, aws, "OneAtATime", 1)
+    before = time.time() - 1
+    did = setup.deploy(setup.revision("v1", hold_s=0.5), description="deploytool deploy r-v1")
+    [active] = setup.backend.group_deployments(setup.group, active_only=True)
+    assert (active.deployment_id, active.creator, active.version) == (did, "user", "v1")
+    assert active.description == "deploytool deploy r-v1" and (active.created_at or 0) >= before
+    setup.backend.wait(did, WAIT_S)
+    assert setup.backend.group_deployments(setup.group, active_only=True) == []
+    assert [s.deployment_id for s in setup.backend.group_deployments(setup.group, active_only=False)] == [did]
+    assert setup.backend.group_deployments(setup.group, active_only=False, created_after=time.time() + 5) == []
+
+
 @pytest.mark.slow
 def test_stop_lets_the_running_script_finish_and_starts_nothing_more(tmp_path: Path, aws: AwsSession) -> None:
     setup = Setup(tmp_path, aws, "OneAtATime", 3)

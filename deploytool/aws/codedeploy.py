@@ -10,6 +10,7 @@ retries becomes an AwsError with one line saying what failed. "Does not exist" r
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -185,8 +186,14 @@ class CodeDeployGateway:
                 out[info["deploymentId"]] = info
         return out
 
-    def list_deployments(self, app: str, group: str, statuses: Sequence[str]) -> list[str]:
+    def list_deployments(
+        self, app: str, group: str, statuses: Sequence[str], *, created_after: float | None = None
+    ) -> list[str]:
+        """Deployment ids of a group with one of `statuses` (all when empty), created at or after `created_after`
+        (epoch seconds) when given."""
         params: Json = {"applicationName": app, "deploymentGroupName": group, "includeOnlyStatuses": list(statuses)}
+        if created_after is not None:
+            params["createTimeRange"] = {"start": datetime.fromtimestamp(created_after, UTC)}
         return self._pages("list_deployments", f"ListDeployments {app}/{group}", "deployments", params)
 
     def stop_deployment(self, deployment_id: str, *, rollback: bool) -> str:

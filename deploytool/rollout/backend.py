@@ -76,7 +76,10 @@ class DeploymentSnapshot:
     error: str = ""
     error_code: str = ""  # CodeDeploy's errorInformation.code, e.g. NO_INSTANCES (an empty group)
     rollback_deployment_id: str | None = None  # set when the backend started an automatic rollback
-    creator: str = "user"  # user | autoscaling | codeDeployRollback | CodeDeployAutoUpdate
+    creator: str = "user"  # user | autoscaling | codeDeployRollback | CodeDeployAutoUpdate | autoscalingTermination
+    description: str = ""  # deploytool's own carry the release id ("deploytool deploy <release id>")
+    created_at: float | None = None  # epoch seconds
+    version: str | None = None  # the release version of its revision, when the backend can tell
     # What did not fail the deployment but a person must know, e.g. tasks a drain's cold shutdown cut off
     # ("i-1: interrupted task NAME[ID] in ApplicationStop: FATE"); only the sandbox sees hook output to report it.
     warnings: tuple[str, ...] = ()
@@ -130,4 +133,11 @@ class Backend(Protocol):
 
     def group_state(self, group: Group) -> GroupState:
         """Read-only view of the group (instances, deployment in flight, last good version)."""
+        ...
+
+    def group_deployments(
+        self, group: Group, *, active_only: bool, created_after: float | None = None
+    ) -> Sequence[DeploymentSnapshot]:
+        """The group's deployments, whoever created them, oldest first: the active ones (active_only), or all
+        created at or after `created_after` (epoch seconds). CodeDeploy: ListDeployments + BatchGetDeployments."""
         ...

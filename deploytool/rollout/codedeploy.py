@@ -17,12 +17,17 @@ Contract:
   with ignoreApplicationStopFailures carries a warning saying so (which instances it spared is not polled).
 - instance_results: ListDeploymentTargets + BatchGetDeploymentTargets (25 a call).
 - stop: StopDeployment(autoRollbackEnabled).
+- group_deployments: ListDeployments (the active statuses, or a createTimeRange from `created_after`) +
+  BatchGetDeployments; snapshots carry creator, description, createTime and the revision's version, which
+  deploytool.rollout.coexist uses to tell CodeDeploy's own deployments (launch, follow-on, termination) from
+  someone else's and from this release's.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from deploytool.aws.codedeploy import CodeDeployGateway
@@ -109,8 +114,20 @@ def snapshot(info: Mapping[str, Any]) -> DeploymentSnapshot:
         error_code=str(error.get("code", "")),
         rollback_deployment_id=rollback.get("rollbackDeploymentId"),
         creator=str(info.get("creator", "user")),
+        description=str(info.get("description") or ""),
+        created_at=_epoch(info.get("createTime")),
+        version=version_from_key(str(key))
+        if (key := ((info.get("revision") or {}).get("s3Location") or {}).get("key"))
+        else None,
         warnings=(STOP_FAILURES_IGNORED,) if info.get("ignoreApplicationStopFailures") else (),
     )
+
+
+def _epoch(value: Any) -> float | None:
+    """A CodeDeploy timestamp (botocore parses it to a datetime) as epoch seconds."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def instance_progress(target: Mapping[str, Any]) -> InstanceProgress:
@@ -187,6 +204,15 @@ class CodeDeployBackend:
     def instance_results(self, deployment_id: str) -> Sequence[InstanceProgress]:
         ids = self.gateway.list_targets(deployment_id)
         return [instance_progress(t) for t in self.gateway.get_targets(deployment_id, ids)]
+
+    def group_deployments(
+        self, group: Group, *, active_only: bool, created_after: float | None = None
+    ) -> Sequence[DeploymentSnapshot]:
+        ids = self.gateway.list_deployments(
+            self.application, group.name, ACTIVE if active_only else (), created_after=created_after
+        )
+        found = [snapshot(info) for info in self.gateway.get_deployments(ids).values()] if ids else []
+        return sorted(found, key=lambda s: (s.created_at or 0.0, s.deployment_id))
 
     def group_state(self, group: Group) -> GroupState:
         info = self.gateway.get_deployment_group(self.application, group.name)

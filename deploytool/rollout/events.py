@@ -67,6 +67,27 @@ class GroupFinished:
 
 
 @dataclass(frozen=True)
+class GroupWaiting:
+    """The group waits for a deployment it did not start (one active deployment per group):
+    CodeDeploy's own (a launch, follow-on, termination or rollback deployment), or, with --wait, someone else's."""
+
+    group: str
+    deployment_id: str
+    what: str  # "launch deployment", "follow-on deployment", ..., "deployment someone else started"
+    at: float
+
+
+@dataclass(frozen=True)
+class FollowOnFinished:
+    """A deployment CodeDeploy started of this release's revision in a group after the group's deployment
+    (a follow-on to instances launched mid-release, or a launch deployment), followed to its end."""
+
+    group: str
+    snapshot: DeploymentSnapshot
+    at: float
+
+
+@dataclass(frozen=True)
 class WaveFinished:
     wave: int
     succeeded: bool
@@ -106,6 +127,8 @@ Event = (
     | GroupStarted
     | GroupProgressed
     | GroupFinished
+    | GroupWaiting
+    | FollowOnFinished
     | WaveFinished
     | Checkpoint
     | PollFailed

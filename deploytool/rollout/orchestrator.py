@@ -13,15 +13,15 @@ Contract: `Orchestrator(backend, plan, reporter=..., clock=...).run()` returns a
   gets one from the orchestrator: the group's `last_good` revision, deployed and followed the same way
   (deploytool.rollout.partial). Then no new group starts (not in this wave, not in later waves); with
   on_failure=stop-all the wave's other deployments are stopped with rollback.
-- Resume: deployments recorded in plan.prior and still in flight are followed (GroupStarted with
-  attached=True right after ReleaseStarted), groups whose recorded deployment succeeded and that
-  still run the version are reported as already-deployed; no second deployment is created for them.
+- A start meeting a deployment it did not start waits or fails; after the last wave CodeDeploy's follow-on
+  deployments are followed into the result (deploytool.rollout.coexist).
+- Resume: plan.prior's deployments still in flight are followed (GroupStarted attached=True); groups whose
+  recorded deployment succeeded on the version are reported already-deployed, with no second deployment.
 - Ctrl-C: run() lets KeyboardInterrupt through with the state intact; the caller then calls
   `stop_all()` and `run()` again (stops every deployment in flight with rollback and follows them to
   the end), or `detach()` (returns at once; the deployments keep running, the record holds their ids),
   or just `run()` again to keep following.
-- `gate` (optional) is asked before each wave starts: False starts no new wave (later groups end not-started;
-  deployments in flight are followed to their end). The release lease uses it (deploytool.rollout.wiring).
+- `gate()` before each wave: False starts no new wave, in-flight ones are followed (the lease's; rollout.wiring).
 Time comes only from the injected Clock; progress only goes out as events to the Reporter.
 """
 
@@ -37,6 +37,7 @@ from deploytool.errors import DeployToolError
 from deploytool.model import Revision
 from deploytool.rollout.backend import Backend, DeploymentSnapshot, DeployRequest, InstanceProgress
 from deploytool.rollout.clock import Clock, SystemClock
+from deploytool.rollout.coexist import Coexist
 from deploytool.rollout.events import (
     Checkpoint,
     Collect,
@@ -114,6 +115,7 @@ class Orchestrator:
         self._poll_failing_since: float | None = None
         self._result: RolloutResult | None = None
         self.polls = 0
+        self.coexist = Coexist(backend, plan, emit=self._emit, now=self._now, sleep=self.clock.sleep)
 
     # -- public ------------------------------------------------------------------------------
 
@@ -223,7 +225,7 @@ class Orchestrator:
         self._finish_group(run, "already-deployed" if run.attached else "not-started", fetch=False)
 
     def _start_ready(self, runs: Sequence[_Run]) -> bool:
-        ready = [r for r in runs if r.state == "waiting"]
+        ready = [r for r in runs if r.state == "waiting" and not self.coexist.blocked(r.group.name)]
         in_flight = sum(1 for r in runs if r.state in ("running", "rolling-back"))
         if self.options.max_parallel:
             ready = ready[: max(0, self.options.max_parallel - in_flight)]
@@ -238,8 +240,8 @@ class Orchestrator:
         for run, deployment_id in started:
             self._emit(GroupStarted(run.group.name, run.wave, deployment_id, False, now))
         for run in ready:
-            if run.state == "waiting":
-                run.error = f"could not start the deployment: {outcomes[run.group.name]}"
+            if run.state == "waiting" and (why := self.coexist.hold(run.group, outcomes[run.group.name])):
+                run.error = why  # else it waits for the deployment in its way (deploytool.rollout.coexist)
                 run.started_at = now
                 self._finish_group(run, "failed", fetch=False)
                 self._on_failure(run)
@@ -253,7 +255,7 @@ class Orchestrator:
         def start(name: str) -> Callable[[], None]:
             def call() -> None:
                 try:
-                    out[name] = self.backend.start(requests[name])
+                    out[name] = self.coexist.start(requests[name])
                 except DeployToolError as exc:
                     out[name] = exc
 
@@ -302,7 +304,7 @@ class Orchestrator:
 
     def _poll(self) -> bool:
         """One shared poll of every deployment in flight; True when the orchestrator acted."""
-        ids: list[str] = []
+        ids: list[str] = self.coexist.ids()  # deployments groups wait for
         for run in self._runs.values():
             if run.state == "running" and run.deployment_id:
                 ids.append(run.deployment_id)
@@ -322,7 +324,7 @@ class Orchestrator:
                 raise
             return False
         self._poll_failing_since = None
-        acted = False
+        acted = self.coexist.observe(snapshots)
         for run in list(self._runs.values()):
             if run.state == "running" and run.deployment_id and run.deployment_id in snapshots:
                 acted = self._observe(run, snapshots[run.deployment_id]) or acted
@@ -481,7 +483,9 @@ class Orchestrator:
             version=plan.version,
             target=plan.target,
             mode=plan.mode,
-            groups=tuple(r.result for r in self._runs.values() if r.result is not None),
+            groups=self.coexist.settle(
+                [(r.result, r.snapshot) for r in self._runs.values() if r.result], skip=detached or self._stopped
+            ),
             elapsed_s=self._now() - self._t0,
             detached=detached,
             stopped=self._stopped,

@@ -41,6 +41,10 @@ class RolloutOptions:
     partial_failure: a deployment the backend calls Succeeded with failed instances: "rollback" (deploy the
     group's last good revision; deploytool.rollout.partial) or "keep" (the fleet file's [rollout]).
     ignore_stop_failures: deployments continue past a failing ApplicationStop (ignoreApplicationStopFailures).
+    wait_s: how long a group waits for a deployment it did not start to end before its own (CodeDeploy's launch,
+    follow-on, termination deployments; with wait_for_others also someone else's), and how long the release
+    waits for the follow-on deployments CodeDeploy starts after it (deploytool.rollout.coexist).
+    wait_for_others: wait for a deployment someone else started in a group (--wait); without it the group fails.
     """
 
     max_parallel: int = 0
@@ -52,6 +56,8 @@ class RolloutOptions:
     poll_error_limit_s: float = 900.0
     partial_failure: PartialFailure = "rollback"
     ignore_stop_failures: bool = False
+    wait_s: float = 1800.0
+    wait_for_others: bool = False
 
     def __post_init__(self) -> None:
         if self.max_parallel < 0:
@@ -62,6 +68,8 @@ class RolloutOptions:
             raise UsageError(
                 f"partial_failure {self.partial_failure!r} is not allowed; allowed: {', '.join(PARTIAL_FAILURE)}"
             )
+        if self.wait_s < 0:
+            raise UsageError(f"--max-wait must be 0 seconds or more, got {self.wait_s:g}")
         if not 0 < self.poll_min_s <= self.poll_max_s:
             raise UsageError(f"poll interval must satisfy 0 < min <= max, got {self.poll_min_s}..{self.poll_max_s}")
 

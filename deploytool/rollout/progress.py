@@ -21,9 +21,11 @@ from rich.text import Text
 from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import (
     Event,
+    FollowOnFinished,
     GroupFinished,
     GroupProgressed,
     GroupStarted,
+    GroupWaiting,
     PollFailed,
     ReleaseFinished,
     ReleaseStarted,
@@ -105,6 +107,10 @@ class Board:
             if r.total:
                 row.succeeded, row.failed, row.total = r.succeeded, r.failed, r.total
             row.event = r.instance_failures[0].lifecycle_event or "" if r.instance_failures else ""
+        elif isinstance(event, GroupWaiting):
+            row = self.rows[event.group]
+            if not row.done:
+                row.status = f"waiting for {event.what} {event.deployment_id}"
         elif isinstance(event, PollFailed):
             self.note = f"polling failed, retrying: {event.error}"
         elif isinstance(event, ReleaseFinished):
@@ -225,6 +231,11 @@ class PlainLines:
             self._say(event.at, f"{r.group}: {r.outcome}{detail}{rollback}{extra}")
             for failure in r.instance_failures:
                 self._say(event.at, f"  {failure.instance_id} failed in {failure.lifecycle_event}: {failure.message}")
+        elif isinstance(event, GroupWaiting):
+            self._say(event.at, f"{event.group}: waiting for {event.what} {event.deployment_id} on group {event.group}")
+        elif isinstance(event, FollowOnFinished):
+            s = event.snapshot
+            self._say(event.at, f"{event.group}: {s.creator} {s.deployment_id} {s.status} ({s.succeeded}/{s.total} ok)")
         elif isinstance(event, WaveFinished):
             self._say(event.at, f"wave {event.wave} {'succeeded' if event.succeeded else 'failed'}")
         elif isinstance(event, PollFailed):

@@ -163,6 +163,10 @@ class RecordWriter:
             self.manifest = replace(self.manifest, deployments=deployments)
             self._save()
         elif isinstance(event, ReleaseFinished):
+            for result in event.result.groups:  # a failed follow-on deployment fails a group after its GroupFinished
+                updated = with_outcome(self.manifest, result)
+                self._unsaved = self._unsaved or updated != self.manifest
+                self.manifest = updated
             if self._unsaved or "manifest" in self.stale:
                 self._save()
             self._write("history", lambda: self.store.finish(self.manifest, event.result))

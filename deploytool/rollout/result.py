@@ -20,6 +20,18 @@ OK_OUTCOMES: frozenset[str] = frozenset({"succeeded", "already-deployed"})
 
 
 @dataclass(frozen=True)
+class FollowOn:
+    """A deployment CodeDeploy started of the release's revision after the group's own (deploytool.rollout.coexist)."""
+
+    deployment_id: str
+    creator: str  # CodeDeployAutoUpdate (follow-on) or autoscaling (launch)
+    status: str
+    succeeded: int = 0
+    failed: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
 class GroupResult:
     group: str
     wave: int
@@ -38,6 +50,7 @@ class GroupResult:
     elapsed_s: float | None = None
     attached: bool = False  # followed a deployment an earlier run started
     warnings: tuple[str, ...] = ()  # the deployment's (and its rollback's) warnings, e.g. interrupted tasks
+    follow_ons: tuple[FollowOn, ...] = ()  # CodeDeploy's deployments of the release after the group's own
 
     @property
     def ok(self) -> bool:

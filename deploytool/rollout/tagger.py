@@ -27,7 +27,7 @@ from deploytool.aws.ec2 import InstanceInfo
 from deploytool.errors import DeployToolError
 from deploytool.model import TAG_RELEASE
 from deploytool.rollout.backend import Backend, InstanceProgress
-from deploytool.rollout.events import Event, GroupFinished, ReleaseStarted
+from deploytool.rollout.events import Event, FollowOnFinished, GroupFinished, ReleaseStarted
 from deploytool.rollout.result import GroupResult
 from deploytool.rollout.tags import (
     FinishedDeployment,
@@ -83,6 +83,11 @@ class DeploymentTagger:
             self.release = event
         elif isinstance(event, GroupFinished):
             self._finished(event.result)
+        elif isinstance(event, FollowOnFinished) and event.snapshot.succeeded:
+            # CodeDeploy's follow-on (or launch) deployment of the release: the instances it deployed are on it
+            self._finished(
+                GroupResult(event.group, 0, "", "succeeded", event.snapshot.deployment_id, event.snapshot.status)
+            )
 
     def _finished(self, result: GroupResult) -> None:
         release = self.release

@@ -192,6 +192,19 @@ class LocalBackend:
             },
         )
 
+    def group_deployments(
+        self, group: Group, *, active_only: bool, created_after: float | None = None
+    ) -> Sequence[DeploymentSnapshot]:
+        """The deployments of the group this backend started (its own, in this process): the sandbox has no
+        deployment service that others could have started one in."""
+        with self._lock:
+            found = [snapshot(d) for d in self._deployments.values() if d.group.name == group.name]
+        if active_only:
+            found = [s for s in found if not s.done]
+        if created_after is not None:
+            found = [s for s in found if s.created_at is not None and s.created_at >= created_after]
+        return sorted(found, key=lambda s: (s.created_at or 0.0, s.deployment_id))
+
     # --- beyond the protocol: tests, the session, scale events ------------------------------------
 
     def wait(self, deployment_id: str, timeout_s: float | None = None) -> DeploymentSnapshot:

@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from deploytool.config import Group
@@ -118,6 +119,9 @@ def snapshot(dep: Deployment) -> DeploymentSnapshot:
         error=dep.error,
         rollback_deployment_id=dep.rollback_id,
         creator=dep.creator,
+        description=dep.request.description,
+        created_at=datetime.fromisoformat(dep.started_at).timestamp() if dep.started_at else None,
+        version=dep.revision.version,
         warnings=tuple(dep.warnings),
     )
 

@@ -23,11 +23,15 @@ _ROLLOUT_HELP = {
     "(also stop the wave's other deployments, with rollback)",
     "ignore_stop_failures": "continue past a failing ApplicationStop (the previous revision's stop script; "
     "CodeDeploy's ignoreApplicationStopFailures): the old worker may then still run",
+    "wait": "wait instead of exiting 1: for the target's release lease while another release holds it (at most "
+    "an hour, shown live), and for a deployment someone else started in a group (bounded by --max-wait); "
+    "CodeDeploy's own (launch, follow-on, termination) are always waited for",
+    "max_wait": "seconds a group waits for deployments in its way, and the release for CodeDeploy's "
+    "follow-on deployments after it (default 1800)",
     "ci": "plain lines instead of the live table (also without a terminal)",
     "json_out": "write the result as JSON to this file",
     "dry_run": "print the plan, change nothing",
     "debug": "show tracebacks",
-    "wait": "when another release holds the target's lease, wait until it is free (at most an hour, shown live)",
     "break_lease": "take over the target's lease when its holder is gone (not renewed for 120 s); logged in the "
     "release record",
 }
@@ -42,6 +46,9 @@ def _rollout(
     ci: bool,
     json_out: str | None,
     ignore_stop_failures: bool = False,
+    *,
+    wait: bool = False,
+    max_wait: int = 1800,
 ) -> tuple[Fleet, str, tuple[Group, ...], RolloutOptions, Output]:
     """The options every rollout task shares, checked; the services come after every check (`_services`)."""
     from deploytool.rollout.plan import ON_FAILURE, RolloutOptions
@@ -58,6 +65,8 @@ def _rollout(
         ),  # checked by RolloutOptions
         partial_failure=loaded.rollout.partial_failure,
         ignore_stop_failures=bool(ignore_stop_failures),
+        wait_s=float(max_wait),  # its range checked by RolloutOptions
+        wait_for_others=bool(wait),
     )
     return loaded, name, chosen, run, Output(ci=ci, json_out=options.json_out(json_out))
 
@@ -124,12 +133,13 @@ def deploy(
     max_parallel: int = 0,
     on_failure: str = "stop-wave",
     ignore_stop_failures: bool = False,
+    wait: bool = False,
+    max_wait: int = 1800,
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
     no_reconcile: bool = False,
     reconcile_engine: str | None = None,
-    wait: bool = False,
     break_lease: bool = False,
     debug: bool = False,
 ) -> None:
@@ -137,7 +147,16 @@ def deploy(
     from deploytool.deploy_flow import deploy_and_reconcile, plan_without_sandbox, reconcile_settings
 
     loaded, name, chosen, run, output = _rollout(
-        fleet, target, groups, max_parallel, on_failure, ci, json_out, ignore_stop_failures
+        fleet,
+        target,
+        groups,
+        max_parallel,
+        on_failure,
+        ci,
+        json_out,
+        ignore_stop_failures,
+        wait=wait,
+        max_wait=max_wait,
     )
     version = options.version("--version", version)
     lease = options.lease_flags(wait, break_lease, dry_run=dry_run)
@@ -172,10 +191,11 @@ def rollback(
     max_parallel: int = 0,
     on_failure: str = "stop-wave",
     ignore_stop_failures: bool = False,
+    wait: bool = False,
+    max_wait: int = 1800,
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
-    wait: bool = False,
     break_lease: bool = False,
     debug: bool = False,
 ) -> None:
@@ -183,7 +203,16 @@ def rollback(
     from deploytool.rollout import commands
 
     loaded, name, chosen, run, output = _rollout(
-        fleet, target, groups, max_parallel, on_failure, ci, json_out, ignore_stop_failures
+        fleet,
+        target,
+        groups,
+        max_parallel,
+        on_failure,
+        ci,
+        json_out,
+        ignore_stop_failures,
+        wait=wait,
+        max_wait=max_wait,
     )
     to = options.version("--to", to)
     lease = options.lease_flags(wait, break_lease, dry_run=dry_run)
@@ -204,10 +233,11 @@ def restart(
     max_parallel: int = 0,
     on_failure: str = "stop-wave",
     ignore_stop_failures: bool = False,
+    wait: bool = False,
+    max_wait: int = 1800,
     ci: bool = False,
     json_out: str | None = None,
     dry_run: bool = False,
-    wait: bool = False,
     break_lease: bool = False,
     debug: bool = False,
 ) -> None:
@@ -216,7 +246,16 @@ def restart(
     from deploytool.rollout import commands
 
     loaded, name, chosen, run, output = _rollout(
-        fleet, target, groups, max_parallel, on_failure, ci, json_out, ignore_stop_failures
+        fleet,
+        target,
+        groups,
+        max_parallel,
+        on_failure,
+        ci,
+        json_out,
+        ignore_stop_failures,
+        wait=wait,
+        max_wait=max_wait,
     )
     lease = options.lease_flags(wait, break_lease, dry_run=dry_run)
     if _without_sandbox(loaded, name, dry_run):

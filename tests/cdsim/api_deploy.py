@@ -134,10 +134,15 @@ def list_deployments(sim: CodeDeploySim, p: Params) -> Params:
     if group:
         group_of(sim, app or "", group)
     statuses = set(p.get("includeOnlyStatuses") or [])
+    window = p.get("createTimeRange") or {}  # epoch seconds on the wire
+    start, end = float(window.get("start", 0.0)), float(window.get("end", float("inf")))
     ids = [
         d.deployment_id
         for d in sorted(sim.deployments.values(), key=lambda d: -d.created_at)
-        if (not app or d.app == app) and (not group or d.group == group) and (not statuses or d.status in statuses)
+        if (not app or d.app == app)
+        and (not group or d.group == group)
+        and (not statuses or d.status in statuses)
+        and start <= EPOCH + d.created_at <= end
     ]
     items, token = page(ids, p.get("nextToken"))
     return {"deployments": items, **({"nextToken": token} if token else {})}

@@ -105,6 +105,12 @@ class CodeDeploySim:
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self.lock = threading.RLock()
+        # The fleet moves (tests.cdsim.autoscale): instances not InService yet (their launch deployment runs) or
+        # no longer (their termination deployment runs); instances launched during a deployment, on the old
+        # revision; `after_end` is called with every deployment that ends (follow-ons, terminations).
+        self.launching: set[str] = set()
+        self.terminating: set[str] = set()
+        self.after_end: Callable[[Deployment, DeploymentGroup, float], None] | None = None
         self._serial = 0
         self._throttle_debt = 0.0
 
@@ -112,7 +118,9 @@ class CodeDeploySim:
 
     def instances_of(self, asg: str) -> list[str] | None:
         found = self._fleet.get(asg) if isinstance(self._fleet, Mapping) else self._fleet(asg)
-        return None if found is None else sorted(found)
+        if found is None:
+            return None
+        return sorted(set(found) - self.launching - self.terminating)
 
     def inject_failure(
         self,
@@ -244,7 +252,7 @@ class CodeDeploySim:
             if run.status == "Pending":
                 run.status = "Skipped"
         group = self.groups[(d.app, d.group)]
-        group.active = None
+        group.active = next((x.deployment_id for x in self.active_in(group) if x is not d), None)
         info = {
             "deploymentId": d.deployment_id,
             "status": status,
@@ -257,6 +265,11 @@ class CodeDeploySim:
             group.target_revision = d.revision
         elif d.instances and self._rollback_wanted(d, group, status):  # NO_INSTANCES: nothing to roll back
             self._start_rollback(d, group, t)
+        if self.after_end is not None:
+            self.after_end(d, group, t)
+
+    def active_in(self, group: DeploymentGroup) -> list[Deployment]:
+        return [d for d in self.deployments.values() if (d.app, d.group) == (group.app, group.name) and not d.done]
 
     def _rollback_wanted(self, d: Deployment, group: DeploymentGroup, status: str) -> bool:
         if d.creator == "codeDeployRollback":
@@ -321,7 +334,9 @@ class CodeDeploySim:
             previous_revision=group.target_revision,
         )
         for instance_id in instance_ids:
-            plan = list(self.durations(group.name, instance_id, mode))
+            plan = list(self.durations(group.name, instance_id, "STANDARD" if mode == "TERMINATION" else mode))
+            if mode == "TERMINATION":  # scale-in with the termination hook: the stop side only
+                plan = [(e, s) for e, s in plan if e == "ApplicationStop"]
             skipped: frozenset[str] = frozenset()
             if instance_id not in self.instance_revision:  # first deployment: no ApplicationStop
                 skipped = frozenset({"ApplicationStop"})
@@ -345,7 +360,7 @@ class CodeDeploySim:
                 error_code=self.failure_codes.get(instance_id, "ScriptFailed"),
             )
         self.deployments[deployment.deployment_id] = deployment
-        group.active = deployment.deployment_id
+        group.active = group.active or deployment.deployment_id
         return deployment
 
     def stop(self, d: Deployment, *, rollback: bool) -> str:
