@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import PriorDeployment, RolloutOptions, rollout_plan
 from deploytool.rollout.resume import resolve
 from deploytool.sandbox.backend import LocalBackend
-from deploytool.sandbox.errors import SandboxError
+from deploytool.sandbox.errors import DeploymentLimitExceeded, SandboxError
 from deploytool.sandbox.owner import Owner, process_start_time
 from deploytool.sandbox.state import SandboxState
 from tests.sandbox_helpers import aws, make_backend, make_fleet, sh, upload, write_bundle
@@ -226,7 +227,9 @@ def test_no_rollback_without_an_earlier_success(tmp_path: Path, aws: AwsSession)
 def test_stop_lets_the_running_script_finish_and_starts_nothing_more(tmp_path: Path, aws: AwsSession) -> None:
     setup = Setup(tmp_path, aws, "OneAtATime", 3)
     did = setup.deploy(setup.revision("v1", hold_s=1.0))
-    with pytest.raises(SandboxError, match="is still in progress"):
+    with pytest.raises(
+        DeploymentLimitExceeded, match=f"^The Deployment Group 'web' already has an active Deployment '{did}'"
+    ):
         setup.deploy(setup.revision("v1b"))
     while (snap := setup.backend.poll([did])[did]).current_event != "BeforeInstall":
         time.sleep(0.01)
@@ -292,7 +295,11 @@ def test_a_deployment_whose_process_is_gone_is_abandoned_and_a_resume_deploys_th
         _in_flight_elsewhere(setup, "d-LIVE00001", Owner(host, live.pid, process_start_time(live.pid)))
         snap = setup.backend.poll(["d-LIVE00001"])["d-LIVE00001"]
         assert (snap.status, snap.done) == ("InProgress", False)  # its process still runs it
-        with pytest.raises(SandboxError, match=f"d-LIVE00001 is still in progress in another process .pid {live.pid}"):
+        with pytest.raises(
+            DeploymentLimitExceeded,
+            match="^The Deployment Group 'web' already has an active Deployment 'd-LIVE00001' "
+            f".run by another process: pid {live.pid}",
+        ):
             setup.deploy(revision)
     finally:
         live.kill()
@@ -385,3 +392,101 @@ def test_allatonce_succeeded_with_a_failed_instance_is_rolled_back_by_the_orches
     assert web.rollback_deployment_id and web.rollback_status == "Succeeded"
     assert f"(the backend called it Succeeded) ({bad}); rolled back to v1 by {web.rollback_deployment_id}" in web.error
     assert [setup.installed(i) for i in setup.ids] == ["v1", "v1"]
+
+
+def another_process(setup: Setup) -> LocalBackend:
+    """A backend with its own state reader, as a second `fab` process attached to the same sandbox has."""
+    b = setup.backend
+    return LocalBackend(
+        b.fleet,
+        SandboxState(setup.tmp_path / "sb" / "state", b.app.name),
+        s3=b.s3,
+        app=b.app,
+        timing=b.timing,
+        worker_stop_grace_s=1.0,
+    )
+
+
+def begun(tmp_path: Path, deployment_id: str) -> list[str]:
+    return [iid for what, iid, _tag, did, _t in journal(tmp_path) if what == "begin" and did == deployment_id]
+
+
+@pytest.mark.slow
+def test_failed_instances_go_first_next_time_and_do_not_count_toward_the_minimum(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    """min 3 hosts of 5: two at a time. The last two fail the first deployment (3 successes: it succeeds). In the
+    next one, started by another process, they are unhealthy (the state keeps per-instance health): both go first,
+    alone, since only 3 healthy instances are in service, not above the minimum."""
+    setup = Setup(tmp_path, aws, {"min_healthy_hosts": 3}, 5)
+    bad = setup.fail([3, 4])
+    first = setup.backend.wait(setup.deploy(setup.revision("v1", hold_s=0.2)), WAIT_S)
+    assert (first.status, first.succeeded, first.failed) == ("Succeeded", 3, 2)
+    assert setup.backend.state.instance_health("web") == {
+        iid: "Unhealthy" if iid in bad else "Healthy" for iid in setup.ids
+    }
+    setup.fail([])
+    later = another_process(setup)
+    did = later.start(DeployRequest(setup.group, setup.revision("v2", hold_s=0.2), release_id="r-v2"))
+    second = later.wait(did, WAIT_S)
+    assert second.all_succeeded
+    assert sorted(begun(tmp_path, did)[:2]) == sorted(bad)
+    assert max_concurrency(tmp_path, did) == 2
+    assert set(later.state.instance_health("web").values()) == {"Healthy"}
+
+
+@pytest.mark.slow
+def test_a_failed_last_instance_goes_first_next_time_and_fails_one_at_a_time(tmp_path: Path, aws: AwsSession) -> None:
+    """OneAtATime: the last instance failing still succeeds; next time it is unhealthy and goes first, and its
+    failing again fails the deployment at once (CodeDeploy's verdict: 2 healthy left, not above the minimum 2)."""
+    setup = Setup(tmp_path, aws, "OneAtATime", 3)
+    (bad,) = setup.fail([2])
+    first = setup.backend.wait(setup.deploy(setup.revision("v1", hold_s=0)), WAIT_S)
+    assert (first.status, first.succeeded, first.failed) == ("Succeeded", 2, 1)
+    second = setup.backend.wait(setup.deploy(setup.revision("v2", hold_s=0)), WAIT_S)
+    assert (second.status, second.succeeded, second.failed, second.skipped) == ("Failed", 0, 1, 2)
+    assert begun(tmp_path, second.deployment_id) == [bad]
+
+
+@pytest.mark.slow
+def test_two_processes_starting_a_group_at_once_get_one_deployment_and_codedeploys_refusal(
+    tmp_path: Path, aws: AwsSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's two `fab deploy` started together: each process reads the group's record, then records its
+    deployment. Reads are slowed so that both check before either records: only the state's lock keeps the second
+    from running on the same instances at once. It is refused as CodeDeploy refuses CreateDeployment."""
+    setup = Setup(tmp_path, aws, "AllAtOnce", 2)
+    revision = setup.revision("v1", hold_s=0.5)
+    backends = [setup.backend, another_process(setup)]
+    read = SandboxState._read
+
+    def slow_read(self: SandboxState, group: str) -> dict[str, Any]:
+        data = read(self, group)
+        time.sleep(0.3)
+        return data
+
+    monkeypatch.setattr(SandboxState, "_read", slow_read)
+    together = threading.Barrier(2)
+    outcomes: dict[int, str | BaseException] = {}
+
+    def start(n: int) -> None:
+        together.wait()
+        try:
+            outcomes[n] = backends[n].start(DeployRequest(setup.group, revision, release_id=f"r-{n}"))
+        except SandboxError as exc:
+            outcomes[n] = exc
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT_S)
+    monkeypatch.setattr(SandboxState, "_read", read)
+    started = {n: got for n, got in outcomes.items() if isinstance(got, str)}
+    refused = [got for got in outcomes.values() if isinstance(got, DeploymentLimitExceeded)]
+    for n, did in started.items():
+        backends[n].wait(did, WAIT_S)
+    assert len(started) == 1 and len(refused) == 1, outcomes
+    (did,) = started.values()
+    assert str(refused[0]).startswith(f"The Deployment Group 'web' already has an active Deployment '{did}' (")
+    assert refused[0].code == "DeploymentLimitExceededException"

@@ -45,6 +45,7 @@ class DeploymentTarget:
     status: InstanceStatus = "Pending"
     event: str | None = None
     result: InstanceResult | None = None
+    unhealthy: bool = False  # at the deployment's start: never deployed, or its last deployment failed
 
 
 @dataclass
