@@ -38,15 +38,26 @@ __all__ = ["aws"]
 WAIT_S = 120.0
 
 
-def strategy_bundle(tmp_path: Path, tag: str, *, hold_s: float = 0.4) -> Path:
+def strategy_bundle(tmp_path: Path, tag: str, *, hold_s: float = 0.4, rendezvous: int = 0) -> Path:
+    """Hooks that journal each instance's begin (BeforeInstall) and end (ValidateService). With `rendezvous`, an
+    instance's BeforeInstall waits (up to 10 s) until that many instances of its deployment have begun, so that the
+    instances the backend lets run at once overlap however slowly a loaded machine starts them: the concurrency
+    measured is then the backend's, not the scheduler's (an instance that ended before the last of its batch had
+    begun made this test flaky)."""
     journal, fail = tmp_path / "journal", tmp_path / "fail"
     stamp = f'echo "{{what}} $DEPLOYTOOL_INSTANCE_ID {tag} $DEPLOYMENT_ID $(date +%s.%N)" >> {journal}'
+    wait = (
+        f'\nn=0; while [ "$(grep -c "^begin [^ ]* [^ ]* $DEPLOYMENT_ID " {journal})" -lt {rendezvous} ] '
+        '&& [ "$n" -lt 200 ]; do sleep 0.05; n=$((n+1)); done'
+        if rendezvous > 1
+        else ""
+    )
     return write_bundle(
         tmp_path / f"{tag}.tgz",
         {
             "app/version.txt": tag,
             "hooks/stop.sh": sh(stamp.format(what="stop")),
-            "hooks/begin.sh": sh(stamp.format(what="begin") + f"\nsleep {hold_s}"),
+            "hooks/begin.sh": sh(stamp.format(what="begin") + wait + f"\nsleep {hold_s}"),
             "hooks/end.sh": sh(
                 stamp.format(what="end") + f'\ngrep -qx "$DEPLOYTOOL_INSTANCE_ID" {fail} 2>/dev/null && exit 1\nexit 0'
             ),
@@ -138,7 +149,7 @@ def test_strategy_batches_and_failure_thresholds(
 ) -> None:
     setup = Setup(tmp_path, aws, strategy, size)
     bad = setup.fail(failing)
-    did = setup.deploy(setup.revision("v1"))
+    did = setup.deploy(setup.revision("v1", rendezvous=at_once))
     snap = setup.backend.wait(did, WAIT_S)
     assert (snap.status, snap.succeeded, snap.failed, snap.skipped) == (status, ok, failed, skipped), snap.error
     assert max_concurrency(tmp_path, did) == at_once
