@@ -501,3 +501,30 @@ def test_two_processes_starting_a_group_at_once_get_one_deployment_and_codedeplo
     (did,) = started.values()
     assert str(refused[0]).startswith(f"The Deployment Group 'web' already has an active Deployment '{did}' (")
     assert refused[0].code == "DeploymentLimitExceededException"
+
+
+@pytest.mark.slow
+def test_a_release_meeting_a_deployment_another_process_runs_fails_the_group_with_one_line(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    """The second of two `fab deploy` on the sandbox: the group is refused, not deployed on top of the first; the
+    group's error is one line naming the active deployment and the process that runs it; nothing is rolled back."""
+    setup = Setup(tmp_path, aws, "AllAtOnce", 2)
+    first = setup.deploy(setup.revision("v1", hold_s=2.0))
+    plan = rollout_plan(
+        release_id="20250101T000000Z-v2",
+        version="v2",
+        target="sandbox",
+        groups=[setup.group],
+        revision=setup.revision("v2", hold_s=0),
+        options=RolloutOptions(poll_min_s=0.05, poll_max_s=0.2),
+    )
+    result = Orchestrator(another_process(setup), plan, reporter=Collect()).run()
+    web = result.group("web")
+    assert web.outcome == "failed" and web.deployment_id is None and web.rollback_deployment_id is None
+    assert web.error == (
+        f"could not start the deployment: The Deployment Group 'web' already has an active Deployment '{first}' "
+        f"(run by another process: {Owner.current().describe()})"
+    )
+    assert setup.backend.wait(first, WAIT_S).all_succeeded
+    assert {tag for _w, _i, tag, did, _t in journal(tmp_path) if did != first} == set()  # v2 ran nowhere
