@@ -38,13 +38,15 @@ __all__ = ["aws"]
 WAIT_S = 120.0
 
 
-def strategy_bundle(tmp_path: Path, tag: str, *, hold_s: float = 0.4, rendezvous: int = 0) -> Path:
+def strategy_bundle(
+    tmp_path: Path, tag: str, *, hold_s: float = 0.4, rendezvous: int = 0, fail_file: str = "fail"
+) -> Path:
     """Hooks that journal each instance's begin (BeforeInstall) and end (ValidateService). With `rendezvous`, an
     instance's BeforeInstall waits (up to 10 s) until that many instances of its deployment have begun, so that the
     instances the backend lets run at once overlap however slowly a loaded machine starts them: the concurrency
     measured is then the backend's, not the scheduler's (an instance that ended before the last of its batch had
     begun made this test flaky)."""
-    journal, fail = tmp_path / "journal", tmp_path / "fail"
+    journal, fail = tmp_path / "journal", tmp_path / fail_file
     stamp = f'echo "{{what}} $DEPLOYTOOL_INSTANCE_ID {tag} $DEPLOYMENT_ID $(date +%s.%N)" >> {journal}'
     wait = (
         f'\nn=0; while [ "$(grep -c "^begin [^ ]* [^ ]* $DEPLOYMENT_ID " {journal})" -lt {rendezvous} ] '
@@ -528,3 +530,22 @@ def test_a_release_meeting_a_deployment_another_process_runs_fails_the_group_wit
     )
     assert setup.backend.wait(first, WAIT_S).all_succeeded
     assert {tag for _w, _i, tag, did, _t in journal(tmp_path) if did != first} == set()  # v2 ran nowhere
+
+
+@pytest.mark.slow
+def test_a_rollback_deploys_first_the_instance_the_failed_deployment_left_unhealthy(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    """OneAtATime: v2 fails on the second instance (the third is Skipped, still healthy on v1); the rollback to v1
+    starts with the failed one, unhealthy now, then the others in order."""
+    setup = Setup(tmp_path, aws, "OneAtATime", 3)
+    assert setup.backend.wait(setup.deploy(setup.revision("v1", hold_s=0)), WAIT_S).all_succeeded
+    bad = setup.ids[1]
+    (tmp_path / "fail-v2").write_text(f"{bad}\n")  # only v2 fails there: the rollback to v1 does not
+    v2 = setup.revision("v2", hold_s=0, fail_file="fail-v2")
+    failed = setup.backend.wait(setup.deploy(v2, auto_rollback=True), WAIT_S)
+    assert (failed.status, failed.succeeded, failed.failed, failed.skipped) == ("Failed", 1, 1, 1)
+    assert failed.rollback_deployment_id
+    rollback = setup.backend.wait(failed.rollback_deployment_id, WAIT_S)
+    assert rollback.all_succeeded
+    assert begun(tmp_path, rollback.deployment_id) == [bad, setup.ids[0], setup.ids[2]]

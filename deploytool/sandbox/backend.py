@@ -80,7 +80,7 @@ from deploytool.sandbox.owner import Owner
 from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile, stop_worker
 from deploytool.sandbox.runner import DEFAULT_TIMING, DeploymentSpec, InstanceResult, LifecycleRunner, Timing
 from deploytool.sandbox.state import SandboxState
-from deploytool.strategy import Verdict, health_policy, is_unhealthy, startable, unhealthy_first, verdict
+from deploytool.strategy import Verdict, health_policy, is_unhealthy, next_health, startable, unhealthy_first, verdict
 
 INTERRUPTED_MARK = "deploytool: interrupted task "  # printed by scripts/celery_hooks.py (mark_interrupted)
 
@@ -255,7 +255,9 @@ class LocalBackend:
         creator: str,
         instances: Sequence[Instance] | None = None,
         exclusive: bool = True,
+        after: Deployment | None = None,
     ) -> str:
+        """`after`: the deployment this one rolls back, ended and not yet recorded: its instances' health counts."""
         group = request.group
         revision = request.revision
         if request.mode == "restart":
@@ -272,7 +274,9 @@ class LocalBackend:
             if unknown:
                 raise SandboxError(f"group {group.name}: not instances of {group.asg}: {', '.join(unknown)}")
             chosen = [by_id[iid] for iid in request.target_instances]
-        health = self.state.instance_health(group.name)
+        health: dict[str, str | None] = {**self.state.instance_health(group.name)}
+        for iid, target in (after.targets if after else {}).items():
+            health[iid] = next_health(health.get(iid), target.status)
         by_id = {i.instance_id: i for i in chosen}
         chosen = [by_id[iid] for iid in unhealthy_first(list(by_id), health)]  # CodeDeploy deploys those first
         with self._lock:
@@ -487,4 +491,4 @@ class LocalBackend:
             ignore_stop_failures=dep.request.ignore_stop_failures,
         )
         instances = [t.instance for t in dep.targets.values()]
-        dep.rollback_id = self._start(request, creator="codeDeployRollback", instances=instances)
+        dep.rollback_id = self._start(request, creator="codeDeployRollback", instances=instances, after=dep)
