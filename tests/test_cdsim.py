@@ -236,3 +236,73 @@ def test_application_stop_fails_only_where_a_previous_revision_is_and_can_be_ign
     third = run(ignoreApplicationStopFailures=True)
     assert third["info"]["status"] == "Succeeded" and third["info"]["ignoreApplicationStopFailures"] is True
     assert [e["status"] for e in third["events"]] == ["Failed"] + ["Succeeded"] * 6  # it went on
+
+
+def deploy_to_end(client: Any, sim: CodeDeploySim, key: str) -> dict[str, Any]:
+    rev = {"revisionType": "S3", "s3Location": {**REV["s3Location"], "key": key}}
+    deployment_id = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=rev)[
+        "deploymentId"
+    ]
+    while (info := client.get_deployment(deploymentId=deployment_id)["deploymentInfo"])["status"] not in (
+        "Succeeded",
+        "Failed",
+        "Stopped",
+    ):
+        sim.clock.sleep(10)
+    return dict(info)
+
+
+def in_progress(client: Any, deployment_id: str) -> list[str]:
+    ids = client.list_deployment_targets(deploymentId=deployment_id, targetFilters={"TargetStatus": ["InProgress"]})
+    return list(ids["targetIds"])
+
+
+def test_failed_instances_are_deployed_first_next_time_and_do_not_count_toward_the_minimum(
+    client: Any, sim: CodeDeploySim
+) -> None:
+    """HOST_COUNT 6 of 9: three at a time. i-7 and i-8 fail the first deployment (7 successes: it succeeds); in the
+    next one they are unhealthy: they start first, and with only 7 healthy instances one healthy one joins them."""
+    client.create_deployment_config(
+        deploymentConfigName="hosts-6", minimumHealthyHosts={"type": "HOST_COUNT", "value": 6}, computePlatform="Server"
+    )
+    group(client, "hosts-6")
+    for iid in ("i-7", "i-8"):
+        sim.inject_failure(iid)
+    first = deploy_to_end(client, sim, "p/app/v1/x.tgz")
+    assert (first["status"], first["deploymentOverview"]["Failed"]) == ("Succeeded", 2)
+    sim.failures.clear()
+    rev = {"revisionType": "S3", "s3Location": {**REV["s3Location"], "key": "p/app/v2/x.tgz"}}
+    second = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=rev)["deploymentId"]
+    sim.clock.sleep(5)
+    assert sorted(in_progress(client, second)) == ["i-0", "i-7", "i-8"]
+    while client.get_deployment(deploymentId=second)["deploymentInfo"]["status"] != "Succeeded":
+        sim.clock.sleep(10)
+    assert {sim.instance_health[f"i-{n}"] for n in range(9)} == {"Healthy"}
+
+
+def test_a_failed_last_instance_goes_first_next_time_and_its_failure_fails_one_at_a_time(
+    client: Any, sim: CodeDeploySim
+) -> None:
+    """OneAtATime: a failure of the last instance still succeeds; next time that instance is unhealthy, goes first,
+    and failing again leaves 8 healthy, not above the minimum of 8: the deployment fails, the rest Skipped."""
+    group(client, "CodeDeployDefault.OneAtATime")
+    sim.inject_failure("i-8")
+    first = deploy_to_end(client, sim, "p/app/v1/x.tgz")
+    assert (first["status"], first["deploymentOverview"]["Succeeded"]) == ("Succeeded", 8)
+    second = deploy_to_end(client, sim, "p/app/v2/x.tgz")
+    assert second["status"] == "Failed" and second["errorInformation"]["code"] == "HEALTH_CONSTRAINTS"
+    overview = second["deploymentOverview"]
+    assert (overview["Failed"], overview["Succeeded"], overview["Skipped"]) == (1, 0, 8)
+
+
+def test_a_second_deployment_while_one_is_active_is_refused_as_codedeploy_does(client: Any, sim: CodeDeploySim) -> None:
+    group(client, "CodeDeployDefault.AllAtOnce")
+    first = client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)["deploymentId"]
+    with pytest.raises(ClientError) as refused:
+        client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)
+    error = refused.value.response["Error"]
+    assert error["Code"] == "DeploymentLimitExceededException"
+    assert error["Message"] == f"The Deployment Group 'g' already has an active Deployment '{first}'"
+    sim.clock.sleep(100)  # the first one ends: the group takes the next
+    assert client.get_deployment(deploymentId=first)["deploymentInfo"]["status"] == "Succeeded"
+    client.create_deployment(applicationName="app", deploymentGroupName="g", revision=REV)

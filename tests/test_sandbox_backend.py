@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.plan import PriorDeployment, RolloutOptions, rollout_plan
 from deploytool.rollout.resume import resolve
 from deploytool.sandbox.backend import LocalBackend
-from deploytool.sandbox.errors import SandboxError
+from deploytool.sandbox.errors import DeploymentLimitExceeded, SandboxError
 from deploytool.sandbox.owner import Owner, process_start_time
 from deploytool.sandbox.state import SandboxState
 from tests.builders import make_fleet, sandbox_target
@@ -38,15 +39,28 @@ __all__ = ["aws"]
 WAIT_S = 120.0
 
 
-def strategy_bundle(tmp_path: Path, tag: str, *, hold_s: float = 0.4) -> Path:
-    journal, fail = tmp_path / "journal", tmp_path / "fail"
+def strategy_bundle(
+    tmp_path: Path, tag: str, *, hold_s: float = 0.4, rendezvous: int = 0, fail_file: str = "fail"
+) -> Path:
+    """Hooks that journal each instance's begin (BeforeInstall) and end (ValidateService). With `rendezvous`, an
+    instance's BeforeInstall waits (up to 10 s) until that many instances of its deployment have begun, so that the
+    instances the backend lets run at once overlap however slowly a loaded machine starts them: the concurrency
+    measured is then the backend's, not the scheduler's (an instance that ended before the last of its batch had
+    begun made this test flaky)."""
+    journal, fail = tmp_path / "journal", tmp_path / fail_file
     stamp = f'echo "{{what}} $DEPLOYTOOL_INSTANCE_ID {tag} $DEPLOYMENT_ID $(date +%s.%N)" >> {journal}'
+    wait = (
+        f'\nn=0; while [ "$(grep -c "^begin [^ ]* [^ ]* $DEPLOYMENT_ID " {journal})" -lt {rendezvous} ] '
+        '&& [ "$n" -lt 200 ]; do sleep 0.05; n=$((n+1)); done'
+        if rendezvous > 1
+        else ""
+    )
     return write_bundle(
         tmp_path / f"{tag}.tgz",
         {
             "app/version.txt": tag,
             "hooks/stop.sh": sh(stamp.format(what="stop")),
-            "hooks/begin.sh": sh(stamp.format(what="begin") + f"\nsleep {hold_s}"),
+            "hooks/begin.sh": sh(stamp.format(what="begin") + wait + f"\nsleep {hold_s}"),
             "hooks/end.sh": sh(
                 stamp.format(what="end") + f'\ngrep -qx "$DEPLOYTOOL_INSTANCE_ID" {fail} 2>/dev/null && exit 1\nexit 0'
             ),
@@ -143,7 +157,7 @@ def test_strategy_batches_and_failure_thresholds(
 ) -> None:
     setup = Setup(tmp_path, aws, strategy, size)
     bad = setup.fail(failing)
-    did = setup.deploy(setup.revision("v1"))
+    did = setup.deploy(setup.revision("v1", rendezvous=at_once))
     snap = setup.backend.wait(did, WAIT_S)
     assert (snap.status, snap.succeeded, snap.failed, snap.skipped) == (status, ok, failed, skipped), snap.error
     assert max_concurrency(tmp_path, did) == at_once
@@ -247,7 +261,9 @@ def test_group_deployments_are_its_own_active_then_ended_ones(tmp_path: Path, aw
 def test_stop_lets_the_running_script_finish_and_starts_nothing_more(tmp_path: Path, aws: AwsSession) -> None:
     setup = Setup(tmp_path, aws, "OneAtATime", 3)
     did = setup.deploy(setup.revision("v1", hold_s=1.0))
-    with pytest.raises(SandboxError, match="is still in progress"):
+    with pytest.raises(
+        DeploymentLimitExceeded, match=f"^The Deployment Group 'web' already has an active Deployment '{did}'"
+    ):
         setup.deploy(setup.revision("v1b"))
     while (snap := setup.backend.poll([did])[did]).current_event != "BeforeInstall":
         time.sleep(0.01)
@@ -313,7 +329,11 @@ def test_a_deployment_whose_process_is_gone_is_abandoned_and_a_resume_deploys_th
         _in_flight_elsewhere(setup, "d-LIVE00001", Owner(host, live.pid, process_start_time(live.pid)))
         snap = setup.backend.poll(["d-LIVE00001"])["d-LIVE00001"]
         assert (snap.status, snap.done) == ("InProgress", False)  # its process still runs it
-        with pytest.raises(SandboxError, match=f"d-LIVE00001 is still in progress in another process .pid {live.pid}"):
+        with pytest.raises(
+            DeploymentLimitExceeded,
+            match="^The Deployment Group 'web' already has an active Deployment 'd-LIVE00001' "
+            f".run by another process: pid {live.pid}",
+        ):
             setup.deploy(revision)
     finally:
         live.kill()
@@ -406,3 +426,147 @@ def test_allatonce_succeeded_with_a_failed_instance_is_rolled_back_by_the_orches
     assert web.rollback_deployment_id and web.rollback_status == "Succeeded"
     assert f"(the backend called it Succeeded) ({bad}); rolled back to v1 by {web.rollback_deployment_id}" in web.error
     assert [setup.installed(i) for i in setup.ids] == ["v1", "v1"]
+
+
+def another_process(setup: Setup) -> LocalBackend:
+    """A backend with its own state reader, as a second `fab` process attached to the same sandbox has."""
+    b = setup.backend
+    return LocalBackend(
+        b.fleet,
+        SandboxState(setup.tmp_path / "sb" / "state", b.app.name),
+        s3=b.s3,
+        app=b.app,
+        timing=b.timing,
+        worker_stop_grace_s=1.0,
+    )
+
+
+def begun(tmp_path: Path, deployment_id: str) -> list[str]:
+    return [iid for what, iid, _tag, did, _t in journal(tmp_path) if what == "begin" and did == deployment_id]
+
+
+@pytest.mark.slow
+def test_failed_instances_go_first_next_time_and_do_not_count_toward_the_minimum(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    """min 3 hosts of 5: two at a time. The last two fail the first deployment (3 successes: it succeeds). In the
+    next one, started by another process, they are unhealthy (the state keeps per-instance health): both go first,
+    alone, since only 3 healthy instances are in service, not above the minimum."""
+    setup = Setup(tmp_path, aws, {"min_healthy_hosts": 3}, 5)
+    bad = setup.fail([3, 4])
+    first = setup.backend.wait(setup.deploy(setup.revision("v1", hold_s=0.2)), WAIT_S)
+    assert (first.status, first.succeeded, first.failed) == ("Succeeded", 3, 2)
+    assert setup.backend.state.instance_health("web") == {
+        iid: "Unhealthy" if iid in bad else "Healthy" for iid in setup.ids
+    }
+    setup.fail([])
+    later = another_process(setup)
+    did = later.start(DeployRequest(setup.group, setup.revision("v2", hold_s=0.2), release_id="r-v2"))
+    second = later.wait(did, WAIT_S)
+    assert second.all_succeeded
+    assert sorted(begun(tmp_path, did)[:2]) == sorted(bad)
+    assert max_concurrency(tmp_path, did) == 2
+    assert set(later.state.instance_health("web").values()) == {"Healthy"}
+
+
+@pytest.mark.slow
+def test_a_failed_last_instance_goes_first_next_time_and_fails_one_at_a_time(tmp_path: Path, aws: AwsSession) -> None:
+    """OneAtATime: the last instance failing still succeeds; next time it is unhealthy and goes first, and its
+    failing again fails the deployment at once (CodeDeploy's verdict: 2 healthy left, not above the minimum 2)."""
+    setup = Setup(tmp_path, aws, "OneAtATime", 3)
+    (bad,) = setup.fail([2])
+    first = setup.backend.wait(setup.deploy(setup.revision("v1", hold_s=0)), WAIT_S)
+    assert (first.status, first.succeeded, first.failed) == ("Succeeded", 2, 1)
+    second = setup.backend.wait(setup.deploy(setup.revision("v2", hold_s=0)), WAIT_S)
+    assert (second.status, second.succeeded, second.failed, second.skipped) == ("Failed", 0, 1, 2)
+    assert begun(tmp_path, second.deployment_id) == [bad]
+
+
+@pytest.mark.slow
+def test_two_processes_starting_a_group_at_once_get_one_deployment_and_codedeploys_refusal(
+    tmp_path: Path, aws: AwsSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's two `fab deploy` started together: each process reads the group's record, then records its
+    deployment. Reads are slowed so that both check before either records: only the state's lock keeps the second
+    from running on the same instances at once. It is refused as CodeDeploy refuses CreateDeployment."""
+    setup = Setup(tmp_path, aws, "AllAtOnce", 2)
+    revision = setup.revision("v1", hold_s=0.5)
+    backends = [setup.backend, another_process(setup)]
+    read = SandboxState._read
+
+    def slow_read(self: SandboxState, group: str) -> dict[str, Any]:
+        data = read(self, group)
+        time.sleep(0.3)
+        return data
+
+    monkeypatch.setattr(SandboxState, "_read", slow_read)
+    together = threading.Barrier(2)
+    outcomes: dict[int, str | BaseException] = {}
+
+    def start(n: int) -> None:
+        together.wait()
+        try:
+            outcomes[n] = backends[n].start(DeployRequest(setup.group, revision, release_id=f"r-{n}"))
+        except SandboxError as exc:
+            outcomes[n] = exc
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT_S)
+    monkeypatch.setattr(SandboxState, "_read", read)
+    started = {n: got for n, got in outcomes.items() if isinstance(got, str)}
+    refused = [got for got in outcomes.values() if isinstance(got, DeploymentLimitExceeded)]
+    for n, did in started.items():
+        backends[n].wait(did, WAIT_S)
+    assert len(started) == 1 and len(refused) == 1, outcomes
+    (did,) = started.values()
+    assert str(refused[0]).startswith(f"The Deployment Group 'web' already has an active Deployment '{did}' (")
+    assert refused[0].code == "DeploymentLimitExceededException"
+
+
+@pytest.mark.slow
+def test_a_release_meeting_a_deployment_another_process_runs_fails_the_group_with_one_line(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    """The second of two `fab deploy` on the sandbox: the group is refused, not deployed on top of the first; the
+    group's error is one line naming the active deployment and the process that runs it; nothing is rolled back."""
+    setup = Setup(tmp_path, aws, "AllAtOnce", 2)
+    first = setup.deploy(setup.revision("v1", hold_s=2.0))
+    plan = rollout_plan(
+        release_id="20250101T000000Z-v2",
+        version="v2",
+        target="sandbox",
+        groups=[setup.group],
+        revision=setup.revision("v2", hold_s=0),
+        options=RolloutOptions(poll_min_s=0.05, poll_max_s=0.2),
+    )
+    result = Orchestrator(another_process(setup), plan, reporter=Collect()).run()
+    web = result.group("web")
+    assert web.outcome == "failed" and web.deployment_id is None and web.rollback_deployment_id is None
+    assert web.error == (
+        f"could not start the deployment: The Deployment Group 'web' already has an active Deployment '{first}' "
+        f"(run by another process: {Owner.current().describe()})"
+    )
+    assert setup.backend.wait(first, WAIT_S).all_succeeded
+    assert {tag for _w, _i, tag, did, _t in journal(tmp_path) if did != first} == set()  # v2 ran nowhere
+
+
+@pytest.mark.slow
+def test_a_rollback_deploys_first_the_instance_the_failed_deployment_left_unhealthy(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    """OneAtATime: v2 fails on the second instance (the third is Skipped, still healthy on v1); the rollback to v1
+    starts with the failed one, unhealthy now, then the others in order."""
+    setup = Setup(tmp_path, aws, "OneAtATime", 3)
+    assert setup.backend.wait(setup.deploy(setup.revision("v1", hold_s=0)), WAIT_S).all_succeeded
+    bad = setup.ids[1]
+    (tmp_path / "fail-v2").write_text(f"{bad}\n")  # only v2 fails there: the rollback to v1 does not
+    v2 = setup.revision("v2", hold_s=0, fail_file="fail-v2")
+    failed = setup.backend.wait(setup.deploy(v2, auto_rollback=True), WAIT_S)
+    assert (failed.status, failed.succeeded, failed.failed, failed.skipped) == ("Failed", 1, 1, 1)
+    assert failed.rollback_deployment_id
+    rollback = setup.backend.wait(failed.rollback_deployment_id, WAIT_S)
+    assert rollback.all_succeeded
+    assert begun(tmp_path, rollback.deployment_id) == [bad, setup.ids[0], setup.ids[2]]

@@ -6,7 +6,12 @@ runs the deployment in a background thread. The group's instances come from its 
 and the outcome (`verdict`); another instance starts as soon as one finishes; instances run in
 parallel threads, each through the LifecycleRunner. CodeDeploy's rules kept here:
 
-- one deployment per group at a time (launch deployments for new ASG instances excepted);
+- one deployment per group at a time (launch deployments for new ASG instances excepted): a second one is
+  refused with CodeDeploy's DeploymentLimitExceededException message (`DeploymentLimitExceeded`), across the
+  processes attached to the sandbox (checked and recorded under the state's file lock);
+- per-instance health persists across deployments (in the state, so a new process sees it): an instance never
+  deployed to or whose last deployment failed is unhealthy, deployed first and not counted toward the minimum
+  healthy hosts (deploytool.strategy);
 - a minimum healthy count >= the instances fails the deployment at once;
 - instances never started when a deployment ends are Skipped;
 - AllAtOnce with one failure and one success is Succeeded (the snapshot's `failed` says the rest);
@@ -50,7 +55,6 @@ from deploytool.aws.s3 import S3Gateway
 from deploytool.config import App, Group
 from deploytool.model import Revision
 from deploytool.rollout.backend import (
-    LIFECYCLE_EVENTS,
     DeploymentSnapshot,
     DeploymentStatus,
     DeployRequest,
@@ -68,35 +72,15 @@ from deploytool.sandbox.deployment import (
     recorded_snapshot,
     snapshot,
 )
-from deploytool.sandbox.errors import SandboxError
+from deploytool.sandbox.errors import DeploymentLimitExceeded, SandboxError
 from deploytool.sandbox.fleet import SandboxFleet
 from deploytool.sandbox.instance import Instance
+from deploytool.sandbox.interrupted import interrupted_tasks
 from deploytool.sandbox.owner import Owner
 from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile, stop_worker
 from deploytool.sandbox.runner import DEFAULT_TIMING, DeploymentSpec, InstanceResult, LifecycleRunner, Timing
 from deploytool.sandbox.state import SandboxState
-from deploytool.strategy import Verdict, health_policy, startable, verdict
-
-INTERRUPTED_MARK = "deploytool: interrupted task "  # printed by scripts/celery_hooks.py (mark_interrupted)
-
-
-def interrupted_tasks(instance: Instance, deployment_id: str) -> list[str]:
-    """`<instance>: interrupted task NAME[ID] in <event>: FATE` for each marker line in the instance's event logs
-    of this deployment, in lifecycle order."""
-    logs = instance.logs_dir(deployment_id)
-    found: list[str] = []
-    for event in LIFECYCLE_EVENTS:
-        try:
-            lines = (logs / f"{event}.log").read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            _, mark, rest = line.partition(INTERRUPTED_MARK)
-            if mark and rest.strip():
-                task, _, fate = rest.strip().partition(": ")
-                where = f"{instance.instance_id}: interrupted task {task} in {event}"
-                found.append(f"{where}: {fate}" if fate else where)
-    return found
+from deploytool.strategy import Verdict, health_policy, is_unhealthy, next_health, startable, unhealthy_first, verdict
 
 
 class LocalBackend:
@@ -263,7 +247,9 @@ class LocalBackend:
         creator: str,
         instances: Sequence[Instance] | None = None,
         exclusive: bool = True,
+        after: Deployment | None = None,
     ) -> str:
+        """`after`: the deployment this one rolls back, ended and not yet recorded: its instances' health counts."""
         group = request.group
         revision = request.revision
         if request.mode == "restart":
@@ -280,26 +266,26 @@ class LocalBackend:
             if unknown:
                 raise SandboxError(f"group {group.name}: not instances of {group.asg}: {', '.join(unknown)}")
             chosen = [by_id[iid] for iid in request.target_instances]
+        health: dict[str, str | None] = {**self.state.instance_health(group.name)}
+        for iid, target in (after.targets if after else {}).items():
+            health[iid] = next_health(health.get(iid), target.status)
+        by_id = {i.instance_id: i for i in chosen}
+        chosen = [by_id[iid] for iid in unhealthy_first(list(by_id), health)]  # CodeDeploy deploys those first
         with self._lock:
             if exclusive and group.name in self._active:
-                raise SandboxError(
-                    f"group {group.name}: deployment {self._active[group.name]} is still in progress "
-                    "(one deployment per group at a time)"
-                )
-            if exclusive:
-                self._refuse_if_run_elsewhere(group)
+                raise DeploymentLimitExceeded(group.name, self._active[group.name], "in this process")
             dep = Deployment(
                 id=self.new_id(),
                 request=request,
                 revision=revision,
                 creator=creator,
                 policy=health_policy(group.strategy, len(chosen)),
-                targets={i.instance_id: DeploymentTarget(i) for i in chosen},
+                targets={
+                    i.instance_id: DeploymentTarget(i, unhealthy=is_unhealthy(health.get(i.instance_id)))
+                    for i in chosen
+                },
                 started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
-            self._deployments[dep.id] = dep
-            if exclusive:
-                self._active[group.name] = dep.id
             self.state.started(
                 group.name,
                 {
@@ -309,26 +295,30 @@ class LocalBackend:
                     "mode": request.mode,
                     "version": revision.version,
                     "release_id": request.release_id,
+                    "description": request.description,
                     "started_at": dep.started_at,
                     "exclusive": exclusive,
                 },
+                refuse=(lambda in_flight: self._refuse_if_run_elsewhere(group.name, in_flight)) if exclusive else None,
             )
+            self._deployments[dep.id] = dep
+            if exclusive:
+                self._active[group.name] = dep.id
             thread = threading.Thread(target=self._drive, args=(dep,), name=f"deploy-{dep.id}", daemon=True)
             self._threads.append(thread)
         thread.start()
         return dep.id
 
-    def _refuse_if_run_elsewhere(self, group: Group) -> None:
-        """CodeDeploy's one deployment per group, across the processes attached to this sandbox."""
-        for name, entry in self.state.in_flight():
-            if name != group.name or not entry.get("exclusive", True) or entry["deployment_id"] in self._deployments:
+    def _refuse_if_run_elsewhere(self, group: str, in_flight: Mapping[str, Mapping[str, Any]]) -> None:
+        """CodeDeploy's one deployment per group, across the processes attached to this sandbox: called by the
+        state under its file lock with the group's deployments in flight (one whose process is gone is abandoned:
+        nothing runs it)."""
+        for deployment_id, entry in in_flight.items():
+            if not entry.get("exclusive", True) or deployment_id in self._deployments:
                 continue
             owner = Owner.from_dict(dict(entry.get("owner") or {}))
             if owner.alive() is not False:
-                raise SandboxError(
-                    f"group {group.name}: deployment {entry['deployment_id']} is still in progress in another "
-                    f"process ({owner.describe()}; one deployment per group at a time)"
-                )
+                raise DeploymentLimitExceeded(group, deployment_id, f"run by another process: {owner.describe()}")
 
     def _counts(self, dep: Deployment, in_flight: int, pending: int) -> dict[str, int]:
         return {
@@ -362,7 +352,11 @@ class LocalBackend:
                 stopping = dep.stop.is_set() or self.abort.is_set()
                 if not stopping:
                     free = startable(
-                        dep.policy, failed=dep.count("Failed"), in_flight=len(running), pending=len(pending)
+                        dep.policy,
+                        failed=dep.count("Failed"),
+                        in_flight=len(running),
+                        pending=len(pending),
+                        pending_unhealthy=self._unhealthy(dep, pending),
                     )
                     for _ in range(free):
                         iid = pending.pop(0)
@@ -380,7 +374,13 @@ class LocalBackend:
                         dep.targets[iid].result = result
                         dep.targets[iid].status = result.status
                         dep.warnings += warnings
-        return verdict(dep.policy, **self._counts(dep, 0, len(pending)))
+        return verdict(
+            dep.policy, **self._counts(dep, 0, len(pending)), pending_unhealthy=self._unhealthy(dep, pending)
+        )
+
+    @staticmethod
+    def _unhealthy(dep: Deployment, pending: Sequence[str]) -> int:
+        return sum(1 for iid in pending if dep.targets[iid].unhealthy)
 
     def _run_instance(self, dep: Deployment, iid: str) -> InstanceResult:
         target = dep.targets[iid]
@@ -447,6 +447,7 @@ class LocalBackend:
             "mode": dep.request.mode,
             "version": dep.revision.version,
             "release_id": dep.request.release_id,
+            "description": dep.request.description,
             "started_at": dep.started_at,
             "ended_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "error": dep.error,
@@ -484,4 +485,4 @@ class LocalBackend:
             ignore_stop_failures=dep.request.ignore_stop_failures,
         )
         instances = [t.instance for t in dep.targets.values()]
-        dep.rollback_id = self._start(request, creator="codeDeployRollback", instances=instances)
+        dep.rollback_id = self._start(request, creator="codeDeployRollback", instances=instances, after=dep)

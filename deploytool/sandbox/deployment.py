@@ -46,6 +46,7 @@ class DeploymentTarget:
     status: InstanceStatus = "Pending"
     event: str | None = None
     result: InstanceResult | None = None
+    unhealthy: bool = False  # at the deployment's start: never deployed, or its last deployment failed
 
 
 @dataclass
@@ -73,6 +74,17 @@ class Deployment:
         return sum(1 for t in self.targets.values() if t.status == status)
 
 
+def _recorded(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What a group record on disk says of a deployment's identity (as a live one's snapshot has it)."""
+    started = entry.get("started_at")
+    return {
+        "creator": str(entry.get("creator") or "user"),
+        "description": str(entry.get("description") or ""),
+        "created_at": datetime.fromisoformat(str(started)).timestamp() if started else None,
+        "version": str(entry["version"]) if entry.get("version") else None,
+    }
+
+
 def in_flight_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapshot:
     """A deployment another process started and has not recorded finished: running while that process lives."""
     owner = Owner.from_dict(dict(entry.get("owner") or {}))
@@ -82,7 +94,7 @@ def in_flight_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapsh
         group=group,
         status="Abandoned" if gone else "InProgress",
         error=f"the process that ran it ({owner.describe()}) is gone" if gone else "",
-        creator=str(entry.get("creator") or "user"),
+        **_recorded(entry),
     )
 
 
@@ -98,8 +110,8 @@ def recorded_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapsho
         skipped=counts["Skipped"],
         error=str(entry.get("error") or ""),
         rollback_deployment_id=entry.get("rollback_deployment_id") or None,
-        creator=str(entry.get("creator") or "user"),
         warnings=tuple(str(w) for w in entry.get("warnings") or ()),
+        **_recorded(entry),
     )
 
 

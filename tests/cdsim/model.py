@@ -98,6 +98,7 @@ class InstanceRun:
     skipped_events: frozenset[str] = frozenset()
     ignored_failure: str | None = None  # ApplicationStop failed, ignored (ignoreApplicationStopFailures)
     error_code: str = "ScriptFailed"  # the failure's diagnostics: ScriptFailed or ScriptMissing
+    unhealthy: bool = False  # at the deployment's start: never deployed, or its last deployment failed
 
     @property
     def ends_at(self) -> float | None:

@@ -4,11 +4,14 @@ API call, instance by instance, with deploytool.strategy deciding how many insta
 
 Each instance runs the in-place lifecycle events with durations from `durations(group, instance,
 mode)` (default: 60 to 180 s per instance, seeded per instance). ApplicationStop is skipped on an
-instance's first deployment. `inject_failure` makes an instance fail a lifecycle event; an ApplicationStop
-failure (the previous revision's stop script failing or missing) fails the instance unless the deployment
-has ignoreApplicationStopFailures. A failed deployment whose group has DEPLOYMENT_FAILURE auto-rollback, and
-a deployment stopped with rollback, start a rollback deployment (creator codeDeployRollback) of the group's
-last successful revision.
+instance's first deployment. Per-instance health persists across deployments (`instance_health`): an
+instance never deployed to or whose last deployment failed is unhealthy, deployed first, and not counted
+toward the minimum healthy hosts (deploytool.strategy). A group takes one active deployment at a time:
+CreateDeployment meanwhile fails with DeploymentLimitExceededException (api_deploy). `inject_failure`
+makes an instance fail a lifecycle event; an ApplicationStop failure (the previous revision's stop script
+failing or missing) fails the instance unless the deployment has ignoreApplicationStopFailures. A failed
+deployment whose group has DEPLOYMENT_FAILURE auto-rollback, and a deployment stopped with rollback, start
+a rollback deployment (creator codeDeployRollback) of the group's last successful revision.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from deploytool.rollout.backend import LIFECYCLE_EVENTS
 from deploytool.rollout.clock import Clock
-from deploytool.strategy import Verdict, health_policy, startable, verdict
+from deploytool.strategy import Verdict, health_policy, is_unhealthy, next_health, startable, unhealthy_first, verdict
 from tests.cdsim.model import (
     BUILTIN_CONFIGS,
     EPOCH,
@@ -99,6 +102,8 @@ class CodeDeploySim:
         }
         self.deployments: dict[str, Deployment] = {}
         self.instance_revision: dict[str, str] = {}  # instance id -> revision key it runs
+        # instance id -> Healthy/Unhealthy after its last deployment (absent: never deployed, unhealthy)
+        self.instance_health: dict[str, str] = {}
         self.failures: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.failure_versions: dict[str, str] = {}
         self.failure_codes: dict[str, str] = {}
@@ -227,12 +232,19 @@ class CodeDeploySim:
             "failed": d.count("Failed"),
             "in_flight": d.count("InProgress"),
             "pending": d.count("Pending"),
+            "pending_unhealthy": sum(1 for r in d.instances.values() if r.status == "Pending" and r.unhealthy),
         }
 
     def _start_instances(self, d: Deployment, t: float) -> None:
         c = self._counts(d)
-        n = startable(d.policy, failed=c["failed"], in_flight=c["in_flight"], pending=c["pending"])
-        for run in [r for r in d.instances.values() if r.status == "Pending"][:n]:
+        n = startable(
+            d.policy,
+            failed=c["failed"],
+            in_flight=c["in_flight"],
+            pending=c["pending"],
+            pending_unhealthy=c["pending_unhealthy"],
+        )
+        for run in [r for r in d.instances.values() if r.status == "Pending"][:n]:  # the unhealthy ones first
             run.status, run.started_at = "InProgress", t
 
     def _finish_instance(self, d: Deployment, run: InstanceRun, t: float) -> None:
@@ -243,6 +255,9 @@ class CodeDeploySim:
             run.status = "Succeeded"
             if d.revision is not None:
                 self.instance_revision[run.instance_id] = revision_key(d.revision)
+        health = next_health(self.instance_health.get(run.instance_id), run.status)
+        if health is not None:
+            self.instance_health[run.instance_id] = health
 
     def _end(self, d: Deployment, status: str, t: float, error: tuple[str, str] | None) -> None:
         d.status, d.completed_at = status, t
@@ -333,7 +348,7 @@ class CodeDeploySim:
             request=request,
             previous_revision=group.target_revision,
         )
-        for instance_id in instance_ids:
+        for instance_id in unhealthy_first(instance_ids, self.instance_health):  # CodeDeploy deploys those first
             plan = list(self.durations(group.name, instance_id, "STANDARD" if mode == "TERMINATION" else mode))
             if mode == "TERMINATION":  # scale-in with the termination hook: the stop side only
                 plan = [(e, s) for e, s in plan if e == "ApplicationStop"]
@@ -358,6 +373,7 @@ class CodeDeploySim:
                 skipped_events=skipped,
                 ignored_failure=ignored,
                 error_code=self.failure_codes.get(instance_id, "ScriptFailed"),
+                unhealthy=is_unhealthy(self.instance_health.get(instance_id)),
             )
         self.deployments[deployment.deployment_id] = deployment
         group.active = group.active or deployment.deployment_id
