@@ -9,11 +9,12 @@ Set-up makes .venv/ and installs the tested versions into it: requirements/dev.l
 pip-compile from pyproject.toml's dev extra), then deploytool itself, editable and without
 dependencies. It is skipped when neither pyproject.toml nor the lock has changed since the last install.
 
-The floors are tested too: after the suite, `test` (and `test --fast`, in its tier) runs the CodeDeploy and
-S3 tests (FLOOR_TESTS) again in a second venv, .venv-floor/, that holds the LOWEST boto3 and botocore
-pyproject.toml allows: exactly its `boto3>=X` / `botocore>=X` floors, read from it (so the floor and this run
-cannot drift apart), with deploytool's other dependencies, moto and pytest at the lock's versions (the lock
-minus boto3, botocore and s3transfer, as constraints) and deploytool itself editable without dependencies.
+The floors are tested too: after the whole suite, `test` (not `test --fast`: the quick tier stays under two
+minutes) runs the CodeDeploy and S3 tests (FLOOR_TESTS) again in a second venv, .venv-floor/, that holds the
+LOWEST boto3 and botocore pyproject.toml allows: exactly its `boto3>=X` / `botocore>=X` floors, read from it (so
+the floor and this run cannot drift apart), with deploytool's other dependencies, moto and pytest at the lock's
+versions (the lock minus boto3, botocore and s3transfer, as constraints) and deploytool itself editable without
+dependencies.
 Set-up of .venv-floor is skipped, like .venv's, while what it was made from has not changed.
 `sandbox` then becomes `fab sandbox` (exec), so Ctrl-C reaches fab's own cleanup; `test` waits for each
 check, leaving Ctrl-C to it.
@@ -217,8 +218,8 @@ def test(args: list[str]) -> int:
     if code == 5:
         print("error: pytest collected no tests", file=sys.stderr)
         return 1
-    if code != 0:
-        return code
+    if code != 0 or tier is not PARALLEL:
+        return code  # the fast tier ends here; the floor run goes with the whole suite (and CI)
     return floor_test(tier)
 
 

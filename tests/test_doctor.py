@@ -12,6 +12,8 @@ import pytest
 
 from tests.doctor_world import BUCKET, ROLE, TABLES, TRUST, World, encryption_rule, healthy_world, install_hooks
 
+pytestmark = pytest.mark.slow  # in process, but tens of seconds of flows (the fast tier stays under 2 min)
+
 ROLE_ARN = f"arn:aws:iam::123456789012:role/{ROLE}"
 
 SETUP_READS = {

@@ -57,6 +57,8 @@ from tests.iam_eval import (
 )
 from tests.rollout_helpers import World, sample_world
 
+pytestmark = pytest.mark.slow  # in process, but tens of seconds of flows (the fast tier stays under 2 min)
+
 ACCOUNT = "123456789012"  # moto's, and the sample fleet's service role's
 KEY_ID = "0b9d1e5c-6f4a-4c1e-9a53-2d8f1f0e7a11"
 KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{KEY_ID}"

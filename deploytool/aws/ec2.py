@@ -11,6 +11,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deploytool.aws.session import AwsSession, describe_aws_error
 
+MOTO_EXAMPLE_AMI = "ami-12c6146b"  # moto's EXAMPLE_AMI_ID, in every moto region's catalogue
+
 # CreateTags takes up to 1000 resources a call; DescribeInstances up to 1000 ids a call.
 TAG_BATCH = 1000
 DESCRIBE_BATCH = 1000
@@ -71,13 +73,17 @@ class Ec2Gateway:
     # --- sandbox provisioning (moto) -----------------------------------------------------------
 
     def any_image_id(self) -> str:
-        """An AMI id that exists (the sandbox's moto server ships a catalogue of them)."""
+        """An AMI id that exists (the sandbox's moto server ships a catalogue of them). moto's own example AMI
+        is asked for by id first: listing the catalogue serialises ~1,300 images (seconds a call)."""
         try:
+            known = self.client.describe_images(Filters=[{"Name": "image-id", "Values": [MOTO_EXAMPLE_AMI]}])
+            if known.get("Images"):
+                return MOTO_EXAMPLE_AMI
             images = self.client.describe_images(Owners=["amazon"], MaxResults=5).get("Images", [])
         except (ClientError, BotoCoreError) as exc:
             raise describe_aws_error(exc, "DescribeImages") from exc
         if not images:
-            return "ami-12c6146b"
+            return MOTO_EXAMPLE_AMI
         return str(images[0]["ImageId"])
 
     def ensure_launch_template(self, name: str, image_id: str, instance_type: str = "t3.micro") -> str:
