@@ -13,6 +13,8 @@ the end instead of detaching).
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -23,12 +25,11 @@ from rich.table import Table
 from deploytool.aws.autoscaling import AutoScalingGateway
 from deploytool.aws.codedeploy import CodeDeployGateway
 from deploytool.config import CodeDeployTarget, Fleet, Group
-from deploytool.errors import DeployFailed, DeployToolError, RecordNotWritten, UsageError
+from deploytool.errors import DeployFailed, DeployToolError, RecordNotWritten
 from deploytool.model import release_id
 from deploytool.render import Templates
-from deploytool.rollout.backend import Backend, DeploymentSnapshot
+from deploytool.rollout.backend import Backend
 from deploytool.rollout.codedeploy import CodeDeployBackend
-from deploytool.rollout.lease import LeaseStore
 from deploytool.rollout.plan import PriorDeployment, RolloutOptions, RolloutPlan, check_min_healthy, rollout_plan
 from deploytool.rollout.progress import what_release_does
 from deploytool.rollout.record import prior_deployments
@@ -36,6 +37,7 @@ from deploytool.rollout.release import Prepared, prepare_deploy, prepare_rollbac
 from deploytool.rollout.result import RolloutResult
 from deploytool.rollout.resume import Resolution, resolve
 from deploytool.rollout.setup import apply_setup, describe, plan_setup
+from deploytool.rollout.status import StatusView, read_lease, read_status
 from deploytool.rollout.summary import check_json_out
 from deploytool.rollout.tagger import DeploymentTagger
 from deploytool.rollout.wiring import Output, Services, run_rollout
@@ -262,60 +264,52 @@ def restart_plan(target_name: str, groups: Sequence[Group], options: RolloutOpti
     )
 
 
-def status(fleet: Fleet, target_name: str, services: Services, release_id: str | None) -> Table:
-    """A release's groups and their deployments as the backend reports them now. A deployment the backend calls
-    Abandoned (a sandbox deployment whose `fab` process died: nothing runs it) gets a line on how to resume."""
-    store = services.store
-    lease_line(target_name, services)
-    if release_id:
-        manifest = store.load(release_id)
-    else:
-        history = store.history(target_name)
-        if not history:
-            raise UsageError(f"no releases on target {target_name!r} yet")
-        manifest = store.load(history[0].release_id)
-    ids = [
-        i for d in manifest.deployments.values() for i in (d.get("deployment_id"), d.get("rollback_deployment_id")) if i
-    ]
-    snapshots = services.backend.poll(ids) if ids else {}
-    abandoned: list[tuple[str, DeploymentSnapshot]] = []
+def status(
+    fleet: Fleet, target_name: str, services: Services, release_id: str | None, *, as_json: bool = False
+) -> StatusView:
+    """A release's groups and their deployments as the backend reports them now, after the target's lease line; with
+    `as_json`, the same reading as one JSON object on stdout (deploytool.rollout.status). A deployment the backend
+    calls Abandoned (a sandbox deployment whose `fab` process died: nothing runs it) gets a line on how to resume."""
+    view = read_status(target_name, services, release_id)
+    if as_json:
+        sys.stdout.write(json.dumps(view.to_dict(), sort_keys=True) + "\n")
+        return view
+    services.console.print(view.lease_line(), markup=False, highlight=False, soft_wrap=True)
+    manifest = view.manifest
     table = Table(title=f"release {manifest.release_id}: {manifest.version} on {manifest.target}")
     for column in ("wave", "group", "strategy", "deployment", "status", "ok/failed/total", "rollback"):
         table.add_column(column)
-    for entry in manifest.groups:
-        name = str(entry["group"])
-        record = manifest.deployments.get(name, {})
-        snap = snapshots.get(str(record.get("deployment_id")))
-        rollback_id = (snap.rollback_deployment_id if snap else None) or record.get("rollback_deployment_id")
-        rollback = snapshots.get(str(rollback_id)) if rollback_id else None
-        abandoned += [(name, s) for s in (snap, rollback) if s is not None and s.status == "Abandoned"]
+    for g in view.groups:
+        snap, rollback = g.snapshot, g.rollback
         table.add_row(
-            str(entry.get("wave", "")),
-            name,
-            str(entry.get("strategy", "")),
-            str(record.get("deployment_id") or "-"),
-            snap.status if snap else str(record.get("status") or "not started"),
+            g.wave,
+            g.group,
+            g.strategy,
+            g.deployment_id or "-",
+            g.status,
             f"{snap.succeeded}/{snap.failed}/{snap.total}" if snap and snap.total else "",
-            f"{rollback_id} {rollback.status if rollback else ''}".strip() if rollback_id else "",
+            f"{g.rollback_deployment_id} {rollback.status if rollback else ''}".strip()
+            if g.rollback_deployment_id
+            else "",
         )
     services.console.print(table)
     target = "" if target_name == fleet.target(None)[0] else f" --target {target_name}"
-    for name, snap in abandoned:
-        services.console.print(
-            f"{name}: {snap.deployment_id} is abandoned: {snap.error}: `fab deploy --version {manifest.version}"
-            f"{target}` resumes the release; `fab sandbox-down{target}` stops what it left",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-    return table
+    for g in view.groups:
+        for snap in g.abandoned():
+            services.console.print(
+                f"{g.group}: {snap.deployment_id} is abandoned: {snap.error}: `fab deploy --version {manifest.version}"
+                f"{target}` resumes the release; `fab sandbox-down{target}` stops what it left",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    return view
 
 
 def lease_line(target_name: str, services: Services) -> str:
     """`fab status`'s line on the target's release lease: who holds it, since when, stale or not; or that it is free."""
-    store = services.store
-    found = LeaseStore(store.s3, bucket=store.bucket, prefix=store.prefix, app=store.app).read(target_name)
-    line = found[0].line(services.now()) if found else f"release lease of target {target_name!r}: free"
+    found = read_lease(target_name, services)
+    line = found.line(services.now()) if found else f"release lease of target {target_name!r}: free"
     services.console.print(line, markup=False, highlight=False, soft_wrap=True)
     return line
 

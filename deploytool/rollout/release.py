@@ -112,6 +112,7 @@ def prepare_rollback(
         commit=source.commit,
         created_by=creator(),
         now=now(),
+        extra={"mode": "rollback"},  # `fab status` tells it from a deploy (deploytool.rollout.status)
     )
     if not dry_run:
         store.save(manifest)

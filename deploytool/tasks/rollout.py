@@ -72,14 +72,23 @@ def _rollout(
 
 
 def _services(
-    loaded: Fleet, name: str, ci: bool, command: str = "deploy", lease: tuple[bool, bool] = (False, False)
+    loaded: Fleet,
+    name: str,
+    ci: bool,
+    command: str = "deploy",
+    lease: tuple[bool, bool] = (False, False),
+    *,
+    stderr: bool = False,
 ) -> Services:
     """The target's services; a rollout on them takes the target's release lease, named after `command`."""
     from deploytool.rollout.wiring import LeaseOptions
 
     wait, break_lease = lease
     return targets.connect(loaded, name).services(
-        loaded, make_console(ci=ci), ci=ci, lease=LeaseOptions(command, wait=wait, break_lease=break_lease)
+        loaded,
+        make_console(ci=ci, stderr=stderr),
+        ci=ci,
+        lease=LeaseOptions(command, wait=wait, break_lease=break_lease),
     )
 
 
@@ -272,6 +281,8 @@ def restart(
         "fleet": _ROLLOUT_HELP["fleet"],
         "target": _ROLLOUT_HELP["target"],
         "ci": _ROLLOUT_HELP["ci"],
+        "json": "print one JSON object on stdout instead of the lease line and table (target, lease, release and "
+        "its groups; for scripts and CI)",
         "debug": _ROLLOUT_HELP["debug"],
     }
 )
@@ -281,6 +292,7 @@ def status(
     fleet: str | None = None,
     target: str | None = None,
     ci: bool = False,
+    json: bool = False,
     debug: bool = False,
 ) -> None:
     """Show a release (default: the target's latest) and its deployments as they are now."""
@@ -289,4 +301,4 @@ def status(
     loaded = fleet_from(fleet)
     name = options.target(loaded, target)
     release = options.release_id("--release", release)
-    commands.status(loaded, name, _services(loaded, name, ci), release)
+    commands.status(loaded, name, _services(loaded, name, ci or json, stderr=json), release, as_json=bool(json))
