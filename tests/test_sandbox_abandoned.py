@@ -118,25 +118,44 @@ def test_status_after_kill_9_of_deploy_says_abandoned_and_the_same_deploy_resume
         assert killed.returncode == -signal.SIGKILL, output
         pids = started_pids(root)
 
-        status = fab("status")
-        assert status.returncode == 0, status.stdout + status.stderr
-        abandoned = re.findall(r"^(\w+): (d-[A-Z0-9]{9}) is abandoned", status.stdout, re.MULTILINE)
-        assert {group for group, _d in abandoned} == {"email", "video"}, status.stdout
+        shown = fab("status", "--json")
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        data = json.loads(shown.stdout)
         gone = f"the process that ran it (pid {killed.pid} on host {socket.gethostname()}) is gone"
+        groups = {g["group"]: g for g in data["release"]["groups"]}
+        abandoned = [(n, g["deployment_id"]) for n, g in groups.items() if g["status"] == "Abandoned"]
+        assert {group for group, _d in abandoned} == {"email", "video"}, data
+        for name, _d in abandoned:
+            assert groups[name]["abandoned_reason"] == gone, groups[name]
+        release_id = data["release"]["release_id"]
+        assert re.fullmatch(r"\S+-1\.0\.0", release_id), data
+        assert (data["release"]["version"], data["release"]["mode"], data["release"]["target"]) == (
+            "1.0.0",
+            "deploy",
+            "sandbox",
+        )
+        # the killed deploy still holds the target's release lease, live
+        assert data["lease"]["holder"].endswith(f"@{socket.gethostname()}"), data["lease"]
+        assert (data["lease"]["pid"], data["lease"]["command"], data["lease"]["release_id"]) == (
+            killed.pid,
+            "deploy",
+            release_id,
+        )
+        assert data["lease"]["stale"] is False, data["lease"]
+
+        status = fab("status")  # the text itself: the abandoned lines' wording with the resume hint
+        assert status.returncode == 0, status.stdout + status.stderr
         for group, deployment in abandoned:
             assert (
                 f"{group}: {deployment} is abandoned: {gone}: `fab deploy --version 1.0.0` resumes the release; "
                 "`fab sandbox-down` stops what it left"
             ) in status.stdout, status.stdout
-        release_id = re.search(r"release (\S+-1\.0\.0): 1\.0\.0 on sandbox", status.stdout)
-        assert release_id, status.stdout
 
-        # the killed deploy still holds the target's release lease: the next one is refused, naming it
+        # the next deploy is refused, naming the lease's holder
         lease = re.compile(
             rf"\S+@{re.escape(socket.gethostname())} \(pid {killed.pid}\) holds the release lease of target 'sandbox': "
-            rf"`deploy` release {re.escape(release_id.group(1))} since \S+, renewed \d+s ago, (live|STALE)"
+            rf"`deploy` release {re.escape(release_id)} since \S+, renewed \d+s ago, (live|STALE)"
         )
-        assert (found := lease.search(status.stdout)) and found.group(1) == "live", status.stdout  # fab status
         refused = fab("deploy", "--version", "1.0.0")
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert (found := lease.search(refused.stderr)) and found.group(1) == "live", refused.stderr
@@ -152,17 +171,22 @@ def test_status_after_kill_9_of_deploy_says_abandoned_and_the_same_deploy_resume
         again = fab("deploy", "--version", "1.0.0", "--break-lease", "--json-out", str(tmp_path / "result.json"))
         assert again.returncode == 0, again.stdout + again.stderr
         assert "lease: broke the stale lease of " in again.stdout and f"(pid {killed.pid}, `deploy`" in again.stdout
-        broken = release_record(tmp_path, release_id.group(1))["lease_broken"]
-        assert broken["broken"]["pid"] == killed.pid and broken["broken"]["release_id"] == release_id.group(1)
-        assert "release lease of target 'sandbox': free" in fab("status").stdout
+        broken = release_record(tmp_path, release_id)["lease_broken"]
+        assert broken["broken"]["pid"] == killed.pid and broken["broken"]["release_id"] == release_id
+        assert json.loads(fab("status", "--json").stdout)["lease"] is None
         result = json.loads((tmp_path / "result.json").read_text())
-        assert (result["release_id"], result["succeeded"]) == (release_id.group(1), True)  # resumed, and done
+        assert (result["release_id"], result["succeeded"]) == (release_id, True)  # resumed, and done
         assert result["outcomes"] == {"succeeded": 2}, result
         resumed = {g["group"]: g["deployment_id"] for g in result["groups"]}
         assert resumed.keys() == {"email", "video"} and set(resumed.values()).isdisjoint(d for _g, d in abandoned)
         versions = {p.read_text().strip() for p in root.glob("instances/*/i-*/opt/acme-workers/run/VERSION")}
         assert versions == {"1.0.0"} and len(list(root.glob("instances/*/i-*"))) == 4
-        assert "is abandoned" not in fab("status").stdout
+        done = json.loads(fab("status", "--json").stdout)["release"]
+        assert done["release_id"] == release_id, done
+        assert {(g["group"], g["status"], g["outcome"]) for g in done["groups"]} == {
+            ("email", "Succeeded", "succeeded"),
+            ("video", "Succeeded", "succeeded"),
+        }, done
     finally:
         if killed is not None and killed.poll() is None:
             killed.kill()

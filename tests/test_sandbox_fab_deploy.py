@@ -1,5 +1,5 @@
 """The rollout tasks on the default (sandbox) target, as the README runs them (subprocesses of fab):
-`fab sandbox-up && fab deploy && fab reconcile && fab restart && fab deploy && fab rollback && fab status &&
+`fab sandbox-up && fab deploy && fab reconcile && fab restart && fab deploy && fab rollback && fab status --json &&
 fab sandbox-down`, with the real hook scripts, real Celery workers on the sandbox's moto SQS, and the
 DuckDB reconcile `fab deploy` ends with. Each task attaches anew to the sandbox sandbox-up left running."""
 
@@ -108,11 +108,23 @@ def test_fab_deploy_reconcile_restart_rollback_status_on_the_sandbox_target(tmp_
         assert back["release_id"].endswith("-1.0.0") and back["release_id"] != v2["release_id"]
         assert running() == {"1.0.0"}
 
-        status = fab("status")  # no JSON: it names the rollback's release and its deployments
+        status = fab("status", "--json")  # the rollback's release and its deployments, as they are now
         assert status.returncode == 0, status.stderr
-        assert f"release {back['release_id']}: 1.0.0 on sandbox" in status.stdout, status.stdout
-        for group in back["groups"]:
-            assert group["deployment_id"] in status.stdout, status.stdout
+        shown = json.loads(status.stdout)
+        assert (shown["target"], shown["lease"]) == ("sandbox", None)  # the rollback let go of the lease
+        release = shown["release"]
+        assert (release["release_id"], release["version"], release["mode"], release["target"]) == (
+            back["release_id"],
+            "1.0.0",
+            "rollback",
+            "sandbox",
+        ), release
+        assert {g["group"]: g["deployment_id"] for g in release["groups"]} == {
+            g["group"]: g["deployment_id"] for g in back["groups"]
+        }
+        for group in release["groups"]:
+            assert (group["status"], group["outcome"], group["failed"]) == ("Succeeded", "succeeded", 0), group
+            assert group["succeeded"] == group["total"] > 0 and group["abandoned_reason"] is None, group
 
         after = fab("reconcile")  # the rollback is a release of its own: 1.0.0 is expected again
         assert after.returncode == 0, after.stdout + after.stderr
