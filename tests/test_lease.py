@@ -178,7 +178,25 @@ def test_a_deleted_lease_is_lost_too(world: World) -> None:
     assert alice.lease.lost == "the lease object was deleted by someone else"
 
 
-def test_two_takers_racing_exactly_one_wins(world: World) -> None:
+@pytest.fixture
+def atomic_puts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 evaluates a conditional PutObject (If-None-Match, If-Match) and writes atomically; moto checks, then
+    writes, without a lock, so two racing writers can both pass its check (seen once in CI). A lock around moto's
+    PutObject handler gives these tests S3's atomicity: what they then prove is that deploytool's own logic lets
+    exactly one racer win (no retry or fallback path that lets a second one in)."""
+    from moto.s3.responses import S3Response
+
+    lock = threading.Lock()
+    original = S3Response.put_object
+
+    def put_object(self: S3Response) -> object:
+        with lock:
+            return original(self)
+
+    monkeypatch.setattr(S3Response, "put_object", put_object)
+
+
+def test_two_takers_racing_exactly_one_wins(world: World, atomic_puts: None) -> None:
     for round_ in range(5):
         barrier = threading.Barrier(8)
         won: list[str] = []
@@ -204,7 +222,7 @@ def test_two_takers_racing_exactly_one_wins(world: World) -> None:
         world.boto.client("s3").delete_object(Bucket=BUCKET, Key=KEY)
 
 
-def test_two_breakers_of_one_stale_lease_exactly_one_wins(world: World) -> None:
+def test_two_breakers_of_one_stale_lease_exactly_one_wins(world: World, atomic_puts: None) -> None:
     world.take()
     world.clock.advance(STALE_S + 1)
     barrier = threading.Barrier(4)
