@@ -48,6 +48,9 @@ class CountingScaler(Autoscaler):
     def size(self, group: str) -> int:
         return self.sizes[group]
 
+    def idle(self, group: str) -> list[str]:
+        return ["i-idle"]
+
     def scale_out(self, group: str, n: int = 1) -> list[str]:
         self.sizes[group] += n
         self.actions.append(Action(self.clock.now(), "scale_out", group, f"i-{len(self.actions)}"))

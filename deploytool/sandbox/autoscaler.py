@@ -5,10 +5,11 @@ Contract (../shared/reference/fleet-dynamics.md, as tests/cdsim/autoscale.py doe
   gets a launch deployment (creator `autoscaling`) of the group's last successful revision, run by the lifecycle
   runner (LocalBackend.sync). While it runs the group takes no user deployment (the orchestrator's coexist logic
   waits for it). A group with no successful revision yet: the instance just joins, no launch deployment.
-- `scale_in(group, instance_id=None)` (None: the newest live instance): with the termination hook on, a
-  termination deployment (creator `autoscalingTermination`, ApplicationStop only: the drain) runs, then the
-  instance is terminated in its ASG; with it off, the instance's worker process group is sent SIGKILL at once
-  (a spot power-off: only the worker the sandbox started, by its recorded pidfile) and the instance terminated.
+- `scale_in(group, instance_id=None)` (None: the newest live instance no deployment runs on now): with the
+  termination hook on, a termination deployment (creator `autoscalingTermination`, ApplicationStop only: the
+  drain) runs, then the instance is terminated in its ASG; with it off, the instance's worker process group is
+  sent SIGKILL at once (a spot power-off: only the worker the sandbox started, by its pidfile) and the instance
+  is terminated.
 - `churn(every_s, ...)`: a background thread that every `every_s` scales a group (chosen by a seeded RNG) out or
   in by one, keeping each group within [min_size, max_size]; `stop()` ends it; `actions` records what it did.
 Every action is recorded (`actions`, `summary()`); the launch deployment ids in `launches`.
@@ -62,6 +63,22 @@ class Autoscaler:
     def size(self, group: str) -> int:
         return len(self.backend.fleet.instances(self._group(group)))
 
+    def busy(self) -> set[str]:
+        """Instances a deployment of this backend is running on now: not chosen for a scale-in (a termination
+        deployment would run beside the other one on the same instance)."""
+        with self.backend._lock:
+            return {
+                iid
+                for d in self.backend._deployments.values()
+                if not d.done.is_set()
+                for iid, t in d.targets.items()
+                if t.status in ("Pending", "InProgress")
+            }
+
+    def idle(self, group: str) -> list[str]:
+        busy = self.busy()
+        return [i.instance_id for i in self.backend.fleet.instances(self._group(group)) if i.instance_id not in busy]
+
     def asg_max(self, group: str) -> int:
         g = self._group(group)
         return self.backend.fleet.asgs.describe_groups([g.asg])[g.asg].maximum
@@ -90,7 +107,12 @@ class Autoscaler:
             live = [i for i in self.backend.fleet.instances(g)]
             if not live:
                 raise SandboxError(f"group {group}: no instance to scale in")
-            instance = next((i for i in live if i.instance_id == instance_id), None) if instance_id else live[-1]
+            if instance_id is None:
+                idle = self.idle(group)
+                if not idle:
+                    raise SandboxError(f"group {group}: every instance is being deployed to: none to scale in now")
+                instance_id = idle[-1]
+            instance = next((i for i in live if i.instance_id == instance_id), None)
             if instance is None:
                 raise SandboxError(f"group {group}: {instance_id} is not one of its live instances")
             deployment_id, killed = "", None
@@ -139,6 +161,8 @@ class Autoscaler:
             out = False
         if out and size >= high:
             return None
+        if not out and not self.idle(group):  # every instance is being deployed to: scale in later
+            return None if size >= high else self.scale_out(group, 1)
         return self.scale_out(group, 1) if out else self.scale_in(group)
 
     def churn(

@@ -53,7 +53,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deploytool.aws.s3 import S3Gateway
-from deploytool.config import App, Group
+from deploytool.config import App, Group, Strategy
 from deploytool.model import Revision
 from deploytool.rollout.backend import (
     DeploymentSnapshot,
@@ -207,7 +207,9 @@ class LocalBackend:
             last = self.state.last_successful(group_name)
             if last is None:
                 continue
-            request = DeployRequest(group, last[1], release_id="", description="Auto Scaling launch")
+            request = DeployRequest(
+                group, last[1], release_id="", description="Auto Scaling launch", auto_rollback=False
+            )
             started.append(self._start(request, creator="autoscaling", instances=fresh, exclusive=False))
         return started
 
@@ -282,7 +284,7 @@ class LocalBackend:
                 request=request,
                 revision=revision,
                 creator=creator,
-                policy=health_policy(group.strategy, len(chosen)),
+                policy=health_policy(group.strategy if exclusive else Strategy("OneAtATime"), len(chosen)),
                 targets={
                     i.instance_id: DeploymentTarget(i, unhealthy=is_unhealthy(health.get(i.instance_id)))
                     for i in chosen
