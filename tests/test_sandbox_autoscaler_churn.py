@@ -68,7 +68,7 @@ class CountingScaler(Autoscaler):
 def run(seed: int, steps: int = 60) -> CountingScaler:
     clock = FakeClock(steps)
     scaler = CountingScaler({"email": 2, "video": 2}, clock)
-    scaler.churn(5.0, seed=seed, bounds={"email": (1, 3), "video": (2, 4)})
+    scaler.churn(5.0, seed=seed, bounds={"email": (1, 3), "video": (2, 4)}, follow_on_every_s=None)
     assert clock.done.wait(10)
     scaler._stop.set()
     clock.hold.set()

@@ -10,6 +10,8 @@ Contract (../shared/reference/fleet-dynamics.md, as tests/cdsim/autoscale.py doe
   drain) runs, then the instance is terminated in its ASG; with it off, the instance's worker process group is
   sent SIGKILL at once (a spot power-off: only the worker the sandbox started, by its pidfile) and the instance
   is terminated.
+- `follow_on()`: outdatedInstancesStrategy UPDATE for the instances it launched (see there); `churn` runs it
+  every `follow_on_every_s` on a second thread.
 - `churn(every_s, ...)`: a background thread that every `every_s` scales a group (chosen by a seeded RNG) out or
   in by one, keeping each group within [min_size, max_size]; `stop()` ends it; `actions` records what it did.
 Every action is recorded (`actions`, `summary()`); the launch deployment ids in `launches`.
@@ -33,6 +35,7 @@ from deploytool.sandbox.errors import SandboxError
 from deploytool.sandbox.procs import process_group, read_pidfile, signal_group, wait_gone
 
 TERMINATION = "autoscalingTermination"
+FOLLOW_ON = "CodeDeployAutoUpdate"
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,10 @@ class Autoscaler:
     wait_s: float = 120.0  # a termination deployment's bound
     actions: list[Action] = field(default_factory=list)
     launches: list[str] = field(default_factory=list)
+    follow_ons: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _watcher: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _group(self, name: str) -> Group:
@@ -146,6 +151,43 @@ class Autoscaler:
         wait_gone([pid], 5.0, self.clock)
         return pid
 
+    def follow_on(self) -> str | None:
+        """CodeDeploy's outdatedInstancesStrategy UPDATE: once a group has no deployment in flight, the instances this
+        autoscaler launched that run another version than the group's last successful revision (launched while a
+        deployment of a new revision ran: their launch deployment installed the previous one) get a follow-on
+        deployment (creator `CodeDeployAutoUpdate`) of it. Returns the first one started, if any."""
+        started: list[str] = []
+        with self._lock:
+            for group in sorted({a.group for a in self.actions if a.kind == "scale_out"}):
+                last = self.backend.state.last_successful(group)
+                if last is None or self._in_flight(group):
+                    continue
+                g = self._group(group)
+                launched = {a.instance_id for a in self.actions if a.kind == "scale_out" and a.group == group}
+                group_id = self.backend.state.group_id(group)
+                stale = [
+                    i
+                    for i in self.backend.fleet.instances(g)
+                    if i.instance_id in launched
+                    and (self.backend._runner(i).last_installed_revision(group_id) or {}).get("version")
+                    not in (None, last[1].version)
+                ]
+                if stale:
+                    request = DeployRequest(
+                        g,
+                        last[1],
+                        release_id="",
+                        description="Follow-on deployment to instances launched during a deployment",
+                        auto_rollback=False,
+                    )
+                    started.append(self.backend._start(request, creator=FOLLOW_ON, instances=stale, exclusive=False))
+            self.follow_ons += started
+        return started[0] if started else None
+
+    def _in_flight(self, group: str) -> bool:
+        with self.backend._lock:
+            return any(not d.done.is_set() and d.group.name == group for d in self.backend._deployments.values())
+
     # --- churn ----------------------------------------------------------------------------------
 
     def step(self, rng: random.Random, bounds: Mapping[str, tuple[int, int]]) -> Action | list[str] | None:
@@ -172,6 +214,7 @@ class Autoscaler:
         seed: int = 0,
         bounds: Mapping[str, tuple[int, int]],
         on_error: Callable[[Exception], None] = lambda _: None,
+        follow_on_every_s: float | None = 0.5,
     ) -> None:
         """Start the background loop: every `every_s`, one `step`. Bounds: group -> (min, max) instances."""
         for group, (low, high) in bounds.items():
@@ -195,20 +238,34 @@ class Autoscaler:
                 except Exception as exc:  # a churn step must not end the loop silently: say it, go on
                     on_error(exc)
 
+        def follow_ons(every: float) -> None:
+            while not self._stop.wait(every):
+                try:
+                    self.follow_on()
+                except Exception as exc:
+                    on_error(exc)
+
         self._stop.clear()
         self._thread = threading.Thread(target=loop, name="sandbox-churn", daemon=True)
         self._thread.start()
+        if follow_on_every_s is not None:
+            self._watcher = threading.Thread(
+                target=follow_ons, args=(follow_on_every_s,), name="sandbox-follow-on", daemon=True
+            )
+            self._watcher.start()
 
     def stop(self, timeout_s: float = 180.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        for thread in (self._thread, self._watcher):
+            if thread is not None:
+                thread.join(timeout_s)
 
     def summary(self) -> dict[str, int]:
         return {
             "scale_out": sum(1 for a in self.actions if a.kind == "scale_out"),
             "scale_in": sum(1 for a in self.actions if a.kind == "scale_in"),
             "launch_deployments": len(self.launches),
+            "followon_deployments": len(self.follow_ons),
             "termination_deployments": sum(1 for a in self.actions if a.kind == "scale_in" and a.deployment_id),
             "killed": sum(1 for a in self.actions if a.killed_pid is not None),
         }
