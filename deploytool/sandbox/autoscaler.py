@@ -184,6 +184,21 @@ class Autoscaler:
             self.follow_ons += started
         return started[0] if started else None
 
+    def settle(self, timeout_s: float = 300.0) -> list[str]:
+        """After the churn: wait for every deployment of the backend to end, then start the follow-ons still due and
+        wait for them too. Returns the follow-on ids started here."""
+        started: list[str] = []
+        deadline = self.clock.now() + timeout_s
+        while True:
+            with self.backend._lock:
+                running = [d.id for d in self.backend._deployments.values() if not d.done.is_set()]
+            for did in running:
+                self.backend.wait(did, max(1.0, deadline - self.clock.now()))
+            follow = self.follow_on()
+            if follow is None:
+                return started
+            started.append(follow)
+
     def _in_flight(self, group: str) -> bool:
         with self.backend._lock:
             return any(not d.done.is_set() and d.group.name == group for d in self.backend._deployments.values())

@@ -173,6 +173,8 @@ def run_sandbox(
             finally:
                 if scaler is not None:
                     scaler.stop()
+                    if late := scaler.settle():
+                        say(f"churn: follow-on deployment(s) after the release: {', '.join(late)}")
                     say(f"churn: stopped: {scaler.summary()}")
         finally:
             load.stop()
