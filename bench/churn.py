@@ -98,7 +98,8 @@ def main(argv: Sequence[str]) -> int:
         "mode": "sandbox",
     }
     print(json.dumps(result), flush=True)
-    return 0 if result["release_ok"] and not churned.drift and churned.tasks.lost == 0 else 1
+    ok = result["release_ok"] and not churned.drift and churned.tasks.lost == 0 and churned.tasks.duplicated == 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
