@@ -570,3 +570,49 @@ def test_a_rollback_deploys_first_the_instance_the_failed_deployment_left_unheal
     rollback = setup.backend.wait(failed.rollback_deployment_id, WAIT_S)
     assert rollback.all_succeeded
     assert begun(tmp_path, rollback.deployment_id) == [bad, setup.ids[0], setup.ids[2]]
+
+
+@pytest.mark.slow
+def test_codedeploys_own_deployments_run_one_at_a_time_whatever_the_groups_strategy(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    """A launch or termination deployment targets one instance: with the group's FleetPercent 50 it would fail at once
+    (minimum healthy 1 of 1); CodeDeploy's own deployments run OneAtATime."""
+    from deploytool.sandbox.autoscaler import Autoscaler
+
+    setup = Setup(tmp_path, aws, {"min_healthy_percent": 50}, 2)
+    assert setup.backend.wait(setup.deploy(setup.revision("v1", hold_s=0)), WAIT_S).all_succeeded
+    scaler = Autoscaler(setup.backend)
+    [new] = scaler.scale_out("web", 1)
+    [launch_id] = scaler.launches
+    launch = setup.backend.wait(launch_id, WAIT_S)
+    assert (launch.status, launch.creator, launch.succeeded) == ("Succeeded", "autoscaling", 1)
+    assert setup.installed(new) == "v1"
+    action = scaler.scale_in("web", new)
+    term = setup.backend.poll([action.deployment_id])[action.deployment_id]
+    assert (term.status, term.creator, term.succeeded) == ("Succeeded", "autoscalingTermination", 1)
+
+
+@pytest.mark.slow
+def test_an_instance_launched_during_a_deployment_gets_a_follow_on_of_the_new_revision(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    """outdatedInstancesStrategy UPDATE in the sandbox: the launch during v2 installs v1 (the last successful
+    revision then); once the group is idle the autoscaler's follow_on deploys v2 there (creator
+    CodeDeployAutoUpdate)."""
+    from deploytool.sandbox.autoscaler import Autoscaler
+
+    setup = Setup(tmp_path, aws, "OneAtATime", 2)
+    assert setup.backend.wait(setup.deploy(setup.revision("v1", hold_s=0)), WAIT_S).all_succeeded
+    scaler = Autoscaler(setup.backend)
+    v2 = setup.deploy(setup.revision("v2", hold_s=0.5))
+    [new] = scaler.scale_out("web", 1)
+    assert scaler.follow_on() is None  # deployments in flight: not yet
+    assert setup.backend.wait(scaler.launches[0], WAIT_S).status == "Succeeded"
+    assert setup.backend.wait(v2, WAIT_S).total == 2  # the new instance is not in it
+    assert setup.installed(new) == "v1"
+    [follow] = scaler.settle(WAIT_S)  # what fab sandbox --churn does after the release
+    snap = setup.backend.wait(follow, WAIT_S)
+    assert (snap.status, snap.creator, snap.total) == ("Succeeded", "CodeDeployAutoUpdate", 1)
+    assert setup.installed(new) == "v2"
+    assert scaler.follow_on() is None and scaler.summary()["followon_deployments"] == 1

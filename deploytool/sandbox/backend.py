@@ -6,8 +6,9 @@ runs the deployment in a background thread. The group's instances come from its 
 and the outcome (`verdict`); another instance starts as soon as one finishes; instances run in
 parallel threads, each through the LifecycleRunner. CodeDeploy's rules kept here:
 
-- one deployment per group at a time (launch deployments for new ASG instances excepted): a second one is
-  refused with CodeDeploy's DeploymentLimitExceededException message (`DeploymentLimitExceeded`), across the
+- one deployment per group at a time: a second one is refused with CodeDeploy's DeploymentLimitExceededException
+  message (`DeploymentLimitExceeded`; a launch or termination deployment, creator autoscaling / autoscalingTermination,
+  runs beside the group's deployment but blocks the next user one in this process), across the
   processes attached to the sandbox (checked and recorded under the state's file lock);
 - per-instance health persists across deployments (in the state, so a new process sees it): an instance never
   deployed to or whose last deployment failed is unhealthy, deployed first and not counted toward the minimum
@@ -52,7 +53,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deploytool.aws.s3 import S3Gateway
-from deploytool.config import App, Group
+from deploytool.config import App, Group, Strategy
 from deploytool.model import Revision
 from deploytool.rollout.backend import (
     DeploymentSnapshot,
@@ -114,6 +115,7 @@ class LocalBackend:
         self._lock = threading.RLock()
         self._deployments: dict[str, Deployment] = {}
         self._active: dict[str, str] = {}
+        self._own: dict[str, set[str]] = {}  # CodeDeploy's own deployments in flight per group (they block users')
         self._threads: list[threading.Thread] = []
         self.owner = Owner.current()
 
@@ -205,7 +207,9 @@ class LocalBackend:
             last = self.state.last_successful(group_name)
             if last is None:
                 continue
-            request = DeployRequest(group, last[1], release_id="", description="Auto Scaling launch")
+            request = DeployRequest(
+                group, last[1], release_id="", description="Auto Scaling launch", auto_rollback=False
+            )
             started.append(self._start(request, creator="autoscaling", instances=fresh, exclusive=False))
         return started
 
@@ -272,14 +276,15 @@ class LocalBackend:
         by_id = {i.instance_id: i for i in chosen}
         chosen = [by_id[iid] for iid in unhealthy_first(list(by_id), health)]  # CodeDeploy deploys those first
         with self._lock:
-            if exclusive and group.name in self._active:
-                raise DeploymentLimitExceeded(group.name, self._active[group.name], "in this process")
+            blocking = self._active.get(group.name) or (creator == "user" and min(self._own.get(group.name) or [""]))
+            if exclusive and blocking:
+                raise DeploymentLimitExceeded(group.name, blocking, "in this process")
             dep = Deployment(
                 id=self.new_id(),
                 request=request,
                 revision=revision,
                 creator=creator,
-                policy=health_policy(group.strategy, len(chosen)),
+                policy=health_policy(group.strategy if exclusive else Strategy("OneAtATime"), len(chosen)),
                 targets={
                     i.instance_id: DeploymentTarget(i, unhealthy=is_unhealthy(health.get(i.instance_id)))
                     for i in chosen
@@ -304,6 +309,8 @@ class LocalBackend:
             self._deployments[dep.id] = dep
             if exclusive:
                 self._active[group.name] = dep.id
+            else:
+                self._own.setdefault(group.name, set()).add(dep.id)
             thread = threading.Thread(target=self._drive, args=(dep,), name=f"deploy-{dep.id}", daemon=True)
             self._threads.append(thread)
         thread.start()
@@ -394,8 +401,9 @@ class LocalBackend:
         spec = self._spec(
             dep.id, dep.group, dep.revision, mode=dep.request.mode, ignore_stop=dep.request.ignore_stop_failures
         )
+        events = ("ApplicationStop",) if dep.creator == "autoscalingTermination" else None  # the drain only
         try:
-            return self._runner(target.instance).run(spec, on_event=on_event, stop=dep.stop)
+            return self._runner(target.instance).run(spec, events=events, on_event=on_event, stop=dep.stop)
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             return InstanceResult(iid, dep.id, "Failed", failed_event=target.event, message=message)
@@ -460,6 +468,7 @@ class LocalBackend:
             entry["instances"] = {iid: t.status for iid, t in dep.targets.items()}
             if self._active.get(dep.group.name) == dep.id:
                 del self._active[dep.group.name]
+            self._own.get(dep.group.name, set()).discard(dep.id)
             wants_rollback = not self.abort.is_set() and (
                 (status == "Failed" and dep.request.auto_rollback) or (status == "Stopped" and dep.rollback_on_stop)
             )

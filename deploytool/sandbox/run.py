@@ -36,6 +36,7 @@ from deploytool.errors import DriftFound
 from deploytool.rollout.plan import RolloutOptions
 from deploytool.rollout.release import Prepared
 from deploytool.rollout.result import RolloutResult
+from deploytool.sandbox.autoscaler import Autoscaler
 from deploytool.sandbox.load import CelerySender, LoadGenerator, kinds_for
 from deploytool.sandbox.report import (
     TaskTally,
@@ -58,6 +59,8 @@ class SandboxRunOptions:
     load_per_s: float = 15.0
     drain_timeout_s: float = 90.0
     worker_stop_grace_s: float = 15.0
+    churn_every_s: float | None = None  # `fab sandbox --churn`: the autoscaler scales a group every N s during v2
+    churn_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class SandboxRunResult:
     last_load_error: str
     elapsed_s: float
     drift: str = ""  # the closing reconcile's complaint, if any
+    churn: dict[str, int] | None = None  # what the autoscaler did during v2 (Autoscaler.summary), with --churn
+    churn_errors: tuple[str, ...] = ()
 
     @property
     def problems(self) -> list[str]:
@@ -151,7 +156,26 @@ def run_sandbox(
             say(f"load: submitting {opts.load_per_s:g} tasks/s to {', '.join(k.queue for k in load.kinds)}")
             repo.change_release_note(V2_NOTE)
             say(f"v2: changed RELEASE_NOTE and committed ({repo.git('rev-parse', '--short', 'HEAD').strip()})")
-            second = release("v2")
+            scaler, churn_errors = None, []
+            if opts.churn_every_s is not None:
+                scaler = Autoscaler(sandbox.backend, termination_hook=True)
+                bounds = churn_bounds(sandbox, groups)
+                shown = ", ".join(f"{g} {lo}..{hi}" for g, (lo, hi) in bounds.items())
+                say(f"churn: the autoscaler scales a group out or in every {opts.churn_every_s:g} s ({shown})")
+                scaler.churn(
+                    opts.churn_every_s,
+                    seed=opts.churn_seed,
+                    bounds=bounds,
+                    on_error=lambda exc: churn_errors.append(f"{type(exc).__name__}: {exc}"),
+                )
+            try:
+                second = release("v2")
+            finally:
+                if scaler is not None:
+                    scaler.stop()
+                    if late := scaler.settle():
+                        say(f"churn: follow-on deployment(s) after the release: {', '.join(late)}")
+                    say(f"churn: stopped: {scaler.summary()}")
         finally:
             load.stop()
             sender.close()
@@ -180,7 +204,16 @@ def run_sandbox(
         last_load_error=load.last_error,
         elapsed_s=monotonic() - started,
         drift=drift,
+        churn=scaler.summary() if scaler is not None else None,
+        churn_errors=tuple(churn_errors),
     )
+
+
+def churn_bounds(sandbox: SandboxSession, groups: Sequence[Group]) -> dict[str, tuple[int, int]]:
+    """Each group between the instances it starts with and two more: below, a group's own minimum healthy hosts can
+    make its deployment fail at once (FleetPercent 50 of one instance), as it would on CodeDeploy."""
+    sizes = {g.name: len(sandbox.fleet.instances(g)) for g in groups}
+    return {name: (n, n + 2) for name, n in sizes.items()}
 
 
 def log_locations(root: Path, app: App) -> Sequence[str]:
@@ -203,6 +236,11 @@ def report(result: SandboxRunResult) -> list[RenderableType]:
         lines.append(Text(explained, style="yellow"))
     if result.drift:
         lines.append(Text(f"reconcile: {result.drift}", style="bold red"))
+    if result.churn is not None:
+        done = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.churn.items())
+        lines.append(Text(f"churn during v2: {done}"))
+        for error in result.churn_errors:
+            lines.append(Text(f"churn step failed: {error}", style="yellow"))
     if result.load_errors:
         lines.append(Text(f"load: {result.load_errors} sends failed (last: {result.last_load_error})"))
     for rollout in result.rollouts:

@@ -113,6 +113,9 @@ def hooks(
         **_SANDBOX_HELP,
         "groups": "only these groups, comma-separated (default: all)",
         "ci": "plain progress lines instead of the live table",
+        "churn": "scale the groups' ASGs out and in during the v2 release (launch and termination deployments)",
+        "churn_every": "with --churn: seconds between two scale actions (1..600, default 5)",
+        "churn_seed": "with --churn: seed of the autoscaler's choices (default 0)",
     }
 )
 def sandbox(
@@ -121,6 +124,9 @@ def sandbox(
     target: str | None = None,
     groups: str | None = None,
     ci: bool = False,
+    churn: bool = False,
+    churn_every: str = "5",
+    churn_seed: str = "0",
     debug: bool = False,
 ) -> None:
     """Run the whole release on this machine: moto, real Celery workers, v1 then v2 under load, then a report."""
@@ -133,7 +139,16 @@ def sandbox(
     name, local = local_target(loaded, options.target(loaded, target))
     chosen = options.group_names(loaded, groups)
     console = make_console(ci=ci)
-    run = SandboxRunOptions(target=name, groups=tuple(chosen) if chosen else None)
+    every = options.integer("--churn-every", churn_every, low=1, high=600)
+    if not churn and (churn_every, churn_seed) != ("5", "0"):
+        raise UsageError("--churn-every and --churn-seed go with --churn (the autoscaler is off without it)")
+    seed = options.integer("--churn-seed", churn_seed, low=0)
+    run = SandboxRunOptions(
+        target=name,
+        groups=tuple(chosen) if chosen else None,
+        churn_every_s=float(every) if churn else None,
+        churn_seed=seed,
+    )
     try:
         result = run_sandbox(loaded, console=console, options=run, connect=sandbox_releases(console, ci=ci))
     finally:

@@ -1,0 +1,286 @@
+"""The sandbox's autoscaler: its ASGs scale out and in through the moto Auto Scaling API while a release runs.
+
+Contract (../shared/reference/fleet-dynamics.md, as tests/cdsim/autoscale.py does it for the simulator):
+- `scale_out(group, n)`: the ASG's desired capacity grows by n (moto launches the instances); each new instance
+  gets a launch deployment (creator `autoscaling`) of the group's last successful revision, run by the lifecycle
+  runner (LocalBackend.sync). While it runs the group takes no user deployment (the orchestrator's coexist logic
+  waits for it). A group with no successful revision yet: the instance just joins, no launch deployment.
+- `scale_in(group, instance_id=None)` (None: the newest live instance no deployment runs on now): with the
+  termination hook on, a termination deployment (creator `autoscalingTermination`, ApplicationStop only: the
+  drain) runs, then the instance is terminated in its ASG; with it off, the instance's worker process group is
+  sent SIGKILL at once (a spot power-off: only the worker the sandbox started, by its pidfile) and the instance
+  is terminated.
+- `follow_on()`: outdatedInstancesStrategy UPDATE for the instances it launched (see there); `churn` runs it
+  every `follow_on_every_s` on a second thread.
+- `churn(every_s, ...)`: a background thread that every `every_s` scales a group (chosen by a seeded RNG) out or
+  in by one, keeping each group within [min_size, max_size]; `stop()` ends it; `actions` records what it did.
+Every action is recorded (`actions`, `summary()`); the launch deployment ids in `launches`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploytool.config import Group
+from deploytool.rollout.backend import DeployRequest
+from deploytool.sandbox.backend import LocalBackend
+from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
+from deploytool.sandbox.errors import SandboxError
+from deploytool.sandbox.procs import process_group, read_pidfile, signal_group, wait_gone
+
+TERMINATION = "autoscalingTermination"
+FOLLOW_ON = "CodeDeployAutoUpdate"
+
+
+@dataclass(frozen=True)
+class Action:
+    at: float
+    kind: str  # "scale_out" | "scale_in"
+    group: str
+    instance_id: str
+    deployment_id: str = ""  # the launch or termination deployment, when one ran
+    killed_pid: int | None = None  # scale-in without the termination hook: the worker SIGKILLed
+
+
+@dataclass
+class Autoscaler:
+    backend: LocalBackend
+    termination_hook: bool = True
+    clock: Clock = SYSTEM_CLOCK
+    wait_s: float = 120.0  # a termination deployment's bound
+    actions: list[Action] = field(default_factory=list)
+    launches: list[str] = field(default_factory=list)
+    follow_ons: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _watcher: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _group(self, name: str) -> Group:
+        return self.backend.fleet.config.group(name)
+
+    def size(self, group: str) -> int:
+        return len(self.backend.fleet.instances(self._group(group)))
+
+    def busy(self) -> set[str]:
+        """Instances a deployment of this backend is running on now: not chosen for a scale-in (a termination
+        deployment would run beside the other one on the same instance)."""
+        with self.backend._lock:
+            return {
+                iid
+                for d in self.backend._deployments.values()
+                if not d.done.is_set()
+                for iid, t in d.targets.items()
+                if t.status in ("Pending", "InProgress")
+            }
+
+    def idle(self, group: str) -> list[str]:
+        busy = self.busy()
+        return [i.instance_id for i in self.backend.fleet.instances(self._group(group)) if i.instance_id not in busy]
+
+    def asg_max(self, group: str) -> int:
+        g = self._group(group)
+        return self.backend.fleet.asgs.describe_groups([g.asg])[g.asg].maximum
+
+    def scale_out(self, group: str, n: int = 1) -> list[str]:
+        """Add n instances to the group's ASG; returns the new instance ids (their launch deployments: `launches`)."""
+        g = self._group(group)
+        with self._lock:
+            before = {i.instance_id for i in self.backend.fleet.instances(g)}
+            info = self.backend.fleet.asgs.describe_groups([g.asg])[g.asg]
+            self.backend.fleet.asgs.set_desired_capacity(g.asg, info.desired + n)
+            launched = self.backend.sync()
+            new = sorted({i.instance_id for i in self.backend.fleet.instances(g)} - before)
+            by_instance = {}
+            for did in launched:
+                for progress in self.backend.instance_results(did):
+                    by_instance[progress.instance_id] = did
+            self.launches += launched
+            for iid in new:
+                self.actions.append(Action(self.clock.now(), "scale_out", group, iid, by_instance.get(iid, "")))
+        return new
+
+    def scale_in(self, group: str, instance_id: str | None = None) -> Action:
+        g = self._group(group)
+        with self._lock:
+            live = [i for i in self.backend.fleet.instances(g)]
+            if not live:
+                raise SandboxError(f"group {group}: no instance to scale in")
+            if instance_id is None:
+                idle = self.idle(group)
+                if not idle:
+                    raise SandboxError(f"group {group}: every instance is being deployed to: none to scale in now")
+                instance_id = idle[-1]
+            instance = next((i for i in live if i.instance_id == instance_id), None)
+            if instance is None:
+                raise SandboxError(f"group {group}: {instance_id} is not one of its live instances")
+            deployment_id, killed = "", None
+            if self.termination_hook and self.backend.state.last_successful(group) is not None:
+                request = DeployRequest(
+                    g, None, release_id="", mode="restart", description="Auto Scaling termination", auto_rollback=False
+                )
+                deployment_id = self.backend._start(request, creator=TERMINATION, instances=[instance], exclusive=False)
+                self.backend.wait(deployment_id, self.wait_s)
+            elif not self.termination_hook:
+                killed = self._power_off(instance.worker_pidfile(self.backend.app))
+            self.backend.fleet.terminate(instance, decrement=True)
+            action = Action(self.clock.now(), "scale_in", group, instance.instance_id, deployment_id, killed)
+            self.actions.append(action)
+        return action
+
+    def _power_off(self, pidfile: Path) -> int | None:
+        """SIGKILL the worker's process group (the worker the sandbox started, by its pidfile), as a spot
+        power-off: no drain. Returns the worker's pid."""
+        pid = read_pidfile(pidfile)
+        if pid is None:
+            return None
+        pgid = process_group(pid)
+        if pgid is not None and pgid == pid:  # the worker leads its own group (its hook started it so)
+            signal_group(pgid, signal.SIGKILL)
+        elif pgid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_gone([pid], 5.0, self.clock)
+        return pid
+
+    def follow_on(self) -> str | None:
+        """CodeDeploy's outdatedInstancesStrategy UPDATE: once a group has no deployment in flight, the instances this
+        autoscaler launched that run another version than the group's last successful revision (launched while a
+        deployment of a new revision ran: their launch deployment installed the previous one) get a follow-on
+        deployment (creator `CodeDeployAutoUpdate`) of it. Returns the first one started, if any."""
+        started: list[str] = []
+        with self._lock:
+            for group in sorted({a.group for a in self.actions if a.kind == "scale_out"}):
+                last = self.backend.state.last_successful(group)
+                if last is None or self._in_flight(group):
+                    continue
+                g = self._group(group)
+                launched = {a.instance_id for a in self.actions if a.kind == "scale_out" and a.group == group}
+                group_id = self.backend.state.group_id(group)
+                stale = [
+                    i
+                    for i in self.backend.fleet.instances(g)
+                    if i.instance_id in launched
+                    and (self.backend._runner(i).last_installed_revision(group_id) or {}).get("version")
+                    not in (None, last[1].version)
+                ]
+                if stale:
+                    request = DeployRequest(
+                        g,
+                        last[1],
+                        release_id="",
+                        description="Follow-on deployment to instances launched during a deployment",
+                        auto_rollback=False,
+                    )
+                    started.append(self.backend._start(request, creator=FOLLOW_ON, instances=stale, exclusive=False))
+            self.follow_ons += started
+        return started[0] if started else None
+
+    def settle(self, timeout_s: float = 300.0) -> list[str]:
+        """After the churn: wait for every deployment of the backend to end, then start the follow-ons still due and
+        wait for them too. Returns the follow-on ids started here."""
+        started: list[str] = []
+        deadline = self.clock.now() + timeout_s
+        while True:
+            with self.backend._lock:
+                running = [d.id for d in self.backend._deployments.values() if not d.done.is_set()]
+            for did in running:
+                self.backend.wait(did, max(1.0, deadline - self.clock.now()))
+            follow = self.follow_on()
+            if follow is None:
+                return started
+            started.append(follow)
+
+    def _in_flight(self, group: str) -> bool:
+        with self.backend._lock:
+            return any(not d.done.is_set() and d.group.name == group for d in self.backend._deployments.values())
+
+    # --- churn ----------------------------------------------------------------------------------
+
+    def step(self, rng: random.Random, bounds: Mapping[str, tuple[int, int]]) -> Action | list[str] | None:
+        """One churn step: a group chosen by `rng` scales out or in by one, within its (min, max) bounds."""
+        groups = sorted(bounds)
+        group = rng.choice(groups)
+        low, high = bounds[group]
+        size = self.size(group)
+        out = rng.random() < 0.5
+        if size <= low:
+            out = True
+        elif size >= high:
+            out = False
+        if out and size >= high:
+            return None
+        if not out and not self.idle(group):  # every instance is being deployed to: scale in later
+            return None if size >= high else self.scale_out(group, 1)
+        return self.scale_out(group, 1) if out else self.scale_in(group)
+
+    def churn(
+        self,
+        every_s: float,
+        *,
+        seed: int = 0,
+        bounds: Mapping[str, tuple[int, int]],
+        on_error: Callable[[Exception], None] = lambda _: None,
+        follow_on_every_s: float | None = 0.5,
+    ) -> None:
+        """Start the background loop: every `every_s`, one `step`. Bounds: group -> (min, max) instances."""
+        for group, (low, high) in bounds.items():
+            if not 0 <= low <= high or high < 1:
+                raise SandboxError(
+                    f"churn bounds of group {group}: need 0 <= min <= max and max >= 1, got {low}, {high}"
+                )
+        for group, (_low, high) in bounds.items():
+            top = self.asg_max(group)
+            if high > top:
+                raise SandboxError(f"churn bounds of group {group}: max {high} is above its ASG's MaxSize {top}")
+        rng = random.Random(seed)
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.clock.sleep(every_s)
+                if self._stop.is_set():
+                    break
+                try:
+                    self.step(rng, bounds)
+                except Exception as exc:  # a churn step must not end the loop silently: say it, go on
+                    on_error(exc)
+
+        def follow_ons(every: float) -> None:
+            while not self._stop.wait(every):
+                try:
+                    self.follow_on()
+                except Exception as exc:
+                    on_error(exc)
+
+        self._stop.clear()
+        self._thread = threading.Thread(target=loop, name="sandbox-churn", daemon=True)
+        self._thread.start()
+        if follow_on_every_s is not None:
+            self._watcher = threading.Thread(
+                target=follow_ons, args=(follow_on_every_s,), name="sandbox-follow-on", daemon=True
+            )
+            self._watcher.start()
+
+    def stop(self, timeout_s: float = 180.0) -> None:
+        self._stop.set()
+        for thread in (self._thread, self._watcher):
+            if thread is not None:
+                thread.join(timeout_s)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "scale_out": sum(1 for a in self.actions if a.kind == "scale_out"),
+            "scale_in": sum(1 for a in self.actions if a.kind == "scale_in"),
+            "launch_deployments": len(self.launches),
+            "followon_deployments": len(self.follow_ons),
+            "termination_deployments": sum(1 for a in self.actions if a.kind == "scale_in" and a.deployment_id),
+            "killed": sum(1 for a in self.actions if a.killed_pid is not None),
+        }
