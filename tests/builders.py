@@ -14,11 +14,13 @@ bundles from one.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deploytool.config import Fleet, parse_fleet
+from deploytool.config import CodeDeployTarget, Fleet, load_fleet, parse_fleet
+from deploytool.iam import Scope, scope_for
 from deploytool.render import Templates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,3 +107,27 @@ def write_app(source: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     (source / "bin" / "run.sh").chmod(0o755)
+
+
+def sample_fleet(root: Path, edit: str = "") -> Fleet:
+    """The repository's own deploy.toml and sample_app copied to `root` (`edit`: lines added after its prefix)."""
+    text = (ROOT / "deploy.toml").read_text()
+    if edit:
+        text = text.replace('prefix = "deploytool"', f'prefix = "deploytool"\n{edit}')
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "deploy.toml").write_text(text)
+    shutil.copytree(ROOT / "sample_app", root / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
+    return load_fleet(root / "deploy.toml")
+
+
+def production_scope(fleet: Fleet, *, workgroup: str, **kwargs: Any) -> Scope:
+    """What `fab iam-policy` / `fab infra` scope the fleet's production target to (deploytool.iam.scope_for)."""
+    target = fleet.targets["production"]
+    assert isinstance(target, CodeDeployTarget)
+    args: dict[str, Any] = {
+        "database": "deploytool",
+        "workgroup": workgroup,
+        "output_location": f"s3://{fleet.artifacts.bucket}/deploytool/athena-results/",
+        **kwargs,
+    }
+    return scope_for(fleet, target, **args)

@@ -14,8 +14,9 @@ import parliament
 import pytest
 
 from deploytool import iam
-from deploytool.config import CodeDeployTarget, Fleet, load_fleet
+from deploytool.config import Fleet, load_fleet
 from deploytool.main import program
+from tests.builders import production_scope, sample_fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "123456789012"
@@ -29,25 +30,11 @@ PERMISSIONS_MANAGEMENT = {
 
 
 def sample(tmp_path: Path, edit: str = "") -> Fleet:
-    text = (ROOT / "deploy.toml").read_text()
-    if edit:
-        text = text.replace('prefix = "deploytool"', f'prefix = "deploytool"\n{edit}')
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "deploy.toml").write_text(text)
-    shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
-    return load_fleet(tmp_path / "deploy.toml")
+    return sample_fleet(tmp_path, edit)
 
 
 def scope(fleet: Fleet, **kwargs: Any) -> iam.Scope:
-    target = fleet.targets["production"]
-    assert isinstance(target, CodeDeployTarget)
-    args: dict[str, Any] = {
-        "database": "deploytool",
-        "workgroup": "primary",
-        "output_location": f"s3://{fleet.artifacts.bucket}/deploytool/athena-results/",
-        **kwargs,
-    }
-    return iam.scope_for(fleet, target, **args)
+    return production_scope(fleet, **{"workgroup": "primary", **kwargs})
 
 
 def findings(document: dict[str, Any], *, community: bool = False) -> list[tuple[str, Any]]:

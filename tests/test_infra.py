@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import io
 import json
-import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
@@ -22,8 +21,9 @@ from cfnlint.api import lint
 from moto import mock_aws
 
 from deploytool import iam, infra
-from deploytool.config import CodeDeployTarget, Fleet, load_fleet
+from deploytool.config import Fleet
 from deploytool.main import program
+from tests.builders import production_scope, sample_fleet
 from tests.iam_eval import Need, explicitly_denied
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,25 +35,11 @@ NOT_IN_MOTO = {"AWS::S3::BucketPolicy", "AWS::Glue::Database", "AWS::Athena::Wor
 
 
 def sample(tmp_path: Path, edit: str = "") -> Fleet:
-    text = (ROOT / "deploy.toml").read_text()
-    if edit:
-        text = text.replace('prefix = "deploytool"', f'prefix = "deploytool"\n{edit}')
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "deploy.toml").write_text(text)
-    shutil.copytree(ROOT / "sample_app", tmp_path / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
-    return load_fleet(tmp_path / "deploy.toml")
+    return sample_fleet(tmp_path, edit)
 
 
 def scope(fleet: Fleet, **kwargs: Any) -> iam.Scope:
-    target = fleet.targets["production"]
-    assert isinstance(target, CodeDeployTarget)
-    args: dict[str, Any] = {
-        "database": "deploytool",
-        "workgroup": "deploytool",
-        "output_location": f"s3://{fleet.artifacts.bucket}/deploytool/athena-results/",
-        **kwargs,
-    }
-    return iam.scope_for(fleet, target, **args)
+    return production_scope(fleet, **{"workgroup": "deploytool", **kwargs})
 
 
 def run(repo: Path, *args: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
