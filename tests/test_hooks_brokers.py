@@ -394,3 +394,40 @@ def test_sqs_drain_under_steady_load_strands_no_received_message(
     assert fleet.load.wait_done(20) == (len(fleet.load.submitted), 0, 0)
     assert "ok: celery@reports" in runs[-1].output
     assert "SIGTERM: stopped consuming from" in instance.worker_log.read_text()
+
+
+def sqs_in_flight(broker: BrokerSpec, queue: str) -> int:
+    """SQS's count of the queue's messages received and neither deleted nor made visible again."""
+    import boto3
+
+    port = urlsplit(broker.url).port
+    client = boto3.client(
+        "sqs", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+        aws_access_key_id="k", aws_secret_access_key="s",
+    )  # fmt: skip
+    url = client.get_queue_url(QueueName=queue)["QueueUrl"]
+    attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+    return int(attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
+
+
+@pytest.mark.parametrize("broker", BROKERS[2:], indirect=True)
+def test_sqs_drain_leaves_no_received_task_unacknowledged(
+    broker: BrokerSpec, tmp_path: Path, reaper: ProcessReaper
+) -> None:
+    """SIGTERM comes while the worker holds one running and three prefetched tasks (concurrency 1,
+    prefetch 4). Celery's warm shutdown would drop the prefetched ones from its pool and kombu would
+    "restore" them at close, on SQS by sending copies while the received originals stay invisible for
+    the visibility timeout, to run a second time then. The drain waits until every task it holds has
+    finished and been deleted from the queue, so each runs once and nothing is left in flight."""
+    fleet = make_fleet(broker, tmp_path, reaper, 1, ["reports"], concurrency=1, prefetch_multiplier=4, drain_timeout=30)
+    instance = fleet.instances[0]
+    for _ in range(6):
+        fleet.load.send("build_report", fleet.queues[0], 1.0)
+    assert wait_for(lambda: worker_log_has(instance, "build_report") and len(fleet.load.runs()) >= 1, 20)
+    for run in instance.deploy(fleet.v2):
+        run.check()
+    assert fleet.load.wait_done(30) == (6, 0, 0)
+    assert "Restoring" not in instance.worker_log.read_text()
+    assert sqs_in_flight(broker, fleet.queues[0]) == 0
+    ran_on = fleet.load.releases()
+    assert sorted(r for releases in ran_on.values() for r in releases).count("v1") >= 4, ran_on

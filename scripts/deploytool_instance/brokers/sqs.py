@@ -38,9 +38,15 @@ class SettleOnSigterm:
     polls for up to wait_time_seconds, 10 s by default). So the first SIGTERM only asks the event loop to
     cancel the task consumers (what remote control's cancel_consumer does) and to keep running: active
     and prefetched tasks go on, an in-flight receive returns and kombu makes its messages visible again.
-    Once no receive is in flight (at most wait_time_seconds + 1 s), celery's own SIGTERM handler starts
-    the warm shutdown. A second SIGTERM, or SIGQUIT, skips the wait. Receives from `ignored` (the
-    per-instance canary queue, which only ValidateService writes to) are not waited for.
+    The warm shutdown itself must not start while the worker holds a task either: it drops prefetched
+    tasks (and one written to a pool process but not yet accepted) from the pool, and at close kombu
+    "restores" every unacknowledged message, which on SQS means sending a copy while the received
+    original stays invisible until the visibility timeout, to run a second time then. So celery's own
+    SIGTERM handler starts the warm shutdown once no receive is in flight (waited for at most
+    wait_time_seconds + 1 s) and every task the worker received has finished and been acknowledged
+    (deleted from the queue), which the event loop does as usual meanwhile. A second SIGTERM, or
+    SIGQUIT, skips the wait. Receives from `ignored` (the per-instance canary queue, which only
+    ValidateService writes to) are not waited for.
     """
 
     TICK_S = 0.05
@@ -123,7 +129,20 @@ class SettleOnSigterm:
                 self.consumer.cancel_task_queue(queue)
             self.log(
                 f"deploytool: SIGTERM: stopped consuming from {', '.join(queues)}; warm shutdown once no "
-                f"receive is in flight (at most {self.settle_s:.0f} s)"
+                f"receive is in flight (at most {self.settle_s:.0f} s) and the {self.held()} task(s) held are "
+                "finished and acknowledged"
             )
-        if self.inflight <= 0 or now - self.cancelled_at >= self.settle_s:
+        receiving = self.inflight > 0 and now - self.cancelled_at < self.settle_s
+        if not receiving and self.held() == 0:
             self.proceed()
+
+    def held(self) -> int:
+        """Tasks received and not yet acknowledged: running, prefetched, or between the two."""
+        from celery.worker import state
+
+        count = len(state.reserved_requests)
+        qos = getattr(getattr(getattr(self.consumer, "task_consumer", None), "channel", None), "qos", None)
+        delivered, acked = getattr(qos, "_delivered", None), getattr(qos, "_dirty", None)
+        if delivered is not None and acked is not None:  # kombu's own count of what restore would copy
+            count = max(count, len(delivered) - len(acked))
+        return count
