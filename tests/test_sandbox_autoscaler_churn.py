@@ -83,7 +83,7 @@ def test_churn_keeps_every_group_within_its_bounds_and_moves_both_ways() -> None
     for sizes in scaler.history:
         assert 1 <= sizes["email"] <= 3 and 2 <= sizes["video"] <= 4
     summary = scaler.summary()
-    assert summary["scale_out"] >= 5 and summary["scale_in"] >= 5
+    assert summary["scale_out"] == summary["scale_in"] == 30  # they alternate: a release sees as many of each
     assert {a.group for a in scaler.actions} == {"email", "video"}
     assert all(b.at - a.at >= 5.0 for a, b in zip(scaler.actions, scaler.actions[1:], strict=False))
 

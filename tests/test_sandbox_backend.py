@@ -589,6 +589,7 @@ def test_codedeploys_own_deployments_run_one_at_a_time_whatever_the_groups_strat
     assert (launch.status, launch.creator, launch.succeeded) == ("Succeeded", "autoscaling", 1)
     assert setup.installed(new) == "v1"
     action = scaler.scale_in("web", new)
+    assert action.during == ""  # the group's own deployment had ended
     term = setup.backend.poll([action.deployment_id])[action.deployment_id]
     assert (term.status, term.creator, term.succeeded) == ("Succeeded", "autoscalingTermination", 1)
 
@@ -607,6 +608,7 @@ def test_an_instance_launched_during_a_deployment_gets_a_follow_on_of_the_new_re
     scaler = Autoscaler(setup.backend)
     v2 = setup.deploy(setup.revision("v2", hold_s=0.5))
     [new] = scaler.scale_out("web", 1)
+    assert scaler.actions[0].during == v2  # the scale-out landed while the group's own deployment ran
     assert scaler.follow_on() is None  # deployments in flight: not yet
     assert setup.backend.wait(scaler.launches[0], WAIT_S).status == "Succeeded"
     assert setup.backend.wait(v2, WAIT_S).total == 2  # the new instance is not in it
@@ -615,4 +617,6 @@ def test_an_instance_launched_during_a_deployment_gets_a_follow_on_of_the_new_re
     snap = setup.backend.wait(follow, WAIT_S)
     assert (snap.status, snap.creator, snap.total) == ("Succeeded", "CodeDeployAutoUpdate", 1)
     assert setup.installed(new) == "v2"
-    assert scaler.follow_on() is None and scaler.summary()["followon_deployments"] == 1
+    summary = scaler.summary()
+    assert scaler.follow_on() is None and summary["followon_deployments"] == 1
+    assert (summary["scale_out_while_deploying"], summary["scale_in_while_deploying"]) == (1, 0)

@@ -10,10 +10,13 @@ Contract (../shared/reference/fleet-dynamics.md, as tests/cdsim/autoscale.py doe
   drain) runs, then the instance is terminated in its ASG; with it off, the instance's worker process group is
   sent SIGKILL at once (a spot power-off: only the worker the sandbox started, by its pidfile) and the instance
   is terminated.
+- It reads and starts deployments through LocalBackend's public methods only (group_deployments,
+  instance_results, installed_version, sync, start_own, wait).
 - `follow_on()`: outdatedInstancesStrategy UPDATE for the instances it launched (see there); `churn` runs it
   every `follow_on_every_s` on a second thread.
 - `churn(every_s, ...)`: a background thread that every `every_s` scales a group (chosen by a seeded RNG) out or
-  in by one, keeping each group within [min_size, max_size]; `stop()` ends it; `actions` records what it did.
+  in by one, the two alternating, keeping each group within [min_size, max_size]; `stop()` ends it; `actions`
+  records what it did, each with the group's own deployment in flight then (`during`).
 Every action is recorded (`actions`, `summary()`); the launch deployment ids in `launches`.
 """
 
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploytool.config import Group
-from deploytool.rollout.backend import DeployRequest
+from deploytool.rollout.backend import DeploymentSnapshot, DeployRequest
 from deploytool.sandbox.backend import LocalBackend
 from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.errors import SandboxError
@@ -46,6 +49,7 @@ class Action:
     instance_id: str
     deployment_id: str = ""  # the launch or termination deployment, when one ran
     killed_pid: int | None = None  # scale-in without the termination hook: the worker SIGKILLed
+    during: str = ""  # the group's own deployment (a release, rollback, restart) in flight then, if any
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Autoscaler:
     _thread: threading.Thread | None = None
     _watcher: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _out_next: bool = True  # churn: the direction of the next step
 
     def _group(self, name: str) -> Group:
         return self.backend.fleet.config.group(name)
@@ -68,17 +73,24 @@ class Autoscaler:
     def size(self, group: str) -> int:
         return len(self.backend.fleet.instances(self._group(group)))
 
+    def running(self, group: str | None = None) -> list[DeploymentSnapshot]:
+        """The deployments in flight (of `group`, or of every group of the fleet)."""
+        names = [group] if group is not None else [g.name for g in self.backend.fleet.config.groups]
+        return [d for name in names for d in self.backend.group_deployments(self._group(name), active_only=True)]
+
     def busy(self) -> set[str]:
         """Instances a deployment of this backend is running on now: not chosen for a scale-in (a termination
         deployment would run beside the other one on the same instance)."""
-        with self.backend._lock:
-            return {
-                iid
-                for d in self.backend._deployments.values()
-                if not d.done.is_set()
-                for iid, t in d.targets.items()
-                if t.status in ("Pending", "InProgress")
-            }
+        return {
+            p.instance_id
+            for d in self.running()
+            for p in self.backend.instance_results(d.deployment_id)
+            if p.status in ("Pending", "InProgress")
+        }
+
+    def deploying(self, group: str) -> str:
+        """The group's own deployment (created by a user: a release, rollback or restart) in flight, or ""."""
+        return next((d.deployment_id for d in self.running(group) if d.creator == "user"), "")
 
     def idle(self, group: str) -> list[str]:
         busy = self.busy()
@@ -92,6 +104,7 @@ class Autoscaler:
         """Add n instances to the group's ASG; returns the new instance ids (their launch deployments: `launches`)."""
         g = self._group(group)
         with self._lock:
+            during = self.deploying(group)
             before = {i.instance_id for i in self.backend.fleet.instances(g)}
             info = self.backend.fleet.asgs.describe_groups([g.asg])[g.asg]
             self.backend.fleet.asgs.set_desired_capacity(g.asg, info.desired + n)
@@ -103,7 +116,9 @@ class Autoscaler:
                     by_instance[progress.instance_id] = did
             self.launches += launched
             for iid in new:
-                self.actions.append(Action(self.clock.now(), "scale_out", group, iid, by_instance.get(iid, "")))
+                self.actions.append(
+                    Action(self.clock.now(), "scale_out", group, iid, by_instance.get(iid, ""), None, during)
+                )
         return new
 
     def scale_in(self, group: str, instance_id: str | None = None) -> Action:
@@ -120,17 +135,17 @@ class Autoscaler:
             instance = next((i for i in live if i.instance_id == instance_id), None)
             if instance is None:
                 raise SandboxError(f"group {group}: {instance_id} is not one of its live instances")
-            deployment_id, killed = "", None
+            deployment_id, killed, during = "", None, self.deploying(group)
             if self.termination_hook and self.backend.state.last_successful(group) is not None:
                 request = DeployRequest(
                     g, None, release_id="", mode="restart", description="Auto Scaling termination", auto_rollback=False
                 )
-                deployment_id = self.backend._start(request, creator=TERMINATION, instances=[instance], exclusive=False)
+                deployment_id = self.backend.start_own(request, creator=TERMINATION, instances=[instance])
                 self.backend.wait(deployment_id, self.wait_s)
             elif not self.termination_hook:
                 killed = self._power_off(instance.worker_pidfile(self.backend.app))
             self.backend.fleet.terminate(instance, decrement=True)
-            action = Action(self.clock.now(), "scale_in", group, instance.instance_id, deployment_id, killed)
+            action = Action(self.clock.now(), "scale_in", group, instance.instance_id, deployment_id, killed, during)
             self.actions.append(action)
         return action
 
@@ -164,13 +179,10 @@ class Autoscaler:
                     continue
                 g = self._group(group)
                 launched = {a.instance_id for a in self.actions if a.kind == "scale_out" and a.group == group}
-                group_id = self.backend.state.group_id(group)
                 stale = [
                     i
                     for i in self.backend.fleet.instances(g)
-                    if i.instance_id in launched
-                    and (self.backend._runner(i).last_installed_revision(group_id) or {}).get("version")
-                    not in (None, last[1].version)
+                    if i.instance_id in launched and self.backend.installed_version(i) not in (None, last[1].version)
                 ]
                 if stale:
                     request = DeployRequest(
@@ -180,7 +192,7 @@ class Autoscaler:
                         description="Follow-on deployment to instances launched during a deployment",
                         auto_rollback=False,
                     )
-                    started.append(self.backend._start(request, creator=FOLLOW_ON, instances=stale, exclusive=False))
+                    started.append(self.backend.start_own(request, creator=FOLLOW_ON, instances=stale))
             self.follow_ons += started
         return started[0] if started else None
 
@@ -190,9 +202,7 @@ class Autoscaler:
         started: list[str] = []
         deadline = self.clock.now() + timeout_s
         while True:
-            with self.backend._lock:
-                running = [d.id for d in self.backend._deployments.values() if not d.done.is_set()]
-            for did in running:
+            for did in [d.deployment_id for d in self.running()]:
                 self.backend.wait(did, max(1.0, deadline - self.clock.now()))
             follow = self.follow_on()
             if follow is None:
@@ -200,27 +210,25 @@ class Autoscaler:
             started.append(follow)
 
     def _in_flight(self, group: str) -> bool:
-        with self.backend._lock:
-            return any(not d.done.is_set() and d.group.name == group for d in self.backend._deployments.values())
+        return bool(self.running(group))
 
     # --- churn ----------------------------------------------------------------------------------
 
     def step(self, rng: random.Random, bounds: Mapping[str, tuple[int, int]]) -> Action | list[str] | None:
-        """One churn step: a group chosen by `rng` scales out or in by one, within its (min, max) bounds."""
-        groups = sorted(bounds)
-        group = rng.choice(groups)
-        low, high = bounds[group]
-        size = self.size(group)
-        out = rng.random() < 0.5
-        if size <= low:
-            out = True
-        elif size >= high:
-            out = False
-        if out and size >= high:
-            return None
-        if not out and not self.idle(group):  # every instance is being deployed to: scale in later
-            return None if size >= high else self.scale_out(group, 1)
-        return self.scale_out(group, 1) if out else self.scale_in(group)
+        """One churn step: scale-outs and scale-ins alternate, so a release sees as many of each; the group is chosen
+        by `rng` among those that can move that way (out: below its max; in: above its min, with an instance no
+        deployment runs on). When none can, the other way; when neither, nothing."""
+        for out in (self._out_next, not self._out_next):
+            able = [
+                g
+                for g in sorted(bounds)
+                if (self.size(g) < bounds[g][1] if out else self.size(g) > bounds[g][0] and bool(self.idle(g)))
+            ]
+            if able:
+                group = rng.choice(able)
+                self._out_next = not out
+                return self.scale_out(group, 1) if out else self.scale_in(group)
+        return None
 
     def churn(
         self,
@@ -283,4 +291,6 @@ class Autoscaler:
             "followon_deployments": len(self.follow_ons),
             "termination_deployments": sum(1 for a in self.actions if a.kind == "scale_in" and a.deployment_id),
             "killed": sum(1 for a in self.actions if a.killed_pid is not None),
+            "scale_out_while_deploying": sum(1 for a in self.actions if a.kind == "scale_out" and a.during),
+            "scale_in_while_deploying": sum(1 for a in self.actions if a.kind == "scale_in" and a.during),
         }

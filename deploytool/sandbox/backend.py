@@ -38,8 +38,8 @@ once it is gone (killed: nothing runs the deployment any more, and a resume depl
 with a deployment in flight in another live process takes no second one.
 
 `sync` gives instances an ASG launched since the last look the group's last successful revision
-(creator autoscaling); `terminate` runs ApplicationStop there first (CodeDeploy's termination
-hook). `abort` (sandbox teardown) ends running scripts too.
+(creator autoscaling); `start_own` starts the deployments CodeDeploy creates itself (the sandbox autoscaler's
+termination and follow-on deployments). `abort` (sandbox teardown) ends running scripts too.
 
 A deployment's record in memory and its snapshots (live, recorded, in flight): deploytool.sandbox.deployment.
 """
@@ -78,7 +78,7 @@ from deploytool.sandbox.fleet import SandboxFleet
 from deploytool.sandbox.instance import Instance
 from deploytool.sandbox.interrupted import interrupted_tasks
 from deploytool.sandbox.owner import Owner
-from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile, stop_worker
+from deploytool.sandbox.procs import PidRecord, pid_alive, read_pidfile
 from deploytool.sandbox.runner import DEFAULT_TIMING, DeploymentSpec, InstanceResult, LifecycleRunner, Timing
 from deploytool.sandbox.state import SandboxState
 from deploytool.strategy import Verdict, health_policy, is_unhealthy, next_health, startable, unhealthy_first, verdict
@@ -213,22 +213,16 @@ class LocalBackend:
             started.append(self._start(request, creator="autoscaling", instances=fresh, exclusive=False))
         return started
 
-    def terminate(self, instance: Instance, *, decrement: bool = True) -> InstanceResult | None:
-        """Scale in: ApplicationStop of the installed revision (the termination hook), then terminate;
-        a replacement the ASG launches gets the last successful revision (see `sync`)."""
-        group = self.fleet.config.group(instance.group)
-        runner = self._runner(instance)
-        result = None
-        if runner.last_installed(self.state.group_id(group.name)) is not None:
-            last = self.state.last_successful(group.name)
-            spec = self._spec(self.new_id(), group, last[1] if last else None, mode="restart")
-            result = runner.run(spec, events=("ApplicationStop",))
-        self.fleet.terminate(instance, decrement=decrement)
-        pid = read_pidfile(instance.worker_pidfile(self.app))
-        if pid is not None:
-            stop_worker(pid, grace_s=self.worker_stop_grace_s, clock=self.clock)
-        self.sync()
-        return result
+    def start_own(self, request: DeployRequest, *, creator: str, instances: Sequence[Instance]) -> str:
+        """A deployment CodeDeploy starts by itself (`creator`: autoscaling, autoscalingTermination,
+        CodeDeployAutoUpdate) to `instances`: it runs beside the group's deployment, one instance at a time, and
+        the group takes no user deployment of this process until it ends."""
+        return self._start(request, creator=creator, instances=instances, exclusive=False)
+
+    def installed_version(self, instance: Instance) -> str | None:
+        """The version of the revision the instance's group last installed there (the agent's record), if any."""
+        installed = self._runner(instance).last_installed_revision(self.state.group_id(instance.group))
+        return (installed or {}).get("version")
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         """Stop every deployment now (running scripts too) and wait for their threads."""
