@@ -52,6 +52,7 @@ from deploytool.reconcile.pipeline import EngineName, ReconcileServices, Reconci
 from deploytool.reconcile.report import ReconcileReport
 from deploytool.render import Templates
 from deploytool.rollout import commands
+from deploytool.rollout.events import Reporter
 from deploytool.rollout.plan import Mode, RolloutOptions, rollout_plan
 from deploytool.rollout.release import Prepared
 from deploytool.rollout.result import RolloutResult
@@ -199,6 +200,9 @@ class SessionReleases:
     reconciling: ReconcileServices
     output: Output
     templates: Templates | None = None
+
+    def watch(self, reporter: Reporter) -> None:
+        self.services.extra_reporters.append(reporter)
 
     def release(
         self,

@@ -77,6 +77,8 @@ def test_an_instance_launched_during_a_deployment_gets_a_follow_on_deployment_af
         assert list(env.sim.deployments[follow_on].instances) == [new]
         assert new not in env.sim.deployments[v2].instances  # it was not InService when v2 started
         assert "/v2/" in env.sim.instance_revision[new]
+        # the launch (of v1) ended after v2 succeeded: the group's revision, what the next launch gets, stays v2
+        assert "/v2/" in str(env.sim.groups[(APP, "video")].target_revision)
 
 
 def test_with_outdated_instances_strategy_ignore_there_is_no_follow_on() -> None:

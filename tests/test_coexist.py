@@ -15,8 +15,9 @@ from rich.console import Console
 from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.errors import AwsError, DeployFailed
 from deploytool.model import TAG_RELEASE
-from deploytool.rollout.backend import DeployRequest
+from deploytool.rollout.backend import DeploymentSnapshot, DeploymentStatus, DeployRequest
 from deploytool.rollout.codedeploy import CodeDeployBackend, create_params
+from deploytool.rollout.coexist import FOLLOW_ON_GRACE_S, Coexist
 from deploytool.rollout.commands import verdict
 from deploytool.rollout.events import (
     Collect,
@@ -30,9 +31,9 @@ from deploytool.rollout.events import (
     WaveStarted,
 )
 from deploytool.rollout.orchestrator import Orchestrator
-from deploytool.rollout.plan import rollout_plan
+from deploytool.rollout.plan import RolloutOptions, RolloutPlan, WavePlan, rollout_plan
 from deploytool.rollout.progress import Board, PlainLines
-from deploytool.rollout.result import RolloutResult
+from deploytool.rollout.result import GroupResult, RolloutResult
 from deploytool.rollout.tagger import DeploymentTagger
 from tests.builders import make_fleet
 from tests.cdsim.autoscale import Autoscaler
@@ -305,3 +306,65 @@ def test_the_live_table_shows_what_a_group_waits_for() -> None:
     assert board.rows["video"].status == "waiting for launch deployment d-000000042"
     board.apply(GroupStarted("video", 1, "d-000000043", False, 50.0))
     assert board.rows["video"].status == "Created"
+
+
+class ScriptedDeployments:
+    """A backend whose group_deployments answers from a script, one answer a call (the last one repeats)."""
+
+    def __init__(self, *answers: list[DeploymentSnapshot]) -> None:
+        self.answers, self.calls = list(answers), 0
+
+    def group_deployments(self, group: Any, *, active_only: bool, created_after: float | None = None) -> Any:
+        answer = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        return [s for s in answer if created_after is None or (s.created_at or 0) >= created_after]
+
+
+def settle_after(backend: ScriptedDeployments, own: DeploymentSnapshot) -> tuple[GroupResult, float]:
+    clock = {"now": 100.0}
+
+    def sleep(seconds: float) -> None:
+        clock["now"] += seconds
+
+    group = FLEET.group("video")
+    plan = RolloutPlan("r-v2", "v2", "production", revision("v2"), (WavePlan(0, (group,)),), RolloutOptions())
+    coexist = Coexist(backend, plan, emit=lambda _: None, now=lambda: clock["now"], sleep=sleep)  # type: ignore[arg-type]
+    mine = GroupResult("video", 0, "OneAtATime", "succeeded", own.deployment_id, "Succeeded", 3, 0, 0, 3)
+    [result] = coexist.settle([(mine, own)], skip=False)
+    return result, clock["now"] - 100.0
+
+
+def snap(did: str, creator: str, status: DeploymentStatus, version: str, created_at: float) -> DeploymentSnapshot:
+    done = status != "InProgress"
+    return DeploymentSnapshot(
+        did, "video", status, succeeded=int(done), in_progress=int(not done), creator=creator,
+        version=version, created_at=created_at,
+    )  # fmt: skip
+
+
+def test_a_follow_on_that_appears_after_the_launch_it_follows_ended_is_still_followed() -> None:
+    """A launch of v1 (an instance launched while video deployed v2) ends; CodeDeploy creates the follow-on a few
+    seconds later, not in the same instant. The release looks again until it appears and keeps it in the result."""
+    own = snap("d-own", "user", "Succeeded", "v2", 10.0)
+    launch_running = snap("d-launch", "autoscaling", "InProgress", "v1", 20.0)
+    launch_done = snap("d-launch", "autoscaling", "Succeeded", "v1", 20.0)
+    follow_running = snap("d-follow", "CodeDeployAutoUpdate", "InProgress", "v2", 40.0)
+    follow_done = snap("d-follow", "CodeDeployAutoUpdate", "Succeeded", "v2", 40.0)
+    backend = ScriptedDeployments(
+        [launch_running], [launch_done], [launch_done], [launch_done, follow_running], [launch_done, follow_done]
+    )
+    result, _ = settle_after(backend, own)
+    assert [(f.deployment_id, f.creator, f.status) for f in result.follow_ons] == [
+        ("d-follow", "CodeDeployAutoUpdate", "Succeeded")
+    ]
+    assert result.outcome == "succeeded"
+
+
+def test_a_launch_of_the_old_revision_with_no_follow_on_is_waited_for_only_the_grace() -> None:
+    """outdatedInstancesStrategy IGNORE: no follow-on ever comes; the release stops looking after the grace (the
+    reconcile then reports the instance), instead of waiting --max-wait."""
+    own = snap("d-own", "user", "Succeeded", "v2", 10.0)
+    backend = ScriptedDeployments([snap("d-launch", "autoscaling", "Succeeded", "v1", 20.0)])
+    result, waited = settle_after(backend, own)
+    assert result.follow_ons == () and result.outcome == "succeeded"
+    assert FOLLOW_ON_GRACE_S <= waited <= FOLLOW_ON_GRACE_S + RolloutOptions().poll_max_s

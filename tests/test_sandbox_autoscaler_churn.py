@@ -57,7 +57,7 @@ class CountingScaler(Autoscaler):
         self.history.append(dict(self.sizes))
         return [f"i-{len(self.actions)}"]
 
-    def scale_in(self, group: str, instance_id: str | None = None) -> Action:
+    def scale_in(self, group: str, instance_id: str | None = None, *, wait: bool = True) -> Action:
         self.sizes[group] -= 1
         action = Action(self.clock.now(), "scale_in", group, f"i-{len(self.actions)}")
         self.actions.append(action)
@@ -104,3 +104,29 @@ def test_churn_refuses_bad_bounds(bounds: Any, message: str) -> None:
     scaler = CountingScaler({"email": 2}, FakeClock(1))
     with pytest.raises(SandboxError, match=message):
         scaler.churn(1.0, bounds=bounds)
+
+
+def test_the_churn_halts_when_the_releases_last_wave_ends() -> None:
+    """`fab sandbox --churn` scales only while the release's waves run: an instance launched after the release's
+    last look would be the next release's (untagged), not this one's."""
+    from deploytool.rollout.events import PlannedGroup, ReleaseStarted, WaveFinished
+    from deploytool.sandbox.run import HaltAfterLastWave
+
+    class Halts:
+        halted = 0
+
+        def halt(self) -> None:
+            self.halted += 1
+
+    scaler = Halts()
+    watcher = HaltAfterLastWave(scaler)  # type: ignore[arg-type]
+    groups = (PlannedGroup("email", 0, "AllAtOnce", "a"), PlannedGroup("video", 1, "OneAtATime", "b"))
+    watcher.publish(ReleaseStarted("r", "v2", "sandbox", "deploy", groups, 0.0))
+    watcher.publish(WaveFinished(0, True, 1.0))
+    assert scaler.halted == 0
+    watcher.publish(WaveFinished(1, True, 2.0))
+    assert scaler.halted == 1
+    failed = HaltAfterLastWave(Halts())  # type: ignore[arg-type]
+    failed.publish(ReleaseStarted("r", "v2", "sandbox", "deploy", groups, 0.0))
+    failed.publish(WaveFinished(0, False, 1.0))  # the release stops at a failed wave
+    assert failed.scaler.halted == 1  # type: ignore[attr-defined]

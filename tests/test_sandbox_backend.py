@@ -40,13 +40,13 @@ WAIT_S = 120.0
 
 
 def strategy_bundle(
-    tmp_path: Path, tag: str, *, hold_s: float = 0.4, rendezvous: int = 0, fail_file: str = "fail"
+    tmp_path: Path, tag: str, *, hold_s: float = 0.4, rendezvous: int = 0, fail_file: str = "fail", gate: str = ""
 ) -> Path:
     """Hooks that journal each instance's begin (BeforeInstall) and end (ValidateService). With `rendezvous`, an
     instance's BeforeInstall waits (up to 10 s) until that many instances of its deployment have begun, so that the
     instances the backend lets run at once overlap however slowly a loaded machine starts them: the concurrency
     measured is then the backend's, not the scheduler's (an instance that ended before the last of its batch had
-    begun made this test flaky)."""
+    begun made this test flaky). With `gate`, BeforeInstall waits (up to 20 s) while the file tmp_path/gate exists."""
     journal, fail = tmp_path / "journal", tmp_path / fail_file
     stamp = f'echo "{{what}} $DEPLOYTOOL_INSTANCE_ID {tag} $DEPLOYMENT_ID $(date +%s.%N)" >> {journal}'
     wait = (
@@ -55,6 +55,8 @@ def strategy_bundle(
         if rendezvous > 1
         else ""
     )
+    if gate:
+        wait += f'\nn=0; while [ -e {tmp_path / gate} ] && [ "$n" -lt 400 ]; do sleep 0.05; n=$((n+1)); done'
     return write_bundle(
         tmp_path / f"{tag}.tgz",
         {
@@ -620,3 +622,28 @@ def test_an_instance_launched_during_a_deployment_gets_a_follow_on_of_the_new_re
     summary = scaler.summary()
     assert scaler.follow_on() is None and summary["followon_deployments"] == 1
     assert (summary["scale_out_while_deploying"], summary["scale_in_while_deploying"]) == (1, 0)
+
+
+@pytest.mark.slow
+def test_a_launch_ending_after_the_release_leaves_the_new_revision_the_groups(tmp_path: Path, aws: AwsSession) -> None:
+    """A launch deployment started while v2 rolls out installs v1 (the group's revision then) and ends after v2
+    succeeded: the group's revision stays v2 (a launch deploys the revision as it was; it does not bring the old one
+    back), so the follow-on deploys v2 to the new instance and a later launch gets v2."""
+    from deploytool.sandbox.autoscaler import Autoscaler
+
+    setup = Setup(tmp_path, aws, "OneAtATime", 2)
+    assert setup.backend.wait(setup.deploy(setup.revision("v1", hold_s=0, gate="gate")), WAIT_S).all_succeeded
+    scaler = Autoscaler(setup.backend)
+    v2 = setup.deploy(setup.revision("v2", hold_s=0.3))
+    (tmp_path / "gate").touch()  # the launch's BeforeInstall (v1's hook) waits until the gate goes
+    [new] = scaler.scale_out("web", 1)
+    assert setup.backend.wait(v2, WAIT_S).status == "Succeeded"
+    (tmp_path / "gate").unlink()
+    assert setup.backend.wait(scaler.launches[0], WAIT_S).status == "Succeeded"
+    assert setup.installed(new) == "v1"
+    last = setup.backend.state.last_successful("web")
+    assert last is not None and last[1].version == "v2"
+    [follow] = scaler.settle(WAIT_S)
+    assert setup.backend.wait(follow, WAIT_S).all_succeeded and setup.installed(new) == "v2"
+    [later] = scaler.scale_out("web", 1)
+    assert setup.backend.wait(scaler.launches[-1], WAIT_S).all_succeeded and setup.installed(later) == "v2"

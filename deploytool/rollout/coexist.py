@@ -24,8 +24,11 @@ Contract (the Orchestrator owns one `Coexist` and calls it at four points):
   followed to their end, bounded by `options.wait_s`; those of the release's version are kept in the group's
   result (`GroupResult.follow_ons`) and published (FollowOnFinished: the tagger tags the instances they
   deployed with the release). One that failed, or still runs when the wait runs out, fails its group: some
-  of its instances are not on the release's version. A follow-on CodeDeploy starts later than the last look
-  (after every CodeDeploy deployment of the group ended) is not seen: the reconcile then reports it.
+  of its instances are not on the release's version. A launch deployment of an older revision that succeeded
+  (an instance launched while the group's deployment ran) is due a follow-on: once nothing runs, the group is
+  watched up to FOLLOW_ON_GRACE_S more for a follow-on created after that launch (CodeDeploy starts it when the
+  group's deployments end, not in the same instant); with outdatedInstancesStrategy IGNORE none comes, and the
+  reconcile reports the instance. A follow-on started later than that is not seen either.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ CODEDEPLOY_OWN: Mapping[str, str] = {
     "codeDeployRollback": "rollback deployment",
     "CodeDeploy": "CodeDeploy deployment",
 }
+FOLLOW_ON_GRACE_S = 30.0  # settle: how long a launch of an older revision waits for its follow-on to appear
 FOLLOWED = ("CodeDeployAutoUpdate", "autoscaling")  # deploy a revision to instances: ours, when of our version
 ANOTHER = "deployment someone else started"
 OURS = "deployment of this release (an earlier run)"
@@ -157,6 +161,7 @@ class Coexist:
             if r.outcome == "succeeded" and snap is not None and snap.created_at is not None and r.group in self._groups
         }
         seen: dict[str, dict[str, DeploymentSnapshot]] = {name: {} for name in watch}
+        idle_since: dict[str, float] = {}
         announced: set[str] = set()
         deadline = self.now() + self.options.wait_s
         while watch:
@@ -169,8 +174,13 @@ class Coexist:
                 theirs = [s for s in found if s.creator in CODEDEPLOY_OWN and s.deployment_id != own.deployment_id]
                 seen[name].update({s.deployment_id: s for s in theirs})
                 running = [s for s in theirs if not s.done]
-                if not running:
-                    del watch[name]
+                if running:
+                    idle_since.pop(name, None)
+                else:
+                    idle_s = self.now() - idle_since.setdefault(name, self.now())
+                    grace_s = min(FOLLOW_ON_GRACE_S, self.options.wait_s)
+                    if not self._follow_on_due(seen[name]) or idle_s >= grace_s:
+                        del watch[name]
                 for s in running:
                     if s.deployment_id not in announced:
                         announced.add(s.deployment_id)
@@ -179,6 +189,17 @@ class Coexist:
                 break
             self.sleep(self.options.poll_max_s)
         return tuple(self._with_follow_ons(r, seen.get(r.group, {})) for r in results)
+
+    def _follow_on_due(self, seen: Mapping[str, DeploymentSnapshot]) -> bool:
+        """A launch of an older revision succeeded and no follow-on was created after it (yet)."""
+        old = [
+            s.created_at or 0.0
+            for s in seen.values()
+            if s.creator == "autoscaling" and s.status == "Succeeded" and s.version != self.plan.version
+        ]
+        return bool(old) and not any(
+            s.creator == "CodeDeployAutoUpdate" and (s.created_at or 0.0) >= max(old) for s in seen.values()
+        )
 
     def _with_follow_ons(self, result: GroupResult, seen: Mapping[str, DeploymentSnapshot]) -> GroupResult:
         ours = [s for s in seen.values() if s.creator in FOLLOWED and s.version == self.plan.version]

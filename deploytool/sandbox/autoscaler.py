@@ -7,7 +7,8 @@ Contract (../shared/reference/fleet-dynamics.md, as tests/cdsim/autoscale.py doe
   waits for it). A group with no successful revision yet: the instance just joins, no launch deployment.
 - `scale_in(group, instance_id=None)` (None: the newest live instance no deployment runs on now): with the
   termination hook on, a termination deployment (creator `autoscalingTermination`, ApplicationStop only: the
-  drain) runs, then the instance is terminated in its ASG; with it off, the instance's worker process group is
+  drain) runs, then the instance is terminated in its ASG (`wait=False`, as the churn does: in the background,
+  so the next scale action need not wait for a drain); with it off, the instance's worker process group is
   sent SIGKILL at once (a spot power-off: only the worker the sandbox started, by its pidfile) and the instance
   is terminated.
 - It reads and starts deployments through LocalBackend's public methods only (group_deployments,
@@ -16,7 +17,9 @@ Contract (../shared/reference/fleet-dynamics.md, as tests/cdsim/autoscale.py doe
   every `follow_on_every_s` on a second thread.
 - `churn(every_s, ...)`: a background thread that every `every_s` scales a group (chosen by a seeded RNG) out or
   in by one, the two alternating, keeping each group within [min_size, max_size]; `stop()` ends it; `actions`
-  records what it did, each with the group's own deployment in flight then (`during`).
+  records what it did, each with the group's own deployment in flight then (`during`); `halt()` ends the scale
+  actions at once and leaves the follow-ons running (`fab sandbox --churn` halts when the release's last wave ends:
+  an instance launched after the release's last look is the next release's).
 Every action is recorded (`actions`, `summary()`); the launch deployment ids in `launches`.
 """
 
@@ -35,6 +38,7 @@ from deploytool.rollout.backend import DeploymentSnapshot, DeployRequest
 from deploytool.sandbox.backend import LocalBackend
 from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.errors import SandboxError
+from deploytool.sandbox.instance import Instance
 from deploytool.sandbox.procs import process_group, read_pidfile, signal_group, wait_gone
 
 TERMINATION = "autoscalingTermination"
@@ -62,10 +66,13 @@ class Autoscaler:
     launches: list[str] = field(default_factory=list)
     follow_ons: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _halted: threading.Event = field(default_factory=threading.Event)  # halt(): the scale loop ends
     _thread: threading.Thread | None = None
     _watcher: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _out_next: bool = True  # churn: the direction of the next step
+    _terminations: list[threading.Thread] = field(default_factory=list)  # scale-ins waiting for their deployment
+    _leaving: set[str] = field(default_factory=set)  # instances scaled in and not terminated yet
 
     def _group(self, name: str) -> Group:
         return self.backend.fleet.config.group(name)
@@ -93,7 +100,7 @@ class Autoscaler:
         return next((d.deployment_id for d in self.running(group) if d.creator == "user"), "")
 
     def idle(self, group: str) -> list[str]:
-        busy = self.busy()
+        busy = self.busy() | self._leaving
         return [i.instance_id for i in self.backend.fleet.instances(self._group(group)) if i.instance_id not in busy]
 
     def asg_max(self, group: str) -> int:
@@ -121,7 +128,9 @@ class Autoscaler:
                 )
         return new
 
-    def scale_in(self, group: str, instance_id: str | None = None) -> Action:
+    def scale_in(self, group: str, instance_id: str | None = None, *, wait: bool = True) -> Action:
+        """`wait=False` (the churn): return once the termination deployment started; a thread terminates the
+        instance when it ends (`stop` and `settle` wait for those threads), as the ASG does after its hook."""
         g = self._group(group)
         with self._lock:
             live = [i for i in self.backend.fleet.instances(g)]
@@ -141,13 +150,31 @@ class Autoscaler:
                     g, None, release_id="", mode="restart", description="Auto Scaling termination", auto_rollback=False
                 )
                 deployment_id = self.backend.start_own(request, creator=TERMINATION, instances=[instance])
-                self.backend.wait(deployment_id, self.wait_s)
             elif not self.termination_hook:
                 killed = self._power_off(instance.worker_pidfile(self.backend.app))
-            self.backend.fleet.terminate(instance, decrement=True)
             action = Action(self.clock.now(), "scale_in", group, instance.instance_id, deployment_id, killed, during)
             self.actions.append(action)
+            if deployment_id:
+                self._leaving.add(instance.instance_id)
+        if not deployment_id:
+            self.backend.fleet.terminate(instance, decrement=True)
+        elif wait:
+            self._terminate_after(instance, deployment_id)
+        else:
+            thread = threading.Thread(
+                target=self._terminate_after, args=(instance, deployment_id), name=f"terminate-{instance_id}"
+            )
+            self._terminations.append(thread)
+            thread.start()
         return action
+
+    def _terminate_after(self, instance: Instance, deployment_id: str) -> None:
+        """The ASG terminates the instance once its termination deployment (the lifecycle hook) ended."""
+        try:
+            self.backend.wait(deployment_id, self.wait_s)
+        finally:
+            self.backend.fleet.terminate(instance, decrement=True)
+            self._leaving.discard(instance.instance_id)
 
     def _power_off(self, pidfile: Path) -> int | None:
         """SIGKILL the worker's process group (the worker the sandbox started, by its pidfile), as a spot
@@ -182,7 +209,9 @@ class Autoscaler:
                 stale = [
                     i
                     for i in self.backend.fleet.instances(g)
-                    if i.instance_id in launched and self.backend.installed_version(i) not in (None, last[1].version)
+                    if i.instance_id in launched
+                    and i.instance_id not in self._leaving
+                    and self.backend.installed_version(i) not in (None, last[1].version)
                 ]
                 if stale:
                     request = DeployRequest(
@@ -204,6 +233,8 @@ class Autoscaler:
         while True:
             for did in [d.deployment_id for d in self.running()]:
                 self.backend.wait(did, max(1.0, deadline - self.clock.now()))
+            for thread in list(self._terminations):
+                thread.join(max(1.0, deadline - self.clock.now()))
             follow = self.follow_on()
             if follow is None:
                 return started
@@ -227,7 +258,7 @@ class Autoscaler:
             if able:
                 group = rng.choice(able)
                 self._out_next = not out
-                return self.scale_out(group, 1) if out else self.scale_in(group)
+                return self.scale_out(group, 1) if out else self.scale_in(group, wait=False)
         return None
 
     def churn(
@@ -252,9 +283,9 @@ class Autoscaler:
         rng = random.Random(seed)
 
         def loop() -> None:
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or self._halted.is_set()):
                 self.clock.sleep(every_s)
-                if self._stop.is_set():
+                if self._stop.is_set() or self._halted.is_set():
                     break
                 try:
                     self.step(rng, bounds)
@@ -269,6 +300,7 @@ class Autoscaler:
                     on_error(exc)
 
         self._stop.clear()
+        self._halted.clear()
         self._thread = threading.Thread(target=loop, name="sandbox-churn", daemon=True)
         self._thread.start()
         if follow_on_every_s is not None:
@@ -277,9 +309,13 @@ class Autoscaler:
             )
             self._watcher.start()
 
+    def halt(self) -> None:
+        """No more scale actions (at once, without waiting); follow-ons still start until `stop`."""
+        self._halted.set()
+
     def stop(self, timeout_s: float = 180.0) -> None:
         self._stop.set()
-        for thread in (self._thread, self._watcher):
+        for thread in (self._thread, self._watcher, *self._terminations):
             if thread is not None:
                 thread.join(timeout_s)
 

@@ -470,7 +470,10 @@ class LocalBackend:
                 self._roll_back(dep)  # its thread records nothing before this lock is released
             entry["rollback_deployment_id"] = dep.rollback_id
             entry["error"] = dep.error
-            self.state.record(dep.group.name, entry, succeeded_with=dep.revision if status == "Succeeded" else None)
+            # A launch or termination deployment deploys the group's revision as it was when it started: ending
+            # after a newer one succeeded, it must not make the older one the group's revision again.
+            keeps = status == "Succeeded" and dep.creator not in ("autoscaling", "autoscalingTermination")
+            self.state.record(dep.group.name, entry, succeeded_with=dep.revision if keeps else None)
             dep.status = status
         dep.done.set()
 

@@ -33,10 +33,11 @@ from rich.text import Text
 
 from deploytool.config import App, Fleet, Group
 from deploytool.errors import DriftFound
+from deploytool.rollout.events import Event, ReleaseStarted, Reporter, WaveFinished
 from deploytool.rollout.plan import RolloutOptions
 from deploytool.rollout.release import Prepared
 from deploytool.rollout.result import RolloutResult
-from deploytool.sandbox.autoscaler import Autoscaler
+from deploytool.sandbox.autoscaler import Action, Autoscaler
 from deploytool.sandbox.load import CelerySender, LoadGenerator, kinds_for
 from deploytool.sandbox.report import (
     TaskTally,
@@ -61,6 +62,7 @@ class SandboxRunOptions:
     worker_stop_grace_s: float = 15.0
     churn_every_s: float | None = None  # `fab sandbox --churn`: the autoscaler scales a group every N s during v2
     churn_seed: int = 0
+    churn_termination_hook: bool = True  # False (`--churn-kill`): a scale-in SIGKILLs the worker, as a spot power-off
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class SandboxRunResult:
     drift: str = ""  # the closing reconcile's complaint, if any
     churn: dict[str, int] | None = None  # what the autoscaler did during v2 (Autoscaler.summary), with --churn
     churn_errors: tuple[str, ...] = ()
+    churn_actions: tuple[Action, ...] = ()  # each scale action, on the sandbox clock (SYSTEM_CLOCK.now())
 
     @property
     def problems(self) -> list[str]:
@@ -112,6 +115,9 @@ class Releases(Protocol):
     ) -> RolloutResult: ...
 
     def reconcile(self, fleet: Fleet, groups: Sequence[Group]) -> object: ...
+
+    def watch(self, reporter: Reporter) -> None:
+        """Have `reporter` see the events of the releases from now on."""
 
 
 def run_sandbox(
@@ -158,7 +164,7 @@ def run_sandbox(
             say(f"v2: changed RELEASE_NOTE and committed ({repo.git('rev-parse', '--short', 'HEAD').strip()})")
             scaler, churn_errors = None, []
             if opts.churn_every_s is not None:
-                scaler = Autoscaler(sandbox.backend, termination_hook=True)
+                scaler = Autoscaler(sandbox.backend, termination_hook=opts.churn_termination_hook)
                 bounds = churn_bounds(sandbox, groups)
                 shown = ", ".join(f"{g} {lo}..{hi}" for g, (lo, hi) in bounds.items())
                 say(f"churn: the autoscaler scales a group out or in every {opts.churn_every_s:g} s ({shown})")
@@ -168,6 +174,8 @@ def run_sandbox(
                     bounds=bounds,
                     on_error=lambda exc: churn_errors.append(f"{type(exc).__name__}: {exc}"),
                 )
+            if scaler is not None:
+                releases.watch(HaltAfterLastWave(scaler))
             try:
                 second = release("v2")
             finally:
@@ -206,7 +214,22 @@ def run_sandbox(
         drift=drift,
         churn=scaler.summary() if scaler is not None else None,
         churn_errors=tuple(churn_errors),
+        churn_actions=tuple(scaler.actions) if scaler is not None else (),
     )
+
+
+class HaltAfterLastWave:
+    """A reporter: the autoscaler's scale actions end when the release's last wave does, so every instance launched
+    meanwhile is one the release sees (its launch or follow-on deployment, waited for and tagged)."""
+
+    def __init__(self, scaler: Autoscaler) -> None:
+        self.scaler, self.last_wave = scaler, -1
+
+    def publish(self, event: Event) -> None:
+        if isinstance(event, ReleaseStarted):
+            self.last_wave = max((g.wave for g in event.groups), default=-1)
+        elif isinstance(event, WaveFinished) and (event.wave >= self.last_wave or not event.succeeded):
+            self.scaler.halt()
 
 
 def churn_bounds(sandbox: SandboxSession, groups: Sequence[Group]) -> dict[str, tuple[int, int]]:

@@ -116,6 +116,7 @@ def hooks(
         "churn": "scale the groups' ASGs out and in during the v2 release (launch and termination deployments)",
         "churn_every": "with --churn: seconds between two scale actions (1..600, default 5)",
         "churn_seed": "with --churn: seed of the autoscaler's choices (default 0)",
+        "churn_kill": "with --churn: the termination hook off: a scale-in SIGKILLs the worker (a spot power-off)",
     }
 )
 def sandbox(
@@ -127,6 +128,7 @@ def sandbox(
     churn: bool = False,
     churn_every: str = "5",
     churn_seed: str = "0",
+    churn_kill: bool = False,
     debug: bool = False,
 ) -> None:
     """Run the whole release on this machine: moto, real Celery workers, v1 then v2 under load, then a report."""
@@ -140,14 +142,17 @@ def sandbox(
     chosen = options.group_names(loaded, groups)
     console = make_console(ci=ci)
     every = options.integer("--churn-every", churn_every, low=1, high=600)
-    if not churn and (churn_every, churn_seed) != ("5", "0"):
-        raise UsageError("--churn-every and --churn-seed go with --churn (the autoscaler is off without it)")
+    if not churn and ((churn_every, churn_seed) != ("5", "0") or churn_kill):
+        raise UsageError(
+            "--churn-every, --churn-seed and --churn-kill go with --churn (the autoscaler is off without it)"
+        )
     seed = options.integer("--churn-seed", churn_seed, low=0)
     run = SandboxRunOptions(
         target=name,
         groups=tuple(chosen) if chosen else None,
         churn_every_s=float(every) if churn else None,
         churn_seed=seed,
+        churn_termination_hook=not churn_kill,
     )
     try:
         result = run_sandbox(loaded, console=console, options=run, connect=sandbox_releases(console, ci=ci))

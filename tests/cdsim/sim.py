@@ -277,7 +277,8 @@ class CodeDeploySim:
         group.last_attempted = info
         if status == "Succeeded":
             group.last_successful = info
-            group.target_revision = d.revision
+            if d.creator not in ("autoscaling", "autoscalingTermination"):  # they deploy the revision as it was
+                group.target_revision = d.revision
         elif d.instances and self._rollback_wanted(d, group, status):  # NO_INSTANCES: nothing to roll back
             self._start_rollback(d, group, t)
         if self.after_end is not None:
