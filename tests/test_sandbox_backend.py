@@ -303,20 +303,45 @@ def test_restart_target_instances_and_scale_out(tmp_path: Path, aws: AwsSession)
     assert setup.installed(new) == "v2"  # the group's last successful revision
 
 
-def _in_flight_elsewhere(setup: Setup, deployment_id: str, owner: Owner) -> None:
-    """What `fab deploy` in another process records when it starts a deployment of the group."""
+def _in_flight_elsewhere(setup: Setup, deployment_id: str, owner: Owner, creator: str = "user") -> None:
+    """What `fab deploy` (or, creator autoscaling, the churn of `fab sandbox --churn`) in another process records
+    when it starts a deployment of the group."""
     setup.backend.state.started(
         "web",
         {
             "deployment_id": deployment_id,
             "owner": owner.to_dict(),
-            "creator": "user",
+            "creator": creator,
             "mode": "deploy",
             "version": "v1",
-            "release_id": "r-v1",
-            "exclusive": True,
+            "release_id": "r-v1" if creator == "user" else "",
+            "exclusive": creator == "user",
         },
     )
+
+
+@pytest.mark.slow
+def test_a_launch_deployment_another_process_runs_blocks_a_user_deployment_and_is_listed(
+    tmp_path: Path, aws: AwsSession
+) -> None:
+    """One active deployment per group across the processes attached to the sandbox, CodeDeploy's own included: a
+    launch deployment the autoscaler of another process runs refuses `fab deploy` here, and ListDeployments (what
+    the release's coexist logic reads to wait for it) shows it with its creator."""
+    setup = Setup(tmp_path, aws, "OneAtATime", 1)
+    revision = setup.revision("v1", hold_s=0)
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        owner = Owner(socket.gethostname(), live.pid, process_start_time(live.pid))
+        _in_flight_elsewhere(setup, "d-LAUNCH001", owner, creator="autoscaling")
+        with pytest.raises(DeploymentLimitExceeded, match="already has an active Deployment 'd-LAUNCH001'"):
+            setup.deploy(revision)
+        [active] = setup.backend.group_deployments(setup.group, active_only=True)
+        assert (active.deployment_id, active.creator, active.status) == ("d-LAUNCH001", "autoscaling", "InProgress")
+    finally:
+        live.kill()
+        live.wait()
+    assert setup.backend.group_deployments(setup.group, active_only=True) == []  # its process is gone: abandoned
+    assert setup.backend.wait(setup.deploy(revision), WAIT_S).all_succeeded
 
 
 @pytest.mark.slow
@@ -533,7 +558,8 @@ def test_a_release_meeting_a_deployment_another_process_runs_fails_the_group_wit
     tmp_path: Path, aws: AwsSession
 ) -> None:
     """The second of two `fab deploy` on the sandbox: the group is refused, not deployed on top of the first; the
-    group's error is one line naming the active deployment and the process that runs it; nothing is rolled back."""
+    group's error is one line naming the active deployment, as on CodeDeploy (the release lists the group's
+    deployments, the other process's included, and does not override someone else's); nothing is rolled back."""
     setup = Setup(tmp_path, aws, "AllAtOnce", 2)
     first = setup.deploy(setup.revision("v1", hold_s=2.0))
     plan = rollout_plan(
@@ -548,8 +574,8 @@ def test_a_release_meeting_a_deployment_another_process_runs_fails_the_group_wit
     web = result.group("web")
     assert web.outcome == "failed" and web.deployment_id is None and web.rollback_deployment_id is None
     assert web.error == (
-        f"could not start the deployment: The Deployment Group 'web' already has an active Deployment '{first}' "
-        f"(run by another process: {Owner.current().describe()})"
+        f"deployment {first} that someone else started is in progress on group web; deploytool does not override "
+        "it: wait for it to end, or run again with --wait"
     )
     assert setup.backend.wait(first, WAIT_S).all_succeeded
     assert {tag for _w, _i, tag, did, _t in journal(tmp_path) if did != first} == set()  # v2 ran nowhere

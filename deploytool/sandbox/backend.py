@@ -181,10 +181,14 @@ class LocalBackend:
     def group_deployments(
         self, group: Group, *, active_only: bool, created_after: float | None = None
     ) -> Sequence[DeploymentSnapshot]:
-        """The deployments of the group this backend started (its own, in this process): the sandbox has no
-        deployment service that others could have started one in."""
+        """The deployments of the group this backend started, and those another live process attached to the sandbox
+        runs (`fab sandbox --churn`'s launch deployments, another `fab deploy`): what ListDeployments would list."""
         with self._lock:
             found = [snapshot(d) for d in self._deployments.values() if d.group.name == group.name]
+            mine = set(self._deployments)
+        for name, entry in self.state.in_flight():
+            if name == group.name and entry["deployment_id"] not in mine:
+                found.append(in_flight_snapshot(name, entry))
         if active_only:
             found = [s for s in found if not s.done]
         if created_after is not None:
@@ -298,7 +302,9 @@ class LocalBackend:
                     "started_at": dep.started_at,
                     "exclusive": exclusive,
                 },
-                refuse=(lambda in_flight: self._refuse_if_run_elsewhere(group.name, in_flight)) if exclusive else None,
+                refuse=(lambda in_flight: self._refuse_if_run_elsewhere(group.name, in_flight, creator))
+                if exclusive
+                else None,
             )
             self._deployments[dep.id] = dep
             if exclusive:
@@ -310,12 +316,12 @@ class LocalBackend:
         thread.start()
         return dep.id
 
-    def _refuse_if_run_elsewhere(self, group: str, in_flight: Mapping[str, Mapping[str, Any]]) -> None:
+    def _refuse_if_run_elsewhere(self, group: str, in_flight: Mapping[str, Mapping[str, Any]], creator: str) -> None:
         """CodeDeploy's one deployment per group, across the processes attached to this sandbox: called by the
         state under its file lock with the group's deployments in flight (one whose process is gone is abandoned:
-        nothing runs it)."""
+        nothing runs it). CodeDeploy's own (a launch, follow-on or termination deployment) block a user's."""
         for deployment_id, entry in in_flight.items():
-            if not entry.get("exclusive", True) or deployment_id in self._deployments:
+            if deployment_id in self._deployments or (not entry.get("exclusive", True) and creator != "user"):
                 continue
             owner = Owner.from_dict(dict(entry.get("owner") or {}))
             if owner.alive() is not False:
