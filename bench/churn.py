@@ -1,6 +1,6 @@
 """Benchmark: the sandbox's v1 -> v2 release of every group of deploy.toml while the autoscaler scales the ASGs.
 
-    python bench/churn.py [--every 2] [--seed 0] [--no-static] [--no-hook-off]
+    python bench/churn.py [--every 1] [--seed 0] [--no-static] [--no-hook-off]
 
 Runs `fab sandbox`'s own path (deploytool.sandbox.run.run_sandbox: moto, real Celery workers on SQS, load running
 through v2) up to three times in the same run: as is (static_release_s), with `--churn` (the autoscaler of
@@ -84,7 +84,7 @@ def run_once(
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--every", type=float, default=2.0, help="seconds between two scale actions")
+    parser.add_argument("--every", type=float, default=1.0, help="seconds between two scale actions")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-static", action="store_true", help="skip the release without churn")
     parser.add_argument("--no-hook-off", action="store_true", help="skip the release with the termination hook off")
