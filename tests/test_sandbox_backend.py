@@ -337,6 +337,7 @@ def test_a_launch_deployment_another_process_runs_blocks_a_user_deployment_and_i
             setup.deploy(revision)
         [active] = setup.backend.group_deployments(setup.group, active_only=True)
         assert (active.deployment_id, active.creator, active.status) == ("d-LAUNCH001", "autoscaling", "InProgress")
+        assert setup.backend.instance_results("d-LAUNCH001") == []  # its instances' statuses are the other's
     finally:
         live.kill()
         live.wait()

@@ -1,25 +1,24 @@
 """The `local` rollout backend: the sandbox fleet, deployed with CodeDeploy's semantics.
 
-Contract (deploytool/rollout/backend.py's Backend): `start` returns a `d-XXXXXXXXX` id at once and
-runs the deployment in a background thread. The group's instances come from its moto ASG (or
-`target_instances`); deploytool.strategy decides how many may be out of service (`startable`)
-and the outcome (`verdict`); another instance starts as soon as one finishes; instances run in
-parallel threads, each through the LifecycleRunner. CodeDeploy's rules kept here:
+Contract (deploytool/rollout/backend.py's Backend): `start` returns a `d-XXXXXXXXX` id at once and runs the
+deployment in a background thread. The group's instances come from its moto ASG (or `target_instances`);
+deploytool.strategy decides how many may be out of service (`startable`) and the outcome (`verdict`); another
+instance starts as soon as one finishes; instances run in parallel threads, each through the LifecycleRunner.
+CodeDeploy's rules kept here:
 
-- one deployment per group at a time: a second one is refused with CodeDeploy's DeploymentLimitExceededException
-  message (`DeploymentLimitExceeded`; a launch or termination deployment, creator autoscaling / autoscalingTermination,
-  runs beside the group's deployment but blocks the next user one in this process), across the
-  processes attached to the sandbox (checked and recorded under the state's file lock);
+- one deployment per group at a time, across the processes attached to the sandbox (checked and recorded under the
+  state's file lock): a second one is refused with CodeDeploy's DeploymentLimitExceededException message
+  (`DeploymentLimitExceeded`); CodeDeploy's own (`start_own`: launch, follow-on, termination) run beside the group's
+  deployment but block the next user one;
 - per-instance health persists across deployments (in the state, so a new process sees it): an instance never
   deployed to or whose last deployment failed is unhealthy, deployed first and not counted toward the minimum
   healthy hosts (deploytool.strategy);
 - a minimum healthy count >= the instances fails the deployment at once;
 - instances never started when a deployment ends are Skipped;
 - AllAtOnce with one failure and one success is Succeeded (the snapshot's `failed` says the rest);
-- a Succeeded deployment becomes the group's last successful revision;
-- a failed deployment with auto_rollback (or a stop with rollback) starts a NEW deployment of the
-  group's last successful revision to the same instances (creator codeDeployRollback), named in
-  the failed one's `rollback_deployment_id`;
+- a Succeeded deployment becomes the group's last successful revision (a launch or termination one does not);
+- a failed deployment with auto_rollback (or a stop with rollback) starts a NEW deployment of the group's last
+  successful revision to the same instances (creator codeDeployRollback), named in `rollback_deployment_id`;
 - mode "restart" re-runs ApplicationStop/ApplicationStart/ValidateService of the installed revision;
 - `stop` lets running scripts finish and starts nothing more (status Stopped);
 - request.ignore_stop_failures: an instance continues past a failing ApplicationStop (the runner's
@@ -29,13 +28,12 @@ Tasks a drain's cold shutdown cut off become warnings of the deployment: the hoo
 `deploytool: interrupted task NAME[ID]: FATE` (scripts/celery_hooks.py), and once an instance is done its event
 logs are read for them (`interrupted_tasks`).
 
-Deployments run in threads of the process that started them and end with it (`shutdown`); what they
-left is on disk: `poll` and `instance_results` answer for a deployment an earlier process of the same
-sandbox finished (the rollout tasks attach to a running sandbox anew each time) from the group records.
+Deployments run in threads of the process that started them and end with it (`shutdown`); what they left is on
+disk: `poll` and `instance_results` answer from the group records for one an earlier process finished.
 A deployment is recorded in flight, with its owner (host, pid, process start time), when it starts; `poll`
 answers for one another process started and has not finished: InProgress while that process lives, Abandoned
-once it is gone (killed: nothing runs the deployment any more, and a resume deploys the group again). A group
-with a deployment in flight in another live process takes no second one.
+once it is gone (killed: nothing runs the deployment any more, and a resume deploys the group again);
+`group_deployments` lists it, `instance_results` has nothing for it (only its process knows).
 
 `sync` gives instances an ASG launched since the last look the group's last successful revision
 (creator autoscaling); `start_own` starts the deployments CodeDeploy creates itself (the sandbox autoscaler's
@@ -149,6 +147,8 @@ class LocalBackend:
         if not known:  # finished by an earlier process of this sandbox: its group record has the statuses
             for _group, entry in self.state.finished([deployment_id]):
                 return [InstanceProgress(iid, status) for iid, status in dict(entry.get("instances") or {}).items()]
+            if self.state.in_flight([deployment_id]):
+                return []  # another process runs it: only that process knows its instances' statuses
         dep = self._get(deployment_id)
         with self._lock:
             return [
