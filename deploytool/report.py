@@ -35,7 +35,8 @@ def fleet_table(fleet: Fleet) -> Table:
                 f"autoscale {g.autoscale[0]},{g.autoscale[1]}" if g.autoscale else str(g.concurrency),
                 str(g.prefetch_multiplier),
                 f"{g.task_time_limit}s" + (f" (soft {g.task_soft_time_limit}s)" if g.task_soft_time_limit else ""),
-                f"{g.visibility_timeout}s",
+                f"{g.visibility_timeout}s"
+                + (f" (heartbeat every {g.visibility_heartbeat_step}s)" if g.visibility_heartbeat else ""),
                 f"{g.drain_timeout}s",
                 g.strategy.label,
             )

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.broker_fixtures import broker, moto_sqs, reaper  # noqa: F401  (fixtures for every module)
+
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("DEPLOYTOOL_TEST_REDIS", "redis://127.0.0.1:6379/0")
 RABBIT_URL = os.environ.get("DEPLOYTOOL_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672//")

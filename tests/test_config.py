@@ -99,8 +99,8 @@ BAD = [
         doc(video=VIDEO + "concurency = 3\n"),
         "groups[1].concurency: unknown key (did you mean 'concurrency'?); allowed: name, asg, queues, "
         "concurrency, prefetch_multiplier, acks_late, max_tasks_per_child, autoscale, task_time_limit, "
-        "task_soft_time_limit, visibility_timeout, drain_timeout, strategy, wave, suspend_terminate, "
-        "alarms",
+        "task_soft_time_limit, visibility_timeout, visibility_heartbeat, visibility_heartbeat_step, on_rebalance, "
+        "on_terminated, drain_timeout, strategy, wave, suspend_terminate, alarms",
     ),
     (
         "unknown app key",
@@ -113,7 +113,8 @@ BAD = [
         doc(defaults=DEFAULTS + "prefetch = 4\n"),
         "defaults.prefetch: unknown key; allowed: queues, concurrency, prefetch_multiplier, acks_late, "
         "max_tasks_per_child, autoscale, task_time_limit, task_soft_time_limit, visibility_timeout, "
-        "drain_timeout, strategy, wave, suspend_terminate, alarms",
+        "visibility_heartbeat, visibility_heartbeat_step, on_rebalance, on_terminated, drain_timeout, strategy, wave, "
+        "suspend_terminate, alarms",
     ),
     (
         "unknown target key",
@@ -161,13 +162,30 @@ BAD = [
         "visibility too short",
         doc(video=VIDEO + "task_time_limit = 1700\n"),
         "defaults.visibility_timeout: got 1800; must exceed task_time_limit + 120 s = 1820 (else the "
-        "broker redelivers running tasks and they run twice) (inherited by groups[1], 'video')",
+        "broker redelivers running tasks and they run twice); on SQS, visibility_heartbeat = true allows a short "
+        "one (inherited by groups[1], 'video')",
+    ),
+    (
+        "visibility shorter than the heartbeat's step allows",
+        doc(video=VIDEO + "visibility_heartbeat = true\nvisibility_heartbeat_step = 30\nvisibility_timeout = 40\n"),
+        "groups[1].visibility_timeout: got 40; with visibility_heartbeat it must exceed visibility_heartbeat_step "
+        "+ 10 s = 40 (else a message expires between two beats and runs twice)",
+    ),
+    (
+        "unknown rebalance policy",
+        doc(video=VIDEO + 'on_rebalance = "stop"\n'),
+        "groups[1].on_rebalance: got 'stop'; allowed: 'drain' or 'ignore'",
+    ),
+    (
+        "heartbeat step out of range",
+        doc(video=VIDEO + "visibility_heartbeat = true\nvisibility_heartbeat_step = 0\n"),
+        "groups[1].visibility_heartbeat_step: got 0; allowed: a number >= 1",
     ),
     (
         "visibility in defaults",
         doc(defaults="[defaults]\ntask_time_limit = 3500\n"),
         "groups[0].visibility_timeout: got 3600; must exceed task_time_limit + 120 s = 3620 (else the "
-        "broker redelivers running tasks and they run twice)",
+        "broker redelivers running tasks and they run twice); on SQS, visibility_heartbeat = true allows a short one",
     ),
     (
         "drain over limit",
@@ -390,6 +408,17 @@ def test_drain_shorter_than_time_limit_is_a_warning_not_an_error(tmp_path: Path)
         f"{path}: groups[1].drain_timeout: 120 s is shorter than task_time_limit 300 s (video): "
         "tasks running longer than the drain are interrupted and re-run",
     )
+
+
+def test_with_the_visibility_heartbeat_a_long_task_group_may_have_a_short_visibility_timeout(tmp_path: Path) -> None:
+    text = doc(video=VIDEO + "task_time_limit = 3000\nvisibility_heartbeat = true\nvisibility_timeout = 30\n")
+    video = load_fleet(write(tmp_path, text)).group("video")
+    assert (video.visibility_timeout, video.visibility_heartbeat_step, video.min_visibility_timeout) == (30, 10, 21)
+    shipped = video.worker_settings()
+    assert shipped["visibility_heartbeat"] is True and shipped["visibility_heartbeat_step"] == 10
+    # Without the heartbeat the same group needs the task's length and more.
+    with pytest.raises(ConfigError, match="must exceed task_time_limit"):
+        load_fleet(write(tmp_path, doc(video=VIDEO + "task_time_limit = 3000\nvisibility_timeout = 30\n")))
 
 
 def test_defaults_fill_what_a_group_leaves_out(tmp_path: Path) -> None:

@@ -9,14 +9,13 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.broker_fixtures import BrokerSpec, queue_counts
 from tests.hooktools import (
     PYTHON,
     Instance,
@@ -28,7 +27,6 @@ from tests.hooktools import (
     group_settings,
     iter_runs,
     make_instances,
-    moto_sqs_server,
     process_alive,
     render_bundle,
     uid,
@@ -37,55 +35,6 @@ from tests.hooktools import (
 )
 
 pytestmark = pytest.mark.slow
-
-HOOKS_REDIS_DB = 12  # this test module's own Redis database; queue names carry a per-test tag as well
-
-
-@dataclass
-class BrokerSpec:
-    name: str
-    url: str
-    options: dict[str, Any] | None
-    remote_control: bool
-    cleanups: list[Callable[[], None]] = field(default_factory=list)
-
-
-@pytest.fixture
-def reaper() -> Iterator[ProcessReaper]:
-    reaper = ProcessReaper()
-    try:
-        yield reaper
-    finally:
-        reaper.stop_all()
-
-
-@pytest.fixture(scope="module")
-def moto_sqs() -> Iterator[tuple[str, dict[str, Any]]]:
-    """A moto server for the SQS tests of this module."""
-    with moto_sqs_server() as server:
-        yield server
-
-
-def _redis_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
-
-
-@pytest.fixture
-def broker(request: pytest.FixtureRequest) -> Iterator[BrokerSpec]:
-    kind = request.param
-    if kind == "redis":
-        spec = BrokerSpec("redis", _redis_db(request.getfixturevalue("redis_url"), HOOKS_REDIS_DB), None, True)
-    elif kind == "rabbitmq":
-        spec = BrokerSpec("rabbitmq", request.getfixturevalue("rabbitmq_url"), None, True)
-    else:
-        url, options = request.getfixturevalue("moto_sqs")
-        spec = BrokerSpec("sqs", url, options, False)
-    try:
-        yield spec
-    finally:
-        for cleanup in spec.cleanups:
-            cleanup()
 
 
 def forget_queues(broker: BrokerSpec, tag: str, queues: list[str]) -> None:
@@ -398,16 +347,7 @@ def test_sqs_drain_under_steady_load_strands_no_received_message(
 
 def sqs_in_flight(broker: BrokerSpec, queue: str) -> int:
     """SQS's count of the queue's messages received and neither deleted nor made visible again."""
-    import boto3
-
-    port = urlsplit(broker.url).port
-    client = boto3.client(
-        "sqs", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-        aws_access_key_id="k", aws_secret_access_key="s",
-    )  # fmt: skip
-    url = client.get_queue_url(QueueName=queue)["QueueUrl"]
-    attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
-    return int(attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
+    return queue_counts(broker, queue)[1]
 
 
 @pytest.mark.parametrize("broker", BROKERS[2:], indirect=True)
@@ -416,8 +356,8 @@ def test_sqs_drain_leaves_no_received_task_unacknowledged(
 ) -> None:
     """SIGTERM comes while the worker holds one running and three prefetched tasks (concurrency 1,
     prefetch 4). Celery's warm shutdown would drop the prefetched ones from its pool and kombu would
-    "restore" them at close, on SQS by sending copies while the received originals stay invisible for
-    the visibility timeout, to run a second time then. The drain waits until every task it holds has
+    "restore" them at close (on SQS: hidden again for wait_time_seconds), and a task written to a pool
+    process but not yet accepted can run twice. The drain waits until every task it holds has
     finished and been deleted from the queue, so each runs once and nothing is left in flight."""
     fleet = make_fleet(broker, tmp_path, reaper, 1, ["reports"], concurrency=1, prefetch_multiplier=4, drain_timeout=30)
     instance = fleet.instances[0]

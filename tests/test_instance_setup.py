@@ -42,15 +42,6 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="running a hook as ano
 
 
 @pytest.fixture
-def reaper() -> Iterator[ProcessReaper]:
-    reaper = ProcessReaper()
-    try:
-        yield reaper
-    finally:
-        reaper.stop_all()
-
-
-@pytest.fixture
 def shared() -> Iterator[Path]:
     """A directory another user can traverse (pytest's tmp_path is root's alone)."""
     with tempfile.TemporaryDirectory(dir="/tmp", prefix="deploytool-runas-") as name:

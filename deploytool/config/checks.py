@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from deploytool.config.messages import check_keys, key_path
 from deploytool.config.models import (
     DRAIN_RESERVE_S,
+    HEARTBEAT_MARGIN_S,
     LIFECYCLE_EVENT_LIMIT_S,
     MAX_DRAIN_TIMEOUT_S,
     STRATEGY_TABLE_KEYS,
@@ -39,12 +40,19 @@ def lint_group(path: str, index: int, group: Group, table: Mapping[str, Any], de
         raise_("queues", "is required: the queues this group's workers consume")
     if len(set(group.queues)) != len(group.queues):
         raise_("queues", f"got {group.queues!r}; a queue may be listed once")
-    if group.visibility_timeout <= group.task_time_limit + VISIBILITY_MARGIN_S:
+    if group.visibility_heartbeat and group.visibility_timeout < group.min_visibility_timeout:
+        raise_(
+            "visibility_timeout",
+            f"got {group.visibility_timeout}; with visibility_heartbeat it must exceed visibility_heartbeat_step + "
+            f"{HEARTBEAT_MARGIN_S} s = {group.min_visibility_timeout - 1} (else a message expires between two beats "
+            "and runs twice)",
+        )
+    if not group.visibility_heartbeat and group.visibility_timeout < group.min_visibility_timeout:
         raise_(
             "visibility_timeout",
             f"got {group.visibility_timeout}; must exceed task_time_limit + {VISIBILITY_MARGIN_S} s "
             f"= {group.task_time_limit + VISIBILITY_MARGIN_S} (else the broker redelivers running tasks "
-            "and they run twice)",
+            "and they run twice); on SQS, visibility_heartbeat = true allows a short one",
         )
     if group.task_soft_time_limit is not None and group.task_soft_time_limit >= group.task_time_limit:
         raise_(

@@ -26,6 +26,8 @@ DRAIN_RESERVE_S = 60
 MAX_DRAIN_TIMEOUT_S = LIFECYCLE_EVENT_LIMIT_S - DRAIN_RESERVE_S
 # visibility_timeout must exceed task_time_limit by this much, else a slow task is redelivered.
 VISIBILITY_MARGIN_S = 120
+# With the visibility heartbeat (SQS) it must only exceed the heartbeat's step by this much.
+HEARTBEAT_MARGIN_S = 10
 
 NAMED_STRATEGIES = ("AllAtOnce", "HalfAtATime", "OneAtATime")
 STRATEGY_TABLE_KEYS = ("min_healthy_hosts", "min_healthy_percent")
@@ -209,6 +211,10 @@ class GroupSettings(Model):
     task_time_limit: Annotated[int, Field(ge=1, le=86400)] = 300
     task_soft_time_limit: Annotated[int, Field(ge=1, le=86400)] | None = None
     visibility_timeout: Annotated[int, Field(ge=1, le=43200)] = 3600
+    visibility_heartbeat: bool = False
+    visibility_heartbeat_step: Annotated[int, Field(ge=1, le=3600)] = 10
+    on_rebalance: Literal["drain", "ignore"] = "drain"
+    on_terminated: Literal["drain", "ignore"] = "drain"
     drain_timeout: Annotated[int, Field(ge=1)] = 600
     strategy: Strategy = Strategy(kind="OneAtATime")
     wave: Annotated[int, Field(ge=0, le=1000)] = 1
@@ -224,6 +230,14 @@ class GroupSettings(Model):
 class Group(GroupSettings):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     asg: Annotated[str, Field(min_length=1, max_length=255)]
+
+    @property
+    def min_visibility_timeout(self) -> int:
+        """The smallest visibility_timeout that never redelivers a running task: above the heartbeat's step plus a
+        margin with the heartbeat (SQS), above task_time_limit + 120 s without it."""
+        if self.visibility_heartbeat:
+            return self.visibility_heartbeat_step + HEARTBEAT_MARGIN_S + 1
+        return self.task_time_limit + VISIBILITY_MARGIN_S + 1
 
     @property
     def autoscale_max_min(self) -> tuple[int, int] | None:
@@ -243,6 +257,10 @@ class Group(GroupSettings):
             "task_time_limit": self.task_time_limit,
             "task_soft_time_limit": self.task_soft_time_limit,
             "visibility_timeout": self.visibility_timeout,
+            "visibility_heartbeat": self.visibility_heartbeat,
+            "visibility_heartbeat_step": self.visibility_heartbeat_step,
+            "on_rebalance": self.on_rebalance,
+            "on_terminated": self.on_terminated,
             "drain_timeout": self.drain_timeout,
         }
 

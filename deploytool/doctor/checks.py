@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 from deploytool.aws.versions import MIN_BOTOCORE
 from deploytool.config import CodeDeployTarget, Fleet
-from deploytool.config.models import VISIBILITY_MARGIN_S
 from deploytool.doctor.facts import BucketFacts, CodeDeployFacts, Facts, KmsFacts, Problem, QueueFacts
 from deploytool.rollout.setup import describe
 
@@ -381,7 +380,11 @@ def lifecycle_hooks(fleet: Fleet, target: CodeDeployTarget, facts: Facts) -> lis
 def queue(fleet: Fleet, q: QueueFacts, region: str) -> Check:
     name = f"sqs:{q.name}"
     consumers = [g for g in fleet.groups if q.name in (g.queues or [])]
-    limit = max(g.task_time_limit for g in consumers)
+    needed = max(g.min_visibility_timeout for g in consumers)
+    rule = (
+        "above every consumer's rule (task_time_limit + 120 s, or its visibility_heartbeat_step + 10 s with the "
+        "heartbeat)"
+    )
     wanted = max(g.visibility_timeout for g in consumers)
     if isinstance(q.found, Problem):
         return warn(name, f"not checked ({q.found.reason})", "grant sqs:GetQueueUrl and sqs:GetQueueAttributes")
@@ -396,15 +399,15 @@ def queue(fleet: Fleet, q: QueueFacts, region: str) -> Check:
         visibility = int(attributes.get("VisibilityTimeout", ""))
     except ValueError:
         return warn(name, f"queue {q.name} did not say its VisibilityTimeout")
-    if visibility <= limit + VISIBILITY_MARGIN_S:
+    if visibility < needed:
         return fail(
             name,
-            f"VisibilityTimeout {visibility} s is not above task_time_limit {limit} + {VISIBILITY_MARGIN_S} s: SQS "
-            "delivers a task still running again and it runs twice (kombu sets the attribute only when it "
-            "creates the queue; an existing queue keeps its value)",
+            f"VisibilityTimeout {visibility} s is below {needed} s, {rule}: SQS delivers a task still running "
+            "again and it runs twice (kombu sets the attribute only when it creates the queue; an existing "
+            "queue keeps its value)",
             f"aws sqs set-queue-attributes --queue-url {url} --attributes VisibilityTimeout={wanted}",
         )
-    return ok(name, f"VisibilityTimeout {visibility} s > task_time_limit {limit} + {VISIBILITY_MARGIN_S} s")
+    return ok(name, f"VisibilityTimeout {visibility} s >= {needed} s, {rule}")
 
 
 def athena(facts: Facts) -> Check:

@@ -32,7 +32,8 @@ from typing import Any
 
 from deploytool_instance.base import EXIT_BAD_INPUT, EXIT_OK, HookError
 from deploytool_instance.brokers import Broker, has_remote_control
-from deploytool_instance.brokers.sqs import CANARY_TASK, SettleOnSigterm, canary_queue
+from deploytool_instance.brokers.sqs import CANARY_TASK, NO_FANOUT_SCHEMES, SettleOnSigterm, canary_queue
+from deploytool_instance.brokers.sqs_visibility import CAP_MARGIN_S, ReleaseOnShutdown, VisibilityHeartbeat
 from deploytool_instance.layout import Layout, remove_if_pid, write_atomic
 from deploytool_instance.settings import bundle_root, file_error, load_settings, running_node
 
@@ -123,12 +124,13 @@ def shutdown_waker(app: Any) -> Callable[[], None]:
     return wake
 
 
-def record_interrupted_on_sigquit(path: Path, pid: int) -> None:
+def record_interrupted_on_sigquit(path: Path, pid: int, before: Callable[[], None] | None = None) -> None:
     """Put a step in front of celery's SIGQUIT handler that writes the running tasks to `path`.
 
     Celery's cold shutdown cancels the running tasks before it announces itself (worker_shutting_down),
     so only a look taken as the signal arrives sees which tasks the cold shutdown hands back to the broker.
     Installed once celery's own handlers are in place (worker_ready); drain logs the file's names and ids.
+    `before` runs first (on SQS: ReleaseOnShutdown.begin, so the tasks cut off are released at once).
     """
     previous = signal.getsignal(signal.SIGQUIT)
     if not callable(previous):
@@ -137,6 +139,8 @@ def record_interrupted_on_sigquit(path: Path, pid: int) -> None:
     def snapshot(signum: int, frame: Any) -> None:
         from celery.worker import state
 
+        if before is not None:
+            before()
         tasks = [{"name": r.name, "id": r.id} for r in list(state.active_requests)]
         with contextlib.suppress(OSError):
             write_atomic(path, json.dumps({"pid": pid, "tasks": tasks}) + "\n")
@@ -175,6 +179,32 @@ def worker_conf(group: Mapping[str, Any], broker: Broker, base_options: Mapping[
     return conf
 
 
+def broker_visibility(group: Mapping[str, Any], sqs: bool) -> int:
+    """The visibility timeout the worker gives its broker. With the heartbeat (SQS only) it is the group's
+    short one; a group with the heartbeat on another broker (Redis restores an unacknowledged task after its
+    own visibility timeout, with no heartbeat) gets task_time_limit + 120 s, the rule without it."""
+    visibility = int(group["visibility_timeout"])
+    if group.get("visibility_heartbeat") and not sqs:
+        return max(visibility, int(group["task_time_limit"]) + 120)
+    return visibility
+
+
+def sqs_visibility(
+    group: Mapping[str, Any], layout: Layout, log: Callable[[str], None]
+) -> tuple[ReleaseOnShutdown, VisibilityHeartbeat | None]:
+    """On SQS: the explicit release at shutdown, and the heartbeat when the group turns it on."""
+    heartbeat = None
+    if group.get("visibility_heartbeat"):
+        heartbeat = VisibilityHeartbeat(
+            step_s=float(group.get("visibility_heartbeat_step") or 10),
+            visibility_s=int(group["visibility_timeout"]),
+            cap_s=float(group["task_time_limit"]) + CAP_MARGIN_S,
+            stats_file=layout.visibility_file,
+            log=log,
+        )
+    return ReleaseOnShutdown(log, heartbeat), heartbeat
+
+
 def worker_argv(group: Mapping[str, Any], node: str, queues: Sequence[str], logfile: Path) -> list[str]:
     argv = ["worker", "--hostname", node, "--queues", ",".join(queues), "--loglevel", "INFO"]
     argv += ["--logfile", str(logfile), "--without-gossip"]
@@ -198,6 +228,7 @@ class WorkerSignals:
     wake: Callable[[], None]
     prompt: PromptShutdown | None
     settle: SettleOnSigterm | None
+    release: ReleaseOnShutdown | None = None
     first_task_seen: bool = False
 
     def connect(self) -> None:
@@ -209,7 +240,9 @@ class WorkerSignals:
 
     def on_ready(self, sender: Any = None, **_: Any) -> None:
         """Celery's signal handlers are in place: put ours in front, then tell `start` we are up."""
-        record_interrupted_on_sigquit(self.layout.interrupted_file, self.pid)
+        record_interrupted_on_sigquit(
+            self.layout.interrupted_file, self.pid, self.release.begin if self.release is not None else None
+        )
         if self.settle is not None:
             self.settle.install(self.wake)
         ready = {"pid": self.pid, "node": self.node, "version": self.version, "queues": self.queues}
@@ -226,6 +259,8 @@ class WorkerSignals:
             write_atomic(self.layout.first_task_file, json.dumps(taken) + "\n")
 
     def on_shutting_down(self, sig: Any = None, how: Any = None, **_: Any) -> None:
+        if self.release is not None:
+            self.release.begin()
         if self.prompt is not None:
             self.prompt.begin()
         self.wake()
@@ -260,20 +295,32 @@ def run_worker(group_name: str) -> int:
     except OSError as exc:
         raise file_error(exc, settings) from None
     node = running_node(settings)
-    broker = Broker.from_env(os.environ, int(settings.group["visibility_timeout"]), "worker environment")
+    sqs = Broker.from_env(os.environ, None, "worker environment").url.partition("://")[0] in NO_FANOUT_SCHEMES
+    broker = Broker.from_env(os.environ, broker_visibility(settings.group, sqs), "worker environment")
     app = load_celery_app(str(settings.app["celery_app"]))
     app.conf.update(worker_conf(settings.group, broker, app.conf.broker_transport_options or {}))
     register_canary(app, layout.canary_dir, settings.version)
     queues = list(settings.queues)
     settle: SettleOnSigterm | None = None
+    release: ReleaseOnShutdown | None = None
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     if not has_remote_control(app):
         queues.append(canary_queue(node))
-        settle = SettleOnSigterm(lambda line: print(line, file=sys.stderr, flush=True), canary_queue(node))
+        settle = SettleOnSigterm(log, canary_queue(node))
         app.steps["consumer"].add(settle.bootstep())
+        release, heartbeat = sqs_visibility(settings.group, layout, log)
+        app.steps["consumer"].add(release.bootstep())
+        if heartbeat is not None:
+            app.steps["consumer"].add(heartbeat.bootstep())
+    elif settings.group.get("visibility_heartbeat"):
+        log("deploytool: visibility_heartbeat is for SQS; on this broker visibility_timeout = task_time_limit + 120 s")
     prompt = PromptShutdown() if os.environ.get("DEPLOYTOOL_PROMPT_SHUTDOWN", "1") != "0" else None
     if prompt is not None:
         prompt.install()
-    WorkerSignals(layout, pid, node, settings.version, queues, shutdown_waker(app), prompt, settle).connect()
+    WorkerSignals(layout, pid, node, settings.version, queues, shutdown_waker(app), prompt, settle, release).connect()
     try:
         app.worker_main(worker_argv(settings.group, node, queues, layout.logfile))
     finally:

@@ -67,6 +67,22 @@ class Layout:
         return self.run_dir / "interrupted.json"
 
     @property
+    def interruption_file(self) -> Path:
+        return self.run_dir / "interruption.json"
+
+    @property
+    def watcher_pidfile(self) -> Path:
+        return self.run_dir / "watcher.pid"
+
+    @property
+    def watcher_log(self) -> Path:
+        return self.install_dir / "log" / "watcher.log"
+
+    @property
+    def visibility_file(self) -> Path:
+        return self.run_dir / "visibility.json"
+
+    @property
     def first_task_file(self) -> Path:
         return self.run_dir / "first-task.json"
 
