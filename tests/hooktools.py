@@ -232,6 +232,9 @@ class HookTestRunner(LifecycleRunner):
     def hook_env(self, event: str, spec: DeploymentSpec) -> dict[str, str]:
         env = super().hook_env(event, spec)
         env["PATH"] = self.path_prefix + env["PATH"]
+        # No metadata service unless the instance's env file names one (tests/test_interruptions.py): the watcher
+        # ApplicationStart starts then says "not on EC2" and exits, whatever network this machine is on.
+        env["DEPLOYTOOL_IMDS_ENDPOINT"] = "http://127.0.0.1:1"
         if self.process_manager != "direct":
             del env["DEPLOYTOOL_PROCESS_MANAGER"]
         return env
@@ -307,6 +310,15 @@ class Instance:
             return None
         return pid
 
+    def watcher_pid(self) -> int | None:
+        """The interruption watcher ApplicationStart started (celery_hooks.py watch), if it runs."""
+        try:
+            pid = int((self.install_dir / "run" / "watcher.pid").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        return pid if b"watch" in cmdline and process_alive(pid) else None
+
     def write_env(
         self,
         broker_url: str,
@@ -354,6 +366,9 @@ class Instance:
         pid = self.worker_pid()
         if pid is not None:
             self.reaper.add_group(pid)
+        watcher = self.watcher_pid()
+        if watcher is not None:
+            self.reaper.add_group(watcher)
         return runs
 
     def run_hook(self, bundle: Path, event: str, timeout: float, deployment_id: str) -> HookRun:

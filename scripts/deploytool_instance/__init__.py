@@ -17,11 +17,14 @@ Modules, one concern each:
     settings    fleet.json narrowed to one group, the environment file, instance id and node name
     processes   finding the running worker (pidfile or systemd) and the signals drain sends it
     systemd     the group's unit: install it, ask for its main pid, stop it
-    brokers/    the broker's settings and client; remote control (Redis, RabbitMQ); SQS (no remote control)
+    brokers/    the broker's settings and client; remote control (Redis, RabbitMQ); SQS (no remote control);
+                sqs_visibility: the visibility heartbeat and the explicit release at shutdown
+    imds        the instance metadata service (IMDSv2): instance id, spot/rebalance/Terminated notices
     interrupted what a cold shutdown cut off, as lines the sandbox runner turns into warnings
     drain       ApplicationStop
     start       ApplicationStart
     validate    ValidateService
-    hooks       `celery_hooks.py drain|start|validate`
+    watcher     `celery_hooks.py watch`: the interruption watcher ApplicationStart starts beside the worker
+    hooks       `celery_hooks.py drain|start|validate|watch`
     launcher    `celery_worker.py GROUP`: the worker process itself
 """

@@ -57,8 +57,10 @@ def drain_worker(
     clock: Clock,
     log: Log,
     quit_grace: float = QUIT_GRACE_S,
+    budget: str = "drain_timeout",
 ) -> DrainResult:
-    """The drain. `deadline` is when drain_timeout is spent (monotonic); SIGKILL is never sent."""
+    """The drain. `deadline` is when the budget (drain_timeout; the watcher's: the time a notice leaves) is spent
+    (monotonic); SIGKILL is never sent."""
     started = clock.now()
     last_active: list[dict[str, Any]] = []
     idle = False
@@ -104,13 +106,13 @@ def drain_worker(
         if wait_for_exit(worker, deadline, clock):
             log.step("SIGTERM", f"pid {worker.pid} exited after {how}", clock.now() - step)
             return DrainResult("drained", clock.now() - started)
-        log.step("SIGTERM", f"pid {worker.pid} still running when drain_timeout was spent", clock.now() - step)
+        log.step("SIGTERM", f"pid {worker.pid} still running when {budget} was spent", clock.now() - step)
     interrupted = task_labels(last_active)
     step = clock.now()
     worker.cold_shutdown()
     exited = wait_for_exit(worker, clock.now() + quit_grace, clock)
     detail = f"pid {worker.pid} {'exited' if exited else f'STILL RUNNING after {quit_grace:.0f} s'} after cold shutdown"
-    log.step("SIGQUIT", f"drain_timeout spent; {detail}", clock.now() - step)
+    log.step("SIGQUIT", f"{budget} spent; {detail}", clock.now() - step)
     return DrainResult("cold" if exited else "stuck", clock.now() - started, interrupted)
 
 
@@ -147,6 +149,7 @@ def drain_running(
     clock: Clock,
     log: Log,
     quit_grace: float = QUIT_GRACE_S,
+    budget: str = "drain_timeout",
 ) -> DrainResult:
     """Drain a found worker; on the hook's own SIGTERM, SIGQUIT the worker and exit non-zero."""
     control: RemoteControl | None = None
@@ -161,7 +164,7 @@ def drain_running(
                 log.step("connect", "no remote control (SQS): SIGTERM is the drain", clock.now() - step)
         except HookError as exc:
             log.step("connect", f"{exc}; going straight to SIGTERM", clock.now() - step)
-        result = drain_worker(worker, control, node, deadline, clock, log, quit_grace)
+        result = drain_worker(worker, control, node, deadline, clock, log, quit_grace, budget)
     except HookTerminated:
         cold_shutdown_on_termination(settings, worker, clock, log)
         raise
@@ -169,7 +172,9 @@ def drain_running(
         if control is not None:
             control.close()
     reported = report_interrupted(settings, worker.pid, log)
-    if result.outcome == "cold" and result.interrupted and not reported:
+    if reported:
+        result.interrupted = reported
+    elif result.outcome == "cold" and result.interrupted:
         log.step(
             "interrupted",
             f"{len(result.interrupted)} task(s) cut off by the cold shutdown: {summarize(result.interrupted)}",

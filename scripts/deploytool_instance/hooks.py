@@ -3,6 +3,7 @@
     celery_hooks.py drain       ApplicationStop: drain the running worker within drain_timeout
     celery_hooks.py start       ApplicationStart: start the group's worker on the new release
     celery_hooks.py validate    ValidateService: prove the new worker runs and takes work
+    celery_hooks.py watch       the interruption watcher ApplicationStart starts beside the worker (watcher)
 
 The settings come from the bundle this package shipped in and DEPLOYMENT_GROUP_NAME. A HookError
 ends the hook with its one line and its code; an OSError (a path the hook cannot write, typically as
@@ -25,6 +26,7 @@ from deploytool_instance.drain import drain
 from deploytool_instance.settings import Settings, bundle_root, file_error, load_settings
 from deploytool_instance.start import start
 from deploytool_instance.validate import validate
+from deploytool_instance.watcher import watch
 
 STARTED = time.monotonic()
 
@@ -33,10 +35,15 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise HookTerminated()
 
 
-COMMANDS: dict[str, Callable[[Settings, Clock, Log], int]] = {"drain": drain, "start": start, "validate": validate}
+COMMANDS: dict[str, Callable[[Settings, Clock, Log], int]] = {
+    "drain": drain,
+    "start": start,
+    "validate": validate,
+    "watch": watch,
+}
 
 
-USAGE = "usage: celery_hooks.py drain|start|validate"
+USAGE = "usage: celery_hooks.py drain|start|validate|watch"
 
 
 def main(argv: Sequence[str]) -> int:

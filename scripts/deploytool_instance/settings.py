@@ -8,7 +8,7 @@
 - read_env_file reads app.env_file as systemd's EnvironmentFile does (CELERY_BROKER_URL, optional
   CELERY_BROKER_TRANSPORT_OPTIONS as JSON).
 - The worker's node name is celery@<group>.<instance id>: DEPLOYTOOL_INSTANCE_ID, else the EC2 instance
-  id from IMDSv2, else the hostname; `start` writes the name it used to run/node-name.
+  id from IMDSv2 (imds), else the hostname; `start` writes the name it used to run/node-name.
 - fleet.json's "hooks" holds each hook's timeout as the appspec gives it (Settings.hook_budget: what a
   hook may spend, REPORT_MARGIN_S less, so it reports its own failure before the agent's SIGTERM).
 - file_error(exc, settings) turns an OSError of the hooks' file set-up into one HookError line naming
@@ -25,13 +25,13 @@ import pwd
 import re
 import socket
 import sys
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deploytool_instance.base import EXIT_BAD_INPUT, HookError
+from deploytool_instance.imds import Imds, ImdsUnavailable, endpoint_of
 from deploytool_instance.layout import Layout
 
 # Each hook's timeout in the appspec deploytool renders (deploytool.render), for bundles whose fleet.json
@@ -94,6 +94,10 @@ class Settings:
     @property
     def unit_name(self) -> str:
         return f"{self.app['name']}-{self.group_name}.service"
+
+    @property
+    def watcher_unit_name(self) -> str:
+        return f"{self.app['name']}-{self.group_name}-watch.service"
 
 
 def load_settings(bundle_root: Path, environ: Mapping[str, str], group_name: str | None = None) -> Settings:
@@ -159,25 +163,15 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def instance_id(environ: Mapping[str, str], metadata_timeout: float = 1.0) -> str:
-    """DEPLOYTOOL_INSTANCE_ID, else the EC2 instance id from IMDSv2, else the hostname."""
+    """DEPLOYTOOL_INSTANCE_ID, else the EC2 instance id from IMDSv2 (DEPLOYTOOL_IMDS_ENDPOINT), else the hostname."""
     given = environ.get("DEPLOYTOOL_INSTANCE_ID")
     if given:
         return given
     try:
-        token_request = urllib.request.Request(
-            "http://169.254.169.254/latest/api/token",
-            method="PUT",
-            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
-        )
-        with urllib.request.urlopen(token_request, timeout=metadata_timeout) as response:
-            token = response.read().decode()
-        id_request = urllib.request.Request(
-            "http://169.254.169.254/latest/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token}
-        )
-        with urllib.request.urlopen(id_request, timeout=metadata_timeout) as response:
-            return str(response.read().decode().strip())
-    except OSError:
-        return socket.gethostname()
+        found = Imds(endpoint_of(environ), metadata_timeout).get("instance-id")
+    except ImdsUnavailable:
+        found = None
+    return found.strip() if found else socket.gethostname()
 
 
 def node_name(group: str, instance: str) -> str:

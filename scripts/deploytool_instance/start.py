@@ -15,7 +15,9 @@ fails the hook with the tail of its log.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,9 +27,15 @@ from deploytool_instance.base import EXIT_OK, Clock, HookError, Log
 from deploytool_instance.brokers import Broker
 from deploytool_instance.drain import QUIT_GRACE_S, drain_running
 from deploytool_instance.layout import point_symlink, read_json, write_atomic
-from deploytool_instance.processes import WORKER_SCRIPT, find_worker, process_alive, systemd_main_pid
+from deploytool_instance.processes import (
+    WORKER_SCRIPT,
+    find_worker,
+    process_alive,
+    process_cmdline,
+    systemd_main_pid,
+)
 from deploytool_instance.settings import Settings, instance_id, node_name, read_env_file, running_node
-from deploytool_instance.systemd import install_unit
+from deploytool_instance.systemd import install_unit, unit_source
 
 START_DRAIN_BUDGET_S = 120.0  # a worker ApplicationStop did not drain is drained by start within this
 START_READY_MIN_S = 60.0  # at least this much (or a third of the budget) is left for the new worker's start-up
@@ -96,19 +104,75 @@ def launch_direct(settings: Settings, env: Mapping[str, str]) -> int:
     layout = settings.layout
     layout.logfile.parent.mkdir(parents=True, exist_ok=True)
     script = settings.release_dir / "deploytool" / "hooks" / WORKER_SCRIPT
-    with open(layout.logfile, "ab") as logfile:
+    argv = [settings.python, "-u", str(script), settings.group_name]
+    return spawn_daemon(
+        argv, settings.release_dir / "app", worker_environment(settings, env), layout.logfile, layout.pidfile
+    )
+
+
+def spawn_daemon(argv: list[str], cwd: Path, env: Mapping[str, str], logfile: Path, pidfile: Path) -> int:
+    """Start `argv` as a daemon: its own session, output appended to `logfile`, its pid written to `pidfile`."""
+    with open(logfile, "ab") as out:
         process = subprocess.Popen(
-            [settings.python, "-u", str(script), settings.group_name],
-            cwd=settings.release_dir / "app",
-            env=worker_environment(settings, env),
+            argv,
+            cwd=cwd,
+            env=dict(env),
             stdin=subprocess.DEVNULL,
-            stdout=logfile,
+            stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
         )
-    write_atomic(layout.pidfile, f"{process.pid}\n")
+    write_atomic(pidfile, f"{process.pid}\n")
     return process.pid
+
+
+WATCHER_STOP_S = 5.0  # an earlier watcher gets this long to exit after SIGTERM, then SIGKILL
+
+
+def is_watcher(pid: int) -> bool:
+    argv = process_cmdline(pid)
+    return "watch" in argv[-1:] and any(os.path.basename(a) == "celery_hooks.py" for a in argv)
+
+
+def launch_watcher_direct(settings: Settings, env: Mapping[str, str], clock: Clock) -> tuple[int, int | None]:
+    """Replace the interruption watcher (celery_hooks.py watch) with one from this release, as a daemon in its
+    own session; returns (new pid, the pid it replaced)."""
+    layout = settings.layout
+    old = None
+    with contextlib.suppress(OSError, ValueError):
+        old = int(layout.watcher_pidfile.read_text().split()[0])
+    if old is not None and process_alive(old) and is_watcher(old):
+        os.kill(old, signal.SIGTERM)
+        until = clock.now() + WATCHER_STOP_S
+        while process_alive(old) and clock.now() < until:
+            clock.sleep(0.05)
+        if process_alive(old):
+            os.kill(old, signal.SIGKILL)
+    script = settings.release_dir / "deploytool" / "hooks" / "celery_hooks.py"
+    environment = worker_environment(settings, env)
+    environment["DEPLOYMENT_GROUP_NAME"] = settings.group_name
+    layout.watcher_log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [settings.python, "-u", str(script), "watch"]
+    return spawn_daemon(argv, settings.release_dir, environment, layout.watcher_log, layout.watcher_pidfile), old
+
+
+def start_watcher(settings: Settings, env: Mapping[str, str], deadline: float, clock: Clock, log: Log) -> None:
+    """The interruption watcher beside the worker. Failing to start it is a warning, not a failed deploy: the
+    worker runs; only a spot notice would then go unanswered."""
+    step = clock.now()
+    try:
+        if settings.process_manager == "direct":
+            pid, old = launch_watcher_direct(settings, env, clock)
+            replaced = f" (replaced pid {old})" if old else ""
+            log.step("watcher", f"pid {pid}: celery_hooks.py watch{replaced}", clock.now() - step)
+        elif unit_source(settings, "-watch").is_file():
+            install_unit(settings, deadline, clock, watcher=True)
+            log.step("watcher", f"installed, enabled and restarted {settings.watcher_unit_name}", clock.now() - step)
+        else:
+            log.step("watcher", "WARNING: the bundle has no watcher unit: spot notices are not watched")
+    except (HookError, OSError) as exc:
+        log.step("watcher", f"WARNING: the interruption watcher did not start: {exc}", clock.now() - step)
 
 
 def log_tail(path: Path, offset: int, lines: int = 15) -> str:
@@ -216,4 +280,5 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
         f"pid {pid} {node} consuming {', '.join(settings.queues)}; VERSION={settings.version}",
         clock.now() - step,
     )
+    start_watcher(settings, env, log.started + budget.total_s, clock, log)
     return EXIT_OK

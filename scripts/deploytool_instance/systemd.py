@@ -5,9 +5,13 @@ scripts/systemd/worker.service.j2 (ExecStart runs celery_worker.py GROUP from {i
 install_unit copies it to /etc/systemd/system/<app>-<group>.service, reloads systemd, enables and
 restarts it (with `sudo -n` unless root), each command within 60 s and all of them before `deadline`
 (monotonic: the hook's budget); a missing unit, a failing or a hanging command is a HookError naming it.
+`watcher=True` does the same for the interruption watcher's unit, deploytool/hooks/systemd/<group>-watch.service
+(from scripts/systemd/watcher.service.j2), installed as <app>-<group>-watch.service.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from deploytool_instance.base import Clock, HookError
 from deploytool_instance.processes import run_command
@@ -16,15 +20,21 @@ from deploytool_instance.settings import Settings
 COMMAND_TIMEOUT_S = 60.0
 
 
-def install_unit(settings: Settings, deadline: float, clock: Clock) -> None:
-    source = settings.bundle_root / "deploytool" / "hooks" / "systemd" / f"{settings.group_name}.service"
+def unit_source(settings: Settings, suffix: str = "") -> Path:
+    """The bundle's rendered unit: <group>.service (the worker) or <group>-watch.service (the watcher)."""
+    return settings.bundle_root / "deploytool" / "hooks" / "systemd" / f"{settings.group_name}{suffix}.service"
+
+
+def install_unit(settings: Settings, deadline: float, clock: Clock, *, watcher: bool = False) -> None:
+    source = unit_source(settings, "-watch" if watcher else "")
+    unit = settings.watcher_unit_name if watcher else settings.unit_name
     if not source.is_file():
         raise HookError(f"{source}: the group's systemd unit is missing from the bundle")
-    target = settings.layout.on_instance(f"/etc/systemd/system/{settings.unit_name}")
+    target = settings.layout.on_instance(f"/etc/systemd/system/{unit}")
     for argv in (
         ["install", "-D", "-m", "0644", str(source), str(target)],
         ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", settings.unit_name],
-        ["systemctl", "restart", settings.unit_name],
+        ["systemctl", "enable", unit],
+        ["systemctl", "restart", unit],
     ):
         run_command(argv, privileged=True, timeout=max(1.0, min(COMMAND_TIMEOUT_S, deadline - clock.now())))
