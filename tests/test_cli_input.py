@@ -143,6 +143,21 @@ def test_an_unknown_group_is_named_with_did_you_mean(repo: Path, task: str) -> N
         (["sandbox", "--churn", "--churn-seed", "x"], ["--churn-seed 'x'", "whole number"]),
         (["sandbox", "--churn-every", "3"], ["--churn-every, --churn-seed and --churn-kill go with --churn"]),
         (["sandbox", "--churn-kill"], ["--churn-every, --churn-seed and --churn-kill go with --churn"]),
+        (["sandbox-interrupt", "--notice", "spot"], ["fab sandbox-interrupt needs --instance ID"]),
+        (
+            ["sandbox-interrupt", "--instance", "i-1"],
+            ["needs exactly one of --notice spot|rebalance|terminate and --kill"],
+        ),
+        (["sandbox-interrupt", "--instance", "i-1", "--notice", "spot", "--kill"], ["needs exactly one of --notice"]),
+        (["sandbox-interrupt", "--instance", "i-1", "--notice", "reboot"], ["--notice 'reboot'", "spot, rebalance"]),
+        (
+            ["sandbox-interrupt", "--instance", "i-1", "--notice", "spot", "--seconds", "5"],
+            ["--seconds '5'", "10 to 3600"],
+        ),
+        (
+            ["sandbox-interrupt", "--instance", "i-1", "--notice", "rebalance", "--seconds", "60"],
+            ["--seconds goes with"],
+        ),
         (["publish", "--endpoint-url", "localhost:9000"], ["--endpoint-url 'localhost:9000'", "http://"]),
         (["deploy", "--json-out", "j" * 5000], ["--json-out 'jjj", "cannot use this path (File name too long)"]),
         (["build", "--out", "o" * 5000], ["--out 'ooo", "cannot use this path (File name too long)"]),

@@ -8,6 +8,8 @@ strategy semantics. Modules:
 
 - procs: process helpers (liveness by pid, process groups, pidfiles, the record of started pids)
 - motoserver: start/stop the moto server subprocess
+- imds: the fake instance metadata service (IMDSv2) and the notices it serves (`fab sandbox-interrupt`)
+- faults: a hard kill of an instance's worker and watcher (a power-off)
 - appspec: parse and validate appspec.yml 0.0
 - instance: one instance's directory layout (absolute instance paths mapped under its root)
 - scripts: run one hook script as the agent does (timeout, process group, log)
@@ -17,5 +19,6 @@ strategy semantics. Modules:
 - fleet: the sandbox fleet in moto (launch template, one ASG per group, instance dirs, env files)
 - backend: the `local` rollout backend
 - session: SandboxSession, which starts everything and stops everything it started
+- autoscaler: scale-out and scale-in during a release (`fab sandbox --churn`)
 - load, report, workrepo, run: the `fab sandbox` run
 """

@@ -25,21 +25,18 @@ Every action is recorded (`actions`, `summary()`); the launch deployment ids in 
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from deploytool.config import Group
 from deploytool.rollout.backend import DeploymentSnapshot, DeployRequest
 from deploytool.sandbox.backend import LocalBackend
 from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.errors import SandboxError
+from deploytool.sandbox.faults import hard_kill
 from deploytool.sandbox.instance import Instance
-from deploytool.sandbox.procs import process_group, read_pidfile, signal_group, wait_gone
 
 TERMINATION = "autoscalingTermination"
 FOLLOW_ON = "CodeDeployAutoUpdate"
@@ -151,7 +148,7 @@ class Autoscaler:
                 )
                 deployment_id = self.backend.start_own(request, creator=TERMINATION, instances=[instance])
             elif not self.termination_hook:
-                killed = self._power_off(instance.worker_pidfile(self.backend.app))
+                killed = hard_kill(instance.worker_pidfile(self.backend.app), self.clock)
             action = Action(self.clock.now(), "scale_in", group, instance.instance_id, deployment_id, killed, during)
             self.actions.append(action)
             if deployment_id:
@@ -175,23 +172,6 @@ class Autoscaler:
         finally:
             self.backend.fleet.terminate(instance, decrement=True)
             self._leaving.discard(instance.instance_id)
-
-    def _power_off(self, pidfile: Path) -> int | None:
-        """SIGKILL the worker's process group (the worker the sandbox started, by its pidfile), as a spot
-        power-off: no drain. Returns the worker's pid."""
-        pid = read_pidfile(pidfile)
-        if pid is None:
-            return None
-        pgid = process_group(pid)
-        if pgid is not None and pgid == pid:  # the worker leads its own group (its hook started it so)
-            signal_group(pgid, signal.SIGKILL)
-        elif pgid is not None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        wait_gone([pid], 5.0, self.clock)
-        return pid
 
     def follow_on(self) -> str | None:
         """CodeDeploy's outdatedInstancesStrategy UPDATE: once a group has no deployment in flight, the instances this

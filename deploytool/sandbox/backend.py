@@ -411,13 +411,13 @@ class LocalBackend:
             self._record_worker(target.instance)
 
     def _record_worker(self, instance: Instance) -> None:
-        """The worker ApplicationStart's hooks started (they write its pidfile) joins the pid record, once."""
+        """The worker and watcher ApplicationStart started (it writes their pidfiles) join the pid record, once."""
         if self.record is None:
             return
-        pidfile = instance.worker_pidfile(self.app)
-        pid = read_pidfile(pidfile)
-        if pid is not None and pid_alive(pid):
-            self.record.add_once(pid, "worker", f"{instance.instance_id} {instance.shown(pidfile)}")
+        pidfiles = {"worker": instance.worker_pidfile(self.app), "watcher": instance.watcher_pidfile(self.app)}
+        for kind, pidfile in pidfiles.items():
+            if (pid := read_pidfile(pidfile)) is not None and pid_alive(pid):
+                self.record.add_once(pid, kind, f"{instance.instance_id} {instance.shown(pidfile)}")
 
     def _runner(self, instance: Instance) -> LifecycleRunner:
         return LifecycleRunner(

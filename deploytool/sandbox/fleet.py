@@ -57,9 +57,11 @@ class SandboxFleet:
         aws: AwsSession,
         broker: Broker,
         sizes: Mapping[str, int],
+        imds_url: str | None = None,
     ) -> None:
         self.config = fleet
         self.root = root
+        self.imds_url = imds_url
         self.broker = broker
         self.sizes = dict(sizes)
         self.ec2 = Ec2Gateway(aws)
@@ -121,6 +123,8 @@ class SandboxFleet:
             "CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps(dict(self.broker.transport_options), separators=(",", ":")),
             "ACME_LEDGER": str(instance.ledger),
         }
+        if self.imds_url:  # the instance's own fake metadata service (deploytool.sandbox.imds)
+            env["DEPLOYTOOL_IMDS_ENDPOINT"] = f"{self.imds_url}/{instance.instance_id}"
         path = instance.env_file(app)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))

@@ -10,8 +10,10 @@ Contract (a documented deviation from production): every absolute instance path 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from deploytool.config import App
 from deploytool.sandbox.errors import SandboxError
@@ -63,6 +65,17 @@ class Instance:
 
     def worker_pidfile(self, app: App) -> Path:
         return self.install_dir(app) / "run" / "worker.pid"
+
+    def watcher_pidfile(self, app: App) -> Path:
+        """The interruption watcher ApplicationStart starts beside the worker (celery_hooks.py watch)."""
+        return self.install_dir(app) / "run" / "watcher.pid"
+
+    def interruption(self, app: App) -> dict[str, Any] | None:
+        """What the watcher did on a notice (run/interruption.json), if it had one."""
+        try:
+            return dict(json.loads((self.install_dir(app) / "run" / "interruption.json").read_text()))
+        except (OSError, ValueError):
+            return None
 
     def running_version(self, app: App) -> str | None:
         """The version ApplicationStart recorded once the worker was up, if any."""

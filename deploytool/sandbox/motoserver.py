@@ -17,6 +17,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.errors import SandboxError
@@ -33,7 +34,7 @@ def free_port(host: str = HOST) -> int:
 
 def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/moto-api/", timeout=1.0) as response:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
             return int(response.status) == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -47,6 +48,16 @@ def _tail(path: Path, limit: int = 600) -> str:
 
 
 class MotoServer:
+    """The moto server; subclasses (the sandbox's fake IMDS) change what runs (`argv`), what answers when it is
+    up (`ready_path`), what it is called and the record's kind."""
+
+    name = "the moto server"
+    kind = "moto"
+    ready_path = "/moto-api/"
+
+    def argv(self, port: int) -> list[str]:
+        return [self.python, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+
     def __init__(
         self,
         *,
@@ -70,11 +81,11 @@ class MotoServer:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def start(self) -> MotoServer:
+    def start(self) -> Self:
         for _attempt in range(3):  # another process may take the free port first
             if self._try_start():
                 return self
-        raise SandboxError(f"the moto server did not start; its log {self.log_path}: {_tail(self.log_path)}")
+        raise SandboxError(f"{self.name} did not start; its log {self.log_path}: {_tail(self.log_path)}")
 
     def _try_start(self) -> bool:
         self.port = free_port()
@@ -83,28 +94,28 @@ class MotoServer:
         with self.log_path.open("ab") as log:
             try:
                 self.process = subprocess.Popen(
-                    [self.python, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
+                    self.argv(self.port),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             except OSError as exc:
-                raise SandboxError(f"cannot start the moto server with {self.python}: {exc}") from exc
+                raise SandboxError(f"cannot start {self.name} with {self.python}: {exc}") from exc
         if self.record is not None:
-            self.record.add(self.process.pid, "moto", self.url)
+            self.record.add(self.process.pid, self.kind, self.url)
         self.pidfile.write_text(f"{self.process.pid} {self.port}\n")
         deadline = self.clock.now() + self.ready_timeout_s
         while self.clock.now() < deadline:
             if self.process.poll() is not None:
                 self.process = None
                 return False
-            if _answers(self.url):
+            if _answers(self.url + self.ready_path):
                 return True
             self.clock.sleep(0.1)
         self.stop()
         raise SandboxError(
-            f"the moto server on {self.url} did not answer within {self.ready_timeout_s:.0f} s; "
+            f"{self.name} on {self.url} did not answer within {self.ready_timeout_s:.0f} s; "
             f"its log {self.log_path}: {_tail(self.log_path)}"
         )
 
@@ -120,7 +131,7 @@ class MotoServer:
         self.pidfile.unlink(missing_ok=True)
 
 
-def recorded(pidfile: Path) -> tuple[int, int] | None:
+def recorded(pidfile: Path, marker: bytes = b"moto.server") -> tuple[int, int] | None:
     """(pid, port) of the server a pidfile names, if that process is still alive."""
     try:
         pid_text, port_text = pidfile.read_text().split()[:2]
@@ -133,12 +144,15 @@ def recorded(pidfile: Path) -> tuple[int, int] | None:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return None
-    return (pid, port) if b"moto.server" in argv and str(port).encode() in argv else None
+    return (pid, port) if marker in argv and str(port).encode() in argv else None
 
 
-def stop_recorded(pidfile: Path, clock: Clock = SYSTEM_CLOCK, grace_s: float = 5.0) -> bool:
-    """Stop the moto server a pidfile names (started by an earlier `sandbox-up`). True if one was running."""
-    found = recorded(pidfile)
+def stop_recorded(
+    pidfile: Path, clock: Clock = SYSTEM_CLOCK, grace_s: float = 5.0, marker: bytes = b"moto.server"
+) -> bool:
+    """Stop the server a pidfile names (started by an earlier `sandbox-up`; `marker`: a word of its command line,
+    the moto server's by default). True if one was running."""
+    found = recorded(pidfile, marker)
     pidfile.unlink(missing_ok=True)
     if found is None:
         return False

@@ -70,6 +70,17 @@ def process_group(pid: int) -> int | None:
     return None if stat is None else stat[1]
 
 
+def runs_script(pid: int, script: str, *args: str) -> bool:
+    """Whether the live process `pid` runs `script` (a file name in its command line) with `args` at the end: a
+    pidfile's pid may have been reused by another program since it was written."""
+    try:
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return False
+    has_script = any(os.path.basename(a) == script for a in argv)
+    return has_script and (not args or argv[-len(args) :] == list(args)) and pid_alive(pid)
+
+
 def read_pidfile(path: Path) -> int | None:
     try:
         text = path.read_text().strip()

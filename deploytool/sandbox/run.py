@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from rich.console import Console, RenderableType
 from rich.text import Text
@@ -79,6 +79,7 @@ class SandboxRunResult:
     churn: dict[str, int] | None = None  # what the autoscaler did during v2 (Autoscaler.summary), with --churn
     churn_errors: tuple[str, ...] = ()
     churn_actions: tuple[Action, ...] = ()  # each scale action, on the sandbox clock (SYSTEM_CLOCK.now())
+    interruptions: tuple[tuple[str, dict[str, Any]], ...] = ()  # (instance id, its watcher's interruption.json)
 
     @property
     def problems(self) -> list[str]:
@@ -202,6 +203,8 @@ def run_sandbox(
             releases.reconcile(fleet, groups)
         except DriftFound as exc:
             drift = str(exc)
+        disk = sandbox.fleet.on_disk()
+        noticed = tuple((i.instance_id, rec) for i in disk if (rec := i.interruption(fleet.app)) is not None)
     return SandboxRunResult(
         root=sandbox.root,
         versions=(first.version, second.version),
@@ -215,6 +218,7 @@ def run_sandbox(
         churn=scaler.summary() if scaler is not None else None,
         churn_errors=tuple(churn_errors),
         churn_actions=tuple(scaler.actions) if scaler is not None else (),
+        interruptions=noticed,
     )
 
 
@@ -264,6 +268,15 @@ def report(result: SandboxRunResult) -> list[RenderableType]:
         lines.append(Text(f"churn during v2: {done}"))
         for error in result.churn_errors:
             lines.append(Text(f"churn step failed: {error}", style="yellow"))
+    for instance_id, record in result.interruptions:
+        handed = record.get("interrupted") or []
+        lines.append(
+            Text(
+                f"interrupted: {instance_id}: {record.get('detail')}; {record.get('policy')}: "
+                f"{record.get('outcome')} in {float(record.get('drained_s') or 0):.1f}s, "
+                f"{len(handed)} task(s) handed back to the broker{': ' + ', '.join(handed) if handed else ''}"
+            )
+        )
     if result.load_errors:
         lines.append(Text(f"load: {result.load_errors} sends failed (last: {result.last_load_error})"))
     for rollout in result.rollouts:

@@ -5,18 +5,20 @@ by pidfile, its workers by their pidfiles, hook process groups it recorded) and 
 sandbox root's own subdirectories (OWN_DIRS, each only when it carries deploytool's marker file,
 see deploytool.owned: one without it is refused before anything is stopped or deleted, and they are
 made anew with the marker), (2) starts a moto server on a free loopback port, builds an AwsSession
-pointing at it, creates the artifacts bucket, (3) provisions the fleet (one ASG per
-group, instance dirs with env files) and builds the `local` backend. Leaving it (normally, on an
+pointing at it, creates the artifacts bucket, and starts the fake instance metadata service
+(deploytool.sandbox.imds), (3) provisions the fleet (one ASG per group, instance dirs with env files that
+name each instance's IMDS endpoint) and builds the `local` backend. Leaving it (normally, on an
 error, on Ctrl-C, on SIGTERM/SIGHUP, or at interpreter exit) stops running deployments and their
-scripts, then every worker through `{install_dir}/run/worker.pid` of every instance (SIGTERM,
-SIGQUIT after a grace, never by name), then the moto server. `detach()` leaves everything running
+scripts, then every interruption watcher and worker through `{install_dir}/run/watcher.pid` and
+`run/worker.pid` of every instance (SIGTERM; a worker gets SIGQUIT after a grace; never by name), then the
+fake IMDS and the moto server. `detach()` leaves everything running
 for `fab hooks` (sandbox-up); `attach(fleet)` gives the rollout tasks the `local` backend of such a
 running sandbox; `stop_sandbox(root)` stops it (sandbox-down).
 
 Layout of the root (the target's `root`, default .sandbox): instances/<group>/<instance-id>/,
-state/ (service-side records), run/ (moto.pid, sandbox.json, pids.txt: moto, hooks and workers, PidRecord),
-logs/ (moto.log), and for the sandbox run work/ (its git work tree), dist/ (its bundles), load/
-(the ids of the tasks it submitted).
+state/ (service-side records), run/ (moto.pid, imds.pid, sandbox.json, pids.txt: moto, imds, hooks, workers and
+watchers, PidRecord), logs/ (moto.log, imds.log), and for the sandbox run work/ (its git work tree), dist/
+(its bundles), load/ (the ids of the tasks it submitted).
 """
 
 from __future__ import annotations
@@ -45,9 +47,19 @@ from deploytool.sandbox.appspec import FileExistsBehavior
 from deploytool.sandbox.backend import LocalBackend
 from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.fleet import Broker, SandboxFleet, sandbox_broker
+from deploytool.sandbox.imds import IMDS_MARKER, ImdsServer
 from deploytool.sandbox.instance import Instance
 from deploytool.sandbox.motoserver import MotoServer, recorded, stop_recorded
-from deploytool.sandbox.procs import PidRecord, group_members, pid_alive, read_pidfile, signal_group, stop_worker
+from deploytool.sandbox.procs import (
+    PidRecord,
+    group_members,
+    pid_alive,
+    read_pidfile,
+    runs_script,
+    signal_group,
+    stop_worker,
+    wait_gone,
+)
 from deploytool.sandbox.runner import DEFAULT_TIMING, Timing
 from deploytool.sandbox.state import SandboxState, write_json_atomic
 
@@ -66,8 +78,18 @@ def sandbox_root(fleet: Fleet, target: LocalTarget) -> Path:
     return (fleet.root / target.root).resolve()
 
 
+WATCHER_STOP_S = 5.0
+WATCHER_ARGV = ("celery_hooks.py", "watch")  # how an instance's interruption watcher runs (ApplicationStart)
+
+
 def stop_workers(instances: Sequence[Instance], app: App, *, grace_s: float, clock: Clock, log: Log) -> int:
-    """Stop every worker whose pidfile names a live process, in parallel. Returns how many."""
+    """Stop every interruption watcher, then every worker, whose pidfile names a live process (the workers in
+    parallel). Returns how many workers."""
+    watchers = [p for i in instances if (p := read_pidfile(i.watcher_pidfile(app))) and runs_script(p, *WATCHER_ARGV)]
+    for watcher in watchers:  # SIGTERM ends a watch at once (one in the middle of a drain cold-stops its worker first)
+        os.kill(watcher, signal.SIGTERM)
+    for watcher in wait_gone(watchers, WATCHER_STOP_S, clock):
+        os.kill(watcher, signal.SIGKILL)
     pids = [(i, pid) for i in instances if (pid := read_pidfile(i.worker_pidfile(app))) and pid_alive(pid)]
     if not pids:
         return 0
@@ -75,6 +97,18 @@ def stop_workers(instances: Sequence[Instance], app: App, *, grace_s: float, clo
     with ThreadPoolExecutor(max_workers=min(16, len(pids))) as pool:
         list(pool.map(lambda ip: stop_worker(ip[1], grace_s=grace_s, clock=clock, log=log), pids))
     return len(pids)
+
+
+def find_instance(root: Path, target: str, instance_id: str) -> Instance:
+    """A running sandbox's instance by id, or a UsageError naming the ones there are."""
+    if read_sandbox_info(root) is None or recorded(root / "run" / "moto.pid") is None:
+        raise UsageError(f"no sandbox is running for target {target!r}: run `fab sandbox-up` first")
+    instances = _instances_on_disk(root)
+    for instance in instances:
+        if instance.instance_id == instance_id:
+            return instance
+    known = ", ".join(i.instance_id for i in instances) or "none"
+    raise UsageError(f"--instance {instance_id}: no such instance in the sandbox of target {target!r}; it has: {known}")
 
 
 def _instances_on_disk(root: Path) -> list[Instance]:
@@ -101,6 +135,7 @@ def stop_sandbox(
     """Stop what a sandbox under `root` left running: hooks, workers (by pidfile), its moto server."""
     _stop_recorded_hooks(root, log)
     stop_workers(_instances_on_disk(root), app, grace_s=grace_s, clock=clock, log=log)
+    stop_recorded(root / "run" / "imds.pid", clock, marker=IMDS_MARKER)
     if stop_recorded(root / "run" / "moto.pid", clock):
         log("stopped the moto server")
 
@@ -132,6 +167,7 @@ class SandboxSession:
         self.handle_signals = handle_signals
         self.record = PidRecord(self.root / "run" / "pids.txt")
         self.moto: MotoServer | None = None
+        self.imds: ImdsServer | None = None
         self._aws: AwsSession | None = None
         self._backend: LocalBackend | None = None
         self._fleet: SandboxFleet | None = None
@@ -197,6 +233,13 @@ class SandboxSession:
             clock=self.clock,
             record=self.record,
         ).start()
+        self.imds = imds = ImdsServer(
+            root=self.root / "instances",
+            log_path=self.root / "logs" / "imds.log",
+            pidfile=self.root / "run" / "imds.pid",
+            clock=self.clock,
+            record=self.record,
+        ).start()
         region = self.config.aws.region
         self._aws = local_session(region=region, endpoint_url=self.moto.url)
         s3 = S3Gateway.for_artifacts(self._aws, self.config.artifacts)
@@ -208,6 +251,7 @@ class SandboxSession:
             aws=self._aws,
             broker=sandbox_broker(self.target, region=region, moto_port=self.moto.port),
             sizes=sizes,
+            imds_url=imds.url,
         )
         self.log(f"provisioning {sum(sizes.values())} instances in {len(sizes)} Auto Scaling groups")
         self._fleet.provision()
@@ -227,6 +271,7 @@ class SandboxSession:
             self.root / "run" / "sandbox.json",
             {
                 "endpoint": self.moto.url,
+                "imds": imds.url,
                 "region": region,
                 "target": self.target_name,
                 "broker": self._fleet.broker.url,
@@ -276,6 +321,8 @@ class SandboxSession:
                 clock=self.clock,
                 log=self.log,
             )
+            if self.imds is not None:
+                self.imds.stop()
             if self.moto is not None:
                 self.moto.stop()
                 self.log("stopped the moto server")
@@ -353,6 +400,7 @@ def attach(
         aws=aws,
         broker=Broker(str(info["broker"]), dict(info.get("broker_transport_options") or {})),
         sizes={str(k): int(v) for k, v in dict(info.get("sizes") or {}).items()},
+        imds_url=str(info["imds"]) if info.get("imds") else None,
     )
     backend = LocalBackend(
         sandbox_fleet,

@@ -32,5 +32,6 @@ ns = Collection(
     sandbox.sandbox,
     sandbox.sandbox_up,
     sandbox.sandbox_down,
+    sandbox.sandbox_interrupt,
     sandbox.hooks,
 )

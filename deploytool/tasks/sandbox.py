@@ -163,3 +163,59 @@ def sandbox(
         console.print(renderable)
     if not result.ok:
         raise DeployFailed("the sandbox run did not prove the release: see the report above")
+
+
+@cli_task(
+    help={
+        **_SANDBOX_HELP,
+        "instance": "the sandbox instance to interrupt (an id `fab sandbox-up` or `fab status` shows)",
+        "notice": "spot (two minutes' notice, see --seconds), rebalance or terminate (ASG target state Terminated)",
+        "seconds": "with --notice spot: seconds until the interruption (10..3600, default 120)",
+        "kill": "instead of a notice: SIGKILL the instance's worker and watcher at once (a power-off)",
+    }
+)
+def sandbox_interrupt(
+    c: Context,
+    instance: str | None = None,
+    notice: str | None = None,
+    seconds: str = "120",
+    kill: bool = False,
+    fleet: str | None = None,
+    target: str | None = None,
+    debug: bool = False,
+) -> None:
+    """Interrupt a running sandbox's instance: a spot, rebalance or terminate notice in its metadata, or a kill."""
+    from deploytool.sandbox.faults import power_off
+    from deploytool.sandbox.imds import NOTICES, post_notice
+    from deploytool.sandbox.session import find_instance, local_target, sandbox_root
+
+    loaded = fleet_from(fleet)
+    name, local = local_target(loaded, options.target(loaded, target))
+    wanted = options.text("--instance", instance)
+    if wanted is None:
+        raise UsageError("fab sandbox-interrupt needs --instance ID (a sandbox instance id)")
+    if kill == (notice is not None):
+        raise UsageError(f"fab sandbox-interrupt needs exactly one of --notice {'|'.join(NOTICES)} and --kill")
+    if notice is not None:
+        options.choice("--notice", notice, NOTICES)
+    wait = options.integer("--seconds", seconds, low=10, high=3600)
+    if seconds != "120" and notice != "spot":
+        raise UsageError("--seconds goes with --notice spot")
+    found = find_instance(sandbox_root(loaded, local), name, wanted)
+    console = make_console()
+    watch_log = found.install_dir(loaded.app) / "log" / "watcher.log"
+    if kill:
+        pid = power_off(found, loaded.app)
+        what = f"worker pid {pid}" if pid is not None else "no worker was running"
+        console.print(f"{found.instance_id}: killed (SIGKILL: {what}, and its watcher)", highlight=False)
+        return
+    served = post_notice(found.root, str(notice), seconds=wait)
+    detail = {
+        "spot": f"spot interruption at {served.get('spot', {}).get('time')}",
+        "rebalance": "rebalance recommendation",
+    }
+    console.print(
+        f"{found.instance_id}: {detail.get(str(notice), 'Auto Scaling target state Terminated')} posted to its "
+        f"metadata; its watcher answers within 5 s: {watch_log}",
+        highlight=False,
+    )

@@ -1,0 +1,89 @@
+"""`fab sandbox-interrupt` on a running sandbox, as the README runs it (subprocesses of fab): `fab sandbox-up`,
+`fab deploy`, a spot notice to one instance and a kill of another, `fab sandbox-down`; with the real hook scripts,
+the interruption watchers ApplicationStart starts, the sandbox's fake IMDS and real Celery workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploytool.config import load_fleet
+from deploytool.sandbox.procs import pid_alive, read_pidfile, wait_gone
+from tests.conftest import ROOT
+from tests.hooktools import wait_for
+from tests.sandbox_helpers import fleet_copy, kill_if_alive, started_pids
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_spot_notice_and_a_kill_through_fab_sandbox_interrupt(tmp_path: Path) -> None:
+    fleet_file = fleet_copy(tmp_path)
+    fleet = load_fleet(fleet_file)
+    root = tmp_path / ".sandbox"
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+
+    def fab(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fabric", *args, "--fleet", str(fleet_file)],
+            cwd=ROOT, capture_output=True, text=True, timeout=180, env={**env, "PYTHONPATH": str(ROOT), "CI": "1"},
+        )  # fmt: skip
+
+    def run_file(instance: str, name: str) -> Path:
+        found = list(root.glob(f"instances/*/{instance}"))
+        assert len(found) == 1, found
+        return found[0] / fleet.app.install_path.lstrip("/") / "run" / name
+
+    up = fab("sandbox-up")
+    pids: list[int] = []
+    try:
+        assert up.returncode == 0, up.stderr
+        email = re.search(r"^email: (i-\w+), (i-\w+)$", up.stdout, re.M)
+        assert email, up.stdout
+        noticed, killed = email.group(1), email.group(2)
+        deployed = fab("deploy", "--version", "1.0.0")
+        pids = started_pids(root)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        watchers = {i: read_pidfile(run_file(i, "watcher.pid")) for i in (noticed, killed)}
+        assert all(p and pid_alive(p) for p in watchers.values()), watchers
+        pids += [p for p in watchers.values() if p]
+
+        wrong = fab("sandbox-interrupt", "--instance", "i-nope", "--notice", "spot")
+        assert wrong.returncode == 2 and "--instance i-nope: no such instance" in wrong.stderr, wrong.stderr
+        assert noticed in wrong.stderr  # it names the ones there are
+
+        worker = read_pidfile(run_file(noticed, "worker.pid"))
+        posted = fab("sandbox-interrupt", "--instance", noticed, "--notice", "spot", "--seconds", "60")
+        assert posted.returncode == 0, posted.stderr
+        assert f"{noticed}: spot interruption at " in posted.stdout and "watcher.log" in posted.stdout
+        record_file = run_file(noticed, "interruption.json")
+        assert wait_for(record_file.exists, 30), posted.stdout
+        record = json.loads(record_file.read_text())
+        # An idle worker: it stops taking tasks and shuts down warm at once, long before the deadline.
+        assert (record["kind"], record["policy"], record["outcome"], record["interrupted"]) == (
+            "spot", "drain", "drained", [],
+        )  # fmt: skip
+        assert record["deadline_at"] - record["noticed_at"] > 30
+        assert worker is not None and wait_gone([worker], 10) == []
+        assert wait_for(lambda: not pid_alive(watchers[noticed] or 0), 10)  # its work done, the watcher exits
+
+        other = read_pidfile(run_file(killed, "worker.pid"))
+        gone = fab("sandbox-interrupt", "--instance", killed, "--kill")
+        assert gone.returncode == 0, gone.stderr
+        assert f"{killed}: killed (SIGKILL: worker pid {other}, and its watcher)" in gone.stdout
+        assert other is not None and not pid_alive(other) and not pid_alive(watchers[killed] or 0)
+        assert not run_file(killed, "interruption.json").exists()  # a power-off leaves no word
+    finally:
+        down = fab("sandbox-down")
+        assert down.returncode == 0, down.stderr
+        imds_left = (root / "run" / "imds.pid").exists()
+        alive = [p for p in pids if pid_alive(p)]
+        for pid in alive:
+            kill_if_alive(pid)
+    assert not imds_left  # sandbox-down stopped the fake IMDS (and removed its pidfile)
+    assert alive == []  # the fake IMDS, the workers and the watchers: sandbox-down stopped every one
