@@ -108,14 +108,16 @@ def test_without_a_metadata_service_the_watcher_says_so_and_exits(tmp_path: Path
 def test_a_spot_notice_lets_a_short_task_finish_and_releases_the_long_one_before_the_deadline(
     broker: BrokerSpec, tmp_path: Path, reaper: ProcessReaper, imds: tuple[ImdsServer, Path]
 ) -> None:
-    """One instance, concurrency 2, holding an 8 s task and a 300 s one when a spot notice says the instance
-    goes in 40 s. The watcher drains it: the worker takes nothing new, the 8 s task ends on it, and 20 s
-    before the deadline the cold shutdown hands the long one back: visible in the queue at once, not held
-    until the visibility timeout (600 s)."""
+    """One instance, concurrency 2 (its group ignores rebalance recommendations, which the watcher shows
+    first), holding an 8 s task and a 300 s one when a spot notice says the instance goes in 40 s. The watcher
+    drains it: the worker takes nothing new, the 8 s task ends on it, and 20 s before the deadline the cold
+    shutdown hands the long one back: visible in the queue at once, not held until the visibility timeout
+    (600 s)."""
     server, root = imds
     fleet = make_fleet(
-        broker, tmp_path, reaper, 1, ["video"], concurrency=2, task_time_limit=400, visibility_timeout=600
-    )
+        broker, tmp_path, reaper, 1, ["video"], concurrency=2, task_time_limit=400, visibility_timeout=600,
+        on_rebalance="ignore",
+    )  # fmt: skip
     instance = fleet.instances[0]
     (root / "video" / instance.instance_id).mkdir(parents=True)
     # The endpoint goes in the env file, as the sandbox writes it; the next start picks it up.
@@ -130,6 +132,14 @@ def test_a_spot_notice_lets_a_short_task_finish_and_releases_the_long_one_before
     watch_log = instance.install_dir / "log" / "watcher.log"
     assert wait_for(lambda: "watching" in watch_log.read_text(), 20), watch_log.read_text()
 
+    # The group ignores rebalance recommendations: the watcher records it and goes on watching.
+    post_notice(root / "video" / instance.instance_id, "rebalance")
+    record_file = instance.install_dir / "run" / "interruption.json"
+    assert wait_for(record_file.exists, 20), watch_log.read_text()
+    assert json.loads(record_file.read_text())["outcome"] == "ignored"
+    assert instance.watcher_pid() == watcher and instance.worker_pid() is not None
+    record_file.unlink()
+
     short = fleet.load.send("transcode_video", fleet.queues[0], 8.0)
     long = fleet.load.send("transcode_video", fleet.queues[0], 300.0)
     assert wait_for(lambda: worker_log_has(instance, f"[{long.task_id}] received"), 30)
@@ -137,7 +147,6 @@ def test_a_spot_notice_lets_a_short_task_finish_and_releases_the_long_one_before
     noticed = time.time()
     post_notice(root / "video" / instance.instance_id, "spot", seconds=40)
 
-    record_file = instance.install_dir / "run" / "interruption.json"
     assert wait_for(record_file.exists, 60), watch_log.read_text()
     record: dict[str, Any] = json.loads(record_file.read_text())
     assert record["kind"] == "spot" and record["policy"] == "drain" and record["outcome"] == "cold", record
