@@ -152,6 +152,7 @@ def test_a_spot_notice_lets_a_short_task_finish_and_releases_the_long_one_before
     assert record["kind"] == "spot" and record["policy"] == "drain" and record["outcome"] == "cold", record
     assert any(long.task_id in label for label in record["interrupted"]), record
     assert time.time() < noticed + 40  # all of it before the instance would be stopped
+    assert record["cold_shutdown_at"] <= record["deadline_at"] - 15  # handed back 20 s before (5 s of slack)
     assert instance.worker_pid() is None
     assert wait_for(lambda: instance.watcher_pid() is None, 10)  # the watcher's work is done: it exits
     assert fleet.load.runs()[short.task_id] == 1  # finished on the instance within the notice

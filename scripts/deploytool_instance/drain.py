@@ -38,6 +38,7 @@ class DrainResult:
     outcome: str  # "drained", "cold" (SIGQUIT once the budget was spent), "stuck" (still alive after SIGQUIT)
     seconds: float
     interrupted: list[str] = field(default_factory=list)
+    quit_at: float | None = None  # when SIGQUIT was sent (the clock's time), if it was
 
 
 def wait_for_exit(worker: WorkerProcess, until: float, clock: Clock) -> bool:
@@ -113,7 +114,7 @@ def drain_worker(
     exited = wait_for_exit(worker, clock.now() + quit_grace, clock)
     detail = f"pid {worker.pid} {'exited' if exited else f'STILL RUNNING after {quit_grace:.0f} s'} after cold shutdown"
     log.step("SIGQUIT", f"{budget} spent; {detail}", clock.now() - step)
-    return DrainResult("cold" if exited else "stuck", clock.now() - started, interrupted)
+    return DrainResult("cold" if exited else "stuck", clock.now() - started, interrupted, quit_at=step)
 
 
 def drain(settings: Settings, clock: Clock, log: Log) -> int:

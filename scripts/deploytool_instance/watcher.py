@@ -12,7 +12,8 @@ request bounded) and on a notice:
   (fleet file `on_terminated`, `on_rebalance`: "drain", the default, is the same drain as a deploy within
   drain_timeout; "ignore" logs the notice and goes on watching).
 What happened is logged (one line per step) and written to run/interruption.json ({"kind", "detail",
-"policy", "noticed_at", "deadline_at", "outcome", "drained_s", "interrupted"}), which the sandbox's report
+"policy", "noticed_at", "deadline_at", "outcome", "drained_s", "interrupted", and "cold_shutdown_at" when it came
+to that}), which the sandbox's report
 and bench/interrupt.py read. After a drain the watcher exits 0 (the instance is going away). No metadata
 service (not on EC2) is a quiet no-op: one line, exit 0. SIGTERM (the next ApplicationStart replacing it,
 systemd stopping it) ends it with exit 0; in the middle of a drain the worker gets its cold shutdown first.
@@ -81,6 +82,8 @@ def handle(settings: Settings, notice: Notice, clock: Clock, log: Log) -> dict[s
             record.update(
                 outcome=result.outcome, drained_s=round(result.seconds, 3), interrupted=list(result.interrupted)
             )
+            if result.quit_at is not None:  # when the cold shutdown began handing tasks back, on the wall clock
+                record["cold_shutdown_at"] = round(time.time() - (clock.now() - result.quit_at), 3)
     write_atomic(settings.layout.interruption_file, json.dumps(record) + "\n")
     return record
 
