@@ -30,7 +30,7 @@ TRUST = {
         {"Effect": "Allow", "Principal": {"Service": "codedeploy.amazonaws.com"}, "Action": "sts:AssumeRole"}
     ],
 }
-QUEUES = {"email": 1800, "reports": 1800, "video": 1200}  # the sample fleet's visibility_timeout per queue
+QUEUES = {"email": 1800, "reports": 1800, "video": 60}  # the sample fleet's visibility_timeout per queue
 TABLES = ("inventory", "releases")
 
 

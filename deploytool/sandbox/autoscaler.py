@@ -8,9 +8,9 @@ Contract (../shared/reference/fleet-dynamics.md, as tests/cdsim/autoscale.py doe
 - `scale_in(group, instance_id=None)` (None: the newest live instance no deployment runs on now): with the
   termination hook on, a termination deployment (creator `autoscalingTermination`, ApplicationStop only: the
   drain) runs, then the instance is terminated in its ASG (`wait=False`, as the churn does: in the background,
-  so the next scale action need not wait for a drain); with it off, the instance's worker process group is
-  sent SIGKILL at once (a spot power-off: only the worker the sandbox started, by its pidfile) and the instance
-  is terminated.
+  so the next scale action need not wait for a drain); with it off, the instance's worker process group and its
+  interruption watcher are sent SIGKILL at once (a spot power-off, deploytool.sandbox.faults.power_off: only what
+  the sandbox started, by their pidfiles) and the instance is terminated.
 - It reads and starts deployments through LocalBackend's public methods only (group_deployments,
   instance_results, installed_version, sync, start_own, wait).
 - `follow_on()`: outdatedInstancesStrategy UPDATE for the instances it launched (see there); `churn` runs it
@@ -35,7 +35,7 @@ from deploytool.rollout.backend import DeploymentSnapshot, DeployRequest
 from deploytool.sandbox.backend import LocalBackend
 from deploytool.sandbox.clock import SYSTEM_CLOCK, Clock
 from deploytool.sandbox.errors import SandboxError
-from deploytool.sandbox.faults import hard_kill
+from deploytool.sandbox.faults import power_off
 from deploytool.sandbox.instance import Instance
 
 TERMINATION = "autoscalingTermination"
@@ -148,7 +148,7 @@ class Autoscaler:
                 )
                 deployment_id = self.backend.start_own(request, creator=TERMINATION, instances=[instance])
             elif not self.termination_hook:
-                killed = hard_kill(instance.worker_pidfile(self.backend.app), self.clock)
+                killed = power_off(instance, self.backend.app, self.clock)
             action = Action(self.clock.now(), "scale_in", group, instance.instance_id, deployment_id, killed, during)
             self.actions.append(action)
             if deployment_id:
