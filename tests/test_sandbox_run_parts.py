@@ -216,3 +216,22 @@ def test_the_verdict_names_every_problem(tmp_path: Path) -> None:
         "2 task(s) lost",
         "1 duplicate run(s): tasks ran more than once",
     ]
+
+
+def test_the_report_names_each_interrupted_instance_and_the_tasks_it_handed_back(tmp_path: Path) -> None:
+    record = {
+        "kind": "spot",
+        "detail": "spot interruption: terminate at 2026-11-30T01:05:00Z",
+        "policy": "drain",
+        "outcome": "cold",
+        "drained_s": 98.4,
+        "interrupted": ["acme_workers.tasks.transcode_video[abc]"],
+    }
+    result = dataclasses.replace(
+        run_result(tmp_path, TaskTally(10, 10, 0, 0, {})), interruptions=(("i-0123456789abcdef1", record),)
+    )
+    assert result.ok  # an interruption the watcher handled loses nothing: the verdict stands on the tasks
+    assert (
+        "interrupted: i-0123456789abcdef1: spot interruption: terminate at 2026-11-30T01:05:00Z; drain: cold in 98.4s, "
+        "1 task(s) handed back to the broker: acme_workers.tasks.transcode_video[abc]"
+    ) in report_text(result)
