@@ -22,13 +22,14 @@ import json
 import os
 import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from deploytool import __version__
 from deploytool.config import Fleet
+from deploytool.contract import registered_tasks
 from deploytool.errors import BundleError
 from deploytool.ignore import IgnoreRules
 from deploytool.render import (
@@ -59,6 +60,7 @@ class BundleResult:
     version: str
     commit: str | None
     built_at: datetime
+    tasks: dict[str, list[str]] = field(default_factory=dict)  # the app's task contract (deploytool.contract)
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,18 @@ def build_bundle(
         os.replace(temp, final)
     finally:
         temp.unlink(missing_ok=True)
-    return BundleResult(final, size, len(present) + 1, sha256, source.version, source.commit, built_at)
+    tasks = registered_tasks(_python_sources(app_files))
+    return BundleResult(final, size, len(present) + 1, sha256, source.version, source.commit, built_at, tasks)
+
+
+def _python_sources(entries: list[_Entry]) -> list[tuple[str, str]]:
+    """The app's .py files as (path under app/, text), for its task contract."""
+    found = []
+    for entry in entries:
+        if entry.kind == "file" and entry.path is not None and entry.arcname.endswith(".py"):
+            relpath = entry.arcname.removeprefix(f"{APP_DIR}/")
+            found.append((relpath, entry.path.read_text(encoding="utf-8", errors="replace")))
+    return found
 
 
 def build_release(

@@ -123,7 +123,7 @@ def publish(
         created_by=created_by,
         now=created_at,
         outcome=None,
-        extra={"built_at": iso_seconds(bundle.built_at)},
+        extra={"built_at": iso_seconds(bundle.built_at), "tasks": bundle.tasks},
     )
     key_of_manifest = manifest_key(fleet.artifacts.prefix, fleet.app.name, manifest.release_id)
     _put_manifest(gateway, fleet, key_of_manifest, manifest)

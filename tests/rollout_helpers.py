@@ -125,7 +125,7 @@ class World:
             self.fleet,
             "production",
             self.fleet.groups,
-            RolloutOptions(),
+            kwargs.pop("options", RolloutOptions()),
             self.services,
             Output(ci=True, json_out=kwargs.pop("json_out", None)),
             version=version,

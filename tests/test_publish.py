@@ -112,6 +112,7 @@ def test_first_publish_uploads_with_metadata_and_records_the_release(
         "created_by": "ci@test",
         "created_at": "2024-03-06T07:08:09Z",
         "built_at": "2024-03-06T07:08:09Z",
+        "tasks": {},  # the app's task contract (this app registers none)
         "groups": [
             {
                 "group": "email",

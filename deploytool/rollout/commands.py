@@ -160,6 +160,7 @@ def deploy(
         templates=templates,
         out_dir=out_dir,
         now=services.now,
+        allow_task_changes=options.allow_task_changes,
     )
     if on_prepared is not None:
         on_prepared(prepared)

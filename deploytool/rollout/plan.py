@@ -45,6 +45,8 @@ class RolloutOptions:
     follow-on, termination deployments; with wait_for_others also someone else's), and how long the release
     waits for the follow-on deployments CodeDeploy starts after it (deploytool.rollout.coexist).
     wait_for_others: wait for a deployment someone else started in a group (--wait); without it the group fails.
+    allow_task_changes: deploy although the release drops (or requires more of) a task the last release that
+    succeeded on the target registers (deploytool.contract; --allow-task-changes).
     """
 
     max_parallel: int = 0
@@ -58,6 +60,7 @@ class RolloutOptions:
     ignore_stop_failures: bool = False
     wait_s: float = 1800.0
     wait_for_others: bool = False
+    allow_task_changes: bool = False
 
     def __post_init__(self) -> None:
         if self.max_parallel < 0:

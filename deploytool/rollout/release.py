@@ -3,8 +3,10 @@
 Contract:
 - `prepare_deploy` builds the bundle (deploytool.bundle), then looks for the release of that version
   on that target (release index): when it exists with the same bundle sha256 it is RESUMED (its
-  deployments become the plan's prior; nothing is uploaded or rewritten but the group list); otherwise
-  the bundle is published (deploytool.publish: one HEAD, upload if missing, a new release manifest).
+  deployments become the plan's prior; nothing is uploaded or rewritten but the group list); otherwise its
+  task contract is checked against the last release of another version that succeeded on the target
+  (`check_task_contract`, deploytool.contract: a dropped task, or one that requires more, is refused unless
+  allowed) and the bundle is published (deploytool.publish: one HEAD, upload if missing, a new release manifest).
   `dry_run` builds but neither publishes nor writes.
 - `prepare_rollback` finds the release to go back to (--to VERSION, or the newest earlier version on
   that target that succeeded) and makes a NEW release of its revision, so the index then points the
@@ -13,7 +15,7 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +23,7 @@ from pathlib import Path
 from deploytool.aws.session import AwsSession
 from deploytool.bundle import build_release
 from deploytool.config import Fleet, Group
+from deploytool.contract import changes
 from deploytool.errors import UsageError
 from deploytool.model import ReleaseManifest, Revision, new_manifest
 from deploytool.publish import creator, publish
@@ -49,6 +52,7 @@ def prepare_deploy(
     templates: Templates | None = None,
     out_dir: Path | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    allow_task_changes: bool = False,
 ) -> Prepared:
     bundle = build_release(fleet, version=version, allow_dirty=allow_dirty, templates=templates, out_dir=out_dir)
     prior = store.find(target_name, bundle.version)
@@ -57,6 +61,7 @@ def prepare_deploy(
         if manifest != prior and not dry_run:
             store.save(manifest)
         return Prepared(manifest, manifest.revision, resumed=True)
+    check_task_contract(store, target_name, bundle.version, bundle.tasks, allow=allow_task_changes)
     if dry_run:
         revision = Revision(fleet.artifacts.bucket, "(not published: dry run)", "", bundle.version, bundle.sha256)
         manifest = new_manifest(
@@ -73,6 +78,32 @@ def prepare_deploy(
     manifest = published.manifest
     store.register(manifest)
     return Prepared(manifest, published.revision(), resumed=False, uploaded=published.uploaded)
+
+
+def last_succeeded(store: ReleaseStore, target_name: str, other_than: str) -> ReleaseManifest | None:
+    """The newest release of another version that succeeded on the target, if any."""
+    for ref in store.history(target_name):
+        if ref.version != other_than and ref.outcome == "succeeded":
+            return store.find(target_name, ref.version)
+    return None
+
+
+def check_task_contract(
+    store: ReleaseStore, target_name: str, version: str, tasks: Mapping[str, list[str]], *, allow: bool
+) -> None:
+    """Refuse (UsageError, exit 2) a release that drops or requires more of a task the last good one registers."""
+    previous = last_succeeded(store, target_name, version)
+    old = previous.extra.get("tasks") if previous is not None else None
+    if previous is None or not isinstance(old, dict):  # nothing to compare with (or released before contracts)
+        return
+    found = changes(old, tasks)
+    if found and not allow:
+        raise UsageError(
+            f"{version} drops or changes task(s) that {previous.version}, the last release that succeeded on target "
+            f"{target_name!r}, registers: {'; '.join(found)}; messages already queued for them would fail on the "
+            "new workers: keep the old name beside the new one until they are drained, or deploy anyway with "
+            "--allow-task-changes"
+        )
 
 
 def rollback_source(store: ReleaseStore, target_name: str, to_version: str | None) -> ReleaseManifest:

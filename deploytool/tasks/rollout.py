@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, cast
 
 from invoke.context import Context
@@ -130,6 +131,8 @@ def setup(
         "no_reconcile": "do not end with a reconcile (exit 0 then only means the rollout succeeded)",
         "reconcile_engine": "engine of the final reconcile: athena or duckdb (default: duckdb for a local "
         "target, athena for codedeploy)",
+        "allow_task_changes": "deploy although the release drops or requires more of a task that the last release "
+        "that succeeded on the target registers",
     }
 )
 def deploy(
@@ -150,6 +153,7 @@ def deploy(
     no_reconcile: bool = False,
     reconcile_engine: str | None = None,
     break_lease: bool = False,
+    allow_task_changes: bool = False,
     debug: bool = False,
 ) -> None:
     """Build, publish, roll out wave by wave (tagging instances), then reconcile: exit 1 failed, 3 drift."""
@@ -168,6 +172,7 @@ def deploy(
         max_wait=max_wait,
     )
     version = options.version("--version", version)
+    run = dataclasses.replace(run, allow_task_changes=allow_task_changes)
     lease = options.lease_flags(wait, break_lease, dry_run=dry_run)
     reconcile_settings(loaded, name, chosen, engine=reconcile_engine, reconcile=not no_reconcile, dry_run=dry_run)
     if _without_sandbox(loaded, name, dry_run):
