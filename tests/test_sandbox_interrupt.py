@@ -60,7 +60,8 @@ def test_a_spot_notice_and_a_kill_through_fab_sandbox_interrupt(tmp_path: Path) 
         worker = read_pidfile(run_file(noticed, "worker.pid"))
         posted = fab("sandbox-interrupt", "--instance", noticed, "--notice", "spot", "--seconds", "60")
         assert posted.returncode == 0, posted.stderr
-        assert f"{noticed}: spot interruption at " in posted.stdout and "watcher.log" in posted.stdout
+        assert f"{noticed}: spot interruption at " in posted.stdout
+        assert f"its watcher (pid {watchers[noticed]}) answers within 5 s" in posted.stdout
         record_file = run_file(noticed, "interruption.json")
         assert wait_for(record_file.exists, 30), posted.stdout
         record = json.loads(record_file.read_text())
@@ -78,6 +79,11 @@ def test_a_spot_notice_and_a_kill_through_fab_sandbox_interrupt(tmp_path: Path) 
         assert f"{killed}: killed (SIGKILL: worker pid {other}, and its watcher)" in gone.stdout
         assert other is not None and not pid_alive(other) and not pid_alive(watchers[killed] or 0)
         assert not run_file(killed, "interruption.json").exists()  # a power-off leaves no word
+        unheard = fab("sandbox-interrupt", "--instance", killed, "--notice", "rebalance")
+        assert unheard.returncode == 0, unheard.stderr
+        assert "no interruption watcher runs there (ApplicationStart starts one): nothing will answer it" in (
+            unheard.stdout
+        )
     finally:
         down = fab("sandbox-down")
         assert down.returncode == 0, down.stderr

@@ -187,6 +187,7 @@ def sandbox_interrupt(
     """Interrupt a running sandbox's instance: a spot, rebalance or terminate notice in its metadata, or a kill."""
     from deploytool.sandbox.faults import power_off
     from deploytool.sandbox.imds import NOTICES, post_notice
+    from deploytool.sandbox.procs import read_pidfile, runs_script
     from deploytool.sandbox.session import find_instance, local_target, sandbox_root
 
     loaded = fleet_from(fleet)
@@ -213,9 +214,11 @@ def sandbox_interrupt(
     detail = {
         "spot": f"spot interruption at {served.get('spot', {}).get('time')}",
         "rebalance": "rebalance recommendation",
-    }
-    console.print(
-        f"{found.instance_id}: {detail.get(str(notice), 'Auto Scaling target state Terminated')} posted to its "
-        f"metadata; its watcher answers within 5 s: {watch_log}",
-        highlight=False,
-    )
+        "terminate": "Auto Scaling target state Terminated",
+    }[str(notice)]
+    watcher = read_pidfile(found.watcher_pidfile(loaded.app))
+    if watcher is not None and runs_script(watcher, "celery_hooks.py", "watch"):
+        answer = f"its watcher (pid {watcher}) answers within 5 s: {watch_log}"
+    else:
+        answer = "no interruption watcher runs there (ApplicationStart starts one): nothing will answer it"
+    console.print(f"{found.instance_id}: {detail} posted to its metadata; {answer}", highlight=False)
