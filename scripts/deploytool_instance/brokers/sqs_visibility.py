@@ -117,6 +117,7 @@ class VisibilityHeartbeat:
         self.stopped = threading.Event()
         self.counters = Counters()
         self.thread: threading.Thread | None = None
+        self.scheduled = False
         self.last_round: float | None = None
 
     # -- in the worker's event loop ------------------------------------------------------------------
@@ -137,7 +138,8 @@ class VisibilityHeartbeat:
         self.channel = getattr(getattr(consumer, "task_consumer", None), "channel", None)
         if self.channel is None:
             return
-        if consumer.hub is not None:
+        if consumer.hub is not None and not self.scheduled:  # once: the hub outlives a consumer restart
+            self.scheduled = True
             consumer.hub.call_repeatedly(min(1.0, self.step_s / 2), self.snapshot)
         if self.thread is None:
             self.thread = threading.Thread(target=self.run, name="deploytool-visibility", daemon=True)
