@@ -43,7 +43,7 @@ def strategy_bundle(
     tmp_path: Path, tag: str, *, hold_s: float = 0.4, rendezvous: int = 0, fail_file: str = "fail", gate: str = ""
 ) -> Path:
     """Hooks that journal each instance's begin (BeforeInstall) and end (ValidateService). With `rendezvous`, an
-    instance's BeforeInstall waits (up to 10 s) until that many instances of its deployment have begun, so that the
+    instance's BeforeInstall waits (up to 30 s) until that many instances of its deployment have begun, so that the
     instances the backend lets run at once overlap however slowly a loaded machine starts them: the concurrency
     measured is then the backend's, not the scheduler's (an instance that ended before the last of its batch had
     begun made this test flaky). With `gate`, BeforeInstall waits (up to 20 s) while the file tmp_path/gate exists."""
@@ -51,7 +51,7 @@ def strategy_bundle(
     stamp = f'echo "{{what}} $DEPLOYTOOL_INSTANCE_ID {tag} $DEPLOYMENT_ID $(date +%s.%N)" >> {journal}'
     wait = (
         f'\nn=0; while [ "$(grep -c "^begin [^ ]* [^ ]* $DEPLOYMENT_ID " {journal})" -lt {rendezvous} ] '
-        '&& [ "$n" -lt 200 ]; do sleep 0.05; n=$((n+1)); done'
+        '&& [ "$n" -lt 600 ]; do sleep 0.05; n=$((n+1)); done'
         if rendezvous > 1
         else ""
     )
