@@ -295,7 +295,7 @@ def run_worker(group_name: str) -> int:
     except OSError as exc:
         raise file_error(exc, settings) from None
     node = running_node(settings)
-    sqs = Broker.from_env(os.environ, None, "worker environment").url.partition("://")[0] in NO_FANOUT_SCHEMES
+    sqs = os.environ.get("CELERY_BROKER_URL", "").partition("://")[0] in NO_FANOUT_SCHEMES
     broker = Broker.from_env(os.environ, broker_visibility(settings.group, sqs), "worker environment")
     app = load_celery_app(str(settings.app["celery_app"]))
     app.conf.update(worker_conf(settings.group, broker, app.conf.broker_transport_options or {}))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 
-from deploytool_instance.base import EXIT_OK, Clock, HookTerminated, Log
+from deploytool_instance.base import EXIT_OK, Clock, HookError, HookTerminated, Log
 from deploytool_instance.drain import QUIT_GRACE_S, drain_running
 from deploytool_instance.imds import Imds, ImdsUnavailable, Notice, endpoint_of
 from deploytool_instance.layout import write_atomic
@@ -92,7 +92,7 @@ def watch(settings: Settings, clock: Clock, log: Log) -> int:
     environ = dict(settings.environ)
     try:  # the environment file may name the endpoint (the sandbox's fake IMDS does)
         environ.update(read_env_file(settings.env_file))
-    except Exception:
+    except (HookError, OSError):  # none or unreadable: the default endpoint
         pass
     imds = Imds(endpoint_of(environ))
     try:

@@ -22,6 +22,7 @@ Only stdlib and the transport's own client (`channel.sqs(queue)`) are used: scri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -305,13 +306,12 @@ class ReleaseOnShutdown:
         def restore(message: Any, *args: Any, **kwargs: Any) -> Any:
             tag = str(getattr(message, "delivery_tag", "") or "")
             info = dict(getattr(message, "delivery_info", None) or {})
-            if self.heartbeat is not None and tag:
-                with self.heartbeat.lock:
+            # Under the heartbeat's lock, so no extension of this message lands between forgetting and releasing it.
+            with self.heartbeat.lock if self.heartbeat is not None else contextlib.nullcontext():
+                if self.heartbeat is not None:
                     self.heartbeat.held.pop(tag, None)
-                    if self.shutting_down and self.release(channel, tag, info):
-                        return None
-            elif self.shutting_down and tag and self.release(channel, tag, info):
-                return None
+                if self.shutting_down and tag and self.release(channel, tag, info):
+                    return None
             return original(message, *args, **kwargs)
 
         restore.deploytool_release = True  # type: ignore[attr-defined]
