@@ -8,7 +8,8 @@ a temp file renamed into place) and returns a BundleResult. The archive holds
 - `appspec.yml` and `deploytool/hooks/...`: rendered by deploytool.render; every hook location in the
   appspec must be in the bundle and is made executable;
 - `deploytool/fleet.json`: the app settings, every group's worker settings and each hook's appspec
-  timeout (the hooks fit their waits into it);
+  timeout (the hooks fit their waits into it), and where the interruption watcher records a notice (the
+  artifacts bucket, prefix, region, KMS key and expected owner);
 - `deploytool/manifest.json` (last): version, commit, builder and the sha256 of every other file.
 The bytes depend only on those contents (see deploytool.targz): no build time, user, umask or mtime.
 The build time is returned in the result (the release manifest records it).
@@ -136,6 +137,13 @@ def fleet_json(fleet: Fleet, version: str, commit: str | None) -> bytes:
         "commit": commit,
         "groups": {g.name: g.worker_settings() for g in fleet.groups},
         "hooks": hook_timeouts(context),
+        "records": {  # where the interruption watcher records a notice (deploytool_instance.s3put)
+            "bucket": fleet.artifacts.bucket,
+            "prefix": fleet.artifacts.prefix,
+            "region": fleet.aws.region,
+            "kms_key_id": fleet.artifacts.kms_key_id,
+            "expected_bucket_owner": fleet.artifacts.expected_bucket_owner,
+        },
     }
     return (json.dumps(data, indent=2) + "\n").encode()
 

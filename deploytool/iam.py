@@ -11,7 +11,8 @@ paste (console, Terraform's `aws_iam_policy`, CloudFormation). Roles, and what e
   [--fix] / athena-ddl --apply / doctor. tests/test_iam_flows.py records every AWS call those flows make and
   proves each one is allowed by this policy.
 - instance: the workers' instance profile: the CodeDeploy agent reads the bundle (and decrypts it), the
-  Celery worker consumes its queues on SQS (unless sqs=False).
+  Celery worker consumes its queues on SQS (unless sqs=False), the interruption watcher records its notices
+  under <prefix>/<app>/interruptions/ (encrypted with the fleet's key when it has one).
 - codedeploy-service: the role CodeDeploy assumes (`service_role_arn`): AWS's AWSCodeDeployRole reduced to
   what an in-place deployment to these ASGs uses (lifecycle hooks, suspended processes, describes), scoped
   to the fleet's ASGs where IAM allows it.
@@ -295,6 +296,11 @@ def instance(scope: Scope) -> Json:
             [scope.s3(f"{scope.bucket}/{scope.app_root}/*.tgz")],
         ),
         *kms_statements(scope, "DecryptBundles", ["kms:Decrypt"]),
+        # the interruption watcher records each notice it handles (deploytool_instance.s3put)
+        _statement(
+            "RecordInterruptions", ["s3:PutObject"], [scope.s3(f"{scope.bucket}/{scope.app_root}/interruptions/*")]
+        ),
+        *kms_statements(scope, "EncryptInterruptionRecords", ["kms:GenerateDataKey"]),
     ]
     if scope.sqs:
         queues = [*sorted({sqs_queue_name(q) for g in scope.groups for q in g.queues}), CANARY_QUEUES]

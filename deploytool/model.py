@@ -141,6 +141,11 @@ def inventory_partition(prefix: str, app: str, day: str) -> str:
     return f"{inventory_prefix(prefix, app)}dt={day}/"
 
 
+def interruptions_partition(prefix: str, app: str, day: str) -> str:
+    """Where the instances' interruption watchers record notices (deploytool_instance.s3put.interruption_key)."""
+    return f"{app_root(prefix, app)}/interruptions/dt={day}/"
+
+
 def inventory_key(prefix: str, app: str, snapshot_at: datetime, n: int) -> str:
     stamp = utc(snapshot_at).strftime("%Y%m%dT%H%M%S.%fZ")
     return f"{inventory_partition(prefix, app, day_of(snapshot_at))}{stamp}-{n}.json.gz"

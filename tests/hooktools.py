@@ -235,6 +235,7 @@ class HookTestRunner(LifecycleRunner):
         # No metadata service unless the instance's env file names one (tests/test_interruptions.py): the watcher
         # ApplicationStart starts then says "not on EC2" and exits, whatever network this machine is on.
         env["DEPLOYTOOL_IMDS_ENDPOINT"] = "http://127.0.0.1:1"
+        env["DEPLOYTOOL_S3_ENDPOINT"] = "http://127.0.0.1:1"  # nor S3: a watcher's record never leaves the machine
         if self.process_manager != "direct":
             del env["DEPLOYTOOL_PROCESS_MANAGER"]
         return env

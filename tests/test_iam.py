@@ -206,7 +206,12 @@ def test_the_instance_reads_bundles_and_consumes_its_queues(tmp_path: Path) -> N
         f"arn:aws:sqs:us-east-1:{ACCOUNT}:{q}" for q in ("deploytool-canary-*", "email", "reports", "video")
     ]
     no_sqs = iam.policy("instance", scope(fleet, sqs=False))
-    assert [s["Sid"] for s in no_sqs["Statement"]] == ["ReadBundles", "DecryptBundles"]
+    assert [s["Sid"] for s in no_sqs["Statement"]] == [
+        "ReadBundles", "DecryptBundles", "RecordInterruptions", "EncryptInterruptionRecords"
+    ]  # fmt: skip
+    assert statement(instance, "RecordInterruptions")["Resource"] == (
+        "arn:aws:s3:::acme-deploy-artifacts/deploytool/acme-workers/interruptions/*"
+    )
     assert iam.sqs_queue_name("a.b.c") == "a-b-c" and iam.sqs_queue_name("a.b.fifo") == "a-b.fifo"
     assert iam.trust("instance", scope(fleet))["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}  # type: ignore[index]
 

@@ -11,17 +11,39 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import boto3
 import pytest
 
+from deploytool.aws.s3 import ObjectInfo
+from deploytool.model import day_of
+from deploytool.reconcile.interruptions import read_interruptions
 from deploytool.sandbox.imds import ImdsServer, post_notice
 from tests.broker_fixtures import BrokerSpec, queue_counts
+from tests.builders import APP, BUCKET
 from tests.hooktools import PYTHON, ProcessReaper, app_context, group_settings, render_bundle, wait_for
 from tests.test_hooks_brokers import BROKERS, make_fleet, worker_log_has
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+class S3Reader:
+    """list_keys/get_bytes over a plain boto3 client (what reconcile's S3 gateway offers)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def list_keys(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield ObjectInfo(key=item["Key"], etag=item["ETag"].strip('"'), size=item["Size"], metadata={})
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        return bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 @pytest.fixture
@@ -120,10 +142,16 @@ def test_a_spot_notice_lets_a_short_task_finish_and_releases_the_long_one_before
     )  # fmt: skip
     instance = fleet.instances[0]
     (root / "video" / instance.instance_id).mkdir(parents=True)
-    # The endpoint goes in the env file, as the sandbox writes it; the next start picks it up.
+    # The endpoints go in the env file, as the sandbox writes them; the next start picks them up. The watcher
+    # records the notice in the fleet's bucket, here on the moto server the SQS broker runs on.
+    s3_endpoint = f"http://127.0.0.1:{urlsplit(broker.url).port}"
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+    )
+    s3.create_bucket(Bucket=BUCKET)
     instance.write_env(
         broker.url, broker.options, tmp_path / "ledger.txt",
-        {"DEPLOYTOOL_IMDS_ENDPOINT": server.endpoint(instance.instance_id)},
+        {"DEPLOYTOOL_IMDS_ENDPOINT": server.endpoint(instance.instance_id), "DEPLOYTOOL_S3_ENDPOINT": s3_endpoint},
     )  # fmt: skip
     for run in instance.deploy(fleet.v2):
         run.check()
@@ -160,3 +188,15 @@ def test_a_spot_notice_lets_a_short_task_finish_and_releases_the_long_one_before
     assert queue_counts(broker, fleet.queues[0]) == (1, 0)  # released: waiting for another worker, not held
     text = watch_log.read_text()
     assert "notice: spot interruption: terminate at" in text and "SIGQUIT" in text, text
+
+    # Off the instance: the record reconcile lists, signed with the instance profile's credentials (IMDS).
+    found = read_interruptions(
+        S3Reader(s3), BUCKET, prefix="deploytool", app=APP["name"], days=[day_of(datetime.now(UTC))]
+    )
+    assert [(r.instance_id, r.group, r.kind, r.outcome) for r in found.records] == [
+        (instance.instance_id, "reports", "rebalance", "ignored"),
+        (instance.instance_id, "reports", "spot", "cold"),
+    ], found
+    assert any(long.task_id in label for label in found.records[1].released)
+    # the ignored notice once; the spot notice when its drain began and when it ended
+    assert text.count("record: recorded at s3://") == 3, text

@@ -73,6 +73,15 @@ def test_a_spot_notice_and_a_kill_through_fab_sandbox_interrupt(tmp_path: Path) 
         assert worker is not None and wait_gone([worker], 10) == []
         assert wait_for(lambda: not pid_alive(watchers[noticed] or 0), 10)  # its work done, the watcher exits
 
+        # The watcher recorded the notice in the sandbox's bucket: reconcile lists it (the instance is still in
+        # its ASG here: the sandbox does not power it off).
+        reconciled = fab("reconcile", "--json")
+        assert reconciled.returncode in (0, 3), reconciled.stderr
+        report = json.loads(reconciled.stdout)
+        assert [(i["instance_id"], i["group"], i["kind"], i["outcome"]) for i in report["interruptions"]] == [
+            (noticed, "email", "spot", "drained")
+        ], report["interruptions"]
+
         other = read_pidfile(run_file(killed, "worker.pid"))
         gone = fab("sandbox-interrupt", "--instance", killed, "--kill")
         assert gone.returncode == 0, gone.stderr

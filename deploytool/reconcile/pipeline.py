@@ -2,7 +2,8 @@
 
 Contract: `reconcile(fleet, settings, services)` snapshots the fleet's groups to S3 (unless
 settings.snapshot is False), runs athena/reconcile.sql on Athena or on DuckDB over the window of dt
-partitions ending on the snapshot's day, and returns the report. The releases are read from the last
+partitions ending on the snapshot's day, reads the interruption records of the same days (interruptions.py),
+and returns the report. The releases are read from the last
 `settings.release_days` days (and from the day of `--release` when older); only when a group finds no
 release that succeeded for it there is the query run again over every day (`releases_from` '', a note
 says so), so a group not deployed for months still gets its last good release. It reads and writes through the
@@ -25,6 +26,7 @@ from deploytool.aws.s3 import S3Gateway
 from deploytool.config import Fleet
 from deploytool.errors import UsageError
 from deploytool.model import day_of, release_time
+from deploytool.reconcile.interruptions import read_interruptions
 from deploytool.reconcile.inventory import Snapshot, take_snapshot, write_snapshot
 from deploytool.reconcile.mirror import MirrorResult, mirror_tables
 from deploytool.reconcile.query import AthenaEngine, DuckDbEngine, QueryResult
@@ -110,6 +112,17 @@ def reconcile(fleet: Fleet, settings: ReconcileSettings, services: ReconcileServ
             f"no release succeeded for {', '.join(missing)} since {values['releases_from']}: read the releases "
             "of every day"
         )
+    recorded = read_interruptions(
+        services.s3,
+        fleet.artifacts.bucket,
+        prefix=fleet.artifacts.prefix,
+        app=fleet.app.name,
+        days=day_range(*window),
+        groups=set(names),
+    )
+    notes += [
+        f"s3://{fleet.artifacts.bucket}/{key}: not an interruption record; skipped" for key in recorded.unreadable
+    ]
     report = build_report(
         result,
         app=fleet.app.name,
@@ -118,6 +131,7 @@ def reconcile(fleet: Fleet, settings: ReconcileSettings, services: ReconcileServ
         groups=names,
         notes=notes,
         release=settings.release,
+        interruptions=recorded.records,
     )
     return ReconcileRun(
         report=report, result=result, snapshot=snap, snapshot_keys=tuple(keys), mirror=mirrored, notes=tuple(notes)

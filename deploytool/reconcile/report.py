@@ -4,7 +4,9 @@ Contract: `build_report` turns reconcile.sql's rows into a `ReconcileReport`: pe
 version (from the newest release that succeeded for the group, or the release given), the instances
 in its latest snapshot, how many run the expected version, the drifted instances with the version
 each runs, and the untagged ones; and a `remark` saying what else the release record knows (the
-group's newest release failed, was rolled back or is still running; no release succeeded for it).
+group's newest release failed, was rolled back or is still running; no release succeeded for it); and the
+interruptions the instances' watchers recorded in the window (spot notices, rebalance, Terminated: the instance,
+what the watcher did, the tasks it handed back), which say where instances went but are not drift.
 Drift = any instance of a group with an expected version that is drifted or untagged (exit code 3).
 `verdict` says only what was checked: "nothing to check" when no group has an expected version or
 instances (exit 0: no release has succeeded there yet, so no instance can be said to drift).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from deploytool.reconcile.interruptions import Interruption
 from deploytool.reconcile.query import QueryResult
 
 PROBLEMS = ("drift", "untagged")
@@ -101,6 +105,7 @@ class ReconcileReport:
     partitions_read: Mapping[str, tuple[str, ...]] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     release: str = ""  # the release given (--release), or "" for each group's last good release
+    interruptions: tuple[Interruption, ...] = ()
 
     @property
     def drift_count(self) -> int:
@@ -163,6 +168,7 @@ class ReconcileReport:
             "files_read": self.files_read,
             "partitions_read": {k: list(v) for k, v in (self.partitions_read or {}).items()} or None,
             "notes": list(self.notes),
+            "interruptions": [i.to_dict() for i in self.interruptions],
             "groups": [
                 {
                     "group": g.group,
@@ -213,6 +219,7 @@ def build_report(
     groups: Sequence[str] | None = None,
     notes: Sequence[str] = (),
     release: str = "",
+    interruptions: Sequence[Interruption] = (),
 ) -> ReconcileReport:
     """The report from reconcile.sql's rows; `groups` (fleet order) limits and orders it; `release` is
     the release given (--release), "" when each group's last good release is expected."""
@@ -271,6 +278,7 @@ def build_report(
         partitions_read=result.partitions_read,
         notes=tuple(notes),
         release=release,
+        interruptions=tuple(interruptions),
     )
 
 
@@ -330,11 +338,46 @@ def rich_tables(report: ReconcileReport) -> RenderableType:
                 i.launch_time or "-",
             )
         parts.append(detail)
+    if report.interruptions:
+        parts.append(interruptions_table(report.interruptions))
     parts.extend(Text(f"{g.group}: {g.remark}", style="yellow") for g in report.groups if g.remark)
     parts.extend(Text(note, style="yellow") for note in report.notes)
     parts.append(Text(_cost(report), style="dim"))
     parts.append(Text(report.verdict, style=_VERDICT_STYLE[report.status]))
     return RichGroup(*parts)
+
+
+def utc_time(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%SZ") if moment else "?"
+
+
+def released_text(record: Interruption, most: int = 3) -> str:
+    names = list(record.released[:most]) + ([f"+{len(record.released) - most}"] if len(record.released) > most else [])
+    return f"{len(record.released)}" + (f" ({', '.join(names)})" if names else "")
+
+
+def outcome_of(record: Interruption) -> str:
+    if record.finished:
+        return record.outcome
+    return "draining: no final record (gone before its drain ended, or still draining)"
+
+
+def interruptions_table(records: Sequence[Interruption]) -> Table:
+    table = Table(title=f"Interrupted instances: {len(records)}")
+    for column in ("instance", "group", "version", "notice", "noticed", "outcome", "drain", "tasks handed back"):
+        table.add_column(column, overflow="fold", justify="right" if column == "drain" else "left")
+    for r in records:
+        table.add_row(
+            Text(r.instance_id),
+            Text(r.group),
+            Text(r.version),
+            r.kind if r.policy == "drain" else f"{r.kind} ({r.policy})",
+            utc_time(r.noticed_at),
+            Text(outcome_of(r), style="" if r.finished else "yellow"),
+            f"{r.drained_s:.0f} s",
+            Text(released_text(r)),  # task labels hold brackets: never rich markup
+        )
+    return table
 
 
 def _cell(value: str) -> str:
@@ -361,6 +404,14 @@ def markdown(report: ReconcileReport) -> str:
                 f"({_cell(i.lifecycle_state or '?')}, {_cell(i.health or '?')})"
                 for i in g.problems
             ]
+    if report.interruptions:
+        lines += ["", f"**Interrupted instances: {len(report.interruptions)}**", ""]
+        lines += [
+            f"- `{_cell(r.instance_id)}` ({_cell(r.group)}, `{_cell(r.version)}`): {_cell(r.kind)} notice at "
+            f"{utc_time(r.noticed_at)}, {_cell(outcome_of(r))} after {r.drained_s:.0f} s; tasks handed back: "
+            f"{_cell(released_text(r))}"
+            for r in report.interruptions
+        ]
     remarks = [f"> {_cell(g.group)}: {_cell(g.remark)}" for g in report.groups if g.remark]
     lines += [
         "",

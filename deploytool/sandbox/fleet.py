@@ -62,6 +62,7 @@ class SandboxFleet:
         self.config = fleet
         self.root = root
         self.imds_url = imds_url
+        self.s3_endpoint = aws.endpoint_url
         self.broker = broker
         self.sizes = dict(sizes)
         self.ec2 = Ec2Gateway(aws)
@@ -125,6 +126,8 @@ class SandboxFleet:
         }
         if self.imds_url:  # the instance's own fake metadata service (deploytool.sandbox.imds)
             env["DEPLOYTOOL_IMDS_ENDPOINT"] = f"{self.imds_url}/{instance.instance_id}"
+        if self.s3_endpoint:  # the watcher records notices in the sandbox's bucket (deploytool_instance.s3put)
+            env["DEPLOYTOOL_S3_ENDPOINT"] = self.s3_endpoint
         path = instance.env_file(app)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))

@@ -8,9 +8,11 @@
   (403), as on EC2.
 - What it serves comes from <instance dir>/imds.json, written by `post_notice` (`fab sandbox-interrupt`, the
   tests, bench/interrupt.py), so any process can post a notice to a running sandbox:
-  meta-data/instance-id; spot/instance-action ({"action": "terminate", "time": now + 120 s}, ISO 8601 UTC),
-  events/recommendations/rebalance ({"noticeTime"}), autoscaling/target-lifecycle-state ("InService", or
-  "Terminated" after a terminate notice); anything unset is a 404.
+  meta-data/instance-id, iam/security-credentials/<role> (made-up credentials the moto server takes, so the
+  watcher's signed S3 record lands in the sandbox's bucket); spot/instance-action ({"action": "terminate",
+  "time": now + 120 s}, ISO 8601 UTC), events/recommendations/rebalance ({"noticeTime"}),
+  autoscaling/target-lifecycle-state ("InService", or "Terminated" after a terminate notice); anything unset
+  is a 404.
 """
 
 from __future__ import annotations
@@ -31,11 +33,24 @@ from deploytool.sandbox.motoserver import HOST, MotoServer
 NOTICES = ("spot", "rebalance", "terminate")
 SPOT_NOTICE_S = 120
 STATE_FILE = "imds.json"
+ROLE = "deploytool-sandbox-instance"  # the instance profile's role it serves credentials of (moto takes any)
 IMDS_MARKER = b"deploytool.sandbox.imds"  # a word of its command line: stop_recorded checks it before a signal
 
 
 def iso(moment: float) -> str:
     return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def credentials() -> dict[str, str]:
+    expires = time.time() + 6 * 3600
+    return {
+        "Code": "Success",
+        "Type": "AWS-HMAC",
+        "AccessKeyId": "ASIASANDBOXINSTANCE",
+        "SecretAccessKey": "sandbox-secret",
+        "Token": "sandbox-session-token",
+        "Expiration": iso(expires),
+    }
 
 
 def post_notice(
@@ -137,6 +152,10 @@ def make_handler(root: Path) -> type[BaseHTTPRequestHandler]:
             path = rest.removeprefix("/latest/meta-data/")
             if path == "instance-id":
                 return self._send(200, instance_id)
+            if path == "iam/security-credentials/":
+                return self._send(200, ROLE)
+            if path == f"iam/security-credentials/{ROLE}":
+                return self._send(200, json.dumps(credentials()), "application/json")
             if path == "spot/instance-action" and state.get("spot"):
                 return self._send(200, json.dumps(state["spot"]), "application/json")
             if path == "events/recommendations/rebalance" and state.get("rebalance"):

@@ -9,6 +9,8 @@
   CELERY_BROKER_TRANSPORT_OPTIONS as JSON).
 - The worker's node name is celery@<group>.<instance id>: DEPLOYTOOL_INSTANCE_ID, else the EC2 instance
   id from IMDSv2 (imds), else the hostname; `start` writes the name it used to run/node-name.
+- fleet.json's "records" says where the interruption watcher records a notice (s3put: the artifacts bucket,
+  prefix, region, KMS key, expected owner); bundles that predate it record nothing off the instance.
 - fleet.json's "hooks" holds each hook's timeout as the appspec gives it (Settings.hook_budget: what a
   hook may spend, REPORT_MARGIN_S less, so it reports its own failure before the agent's SIGTERM).
 - file_error(exc, settings) turns an OSError of the hooks' file set-up into one HookError line naming
@@ -56,6 +58,7 @@ class Settings:
     layout: Layout
     environ: Mapping[str, str]
     hook_timeouts: Mapping[str, float] = field(default_factory=dict)
+    records: Mapping[str, Any] = field(default_factory=dict)  # where the watcher records notices (s3put.Target)
 
     def hook_budget(self, event: str) -> float:
         """What the hook of `event` may spend: its appspec timeout less a margin (10 s, at most a tenth)."""
@@ -130,6 +133,7 @@ def load_settings(bundle_root: Path, environ: Mapping[str, str], group_name: str
         layout=Layout.of(app, environ),
         environ=environ,
         hook_timeouts={str(k): float(v) for k, v in (fleet.get("hooks") or {}).items()},
+        records=dict(fleet.get("records") or {}),
     )
 
 

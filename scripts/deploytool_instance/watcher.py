@@ -11,10 +11,12 @@ request bounded) and on a notice:
 - Auto Scaling's target lifecycle state Terminated and the rebalance recommendation: the group's policy
   (fleet file `on_terminated`, `on_rebalance`: "drain", the default, is the same drain as a deploy within
   drain_timeout; "ignore" logs the notice and goes on watching).
-What happened is logged (one line per step) and written to run/interruption.json ({"kind", "detail",
-"policy", "noticed_at", "deadline_at", "outcome", "drained_s", "interrupted", and "cold_shutdown_at" when it came
-to that}), which the sandbox's report
-and bench/interrupt.py read. After a drain the watcher exits 0 (the instance is going away). No metadata
+What happened is logged (one line per step) and written to run/interruption.json ({"instance", "group",
+"version", "kind", "detail", "policy", "noticed_at", "deadline_at", "outcome", "drained_s", "interrupted", and
+"cold_shutdown_at" when it came to that}), which the sandbox's report and bench/interrupt.py read, and to the
+fleet's bucket (s3put: once when a drain begins, outcome "draining", and again when it ends), where
+`fab reconcile` lists it after the instance is gone. After a drain the watcher exits 0 (the instance is going
+away). No metadata
 service (not on EC2) is a quiet no-op: one line, exit 0. SIGTERM (the next ApplicationStart replacing it,
 systemd stopping it) ends it with exit 0; in the middle of a drain the worker gets its cold shutdown first.
 """
@@ -23,13 +25,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping
 
 from deploytool_instance.base import EXIT_OK, Clock, HookError, HookTerminated, Log
 from deploytool_instance.drain import QUIT_GRACE_S, drain_running
 from deploytool_instance.imds import Imds, ImdsUnavailable, Notice, endpoint_of
 from deploytool_instance.layout import write_atomic
 from deploytool_instance.processes import find_worker
-from deploytool_instance.settings import Settings, read_env_file, running_node
+from deploytool_instance.s3put import Target, interruption_key, put_record
+from deploytool_instance.settings import Settings, instance_id, read_env_file, running_node
 
 POLL_S = 5.0
 RELEASE_MARGIN_S = 20.0  # a spot drain ends this long before the notice's time: cold shutdown and release fit
@@ -51,10 +55,37 @@ def drain_budget(settings: Settings, notice: Notice, now_wall: float) -> float:
     return settings.drain_timeout
 
 
-def handle(settings: Settings, notice: Notice, clock: Clock, log: Log) -> dict[str, object]:
+Recorder = Callable[[Mapping[str, object]], None]
+
+
+def s3_recorder(settings: Settings, imds: Imds, environ: Mapping[str, str], log: Log) -> Recorder | None:
+    """What writes a notice's record to the fleet's bucket (s3put), or None when the bundle names no bucket."""
+    target = Target.of(settings.records)
+    if target is None:
+        return None
+
+    def record(data: Mapping[str, object]) -> None:
+        key = interruption_key(
+            target.prefix,
+            str(settings.app["name"]),
+            str(data["instance"]),
+            settings.group_name,
+            float(str(data["noticed_at"])),
+        )
+        log.step("record", put_record(target, key, data, imds, environ))
+
+    return record
+
+
+def handle(
+    settings: Settings, notice: Notice, clock: Clock, log: Log, recorder: Recorder | None = None, instance: str = ""
+) -> dict[str, object]:
     noticed_at = time.time()
     policy = policy_for(settings, notice.kind)
     record: dict[str, object] = {
+        "instance": instance,
+        "group": settings.group_name,
+        "version": settings.version,
         "kind": notice.kind,
         "detail": notice.detail,
         "policy": policy,
@@ -65,6 +96,8 @@ def handle(settings: Settings, notice: Notice, clock: Clock, log: Log) -> dict[s
         "interrupted": [],
     }
     log.step("notice", f"{notice.detail}; policy {policy}")
+    if policy == "drain" and recorder is not None:  # known off the instance before the drain, should power go first
+        recorder({**record, "outcome": "draining"})
     if policy == "drain":
         worker, where = find_worker(settings)
         if worker is None:
@@ -85,6 +118,8 @@ def handle(settings: Settings, notice: Notice, clock: Clock, log: Log) -> dict[s
             if result.quit_at is not None:  # when the cold shutdown began handing tasks back, on the wall clock
                 record["cold_shutdown_at"] = round(time.time() - (clock.now() - result.quit_at), 3)
     write_atomic(settings.layout.interruption_file, json.dumps(record) + "\n")
+    if recorder is not None:
+        recorder(record)
     return record
 
 
@@ -100,6 +135,7 @@ def watch(settings: Settings, clock: Clock, log: Log) -> int:
             log.step("imds", f"no instance metadata service at {imds.endpoint}: not on EC2; nothing to watch")
             return EXIT_OK
         log.step("watching", f"{imds.endpoint} every {POLL_S:.0f}s for spot, rebalance and Terminated notices")
+        recorder = s3_recorder(settings, imds, environ, log)
         handled: set[str] = set()
         failing = False
         while True:
@@ -114,7 +150,7 @@ def watch(settings: Settings, clock: Clock, log: Log) -> int:
                 failing, notice = True, None
             if notice is not None and notice.kind not in handled:
                 handled.add(notice.kind)
-                record = handle(settings, notice, clock, log)
+                record = handle(settings, notice, clock, log, recorder, instance_id(environ))
                 if record["policy"] == "drain":
                     return EXIT_OK
             clock.sleep(POLL_S)
