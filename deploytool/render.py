@@ -7,8 +7,9 @@ returns, in memory, every file of the bundle that comes from a template director
   file copied as it is; executable (0755) exactly when it starts with `#!` (not from its file mode, which a
   wheel install drops from .py files: an installed deploytool builds the same bytes as a checkout);
   `systemd/worker.service.j2` is rendered once per group to `deploytool/hooks/systemd/<group>.service`
-  with `group` in the context, and `systemd/watcher.service.j2` (the interruption watcher) to
-  `deploytool/hooks/systemd/<group>-watch.service`.
+  with `group` in the context, `systemd/watcher.service.j2` (the interruption watcher) to
+  `deploytool/hooks/systemd/<group>-watch.service`, and `systemd/worker@.service.j2` (one unit per release
+  copy) to `deploytool/hooks/systemd/<group>@.service` for each group with restart = "handoff".
 Rendering is strict (StrictUndefined): an undefined name, a syntax error or a failing filter is a
 BundleError naming the template file and line. `check_appspec` then validates the rendered appspec
 against the finished bundle (YAML, version 0.0, os linux, every hook location present).
@@ -37,6 +38,7 @@ HOOKS_DIR = "deploytool/hooks"
 APPSPEC = "appspec.yml"
 GROUP_TEMPLATE = "systemd/worker.service.j2"
 WATCHER_TEMPLATE = "systemd/watcher.service.j2"  # per group too, as <group>-watch.service
+RELEASE_TEMPLATE = "systemd/worker@.service.j2"  # per group with restart = "handoff", as <group>@.service
 START_TIMEOUT = 300
 VALIDATE_TIMEOUT = 300
 EVENT_LIMIT = 3600  # CodeDeploy: all scripts of one lifecycle event together
@@ -185,9 +187,11 @@ def render_templates(fleet: Fleet, version: str, commit: str | None, templates: 
         raise BundleError(f"{_shown(templates.scripts)}: hook scripts directory not found")
     env = _environment(templates.scripts)
     for name, path, executable in _script_files(templates.scripts):
-        if name in (GROUP_TEMPLATE, WATCHER_TEMPLATE):
-            suffix = "-watch" if name == WATCHER_TEMPLATE else ""
+        if name in (GROUP_TEMPLATE, WATCHER_TEMPLATE, RELEASE_TEMPLATE):
+            suffix = {WATCHER_TEMPLATE: "-watch", RELEASE_TEMPLATE: "@"}.get(name, "")
             for group in context["groups"]:
+                if name == RELEASE_TEMPLATE and group.get("restart") != "handoff":
+                    continue
                 data = _render(env, name, path, {**context, "group": group})
                 rendered.append(RenderedFile(f"{HOOKS_DIR}/systemd/{group['name']}{suffix}.service", data, executable))
         elif name.endswith(".j2"):

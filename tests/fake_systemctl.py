@@ -2,10 +2,11 @@
 
 It runs the units installed under $DEPLOYTOOL_INSTANCE_ROOT/etc/systemd/system the way systemd does for
 Type=simple: EnvironmentFile and Environment, WorkingDirectory, ExecStart exec'd without a shell in a new
-session, MainPID tracked, KillSignal sent to the main process on stop. Absolute paths in a unit are looked
-up under the instance root when they exist there (the sandbox's path mapping). It passes the sandbox
-variables (DEPLOYTOOL_INSTANCE_ROOT, DEPLOYTOOL_INSTANCE_ID) on to the service, and appends every call to
-<root>/run/fake-systemd/calls.log.
+session, MainPID tracked, KillSignal sent to the main process on stop; instances of template units
+(name@instance.service from name@.service, %i replaced); `kill --signal=SIG` to the main process. Absolute
+paths in a unit are looked up under the instance root when they exist there (the sandbox's path mapping).
+It passes the sandbox variables (DEPLOYTOOL_INSTANCE_ROOT, DEPLOYTOOL_INSTANCE_ID) on to the service, and
+appends every call to <root>/run/fake-systemd/calls.log.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ def mapped(path: str) -> str:
 
 
 def unit(name: str) -> dict[str, str]:
-    text = Path(f"{ROOT}/etc/systemd/system/{name}").read_text()
+    path = Path(f"{ROOT}/etc/systemd/system/{name}")
+    prefix, at, rest = name.partition("@")
+    instance = rest.rsplit(".", 1)[0] if at else ""
+    if at and not path.exists():  # an instance of a template unit: <prefix>@.service with %i
+        path = Path(f"{ROOT}/etc/systemd/system/{prefix}@.service")
+    text = path.read_text().replace("%i", instance)
     pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
     values: dict[str, str] = {}
     for key, value in pairs:
@@ -96,8 +102,16 @@ def main(argv: list[str]) -> int:
         log.write(" ".join(argv) + "\n")
     if argv[:1] == ["show"]:
         print(main_pid(argv[-1]))
-    elif argv[:1] in (["daemon-reload"], ["enable"]):
+    elif argv[:1] in (["daemon-reload"], ["enable"], ["disable"]):
         pass
+    elif argv[:1] == ["start"]:
+        if not main_pid(argv[-1]):
+            start(argv[-1])
+    elif argv[:1] == ["kill"]:
+        signame = next(a.split("=", 1)[1] for a in argv if a.startswith("--signal="))
+        pid = main_pid(argv[-1])
+        if pid:
+            os.kill(pid, getattr(signal, signame))
     elif argv[:1] == ["restart"]:
         stop(argv[-1], block=True)
         start(argv[-1])

@@ -100,7 +100,8 @@ BAD = [
         "groups[1].concurency: unknown key (did you mean 'concurrency'?); allowed: name, asg, queues, "
         "concurrency, prefetch_multiplier, acks_late, max_tasks_per_child, autoscale, task_time_limit, "
         "task_soft_time_limit, visibility_timeout, visibility_heartbeat, visibility_heartbeat_step, on_rebalance, "
-        "on_terminated, drain_timeout, strategy, wave, suspend_terminate, alarms",
+        "on_terminated, drain_timeout, restart, handoff_max_draining, handoff_min_free_mb, strategy, wave, "
+        "suspend_terminate, alarms",
     ),
     (
         "unknown app key",
@@ -113,8 +114,8 @@ BAD = [
         doc(defaults=DEFAULTS + "prefetch = 4\n"),
         "defaults.prefetch: unknown key; allowed: queues, concurrency, prefetch_multiplier, acks_late, "
         "max_tasks_per_child, autoscale, task_time_limit, task_soft_time_limit, visibility_timeout, "
-        "visibility_heartbeat, visibility_heartbeat_step, on_rebalance, on_terminated, drain_timeout, strategy, wave, "
-        "suspend_terminate, alarms",
+        "visibility_heartbeat, visibility_heartbeat_step, on_rebalance, on_terminated, drain_timeout, restart, "
+        "handoff_max_draining, handoff_min_free_mb, strategy, wave, suspend_terminate, alarms",
     ),
     (
         "unknown target key",
@@ -239,6 +240,28 @@ BAD = [
         "soft >= hard",
         doc(video=VIDEO + "task_soft_time_limit = 300\n"),
         "groups[1].task_soft_time_limit: got 300; must be below task_time_limit (300)",
+    ),
+    (
+        "handoff with prefetch",
+        doc(video=VIDEO + 'restart = "handoff"\nprefetch_multiplier = 4\n'),
+        'groups[1].prefetch_multiplier: got 4; restart = "handoff" needs 1: a worker handing off keeps what it '
+        "holds until it ends, so a task prefetched behind a long one would wait for it on the old release",
+    ),
+    (
+        "handoff with autoscale",
+        doc(video=VIDEO + 'restart = "handoff"\nautoscale = [4, 1]\n'),
+        'groups[1].autoscale: cannot be used with restart = "handoff": the prefetch follows the pool\'s maximum, '
+        "so a worker handing off could hold tasks it has not started; set concurrency instead",
+    ),
+    (
+        "bad restart",
+        doc(video=VIDEO + 'restart = "rolling"\n'),
+        "groups[1].restart: got 'rolling'; allowed: 'drain' or 'handoff'",
+    ),
+    (
+        "handoff cap",
+        doc(video=VIDEO + "handoff_max_draining = 0\n"),
+        "groups[1].handoff_max_draining: got 0; allowed: a number >= 1",
     ),
     (
         "autoscale order",

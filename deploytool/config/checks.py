@@ -65,6 +65,18 @@ def lint_group(path: str, index: int, group: Group, table: Mapping[str, Any], de
             f"got {group.drain_timeout}; allowed: at most {MAX_DRAIN_TIMEOUT_S} s (CodeDeploy gives a lifecycle "
             f"event {LIFECYCLE_EVENT_LIMIT_S} s; {DRAIN_RESERVE_S} s are kept for the cold shutdown)",
         )
+    if group.restart == "handoff" and group.prefetch_multiplier != 1:
+        raise_(
+            "prefetch_multiplier",
+            f'got {group.prefetch_multiplier}; restart = "handoff" needs 1: a worker handing off keeps what it '
+            "holds until it ends, so a task prefetched behind a long one would wait for it on the old release",
+        )
+    if group.restart == "handoff" and group.autoscale is not None:
+        raise_(
+            "autoscale",
+            'cannot be used with restart = "handoff": the prefetch follows the pool\'s maximum, so a worker '
+            "handing off could hold tasks it has not started; set concurrency instead",
+        )
     if group.autoscale is not None:
         high, low = group.autoscale
         if high < 1 or low > high:

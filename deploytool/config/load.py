@@ -148,7 +148,7 @@ def parse_fleet(data: Mapping[str, Any], file: Path, shown: str | None = None) -
         f"{path}: groups[{i}].drain_timeout: {g.drain_timeout} s is shorter than task_time_limit "
         f"{g.task_time_limit} s ({g.name}): tasks running longer than the drain are interrupted and re-run"
         for i, g in enumerate(groups)
-        if g.drain_timeout < g.task_time_limit
+        if g.drain_timeout < g.task_time_limit and g.restart == "drain"  # a hand-off does not wait for tasks
     )
     return Fleet(
         path=file,

@@ -216,6 +216,9 @@ class GroupSettings(Model):
     on_rebalance: Literal["drain", "ignore"] = "drain"
     on_terminated: Literal["drain", "ignore"] = "drain"
     drain_timeout: Annotated[int, Field(ge=1)] = 600
+    restart: Literal["drain", "handoff"] = "drain"
+    handoff_max_draining: Annotated[int, Field(ge=1, le=8)] = 1
+    handoff_min_free_mb: Annotated[int, Field(ge=0, le=1048576)] = 256
     strategy: Strategy = Strategy(kind="OneAtATime")
     wave: Annotated[int, Field(ge=0, le=1000)] = 1
     suspend_terminate: bool = False
@@ -262,6 +265,9 @@ class Group(GroupSettings):
             "on_rebalance": self.on_rebalance,
             "on_terminated": self.on_terminated,
             "drain_timeout": self.drain_timeout,
+            "restart": self.restart,
+            "handoff_max_draining": self.handoff_max_draining,
+            "handoff_min_free_mb": self.handoff_min_free_mb,
         }
 
 

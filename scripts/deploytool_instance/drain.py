@@ -1,5 +1,10 @@
 """ApplicationStop: drain this instance's worker within its group's drain_timeout.
 
+With restart = "handoff" (handoff.py) the worker is handed off instead: it stops taking tasks and exits by
+itself once its running ones end, and the hook returns in seconds; it drains as below when a hand-off is not
+safe (handoff_max_draining reached, too little memory: it says why), when the worker does not confirm, and when
+Auto Scaling is taking the instance out (then the workers already finishing are waited for too).
+
 Contract: never SIGKILL. With remote control: cancel the worker's consumers, wait until `inspect active`
 and `inspect reserved` are empty, SIGTERM (warm shutdown) and wait for the exit; SIGQUIT (cold shutdown)
 once drain_timeout is spent. Without remote control (SQS) SIGTERM is the drain: the worker stops
@@ -17,6 +22,7 @@ from typing import Any
 from deploytool_instance.base import EXIT_FAILED, EXIT_OK, Clock, HookError, HookTerminated, Log, summarize
 from deploytool_instance.brokers import Broker, drain_control
 from deploytool_instance.brokers.remote import Control, RemoteControl
+from deploytool_instance.handoff import draining_workers, finish_all, hand_off, reap_overdue, refusal, terminating
 from deploytool_instance.interrupted import mark_interrupted, report_interrupted
 from deploytool_instance.layout import remove_if_pid
 from deploytool_instance.processes import WorkerProcess, find_worker
@@ -127,8 +133,14 @@ def drain(settings: Settings, clock: Clock, log: Log) -> int:
         if worker is not None:
             cold_shutdown_on_termination(settings, worker, clock, log)
         raise
+    handoff = settings.restart == "handoff"
+    if handoff:
+        reap_overdue(settings, log)
+    leaving = handoff and terminating(settings)
     if worker is None:
         log.step("find worker", f"no worker running ({where}); nothing to drain", clock.now() - step)
+        if leaving:
+            finish_all(settings, deadline, clock, log)
         return EXIT_OK
     node = running_node(settings)
     log.step(
@@ -136,9 +148,18 @@ def drain(settings: Settings, clock: Clock, log: Log) -> int:
         f"pid {worker.pid} ({node}) via {where}; budget {settings.drain_timeout:.0f}s",
         clock.now() - step,
     )
+    if handoff and not leaving:
+        why = refusal(settings, worker, draining_workers(settings))
+        if why is None and hand_off(settings, worker, node, clock, log):
+            return EXIT_OK
+        log.step("hand-off", f"not this time{f': {why}' if why else ''}; draining instead")
+    elif leaving:
+        log.step("terminating", "Auto Scaling is taking this instance out: draining every worker, no hand-off")
     # The grace after SIGQUIT ends within the hook's own budget (its appspec timeout less the report margin).
     quit_grace = max(1.0, min(QUIT_GRACE_S, log.started + settings.hook_budget("ApplicationStop") - deadline))
     result = drain_running(settings, worker, node, deadline, clock, log, quit_grace)
+    if leaving:
+        finish_all(settings, deadline, clock, log)
     return EXIT_OK if result.outcome != "stuck" else EXIT_FAILED
 
 

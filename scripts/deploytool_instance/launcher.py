@@ -10,6 +10,8 @@ into broker_transport_options) and calls app.worker_main. Besides:
   first task arrives, run/interrupted.json when SIGQUIT cuts tasks off (for the hooks' log);
 - registers deploytool.canary and, without remote control (SQS), consumes a per-instance canary queue and
   drains itself on SIGTERM (brokers.sqs.SettleOnSigterm);
+- with restart = "handoff", on any broker: finishes what it holds and exits by itself when ApplicationStop
+  asks (SIGUSR2 and run/control/<pid>; finish.HandOff), or takes work again when asked to resume;
 - makes Celery's shutdown prompt (PromptShutdown, shutdown_waker); DEPLOYTOOL_PROMPT_SHUTDOWN=0 turns it off.
 Exit status: 0 after the worker stopped, 2 bad input (usage, no such group, no Celery app there).
 """
@@ -34,6 +36,7 @@ from deploytool_instance.base import EXIT_BAD_INPUT, EXIT_OK, HookError
 from deploytool_instance.brokers import Broker, has_remote_control
 from deploytool_instance.brokers.sqs import CANARY_TASK, NO_FANOUT_SCHEMES, SettleOnSigterm, canary_queue
 from deploytool_instance.brokers.sqs_visibility import CAP_MARGIN_S, ReleaseOnShutdown, VisibilityHeartbeat
+from deploytool_instance.finish import REAP_MARGIN_S, HandOff
 from deploytool_instance.layout import Layout, remove_if_pid, write_atomic
 from deploytool_instance.settings import bundle_root, file_error, load_settings, running_node
 
@@ -307,16 +310,29 @@ def run_worker(group_name: str) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    if not has_remote_control(app):
+    handoff = settings.restart == "handoff"
+    remote = has_remote_control(app)
+
+    def hand_off(ignored: str) -> HandOff:
+        return HandOff(
+            log, ignored, layout=layout, pid=pid, version=settings.version, node=node,
+            reap_after_s=settings.task_time_limit + REAP_MARGIN_S, sigterm=not remote,
+        )  # fmt: skip
+
+    if not remote:
         queues.append(canary_queue(node))
-        settle = SettleOnSigterm(log, canary_queue(node))
+        settle = hand_off(canary_queue(node)) if handoff else SettleOnSigterm(log, canary_queue(node))
         app.steps["consumer"].add(settle.bootstep())
         release, heartbeat = sqs_visibility(settings.group, layout, log)
         app.steps["consumer"].add(release.bootstep())
         if heartbeat is not None:
             app.steps["consumer"].add(heartbeat.bootstep())
-    elif settings.group.get("visibility_heartbeat"):
-        log("deploytool: visibility_heartbeat is for SQS; on this broker visibility_timeout = task_time_limit + 120 s")
+    else:
+        if settings.group.get("visibility_heartbeat"):
+            log("deploytool: visibility_heartbeat is for SQS; here visibility_timeout = task_time_limit + 120 s")
+        if handoff:
+            settle = hand_off("")
+            app.steps["consumer"].add(settle.bootstep())
     prompt = PromptShutdown() if os.environ.get("DEPLOYTOOL_PROMPT_SHUTDOWN", "1") != "0" else None
     if prompt is not None:
         prompt.install()

@@ -2,9 +2,11 @@
 
 Layout.of(app, environ): {install_dir}/releases/<version>/ (the bundle, app under app/), {install_dir}/current
 (a symlink to releases/<version>), run/ (worker.pid, VERSION, node-name, ready.json, interrupted.json,
-first-task.json, canary/) and log/worker.log. In the sandbox every absolute instance path is prefixed
-with DEPLOYTOOL_INSTANCE_ROOT. Writes are atomic (a temporary file or symlink renamed over the old);
-pidfiles and markers are removed only while they still name the pid that owns them.
+first-task.json, canary/) and log/worker.log; with restart = "handoff" also live/<version>.<stamp>/ (the
+worker's own copy of its release), run/draining/, run/control/, run/handoff/ and run/worker.unit. In the
+sandbox every absolute instance path is prefixed with DEPLOYTOOL_INSTANCE_ROOT. Writes are atomic (a temporary
+file or symlink renamed over the old); pidfiles and markers are removed only while they still name the pid that
+owns them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,30 @@ class Layout:
     @property
     def current(self) -> Path:
         return self.install_dir / "current"
+
+    @property
+    def live(self) -> Path:
+        """restart = "handoff": each worker runs from its own copy, live/<version>.<stamp>, which the agent's
+        cleanup of releases/ never touches while a worker finishes there (handoff.py)."""
+        return self.install_dir / "live"
+
+    @property
+    def draining_dir(self) -> Path:
+        """One record per worker handed off and still finishing its tasks (handoff.py): <pid>.json."""
+        return self.run_dir / "draining"
+
+    def control_file(self, pid: int) -> Path:
+        """What the hooks ask of worker `pid` ("finish" or "resume"); SIGUSR2 tells it to read it."""
+        return self.run_dir / "control" / str(pid)
+
+    def handoff_state_file(self, pid: int) -> Path:
+        """What worker `pid` says of its hand-off (finish.HandOff): finishing, resumed, finished or reaped."""
+        return self.run_dir / "handoff" / f"{pid}.json"
+
+    @property
+    def unit_file(self) -> Path:
+        """systemd with restart = "handoff": the per-release unit the current worker runs in."""
+        return self.run_dir / "worker.unit"
 
     @property
     def run_dir(self) -> Path:

@@ -66,11 +66,12 @@ def launcher_script(cmdline: Sequence[str]) -> str | None:
 
 
 def is_our_worker(pid: int, layout: Layout) -> bool:
+    """A launcher of this app's releases/ (or, with restart = "handoff", of its live/ copies)."""
     script = launcher_script(process_cmdline(pid))
     if script is None:
         return False
-    releases = str(layout.releases.resolve())
-    return os.path.realpath(script).startswith(releases + os.sep)
+    real = os.path.realpath(script)
+    return any(real.startswith(str(where.resolve()) + os.sep) for where in (layout.releases, layout.live))
 
 
 def run_command(argv: Sequence[str], privileged: bool = False, timeout: float = 60.0) -> str:
@@ -154,10 +155,13 @@ def find_worker(settings: Settings) -> tuple[WorkerProcess | None, str]:
     """The running worker of this app on this instance, or None and why not."""
     layout = settings.layout
     if settings.process_manager == "systemd":
-        pid = systemd_main_pid(settings.unit_name)
+        unit = settings.unit_name
+        with contextlib.suppress(OSError):  # restart = "handoff": the current worker's per-release unit
+            unit = layout.unit_file.read_text().strip() or unit
+        pid = systemd_main_pid(unit)
         if pid <= 0 or not process_alive(pid):
-            return None, f"unit {settings.unit_name} has no running main process"
-        return SystemdWorker(pid=pid, unit=settings.unit_name), f"unit {settings.unit_name}"
+            return None, f"unit {unit} has no running main process"
+        return SystemdWorker(pid=pid, unit=unit), f"unit {unit}"
     try:
         text = layout.pidfile.read_text().strip()
     except FileNotFoundError:

@@ -78,6 +78,14 @@ class Settings:
         return float(self.group["drain_timeout"])
 
     @property
+    def restart(self) -> str:
+        return "handoff" if self.group.get("restart") == "handoff" else "drain"
+
+    @property
+    def task_time_limit(self) -> float:
+        return float(self.group.get("task_time_limit") or 300)
+
+    @property
     def release_dir(self) -> Path:
         return self.layout.releases / self.version
 
@@ -97,6 +105,14 @@ class Settings:
     @property
     def unit_name(self) -> str:
         return f"{self.app['name']}-{self.group_name}.service"
+
+    @property
+    def release_unit_template(self) -> str:
+        """restart = "handoff": one unit per release copy, <app>-<group>@<live dir name>.service."""
+        return f"{self.app['name']}-{self.group_name}@.service"
+
+    def release_unit(self, instance: str) -> str:
+        return f"{self.app['name']}-{self.group_name}@{instance}.service"
 
     @property
     def watcher_unit_name(self) -> str:

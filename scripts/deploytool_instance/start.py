@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,15 @@ from pathlib import Path
 from deploytool_instance.base import EXIT_OK, Clock, HookError, Log
 from deploytool_instance.brokers import Broker
 from deploytool_instance.drain import QUIT_GRACE_S, drain_running
+from deploytool_instance.handoff import (
+    draining_workers,
+    hand_off,
+    make_live,
+    prune_live,
+    reap_overdue,
+    refusal,
+    resume_latest,
+)
 from deploytool_instance.layout import point_symlink, read_json, write_atomic
 from deploytool_instance.processes import (
     WORKER_SCRIPT,
@@ -35,7 +45,7 @@ from deploytool_instance.processes import (
     systemd_main_pid,
 )
 from deploytool_instance.settings import Settings, instance_id, node_name, read_env_file, running_node
-from deploytool_instance.systemd import install_unit, unit_source
+from deploytool_instance.systemd import install_release_unit, install_unit, unit_source
 
 START_DRAIN_BUDGET_S = 120.0  # a worker ApplicationStop did not drain is drained by start within this
 START_READY_MIN_S = 60.0  # at least this much (or a third of the budget) is left for the new worker's start-up
@@ -70,8 +80,8 @@ class StartBudget:
         return cls(total_s, drain, quit_grace, ready_min)
 
 
-def worker_environment(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
-    app_dir = str(settings.release_dir / "app")
+def worker_environment(settings: Settings, env: Mapping[str, str], root: Path | None = None) -> dict[str, str]:
+    app_dir = str((root or settings.release_dir) / "app")
     merged = {k: v for k, v in settings.environ.items() if k not in HOOK_ENV_VARS and k != "DEPLOYMENT_GROUP_NAME"}
     merged.update(env)
     merged["PYTHONPATH"] = app_dir
@@ -99,15 +109,14 @@ def remove_bytecode(release: Path) -> tuple[int, list[str]]:
     return removed, failed
 
 
-def launch_direct(settings: Settings, env: Mapping[str, str]) -> int:
-    """Start the launcher as a daemon: new session, output to the worker log, pidfile written."""
+def launch_direct(settings: Settings, env: Mapping[str, str], root: Path) -> int:
+    """Start the launcher of the release at `root` as a daemon: new session, output to the worker log, pidfile
+    written."""
     layout = settings.layout
     layout.logfile.parent.mkdir(parents=True, exist_ok=True)
-    script = settings.release_dir / "deploytool" / "hooks" / WORKER_SCRIPT
+    script = root / "deploytool" / "hooks" / WORKER_SCRIPT
     argv = [settings.python, "-u", str(script), settings.group_name]
-    return spawn_daemon(
-        argv, settings.release_dir / "app", worker_environment(settings, env), layout.logfile, layout.pidfile
-    )
+    return spawn_daemon(argv, root / "app", worker_environment(settings, env, root), layout.logfile, layout.pidfile)
 
 
 def spawn_daemon(argv: list[str], cwd: Path, env: Mapping[str, str], logfile: Path, pidfile: Path) -> int:
@@ -222,9 +231,16 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
     log.step("release", f"{settings.version} at {release}; group {settings.group_name}", clock.now() - step)
 
     budget = StartBudget.of(settings.hook_budget("ApplicationStart"), settings.drain_timeout)
+    handoff = settings.restart == "handoff"
     worker, _ = find_worker(settings)
     if worker is not None:
         node = running_node(settings)
+        why = refusal(settings, worker, draining_workers(settings)) if handoff else None
+        if handoff and why is None and hand_off(settings, worker, node, clock, log):
+            worker = None
+        elif handoff:
+            log.step("hand-off", f"not this time{f': {why}' if why else ''}; draining instead")
+    if worker is not None:
         log.step(
             "still running",
             f"pid {worker.pid} ({node}) was not drained by ApplicationStop; draining it now within "
@@ -237,9 +253,14 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
             raise HookError(f"the old worker pid {worker.pid} did not exit; not starting a second one")
 
     step = clock.now()
-    node = node_name(settings.group_name, instance_id(settings.environ))
     for directory in (layout.run_dir, layout.logfile.parent):
         directory.mkdir(parents=True, exist_ok=True)
+    root, node = release, node_name(settings.group_name, instance_id(settings.environ))
+    if handoff:
+        reap_overdue(settings, log)
+        root = make_live(settings, format(time.time_ns() // 1_000_000, "x"))
+        node = f"{node}.{root.name}"  # the release in the name: the finishing worker and this one are both online
+        log.step("copy", f"{release} -> {root} (no Install cleans it up under a worker still finishing)")
     write_atomic(layout.node_file, node + "\n")
     for stale in (layout.ready_file, layout.interrupted_file, layout.first_task_file):
         with contextlib.suppress(FileNotFoundError):
@@ -249,13 +270,37 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
         log.step("bytecode", f"removed {removed} __pycache__ directories an earlier worker wrote into {release}")
     if failed:
         log.step("bytecode", f"WARNING: could not remove {', '.join(failed)}: stale bytecode may be imported")
-    point_symlink(layout.current, f"releases/{settings.version}")
-    log.step("current", f"{layout.current} -> releases/{settings.version}; node {node}", clock.now() - step)
+    relative = os.path.relpath(root, layout.install_dir)
+    point_symlink(layout.current, relative)
+    log.step("current", f"{layout.current} -> {relative}; node {node}", clock.now() - step)
 
+    try:
+        pid = launch_and_wait(settings, env, root, budget, clock, log)
+    except HookError:
+        if handoff:  # never leave the instance with no consumer: the worker handed off takes work again
+            resume_latest(settings, clock, log)
+        raise
+    write_atomic(layout.version_file, settings.version + "\n")
+    log.step(
+        "ready",
+        f"pid {pid} {node} consuming {', '.join(settings.queues)}; VERSION={settings.version}",
+        clock.now() - step,
+    )
+    start_watcher(settings, env, log.started + budget.total_s, clock, log)
+    if handoff:
+        prune_live(settings, root, log)
+    return EXIT_OK
+
+
+def launch_and_wait(
+    settings: Settings, env: Mapping[str, str], root: Path, budget: StartBudget, clock: Clock, log: Log
+) -> int:
+    """Start the worker of the release at `root` (directly or through systemd) and wait until it is ready."""
+    layout = settings.layout
     step = clock.now()
     offset = layout.logfile.stat().st_size if layout.logfile.exists() else 0
     if settings.process_manager == "direct":
-        pid = launch_direct(settings, env)
+        pid = launch_direct(settings, env, root)
         log.step(
             "launch",
             f"pid {pid}: {settings.python} {WORKER_SCRIPT} {settings.group_name}",
@@ -265,20 +310,23 @@ def start(settings: Settings, clock: Clock, log: Log) -> int:
         def pid_of() -> int:
             return pid
 
+    elif settings.restart == "handoff":
+        unit = install_release_unit(settings, root.name, log.started + budget.total_s, clock)
+        write_atomic(layout.unit_file, unit + "\n")
+        log.step(
+            "systemd", f"installed {settings.release_unit_template}, enabled and started {unit}", clock.now() - step
+        )
+
+        def pid_of() -> int:
+            return systemd_main_pid(unit)
+
     else:
         install_unit(settings, log.started + budget.total_s, clock)
+        with contextlib.suppress(FileNotFoundError):
+            layout.unit_file.unlink()
         log.step("systemd", f"installed, enabled and restarted {settings.unit_name}", clock.now() - step)
 
         def pid_of() -> int:
             return systemd_main_pid(settings.unit_name)
 
-    step = clock.now()
-    pid = wait_until_ready(settings, pid_of, offset, clock, log.started + budget.total_s, log)
-    write_atomic(layout.version_file, settings.version + "\n")
-    log.step(
-        "ready",
-        f"pid {pid} {node} consuming {', '.join(settings.queues)}; VERSION={settings.version}",
-        clock.now() - step,
-    )
-    start_watcher(settings, env, log.started + budget.total_s, clock, log)
-    return EXIT_OK
+    return wait_until_ready(settings, pid_of, offset, clock, log.started + budget.total_s, log)

@@ -5,7 +5,8 @@ is releases/<version>/app and its launcher is that release's celery_worker.py; r
 bundle's version and the ready marker names the pid.
 With remote control the node answers `inspect ping` and consumes exactly the group's queues. Without
 (SQS) a deploytool.canary task through the instance's own queue runs on this version, or the worker
-took a task from its group's queues since it started. Any failure is one HookError line (exit 1).
+took a task from its group's queues since it started. Any failure is one HookError line (exit 1); with
+restart = "handoff" the worker handed off then takes work again and the new one is drained (undo_handoff).
 """
 
 from __future__ import annotations
@@ -19,26 +20,63 @@ from deploytool_instance.base import EXIT_OK, Clock, HookError, Log
 from deploytool_instance.brokers import Broker, celery_client, has_remote_control
 from deploytool_instance.brokers.remote import RemoteControl
 from deploytool_instance.brokers.sqs import CANARY_TASK, canary_queue
+from deploytool_instance.drain import QUIT_GRACE_S, drain_worker
+from deploytool_instance.handoff import resume_latest
 from deploytool_instance.layout import read_json
 from deploytool_instance.processes import WORKER_SCRIPT, find_worker, launcher_script, process_cmdline, process_cwd
-from deploytool_instance.settings import Settings, read_env_file
+from deploytool_instance.settings import Settings, read_env_file, running_node
 
 VALIDATE_BUDGET_S = 60.0  # at most; within ValidateService's timeout (300 s) less the report margin
 
 
 def validate(settings: Settings, clock: Clock, log: Log) -> int:
+    try:
+        return check(settings, clock, log)
+    except HookError:
+        if settings.restart == "handoff":
+            undo_handoff(settings, clock, log)
+        raise
+
+
+def undo_handoff(settings: Settings, clock: Clock, log: Log) -> None:
+    """The new worker failed: the worker handed off takes work again (never an instance with no consumer), and the
+    new one, if it still runs, drains within what is left of the hook's budget."""
+    failed, _ = find_worker(settings)
+    failed_node = running_node(settings)
+    if resume_latest(settings, clock, log) is None:
+        log.step("resume", "no worker handed off is still running: nothing to resume")
+        return
+    if failed is not None and not failed.exited():
+        deadline = log.started + settings.hook_budget("ValidateService") - QUIT_GRACE_S
+        drain_worker(failed, None, failed_node, max(clock.now() + 1.0, deadline), clock, log)
+
+
+def release_root(settings: Settings) -> str:
+    """Where the new worker must run from: releases/<version>, or with restart = "handoff" its own copy
+    (live/<version>.<stamp>, what `current` points to)."""
+    if settings.restart == "handoff":
+        root = os.path.realpath(settings.layout.current)
+        live = os.path.realpath(settings.layout.live)
+        if os.path.dirname(root) == live and os.path.basename(root).startswith(settings.version + "."):
+            return root
+        raise HookError(f"{settings.layout.current} points to {root}, not to a copy of {settings.version} in {live}")
+    return os.path.realpath(settings.release_dir)
+
+
+def check(settings: Settings, clock: Clock, log: Log) -> int:
     layout = settings.layout
     until = log.started + min(VALIDATE_BUDGET_S, settings.hook_budget("ValidateService"))
     step = clock.now()
     worker, where = find_worker(settings)
     if worker is None:
         raise HookError(f"worker is not running: {where}")
-    expected_dir = os.path.realpath(settings.release_dir / "app")
+    root = release_root(settings)
+    expected_dir = os.path.join(root, "app")
     cwd = process_cwd(worker.pid)
     if cwd != expected_dir:
         raise HookError(f"worker pid {worker.pid} runs in {cwd}, not in the new release {expected_dir}")
     script = launcher_script(process_cmdline(worker.pid)) or "?"
-    expected_script = os.path.realpath(settings.release_dir / "deploytool" / "hooks" / WORKER_SCRIPT)
+    expected_script = os.path.join(root, "deploytool", "hooks", WORKER_SCRIPT)
     if os.path.realpath(script) != expected_script:
         raise HookError(f"worker pid {worker.pid} runs {script}, not the new release's {expected_script}")
     log.step("process", f"pid {worker.pid} runs from {expected_dir} ({where})", clock.now() - step)

@@ -60,6 +60,8 @@ class SettleOnSigterm:
         self.inflight = 0
         self.settle_s = 11.0
         self.consumer: Any = None
+        self.cancelled: list[str] = []  # the queues it stopped consuming
+        self.reason = "SIGTERM"
         self.celery_handler: Any = None
         self.wake: Callable[[], None] = lambda: None
 
@@ -127,8 +129,9 @@ class SettleOnSigterm:
             queues = [q.name for q in list(getattr(self.consumer.task_consumer, "queues", []) or [])]
             for queue in queues:
                 self.consumer.cancel_task_queue(queue)
+            self.cancelled = queues
             self.log(
-                f"deploytool: SIGTERM: stopped consuming from {', '.join(queues)}; warm shutdown once no "
+                f"deploytool: {self.reason}: stopped consuming from {', '.join(queues)}; warm shutdown once no "
                 f"receive is in flight (at most {self.settle_s:.0f} s) and the {self.held()} task(s) held are "
                 "finished and acknowledged"
             )
