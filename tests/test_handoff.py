@@ -5,6 +5,7 @@ release it started on, the old worker exits by itself, and an instance is never 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,76 @@ def test_with_systemd_each_release_copy_runs_in_a_unit_of_its_own(
     assert load.wait_done(60, [long.task_id]) == (1, 0, 0)
     assert load.releases()[long.task_id] == ["v1"]
     assert "validate +" in runs[-1].output and f"ok: celery@video.{instance.instance_id}.v2." in runs[-1].output
+
+
+@pytest.mark.parametrize("broker", BROKERS[2:], indirect=True)
+def test_an_overdue_worker_is_reaped_and_too_little_memory_means_a_drain(
+    broker: BrokerSpec, tmp_path: Path, reaper: ProcessReaper
+) -> None:
+    fleet = make_fleet(broker, tmp_path, reaper, 1, ["video"], **HANDOFF)
+    instance = fleet.instances[0]
+    long = fleet.load.send("transcode_video", fleet.queues[0], 25.0)
+    assert wait_for(lambda: worker_log_has(instance, f"[{long.task_id}] received"), 30)
+    old = instance.worker_pid()
+    for run in instance.deploy(fleet.v2):
+        run.check()
+    # The worker finishing is past its time (as one stuck in its shutdown would be): the next hook reaps it.
+    record_file = instance.install_dir / "run" / "draining" / f"{old}.json"
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**record, "reap_at": time.time() - 100}))
+    runs = instance.deploy(fleet.v1)
+    for run in runs:
+        run.check()
+    assert f"reap: pid {old}" in runs[0].output and "cold shutdown" in runs[0].output, runs[0].output
+    assert not process_alive(old)
+    # Handed back at once (not held for the 600 s visibility timeout): it runs again on a current worker.
+    assert fleet.load.wait_done(90, [long.task_id]) == (1, 0, 0)
+    assert fleet.load.runs()[long.task_id] == 1 and fleet.load.releases()[long.task_id] == ["v1"]
+
+    hungry = render_bundle(
+        tmp_path / "bundle-v4",
+        app_context(),
+        [group_settings("reports", fleet.queues, **HANDOFF, handoff_min_free_mb=1048576)],
+        "v4",
+    )
+    for run in instance.deploy(hungry):
+        run.check()
+    runs = instance.deploy(fleet.v2)  # the hungry release's ApplicationStop decides
+    for run in runs:
+        run.check()
+    assert "MB available; a second worker needs about" in runs[0].output, runs[0].output
+    assert "draining instead" in runs[0].output and "drained in" in runs[0].output
+
+
+@pytest.mark.parametrize("broker", BROKERS[2:], indirect=True)
+def test_a_scale_in_drains_every_worker_the_finishing_one_included(
+    broker: BrokerSpec, tmp_path: Path, reaper: ProcessReaper
+) -> None:
+    from deploytool.sandbox.imds import ImdsServer, post_notice
+
+    fleet = make_fleet(broker, tmp_path, reaper, 1, ["video"], **HANDOFF, on_terminated="ignore")
+    instance = fleet.instances[0]
+    server = ImdsServer(root=tmp_path / "imds", log_path=tmp_path / "imds.log", pidfile=tmp_path / "imds.pid").start()
+    try:
+        (tmp_path / "imds" / "video" / instance.instance_id).mkdir(parents=True)
+        instance.write_env(
+            broker.url, broker.options, tmp_path / "ledger.txt",
+            {"DEPLOYTOOL_IMDS_ENDPOINT": server.endpoint(instance.instance_id)},
+        )  # fmt: skip
+        long = fleet.load.send("transcode_video", fleet.queues[0], 10.0)
+        assert wait_for(lambda: worker_log_has(instance, f"[{long.task_id}] received"), 30)
+        old = instance.worker_pid()
+        for run in instance.deploy(fleet.v2):
+            run.check()
+        new = instance.worker_pid()
+        assert old is not None and new is not None and process_alive(old)
+        post_notice(tmp_path / "imds" / "video" / instance.instance_id, "terminate")
+        stop = instance.stop()
+        assert stop is not None and stop.returncode == 0, stop
+        assert "Auto Scaling is taking this instance out: draining every worker, no hand-off" in stop.output
+        assert "1 handed-off worker(s) still running" in stop.output and "every one finished" in stop.output
+        assert not process_alive(old) and not process_alive(new)
+        assert fleet.load.wait_done(5, [long.task_id]) == (1, 0, 0)
+        assert fleet.load.releases()[long.task_id] == ["v1"]
+    finally:
+        server.stop()

@@ -119,3 +119,31 @@ def test_step_summary_appended_when_github_sets_it(tmp_path: Path) -> None:
 def test_no_step_summary_without_the_variable(tmp_path: Path) -> None:
     writers = ResultWriters.from_env(None, {})
     assert writers.step_summary is None and writers.json_out is None
+
+
+def test_live_table_shows_the_workers_finishing_after_a_hand_off_once_there_are_any() -> None:
+    from deploytool.rollout.backend import DeploymentSnapshot
+    from deploytool.rollout.events import GroupProgressed, GroupStarted, PlannedGroup, ReleaseStarted
+
+    table = LiveTable(Console(file=io.StringIO(), width=160), clock=FakeClock(), auto_refresh=False)
+    groups = (PlannedGroup("video", 0, "HalfAtATime", "asg-video"), PlannedGroup("email", 0, "AllAtOnce", "asg-e"))
+    table.board.apply(ReleaseStarted("r-1", "v2", "sandbox", "deploy", groups, 0.0))
+
+    def shown() -> str:
+        console = Console(file=io.StringIO(), width=160)
+        with console.capture() as capture:
+            console.print(table.render())
+        return capture.get()
+
+    assert "finishing" not in shown()  # no column until a hand-off happened (CodeDeploy never reports one)
+    for name in ("video", "email"):
+        table.board.apply(GroupStarted(name, 0, f"d-{name}", False, 1.0))
+    table.board.apply(GroupProgressed("email", DeploymentSnapshot("d-email", "email", "InProgress"), False, 2.0))
+    snap = DeploymentSnapshot("d-video", "video", "InProgress", in_progress=1, succeeded=1, draining=1)
+    table.board.apply(GroupProgressed("video", snap, False, 2.0))
+    text = shown()
+    header = next(line for line in text.splitlines() if "finishing" in line)
+    video = next(line for line in text.splitlines() if "video" in line)
+    email = next(line for line in text.splitlines() if "email" in line)
+    at = header.index("finishing") + len("finishing") - 1
+    assert video[at] == "1" and email[at] == "0", text

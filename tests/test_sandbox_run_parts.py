@@ -235,3 +235,18 @@ def test_the_report_names_each_interrupted_instance_and_the_tasks_it_handed_back
         "interrupted: i-0123456789abcdef1: spot interruption: terminate at 2026-11-30T01:05:00Z; drain: cold in 98.4s, "
         "1 task(s) handed back to the broker: acme_workers.tasks.transcode_video[abc]"
     ) in report_text(result)
+
+
+def test_the_report_counts_the_tasks_finished_on_the_old_release_after_a_hand_off(tmp_path: Path) -> None:
+    handoffs = (
+        {"pid": 1, "state": "finished", "held": ["acme_workers.tasks.transcode_video[a]", "b[c]"]},
+        {"pid": 2, "state": "finished", "held": []},
+        {"pid": 3, "state": "reaped", "held": ["acme_workers.tasks.transcode_video[d]"]},
+        {"pid": 4, "state": "finishing", "held": ["e[f]"]},
+    )
+    result = dataclasses.replace(run_result(tmp_path, TaskTally(10, 10, 0, 0, {})), handoffs=handoffs)
+    assert (
+        "hand-off: 4 worker(s) handed off; 2 task(s) finished on the old release after it; 1 still finishing; "
+        "1 reaped (cold shutdown; 1 task(s) back to the broker)"
+    ) in report_text(result)
+    assert "hand-off" not in report_text(run_result(tmp_path, TaskTally(10, 10, 0, 0, {})))

@@ -83,6 +83,9 @@ class DeploymentSnapshot:
     # What did not fail the deployment but a person must know, e.g. tasks a drain's cold shutdown cut off
     # ("i-1: interrupted task NAME[ID] in ApplicationStop: FATE"); only the sandbox sees hook output to report it.
     warnings: tuple[str, ...] = ()
+    # Workers still finishing their tasks after a hand-off (restart = "handoff") on the deployment's instances, when
+    # the backend can see them (the sandbox); None when it cannot (CodeDeploy).
+    draining: int | None = None
 
     @property
     def total(self) -> int:

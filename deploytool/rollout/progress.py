@@ -2,7 +2,8 @@
 
 Contract: each renderer is a Reporter (`publish(event)`) writing only to the rich Console it is given
 (tests pass Console(file=StringIO())). `Board` folds events into one row per group; `LiveTable` shows
-it (wave, group, strategy, instances succeeded/failed/total, current lifecycle event, status, elapsed)
+it (wave, group, strategy, instances succeeded/failed/total, the workers still finishing after a hand-off once
+the backend reports one (the sandbox), current lifecycle event, status, elapsed)
 with a release line (elapsed, groups done); `PlainLines` writes one line per change, for CI and
 non-TTY output. Both show each warning a deployment reports (tasks a cold shutdown interrupted) once.
 Neither ever raises into the orchestrator for a display problem it can avoid.
@@ -58,6 +59,7 @@ class Row:
     started_at: float | None = None
     finished_at: float | None = None
     done: bool = False
+    draining: int | None = None  # workers finishing after a hand-off, when the backend sees them
 
 
 class Board:
@@ -99,6 +101,8 @@ class Board:
                 row.status = snap.status
                 row.succeeded, row.failed, row.total = snap.succeeded, snap.failed, snap.total
                 row.event = snap.current_event or ""
+            if snap.draining is not None:
+                row.draining = snap.draining
         elif isinstance(event, GroupFinished):
             r = event.result
             row = self.rows[r.group]
@@ -157,21 +161,20 @@ class LiveTable:
     def render(self) -> Any:
         now = self.clock.now()
         table = Table(expand=False)
-        for name in ("wave", "group", "strategy", "ok/failed/total", "event", "status", "elapsed"):
-            table.add_column(
-                name, justify="right" if name in ("wave", "ok/failed/total", "elapsed") else "left", overflow="fold"
-            )
+        finishing = any(row.draining for row in self.board.rows.values())  # only once a hand-off happened
+        columns: tuple[str, ...] = ("wave", "group", "strategy", "ok/failed/total", "event", "status", "elapsed")
+        if finishing:
+            columns = (*columns[:4], "finishing", *columns[4:])
+        for name in columns:
+            right = name in ("wave", "ok/failed/total", "finishing", "elapsed")
+            table.add_column(name, justify="right" if right else "left", overflow="fold")
         for row in self.board.rows.values():
             counts = f"{row.succeeded}/{row.failed}/{row.total}" if row.total else ""
-            table.add_row(
-                str(row.wave),
-                row.group,
-                row.strategy,
-                counts,
-                row.event,
-                Text(row.status, style=STYLE.get(row.status, "")),
-                self.board.elapsed(row, now),
-            )
+            cells: list[Any] = [str(row.wave), row.group, row.strategy, counts]
+            if finishing:
+                cells.append(str(row.draining or 0))
+            status = Text(row.status, style=STYLE.get(row.status, ""))
+            table.add_row(*cells, row.event, status, self.board.elapsed(row, now))
         warnings = [Text(f"warning: {w}", style="yellow") for w in self.board.warnings]
         return Group(table, Text(self.board.release_line(now)), *warnings)
 

@@ -127,7 +127,7 @@ class LocalBackend:
         sandbox finished (from the group records on disk), and of those another process started and has not
         finished (InProgress while it lives, Abandoned once it is gone); unknown ids are left out."""
         with self._lock:
-            found = {d: snapshot(self._deployments[d]) for d in deployment_ids if d in self._deployments}
+            found = {d: snapshot(self._deployments[d], self.app) for d in deployment_ids if d in self._deployments}
         earlier = [d for d in deployment_ids if d not in found]
         for group, entry in self.state.finished(earlier) if earlier else ():
             found[str(entry["deployment_id"])] = recorded_snapshot(group, entry)

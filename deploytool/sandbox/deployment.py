@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from deploytool.config import Group
+from deploytool.config import App, Group
 from deploytool.model import Revision
 from deploytool.rollout.backend import (
     LIFECYCLE_EVENTS,
@@ -115,8 +115,10 @@ def recorded_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapsho
     )
 
 
-def snapshot(dep: Deployment) -> DeploymentSnapshot:
+def snapshot(dep: Deployment, app: App | None = None) -> DeploymentSnapshot:
+    """The deployment as polled; with the app, also the workers still finishing after a hand-off on its instances."""
     running = [t.event for t in dep.targets.values() if t.status == "InProgress" and t.event]
+    draining = sum(len(t.instance.draining_workers(app)) for t in dep.targets.values()) if app is not None else None
     current = max(running, key=LIFECYCLE_EVENTS.index) if running else None
     return DeploymentSnapshot(
         deployment_id=dep.id,
@@ -133,6 +135,7 @@ def snapshot(dep: Deployment) -> DeploymentSnapshot:
         creator=dep.creator,
         description=dep.request.description,
         created_at=datetime.fromisoformat(dep.started_at).timestamp() if dep.started_at else None,
+        draining=draining,
         version=dep.revision.version,
         warnings=tuple(dep.warnings),
     )

@@ -39,7 +39,11 @@ def hard_kill(pidfile: Path, clock: Clock = SYSTEM_CLOCK, wait_s: float = 5.0) -
 
 
 def power_off(instance: Instance, app: App, clock: Clock = SYSTEM_CLOCK) -> int | None:
-    """SIGKILL everything the sandbox runs for the instance: the worker's process group, then the watcher."""
+    """SIGKILL everything the sandbox runs for the instance: the worker's process group (and those of workers
+    still finishing after a hand-off), then the watcher."""
+    for draining in instance.draining_workers(app):
+        if process_group(draining) == draining:
+            signal_group(draining, signal.SIGKILL)
     pid = hard_kill(instance.worker_pidfile(app), clock)
     watcher = read_pidfile(instance.watcher_pidfile(app))
     if watcher is not None and runs_script(watcher, "celery_hooks.py", "watch"):

@@ -17,6 +17,7 @@ from typing import Any
 
 from deploytool.config import App
 from deploytool.sandbox.errors import SandboxError
+from deploytool.sandbox.procs import runs_script
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,28 @@ class Instance:
 
     def worker_pidfile(self, app: App) -> Path:
         return self.install_dir(app) / "run" / "worker.pid"
+
+    def draining_workers(self, app: App) -> list[int]:
+        """Workers handed off (restart = "handoff") and still finishing their tasks: run/draining/<pid>.json."""
+        found = []
+        for record in sorted((self.install_dir(app) / "run" / "draining").glob("*.json")):
+            try:
+                pid = int(json.loads(record.read_text())["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if runs_script(pid, "celery_worker.py"):
+                found.append(pid)
+        return found
+
+    def handoffs(self, app: App) -> list[dict[str, Any]]:
+        """What each worker handed off said of it (run/handoff/<pid>.json: state, the tasks it held)."""
+        found = []
+        for record in sorted((self.install_dir(app) / "run" / "handoff").glob("*.json")):
+            try:
+                found.append(dict(json.loads(record.read_text())))
+            except (OSError, ValueError):
+                continue
+        return found
 
     def watcher_pidfile(self, app: App) -> Path:
         """The interruption watcher ApplicationStart starts beside the worker (celery_hooks.py watch)."""

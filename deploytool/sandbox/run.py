@@ -80,6 +80,7 @@ class SandboxRunResult:
     churn_errors: tuple[str, ...] = ()
     churn_actions: tuple[Action, ...] = ()  # each scale action, on the sandbox clock (SYSTEM_CLOCK.now())
     interruptions: tuple[tuple[str, dict[str, Any]], ...] = ()  # (instance id, its watcher's interruption.json)
+    handoffs: tuple[dict[str, Any], ...] = ()  # what each worker handed off said (run/handoff/<pid>.json)
 
     @property
     def problems(self) -> list[str]:
@@ -205,6 +206,7 @@ def run_sandbox(
             drift = str(exc)
         disk = sandbox.fleet.on_disk()
         noticed = tuple((i.instance_id, rec) for i in disk if (rec := i.interruption(fleet.app)) is not None)
+        handed = tuple(rec for i in disk for rec in i.handoffs(fleet.app))
     return SandboxRunResult(
         root=sandbox.root,
         versions=(first.version, second.version),
@@ -219,6 +221,7 @@ def run_sandbox(
         churn_errors=tuple(churn_errors),
         churn_actions=tuple(scaler.actions) if scaler is not None else (),
         interruptions=noticed,
+        handoffs=handed,
     )
 
 
@@ -252,6 +255,23 @@ def log_locations(root: Path, app: App) -> Sequence[str]:
     )
 
 
+def handoff_line(records: Sequence[dict[str, Any]]) -> str:
+    """restart = "handoff": how many workers were handed off and what became of the tasks they held."""
+    by_state: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_state.setdefault(str(record.get("state")), []).append(record)
+    finished = sum(len(r.get("held") or []) for r in by_state.get("finished", []))
+    parts = [f"{len(records)} worker(s) handed off", f"{finished} task(s) finished on the old release after it"]
+    if by_state.get("finishing"):
+        parts.append(f"{len(by_state['finishing'])} still finishing")
+    if by_state.get("reaped"):
+        held = sum(len(r.get("held") or []) for r in by_state["reaped"])
+        parts.append(f"{len(by_state['reaped'])} reaped (cold shutdown; {held} task(s) back to the broker)")
+    if by_state.get("resumed"):
+        parts.append(f"{len(by_state['resumed'])} resumed (their successor failed)")
+    return "hand-off: " + "; ".join(parts)
+
+
 def report(result: SandboxRunResult) -> list[RenderableType]:
     """The run's final report as rich renderables."""
     v1, v2 = result.versions
@@ -277,6 +297,8 @@ def report(result: SandboxRunResult) -> list[RenderableType]:
                 f"{len(handed)} task(s) handed back to the broker{': ' + ', '.join(handed) if handed else ''}"
             )
         )
+    if result.handoffs:
+        lines.append(Text(handoff_line(result.handoffs)))
     if result.load_errors:
         lines.append(Text(f"load: {result.load_errors} sends failed (last: {result.last_load_error})"))
     for rollout in result.rollouts:

@@ -83,14 +83,15 @@ WATCHER_ARGV = ("celery_hooks.py", "watch")  # how an instance's interruption wa
 
 
 def stop_workers(instances: Sequence[Instance], app: App, *, grace_s: float, clock: Clock, log: Log) -> int:
-    """Stop every interruption watcher, then every worker, whose pidfile names a live process (the workers in
-    parallel). Returns how many workers."""
+    """Stop every interruption watcher, then every worker, whose pidfile names a live process, and every worker
+    still finishing after a hand-off (the workers in parallel). Returns how many workers."""
     watchers = [p for i in instances if (p := read_pidfile(i.watcher_pidfile(app))) and runs_script(p, *WATCHER_ARGV)]
     for watcher in watchers:  # SIGTERM ends a watch at once (one in the middle of a drain cold-stops its worker first)
         os.kill(watcher, signal.SIGTERM)
     for watcher in wait_gone(watchers, WATCHER_STOP_S, clock):
         os.kill(watcher, signal.SIGKILL)
     pids = [(i, pid) for i in instances if (pid := read_pidfile(i.worker_pidfile(app))) and pid_alive(pid)]
+    pids += [(i, pid) for i in instances for pid in i.draining_workers(app) if (i, pid) not in pids]
     if not pids:
         return 0
     log(f"stopping {len(pids)} worker(s): SIGTERM, SIGQUIT after {grace_s:g} s")

@@ -47,6 +47,7 @@ from deploytool_instance.settings import Settings, read_env_file
 
 HANDOFF_CONFIRM_S = 10.0  # the worker answers a hand-off within this (its event loop reads the request)
 OVERDUE_GRACE_S = 30.0  # after a finishing worker's own reap time, the hooks reap it
+REAP_WAIT_S = 10.0  # a reaped worker's cold shutdown is waited for this long (then it no longer counts to the cap)
 DROP_IN = "50-deploytool-handoff.conf"
 
 
@@ -278,6 +279,9 @@ def reap_overdue(settings: Settings, log: Log) -> list[int]:
                 "hand-off (past task_time_limit + margin): cold shutdown, its tasks go back to the broker",
             )
             reaped.append(draining.pid)
+    until = time.monotonic() + REAP_WAIT_S
+    while any(process_alive(pid) for pid in reaped) and time.monotonic() < until:
+        time.sleep(0.05)
     return reaped
 
 
