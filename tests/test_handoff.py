@@ -72,8 +72,11 @@ def test_a_release_does_not_wait_for_a_long_task_which_finishes_on_its_own_relea
     assert process_alive(new)
 
     # The next release prunes the copy the old worker ran from, and keeps the one in use until its worker goes.
-    for run in instance.deploy(fleet.v1):
+    runs = instance.deploy(fleet.v1)
+    for run in runs:
         run.check()
+    assert f"hand-off: pid {new}" in runs[0].output and "after its 0 running: none" in runs[0].output
+    assert "did not confirm" not in runs[0].output  # an idle worker answers and is gone at once
     live = sorted(p.name for p in (instance.install_dir / "live").iterdir() if not p.name.startswith("."))
     assert len(live) == 1 and live[0].startswith("v1."), live  # v2's worker was idle: it exited at once
 
@@ -234,3 +237,32 @@ def test_a_scale_in_drains_every_worker_the_finishing_one_included(
         assert fleet.load.releases()[long.task_id] == ["v1"]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("broker", BROKERS[:1], indirect=True)
+def test_a_new_worker_failing_validation_gives_the_work_back_to_the_one_handed_off(
+    broker: BrokerSpec, tmp_path: Path, reaper: ProcessReaper
+) -> None:
+    fleet = make_fleet(broker, tmp_path, reaper, 1, ["video"], **HANDOFF)
+    instance = fleet.instances[0]
+    long = fleet.load.send("transcode_video", fleet.queues[0], 20.0)
+    assert wait_for(lambda: worker_log_has(instance, f"[{long.task_id}] received"), 30)
+    old = instance.worker_pid()
+    assert old is not None
+    archive = instance.archive(fleet.v2, "d-HANDOFF01")
+    assert "takes no new task and exits by itself" in instance.stop().check().output  # type: ignore[union-attr]
+    instance.install(archive)
+    instance.start(archive, "d-HANDOFF01").check()
+    new = instance.worker_pid()
+    assert new is not None and new != old
+    node = (instance.install_dir / "run" / "node-name").read_text().strip()
+    # The new worker stops consuming (as a broken release might): ValidateService fails.
+    assert fleet.load.client.control.cancel_consumer(fleet.queues[0], destination=[node], reply=True, timeout=5)
+    run = instance.validate(archive, "d-HANDOFF01")
+    assert run.returncode == 1 and "consumes [] but group reports expects" in run.output, run.output
+    assert f"resume: pid {old}" in run.output and "takes work again" in run.output, run.output
+    assert wait_for(lambda: not process_alive(new), 30)  # the failed one is drained
+    assert instance.worker_pid() == old and process_alive(old)
+    after = fleet.load.send("build_report", fleet.queues[0], 0.2)
+    assert fleet.load.wait_done(60, [after.task_id, long.task_id]) == (2, 0, 0)
+    assert fleet.load.releases()[after.task_id] == ["v1"] and fleet.load.releases()[long.task_id] == ["v1"]

@@ -64,12 +64,19 @@ class HandOff(SettleOnSigterm):
         self.held_at_handoff: list[str] = []
         self.reaped = False
 
+    def arm(self) -> None:
+        """Take SIGUSR2 at once, before celery is up: its default action would end the process. A request that
+        comes that early is read once the consumer runs."""
+        signal.signal(signal.SIGUSR2, self.on_doorbell)
+
     def install(self, wake: Callable[[], None]) -> None:
         self.wake = wake
         self.celery_handler = signal.getsignal(signal.SIGTERM)
         if self.sigterm and callable(self.celery_handler):
             signal.signal(signal.SIGTERM, self.on_sigterm)
         signal.signal(signal.SIGUSR2, self.on_doorbell)
+        if self.doorbell:
+            wake()
 
     def on_doorbell(self, signum: int, frame: Any) -> None:
         self.doorbell = True

@@ -153,11 +153,15 @@ def ask(settings: Settings, pid: int, what: str, unit: str | None) -> None:
     _signal(pid, unit)
 
 
-def wait_state(settings: Settings, pid: int, state: str, clock: Clock, within: float) -> dict[str, object] | None:
+def wait_state(
+    settings: Settings, pid: int, states: tuple[str, ...], clock: Clock, within: float
+) -> dict[str, object] | None:
+    """The worker's answer once its state is one of `states` (None: no answer within `within`, or it is gone
+    without one)."""
     until = clock.now() + within
     while True:
         data = read_json(settings.layout.handoff_state_file(pid))
-        if data and data.get("pid") == pid and data.get("state") == state:
+        if data and data.get("pid") == pid and data.get("state") in states:
             return data
         if clock.now() >= until or not process_alive(pid):
             return None
@@ -198,7 +202,8 @@ def hand_off(settings: Settings, worker: WorkerProcess, node: str, clock: Clock,
         log.step("hand-off", f"pid {worker.pid} runs in {settings.unit_name}, not a per-release unit: draining")
         return False
     ask(settings, worker.pid, "finish", unit)
-    answer = wait_state(settings, worker.pid, "finishing", clock, HANDOFF_CONFIRM_S)
+    # An idle worker may be finished (and gone) before the first look: that is an answer too.
+    answer = wait_state(settings, worker.pid, ("finishing", "finished"), clock, HANDOFF_CONFIRM_S)
     if answer is None:
         with contextlib.suppress(OSError):
             layout.control_file(worker.pid).unlink()
@@ -242,7 +247,7 @@ def resume_latest(settings: Settings, clock: Clock, log: Log) -> Draining | None
         except (HookError, OSError) as exc:
             log.step("resume", f"pid {candidate.pid}: {exc}")
             continue
-        if wait_state(settings, candidate.pid, "resumed", clock, HANDOFF_CONFIRM_S) is None:
+        if wait_state(settings, candidate.pid, ("resumed",), clock, HANDOFF_CONFIRM_S) is None:
             log.step("resume", f"pid {candidate.pid} ({candidate.node}) did not confirm; it finishes and exits")
             continue
         if candidate.unit:

@@ -314,10 +314,12 @@ def run_worker(group_name: str) -> int:
     remote = has_remote_control(app)
 
     def hand_off(ignored: str) -> HandOff:
-        return HandOff(
+        finishing = HandOff(
             log, ignored, layout=layout, pid=pid, version=settings.version, node=node,
             reap_after_s=settings.task_time_limit + REAP_MARGIN_S, sigterm=not remote,
         )  # fmt: skip
+        finishing.arm()
+        return finishing
 
     if not remote:
         queues.append(canary_queue(node))
