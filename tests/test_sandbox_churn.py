@@ -42,12 +42,19 @@ class ScaleOutFirst:
     def __init__(self, scaler: Autoscaler, hold: Path) -> None:
         self.scaler, self.hold = scaler, hold
         self.new: list[str] = []
+        self.state_during_launch: str | None = None
+
+    def lifecycle_state(self, instance_id: str) -> str:
+        asg = self.scaler.backend.fleet.config.group("video").asg
+        info = self.scaler.backend.fleet.asgs.describe_groups([asg])[asg]
+        return next(i.lifecycle_state for i in info.instances if i.instance_id == instance_id)
 
     def publish(self, event: Event) -> None:
         if isinstance(event, ReleaseStarted) and not self.new:
             self.hold.touch()
             self.new = self.scaler.scale_out("video", 1)
         if isinstance(event, GroupWaiting):
+            self.state_during_launch = self.lifecycle_state(self.new[0])
             self.hold.unlink(missing_ok=True)
 
 
@@ -69,6 +76,10 @@ def test_a_scale_out_during_a_release_blocks_the_group_until_its_launch_deployme
     assert (waited.group, waited.deployment_id, waited.what) == ("video", launch_id, "launch deployment")
     launch = backend.wait(launch_id, 30)
     assert (launch.status, launch.creator, launch.succeeded) == ("Succeeded", "autoscaling", 1)
+    # Not InService while its launch deployment ran (a real ASG's launch hook: Pending:Wait); InService after.
+    assert out.state_during_launch == "Standby" and out.lifecycle_state(new) == "InService"
+    info = backend.fleet.asgs.describe_groups([video.asg])[video.asg]
+    assert info.desired == len(info.instances) == 3  # held without a replacement, counted again once admitted
     assert launch_id in [s.deployment_id for s in backend.group_deployments(video, active_only=False)]
     finished = {e.result.group: e.result for e in seen.events if isinstance(e, GroupFinished)}
     assert (finished["video"].outcome, finished["video"].total) == ("succeeded", 3)  # the new instance included

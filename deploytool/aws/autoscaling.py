@@ -109,6 +109,22 @@ class AutoScalingGateway:
         except (ClientError, BotoCoreError) as exc:
             raise describe_aws_error(exc, f"SetDesiredCapacity {name}") from exc
 
+    def enter_standby(self, name: str, instance_ids: Sequence[str]) -> None:
+        """Out of service without a replacement (the desired capacity decremented): the sandbox holds an instance
+        there during its launch deployment, as a real ASG's launch lifecycle hook holds it in Pending:Wait."""
+        try:
+            self.client.enter_standby(
+                AutoScalingGroupName=name, InstanceIds=list(instance_ids), ShouldDecrementDesiredCapacity=True
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise describe_aws_error(exc, f"EnterStandby {name}") from exc
+
+    def exit_standby(self, name: str, instance_ids: Sequence[str]) -> None:
+        try:
+            self.client.exit_standby(AutoScalingGroupName=name, InstanceIds=list(instance_ids))
+        except (ClientError, BotoCoreError) as exc:
+            raise describe_aws_error(exc, f"ExitStandby {name}") from exc
+
     def terminate_instance(self, instance_id: str, *, decrement: bool) -> None:
         try:
             self.client.terminate_instance_in_auto_scaling_group(

@@ -35,9 +35,9 @@ answers for one another process started and has not finished: InProgress while t
 once it is gone (killed: nothing runs the deployment any more, and a resume deploys the group again);
 `group_deployments` lists it, `instance_results` has nothing for it (only its process knows).
 
-`sync` gives instances an ASG launched since the last look the group's last successful revision
-(creator autoscaling); `start_own` starts the deployments CodeDeploy creates itself (the sandbox autoscaler's
-termination and follow-on deployments). `abort` (sandbox teardown) ends running scripts too.
+`sync` gives instances an ASG launched since the last look the group's last successful revision (creator
+autoscaling), each held in Standby until it ends (then InService, or terminated if it failed); `start_own` starts
+CodeDeploy's own (the autoscaler's termination and follow-on deployments). `abort` ends running scripts too.
 
 A deployment's record in memory and its snapshots (live, recorded, in flight): deploytool.sandbox.deployment.
 """
@@ -207,14 +207,12 @@ class LocalBackend:
         """Deploy the last successful revision to instances the ASGs launched since the last look."""
         started: list[str] = []
         for group_name, fresh in self.fleet.sync().items():
-            group = self.fleet.config.group(group_name)
-            last = self.state.last_successful(group_name)
+            group, last = self.fleet.config.group(group_name), self.state.last_successful(group_name)
             if last is None:
                 continue
-            request = DeployRequest(
-                group, last[1], release_id="", description="Auto Scaling launch", auto_rollback=False
-            )
-            started.append(self._start(request, creator="autoscaling", instances=fresh, exclusive=False))
+            launch = DeployRequest(group, last[1], release_id="", description="ASG launch", auto_rollback=False)
+            self.fleet.hold(group, fresh)  # not InService before its launch deployment (Pending:Wait on AWS)
+            started.append(self._start(launch, creator="autoscaling", instances=fresh, exclusive=False))
         return started
 
     def start_own(self, request: DeployRequest, *, creator: str, instances: Sequence[Instance]) -> str:
@@ -481,6 +479,8 @@ class LocalBackend:
             keeps = status == "Succeeded" and dep.creator not in ("autoscaling", "autoscalingTermination")
             self.state.record(dep.group.name, entry, succeeded_with=dep.revision if keeps else None)
             dep.status = status
+        if dep.creator == "autoscaling":  # a launch deployment ended: out of Standby, or abandoned
+            self.fleet.admit(dep.group, [t.instance for t in dep.targets.values()], ok=status == "Succeeded")
         dep.done.set()
 
     def _roll_back(self, dep: Deployment) -> None:

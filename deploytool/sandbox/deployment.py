@@ -116,9 +116,12 @@ def recorded_snapshot(group: str, entry: Mapping[str, Any]) -> DeploymentSnapsho
 
 
 def snapshot(dep: Deployment, app: App | None = None) -> DeploymentSnapshot:
-    """The deployment as polled; with the app, also the workers still finishing after a hand-off on its instances."""
+    """The deployment as polled; with the app and while it runs, also the workers still finishing after a hand-off
+    on its instances."""
     running = [t.event for t in dep.targets.values() if t.status == "InProgress" and t.event]
-    draining = sum(len(t.instance.draining_workers(app)) for t in dep.targets.values()) if app is not None else None
+    draining = None  # live information: while the deployment runs (a finished one reads the same from its record)
+    if app is not None and not dep.done.is_set():
+        draining = sum(len(t.instance.draining_workers(app)) for t in dep.targets.values())
     current = max(running, key=LIFECYCLE_EVENTS.index) if running else None
     return DeploymentSnapshot(
         deployment_id=dep.id,

@@ -14,7 +14,7 @@ directories are never deleted here, so a terminated instance's logs and ledger s
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,12 @@ from deploytool.aws.autoscaling import AutoScalingGateway
 from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.config import Fleet, Group, LocalTarget
+from deploytool.errors import AwsError
 from deploytool.sandbox.errors import SandboxError
 from deploytool.sandbox.instance import Instance
 
 LAUNCH_TEMPLATE = "deploytool-sandbox"
-LIVE_STATES = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
+LIVE_STATES = ("Pending", "Pending:Wait", "Pending:Proceed", "Standby", "InService")
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,23 @@ class SandboxFleet:
         path = instance.env_file(app)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+
+    def hold(self, group: Group, instances: Sequence[Instance]) -> None:
+        """Keep new instances out of service (Standby) while their launch deployment runs."""
+        if instances:
+            self.asgs.enter_standby(group.asg, [i.instance_id for i in instances])
+
+    def admit(self, group: Group, instances: Sequence[Instance], *, ok: bool) -> None:
+        """The launch deployment ended: InService when it succeeded; else terminated, as an ASG abandons an
+        instance whose launch hook failed (without a replacement here, so a broken revision cannot loop)."""
+        for instance in instances:
+            try:
+                if ok:
+                    self.asgs.exit_standby(group.asg, [instance.instance_id])
+                else:
+                    self.asgs.terminate_instance(instance.instance_id, decrement=True)
+            except AwsError:  # scaled in (terminated) meanwhile
+                continue
 
     def scale_out(self, group: Group, count: int) -> None:
         """Raise the ASG's desired capacity; `sync()` (or the backend's) then sees the new instances."""
