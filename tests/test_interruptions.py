@@ -200,3 +200,35 @@ def test_a_spot_notice_lets_a_short_task_finish_and_releases_the_long_one_before
     assert any(long.task_id in label for label in found.records[1].released)
     # the ignored notice once; the spot notice when its drain began and when it ended
     assert text.count("record: recorded at s3://") == 3, text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broker", BROKERS[2:], indirect=True)
+def test_a_second_drain_waits_for_the_first_instead_of_signalling_the_worker_again(
+    broker: BrokerSpec, tmp_path: Path, reaper: ProcessReaper
+) -> None:
+    """The watcher on a Terminated notice and a scale-in's ApplicationStop drain the same worker at once: the one
+    that finds the instance's drain lock taken only waits for the worker to exit."""
+    import fcntl
+    import os
+    import signal
+    import threading
+
+    fleet = make_fleet(broker, tmp_path, reaper, 1, ["video"], concurrency=2, task_time_limit=60)
+    instance = fleet.instances[0]
+    worker = instance.worker_pid()
+    assert worker is not None
+    lock_path = instance.install_dir / "run" / "drain.lock"
+    with open(lock_path, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the other drain (here: this test) holds it
+        runs: list[Any] = []
+        stop = threading.Thread(target=lambda: runs.append(instance.stop()))
+        stop.start()
+        log = instance.root / "logs"
+        assert wait_for(lambda: any("another drain" in p.read_text() for p in log.rglob("ApplicationStop.log")), 30)
+        os.kill(worker, signal.SIGTERM)  # what the other drain does
+        stop.join(60)
+    [run] = runs
+    assert run.returncode == 0, run.output
+    assert f"another drain of pid {worker} is under way" in run.output and f"pid {worker} exited" in run.output
+    assert "SIGTERM: pid" not in run.output and "SIGQUIT" not in run.output  # it signalled nothing itself

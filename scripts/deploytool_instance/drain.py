@@ -15,7 +15,9 @@ success; a worker still alive after SIGQUIT is a failure (exit 1). Every step lo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import fcntl
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,7 +175,47 @@ def drain_running(
     quit_grace: float = QUIT_GRACE_S,
     budget: str = "drain_timeout",
 ) -> DrainResult:
-    """Drain a found worker; on the hook's own SIGTERM, SIGQUIT the worker and exit non-zero."""
+    """Drain a found worker; on the hook's own SIGTERM, SIGQUIT the worker and exit non-zero. One drain at a time
+    per instance (run/drain.lock): a second one (the interruption watcher on Terminated and a scale-in's
+    ApplicationStop, both at once) only waits for the worker to exit, so the worker gets no second SIGTERM, which
+    would cut its own settling short."""
+    with drain_lock(settings) as ours:
+        if not ours:
+            step = clock.now()
+            log.step("drain", f"another drain of pid {worker.pid} is under way (the watcher or a hook): waiting for it")
+            exited = wait_for_exit(worker, deadline + quit_grace, clock)
+            log.step("drained" if exited else "FAILED", f"pid {worker.pid} {'exited' if exited else 'still running'}")
+            return DrainResult("drained" if exited else "stuck", clock.now() - step)
+        return _drain_locked(settings, worker, node, deadline, clock, log, quit_grace, budget)
+
+
+@contextlib.contextmanager
+def drain_lock(settings: Settings) -> Iterator[bool]:
+    """True when this process holds the instance's drain lock (an flock, released when the process ends)."""
+    path = settings.layout.run_dir / "drain.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _drain_locked(
+    settings: Settings,
+    worker: WorkerProcess,
+    node: str,
+    deadline: float,
+    clock: Clock,
+    log: Log,
+    quit_grace: float,
+    budget: str,
+) -> DrainResult:
     control: RemoteControl | None = None
     try:
         try:
