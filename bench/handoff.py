@@ -1,18 +1,20 @@
 """Benchmark: a release with hand-off restarts vs a drain that waits for long tasks, on the real sandbox.
 
-    python bench/handoff.py [--broker sqs|redis|rabbitmq] [--task-s 60] [--instances 3] [--keep DIR] [--verbose]
+    python bench/handoff.py [--broker sqs|redis|rabbitmq] [--task-s 60] [--instances 3] [--repeat 3] [--keep DIR]
+                            [--verbose]
 
 Runs the real sandbox (deploytool.sandbox: a moto server with S3, EC2, Auto Scaling and SQS; real Celery workers
 of the sample app on the lifecycle runner; releases through `fab deploy`'s own path) with one group, `video`
-(concurrency 2, prefetch 1, OneAtATime over --instances instances, task_time_limit 2 x --task-s), three times, each
-in a sandbox of its own with v1 released first and a steady short load (0.3 s tasks, 4 a second) on the queue:
+(concurrency 2, prefetch 1, OneAtATime over --instances instances, task_time_limit 2 x --task-s), in passes, each
+in a sandbox of its own with v1 released first and a steady short load (0.3 s tasks, 4 a second) on the queue
+(hand-off and idle --repeat times each, interleaved, so a noisy spell of the machine falls on both; medians):
 - "handoff": restart = "handoff"; every instance holds a long task (--task-s) when v2's release starts;
 - "drain": restart = "drain" with drain_timeout above the task length, so each instance's ApplicationStop waits
   for its long task; the same long tasks;
 - "idle": restart = "handoff" and no long task in flight (what a release costs when nothing is long).
-handoff_s, drain_s and idle_s are each release's wall time (start to end of `releases.release`); ratio = handoff_s /
-idle_s, drain_ratio = drain_s / idle_s. Then every task submitted must run: lost and completed_twice count over
-all passes (the sample app's ledger). long_finished_on_old: long tasks of the hand-off pass that ran once, to the
+handoff_s, drain_s and idle_s are v2's release wall time (start to end of `releases.release`; medians for hand-off
+and idle, every run in handoff_runs_s and idle_runs_s); ratio = handoff_s / idle_s, drain_ratio = drain_s / idle_s.
+Then every task submitted must run: lost and completed_twice count over all passes (the sample app's ledger). long_finished_on_old: long tasks of the hand-off pass that ran once, to the
 end, on v1 (the release they started on); killed: long tasks of the hand-off and drain passes that ran more than
 once or not on v1 (a cold shutdown cut them off). peak_workers_per_instance: most worker processes (the current
 one and those finishing after a hand-off) alive on one instance, sampled every 0.2 s during the hand-off pass;
@@ -29,6 +31,7 @@ import argparse
 import contextlib
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -262,11 +265,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--broker", choices=["sqs", "redis", "rabbitmq"], default="sqs")
     parser.add_argument("--task-s", type=float, default=60.0, help="length of the long tasks (seconds)")
     parser.add_argument("--instances", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="hand-off and idle releases each (medians)")
     parser.add_argument("--keep", type=Path, help="work under this new directory and keep it (logs, for a look)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    if args.task_s < 10 or args.instances < 2:
-        parser.error("--task-s must be at least 10 and --instances at least 2")
+    if args.task_s < 10 or args.instances < 2 or args.repeat < 1:
+        parser.error("--task-s must be at least 10, --instances at least 2 and --repeat at least 1")
     console = Console(stderr=True)
     common = {"task_s": args.task_s, "instances": args.instances, "verbose": args.verbose}
     with contextlib.ExitStack() as stack:
@@ -275,28 +279,40 @@ def main(argv: Sequence[str]) -> int:
             work = args.keep
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deploytool-bench-handoff-")))
-        handoff = run_pass(args.broker, work / "handoff", console, restart="handoff", long=True, **common)
+        # Interleaved, each in a sandbox of its own: a noisy spell of the machine lands on both kinds alike.
+        handoffs: list[Pass] = []
+        idles: list[Pass] = []
+        for n in range(args.repeat):
+            handoffs.append(
+                run_pass(args.broker, work / f"handoff-{n}", console, restart="handoff", long=True, **common)
+            )
+            idles.append(run_pass(args.broker, work / f"idle-{n}", console, restart="handoff", long=False, **common))
         drain = run_pass(args.broker, work / "drain", console, restart="drain", long=True, **common)
-        idle = run_pass(args.broker, work / "idle", console, restart="handoff", long=False, **common)
-    passes = (handoff, drain, idle)
-    killed = sum(1 for p in (handoff, drain) for t in p.long_ids if not on_v1(p.runs.get(t, [])))
+    passes = (*handoffs, drain, *idles)
+    handoff_s = statistics.median(p.release_s for p in handoffs)
+    idle_s = statistics.median(p.release_s for p in idles)
+    long_ids = [(p, t) for p in handoffs for t in p.long_ids]
+    killed = sum(1 for p in (*handoffs, drain) for t in p.long_ids if not on_v1(p.runs.get(t, [])))
     result: dict[str, Any] = {
         "broker": args.broker,
         "task_s": args.task_s,
         "instances": args.instances,
-        "handoff_s": round(handoff.release_s, 1),
+        "repeat": args.repeat,
+        "handoff_s": round(handoff_s, 1),
         "drain_s": round(drain.release_s, 1),
-        "idle_s": round(idle.release_s, 1),
-        "ratio": round(handoff.release_s / idle.release_s, 2),
-        "drain_ratio": round(drain.release_s / idle.release_s, 2),
-        "long_tasks": len(handoff.long_ids),
-        "long_finished_on_old": sum(1 for t in handoff.long_ids if on_v1(handoff.runs.get(t, []))),
+        "idle_s": round(idle_s, 1),
+        "ratio": round(handoff_s / idle_s, 2),
+        "drain_ratio": round(drain.release_s / idle_s, 2),
+        "handoff_runs_s": [round(p.release_s, 1) for p in handoffs],
+        "idle_runs_s": [round(p.release_s, 1) for p in idles],
+        "long_tasks": len(long_ids),
+        "long_finished_on_old": sum(1 for p, t in long_ids if on_v1(p.runs.get(t, []))),
         "killed": killed,
         "lost": sum(p.lost for p in passes),
         "completed_twice": sum(p.duplicated for p in passes),
         "submitted": sum(len(p.submitted) for p in passes),
-        "peak_workers_per_instance": handoff.peak_workers,
-        "overlap_rss_mb": round(handoff.overlap_rss_mb, 1),
+        "peak_workers_per_instance": max(p.peak_workers for p in handoffs),
+        "overlap_rss_mb": round(max(p.overlap_rss_mb for p in handoffs), 1),
         "drain_peak_workers_per_instance": drain.peak_workers,
         "mode": "sandbox",
     }
