@@ -18,7 +18,8 @@ Then every task submitted must run: lost and completed_twice count over all pass
 long_finished_on_old: long tasks of the hand-off passes that ran once, to the end, on v1 (the release they started
 on); killed: long tasks of the hand-off and drain passes that ran more than once or not on v1 (a cold shutdown cut
 them off). peak_workers_per_instance: most worker processes (the current one and those finishing after a hand-off)
-alive on one instance, sampled every 0.2 s during the hand-off passes; overlap_rss_mb: the largest resident memory of an instance's workers (with their pools) while two ran at once.
+alive on one instance, sampled every 0.2 s during the hand-off passes; overlap_rss_mb: the largest resident memory
+of an instance's workers (with their pools) while two ran at once.
 Prints one JSON line: {"broker", "task_s", "handoff_s", "drain_s", "idle_s", "ratio", "drain_ratio", "long_tasks",
 "long_finished_on_old", "killed", "lost", "completed_twice", "peak_workers_per_instance", "overlap_rss_mb", ...}.
 Targets: ratio <= 1.25, every long task finished on v1, killed 0, lost 0, completed_twice 0, peak <= 2. Exit 1 when
