@@ -12,7 +12,8 @@ paste (console, Terraform's `aws_iam_policy`, CloudFormation). Roles, and what e
   proves each one is allowed by this policy.
 - instance: the workers' instance profile: the CodeDeploy agent reads the bundle (and decrypts it), the
   Celery worker consumes its queues on SQS (unless sqs=False), the interruption watcher records its notices
-  under <prefix>/<app>/interruptions/ (encrypted with the fleet's key when it has one).
+  under <prefix>/<app>/interruptions/ (encrypted with the fleet's key when it has one), the workers publish their
+  telemetry (cloudwatch:PutMetricData in the `deploytool` namespace only).
 - codedeploy-service: the role CodeDeploy assumes (`service_role_arn`): AWS's AWSCodeDeployRole reduced to
   what an in-place deployment to these ASGs uses (lifecycle hooks, suspended processes, describes), scoped
   to the fleet's ASGs where IAM allows it.
@@ -36,6 +37,7 @@ from deploytool.reconcile.sql import TABLES
 ROLES = ("deployer", "instance", "codedeploy-service", "athena-reader")
 TAG_KEYS = ("deploytool:deployed-at", "deploytool:release", "deploytool:version")  # deploytool.rollout.tags
 ASG_NAME_TAG = "aws:autoscaling:groupName"  # set by Auto Scaling on every instance it launches
+TELEMETRY_NAMESPACE = "deploytool"  # deploytool_instance.telemetry.NAMESPACE
 CANARY_QUEUES = "deploytool-canary-*"  # deploytool_instance.brokers.sqs.canary_queue
 Json = dict[str, Any]
 MANAGED_POLICY_LIMIT = 6144  # characters of a managed policy, whitespace not counted (IAM quotas)
@@ -301,6 +303,13 @@ def instance(scope: Scope) -> Json:
             "RecordInterruptions", ["s3:PutObject"], [scope.s3(f"{scope.bucket}/{scope.app_root}/interruptions/*")]
         ),
         *kms_statements(scope, "EncryptInterruptionRecords", ["kms:GenerateDataKey"]),
+        # the workers' telemetry (deploytool_instance.telemetry): PutMetricData has no resource, only a namespace
+        _statement(
+            "PublishTelemetry",
+            ["cloudwatch:PutMetricData"],
+            ["*"],
+            {"StringEquals": {"cloudwatch:namespace": TELEMETRY_NAMESPACE}},
+        ),
     ]
     if scope.sqs:
         queues = [*sorted({sqs_queue_name(q) for g in scope.groups for q in g.queues}), CANARY_QUEUES]

@@ -113,7 +113,8 @@ def render_bundle(
     shutil.copytree(SAMPLE_APP, dest / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     if release_note is not None:
         init = dest / "app" / "acme_workers" / "__init__.py"
-        init.write_text(f'"""Acme\'s Celery workers (test build)."""\n\nRELEASE_NOTE = {release_note!r}\n')
+        text = re.sub(r"^RELEASE_NOTE = .*$", f"RELEASE_NOTE = {release_note!r}", init.read_text(), flags=re.M)
+        init.write_text(text)
     for rendered in render_templates(fleet, version, commit, Templates.default()):
         target = dest / rendered.arcname
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -236,6 +237,7 @@ class HookTestRunner(LifecycleRunner):
         # ApplicationStart starts then says "not on EC2" and exits, whatever network this machine is on.
         env["DEPLOYTOOL_IMDS_ENDPOINT"] = "http://127.0.0.1:1"
         env["DEPLOYTOOL_S3_ENDPOINT"] = "http://127.0.0.1:1"  # nor S3: a watcher's record never leaves the machine
+        env.setdefault("DEPLOYTOOL_CLOUDWATCH_ENDPOINT", "http://127.0.0.1:1")  # nor the workers' telemetry
         if self.process_manager != "direct":
             del env["DEPLOYTOOL_PROCESS_MANAGER"]
         return env

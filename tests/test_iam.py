@@ -207,8 +207,11 @@ def test_the_instance_reads_bundles_and_consumes_its_queues(tmp_path: Path) -> N
     ]
     no_sqs = iam.policy("instance", scope(fleet, sqs=False))
     assert [s["Sid"] for s in no_sqs["Statement"]] == [
-        "ReadBundles", "DecryptBundles", "RecordInterruptions", "EncryptInterruptionRecords"
+        "ReadBundles", "DecryptBundles", "RecordInterruptions", "EncryptInterruptionRecords", "PublishTelemetry"
     ]  # fmt: skip
+    assert statement(instance, "PublishTelemetry")["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "deploytool"}
+    }
     assert statement(instance, "RecordInterruptions")["Resource"] == (
         "arn:aws:s3:::acme-deploy-artifacts/deploytool/acme-workers/interruptions/*"
     )

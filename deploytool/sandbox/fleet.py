@@ -127,8 +127,9 @@ class SandboxFleet:
         }
         if self.imds_url:  # the instance's own fake metadata service (deploytool.sandbox.imds)
             env["DEPLOYTOOL_IMDS_ENDPOINT"] = f"{self.imds_url}/{instance.instance_id}"
-        if self.s3_endpoint:  # the watcher records notices in the sandbox's bucket (deploytool_instance.s3put)
+        if self.s3_endpoint:  # the watcher's records (s3put) and the workers' telemetry go to the moto server
             env["DEPLOYTOOL_S3_ENDPOINT"] = self.s3_endpoint
+            env["DEPLOYTOOL_CLOUDWATCH_ENDPOINT"] = self.s3_endpoint
         path = instance.env_file(app)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))

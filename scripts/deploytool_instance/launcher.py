@@ -12,7 +12,8 @@ into broker_transport_options) and calls app.worker_main. Besides:
   drains itself on SIGTERM (brokers.sqs.SettleOnSigterm);
 - with restart = "handoff", on any broker: finishes what it holds and exits by itself when ApplicationStop
   asks (SIGUSR2 and run/control/<pid>; finish.HandOff), or takes work again when asked to resume;
-- makes Celery's shutdown prompt (PromptShutdown, shutdown_waker); DEPLOYTOOL_PROMPT_SHUTDOWN=0 turns it off.
+- makes Celery's shutdown prompt (PromptShutdown, shutdown_waker); DEPLOYTOOL_PROMPT_SHUTDOWN=0 turns it off;
+- counts task outcomes by release and publishes them with a heartbeat to CloudWatch (telemetry.py).
 Exit status: 0 after the worker stopped, 2 bad input (usage, no such group, no Celery app there).
 """
 
@@ -38,7 +39,8 @@ from deploytool_instance.brokers.sqs import CANARY_TASK, NO_FANOUT_SCHEMES, Sett
 from deploytool_instance.brokers.sqs_visibility import CAP_MARGIN_S, ReleaseOnShutdown, VisibilityHeartbeat
 from deploytool_instance.finish import REAP_MARGIN_S, HandOff
 from deploytool_instance.layout import Layout, remove_if_pid, write_atomic
-from deploytool_instance.settings import bundle_root, file_error, load_settings, running_node
+from deploytool_instance.settings import Settings, bundle_root, file_error, instance_id, load_settings, running_node
+from deploytool_instance.telemetry import INTERVAL_S, Publisher, Tally, count_outcomes, count_signals
 
 
 class PromptShutdown:
@@ -278,6 +280,38 @@ def register_canary(app: Any, canary_dir: Path, version: str) -> None:
             write_atomic(canary_dir / token, json.dumps({"pid": os.getpid(), "version": version}))
 
 
+def start_telemetry(
+    settings: Settings, app: Any, node: str, settle: SettleOnSigterm | None, log: Callable[[str], None]
+) -> Publisher | None:
+    """Count task outcomes and publish them with a heartbeat (telemetry.py); None when turned off
+    (DEPLOYTOOL_TELEMETRY=0) or the bundle names no region (one from before telemetry)."""
+    region = str(settings.records.get("region") or "")
+    if os.environ.get("DEPLOYTOOL_TELEMETRY") == "0" or not region:
+        return None
+    tally = Tally()
+    if not count_outcomes(tally, skip=lambda name: name == CANARY_TASK or name.startswith("celery.")):
+        log("deploytool: telemetry: this Celery builds its task requests another way: outcomes not counted")
+    count_signals(tally)
+
+    def state() -> str:
+        return "draining" if settle is not None and settle.requested else "running"
+
+    identity = {
+        "App": str(settings.app["name"]),
+        "Group": settings.group_name,
+        "Release": settings.version,
+        "Instance": instance_id(os.environ),
+    }
+    interval = float(os.environ.get("DEPLOYTOOL_TELEMETRY_INTERVAL_S") or INTERVAL_S)
+    publisher = Publisher(
+        tally, identity=identity, state=state, region=region, environ=dict(os.environ),
+        stats_file=settings.layout.run_dir / "telemetry.json", log=log, interval_s=interval,
+    )  # fmt: skip
+    publisher.start()
+    log(f"deploytool: telemetry to CloudWatch ({publisher.url}) every {interval:g} s as release {settings.version}")
+    return publisher
+
+
 def run_worker(group_name: str) -> int:
     """Import the app, apply the group's settings, and become the worker (pid = this process)."""
     settings = load_settings(bundle_root(), os.environ, group_name)
@@ -339,9 +373,12 @@ def run_worker(group_name: str) -> int:
     if prompt is not None:
         prompt.install()
     WorkerSignals(layout, pid, node, settings.version, queues, shutdown_waker(app), prompt, settle, release).connect()
+    publisher = start_telemetry(settings, app, node, settle, log)
     try:
         app.worker_main(worker_argv(settings.group, node, queues, layout.logfile))
     finally:
+        if publisher is not None:
+            publisher.stop()
         for owned in (layout.ready_file, layout.first_task_file, layout.pidfile):
             remove_if_pid(owned, pid)
     return EXIT_OK

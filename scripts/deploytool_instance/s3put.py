@@ -110,8 +110,10 @@ def sign(
     creds: Credentials,
     region: str,
     now: datetime.datetime,
+    service: str = SERVICE,
 ) -> dict[str, str]:
-    """`headers` plus host, x-amz-date, x-amz-content-sha256, the session token and the SigV4 Authorization."""
+    """`headers` plus host, x-amz-date, x-amz-content-sha256, the session token and the SigV4 Authorization for
+    `service` (s3; monitoring for CloudWatch: telemetry.py)."""
     parts = urllib.parse.urlsplit(url)
     stamp = now.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     day = stamp[:8]
@@ -131,9 +133,9 @@ def sign(
             payload,
         ]
     )
-    scope = f"{day}/{region}/{SERVICE}/aws4_request"
+    scope = f"{day}/{region}/{service}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key = _hmac(_hmac(_hmac(_hmac(f"AWS4{creds.secret_key}".encode(), day), region), SERVICE), "aws4_request")
+    key = _hmac(_hmac(_hmac(_hmac(f"AWS4{creds.secret_key}".encode(), day), region), service), "aws4_request")
     signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     out = {name: signed[name] for name in names if name != "host"}
     credential = f"{creds.access_key}/{scope}"
