@@ -178,6 +178,8 @@ def _deployer(scope: Scope, *, compact: bool) -> Json:
             ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
             [scope.s3(f"{scope.bucket}/{scope.app_root}/*")],
         ),
+        # `fab reconcile --live` reads the workers' heartbeats (deploytool.aws.cloudwatch): no resource-level rights
+        _statement("ReadTelemetry", ["cloudwatch:ListMetrics", "cloudwatch:GetMetricData"], ["*"]),
         # the release lease is deleted (If-Match: its holder's) at a release's end (deploytool.rollout.lease)
         _statement("ReleaseLease", ["s3:DeleteObject"], [scope.s3(f"{scope.bucket}/{scope.app_root}/lease/*")]),
         *kms_statements(scope, "ArtifactsKey", ["kms:GenerateDataKey", "kms:Decrypt"]),

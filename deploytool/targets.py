@@ -176,6 +176,7 @@ def settings_for(
     database: str | None = None,
     workgroup: str | None = None,
     output_location: str | None = None,
+    live: bool = False,
 ) -> ReconcileSettings:
     """Reconcile settings from the task's options, with the target's engine and mirror unless given."""
     chosen = target(fleet, name)
@@ -192,6 +193,7 @@ def settings_for(
         database=database,
         workgroup=workgroup,
         output_location=output_location,
+        live=live,
     )
 
 

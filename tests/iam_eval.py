@@ -339,6 +339,13 @@ def _autoscaling(call: Call, facts: Facts) -> list[Need]:
     raise KeyError(name)
 
 
+def _cloudwatch(call: Call, facts: Facts) -> list[Need]:
+    """The reads of `fab reconcile --live` (ListMetrics, GetMetricData): no resource-level permissions exist."""
+    if call.operation not in ("ListMetrics", "GetMetricData"):
+        raise KeyError(f"cloudwatch:{call.operation}")
+    return [Need(f"cloudwatch:{call.operation}", "*", {}, call.operation)]
+
+
 def moto_calls(recording: str) -> list[Call]:
     """The SQS calls in a moto recording (moto.moto_api.recorder), JSON protocol: kombu's own boto3 clients,
     which no botocore event of ours reaches."""
@@ -370,6 +377,7 @@ def needs(call: Call, facts: Facts) -> list[Need]:
         "kms": _kms_direct,
         "iam": _iam,
         "glue": _glue,
+        "cloudwatch": _cloudwatch,
     }.get(call.service)
     if mapper is None:
         raise KeyError(f"{call.service}:{call.operation}")

@@ -172,6 +172,8 @@ def test_doctors_rights_are_scoped_too(tmp_path: Path) -> None:
         "autoscaling:DescribeAutoScalingGroups",
         "autoscaling:DescribeLifecycleHooks",
         "ec2:DescribeInstances",
+        "cloudwatch:ListMetrics",  # reconcile --live: CloudWatch has no resource-level rights for these
+        "cloudwatch:GetMetricData",
     }
     assert any("probe object" in n for n in iam.notes("deployer", fleet_scope))
     plain = iam.policy("deployer", iam.Scope(**{**fleet_scope.__dict__, "kms_key_id": None, "sqs": False}))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 
 from deploytool.config import load_fleet
@@ -52,6 +53,21 @@ def test_a_spot_notice_and_a_kill_through_fab_sandbox_interrupt(tmp_path: Path) 
         watchers = {i: read_pidfile(run_file(i, "watcher.pid")) for i in (noticed, killed)}
         assert all(p and pid_alive(p) for p in watchers.values()), watchers
         pids += [p for p in watchers.values() if p]
+
+        # --live: every worker is heard on the release its instance is tagged with (telemetry on moto's CloudWatch).
+        def live() -> tuple[int, dict[str, str]]:
+            done = fab("reconcile", "--live", "--json")
+            found = json.loads(done.stdout)["live"]["instances"] if done.stdout.strip() else []
+            return done.returncode, {i["instance_id"]: i["finding"] for i in found}
+
+        assert wait_for(lambda: live() == (0, {i: "ok" for i in live()[1]}) and len(live()[1]) == 6, 60), live()
+        info = json.loads((root / "run" / "sandbox.json").read_text())
+        ec2 = boto3.client("ec2", endpoint_url=info["endpoint"], region_name=info["region"],
+                           aws_access_key_id="k", aws_secret_access_key="s")  # fmt: skip
+        ec2.create_tags(Resources=[killed], Tags=[{"Key": "deploytool:version", "Value": "9.9.9"}])
+        code, findings = live()
+        assert code == 3 and findings[killed] == "other release", findings  # tagged 9.9.9, its worker runs 1.0.0
+        ec2.create_tags(Resources=[killed], Tags=[{"Key": "deploytool:version", "Value": "1.0.0"}])
 
         wrong = fab("sandbox-interrupt", "--instance", "i-nope", "--notice", "spot")
         assert wrong.returncode == 2 and "--instance i-nope: no such instance" in wrong.stderr, wrong.stderr

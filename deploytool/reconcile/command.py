@@ -24,6 +24,7 @@ from rich.console import Console
 
 from deploytool.aws.athena import AthenaGateway
 from deploytool.aws.autoscaling import AutoScalingGateway
+from deploytool.aws.cloudwatch import CloudWatchGateway
 from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.aws.session import AwsSession
@@ -45,6 +46,7 @@ def services_for(fleet: Fleet, *, session: AwsSession) -> ReconcileServices:
         autoscaling=AutoScalingGateway(session),
         ec2=Ec2Gateway(session),
         athena=AthenaGateway(session),
+        cloudwatch=CloudWatchGateway(session),
         now=lambda: datetime.now(UTC),
         sleep=time.sleep,
         clock=time.monotonic,
@@ -65,6 +67,7 @@ def settings(
     database: str | None = None,
     workgroup: str | None = None,
     output_location: str | None = None,
+    live: bool = False,
 ) -> ReconcileSettings:
     """Settings from the task's options; `engine`, `mirror_root` and `default_output` (the Athena results
     location when none is given) are the target's (deploytool.targets.settings_for chooses them by kind)."""
@@ -84,6 +87,7 @@ def settings(
         database=database or os.environ.get("DEPLOYTOOL_ATHENA_DATABASE") or "deploytool",
         workgroup=workgroup or os.environ.get("DEPLOYTOOL_ATHENA_WORKGROUP") or "primary",
         output_location=output,
+        live=live,
         # Athena writes its results with the caller's rights: into the fleet's bucket, with the fleet's KMS key
         # (a bucket policy that enforces aws:kms refuses them otherwise); elsewhere, as that location wants
         results_kms_key=fleet.artifacts.kms_key_id

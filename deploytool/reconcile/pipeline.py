@@ -3,11 +3,11 @@
 Contract: `reconcile(fleet, settings, services)` snapshots the fleet's groups to S3 (unless
 settings.snapshot is False), runs athena/reconcile.sql on Athena or on DuckDB over the window of dt
 partitions ending on the snapshot's day, reads the interruption records of the same days (interruptions.py),
-and returns the report. The releases are read from the last
-`settings.release_days` days (and from the day of `--release` when older); only when a group finds no
-release that succeeded for it there is the query run again over every day (`releases_from` '', a note
-says so), so a group not deployed for months still gets its last good release. It reads and writes through the
-injected gateways and clock only; it prints nothing. The fab task (and `fab deploy`'s final step)
+with settings.live compares the snapshot with the workers' heartbeats (live.py), and returns the report. The
+releases are read from the last `settings.release_days` days (and from the day of `--release` when older); only
+when a group finds no release that succeeded for it there is the query run again over every day (`releases_from`
+'', a note says so), so a group not deployed for months still gets its last good release. It reads and writes
+through the injected gateways and clock only; it prints nothing. The fab task (and `fab deploy`'s final step)
 render the report and turn drift into exit code 3.
 """
 
@@ -21,6 +21,7 @@ from typing import Literal
 
 from deploytool.aws.athena import AthenaGateway
 from deploytool.aws.autoscaling import AutoScalingGateway
+from deploytool.aws.cloudwatch import CloudWatchGateway
 from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.aws.s3 import S3Gateway
 from deploytool.config import Fleet
@@ -28,6 +29,7 @@ from deploytool.errors import UsageError
 from deploytool.model import day_of, release_time
 from deploytool.reconcile.interruptions import read_interruptions
 from deploytool.reconcile.inventory import Snapshot, take_snapshot, write_snapshot
+from deploytool.reconcile.live import LIVE_WINDOW_S, LiveReport, live_check
 from deploytool.reconcile.mirror import MirrorResult, mirror_tables
 from deploytool.reconcile.query import AthenaEngine, DuckDbEngine, QueryResult
 from deploytool.reconcile.report import ReconcileReport, build_report
@@ -51,6 +53,7 @@ class ReconcileSettings:
     workgroup: str = "primary"
     output_location: str | None = None  # athena: s3://... for results (None: the workgroup's)
     results_kms_key: str | None = None  # athena: SSE-KMS key for the results (the fleet's, in its bucket)
+    live: bool = False  # also compare the tags with the workers' heartbeats (live.py)
 
 
 @dataclass
@@ -62,6 +65,7 @@ class ReconcileServices:
     sleep: Callable[[float], None]
     clock: Callable[[], float]
     athena: AthenaGateway | None = None
+    cloudwatch: CloudWatchGateway | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,9 @@ def reconcile(fleet: Fleet, settings: ReconcileSettings, services: ReconcileServ
     snap: Snapshot | None = None
     keys: list[str] = []
     notes: list[str] = []
+    if settings.live and (not settings.snapshot or services.cloudwatch is None):
+        why = "a snapshot (drop --no-snapshot)" if not settings.snapshot else "a CloudWatch gateway"
+        raise UsageError(f"--live needs {why}: it compares the instances as they are with their workers' heartbeats")
     if settings.snapshot:
         snap, keys = snapshot_fleet(fleet, settings, services)
         notes += [f"ASG {name} not found: its group is reported with no instances" for name in snap.missing_asgs]
@@ -132,10 +139,18 @@ def reconcile(fleet: Fleet, settings: ReconcileSettings, services: ReconcileServ
         notes=notes,
         release=settings.release,
         interruptions=recorded.records,
+        live=_live(fleet, snap, names, services) if settings.live and snap is not None else None,
     )
     return ReconcileRun(
         report=report, result=result, snapshot=snap, snapshot_keys=tuple(keys), mirror=mirrored, notes=tuple(notes)
     )
+
+
+def _live(fleet: Fleet, snap: Snapshot, groups: list[str], services: ReconcileServices) -> LiveReport:
+    assert services.cloudwatch is not None
+    until = services.now()
+    beats = services.cloudwatch.heartbeats(fleet.app.name, until - timedelta(seconds=LIVE_WINDOW_S), until)
+    return live_check(snap, beats, groups=groups, window_s=LIVE_WINDOW_S)
 
 
 def _engine(

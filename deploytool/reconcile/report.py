@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deploytool.reconcile.interruptions import Interruption
+from deploytool.reconcile.live import LiveReport
 from deploytool.reconcile.query import QueryResult
 
 PROBLEMS = ("drift", "untagged")
@@ -106,6 +107,12 @@ class ReconcileReport:
     notes: tuple[str, ...] = field(default_factory=tuple)
     release: str = ""  # the release given (--release), or "" for each group's last good release
     interruptions: tuple[Interruption, ...] = ()
+    live: LiveReport | None = None  # --live: what the workers' heartbeats say runs
+
+    @property
+    def live_count(self) -> int:
+        """Instances whose workers do not run their tagged version (--live), counted apart from tag drift."""
+        return len(self.live.problems) if self.live is not None else 0
 
     @property
     def drift_count(self) -> int:
@@ -113,7 +120,7 @@ class ReconcileReport:
 
     @property
     def has_drift(self) -> bool:
-        return self.drift_count > 0
+        return self.drift_count > 0 or self.live_count > 0
 
     @property
     def checked(self) -> tuple[GroupReport, ...]:
@@ -129,7 +136,10 @@ class ReconcileReport:
     def verdict(self) -> str:
         """One line saying what was checked and found, and nothing more."""
         if self.has_drift:
-            return f"drift: {self.drift_count} instance(s) not on the expected version"
+            said = [f"{self.drift_count} instance(s) not on the expected version"] if self.drift_count else []
+            if self.live_count:
+                said.append(f"{self.live_count} instance(s) whose workers do not run their tagged version (--live)")
+            return "drift: " + "; ".join(said)
         unexpected = [g.group for g in self.groups if g.expected_version is None]
         if len(unexpected) == len(self.groups):
             if self.release:
@@ -169,6 +179,7 @@ class ReconcileReport:
             "partitions_read": {k: list(v) for k, v in (self.partitions_read or {}).items()} or None,
             "notes": list(self.notes),
             "interruptions": [i.to_dict() for i in self.interruptions],
+            "live": self.live.to_dict() if self.live is not None else None,
             "groups": [
                 {
                     "group": g.group,
@@ -220,6 +231,7 @@ def build_report(
     notes: Sequence[str] = (),
     release: str = "",
     interruptions: Sequence[Interruption] = (),
+    live: LiveReport | None = None,
 ) -> ReconcileReport:
     """The report from reconcile.sql's rows; `groups` (fleet order) limits and orders it; `release` is
     the release given (--release), "" when each group's last good release is expected."""
@@ -279,6 +291,7 @@ def build_report(
         notes=tuple(notes),
         release=release,
         interruptions=tuple(interruptions),
+        live=live,
     )
 
 
@@ -340,6 +353,8 @@ def rich_tables(report: ReconcileReport) -> RenderableType:
         parts.append(detail)
     if report.interruptions:
         parts.append(interruptions_table(report.interruptions))
+    if report.live is not None:
+        parts.append(live_table(report.live))
     parts.extend(Text(f"{g.group}: {g.remark}", style="yellow") for g in report.groups if g.remark)
     parts.extend(Text(note, style="yellow") for note in report.notes)
     parts.append(Text(_cost(report), style="dim"))
@@ -380,6 +395,27 @@ def interruptions_table(records: Sequence[Interruption]) -> Table:
     return table
 
 
+_FINDING_STYLE = {"ok": "green", "other release": "bold red", "silent": "bold red", "not in service": "yellow"}
+
+
+def live_table(live: LiveReport) -> Table:
+    table = Table(title=f"Live: workers heard in the last {live.window_s // 60} min ({len(live.problems)} problem(s))")
+    for column in ("instance", "group", "tagged", "runs", "finishing", "finding"):
+        table.add_column(column, overflow="fold")
+    for i in live.instances:
+        table.add_row(
+            Text(i.instance_id),
+            Text(i.group),
+            Text(i.tagged or "untagged"),
+            Text(", ".join(i.running) or "nothing heard"),
+            Text(", ".join(i.draining) or "-"),
+            Text(i.finding, style=_FINDING_STYLE.get(i.finding, "")),
+        )
+    if live.unknown:
+        table.caption = f"heard from {len(live.unknown)} instance(s) not in the snapshot: {', '.join(live.unknown)}"
+    return table
+
+
 def _cell(value: str) -> str:
     return value.replace("|", "\\|").replace("\n", " ")
 
@@ -411,6 +447,17 @@ def markdown(report: ReconcileReport) -> str:
             f"{utc_time(r.noticed_at)}, {_cell(outcome_of(r))} after {r.drained_s:.0f} s; tasks handed back: "
             f"{_cell(released_text(r))}"
             for r in report.interruptions
+        ]
+    if report.live is not None and report.live.problems:
+        lines += [
+            "",
+            f"**Live: {len(report.live.problems)} instance(s) whose workers do not run their tagged version**",
+            "",
+        ]
+        lines += [
+            f"- `{_cell(i.instance_id)}` ({_cell(i.group)}): tagged `{_cell(i.tagged or 'untagged')}`, workers heard: "
+            f"{_cell(', '.join(i.running) or 'none')} ({i.finding})"
+            for i in report.live.problems
         ]
     remarks = [f"> {_cell(g.group)}: {_cell(g.remark)}" for g in report.groups if g.remark]
     lines += [

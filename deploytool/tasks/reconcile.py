@@ -30,6 +30,7 @@ def _athena_names(database: str | None, workgroup: str | None) -> tuple[str | No
         "days": f"dt partitions to read, ending on the snapshot's day (default 1, at most {MAX_DAYS})",
         "release": "check against this release id instead of each group's last good release",
         "no_snapshot": "query the inventory already in S3 instead of taking a snapshot first",
+        "live": "also compare each instance's tags with what its workers' heartbeats say runs (CloudWatch)",
         "database": "Athena database holding the inventory and releases tables (default deploytool)",
         "workgroup": "Athena workgroup (default primary)",
         "wait": "with --fix: when another release holds the target's lease, wait until it is free",
@@ -49,6 +50,7 @@ def reconcile(
     days: int = 1,
     release: str | None = None,
     no_snapshot: bool = False,
+    live: bool = False,
     database: str | None = None,
     workgroup: str | None = None,
     wait: bool = False,
@@ -71,6 +73,7 @@ def reconcile(
         groups=options.group_names(loaded, groups),
         database=database,
         workgroup=workgroup,
+        live=live,
     )
     runner, backend = None, None
     connected = targets.connect(loaded, settings.target)
