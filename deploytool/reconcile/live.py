@@ -20,7 +20,7 @@ from typing import Any
 from deploytool.aws.cloudwatch import Heartbeat
 from deploytool.reconcile.inventory import Snapshot
 
-LIVE_WINDOW_S = 120  # heard in the last 2 minutes (workers publish every 10 s; CloudWatch sums by minute)
+LIVE_WINDOW_S = 120  # heard in the last 2 minutes (workers publish every 30 s; CloudWatch sums by minute)
 PROBLEMS = ("other release", "silent")
 
 

@@ -130,6 +130,7 @@ class SandboxFleet:
         if self.s3_endpoint:  # the watcher's records (s3put) and the workers' telemetry go to the moto server
             env["DEPLOYTOOL_S3_ENDPOINT"] = self.s3_endpoint
             env["DEPLOYTOOL_CLOUDWATCH_ENDPOINT"] = self.s3_endpoint
+            env["DEPLOYTOOL_TELEMETRY_INTERVAL_S"] = "5"  # no bill here: fresh figures for reconcile --live
         path = instance.env_file(app)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))

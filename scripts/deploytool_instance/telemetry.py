@@ -6,8 +6,8 @@ workers can say which release ran what (on SQS Celery has no events). In the wor
   died under the task), from the main process's own view of each task's end (`count_outcomes`: the Request class
   Celery builds for each task counts in on_success / on_failure; nothing runs in the task itself), and
   unregistered / rejected from Celery's task_unknown / task_rejected signals.
-- `Publisher`, a daemon thread, every `interval_s` sends what was counted since its last call and one heartbeat
-  (instance, release, state: running or draining) in PutMetricData calls (namespace `deploytool`; metric `Tasks`
+- `Publisher`, a daemon thread, every `interval_s` (30 s; DEPLOYTOOL_TELEMETRY_INTERVAL_S) sends what was counted
+  since its last call and one heartbeat (instance, release, state: running or draining) in PutMetricData calls (namespace `deploytool`; metric `Tasks`
   with dimensions App, Group, Release, Queue, Task, Outcome; metric `WorkerHeartbeat` with App, Group, Release,
   Instance, State; at most 1000 data a call, as CloudWatch allows), signed with the instance profile's credentials
   (s3put: SigV4, stdlib only). Endpoint: DEPLOYTOOL_CLOUDWATCH_ENDPOINT (the sandbox's moto server), else
@@ -36,7 +36,7 @@ from deploytool_instance.layout import write_atomic
 from deploytool_instance.s3put import Credentials, credentials, sign
 
 NAMESPACE = "deploytool"
-INTERVAL_S = 10.0
+INTERVAL_S = 30.0  # 300 workers: 864,000 PutMetricData calls a day (about $8.6 at $0.01 per 1,000)
 MAX_DATA_PER_CALL = 1000  # CloudWatch PutMetricData's limit
 MAX_PENDING = 5000  # data kept for a later call while CloudWatch does not answer
 CREDENTIALS_TTL_S = 300.0
