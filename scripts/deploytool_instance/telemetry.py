@@ -7,12 +7,13 @@ workers can say which release ran what (on SQS Celery has no events). In the wor
   Celery builds for each task counts in on_success / on_failure; nothing runs in the task itself), and
   unregistered / rejected from Celery's task_unknown / task_rejected signals.
 - `Publisher`, a daemon thread, every `interval_s` (30 s; DEPLOYTOOL_TELEMETRY_INTERVAL_S) sends what was counted
-  since its last call and one heartbeat (instance, release, state: running or draining) in PutMetricData calls (namespace `deploytool`; metric `Tasks`
-  with dimensions App, Group, Release, Queue, Task, Outcome; metric `WorkerHeartbeat` with App, Group, Release,
-  Instance, State; at most 1000 data a call, as CloudWatch allows), signed with the instance profile's credentials
-  (s3put: SigV4, stdlib only). Endpoint: DEPLOYTOOL_CLOUDWATCH_ENDPOINT (the sandbox's moto server), else
-  https://monitoring.<region>.amazonaws.com. A failed call is counted and its counts are sent with the next one
-  (up to MAX_PENDING data, the oldest dropped beyond); a task never waits on it and never fails because of it.
+  since its last call and one heartbeat (instance, release, state: running or draining) in PutMetricData calls
+  (namespace `deploytool`; metric `Tasks` with dimensions App, Group, Release, Queue, Task, Outcome; metric
+  `WorkerHeartbeat` with App, Group, Release, Instance, State; at most 1000 data a call, as CloudWatch allows), signed
+  with the instance profile's credentials (s3put: SigV4, stdlib only). Endpoint: DEPLOYTOOL_CLOUDWATCH_ENDPOINT (the
+  sandbox's moto server), else https://monitoring.<region>.amazonaws.com. A failed call is counted and its counts are
+  sent with the next one (up to MAX_PENDING data, the oldest dropped beyond); a task never waits on it and never fails
+  because of it.
   DEPLOYTOOL_TELEMETRY=0 turns it off. What it did: run/telemetry.json (calls, failures, last error, data sent).
 """
 
