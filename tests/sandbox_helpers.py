@@ -7,8 +7,10 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -111,6 +113,20 @@ def fleet_copy(tmp_path: Path) -> Path:
     shutil.copy(TOOL_ROOT / "deploy.toml", tmp_path / "deploy.toml")
     (tmp_path / "sample_app").symlink_to(TOOL_ROOT / "sample_app")
     return tmp_path / "deploy.toml"
+
+
+def fab_cli(fleet_file: Path, timeout: float = 180) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`fab TASK ... --fleet FILE` as a user runs it: a subprocess from the tool's root, CI output, no step summary."""
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+
+    def fab(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fabric", *args, "--fleet", str(fleet_file)],
+            cwd=TOOL_ROOT, capture_output=True, text=True, timeout=timeout,
+            env={**env, "PYTHONPATH": str(TOOL_ROOT), "CI": "1"},
+        )  # fmt: skip
+
+    return fab
 
 
 def started_pids(root: Path) -> list[int]:

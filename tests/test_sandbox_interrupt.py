@@ -5,10 +5,7 @@ the interruption watchers ApplicationStart starts, the sandbox's fake IMDS and r
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import boto3
@@ -16,9 +13,8 @@ import pytest
 
 from deploytool.config import load_fleet
 from deploytool.sandbox.procs import pid_alive, read_pidfile, wait_gone
-from tests.conftest import ROOT
 from tests.hooktools import wait_for
-from tests.sandbox_helpers import fleet_copy, kill_if_alive, started_pids
+from tests.sandbox_helpers import fab_cli, fleet_copy, kill_if_alive, started_pids
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +23,7 @@ def test_a_spot_notice_and_a_kill_through_fab_sandbox_interrupt(tmp_path: Path) 
     fleet_file = fleet_copy(tmp_path)
     fleet = load_fleet(fleet_file)
     root = tmp_path / ".sandbox"
-    env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
-
-    def fab(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "fabric", *args, "--fleet", str(fleet_file)],
-            cwd=ROOT, capture_output=True, text=True, timeout=180, env={**env, "PYTHONPATH": str(ROOT), "CI": "1"},
-        )  # fmt: skip
+    fab = fab_cli(fleet_file)
 
     def run_file(instance: str, name: str) -> Path:
         found = list(root.glob(f"instances/*/{instance}"))

@@ -3,8 +3,8 @@
 - `heartbeats(app, since, until)`: every worker that sent a heartbeat in the window, one `Heartbeat` per
   (group, release, instance, state) with the last minute it was heard in. ListMetrics finds the series (by the
   App dimension), GetMetricData reads their one-minute sums (up to 500 series a call).
-- `task_counts(app, release, since, until)`: the task outcomes the workers of one release reported, per
-  (group, queue, task, outcome).
+- `task_counts(app, since, until, release=None)`: the task outcomes the workers reported, per (release, group,
+  queue, task, outcome): the health gate's input (rollout/gate.py).
 Both read only; a CloudWatch error is an AwsError naming the call.
 """
 
@@ -99,11 +99,15 @@ class CloudWatchGateway:
                 )  # fmt: skip
         return sorted(beats, key=lambda b: (b.group, b.instance, b.release, b.state))
 
-    def task_counts(self, app: str, release: str, since: datetime, until: datetime) -> dict[tuple[str, ...], int]:
-        """(group, queue, task, outcome) -> tasks the workers of `release` reported in the window."""
-        series = list(self._metrics("Tasks", {"App": app, "Release": release}))
+    def task_counts(
+        self, app: str, since: datetime, until: datetime, release: str | None = None
+    ) -> dict[tuple[str, ...], int]:
+        """(release, group, queue, task, outcome) -> tasks the workers reported in the window (of `release` only
+        when given)."""
+        wanted = {"App": app, **({"Release": release} if release else {})}
+        series = list(self._metrics("Tasks", wanted))
         counts: dict[tuple[str, ...], int] = {}
         for dims, points in zip(series, self._sums("Tasks", series, since, until), strict=True):
-            key = (dims.get("Group", "?"), dims.get("Queue", "?"), dims.get("Task", "?"), dims.get("Outcome", "?"))
+            key = tuple(dims.get(name, "?") for name in ("Release", "Group", "Queue", "Task", "Outcome"))
             counts[key] = counts.get(key, 0) + int(sum(value for _, value in points))
         return counts

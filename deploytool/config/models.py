@@ -280,9 +280,12 @@ class Rollout(Model):
     partial_failure: what becomes of a group whose deployment the backend calls Succeeded although instances
     failed (AllAtOnce with one success, OneAtATime failing on its last instance): "rollback" deploys the
     group's last good revision (deploytool.rollout.partial), "keep" leaves the failed instances as they are.
+    bake: seconds the health gate waits after each wave before it judges the new release's telemetry and starts
+    the next wave (deploytool.rollout.gate); 0 (the default): no gate.
     """
 
     partial_failure: Literal["rollback", "keep"] = "rollback"
+    bake: Annotated[int, Field(ge=0, le=3600)] = 0
 
 
 class LocalTarget(Model):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -164,7 +165,38 @@ def deploy(
     )
     if on_prepared is not None:
         on_prepared(prepared)
-    return _release(prepared, target_name, groups, options, services, output, dry_run=dry_run, tagger=tagger)
+    result = _release(prepared, target_name, groups, options, services, output, dry_run=dry_run, tagger=tagger)
+    if result is not None and result.gate is not None and result.gate.get("halted"):
+        undo_halted(fleet, target_name, groups, options, services, output, result, tagger=tagger)
+    return result
+
+
+def undo_halted(
+    fleet: Fleet,
+    target_name: str,
+    groups: Sequence[Group],
+    options: RolloutOptions,
+    services: Services,
+    output: Output,
+    result: RolloutResult,
+    *,
+    tagger: DeploymentTagger | None = None,
+) -> RolloutResult | None:
+    """The health gate halted the release: every group it reached goes back to the last earlier release that
+    succeeded on the target (a rollback release, `fab rollback`'s), so one bad wave is all it costs."""
+    touched = [g for g in groups if result.group(g.name).outcome == "succeeded"]
+    if not touched:
+        return None
+    services.console.print(
+        f"health gate halted release {result.release_id}: rolling back {', '.join(g.name for g in touched)} "
+        "to the last earlier release that succeeded",
+        markup=False,
+        highlight=False,
+    )
+    plain = replace(options, bake_s=0.0)
+    return rollback(
+        fleet, target_name, touched, plain, services, replace(output, json_out=None), to_version=None, tagger=tagger
+    )
 
 
 def rollback(

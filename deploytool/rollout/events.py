@@ -88,6 +88,17 @@ class FollowOnFinished:
 
 
 @dataclass(frozen=True)
+class GateChecked:
+    """The health gate's verdict after wave `after_wave` (deploytool.rollout.gate), with its evidence."""
+
+    after_wave: int
+    decision: str  # continue | hold | halt
+    evidence: tuple[str, ...]
+    bake_s: float
+    at: float
+
+
+@dataclass(frozen=True)
 class WaveFinished:
     wave: int
     succeeded: bool
@@ -130,6 +141,7 @@ Event = (
     | GroupWaiting
     | FollowOnFinished
     | WaveFinished
+    | GateChecked
     | Checkpoint
     | PollFailed
     | ReleaseFinished

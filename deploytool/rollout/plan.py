@@ -47,6 +47,8 @@ class RolloutOptions:
     wait_for_others: wait for a deployment someone else started in a group (--wait); without it the group fails.
     allow_task_changes: deploy although the release drops (or requires more of) a task the last release that
     succeeded on the target registers (deploytool.contract; --allow-task-changes).
+    bake_s: the health gate between waves waits this long, then judges the new release's telemetry (--bake, the
+    fleet's [rollout] bake; 0 or --no-gate: no gate).
     """
 
     max_parallel: int = 0
@@ -61,6 +63,7 @@ class RolloutOptions:
     wait_s: float = 1800.0
     wait_for_others: bool = False
     allow_task_changes: bool = False
+    bake_s: float = 0.0  # the health gate's bake after each wave (deploytool.rollout.gate); 0: no gate
 
     def __post_init__(self) -> None:
         if self.max_parallel < 0:
@@ -73,6 +76,8 @@ class RolloutOptions:
             )
         if self.wait_s < 0:
             raise UsageError(f"--max-wait must be 0 seconds or more, got {self.wait_s:g}")
+        if not 0 <= self.bake_s <= 3600:
+            raise UsageError(f"--bake {self.bake_s:g}: allowed: 0 to 3600 seconds")
         if not 0 < self.poll_min_s <= self.poll_max_s:
             raise UsageError(f"poll interval must satisfy 0 < min <= max, got {self.poll_min_s}..{self.poll_max_s}")
 

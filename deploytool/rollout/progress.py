@@ -23,6 +23,7 @@ from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import (
     Event,
     FollowOnFinished,
+    GateChecked,
     GroupFinished,
     GroupProgressed,
     GroupStarted,
@@ -75,6 +76,7 @@ class Board:
         self.finished_at: float | None = None
         self.note = ""
         self.warnings: list[str] = []  # "group: warning", in the order they came
+        self.gate: list[str] = []  # the health gate's verdicts and their evidence (deploytool.rollout.gate)
 
     def _warn(self, group: str, warnings: tuple[str, ...]) -> None:
         for warning in warnings:
@@ -117,6 +119,8 @@ class Board:
                 row.status = f"waiting for {event.what} {event.deployment_id}"
         elif isinstance(event, PollFailed):
             self.note = f"polling failed, retrying: {event.error}"
+        elif isinstance(event, GateChecked):
+            self.gate = [gate_headline(event), *(f"  {line}" for line in event.evidence)]
         elif isinstance(event, ReleaseFinished):
             self.finished_at = event.at
 
@@ -149,6 +153,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def gate_headline(event: GateChecked) -> str:
+    return f"health gate after wave {event.after_wave} ({event.bake_s:g} s bake): {event.decision}"
+
+
 class LiveTable:
     """A rich Live table that redraws on every event (and on its own to keep elapsed times moving)."""
 
@@ -176,7 +184,8 @@ class LiveTable:
             status = Text(row.status, style=STYLE.get(row.status, ""))
             table.add_row(*cells, row.event, status, self.board.elapsed(row, now))
         warnings = [Text(f"warning: {w}", style="yellow") for w in self.board.warnings]
-        return Group(table, Text(self.board.release_line(now)), *warnings)
+        gate = [Text(line, style="bold red" if "halt" in line else "") for line in self.board.gate]
+        return Group(table, Text(self.board.release_line(now)), *gate, *warnings)
 
     def publish(self, event: Event) -> None:
         self.board.apply(event)
@@ -241,6 +250,10 @@ class PlainLines:
             self._say(event.at, f"{event.group}: {s.creator} {s.deployment_id} {s.status} ({s.succeeded}/{s.total} ok)")
         elif isinstance(event, WaveFinished):
             self._say(event.at, f"wave {event.wave} {'succeeded' if event.succeeded else 'failed'}")
+        elif isinstance(event, GateChecked):
+            self._say(event.at, gate_headline(event))
+            for line in event.evidence:
+                self._say(event.at, f"  {line}")
         elif isinstance(event, PollFailed):
             self._say(event.at, f"polling failed, retrying: {event.error}")
         elif isinstance(event, ReleaseFinished):

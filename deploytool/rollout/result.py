@@ -10,6 +10,7 @@ when every group did (or already ran the version, on a resumed release).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -86,6 +87,7 @@ class RolloutResult:
     detached: bool = False
     stopped: bool = False  # stopped on request (Ctrl-C, stop-all)
     record: RecordState | None = None  # a release's record in S3 (None: no record, e.g. a restart)
+    gate: Mapping[str, Any] | None = None  # the health gate's checks (deploytool.rollout.gate), when it ran
 
     @property
     def succeeded(self) -> bool:
@@ -117,4 +119,5 @@ class RolloutResult:
             "groups": [g.to_dict() for g in self.groups],
             # null when the rollout keeps no record (a restart); written false: deployed, record stale (exit 4)
             "record": self.record.to_dict() if self.record is not None else None,
+            "gate": dict(self.gate) if self.gate is not None else None,
         }

@@ -96,6 +96,10 @@ def markdown(result: RolloutResult) -> str:
             "",
             f"⚠️ **Release record not written** ({', '.join(result.record.stale)} stale in S3): {_cell(last)}",
         ]
+    for check in (result.gate or {}).get("checks", []):
+        mark = "🛑 " if check["decision"] == "halt" else ""
+        lines += ["", f"{mark}**Health gate after wave {check['after_wave']}: {check['decision']}**", ""]
+        lines += [f"- {_cell(line)}" for line in check["evidence"]]
     failures = [(g.group, f) for g in result.groups for f in g.instance_failures]
     if failures:
         lines += ["", "Failed instances:", ""]

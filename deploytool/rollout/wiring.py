@@ -11,7 +11,9 @@ Contract: `run_rollout(plan, services, output, manifest=..., tagger=...)` builds
   DeploymentTagger (deploytool.rollout.tagger: each group's instances tagged as its deployment ends, on
   `services.ec2`, else the EC2 of `services.aws`), then one line with what was tagged. A plan that is no
   release (a restart, a reconcile --fix) writes neither: versions do not change, or the fix tags itself;
-- the result writers (--json-out, $GITHUB_STEP_SUMMARY; deploytool.rollout.summary).
+- the result writers (--json-out, $GITHUB_STEP_SUMMARY; deploytool.rollout.summary);
+- with a bake (`fab deploy --bake`, the fleet's [rollout] bake) and more than one wave, the health gate
+  (deploytool.rollout.gate): asked before each wave with the lease's gate, its checks in the result.
 With `services.lease` set (deploytool.targets sets it for every fab task), the plan runs under the target's
 release lease (deploytool.rollout.lease): taken before the Orchestrator starts anything (LeaseHeld, exit 1, when
 another release holds it; --wait, --break-lease), renewed while it runs (a lost lease starts no new wave), and
@@ -39,12 +41,14 @@ from typing import Literal
 
 from rich.console import Console
 
+from deploytool.aws.cloudwatch import CloudWatchGateway
 from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.aws.session import AwsSession
 from deploytool.model import ReleaseManifest
 from deploytool.rollout.backend import Backend
 from deploytool.rollout.clock import Clock, SystemClock
 from deploytool.rollout.events import Fanout, Reporter
+from deploytool.rollout.gate import HealthGate
 from deploytool.rollout.interrupt import Pausable, console_prompt, follow
 from deploytool.rollout.lease import Lease, LeaseKeeper, LeaseStore, Taken, acquire, broken_record
 from deploytool.rollout.orchestrator import Orchestrator
@@ -165,6 +169,35 @@ class LeaseGuard:
             self._lost(self.lease.lost)
 
 
+def health_gate(plan: RolloutPlan, services: Services, output: Output, display: Pausable | None) -> HealthGate | None:
+    """The health gate between waves, when the plan asks for a bake and has a wave after its first."""
+    if plan.options.bake_s <= 0 or len(plan.waves) < 2 or plan.mode != "deploy":
+        return None
+    ask = None
+    if services.interactive and not output.ci and services.console.is_terminal:
+
+        def ask(evidence: str) -> bool:
+            if display is not None:
+                display.pause()
+            try:
+                services.console.print(evidence, markup=False, highlight=False)
+                answer = services.console.input("The health gate holds (not enough data). Start the next wave? [y/N] ")
+            finally:
+                if display is not None:
+                    display.resume()
+            return answer.strip().lower() in ("y", "yes")
+
+    return HealthGate(
+        app=services.store.app,
+        version=plan.version,
+        bake_s=plan.options.bake_s,
+        telemetry=CloudWatchGateway(services.aws),
+        clock=services.clock,
+        now=services.now,
+        ask=ask,
+    )
+
+
 def run_rollout(
     plan: RolloutPlan,
     services: Services,
@@ -212,19 +245,29 @@ def _run(
         tagger = tagger or tagger_for(services)
         reporters += [record, tagger]
 
+    health = health_gate(plan, services, output, pausable)
+    if health is not None:
+        reporters.append(health)
+
     def with_record(result: RolloutResult) -> RolloutResult:
+        if health is not None:
+            result = replace(result, gate=health.to_dict())
         return result if record is None else replace(result, record=record.state())
 
     # after the record writer: the JSON result and the step summary say whether the record was written
     reporters.append(ResultWriters.from_env(output.json_out, dict(os.environ), annotate=with_record))
     last_good = LastGood(services.store, manifest) if manifest is not None else None
+    fanout = Fanout(reporters)
+    gates = [g.gate for g in (guard, health) if g is not None]
+    if health is not None:
+        health.emit = fanout.publish
     orchestrator = Orchestrator(
         services.backend,
         plan,
-        reporter=Fanout(reporters),
+        reporter=fanout,
         clock=services.clock,
         last_good=last_good,
-        gate=guard.gate if guard is not None else None,
+        gate=(lambda: all(gate() for gate in gates)) if gates else None,  # the lease's first: a lost one stops
     )
     if guard is not None:
         guard.keeper.start()

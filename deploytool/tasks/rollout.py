@@ -133,6 +133,9 @@ def setup(
         "target, athena for codedeploy)",
         "allow_task_changes": "deploy although the release drops or requires more of a task that the last release "
         "that succeeded on the target registers",
+        "bake": "seconds the health gate waits after each wave before it judges the new release's task failures "
+        "against the previous release's (default: the fleet's [rollout] bake; 0: no gate)",
+        "no_gate": "no health gate between waves",
     }
 )
 def deploy(
@@ -154,6 +157,8 @@ def deploy(
     reconcile_engine: str | None = None,
     break_lease: bool = False,
     allow_task_changes: bool = False,
+    bake: int | None = None,
+    no_gate: bool = False,
     debug: bool = False,
 ) -> None:
     """Build, publish, roll out wave by wave (tagging instances), then reconcile: exit 1 failed, 3 drift."""
@@ -172,7 +177,8 @@ def deploy(
         max_wait=max_wait,
     )
     version = options.version("--version", version)
-    run = dataclasses.replace(run, allow_task_changes=allow_task_changes)
+    baked = loaded.rollout.bake if bake is None else options.integer("--bake", bake, low=0, high=3600)
+    run = dataclasses.replace(run, allow_task_changes=allow_task_changes, bake_s=0.0 if no_gate else float(baked))
     lease = options.lease_flags(wait, break_lease, dry_run=dry_run)
     reconcile_settings(loaded, name, chosen, engine=reconcile_engine, reconcile=not no_reconcile, dry_run=dry_run)
     if _without_sandbox(loaded, name, dry_run):

@@ -1,0 +1,139 @@
+"""The health gate between waves: bake, read the workers' telemetry, judge (health.py), continue or halt.
+
+Contract: `HealthGate` is a Reporter (it follows the release's events: when it started, which groups reached
+instances and how many) and its `gate()` is the orchestrator's gate, asked before each wave starts (with the
+release lease's: rollout.wiring). Before the first wave, and while no group of this release has reached an
+instance, it says yes at once. Otherwise it waits the bake (`bake_s`, on the rollout clock), then reads from
+CloudWatch (aws/cloudwatch.py, what deploytool_instance.telemetry publishes):
+- the new release's task outcomes since the release started, per queue and task;
+- the baseline: every other release's outcomes per queue and task from BASELINE_S before the release started until
+  now (the groups not deployed yet, and the deployed ones before their switch);
+- the guards: unregistered-task errors on the new release; workers of the new release silent (the instances its
+  deployments reached less those heard in the last HEARD_S).
+and gives health.verdict's decision: "continue" starts the next wave; "halt" starts none (`halted` holds the
+verdict; commands.deploy then rolls back every group the release touched); "hold" (not enough data, when the
+policy says so) asks `ask` (a terminal) and halts without one. Each verdict is published as a GateChecked event
+(the progress display, the JSON result and the step summary show it). A CloudWatch error halts too: a gate that
+cannot see must not wave a release through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from deploytool.aws.cloudwatch import Heartbeat
+from deploytool.errors import DeployToolError
+from deploytool.rollout.clock import Clock
+from deploytool.rollout.events import Event, GateChecked, GroupFinished, ReleaseStarted, WaveFinished
+from deploytool.rollout.health import Counts, Guards, Policy, Verdict, verdict
+
+BASELINE_S = 900  # the previous releases' outcomes are read from this long before the release started
+HEARD_S = 120  # a worker not heard for this long is silent (workers publish every 30 s)
+OUTCOME_FIELDS = {"succeeded": "succeeded", "failed": "failed", "retried": "retried", "lost": "lost",
+                  "unregistered": "rejected", "rejected": "rejected"}  # fmt: skip
+
+
+class Telemetry(Protocol):
+    def task_counts(
+        self, app: str, since: datetime, until: datetime, release: str | None = None
+    ) -> dict[tuple[str, ...], int]: ...
+
+    def heartbeats(self, app: str, since: datetime, until: datetime) -> list[Heartbeat]: ...
+
+
+def add(into: dict[str, dict[str, int]], key: str, outcome: str, n: int) -> None:
+    slot = OUTCOME_FIELDS.get(outcome)
+    if slot is not None:
+        into.setdefault(key, {})[slot] = into.get(key, {}).get(slot, 0) + n
+
+
+def evidence_lines(found: Verdict) -> tuple[str, ...]:
+    return tuple(f"{e.key}: {e.decision}: {e.reason}" for e in found.evidence)
+
+
+@dataclass
+class HealthGate:
+    app: str
+    version: str
+    bake_s: float
+    telemetry: Telemetry
+    clock: Clock
+    now: Callable[[], datetime]
+    policy: Policy = field(default_factory=Policy)
+    ask: Callable[[str], bool] | None = None  # a terminal's question on "hold"; None: hold halts
+    emit: Callable[[Event], None] = lambda event: None  # the release's reporters (set by the wiring)
+    started_at: datetime | None = None
+    reached: dict[str, int] = field(default_factory=dict)  # group -> instances the new release reached
+    checks: list[GateChecked] = field(default_factory=list)
+    halted: Verdict | None = None
+    last_wave: int | None = None  # the number of the last wave that finished
+
+    def publish(self, event: Event) -> None:
+        if isinstance(event, ReleaseStarted):
+            self.started_at = self.now()
+        elif isinstance(event, GroupFinished) and event.result.succeeded:
+            self.reached[event.result.group] = event.result.succeeded
+        elif isinstance(event, WaveFinished):
+            self.last_wave = event.wave
+
+    def gate(self) -> bool:
+        if self.halted is not None:
+            return False
+        if not self.reached or self.started_at is None:
+            return True
+        self.clock.sleep(self.bake_s)
+        try:
+            found = self.judge()
+        except DeployToolError as exc:
+            found = Verdict("halt", ())
+            lines: tuple[str, ...] = (f"telemetry: halt: cannot read it ({exc}); a gate that cannot see halts",)
+        else:
+            lines = evidence_lines(found)
+        check = GateChecked(self.last_wave or 0, found.decision, lines, self.bake_s, self.clock.now())
+        self.checks.append(check)
+        self.emit(check)
+        if found.decision == "continue":
+            return True
+        if found.decision == "hold" and self.ask is not None and self.ask("\n".join(lines)):
+            return True
+        self.halted = found
+        return False
+
+    def judge(self) -> Verdict:
+        assert self.started_at is not None
+        until = self.now()
+        rows = self.telemetry.task_counts(self.app, self.started_at - timedelta(seconds=BASELINE_S), until)
+        new: dict[str, dict[str, int]] = {}
+        base: dict[str, dict[str, int]] = {}
+        unregistered = 0
+        for (release, group, queue, task, outcome), n in rows.items():
+            key = f"{queue}/{task}"
+            if release == self.version:
+                if group in self.reached:
+                    add(new, key, outcome, n)
+                    unregistered += n if outcome == "unregistered" else 0
+            else:
+                add(base, key, outcome, n)
+        heard = {
+            b.instance
+            for b in self.telemetry.heartbeats(self.app, until - timedelta(seconds=HEARD_S), until)
+            if b.release == self.version and b.group in self.reached
+        }
+        guards = Guards(missing_heartbeats=max(0, sum(self.reached.values()) - len(heard)), unregistered=unregistered)
+        return verdict(as_counts(new), as_counts(base), guards, self.policy)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bake_s": self.bake_s,
+            "halted": self.halted is not None,
+            "checks": [
+                {"after_wave": c.after_wave, "decision": c.decision, "evidence": list(c.evidence)} for c in self.checks
+            ],
+        }
+
+
+def as_counts(table: Mapping[str, Mapping[str, int]]) -> dict[str, Counts]:
+    return {key: Counts(**dict(fields)) for key, fields in table.items()}

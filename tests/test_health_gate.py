@@ -1,0 +1,108 @@
+"""The health gate between waves (deploytool.rollout.gate) on the orchestrator and a fake backend, with the workers'
+telemetry as CloudWatch would return it: a release whose task fails is halted after its first wave with the
+evidence, a good one goes on, a gate that cannot read telemetry halts, and "not enough data" holds or passes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from deploytool.aws.cloudwatch import Heartbeat
+from deploytool.errors import AwsError
+from deploytool.rollout.events import Collect, GateChecked
+from deploytool.rollout.gate import HealthGate
+from deploytool.rollout.health import Policy
+from deploytool.rollout.orchestrator import Orchestrator
+from deploytool.rollout.plan import rollout_plan
+from tests.fakes import FakeBackend, FakeClock, Script
+from tests.test_orchestrator import REVISION, group
+
+
+class Telemetry:
+    """What the workers reported: (release, group, queue, task, outcome) -> count, and who is heard."""
+
+    def __init__(self, counts: dict[tuple[str, ...], int], instances: dict[str, int], fail: bool = False) -> None:
+        self.counts, self.instances, self.fail = counts, instances, fail
+        self.asked: list[tuple[datetime, datetime]] = []
+
+    def task_counts(
+        self, app: str, since: datetime, until: datetime, release: str | None = None
+    ) -> dict[tuple[str, ...], int]:
+        if self.fail:
+            raise AwsError("CloudWatch GetMetricData deploytool/Tasks: AccessDenied")
+        self.asked.append((since, until))
+        return dict(self.counts)
+
+    def heartbeats(self, app: str, since: datetime, until: datetime) -> list[Heartbeat]:
+        return [Heartbeat(g, "v2", f"i-{g}-{n}", "running", until) for g, n in self.instances.items() for n in range(n)]
+
+
+def release(telemetry: Telemetry, policy: Policy | None = None) -> tuple[HealthGate, Collect, object]:
+    clock = FakeClock()
+    backend = FakeBackend(clock, default=Script(duration=30, instances=2))
+    plan = rollout_plan(
+        release_id="20261202T080000Z-v2", version="v2", target="prod", revision=REVISION,
+        groups=[group("reports", 0), group("email", 1), group("video", 2)],
+    )  # fmt: skip
+    gate = HealthGate(app="acme", version="v2", bake_s=60, telemetry=telemetry, clock=clock, now=clock.wall,
+                      policy=policy or Policy())  # fmt: skip
+    seen = Collect()
+
+    def publish(event: object) -> None:
+        gate.publish(event)  # type: ignore[arg-type]
+        seen.publish(event)  # type: ignore[arg-type]
+
+    gate.emit = seen.publish
+    reporter = type("Both", (), {"publish": staticmethod(publish)})()
+    result = Orchestrator(backend, plan, reporter=reporter, clock=clock, gate=gate.gate).run()
+    return gate, seen, result
+
+
+def counts(bad_v2: int, total_v2: int, bad_v1: int = 1, total_v1: int = 400) -> dict[tuple[str, ...], int]:
+    return {
+        ("v2", "reports", "reports", "acme.build_report", "failed"): bad_v2,
+        ("v2", "reports", "reports", "acme.build_report", "succeeded"): total_v2 - bad_v2,
+        ("v1", "reports", "reports", "acme.build_report", "failed"): bad_v1,
+        ("v1", "reports", "reports", "acme.build_report", "succeeded"): total_v1 - bad_v1,
+        ("v1", "email", "email", "acme.send_email", "succeeded"): 900,
+    }
+
+
+def test_a_release_whose_task_fails_is_halted_after_its_first_wave_with_the_evidence() -> None:
+    gate, seen, result = release(Telemetry(counts(bad_v2=12, total_v2=60), {"reports": 2}))
+    assert gate.halted is not None and gate.halted.decision == "halt"
+    outcomes = {g.group: g.outcome for g in result.groups}  # type: ignore[attr-defined]
+    assert outcomes == {"reports": "succeeded", "email": "not-started", "video": "not-started"}
+    [check] = [e for e in seen.events if isinstance(e, GateChecked)]
+    assert check.after_wave == 0 and check.decision == "halt" and check.bake_s == 60
+    assert any(line.startswith("reports/acme.build_report: halt: 12/60 failed (20.0%) vs 1/400 (0.2%)") for line in
+               check.evidence), check.evidence  # fmt: skip
+    data = gate.to_dict()
+    assert data["halted"] and data["checks"][0]["decision"] == "halt"
+
+
+def test_a_good_release_goes_on_through_every_wave() -> None:
+    telemetry = Telemetry(counts(bad_v2=1, total_v2=60), {"reports": 2, "email": 2})
+    gate, seen, result = release(telemetry)
+    assert gate.halted is None and result.succeeded  # type: ignore[attr-defined]
+    checks = [e for e in seen.events if isinstance(e, GateChecked)]
+    assert [(c.after_wave, c.decision) for c in checks] == [(0, "continue"), (1, "continue")]
+    since, until = telemetry.asked[0]
+    assert until - since >= timedelta(seconds=900 + 60)  # the baseline reaches back before the release
+
+
+def test_a_silent_worker_or_unreadable_telemetry_halts() -> None:
+    gate, _, _ = release(Telemetry(counts(bad_v2=0, total_v2=60), {"reports": 1}))  # one of two heard
+    assert gate.halted is not None
+    assert [e.key for e in gate.halted.halting] == ["heartbeats"]
+    gate, seen, _ = release(Telemetry({}, {}, fail=True))
+    assert gate.halted is not None
+    [check] = [e for e in seen.events if isinstance(e, GateChecked)]
+    assert "cannot read it" in check.evidence[0] and "AccessDenied" in check.evidence[0]
+
+
+def test_not_enough_data_passes_or_holds_per_policy() -> None:
+    few = Telemetry(counts(bad_v2=2, total_v2=8), {"reports": 2, "email": 2})
+    gate, _, result = release(few)
+    assert gate.halted is None and result.succeeded  # type: ignore[attr-defined]
+    gate, _, result = release(few, Policy(not_enough_data="hold"))  # no terminal to ask: a hold halts
+    assert gate.halted is not None and gate.halted.decision == "hold"
