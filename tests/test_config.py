@@ -86,7 +86,7 @@ BAD = [
     (
         "rollout unknown key",
         doc(extra='[rollout]\npartial = "keep"\n'),
-        "rollout.partial: unknown key (did you mean 'partial_failure'?); allowed: partial_failure",
+        "rollout.partial: unknown key (did you mean 'partial_failure'?); allowed: partial_failure, bake",
     ),
     (
         "unknown top key",
