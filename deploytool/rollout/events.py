@@ -96,6 +96,7 @@ class GateChecked:
     evidence: tuple[str, ...]
     bake_s: float
     at: float
+    took_s: float = 0.0  # what the gate cost the release: the bake and reading the telemetry
 
 
 @dataclass(frozen=True)

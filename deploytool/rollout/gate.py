@@ -84,6 +84,7 @@ class HealthGate:
             return False
         if not self.reached or self.started_at is None:
             return True
+        entered = self.clock.now()
         self.clock.sleep(self.bake_s)
         try:
             found = self.judge()
@@ -92,7 +93,8 @@ class HealthGate:
             lines: tuple[str, ...] = (f"telemetry: halt: cannot read it ({exc}); a gate that cannot see halts",)
         else:
             lines = evidence_lines(found)
-        check = GateChecked(self.last_wave or 0, found.decision, lines, self.bake_s, self.clock.now())
+        now = self.clock.now()
+        check = GateChecked(self.last_wave or 0, found.decision, lines, self.bake_s, now, now - entered)
         self.checks.append(check)
         self.emit(check)
         if found.decision == "continue":
@@ -130,7 +132,13 @@ class HealthGate:
             "bake_s": self.bake_s,
             "halted": self.halted is not None,
             "checks": [
-                {"after_wave": c.after_wave, "decision": c.decision, "evidence": list(c.evidence)} for c in self.checks
+                {
+                    "after_wave": c.after_wave,
+                    "decision": c.decision,
+                    "took_s": round(c.took_s, 3),
+                    "evidence": list(c.evidence),
+                }
+                for c in self.checks
             ],
         }
 

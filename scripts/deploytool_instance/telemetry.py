@@ -166,7 +166,9 @@ class Publisher(threading.Thread):
         self.imds = Imds(endpoint_of(environ))
         self.stop_event = threading.Event()
         self.pending: list[dict[str, Any]] = []
-        self.stats: dict[str, Any] = {"calls": 0, "failures": 0, "data": 0, "dropped": 0, "last_error": None}
+        self.stats: dict[str, Any] = {
+            "calls": 0, "failures": 0, "data": 0, "dropped": 0, "last_error": None, "since": round(time.time(), 3)
+        }  # fmt: skip
         self._creds: tuple[float, Credentials | None] = (0.0, None)
         self._said: set[str] = set()
 
@@ -226,7 +228,8 @@ class Publisher(threading.Thread):
         self.collect()
         self.send()
         with contextlib.suppress(OSError):
-            write_atomic(self.stats_file, json.dumps({**self.stats, "interval_s": self.interval_s}) + "\n")
+            stats = {**self.stats, "interval_s": self.interval_s, "at": round(time.time(), 3)}
+            write_atomic(self.stats_file, json.dumps(stats) + "\n")
 
     def run(self) -> None:
         while not self.stop_event.wait(self.interval_s):
