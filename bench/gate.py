@@ -15,9 +15,9 @@ own: v1 released with no gate, 10 s of load on v1 (the baseline), then v2 with `
 group it reached runs v1 again afterwards (rolled_back_ok), the share of all the run's tasks that ran on the bad
 release (bad_task_share_max: the largest; it depends on how much of the load the first wave carries, here a tenth,
 and on how long a run lasts: 10 s on v1, the release, 3 s after), the time from v2's start to the halting verdict
-(detect_s_median), what one gate check costs the release (its bake plus reading CloudWatch: gate_overhead_s, the largest) and the workers'
-PutMetricData calls per minute (telemetry_calls_per_worker_min, from each worker's run/telemetry.json; the sandbox
-publishes every 5 s, production every 30 s).
+(detect_s_median), what one gate check costs the release (its bake plus reading CloudWatch: gate_overhead_s, the
+largest) and the workers' PutMetricData calls per minute (telemetry_calls_per_worker_min, from each worker's
+run/telemetry.json; the sandbox publishes every 5 s, production every 30 s).
 Prints one JSON line: {"runs", "bad_halted", "bad_halted_after_wave", "bad_task_share_max", "rolled_back_ok",
 "good_false_halts", "detect_s_median", "gate_overhead_s", "telemetry_calls_per_worker_min", ...}. Targets: every bad
 release halted after its first wave (wave 0 here) and rolled back, bad_task_share_max <= 0.05, good_false_halts 0,
