@@ -100,7 +100,7 @@ BAD = [
         "groups[1].concurency: unknown key (did you mean 'concurrency'?); allowed: name, asg, queues, "
         "concurrency, prefetch_multiplier, acks_late, max_tasks_per_child, autoscale, task_time_limit, "
         "task_soft_time_limit, visibility_timeout, visibility_heartbeat, visibility_heartbeat_step, on_rebalance, "
-        "on_terminated, drain_timeout, restart, handoff_max_draining, handoff_min_free_mb, strategy, wave, "
+        "on_terminated, drain_timeout, restart, handoff_max_draining, handoff_min_free_mb, strategy, wave, bake, "
         "suspend_terminate, alarms",
     ),
     (
@@ -115,7 +115,7 @@ BAD = [
         "defaults.prefetch: unknown key; allowed: queues, concurrency, prefetch_multiplier, acks_late, "
         "max_tasks_per_child, autoscale, task_time_limit, task_soft_time_limit, visibility_timeout, "
         "visibility_heartbeat, visibility_heartbeat_step, on_rebalance, on_terminated, drain_timeout, restart, "
-        "handoff_max_draining, handoff_min_free_mb, strategy, wave, suspend_terminate, alarms",
+        "handoff_max_draining, handoff_min_free_mb, strategy, wave, bake, suspend_terminate, alarms",
     ),
     (
         "unknown target key",

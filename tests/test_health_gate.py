@@ -43,7 +43,7 @@ def release(telemetry: Telemetry, policy: Policy | None = None) -> tuple[HealthG
         release_id="20261202T080000Z-v2", version="v2", target="prod", revision=REVISION,
         groups=[group("reports", 0), group("email", 1), group("video", 2)],
     )  # fmt: skip
-    gate = HealthGate(app="acme", version="v2", bake_s=60, telemetry=telemetry, clock=clock, now=clock.wall,
+    gate = HealthGate(app="acme", version="v2", bakes={0: 60, 1: 60}, telemetry=telemetry, clock=clock, now=clock.wall,
                       policy=policy or Policy())  # fmt: skip
     seen = Collect()
 
@@ -106,3 +106,20 @@ def test_not_enough_data_passes_or_holds_per_policy() -> None:
     assert gate.halted is None and result.succeeded  # type: ignore[attr-defined]
     gate, _, result = release(few, Policy(not_enough_data="hold"))  # no terminal to ask: a hold halts
     assert gate.halted is not None and gate.halted.decision == "hold"
+
+
+def test_each_wave_bakes_for_its_groups_unless_bake_is_given() -> None:
+    from deploytool.config import Group
+    from deploytool.rollout.plan import RolloutOptions, wave_bakes
+
+    def plan_waves(options: RolloutOptions) -> dict[int, float]:
+        plan = rollout_plan(
+            release_id="20261202T080000Z-v2", version="v2", target="prod", revision=REVISION, options=options,
+            groups=[Group(name="a", asg="a", queues=["a"], wave=0, bake=300),
+                    Group(name="b", asg="b", queues=["b"], wave=0), Group(name="c", asg="c", queues=["c"], wave=1)],
+        )  # fmt: skip
+        return wave_bakes(plan.waves, options)
+
+    assert plan_waves(RolloutOptions(bake_s=60)) == {0: 300, 1: 60}  # a group's own bake, else the release's
+    assert plan_waves(RolloutOptions(bake_s=30, bake_given=True)) == {0: 30, 1: 30}  # --bake wins
+    assert plan_waves(RolloutOptions(bake_s=60, gate=False)) == {}  # --no-gate

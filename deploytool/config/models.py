@@ -221,6 +221,7 @@ class GroupSettings(Model):
     handoff_min_free_mb: Annotated[int, Field(ge=0, le=1048576)] = 256
     strategy: Strategy = Strategy(kind="OneAtATime")
     wave: Annotated[int, Field(ge=0, le=1000)] = 1
+    bake: Annotated[int, Field(ge=0, le=3600)] | None = None  # the health gate's bake after this group's wave
     suspend_terminate: bool = False
     alarms: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=10)] = []
 

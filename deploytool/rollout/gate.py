@@ -2,8 +2,9 @@
 
 Contract: `HealthGate` is a Reporter (it follows the release's events: when it started, which groups reached
 instances and how many) and its `gate()` is the orchestrator's gate, asked before each wave starts (with the
-release lease's: rollout.wiring). Before the first wave, and while no group of this release has reached an
-instance, it says yes at once. Otherwise it waits the bake (`bake_s`, on the rollout clock), then reads from
+release lease's: rollout.wiring). Before the first wave, while no group of this release has reached an instance,
+and after a wave with no bake, it says yes at once. Otherwise it waits the wave's bake (`bakes`, on the rollout
+clock), then reads from
 CloudWatch (aws/cloudwatch.py, what deploytool_instance.telemetry publishes):
 - the new release's task outcomes since the release started, per queue and task;
 - the baseline: every other release's outcomes per queue and task from BASELINE_S before the release started until
@@ -58,7 +59,7 @@ def evidence_lines(found: Verdict) -> tuple[str, ...]:
 class HealthGate:
     app: str
     version: str
-    bake_s: float
+    bakes: Mapping[int, float]  # wave number -> the bake after it (plan.wave_bakes); 0: no check after that wave
     telemetry: Telemetry
     clock: Clock
     now: Callable[[], datetime]
@@ -82,10 +83,11 @@ class HealthGate:
     def gate(self) -> bool:
         if self.halted is not None:
             return False
-        if not self.reached or self.started_at is None:
+        bake = self.bakes.get(self.last_wave, 0.0) if self.last_wave is not None else 0.0
+        if not self.reached or self.started_at is None or bake <= 0:
             return True
         entered = self.clock.now()
-        self.clock.sleep(self.bake_s)
+        self.clock.sleep(bake)
         try:
             found = self.judge()
         except DeployToolError as exc:
@@ -94,7 +96,7 @@ class HealthGate:
         else:
             lines = evidence_lines(found)
         now = self.clock.now()
-        check = GateChecked(self.last_wave or 0, found.decision, lines, self.bake_s, now, now - entered)
+        check = GateChecked(self.last_wave or 0, found.decision, lines, bake, now, now - entered)
         self.checks.append(check)
         self.emit(check)
         if found.decision == "continue":
@@ -129,7 +131,7 @@ class HealthGate:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "bake_s": self.bake_s,
+            "bakes_s": {str(wave): bake for wave, bake in sorted(self.bakes.items())},
             "halted": self.halted is not None,
             "checks": [
                 {

@@ -47,8 +47,9 @@ class RolloutOptions:
     wait_for_others: wait for a deployment someone else started in a group (--wait); without it the group fails.
     allow_task_changes: deploy although the release drops (or requires more of) a task the last release that
     succeeded on the target registers (deploytool.contract; --allow-task-changes).
-    bake_s: the health gate between waves waits this long, then judges the new release's telemetry (--bake, the
-    fleet's [rollout] bake; 0 or --no-gate: no gate).
+    bake_s: the health gate between waves waits this long, then judges the new release's telemetry (--bake, else the
+    fleet's [rollout] bake); a group's own `bake` sets its wave's (the longest in a wave), unless --bake was given
+    (bake_given); gate False (--no-gate): no gate at all.
     """
 
     max_parallel: int = 0
@@ -64,6 +65,8 @@ class RolloutOptions:
     wait_for_others: bool = False
     allow_task_changes: bool = False
     bake_s: float = 0.0  # the health gate's bake after each wave (deploytool.rollout.gate); 0: no gate
+    bake_given: bool = False  # --bake: it wins over the groups' own `bake`
+    gate: bool = True  # --no-gate: False
 
     def __post_init__(self) -> None:
         if self.max_parallel < 0:
@@ -100,6 +103,18 @@ class PriorDeployment:
 class WavePlan:
     number: int
     groups: tuple[Group, ...]
+
+
+def wave_bakes(waves: tuple[WavePlan, ...], options: RolloutOptions) -> dict[int, float]:
+    """Each wave's bake (the health gate's wait after it): --bake when given, else the longest `bake` its groups
+    set, else the release's; {} when there is no gate."""
+    if not options.gate:
+        return {}
+    out = {}
+    for wave in waves:
+        own = [g.bake for g in wave.groups if g.bake is not None]
+        out[wave.number] = options.bake_s if options.bake_given or not own else float(max(own))
+    return out
 
 
 @dataclass(frozen=True)

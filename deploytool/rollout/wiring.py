@@ -53,7 +53,7 @@ from deploytool.rollout.interrupt import Pausable, console_prompt, follow
 from deploytool.rollout.lease import Lease, LeaseKeeper, LeaseStore, Taken, acquire, broken_record
 from deploytool.rollout.orchestrator import Orchestrator
 from deploytool.rollout.partial import LastGood
-from deploytool.rollout.plan import RolloutPlan
+from deploytool.rollout.plan import RolloutPlan, wave_bakes
 from deploytool.rollout.progress import LiveTable, PlainLines
 from deploytool.rollout.record import RecordWriter, ReleaseStore
 from deploytool.rollout.result import RolloutResult
@@ -171,8 +171,9 @@ class LeaseGuard:
 
 def health_gate(plan: RolloutPlan, services: Services, output: Output, display: Pausable | None) -> HealthGate | None:
     """The health gate between waves, when the plan asks for a bake and has a wave after its first."""
-    if plan.options.bake_s <= 0 or len(plan.waves) < 2 or plan.mode != "deploy":
-        return None
+    bakes = wave_bakes(plan.waves, plan.options)
+    if not any(bakes.get(w.number, 0) > 0 for w in plan.waves[:-1]) or plan.mode != "deploy":
+        return None  # no bake after any wave but the last: no gate
     ask = None
     if services.interactive and not output.ci and services.console.is_terminal:
 
@@ -190,7 +191,7 @@ def health_gate(plan: RolloutPlan, services: Services, output: Output, display: 
     return HealthGate(
         app=services.store.app,
         version=plan.version,
-        bake_s=plan.options.bake_s,
+        bakes=bakes,
         telemetry=CloudWatchGateway(services.aws),
         clock=services.clock,
         now=services.now,

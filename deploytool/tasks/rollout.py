@@ -134,7 +134,7 @@ def setup(
         "allow_task_changes": "deploy although the release drops or requires more of a task that the last release "
         "that succeeded on the target registers",
         "bake": "seconds the health gate waits after each wave before it judges the new release's task failures "
-        "against the previous release's (default: the fleet's [rollout] bake; 0: no gate)",
+        "against the previous release's (default: each group's bake, else the fleet's [rollout] bake; 0: none)",
         "no_gate": "no health gate between waves",
     }
 )
@@ -178,7 +178,9 @@ def deploy(
     )
     version = options.version("--version", version)
     baked = loaded.rollout.bake if bake is None else options.integer("--bake", bake, low=0, high=3600)
-    run = dataclasses.replace(run, allow_task_changes=allow_task_changes, bake_s=0.0 if no_gate else float(baked))
+    run = dataclasses.replace(
+        run, allow_task_changes=allow_task_changes, bake_s=float(baked), bake_given=bake is not None, gate=not no_gate
+    )
     lease = options.lease_flags(wait, break_lease, dry_run=dry_run)
     reconcile_settings(loaded, name, chosen, engine=reconcile_engine, reconcile=not no_reconcile, dry_run=dry_run)
     if _without_sandbox(loaded, name, dry_run):
