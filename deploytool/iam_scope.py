@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deploytool.aws.sqs import sqs_queue_name as sqs_queue_name  # where the SQS gateway needs it too
 from deploytool.config import CodeDeployTarget, Fleet
 from deploytool.rollout.setup import application_name, min_healthy_hosts
 
@@ -109,10 +110,3 @@ def scope_for(
         output_location=output_location,
         sqs=sqs,
     )
-
-
-def sqs_queue_name(queue: str) -> str:
-    """The SQS name kombu gives a Celery queue: '.' becomes '-' (a '.fifo' suffix stays), no prefix."""
-    if queue.endswith(".fifo"):
-        return queue[: -len(".fifo")].replace(".", "-") + ".fifo"
-    return queue.replace(".", "-")

@@ -4,6 +4,7 @@ evidence, a good one goes on, a gate that cannot read telemetry halts, and "not 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from deploytool.aws.cloudwatch import Heartbeat
@@ -36,7 +37,9 @@ class Telemetry:
         return [Heartbeat(g, "v2", f"i-{g}-{n}", "running", until) for g, n in self.instances.items() for n in range(n)]
 
 
-def release(telemetry: Telemetry, policy: Policy | None = None) -> tuple[HealthGate, Collect, object]:
+def release(
+    telemetry: Telemetry, policy: Policy | None = None, depths: Callable[[list[str]], dict[str, int]] | None = None
+) -> tuple[HealthGate, Collect, object]:
     clock = FakeClock()
     backend = FakeBackend(clock, default=Script(duration=30, instances=2))
     plan = rollout_plan(
@@ -44,7 +47,7 @@ def release(telemetry: Telemetry, policy: Policy | None = None) -> tuple[HealthG
         groups=[group("reports", 0), group("email", 1), group("video", 2)],
     )  # fmt: skip
     gate = HealthGate(app="acme", version="v2", bakes={0: 60, 1: 60}, telemetry=telemetry, clock=clock, now=clock.wall,
-                      policy=policy or Policy())  # fmt: skip
+                      policy=policy or Policy(), queues={"reports": ("reports",)}, depths=depths)  # fmt: skip
     seen = Collect()
 
     def publish(event: object) -> None:
@@ -123,3 +126,24 @@ def test_each_wave_bakes_for_its_groups_unless_bake_is_given() -> None:
     assert plan_waves(RolloutOptions(bake_s=60)) == {0: 300, 1: 60}  # a group's own bake, else the release's
     assert plan_waves(RolloutOptions(bake_s=30, bake_given=True)) == {0: 30, 1: 30}  # --bake wins
     assert plan_waves(RolloutOptions(bake_s=60, gate=False)) == {}  # --no-gate
+
+
+def test_a_backlog_growing_over_the_bake_halts_and_a_broker_without_queues_skips_the_guard() -> None:
+    good = counts(bad_v2=0, total_v2=60)
+    seen: list[list[str]] = []
+    readings = iter([{"reports": 30}, {"reports": 100}])
+
+    def growing(names: list[str]) -> dict[str, int]:
+        seen.append(names)
+        return next(readings)
+
+    gate, _, _ = release(Telemetry(good, {"reports": 2}), depths=growing)
+    assert seen == [["reports"], ["reports"]]  # before and after the bake, the reached group's queues
+    assert gate.halted is not None and [e.key for e in gate.halted.halting] == ["backlog"]
+    assert "backlog grew 233% over the bake" in gate.halted.halting[0].reason
+
+    def no_queues(names: list[str]) -> dict[str, int]:
+        raise AwsError("SQS queue reports: AccessDenied")
+
+    gate, _, result = release(Telemetry(good, {"reports": 2, "email": 2}), depths=no_queues)
+    assert gate.halted is None and result.succeeded  # type: ignore[attr-defined]

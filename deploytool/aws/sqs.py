@@ -10,6 +10,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from deploytool.aws.session import AwsSession, describe_aws_error, error_code
 
 
+def sqs_queue_name(queue: str) -> str:
+    """The SQS name kombu gives a Celery queue: '.' becomes '-' (a '.fifo' suffix stays), no prefix."""
+    if queue.endswith(".fifo"):
+        return queue[: -len(".fifo")].replace(".", "-") + ".fifo"
+    return queue.replace(".", "-")
+
+
 @dataclass(frozen=True)
 class QueueDepth:
     visible: int  # waiting to be received

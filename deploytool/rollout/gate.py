@@ -10,7 +10,8 @@ CloudWatch (aws/cloudwatch.py, what deploytool_instance.telemetry publishes):
 - the baseline: every other release's outcomes per queue and task from BASELINE_S before the release started until
   now (the groups not deployed yet, and the deployed ones before their switch);
 - the guards: unregistered-task errors on the new release; workers of the new release silent (the instances its
-  deployments reached less those heard in the last HEARD_S).
+  deployments reached less those heard in the last HEARD_S); the backlog of the reached groups' queues growing
+  over the bake (SQS: the messages waiting before and after it; skipped where the broker has no such queues).
 and gives health.verdict's decision: "continue" starts the next wave; "halt" starts none (`halted` holds the
 verdict; commands.deploy then rolls back every group the release touched); "hold" (not enough data, when the
 policy says so) asks `ask` (a terminal) and halts without one. Each verdict is published as a GateChecked event
@@ -33,6 +34,7 @@ from deploytool.rollout.health import Counts, Guards, Policy, Verdict, verdict
 
 BASELINE_S = 900  # the previous releases' outcomes are read from this long before the release started
 HEARD_S = 120  # a worker not heard for this long is silent (workers publish every 30 s)
+BACKLOG_FLOOR = 20  # a queue's growth is measured from at least this many waiting messages (5 -> 12 is noise)
 OUTCOME_FIELDS = {"succeeded": "succeeded", "failed": "failed", "retried": "retried", "lost": "lost",
                   "unregistered": "rejected", "rejected": "rejected"}  # fmt: skip
 
@@ -66,6 +68,9 @@ class HealthGate:
     policy: Policy = field(default_factory=Policy)
     ask: Callable[[str], bool] | None = None  # a terminal's question on "hold"; None: hold halts
     emit: Callable[[Event], None] = lambda event: None  # the release's reporters (set by the wiring)
+    # the backlog guard: each group's queues, and their waiting messages (SQS; None: no such guard)
+    queues: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    depths: Callable[[list[str]], Mapping[str, int]] | None = None
     started_at: datetime | None = None
     reached: dict[str, int] = field(default_factory=dict)  # group -> instances the new release reached
     checks: list[GateChecked] = field(default_factory=list)
@@ -87,9 +92,10 @@ class HealthGate:
         if not self.reached or self.started_at is None or bake <= 0:
             return True
         entered = self.clock.now()
+        backlog_before = self.backlog()
         self.clock.sleep(bake)
         try:
-            found = self.judge()
+            found = self.judge(backlog_before)
         except DeployToolError as exc:
             found = Verdict("halt", ())
             lines: tuple[str, ...] = (f"telemetry: halt: cannot read it ({exc}); a gate that cannot see halts",)
@@ -106,7 +112,24 @@ class HealthGate:
         self.halted = found
         return False
 
-    def judge(self) -> Verdict:
+    def backlog(self) -> dict[str, int] | None:
+        """Messages waiting in the reached groups' queues, when the broker can tell (None: it cannot)."""
+        names = sorted({q for group in self.reached for q in self.queues.get(group, ())})
+        if self.depths is None or not names:
+            return None
+        try:
+            return dict(self.depths(names))
+        except DeployToolError:
+            return None  # the guard is optional: a broker without these queues (Redis, RabbitMQ) has none
+
+    def growth(self, before: Mapping[str, int] | None) -> float:
+        """The largest relative growth of a queue's backlog over the bake (from at least BACKLOG_FLOOR messages)."""
+        after = self.backlog() if before is not None else None
+        if not before or not after:
+            return 0.0
+        return max(((after[q] - before[q]) / max(before[q], BACKLOG_FLOOR) for q in before if q in after), default=0.0)
+
+    def judge(self, backlog_before: Mapping[str, int] | None = None) -> Verdict:
         assert self.started_at is not None
         until = self.now()
         rows = self.telemetry.task_counts(self.app, self.started_at - timedelta(seconds=BASELINE_S), until)
@@ -126,7 +149,11 @@ class HealthGate:
             for b in self.telemetry.heartbeats(self.app, until - timedelta(seconds=HEARD_S), until)
             if b.release == self.version and b.group in self.reached
         }
-        guards = Guards(missing_heartbeats=max(0, sum(self.reached.values()) - len(heard)), unregistered=unregistered)
+        guards = Guards(
+            missing_heartbeats=max(0, sum(self.reached.values()) - len(heard)),
+            unregistered=unregistered,
+            backlog_growth=self.growth(backlog_before),
+        )
         return verdict(as_counts(new), as_counts(base), guards, self.policy)
 
     def to_dict(self) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from rich.console import Console
 from deploytool.aws.cloudwatch import CloudWatchGateway
 from deploytool.aws.ec2 import Ec2Gateway
 from deploytool.aws.session import AwsSession
+from deploytool.aws.sqs import SqsGateway, sqs_queue_name
 from deploytool.model import ReleaseManifest
 from deploytool.rollout.backend import Backend
 from deploytool.rollout.clock import Clock, SystemClock
@@ -169,6 +170,12 @@ class LeaseGuard:
             self._lost(self.lease.lost)
 
 
+def waiting(sqs: SqsGateway, queues: list[str]) -> dict[str, int]:
+    """Messages waiting in each queue (its SQS name, as kombu names it) that exists."""
+    names = {sqs_queue_name(q): q for q in queues}
+    return {names[name]: depth.visible for name, depth in sqs.depths(list(names)).items()}
+
+
 def health_gate(plan: RolloutPlan, services: Services, output: Output, display: Pausable | None) -> HealthGate | None:
     """The health gate between waves, when the plan asks for a bake and has a wave after its first."""
     bakes = wave_bakes(plan.waves, plan.options)
@@ -193,6 +200,8 @@ def health_gate(plan: RolloutPlan, services: Services, output: Output, display: 
         version=plan.version,
         bakes=bakes,
         telemetry=CloudWatchGateway(services.aws),
+        queues={g.name: tuple(g.queues or ()) for g in plan.groups},
+        depths=lambda names: waiting(SqsGateway(services.aws), names),
         clock=services.clock,
         now=services.now,
         ask=ask,
