@@ -79,6 +79,10 @@ def test_a_release_whose_task_fails_is_halted_after_its_first_wave_with_the_evid
     assert check.after_wave == 0 and check.decision == "halt" and check.bake_s == 60
     assert any(line.startswith("reports/acme.build_report: halt: 12/60 failed (20.0%) vs 1/400 (0.2%)") for line in
                check.evidence), check.evidence  # fmt: skip
+    assert (
+        check.evidence[0].startswith("window: v2 since ")
+        and "on reports; the other releases since" in check.evidence[0]
+    )
     data = gate.to_dict()
     assert data["halted"] and data["checks"][0]["decision"] == "halt"
 

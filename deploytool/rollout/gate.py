@@ -100,7 +100,7 @@ class HealthGate:
             found = Verdict("halt", ())
             lines: tuple[str, ...] = (f"telemetry: halt: cannot read it ({exc}); a gate that cannot see halts",)
         else:
-            lines = evidence_lines(found)
+            lines = (self.window(), *evidence_lines(found))
         now = self.clock.now()
         check = GateChecked(self.last_wave or 0, found.decision, lines, bake, now, now - entered)
         self.checks.append(check)
@@ -111,6 +111,15 @@ class HealthGate:
             return True
         self.halted = found
         return False
+
+    def window(self) -> str:
+        assert self.started_at is not None
+        start = self.started_at.strftime("%H:%M:%SZ")
+        since = (self.started_at - timedelta(seconds=BASELINE_S)).strftime("%H:%M:%SZ")
+        return (
+            f"window: {self.version} since {start} on {', '.join(sorted(self.reached))}; the other releases since "
+            f"{since}; until {self.now().strftime('%H:%M:%SZ')}"
+        )
 
     def backlog(self) -> dict[str, int] | None:
         """Messages waiting in the reached groups' queues, when the broker can tell (None: it cannot)."""
