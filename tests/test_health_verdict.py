@@ -83,7 +83,7 @@ def rates(trials: int, new_n: int, base_n: int, good_rate: float, bad_rate: floa
 
 @pytest.mark.parametrize(
     ("new_n", "base_n", "good_rate", "max_false_halts", "max_misses"),
-    [  # measured: 0.1 % / 2.6 %, 0.2 % / 34.9 %, 0.2 % / 0 %, 0.1 % / 60.9 % (README, "Health gate: the verdict")
+    [  # measured: 0.1 % / 2.6 %, 0.2 % / 34.9 %, 0.2 % / 0 %, 0.1 % / 60.9 % (README, "Health gate")
         (60, 300, 0.01, 0.005, 0.05),  # a typical bake: 60 of each task on the new release, 1 % noise
         (30, 300, 0.02, 0.005, 0.45),  # low volume: the misses grow (a longer bake sees more), false halts do not
         (200, 1000, 0.05, 0.005, 0.01),  # noisy tasks, more volume
