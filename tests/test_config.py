@@ -101,7 +101,7 @@ BAD = [
         "concurrency, prefetch_multiplier, acks_late, max_tasks_per_child, autoscale, task_time_limit, "
         "task_soft_time_limit, visibility_timeout, visibility_heartbeat, visibility_heartbeat_step, on_rebalance, "
         "on_terminated, drain_timeout, restart, handoff_max_draining, handoff_min_free_mb, strategy, wave, bake, "
-        "suspend_terminate, alarms",
+        "not_enough_data, suspend_terminate, alarms",
     ),
     (
         "unknown app key",
@@ -115,7 +115,7 @@ BAD = [
         "defaults.prefetch: unknown key; allowed: queues, concurrency, prefetch_multiplier, acks_late, "
         "max_tasks_per_child, autoscale, task_time_limit, task_soft_time_limit, visibility_timeout, "
         "visibility_heartbeat, visibility_heartbeat_step, on_rebalance, on_terminated, drain_timeout, restart, "
-        "handoff_max_draining, handoff_min_free_mb, strategy, wave, bake, suspend_terminate, alarms",
+        "handoff_max_draining, handoff_min_free_mb, strategy, wave, bake, not_enough_data, suspend_terminate, alarms",
     ),
     (
         "unknown target key",

@@ -38,7 +38,10 @@ class Telemetry:
 
 
 def release(
-    telemetry: Telemetry, policy: Policy | None = None, depths: Callable[[list[str]], dict[str, int]] | None = None
+    telemetry: Telemetry,
+    policy: Policy | None = None,
+    depths: Callable[[list[str]], dict[str, int]] | None = None,
+    not_enough_data: dict[str, str] | None = None,
 ) -> tuple[HealthGate, Collect, object]:
     clock = FakeClock()
     backend = FakeBackend(clock, default=Script(duration=30, instances=2))
@@ -47,7 +50,8 @@ def release(
         groups=[group("reports", 0), group("email", 1), group("video", 2)],
     )  # fmt: skip
     gate = HealthGate(app="acme", version="v2", bakes={0: 60, 1: 60}, telemetry=telemetry, clock=clock, now=clock.wall,
-                      policy=policy or Policy(), queues={"reports": ("reports",)}, depths=depths)  # fmt: skip
+                      policy=policy or Policy(), queues={"reports": ("reports",)}, depths=depths,
+                      not_enough_data=not_enough_data or {})  # fmt: skip
     seen = Collect()
 
     def publish(event: object) -> None:
@@ -113,6 +117,10 @@ def test_not_enough_data_passes_or_holds_per_policy() -> None:
     assert gate.halted is None and result.succeeded  # type: ignore[attr-defined]
     gate, _, result = release(few, Policy(not_enough_data="hold"))  # no terminal to ask: a hold halts
     assert gate.halted is not None and gate.halted.decision == "hold"
+    gate, _, _ = release(few, not_enough_data={"reports": "hold"})  # the group's own setting (fleet file)
+    assert gate.halted is not None and gate.halted.decision == "hold"
+    gate, _, result = release(few, Policy(not_enough_data="hold"), not_enough_data={"reports": "pass"})
+    assert gate.halted is None and result.succeeded  # type: ignore[attr-defined]
 
 
 def test_each_wave_bakes_for_its_groups_unless_bake_is_given() -> None:

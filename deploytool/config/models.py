@@ -222,6 +222,7 @@ class GroupSettings(Model):
     strategy: Strategy = Strategy(kind="OneAtATime")
     wave: Annotated[int, Field(ge=0, le=1000)] = 1
     bake: Annotated[int, Field(ge=0, le=3600)] | None = None  # the health gate's bake after this group's wave
+    not_enough_data: Literal["pass", "hold"] = "pass"  # the health gate, when this group's tasks are too few to judge
     suspend_terminate: bool = False
     alarms: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=10)] = []
 

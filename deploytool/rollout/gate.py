@@ -14,15 +14,15 @@ CloudWatch (aws/cloudwatch.py, what deploytool_instance.telemetry publishes):
   over the bake (SQS: the messages waiting before and after it; skipped where the broker has no such queues).
 and gives health.verdict's decision: "continue" starts the next wave; "halt" starts none (`halted` holds the
 verdict; commands.deploy then rolls back every group the release touched); "hold" (not enough data, when the
-policy says so) asks `ask` (a terminal) and halts without one. Each verdict is published as a GateChecked event
-(the progress display, the JSON result and the step summary show it). A CloudWatch error halts too: a gate that
-cannot see must not wave a release through.
+group's `not_enough_data` says so) asks `ask` (a terminal) and halts without one. Each verdict is published as a
+GateChecked event (the progress display, the JSON result and the step summary show it). A CloudWatch error halts
+too: a gate that cannot see must not wave a release through.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -71,6 +71,7 @@ class HealthGate:
     # the backlog guard: each group's queues, and their waiting messages (SQS; None: no such guard)
     queues: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     depths: Callable[[list[str]], Mapping[str, int]] | None = None
+    not_enough_data: Mapping[str, str] = field(default_factory=dict)  # group -> "pass" | "hold" (its fleet setting)
     started_at: datetime | None = None
     reached: dict[str, int] = field(default_factory=dict)  # group -> instances the new release reached
     checks: list[GateChecked] = field(default_factory=list)
@@ -144,12 +145,18 @@ class HealthGate:
         rows = self.telemetry.task_counts(self.app, self.started_at - timedelta(seconds=BASELINE_S), until)
         new: dict[str, dict[str, int]] = {}
         base: dict[str, dict[str, int]] = {}
+        per_key: dict[str, Policy] = {}
         unregistered = 0
         for (release, group, queue, task, outcome), n in rows.items():
             key = f"{queue}/{task}"
             if release == self.version:
                 if group in self.reached:
                     add(new, key, outcome, n)
+                    wanted = self.not_enough_data.get(group)
+                    if wanted == "hold":
+                        per_key[key] = replace(self.policy, not_enough_data="hold")
+                    elif wanted == "pass":
+                        per_key[key] = replace(self.policy, not_enough_data="pass")
                     unregistered += n if outcome == "unregistered" else 0
             else:
                 add(base, key, outcome, n)
@@ -163,7 +170,7 @@ class HealthGate:
             unregistered=unregistered,
             backlog_growth=self.growth(backlog_before),
         )
-        return verdict(as_counts(new), as_counts(base), guards, self.policy)
+        return verdict(as_counts(new), as_counts(base), guards, self.policy, per_key)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -129,9 +129,16 @@ def judge_task(key: str, new: Counts, base: Counts | None, policy: Policy) -> Ev
 
 
 def verdict(
-    new: Mapping[str, Counts], base: Mapping[str, Counts], guards: Guards = Guards(), policy: Policy = Policy()
+    new: Mapping[str, Counts],
+    base: Mapping[str, Counts],
+    guards: Guards = Guards(),
+    policy: Policy = Policy(),
+    per_key: Mapping[str, Policy] | None = None,
 ) -> Verdict:
-    evidence = [judge_task(key, counts, base.get(key), policy) for key, counts in sorted(new.items())]
+    """`per_key`: a policy of its own for some keys (the gate gives each queue its group's not_enough_data)."""
+    evidence = [
+        judge_task(key, counts, base.get(key), (per_key or {}).get(key, policy)) for key, counts in sorted(new.items())
+    ]
     if guards.unregistered > 0:
         evidence.append(Evidence("unregistered", "halt", f"{guards.unregistered} unregistered-task error(s)"))
     if guards.missing_heartbeats > policy.max_missing_heartbeats:

@@ -201,6 +201,7 @@ def health_gate(plan: RolloutPlan, services: Services, output: Output, display: 
         bakes=bakes,
         telemetry=CloudWatchGateway(services.aws),
         queues={g.name: tuple(g.queues or ()) for g in plan.groups},
+        not_enough_data={g.name: g.not_enough_data for g in plan.groups},
         depths=lambda names: waiting(SqsGateway(services.aws), names),
         clock=services.clock,
         now=services.now,
