@@ -195,9 +195,10 @@ def test_an_overdue_worker_is_reaped_and_too_little_memory_means_a_drain(
         run.check()
     assert f"reap: pid {old}" in runs[0].output and "cold shutdown" in runs[0].output, runs[0].output
     assert not process_alive(old)
-    # Handed back at once (not held for the 600 s visibility timeout): it runs again on a current worker.
+    # Handed back at once (not held for the 600 s visibility timeout): it runs again, once, to the end, on a worker
+    # that was taking work then (v2's, until this deployment handed it off in turn, or the new v1 one).
     assert fleet.load.wait_done(90, [long.task_id]) == (1, 0, 0)
-    assert fleet.load.runs()[long.task_id] == 1 and fleet.load.releases()[long.task_id] == ["v1"]
+    assert fleet.load.runs()[long.task_id] == 1 and fleet.load.releases()[long.task_id] in (["v1"], ["v2"])
 
     hungry = render_bundle(
         tmp_path / "bundle-v4",
