@@ -167,7 +167,7 @@ def one_run(work: Path, console: Console, *, bad: bool, bake: float, share: floa
         release_at = next((e.at for e in events if isinstance(e, ReleaseStarted)), None)
         checks = [e for e in events if isinstance(e, GateChecked)]
         halt = next((c for c in checks if c.decision != "continue"), None)
-        instances = [i for i in sandbox.fleet.on_disk()]
+        instances = list(sandbox.fleet.on_disk())
         _, by_release = read_ledgers([i.ledger for i in instances])
         total = sum(by_release.values())
         on_bad = sum(n for note, n in by_release.items() if note == BAD_NOTE)
