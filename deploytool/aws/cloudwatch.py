@@ -36,7 +36,15 @@ class CloudWatchGateway:
     def __init__(self, session: AwsSession) -> None:
         self.client = session.client("cloudwatch")
 
-    def _metrics(self, name: str, dimensions: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    def _metrics(self, name: str, dimensions: Mapping[str, str]) -> list[dict[str, str]]:
+        """Each series of `name` with these dimensions, once (moto's ListMetrics lists a series once per datum put;
+        read as distinct series, every count would be multiplied by the number of calls that sent it)."""
+        unique: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        for dims in self._list(name, dimensions):
+            unique.setdefault(tuple(sorted(dims.items())), dims)
+        return list(unique.values())
+
+    def _list(self, name: str, dimensions: Mapping[str, str]) -> Iterator[dict[str, str]]:
         try:
             pages = self.client.get_paginator("list_metrics").paginate(
                 Namespace=NAMESPACE,
@@ -88,7 +96,7 @@ class CloudWatchGateway:
         return out
 
     def heartbeats(self, app: str, since: datetime, until: datetime) -> list[Heartbeat]:
-        series = list(self._metrics("WorkerHeartbeat", {"App": app}))
+        series = self._metrics("WorkerHeartbeat", {"App": app})
         beats = []
         for dims, points in zip(series, self._sums("WorkerHeartbeat", series, since, until), strict=True):
             heard = [moment for moment, value in points if value > 0]
@@ -105,7 +113,7 @@ class CloudWatchGateway:
         """(release, group, queue, task, outcome) -> tasks the workers reported in the window (of `release` only
         when given)."""
         wanted = {"App": app, **({"Release": release} if release else {})}
-        series = list(self._metrics("Tasks", wanted))
+        series = self._metrics("Tasks", wanted)
         counts: dict[tuple[str, ...], int] = {}
         for dims, points in zip(series, self._sums("Tasks", series, since, until), strict=True):
             key = tuple(dims.get(name, "?") for name in ("Release", "Group", "Queue", "Task", "Outcome"))
