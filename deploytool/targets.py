@@ -41,9 +41,11 @@ from deploytool.reconcile import command as reconcile_command
 from deploytool.reconcile.pipeline import EngineName, ReconcileServices, ReconcileSettings
 from deploytool.rollout.backend import Backend
 from deploytool.rollout.codedeploy import CodeDeployBackend
+from deploytool.rollout.gate import PRODUCTION_TELEMETRY_S
 from deploytool.rollout.record import ReleaseStore
 from deploytool.rollout.setup import application_name
 from deploytool.rollout.wiring import LeaseOptions, Services
+from deploytool.sandbox.fleet import TELEMETRY_INTERVAL_S as SANDBOX_TELEMETRY_S
 from deploytool.sandbox.motoserver import recorded
 from deploytool.sandbox.session import SandboxSession, attach, read_sandbox_info, sandbox_root
 
@@ -56,6 +58,7 @@ class Target:
     kind: Literal["local", "codedeploy"]
     config: LocalTarget | CodeDeployTarget
     detachable: bool  # True when deployments keep running without this process
+    telemetry_s: float  # the workers publish their telemetry this often (the health gate looks as often)
     engine: EngineName  # the reconcile engine unless one is asked for
     mirror_root: Path  # where the duckdb engine mirrors the S3 partitions it reads
     athena_output: str | None  # Athena's results location unless one is given
@@ -69,6 +72,7 @@ def target(fleet: Fleet, name: str | None) -> Target:
             "local",
             config,
             detachable=False,
+            telemetry_s=SANDBOX_TELEMETRY_S,
             engine="duckdb",
             mirror_root=fleet.root / config.root / "reconcile-mirror",
             athena_output=None,
@@ -78,6 +82,7 @@ def target(fleet: Fleet, name: str | None) -> Target:
         "codedeploy",
         config,
         detachable=True,
+        telemetry_s=PRODUCTION_TELEMETRY_S,
         engine="athena",
         mirror_root=fleet.root / ".deploytool" / "reconcile-mirror",
         athena_output=f"s3://{fleet.artifacts.bucket}/{fleet.artifacts.prefix}/athena-results/",
@@ -122,6 +127,7 @@ class Connected:
             console,
             interactive=console.is_terminal and not ci,
             detachable=self.target.detachable,
+            telemetry_s=self.target.telemetry_s,
             lease=lease or LeaseOptions(),
         )
 

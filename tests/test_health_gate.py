@@ -42,6 +42,7 @@ def release(
     policy: Policy | None = None,
     depths: Callable[[list[str]], dict[str, int]] | None = None,
     not_enough_data: dict[str, str] | None = None,
+    look_s: float | None = None,
 ) -> tuple[HealthGate, Collect, object]:
     clock = FakeClock()
     backend = FakeBackend(clock, default=Script(duration=30, instances=2))
@@ -51,7 +52,7 @@ def release(
     )  # fmt: skip
     gate = HealthGate(app="acme", version="v2", bakes={0: 60, 1: 60}, telemetry=telemetry, clock=clock, now=clock.wall,
                       policy=policy or Policy(), queues={"reports": ("reports",)}, depths=depths,
-                      not_enough_data=not_enough_data or {})  # fmt: skip
+                      not_enough_data=not_enough_data or {}, look_s=look_s)  # fmt: skip
     seen = Collect()
 
     def publish(event: object) -> None:
@@ -159,3 +160,92 @@ def test_a_backlog_growing_over_the_bake_halts_and_a_broker_without_queues_skips
 
     gate, _, result = release(Telemetry(good, {"reports": 2, "email": 2}), depths=no_queues)
     assert gate.halted is None and result.succeeded  # type: ignore[attr-defined]
+
+
+class Growing(Telemetry):
+    """Telemetry that grows as the bake goes on: the n-th read returns `series[n]` (the last one from then on);
+    `fail_reads`: the reads (by number) that fail as CloudWatch would."""
+
+    def __init__(self, series: list[dict[tuple[str, ...], int]], instances: dict[str, int],
+                 fail_reads: tuple[int, ...] = ()) -> None:  # fmt: skip
+        super().__init__(series[0], instances)
+        self.series, self.fail_reads, self.reads = series, fail_reads, 0
+
+    def task_counts(
+        self, app: str, since: datetime, until: datetime, release: str | None = None
+    ) -> dict[tuple[str, ...], int]:
+        n, self.reads = self.reads, self.reads + 1
+        if n in self.fail_reads:
+            raise AwsError("CloudWatch GetMetricData deploytool/Tasks: Throttling")
+        self.counts = self.series[min(n, len(self.series) - 1)]
+        return super().task_counts(app, since, until, release)
+
+
+def test_a_look_during_the_bake_halts_a_bad_release_as_soon_as_its_rates_prove_it() -> None:
+    from deploytool.rollout.progress import gate_headline
+
+    # looks every 10 s of a 60 s bake: 6 looks; the release's failures show by the second
+    series = [counts(bad_v2=1, total_v2=10), counts(bad_v2=12, total_v2=40), counts(bad_v2=30, total_v2=120)]
+    telemetry = Growing(series, {"reports": 2})
+    gate, seen, result = release(telemetry, look_s=10)
+    [check] = [e for e in seen.events if isinstance(e, GateChecked)]
+    assert gate.halted is not None and check.decision == "halt" and check.early
+    assert check.took_s == 20 and telemetry.reads == 2  # halted at the second look, not after 60 s
+    assert any(line.startswith("reports/acme.build_report: halt: 12/40 failed") for line in check.evidence)
+    assert gate_headline(check) == "health gate after wave 0 (60 s bake, halted early at 20 s): halt"
+    assert {g.group: g.outcome for g in result.groups}["email"] == "not-started"  # type: ignore[attr-defined]
+    assert gate.to_dict()["checks"][0]["early"] is True
+    from dataclasses import replace
+
+    from deploytool.rollout.summary import markdown
+
+    summary = markdown(replace(result, gate=gate.to_dict()))  # type: ignore[type-var, arg-type]
+    assert "🛑 **Health gate after wave 0: halt** (halted early, 20 s into the bake)" in summary
+
+
+def test_looks_never_pass_a_release_early_nor_halt_on_what_only_the_whole_bake_can_show() -> None:
+    good = Growing([counts(bad_v2=0, total_v2=n) for n in (20, 40, 60, 80, 100, 120)], {"reports": 2, "email": 2})
+    gate, seen, result = release(good, look_s=10)
+    assert gate.halted is None and result.succeeded  # type: ignore[attr-defined]
+    checks = [e for e in seen.events if isinstance(e, GateChecked)]
+    assert [(c.decision, c.early, c.took_s) for c in checks] == [("continue", False, 60), ("continue", False, 60)]
+    assert good.reads == 12  # six looks a bake, the last the verdict
+
+    # a worker not heard yet is no reason to halt at an early look; at the end of the bake it is
+    quiet = Growing([counts(bad_v2=0, total_v2=60)], {"reports": 1})
+    gate, seen, _ = release(quiet, look_s=10)
+    [check] = [e for e in seen.events if isinstance(e, GateChecked)]
+    assert gate.halted is not None and not check.early and check.took_s == 60
+    assert [e.key for e in gate.halted.halting] == ["heartbeats"]
+
+
+def test_an_early_look_that_cannot_read_decides_nothing_and_the_last_one_halts() -> None:
+    flaky = Growing([counts(bad_v2=0, total_v2=60)], {"reports": 2, "email": 2}, fail_reads=(0, 2))
+    gate, _, result = release(flaky, look_s=10)
+    assert gate.halted is None and result.succeeded  # type: ignore[attr-defined]
+    blind = Growing([counts(bad_v2=0, total_v2=60)], {"reports": 2}, fail_reads=(5,))  # the last look of wave 0
+    gate, seen, _ = release(blind, look_s=10)
+    [check] = [e for e in seen.events if isinstance(e, GateChecked)]
+    assert gate.halted is not None and "cannot read it" in check.evidence[0] and not check.early
+
+
+def test_the_looks_share_the_false_halt_budget() -> None:
+    """A borderline release the single look at alpha halts; split over six looks no single test may spend
+    alpha, so neither an early look nor the last (at alpha / 2) does: looking often does not halt more often."""
+    from deploytool.rollout.health import fisher_greater
+
+    p = fisher_greater(4, 40, 2, 400)  # 4/40 failed against 2/400 before: p between alpha/2 and alpha
+    assert Policy().alpha / 2 < p < Policy().alpha
+    borderline = counts(bad_v2=4, total_v2=40, bad_v1=2)
+    gate, _, _ = release(Telemetry(borderline, {"reports": 2}))
+    assert gate.halted is not None  # one look at alpha
+    gate, _, _ = release(Growing([borderline], {"reports": 2, "email": 2}), look_s=10)
+    assert gate.halted is None
+
+
+def test_the_production_look_follows_the_workers_publishing_interval() -> None:
+    from deploytool.rollout.gate import PRODUCTION_TELEMETRY_S
+    from deploytool.sandbox.fleet import TELEMETRY_INTERVAL_S
+    from deploytool_instance import telemetry
+
+    assert PRODUCTION_TELEMETRY_S == telemetry.INTERVAL_S and TELEMETRY_INTERVAL_S < PRODUCTION_TELEMETRY_S

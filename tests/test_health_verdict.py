@@ -97,3 +97,62 @@ def test_false_halt_and_miss_rates_over_seeded_runs(
     false_halts, misses = rates(1000, new_n, base_n, good_rate, 0.20, seed=new_n)
     assert false_halts <= max_false_halts, false_halts
     assert misses <= max_misses, misses
+
+
+def looked(trials: int, per_look: int, looks: int, base_n: int, good_rate: float, bad_rate: float,
+           seed: int) -> tuple[float, float, float, float]:  # fmt: skip
+    """The gate's looks during a bake (rollout/gate.py): `per_look` tasks of each key arrive between two looks;
+    the early looks test at alpha / (2 (looks - 1)), the last at alpha / 2, and only a halt counts before the last.
+    (false halts of a good release, misses of a bad one, the median look that halted the bad one as a share of
+    the bake, the misses of one look at alpha at the end of the same bake)."""
+    rng = random.Random(seed)
+    keys = ["q/a", "q/b", "q/c"]
+    early = Policy(alpha=Policy().alpha / (2 * (looks - 1)))
+    last = Policy(alpha=Policy().alpha / 2)
+    false_halts = misses = single_misses = 0
+    halted_at: list[float] = []
+
+    def first_halt(base: dict[str, Counts], rate_of: dict[str, float]) -> int | None:
+        seen = {k: Counts() for k in keys}
+        for look in range(1, looks + 1):
+            for k in keys:
+                more = sample(rng, per_look, rate_of[k])
+                seen[k] = Counts(succeeded=seen[k].succeeded + more.succeeded, failed=seen[k].failed + more.failed)
+            if verdict(seen, base, policy=early if look < looks else last).decision == "halt":
+                return look
+        return None
+
+    for _ in range(trials):
+        base = {k: sample(rng, base_n, good_rate) for k in keys}
+        false_halts += first_halt(base, dict.fromkeys(keys, good_rate)) is not None
+        look = first_halt(base, {**dict.fromkeys(keys, good_rate), "q/a": bad_rate})
+        if look is None:
+            misses += 1
+        else:
+            halted_at.append(look / looks)
+        whole = {k: sample(rng, per_look * looks, good_rate) for k in keys[1:]}
+        whole["q/a"] = sample(rng, per_look * looks, bad_rate)
+        single_misses += verdict(whole, base).decision != "halt"
+    halted_at.sort()
+    median = halted_at[len(halted_at) // 2] if halted_at else 1.0
+    return false_halts / trials, misses / trials, median, single_misses / trials
+
+
+@pytest.mark.parametrize(
+    ("per_look", "base_n", "good_rate", "max_false_halts", "max_misses", "max_median_share"),
+    [  # measured: see the README, "Health gate: looks during the bake"
+        (10, 300, 0.01, 0.005, 0.05, 0.67),  # 60 tasks a bake in six looks, 1 % noise
+        (5, 300, 0.02, 0.005, 0.45, 1.0),  # low volume: 30 a bake
+        (40, 1000, 0.05, 0.005, 0.01, 0.5),  # noisy tasks, more volume: 240 a bake
+    ],
+)
+def test_looks_during_the_bake_halt_sooner_without_halting_good_releases_more(
+    per_look: int, base_n: int, good_rate: float, max_false_halts: float, max_misses: float, max_median_share: float
+) -> None:
+    """Six looks a bake, one task failing 20 % of the time among three, 1,000 seeded runs."""
+    false_halts, misses, median, single_misses = looked(1000, per_look, 6, base_n, good_rate, 0.20, seed=per_look)
+    print(f"looks: per_look={per_look} false_halts={false_halts} misses={misses} median_share={median} "
+          f"single_look_misses={single_misses}")  # fmt: skip
+    assert false_halts <= max_false_halts, false_halts
+    assert misses <= max_misses, misses
+    assert median <= max_median_share, median

@@ -97,6 +97,7 @@ class GateChecked:
     bake_s: float
     at: float
     took_s: float = 0.0  # what the gate cost the release: the bake and reading the telemetry
+    early: bool = False  # halted at a look during the bake, before the bake was over
 
 
 @dataclass(frozen=True)

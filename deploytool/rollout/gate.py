@@ -4,7 +4,13 @@ Contract: `HealthGate` is a Reporter (it follows the release's events: when it s
 instances and how many) and its `gate()` is the orchestrator's gate, asked before each wave starts (with the
 release lease's: rollout.wiring). Before the first wave, while no group of this release has reached an instance,
 and after a wave with no bake, it says yes at once. Otherwise it waits the wave's bake (`bakes`, on the rollout
-clock), then reads from
+clock), looking at the task outcomes every `look_s` on the way (the workers' publishing interval: a look sees
+new data): a look halts at once when the task rates already prove the release bad (or an unregistered-task error
+shows), so a bad release stops serving after seconds rather than after the whole bake; nothing else is decided
+before the bake is over (a continue needs the whole bake, and the heartbeat and backlog guards a full interval).
+The looks share the false-halt budget: with k looks, each early look tests at alpha / (2 (k - 1)) and the last one
+at alpha / 2, so a good release is halted no more often than by one look at alpha (Bonferroni). A look that cannot
+read the telemetry decides nothing; the last one reads from
 CloudWatch (aws/cloudwatch.py, what deploytool_instance.telemetry publishes):
 - the new release's task outcomes since the release started, per queue and task;
 - the baseline: every other release's outcomes per queue and task from BASELINE_S before the release started until
@@ -21,6 +27,7 @@ too: a gate that cannot see must not wave a release through.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -32,6 +39,7 @@ from deploytool.rollout.clock import Clock
 from deploytool.rollout.events import Event, GateChecked, GroupFinished, ReleaseStarted, WaveFinished
 from deploytool.rollout.health import Counts, Guards, Policy, Verdict, verdict
 
+PRODUCTION_TELEMETRY_S = 30.0  # how often workers publish on a real fleet (deploytool_instance.telemetry.INTERVAL_S)
 BASELINE_S = 900  # the previous releases' outcomes are read from this long before the release started
 HEARD_S = 120  # a worker not heard for this long is silent (workers publish every 30 s)
 BACKLOG_FLOOR = 20  # a queue's growth is measured from at least this many waiting messages (5 -> 12 is noise)
@@ -72,6 +80,7 @@ class HealthGate:
     queues: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     depths: Callable[[list[str]], Mapping[str, int]] | None = None
     not_enough_data: Mapping[str, str] = field(default_factory=dict)  # group -> "pass" | "hold" (its fleet setting)
+    look_s: float | None = None  # a look at the task outcomes this often during the bake; None: only at its end
     started_at: datetime | None = None
     reached: dict[str, int] = field(default_factory=dict)  # group -> instances the new release reached
     checks: list[GateChecked] = field(default_factory=list)
@@ -94,16 +103,23 @@ class HealthGate:
             return True
         entered = self.clock.now()
         backlog_before = self.backlog()
-        self.clock.sleep(bake)
-        try:
-            found = self.judge(backlog_before)
-        except DeployToolError as exc:
-            found = Verdict("halt", ())
-            lines: tuple[str, ...] = (f"telemetry: halt: cannot read it ({exc}); a gate that cannot see halts",)
+        looks = self.looks(bake)
+        policy = replace(self.policy, alpha=self.policy.alpha / 2) if looks > 1 else self.policy
+        interim = replace(self.policy, alpha=self.policy.alpha / (2 * (looks - 1))) if looks > 1 else None
+        found = self.bake(entered + bake, interim)
+        early = found is not None
+        if found is None:
+            try:
+                found = self.judge(backlog_before, policy)
+            except DeployToolError as exc:
+                found = Verdict("halt", ())
+                lines: tuple[str, ...] = (f"telemetry: halt: cannot read it ({exc}); a gate that cannot see halts",)
+            else:
+                lines = (self.window(), *evidence_lines(found))
         else:
             lines = (self.window(), *evidence_lines(found))
         now = self.clock.now()
-        check = GateChecked(self.last_wave or 0, found.decision, lines, bake, now, now - entered)
+        check = GateChecked(self.last_wave or 0, found.decision, lines, bake, now, now - entered, early)
         self.checks.append(check)
         self.emit(check)
         if found.decision == "continue":
@@ -112,6 +128,29 @@ class HealthGate:
             return True
         self.halted = found
         return False
+
+    def looks(self, bake: float) -> int:
+        """How many looks a bake of this length takes: one per `look_s`, the last at its end."""
+        if not self.look_s or self.look_s <= 0 or bake <= self.look_s:
+            return 1
+        return max(1, math.ceil(bake / self.look_s - 1e-9))
+
+    def bake(self, until: float, early: Policy | None) -> Verdict | None:
+        """Wait until the bake is over (clock time `until`), looking every `look_s` (with `early`, the early looks'
+        policy: their share of alpha): the halting verdict of the first look whose task outcomes prove the release
+        bad, else None."""
+        while True:
+            left = until - self.clock.now()
+            if early is None or self.look_s is None or left <= self.look_s + 1e-9:
+                self.clock.sleep(left)
+                return None
+            self.clock.sleep(self.look_s)
+            try:
+                found = self.judge(None, early, interim=True)
+            except DeployToolError:
+                continue  # an early look that cannot read decides nothing; the last one halts on it
+            if found.decision == "halt":
+                return found
 
     def window(self) -> str:
         assert self.started_at is not None
@@ -139,8 +178,13 @@ class HealthGate:
             return 0.0
         return max(((after[q] - before[q]) / max(before[q], BACKLOG_FLOOR) for q in before if q in after), default=0.0)
 
-    def judge(self, backlog_before: Mapping[str, int] | None = None) -> Verdict:
+    def judge(
+        self, backlog_before: Mapping[str, int] | None = None, policy: Policy | None = None, *, interim: bool = False
+    ) -> Verdict:
+        """The verdict now; `interim` (an early look during the bake): task outcomes and unregistered errors only
+        (the heartbeat and backlog guards need the whole bake), and its caller acts on a halt alone."""
         assert self.started_at is not None
+        policy = policy or self.policy
         until = self.now()
         rows = self.telemetry.task_counts(self.app, self.started_at - timedelta(seconds=BASELINE_S), until)
         new: dict[str, dict[str, int]] = {}
@@ -153,13 +197,13 @@ class HealthGate:
                 if group in self.reached:
                     add(new, key, outcome, n)
                     wanted = self.not_enough_data.get(group)
-                    if wanted == "hold":
-                        per_key[key] = replace(self.policy, not_enough_data="hold")
-                    elif wanted == "pass":
-                        per_key[key] = replace(self.policy, not_enough_data="pass")
+                    if wanted in ("hold", "pass"):
+                        per_key[key] = replace(policy, not_enough_data="hold" if wanted == "hold" else "pass")
                     unregistered += n if outcome == "unregistered" else 0
             else:
                 add(base, key, outcome, n)
+        if interim:
+            return verdict(as_counts(new), as_counts(base), Guards(unregistered=unregistered), policy, per_key)
         heard = {
             b.instance
             for b in self.telemetry.heartbeats(self.app, until - timedelta(seconds=HEARD_S), until)
@@ -170,7 +214,7 @@ class HealthGate:
             unregistered=unregistered,
             backlog_growth=self.growth(backlog_before),
         )
-        return verdict(as_counts(new), as_counts(base), guards, self.policy, per_key)
+        return verdict(as_counts(new), as_counts(base), guards, policy, per_key)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -181,6 +225,7 @@ class HealthGate:
                     "after_wave": c.after_wave,
                     "decision": c.decision,
                     "took_s": round(c.took_s, 3),
+                    "early": c.early,
                     "evidence": list(c.evidence),
                 }
                 for c in self.checks

@@ -154,7 +154,8 @@ def _duration(seconds: float) -> str:
 
 
 def gate_headline(event: GateChecked) -> str:
-    return f"health gate after wave {event.after_wave} ({event.bake_s:g} s bake): {event.decision}"
+    early = f", halted early at {event.took_s:.0f} s" if event.early else ""
+    return f"health gate after wave {event.after_wave} ({event.bake_s:g} s bake{early}): {event.decision}"
 
 
 class LiveTable:

@@ -98,7 +98,8 @@ def markdown(result: RolloutResult) -> str:
         ]
     for check in (result.gate or {}).get("checks", []):
         mark = "🛑 " if check["decision"] == "halt" else ""
-        lines += ["", f"{mark}**Health gate after wave {check['after_wave']}: {check['decision']}**", ""]
+        early = f" (halted early, {check['took_s']:.0f} s into the bake)" if check.get("early") else ""
+        lines += ["", f"{mark}**Health gate after wave {check['after_wave']}: {check['decision']}**{early}", ""]
         lines += [f"- {_cell(line)}" for line in check["evidence"]]
     failures = [(g.group, f) for g in result.groups for f in g.instance_failures]
     if failures:

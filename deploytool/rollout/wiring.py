@@ -86,6 +86,7 @@ class Services:
     on_interrupt: Literal["ask", "raise"] = "ask"
     ec2: TagStore | None = None  # where tags are written; None: the EC2 of `aws`
     lease: LeaseOptions | None = None  # one release at a time per target (deploytool.rollout.lease); None: no lease
+    telemetry_s: float | None = None  # the workers publish this often: the health gate looks as often; None: at the end
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ def health_gate(plan: RolloutPlan, services: Services, output: Output, display: 
         clock=services.clock,
         now=services.now,
         ask=ask,
+        look_s=services.telemetry_s,
     )
 
 

@@ -39,6 +39,9 @@ class Broker:
     transport_options: Mapping[str, Any] = field(default_factory=dict)
 
 
+TELEMETRY_INTERVAL_S = 5.0  # the workers publish this often here (no bill: fresh figures for the gate, --live)
+
+
 def sandbox_broker(target: LocalTarget, *, region: str, moto_port: int) -> Broker:
     """`sqs` means the sandbox's own moto SQS; otherwise the target's redis/amqp URL as given."""
     if target.broker == "sqs":
@@ -130,7 +133,7 @@ class SandboxFleet:
         if self.s3_endpoint:  # the watcher's records (s3put) and the workers' telemetry go to the moto server
             env["DEPLOYTOOL_S3_ENDPOINT"] = self.s3_endpoint
             env["DEPLOYTOOL_CLOUDWATCH_ENDPOINT"] = self.s3_endpoint
-            env["DEPLOYTOOL_TELEMETRY_INTERVAL_S"] = "5"  # no bill here: fresh figures for reconcile --live
+            env["DEPLOYTOOL_TELEMETRY_INTERVAL_S"] = f"{TELEMETRY_INTERVAL_S:g}"
         path = instance.env_file(app)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
