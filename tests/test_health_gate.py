@@ -184,14 +184,15 @@ class Growing(Telemetry):
 def test_a_look_during_the_bake_halts_a_bad_release_as_soon_as_its_rates_prove_it() -> None:
     from deploytool.rollout.progress import gate_headline
 
-    # looks every 10 s of a 60 s bake: 6 looks; the release's failures show by the second
-    series = [counts(bad_v2=1, total_v2=10), counts(bad_v2=12, total_v2=40), counts(bad_v2=30, total_v2=120)]
+    # looks every 10 s of a 60 s bake: 6 looks; the release's failures show by the second (one interval alone
+    # never halts early: it could be a burst)
+    series = [counts(bad_v2=3, total_v2=15), counts(bad_v2=7, total_v2=35), counts(bad_v2=12, total_v2=60)]
     telemetry = Growing(series, {"reports": 2})
     gate, seen, result = release(telemetry, look_s=10)
     [check] = [e for e in seen.events if isinstance(e, GateChecked)]
     assert gate.halted is not None and check.decision == "halt" and check.early
     assert check.took_s == 20 and telemetry.reads == 2  # halted at the second look, not after 60 s
-    assert any(line.startswith("reports/acme.build_report: halt: 12/40 failed") for line in check.evidence)
+    assert any(line.startswith("reports/acme.build_report: halt: 7/35 failed") for line in check.evidence)
     assert gate_headline(check) == "health gate after wave 0 (60 s bake, halted early at 20 s): halt"
     assert {g.group: g.outcome for g in result.groups}["email"] == "not-started"  # type: ignore[attr-defined]
     assert gate.to_dict()["checks"][0]["early"] is True
@@ -249,3 +250,19 @@ def test_the_production_look_follows_the_workers_publishing_interval() -> None:
     from deploytool_instance import telemetry
 
     assert PRODUCTION_TELEMETRY_S == telemetry.INTERVAL_S and TELEMETRY_INTERVAL_S < PRODUCTION_TELEMETRY_S
+
+
+def test_failures_that_all_came_in_one_interval_are_a_burst_not_a_bad_release() -> None:
+    # 10 failures between the first and the second look, none before or after: a dependency's hiccup
+    burst = [counts(bad_v2=0, total_v2=20), counts(bad_v2=10, total_v2=40)] + [
+        counts(bad_v2=10, total_v2=n) for n in (60, 80, 100, 120)
+    ]
+    gate, seen, result = release(Growing(burst, {"reports": 2, "email": 2}), look_s=10)
+    assert gate.halted is None and result.succeeded  # type: ignore[attr-defined]
+    first = next(e for e in seen.events if isinstance(e, GateChecked))
+    assert first.decision == "continue" and not first.early
+    [line] = [line for line in first.evidence if line.startswith("reports/")]
+    assert "but 10 of the 10 failures came in one interval of 6" in line and "a burst, not enough data" in line
+    # the same counts as one read (no looks): nothing to tell a burst by, the test stands alone and halts
+    gate, _, _ = release(Telemetry(counts(bad_v2=10, total_v2=120), {"reports": 2}))
+    assert gate.halted is not None

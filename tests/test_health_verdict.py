@@ -156,3 +156,61 @@ def test_looks_during_the_bake_halt_sooner_without_halting_good_releases_more(
     assert false_halts <= max_false_halts, false_halts
     assert misses <= max_misses, misses
     assert median <= max_median_share, median
+
+
+def bursty(rng: random.Random, n: int, rate: float, burst: int) -> Counts:
+    """n tasks whose failures come `burst` in a row (a dependency's hiccup fails every task for a moment), `rate`
+    of them on average: each run of `burst` tasks all fail with probability `rate`."""
+    bad = sum(min(burst, n - start) for start in range(0, n, burst) if rng.random() < rate)
+    return Counts(succeeded=n - bad, failed=bad)
+
+
+def bursty_rates(trials: int, new_n: int, base_n: int, good_rate: float, burst: int, intervals: int,
+                 seed: int) -> tuple[float, float, float, float]:  # fmt: skip
+    """(false halts of a good release, misses of a bad one failing 20 % of the time; both again judged without the
+    intervals) when failures come in bursts, in the baseline as in the new release; the new release's tasks arrive
+    over `intervals` looks of the gate (health.py, "Bursts")."""
+    rng = random.Random(seed)
+    keys = ["q/a", "q/b", "q/c"]
+    per = new_n // intervals
+    false_halts = misses = flat_false_halts = flat_misses = 0
+
+    def release(rate_of: dict[str, float]) -> tuple[dict[str, Counts], dict[str, list[Counts]]]:
+        buckets = {k: [bursty(rng, per, rate_of[k], burst) for _ in range(intervals)] for k in keys}
+        total = {k: Counts(succeeded=sum(b.succeeded for b in v), failed=sum(b.failed for b in v))
+                 for k, v in buckets.items()}  # fmt: skip
+        return total, buckets
+
+    for _ in range(trials):
+        base = {k: bursty(rng, base_n, good_rate, burst) for k in keys}
+        good, good_buckets = release(dict.fromkeys(keys, good_rate))
+        bad, bad_buckets = release({**dict.fromkeys(keys, good_rate), "q/a": 0.2})
+        false_halts += verdict(good, base, buckets=good_buckets).decision == "halt"
+        misses += verdict(bad, base, buckets=bad_buckets).decision != "halt"
+        flat_false_halts += verdict(good, base).decision == "halt"
+        flat_misses += verdict(bad, base).decision != "halt"
+    return false_halts / trials, misses / trials, flat_false_halts / trials, flat_misses / trials
+
+
+@pytest.mark.parametrize(
+    ("new_n", "burst", "good_rate", "max_false_halts", "max_misses"),
+    [  # measured: see the README, "Health gate: the verdict"
+        (60, 5, 0.01, 0.02, 0.40),  # bursts of 5 at 1 %: 60 tasks are only 12 independent draws
+        (200, 5, 0.02, 0.05, 0.10),
+        (200, 10, 0.02, 0.10, 0.30),  # longer bursts: fewer draws, more false halts, more misses
+    ],
+)
+def test_bursty_failures_are_told_from_a_bad_release_by_their_intervals(
+    new_n: int, burst: int, good_rate: float, max_false_halts: float, max_misses: float
+) -> None:
+    """Failures in bursts break the test's assumption that tasks fail independently: a burst of k failures weighs
+    as k independent ones, and judged as one window a good release hit by one burst is halted 10-25 % of the time.
+    Leaving out the worst of the gate's four intervals tells most bursts apart. 1,000 seeded runs; the baseline
+    5 times the new release's volume, bursty alike."""
+    found = bursty_rates(1000, new_n, 5 * new_n, good_rate, burst, 4, seed=new_n + burst)
+    false_halts, misses, flat_false_halts, flat_misses = found
+    print(f"bursty: new_n={new_n} burst={burst} good={good_rate} false_halts={false_halts} misses={misses} "
+          f"one_window: false_halts={flat_false_halts} misses={flat_misses}")  # fmt: skip
+    assert false_halts <= max_false_halts, false_halts
+    assert misses <= max_misses, misses
+    assert flat_false_halts > 2 * max(false_halts, 0.01)  # what the intervals are for

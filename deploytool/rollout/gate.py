@@ -8,10 +8,11 @@ clock), looking at the task outcomes every `look_s` on the way (the workers' pub
 new data): a look halts at once when the task rates already prove the release bad (or an unregistered-task error
 shows), so a bad release stops serving after seconds rather than after the whole bake; nothing else is decided
 before the bake is over (a continue needs the whole bake, and the heartbeat and backlog guards a full interval).
-The looks share the false-halt budget: with k looks, each early look tests at alpha / (2 (k - 1)) and the last one
-at alpha / 2, so a good release is halted no more often than by one look at alpha (Bonferroni). A look that cannot
-read the telemetry decides nothing; the last one reads from
-CloudWatch (aws/cloudwatch.py, what deploytool_instance.telemetry publishes):
+Each read also keeps what arrived since the one before, per queue and task: a halt must not rest on one burst
+(health.py, "Bursts"). The looks share the false-halt budget: with k looks, each early look tests at
+alpha / (2 (k - 1)) and the last one at alpha / 2, so a good release is halted no more often than by one look at
+alpha (Bonferroni). A look that cannot read the telemetry decides nothing. Each read takes from CloudWatch
+(aws/cloudwatch.py, what deploytool_instance.telemetry publishes):
 - the new release's task outcomes since the release started, per queue and task;
 - the baseline: every other release's outcomes per queue and task from BASELINE_S before the release started until
   now (the groups not deployed yet, and the deployed ones before their switch);
@@ -37,7 +38,7 @@ from deploytool.aws.cloudwatch import Heartbeat
 from deploytool.errors import DeployToolError
 from deploytool.rollout.clock import Clock
 from deploytool.rollout.events import Event, GateChecked, GroupFinished, ReleaseStarted, WaveFinished
-from deploytool.rollout.health import Counts, Guards, Policy, Verdict, verdict
+from deploytool.rollout.health import Counts, Guards, Policy, Verdict, minus, verdict
 
 PRODUCTION_TELEMETRY_S = 30.0  # how often workers publish on a real fleet (deploytool_instance.telemetry.INTERVAL_S)
 BASELINE_S = 900  # the previous releases' outcomes are read from this long before the release started
@@ -86,6 +87,8 @@ class HealthGate:
     checks: list[GateChecked] = field(default_factory=list)
     halted: Verdict | None = None
     last_wave: int | None = None  # the number of the last wave that finished
+    seen: dict[str, Counts] = field(default_factory=dict)  # the last read of the new release's counts, per key
+    buckets: dict[str, list[Counts]] = field(default_factory=dict)  # what arrived between reads (whole release)
 
     def publish(self, event: Event) -> None:
         if isinstance(event, ReleaseStarted):
@@ -202,8 +205,13 @@ class HealthGate:
                     unregistered += n if outcome == "unregistered" else 0
             else:
                 add(base, key, outcome, n)
+        now_counts = as_counts(new)
+        for key, counts in now_counts.items():  # the intervals between reads: a burst shows as one
+            self.buckets.setdefault(key, []).append(minus(counts, self.seen.get(key, Counts())))
+        self.seen = now_counts
         if interim:
-            return verdict(as_counts(new), as_counts(base), Guards(unregistered=unregistered), policy, per_key)
+            return verdict(now_counts, as_counts(base), Guards(unregistered=unregistered), policy, per_key,
+                           self.buckets, interim=True)  # fmt: skip
         heard = {
             b.instance
             for b in self.telemetry.heartbeats(self.app, until - timedelta(seconds=HEARD_S), until)
@@ -214,7 +222,7 @@ class HealthGate:
             unregistered=unregistered,
             backlog_growth=self.growth(backlog_before),
         )
-        return verdict(as_counts(new), as_counts(base), guards, policy, per_key)
+        return verdict(now_counts, as_counts(base), guards, policy, per_key, self.buckets)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -14,6 +14,14 @@ Rules, per (queue, task):
   larger than chance?) below `alpha`. Fisher's test is exact at the small counts a bake window gives, where a
   normal approximation is not; the margin keeps a large window from halting on a difference nobody cares about.
 - A task the baseline never ran compares against a zero-failure baseline of the same size (prior: it was fine).
+- Bursts: the test assumes tasks fail independently; a dependency's hiccup fails a run of tasks at once, and a
+  burst of k failures would weigh as k independent ones (with short bakes, a good release hit by one burst would
+  be halted one time in ten). When the new release's counts come in intervals (`buckets`: what arrived between
+  two looks of the gate), a halt must survive leaving out the interval with the most failures: the rest still at
+  least 2 failures, `margin` above the baseline, and Fisher below `burst_alpha`. A release whose failures sit in
+  one interval is judged "not enough data" (the policy's pass or hold) with the evidence saying so. With `interim`
+  (a look during the bake) and fewer than two intervals with tasks, a halt waits for the next look; at the end of
+  the bake with a single interval (no looks) there is nothing to leave out and the test stands alone.
 Guards halt on their own: any unregistered-task error, `missing_heartbeats` above its bound, backlog growth
 above its bound.
 Verdict: "halt" if any rule halts (with every halting evidence), else "hold" if a not-enough-data evidence holds,
@@ -24,8 +32,8 @@ rates at typical volumes (README, "Health gate: the verdict").
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import astuple, dataclass, field
 from typing import Literal
 
 Decision = Literal["continue", "hold", "halt"]
@@ -70,6 +78,7 @@ class Policy:
     not_enough_data: Literal["pass", "hold"] = "pass"
     max_missing_heartbeats: int = 0
     max_backlog_growth: float = 1.0
+    burst_alpha: float = 0.05  # the halt must survive leaving out the worst interval (module doc, "Bursts")
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,13 @@ def fisher_greater(bad_new: int, total_new: int, bad_base: int, total_base: int)
     return min(1.0, p)
 
 
-def judge_task(key: str, new: Counts, base: Counts | None, policy: Policy) -> Evidence:
+def minus(a: Counts, b: Counts) -> Counts:
+    return Counts(*(max(0, x - y) for x, y in zip(astuple(a), astuple(b), strict=True)))
+
+
+def judge_task(
+    key: str, new: Counts, base: Counts | None, policy: Policy, buckets: Sequence[Counts] = (), interim: bool = False
+) -> Evidence:
     if new.total < policy.min_tasks:
         decision: Decision = "hold" if policy.not_enough_data == "hold" else "continue"
         return Evidence(
@@ -123,9 +138,26 @@ def judge_task(key: str, new: Counts, base: Counts | None, policy: Policy) -> Ev
         f"{new.bad}/{new.total} failed ({new.rate:.1%}) vs {baseline.bad}/{baseline.total} "
         f"({baseline.rate:.1%}) before{'' if base is not None and base.total else ' (no baseline: taken as clean)'}"
     )
-    if new.bad >= policy.min_failures and worse >= policy.margin and p_value < policy.alpha:
-        return Evidence(key, "halt", f"{what}; p={p_value:.2g}", new.rate, baseline.rate, p_value)
-    return Evidence(key, "continue", what, new.rate, baseline.rate, p_value)
+    if not (new.bad >= policy.min_failures and worse >= policy.margin and p_value < policy.alpha):
+        return Evidence(key, "continue", what, new.rate, baseline.rate, p_value)
+    filled = [b for b in buckets if b.total]
+    if interim and buckets and len(filled) < 2:
+        return Evidence(key, "continue", f"{what}; p={p_value:.2g}; one interval so far: the next look decides")
+    if len(filled) >= 2:
+        worst = max(filled, key=lambda b: b.bad)
+        rest = minus(new, worst)
+        p_rest = fisher_greater(rest.bad, rest.total, baseline.bad, baseline.total)
+        if not (rest.bad >= 2 and rest.rate - baseline.rate >= policy.margin and p_rest < policy.burst_alpha):
+            return Evidence(
+                key,
+                "hold" if policy.not_enough_data == "hold" else "continue",
+                f"{what}; p={p_value:.2g}, but {worst.bad} of the {new.bad} failures came in one interval of "
+                f"{len(filled)} and the rest ({rest.bad}/{rest.total}) does not show it: a burst, not enough data",
+                new.rate,
+                baseline.rate,
+                p_value,
+            )
+    return Evidence(key, "halt", f"{what}; p={p_value:.2g}", new.rate, baseline.rate, p_value)
 
 
 def verdict(
@@ -134,10 +166,15 @@ def verdict(
     guards: Guards = Guards(),
     policy: Policy = Policy(),
     per_key: Mapping[str, Policy] | None = None,
+    buckets: Mapping[str, Sequence[Counts]] | None = None,
+    interim: bool = False,
 ) -> Verdict:
-    """`per_key`: a policy of its own for some keys (the gate gives each queue its group's not_enough_data)."""
+    """`per_key`: a policy of its own for some keys (the gate gives each queue its group's not_enough_data);
+    `buckets`: per key, the new release's counts by interval (module doc, "Bursts"); `interim`: a look during the
+    bake."""
     evidence = [
-        judge_task(key, counts, base.get(key), (per_key or {}).get(key, policy)) for key, counts in sorted(new.items())
+        judge_task(key, counts, base.get(key), (per_key or {}).get(key, policy), (buckets or {}).get(key, ()), interim)
+        for key, counts in sorted(new.items())
     ]
     if guards.unregistered > 0:
         evidence.append(Evidence("unregistered", "halt", f"{guards.unregistered} unregistered-task error(s)"))
