@@ -1,6 +1,7 @@
 """Benchmark: the health gate on the real sandbox: a bad release halted after its first wave, a good one let through.
 
-    python bench/gate.py [--runs 10] [--bake 15] [--share 0.2] [--baseline 60] [--keep DIR] [--verbose]
+    python bench/gate.py [--runs 10] [--bake 15] [--share 0.2] [--baseline 60] [--record FILE] [--keep DIR]
+                         [--verbose]
 
 Runs the real sandbox (deploytool.sandbox: a moto server with S3, EC2, Auto Scaling, SQS and CloudWatch; real Celery
 workers of the sample app publishing their telemetry; releases through `fab deploy`'s own path) with three groups
@@ -26,7 +27,9 @@ run/telemetry.json; the sandbox publishes every 5 s, production every 30 s).
 Prints one JSON line: {"runs", "bad_halted", "bad_halted_after_wave", "bad_task_share_max", "rolled_back_ok",
 "good_false_halts", "detect_s_median", "gate_overhead_s", "telemetry_calls_per_worker_min", ...}. Targets: every bad
 release halted after its first wave and rolled back, bad_task_share_max <= 0.05, good_false_halts 0,
-gate_overhead_s <= bake + 10. Exit 1 when one is missed.
+gate_overhead_s <= bake + 10. Exit 1 when one is missed. --record FILE also writes what each gate check judged (its
+counts by interval and baseline, from the JSON result's `counts`) per run: tests/data/gate_recorded.json is such a
+file, replayed by tests/test_health_recorded.py.
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ class Run:
     overhead_s: float
     calls_per_worker_min: float | None
     tasks: int
+    checks: list[dict[str, Any]]
 
 
 MIX = (("email", 0.1), ("reports", 0.45), ("video", 0.45))  # the first wave's group gets a tenth of the load
@@ -205,7 +209,13 @@ def one_run(
             overhead_s=max((c.took_s for c in checks), default=0.0),
             calls_per_worker_min=statistics.median(per_min) if per_min else None,
             tasks=total,
+            checks=[check_record(c) for c in checks],
         )
+
+
+def check_record(check: GateChecked) -> dict[str, Any]:
+    return {"after_wave": check.after_wave, "decision": check.decision, "early": check.early,
+            "took_s": round(check.took_s, 3), "counts": dict(check.counts)}  # fmt: skip
 
 
 def note_of(instance: Any, fleet: Fleet) -> str | None:
@@ -223,6 +233,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--bake", type=float, default=15.0)
     parser.add_argument("--share", type=float, default=0.2, help="share of send_email runs the bad release fails")
     parser.add_argument("--baseline", type=float, default=60.0, help="seconds of load on v1 before v2")
+    parser.add_argument("--record", type=Path, help="write what each gate check judged, per run, to this file")
     parser.add_argument("--keep", type=Path, help="work under this new directory and keep it (logs, for a look)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -267,6 +278,10 @@ def main(argv: Sequence[str]) -> int:
         "mode": "sandbox",
     }
     print(json.dumps(result), flush=True)
+    if args.record is not None:
+        recorded = {"bench": {k: result[k] for k in ("bake_s", "share", "baseline_s", "mode")},
+                    "runs": [{"kind": "bad" if r.bad else "good", "checks": r.checks} for r in runs]}  # fmt: skip
+        args.record.write_text(json.dumps(recorded, indent=1) + "\n")
     ok = (
         result["bad_halted"] == len(bad_runs)
         and result["bad_halted_after_wave"] == [1]

@@ -196,6 +196,10 @@ def test_a_look_during_the_bake_halts_a_bad_release_as_soon_as_its_rates_prove_i
     assert gate_headline(check) == "health gate after wave 0 (60 s bake, halted early at 20 s): halt"
     assert {g.group: g.outcome for g in result.groups}["email"] == "not-started"  # type: ignore[attr-defined]
     assert gate.to_dict()["checks"][0]["early"] is True
+    judged = gate.to_dict()["checks"][0]["counts"]  # what it judged, by interval, in the JSON result
+    assert judged["new"] == {"reports/acme.build_report": [[3, 15], [4, 20]]}
+    assert judged["base"] == {"reports/acme.build_report": [1, 400], "email/acme.send_email": [0, 900]}
+    assert judged["alpha"] == Policy().alpha / 10  # an early look of six
     from dataclasses import replace
 
     from deploytool.rollout.summary import markdown

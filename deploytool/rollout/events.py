@@ -11,8 +11,8 @@ each step that started or finished deployments; ReleaseFinished last.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from deploytool.rollout.backend import DeploymentSnapshot
 from deploytool.rollout.result import GroupResult, RolloutResult
@@ -98,6 +98,8 @@ class GateChecked:
     at: float
     took_s: float = 0.0  # what the gate cost the release: the bake and reading the telemetry
     early: bool = False  # halted at a look during the bake, before the bake was over
+    # what it judged: {"alpha": the test's, "new": {key: [[failures, tasks] per interval]}, "base": {key: [f, t]}}
+    counts: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

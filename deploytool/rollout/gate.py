@@ -89,6 +89,7 @@ class HealthGate:
     last_wave: int | None = None  # the number of the last wave that finished
     seen: dict[str, Counts] = field(default_factory=dict)  # the last read of the new release's counts, per key
     buckets: dict[str, list[Counts]] = field(default_factory=dict)  # what arrived between reads (whole release)
+    base: dict[str, Counts] = field(default_factory=dict)  # the last read's baseline, per key
 
     def publish(self, event: Event) -> None:
         if isinstance(event, ReleaseStarted):
@@ -111,6 +112,7 @@ class HealthGate:
         interim = replace(self.policy, alpha=self.policy.alpha / (2 * (looks - 1))) if looks > 1 else None
         found = self.bake(entered + bake, interim)
         early = found is not None
+        alpha = (interim if early and interim is not None else policy).alpha
         if found is None:
             try:
                 found = self.judge(backlog_before, policy)
@@ -122,7 +124,9 @@ class HealthGate:
         else:
             lines = (self.window(), *evidence_lines(found))
         now = self.clock.now()
-        check = GateChecked(self.last_wave or 0, found.decision, lines, bake, now, now - entered, early)
+        check = GateChecked(
+            self.last_wave or 0, found.decision, lines, bake, now, now - entered, early, self.counts(alpha)
+        )
         self.checks.append(check)
         self.emit(check)
         if found.decision == "continue":
@@ -131,6 +135,15 @@ class HealthGate:
             return True
         self.halted = found
         return False
+
+    def counts(self, alpha: float) -> dict[str, Any]:
+        """What the check judged, for the JSON result: per queue and task the new release's failures and tasks by
+        interval between reads, and the baseline's."""
+        return {
+            "alpha": alpha,
+            "new": {key: [[b.bad, b.total] for b in series] for key, series in sorted(self.buckets.items())},
+            "base": {key: [c.bad, c.total] for key, c in sorted(self.base.items())},
+        }
 
     def looks(self, bake: float) -> int:
         """How many looks a bake of this length takes: one per `look_s`, the last at its end."""
@@ -209,6 +222,7 @@ class HealthGate:
         for key, counts in now_counts.items():  # the intervals between reads: a burst shows as one
             self.buckets.setdefault(key, []).append(minus(counts, self.seen.get(key, Counts())))
         self.seen = now_counts
+        self.base = as_counts(base)
         if interim:
             return verdict(now_counts, as_counts(base), Guards(unregistered=unregistered), policy, per_key,
                            self.buckets, interim=True)  # fmt: skip
@@ -234,6 +248,7 @@ class HealthGate:
                     "decision": c.decision,
                     "took_s": round(c.took_s, 3),
                     "early": c.early,
+                    "counts": dict(c.counts),
                     "evidence": list(c.evidence),
                 }
                 for c in self.checks
