@@ -1,6 +1,6 @@
 """Benchmark: the health gate on the real sandbox: a bad release halted after its first wave, a good one let through.
 
-    python bench/gate.py [--runs 10] [--bake 15] [--share 0.2] [--baseline 60] [--record FILE] [--keep DIR]
+    python bench/gate.py [--runs 10] [--bake 60] [--share 0.2] [--baseline 60] [--record FILE] [--keep DIR]
                          [--verbose]
 
 Runs the real sandbox (deploytool.sandbox: a moto server with S3, EC2, Auto Scaling, SQS and CloudWatch; real Celery
@@ -11,7 +11,9 @@ and transcode_video on video; the mix and pace seeded per run; the sender manage
 server, `load_per_s` says what it did). Each run, in a sandbox of its own: v1 released with no gate, `--baseline`
 seconds of load on v1 (the previous release's record the gate compares with: a real fleet has hours of it, the gate
 reads 15 minutes; at a tenth of 20 tasks a second, 60 s give it about 120 send_email runs), then v2 with `--bake` (the
-gate after each wave, looking every 5 s, the sandbox workers' publishing interval):
+gate after each wave, looking every 5 s, the sandbox workers' publishing interval; 60 s by default: send_email runs
+about 1.5 times a second, so a 15 s bake sees some 30 of them and misses a third of the bad releases (README, "Health
+gate"), while the looks halt a bad release long before a longer bake is over: the bake costs only good releases):
 - a bad run's v2 sets the sample app's failure switch, FAILING = {"send_email": --share}: validation passes, a share
   of one task type fails;
 - a good run's v2 changes only its release note.
@@ -230,7 +232,7 @@ def note_of(instance: Any, fleet: Fleet) -> str | None:
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="runs of each kind (bad, good)")
-    parser.add_argument("--bake", type=float, default=15.0)
+    parser.add_argument("--bake", type=float, default=60.0)
     parser.add_argument("--share", type=float, default=0.2, help="share of send_email runs the bad release fails")
     parser.add_argument("--baseline", type=float, default=60.0, help="seconds of load on v1 before v2")
     parser.add_argument("--record", type=Path, help="write what each gate check judged, per run, to this file")

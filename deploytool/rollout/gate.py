@@ -221,7 +221,7 @@ class HealthGate:
         now_counts = as_counts(new)
         for key, counts in now_counts.items():  # the intervals between reads: a burst shows as one
             self.buckets.setdefault(key, []).append(minus(counts, self.seen.get(key, Counts())))
-        self.seen = now_counts
+        self.seen = {**self.seen, **now_counts}  # a key one read missed keeps its last counts
         self.base = as_counts(base)
         if interim:
             return verdict(now_counts, as_counts(base), Guards(unregistered=unregistered), policy, per_key,
