@@ -254,6 +254,13 @@ def test_the_production_look_follows_the_workers_publishing_interval() -> None:
     from deploytool_instance import telemetry
 
     assert PRODUCTION_TELEMETRY_S == telemetry.INTERVAL_S and TELEMETRY_INTERVAL_S < PRODUCTION_TELEMETRY_S
+    from deploytool import targets
+    from deploytool.config import load_fleet
+    from tests.conftest import ROOT
+
+    fleet = load_fleet(ROOT / "deploy.toml")
+    assert targets.target(fleet, "sandbox").telemetry_s == TELEMETRY_INTERVAL_S  # the gate looks as often
+    assert targets.target(fleet, "production").telemetry_s == PRODUCTION_TELEMETRY_S
 
 
 def test_failures_that_all_came_in_one_interval_are_a_burst_not_a_bad_release() -> None:
@@ -270,3 +277,39 @@ def test_failures_that_all_came_in_one_interval_are_a_burst_not_a_bad_release() 
     # the same counts as one read (no looks): nothing to tell a burst by, the test stands alone and halts
     gate, _, _ = release(Telemetry(counts(bad_v2=10, total_v2=120), {"reports": 2}))
     assert gate.halted is not None
+
+
+def test_a_held_gate_asks_in_a_terminal_and_goes_on_only_on_yes() -> None:
+    import io
+
+    from rich.console import Console
+
+    from deploytool.rollout.plan import RolloutOptions
+    from deploytool.rollout.wiring import Output, Services, health_gate
+    from tests.reconcile_support import stubbed_session
+
+    plan = rollout_plan(
+        release_id="20261202T080000Z-v2", version="v2", target="prod", revision=REVISION,
+        groups=[group("reports", 0), group("email", 1)], options=RolloutOptions(bake_s=60),
+    )  # fmt: skip
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200)
+    answers = iter(["y", "", "no"])
+    console.input = lambda prompt="", **_: (out.write(prompt), next(answers))[1]  # type: ignore[method-assign]
+    paused: list[str] = []
+    display = type("Display", (), {"pause": lambda self: paused.append("pause"),
+                                   "resume": lambda self: paused.append("resume")})()  # fmt: skip
+    store = type("Store", (), {"app": "acme"})()
+    services = Services(stubbed_session(), None, store, console)  # type: ignore[arg-type]
+    gate = health_gate(plan, services, Output(), display)  # type: ignore[arg-type]
+    assert gate is not None and gate.ask is not None and gate.look_s is None  # no publishing interval known
+    assert gate.ask("reports/acme.build_report: hold: not enough data") is True
+    assert "reports/acme.build_report: hold: not enough data" in out.getvalue()
+    assert "The health gate holds (not enough data). Start the next wave? [y/N]" in out.getvalue()
+    assert gate.ask("again") is False and gate.ask("again") is False  # Enter and "no" both halt
+    assert paused == ["pause", "resume"] * 3  # the live display steps aside while it asks
+
+    in_ci = health_gate(plan, services, Output(ci=True), display)  # type: ignore[arg-type]
+    assert in_ci is not None and in_ci.ask is None  # CI: no one to ask, a hold halts
+    quiet = Services(stubbed_session(), None, store, console, interactive=False)  # type: ignore[arg-type]
+    assert health_gate(plan, quiet, Output(), display).ask is None  # type: ignore[arg-type, union-attr]
