@@ -266,7 +266,8 @@ def test_the_production_look_follows_the_workers_publishing_interval() -> None:
 def test_failures_that_all_came_in_one_interval_are_a_burst_not_a_bad_release() -> None:
     # 10 failures between the first and the second look, none before or after: a dependency's hiccup
     burst = [counts(bad_v2=0, total_v2=20), counts(bad_v2=10, total_v2=40)] + [
-        counts(bad_v2=10, total_v2=n) for n in (60, 80, 100, 120)
+        counts(bad_v2=10, total_v2=n)
+        for n in range(60, 280, 20)  # clean tasks go on, through wave 1's bake
     ]
     gate, seen, result = release(Growing(burst, {"reports": 2, "email": 2}), look_s=10)
     assert gate.halted is None and result.succeeded  # type: ignore[attr-defined]
@@ -313,3 +314,30 @@ def test_a_held_gate_asks_in_a_terminal_and_goes_on_only_on_yes() -> None:
     assert in_ci is not None and in_ci.ask is None  # CI: no one to ask, a hold halts
     quiet = Services(stubbed_session(), None, store, console, interactive=False)  # type: ignore[arg-type]
     assert health_gate(plan, quiet, Output(), display).ask is None  # type: ignore[arg-type, union-attr]
+
+
+def test_a_task_that_breaks_only_on_a_later_waves_groups_is_halted_there() -> None:
+    """Each check's intervals are its own reads: failures that start with wave 1's groups are not one interval
+    among wave 0's clean ones (which would excuse them as a burst)."""
+    v1 = {("v1", "email", "shared", "acme.t", "succeeded"): 1000, ("v1", "email", "shared", "acme.t", "failed"): 5}
+    clean = {**v1, ("v2", "reports", "shared", "acme.t", "succeeded"): 40}
+    broken = {**clean, ("v2", "email", "shared", "acme.t", "succeeded"): 40,
+              ("v2", "email", "shared", "acme.t", "failed"): 20}  # fmt: skip
+    for look_s in (None, 10.0):
+        reads = 6 if look_s else 1  # the reads of wave 0's check, all clean; wave 1's all broken
+        gate, seen, _ = release(Growing([clean] * reads + [broken], {"reports": 2, "email": 2}), look_s=look_s)
+        decisions = [(c.after_wave, c.decision) for c in seen.events if isinstance(c, GateChecked)]
+        assert decisions == [(0, "continue"), (1, "halt")], (look_s, decisions)
+        assert gate.halted is not None and "20/100 failed" in gate.halted.halting[0].reason
+
+
+def test_a_burst_needs_enough_tasks_beside_it_to_be_called_one() -> None:
+    from deploytool.rollout.health import Counts, verdict
+
+    base = {"q/t": Counts(succeeded=1000, failed=5)}
+    one_aside = [Counts(failed=40), Counts(succeeded=1)]  # 40 failures, one task beside them
+    new = {"q/t": Counts(succeeded=1, failed=40)}
+    assert verdict(new, base, buckets={"q/t": one_aside}).decision == "halt"  # nothing tells a burst here
+    many_aside = [Counts(failed=10), Counts(succeeded=60)]
+    new = {"q/t": Counts(succeeded=60, failed=10)}
+    assert verdict(new, base, buckets={"q/t": many_aside}).decision == "continue"  # 60 fine tasks beside it

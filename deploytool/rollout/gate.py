@@ -87,8 +87,11 @@ class HealthGate:
     checks: list[GateChecked] = field(default_factory=list)
     halted: Verdict | None = None
     last_wave: int | None = None  # the number of the last wave that finished
-    seen: dict[str, Counts] = field(default_factory=dict)  # the last read of the new release's counts, per key
-    buckets: dict[str, list[Counts]] = field(default_factory=dict)  # what arrived between reads (whole release)
+    # this check's reads: the last one's counts of the new release, and what arrived between reads, per key (the
+    # first interval: everything since the release started); reset by each check, so a failure that starts with
+    # a later wave's groups is never one interval among the earlier checks'
+    seen: dict[str, Counts] = field(default_factory=dict)
+    buckets: dict[str, list[Counts]] = field(default_factory=dict)
     base: dict[str, Counts] = field(default_factory=dict)  # the last read's baseline, per key
 
     def publish(self, event: Event) -> None:
@@ -106,6 +109,7 @@ class HealthGate:
         if not self.reached or self.started_at is None or bake <= 0:
             return True
         entered = self.clock.now()
+        self.seen, self.buckets, self.base = {}, {}, {}
         backlog_before = self.backlog()
         looks = self.looks(bake)
         policy = replace(self.policy, alpha=self.policy.alpha / 2) if looks > 1 else self.policy
@@ -119,14 +123,15 @@ class HealthGate:
             except DeployToolError as exc:
                 found = Verdict("halt", ())
                 lines: tuple[str, ...] = (f"telemetry: halt: cannot read it ({exc}); a gate that cannot see halts",)
+                judged: dict[str, Any] = {}  # nothing was judged: no counts of an earlier read under this verdict
             else:
                 lines = (self.window(), *evidence_lines(found))
+                judged = self.counts(alpha)
         else:
             lines = (self.window(), *evidence_lines(found))
+            judged = self.counts(alpha)
         now = self.clock.now()
-        check = GateChecked(
-            self.last_wave or 0, found.decision, lines, bake, now, now - entered, early, self.counts(alpha)
-        )
+        check = GateChecked(self.last_wave or 0, found.decision, lines, bake, now, now - entered, early, judged)
         self.checks.append(check)
         self.emit(check)
         if found.decision == "continue":

@@ -19,9 +19,11 @@ Rules, per (queue, task):
   be halted one time in ten). When the new release's counts come in intervals (`buckets`: what arrived between
   two looks of the gate), a halt must survive leaving out the interval with the most failures: the rest still at
   least 2 failures, `margin` above the baseline, and Fisher below `burst_alpha`. A release whose failures sit in
-  one interval is judged "not enough data" (the policy's pass or hold) with the evidence saying so. With `interim`
-  (a look during the bake) and fewer than two intervals with tasks, a halt waits for the next look; at the end of
-  the bake with a single interval (no looks) there is nothing to leave out and the test stands alone.
+  one interval, beside at least `min_tasks` tasks that show nothing, is judged "not enough data" (the policy's pass
+  or hold) with the evidence saying so. With `interim` (a look during the bake) a halt the rest does not confirm
+  waits for the next look, and so does one with fewer than two intervals; at the end of the bake with a single
+  interval (no looks), or too few tasks beside the worst one, there is nothing to tell a burst by and the test
+  stands alone. The gate's intervals are one check's reads (its first: everything since the release started).
 Guards halt on their own: any unregistered-task error, `missing_heartbeats` above its bound, backlog growth
 above its bound.
 Verdict: "halt" if any rule halts (with every halting evidence), else "hold" if a not-enough-data evidence holds,
@@ -147,7 +149,10 @@ def judge_task(
         worst = max(filled, key=lambda b: b.bad)
         rest = minus(new, worst)
         p_rest = fisher_greater(rest.bad, rest.total, baseline.bad, baseline.total)
-        if not (rest.bad >= 2 and rest.rate - baseline.rate >= policy.margin and p_rest < policy.burst_alpha):
+        confirmed = rest.bad >= 2 and rest.rate - baseline.rate >= policy.margin and p_rest < policy.burst_alpha
+        if not confirmed and not interim and rest.total < policy.min_tasks:
+            confirmed = True  # too few tasks beside the worst interval to call it a burst: the window stands alone
+        if not confirmed:
             return Evidence(
                 key,
                 "hold" if policy.not_enough_data == "hold" else "continue",
