@@ -117,19 +117,18 @@ class HealthGate:
         found = self.bake(entered + bake, interim)
         early = found is not None
         alpha = (interim if early and interim is not None else policy).alpha
+        blind: str | None = None
         if found is None:
             try:
                 found = self.judge(backlog_before, policy)
             except DeployToolError as exc:
-                found = Verdict("halt", ())
-                lines: tuple[str, ...] = (f"telemetry: halt: cannot read it ({exc}); a gate that cannot see halts",)
-                judged: dict[str, Any] = {}  # nothing was judged: no counts of an earlier read under this verdict
-            else:
-                lines = (self.window(), *evidence_lines(found))
-                judged = self.counts(alpha)
-        else:
-            lines = (self.window(), *evidence_lines(found))
-            judged = self.counts(alpha)
+                found, blind = (
+                    Verdict("halt", ()),
+                    f"telemetry: halt: cannot read it ({exc}); a gate that cannot see halts",
+                )
+        # a check that could not read judged nothing: no counts of an earlier read under its verdict
+        lines = (blind,) if blind else (self.window(), *evidence_lines(found))
+        judged = {} if blind else self.counts(alpha)
         now = self.clock.now()
         check = GateChecked(self.last_wave or 0, found.decision, lines, bake, now, now - entered, early, judged)
         self.checks.append(check)
@@ -229,8 +228,8 @@ class HealthGate:
         self.seen = {**self.seen, **now_counts}  # a key one read missed keeps its last counts
         self.base = as_counts(base)
         if interim:
-            return verdict(now_counts, as_counts(base), Guards(unregistered=unregistered), policy, per_key,
-                           self.buckets, interim=True)  # fmt: skip
+            return verdict(now_counts, self.base, Guards(unregistered=unregistered), policy, per_key, self.buckets,
+                           interim=True)  # fmt: skip
         heard = {
             b.instance
             for b in self.telemetry.heartbeats(self.app, until - timedelta(seconds=HEARD_S), until)
@@ -241,7 +240,7 @@ class HealthGate:
             unregistered=unregistered,
             backlog_growth=self.growth(backlog_before),
         )
-        return verdict(now_counts, as_counts(base), guards, policy, per_key, self.buckets)
+        return verdict(now_counts, self.base, guards, policy, per_key, self.buckets)
 
     def to_dict(self) -> dict[str, Any]:
         return {
